@@ -1,0 +1,507 @@
+// pyrnn_fast: the recurrence kernels, written once and compiled once per instruction set.
+//
+// The including translation unit defines PRF_ISA_NAMESPACE and one of PRF_ISA_AVX512 /
+// PRF_ISA_AVX2 (or neither, for the portable build) and is compiled with matching -m flags.
+// Everything here lives in that namespace, and nothing here instantiates a standard-library
+// template: an inline function compiled with AVX flags must never be merged by the linker
+// into the portable path, which runs on CPUs without AVX.
+//
+// Structure of one call (forward; backward is the same with Wh^T and another epilogue):
+//   - one OpenMP parallel region for the whole sequence; thread i owns a contiguous range
+//     of column panels of the output (hidden units);
+//   - each thread packs its own panels of Wh once: panel p holds columns [p*NR, p*NR+NR)
+//     as K rows of NR contiguous values, zero padded, so the micro-kernel streams them;
+//   - per time step, register-blocked micro-kernels compute MR rows x NR columns of
+//     h_{t-1} . Wh and finish the tile in registers (add xw_t, activation) before a single
+//     store; one barrier per step, because step t reads every column of step t-1.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "rnn.hpp"
+
+#ifndef PRF_ISA_NAMESPACE
+#error "define PRF_ISA_NAMESPACE before including kernels_impl.hpp"
+#endif
+
+namespace prf {
+namespace PRF_ISA_NAMESPACE {
+
+#if defined(PRF_ISA_AVX512)
+constexpr int kVecBytes = 64;  // 32 zmm registers: 8 rows x 2 vectors = 16 accumulators
+constexpr int kMR = 8;
+#elif defined(PRF_ISA_AVX2)
+constexpr int kVecBytes = 32;  // 16 ymm registers: 6 rows x 2 vectors = 12 accumulators
+constexpr int kMR = 6;
+#else
+// Portable build: the same vector width and blocking as the AVX-512 build (GCC lowers the
+// 64-byte vectors to whatever the target has), so the AVX-512 path's tiling logic is
+// exercised by the test suite on machines without AVX-512.
+constexpr int kVecBytes = 64;
+constexpr int kMR = 8;
+#endif
+constexpr int kNV = 2;  // vectors per packed panel
+
+template <class T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+    typedef float type __attribute__((vector_size(kVecBytes)));
+    typedef std::int32_t mask __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct VecOf<double> {
+    typedef double type __attribute__((vector_size(kVecBytes)));
+    typedef std::int64_t mask __attribute__((vector_size(kVecBytes)));
+};
+template <class T>
+using Vec = typename VecOf<T>::type;
+template <class T>
+using Mask = typename VecOf<T>::mask;
+template <class T>
+constexpr int kLanes = kVecBytes / int(sizeof(T));
+template <class T>
+constexpr int kNR = kNV * kLanes<T>;  // columns per packed panel
+
+static inline idx imin(idx a, idx b) { return a < b ? a : b; }
+
+template <class T>
+static inline Vec<T> load(const T* p) {
+    Vec<T> v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+template <class T>
+static inline void store(T* p, Vec<T> v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+template <class T>
+static inline Vec<T> splat(T x) {
+    return Vec<T>{} + x;
+}
+
+// ---------------------------------------------------------------------------------------
+// Vectorised activations. tanh follows Cody & Waite: a rational function for |x| < ln(3)/2,
+// 1 - 2/(exp(2|x|)+1) above; exp by Cody-Waite range reduction and a Taylor polynomial
+// whose truncation error is below half an ulp. Accurate to a few ulp in both precisions
+// (tests compare against numpy.tanh). NaN propagates: every clamp and select is written so
+// that a NaN compares false and is kept.
+
+template <class T>
+struct TanhConst;
+template <>
+struct TanhConst<float> {
+    static constexpr float clamp = 10.0f;  // tanh(10) rounds to 1 in float
+    static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23
+    static constexpr float ln2_hi = 0.693359375f;
+    static constexpr float ln2_lo = -2.12194440054690583e-4f;
+    static constexpr int taylor_degree = 7;
+    static constexpr int mant_bits = 23, exp_bias = 127;
+};
+template <>
+struct TanhConst<double> {
+    static constexpr double clamp = 20.0;  // tanh(20) rounds to 1 in double
+    static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr double ln2_hi = 6.93147180369123816490e-01;
+    static constexpr double ln2_lo = 1.90821492927058770002e-10;
+    static constexpr int taylor_degree = 13;
+    static constexpr int mant_bits = 52, exp_bias = 1023;
+};
+
+// exp(y) for 0 <= y <= 2*clamp (or NaN).
+template <class T>
+static inline Vec<T> exp_bounded(Vec<T> y) {
+    using C = TanhConst<T>;
+    const T log2e = T(1.44269504088896340736);
+    Vec<T> t = y * log2e + C::round_magic;
+    Vec<T> n = t - C::round_magic;  // round(y / ln2), exact
+    Vec<T> r = y - n * C::ln2_hi;
+    r = r - n * C::ln2_lo;          // |r| <= ln2/2
+    // Taylor series of exp(r), Horner form, coefficients 1/k!.
+    T coef[C::taylor_degree + 1];
+    coef[0] = 1;
+    for (int k = 1; k <= C::taylor_degree; ++k) coef[k] = coef[k - 1] / T(k);
+    Vec<T> p = splat<T>(coef[C::taylor_degree]);
+    for (int k = C::taylor_degree - 1; k >= 0; --k) p = p * r + coef[k];
+    Mask<T> e = __builtin_convertvector(n, Mask<T>);
+    e = (e + C::exp_bias) << C::mant_bits;
+    return p * (Vec<T>)e;  // same-size vector cast reinterprets the bits: 2^n
+}
+
+template <class T>
+static inline Vec<T> small_tanh_ratio(Vec<T> g);  // R(g) with tanh(f) = f + f*R(f^2)
+template <>
+inline Vec<float> small_tanh_ratio<float>(Vec<float> g) {
+    const float p0 = -0.8237728127f, p1 = -0.3831010665e-2f, q0 = 2.471319654f;
+    return g * (g * p1 + p0) / (g + q0);
+}
+template <>
+inline Vec<double> small_tanh_ratio<double>(Vec<double> g) {
+    const double p0 = -0.16134119023996228053e+4, p1 = -0.99225929672236083313e+2,
+                 p2 = -0.96437492777225469787e+0;
+    const double q0 = 0.48402357071988688686e+4, q1 = 0.22337720718962312926e+4,
+                 q2 = 0.11274474380534949335e+3;
+    return g * ((g * p2 + p1) * g + p0) / (((g + q2) * g + q1) * g + q0);
+}
+
+template <class T>
+static inline Vec<T> vtanh(Vec<T> x) {
+    const T zero = 0, one = 1, two = 2;
+    Vec<T> f = x < zero ? -x : x;  // |x|, NaN kept
+    f = f > TanhConst<T>::clamp ? splat<T>(TanhConst<T>::clamp) : f;
+    Vec<T> large = one - two / (exp_bounded<T>(two * f) + one);
+    Vec<T> small = f + f * small_tanh_ratio<T>(f * f);
+    Vec<T> r = f < T(0.54930614433405484570) ? small : large;  // ln(3)/2
+    return x < zero ? -r : r;
+}
+
+struct ActTanh {
+    template <class T>
+    static Vec<T> apply(Vec<T> a) { return vtanh<T>(a); }
+    // derivative expressed through the output h = tanh(a)
+    template <class T>
+    static Vec<T> grad(Vec<T> h) { return T(1) - h * h; }
+};
+struct ActRelu {
+    template <class T>
+    static Vec<T> apply(Vec<T> a) { return a < T(0) ? Vec<T>{} : a; }  // relu(NaN) = NaN
+    template <class T>
+    static Vec<T> grad(Vec<T> h) {
+        Vec<T> d = h > T(0) ? splat<T>(1) : Vec<T>{};
+        return h != h ? h : d;  // NaN in, NaN out
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Packing: panel p of the (K x ncols) operand B, B(k, j) = src[k*sk + j*sj], is stored at
+// dst + p*K*NR as K rows of NR values; columns past ncols are zero.
+template <class T>
+static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, idx p0, idx p1) {
+    constexpr int NR = kNR<T>;
+    for (idx p = p0; p < p1; ++p) {
+        T* d = dst + p * K * NR;
+        idx j0 = p * NR, nj = imin(NR, ncols - j0);
+        for (idx k = 0; k < K; ++k) {
+            const T* s = src + k * sk + j0 * sj;
+            idx j = 0;
+            for (; j < nj; ++j) d[k * NR + j] = s[j * sj];
+            for (; j < NR; ++j) d[k * NR + j] = T(0);
+        }
+    }
+}
+
+// Epilogues finish an M x (NVT vectors) tile held in registers and store it once.
+// `row0` and `col0` locate the tile; only `ncols` columns are valid (the rest is padding).
+template <class T, class Act>
+struct ForwardEpilogue {  // out = act(acc + xw)
+    const T* xw;
+    idx xw_ld;
+    T* out;
+    idx out_ld;
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M; ++r) {
+            const T* x = xw + (row0 + r) * xw_ld + col0;
+            T* o = out + (row0 + r) * out_ld + col0;
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) store(o + i * W, Act::template apply<T>(acc[r][i] + load(x + i * W)));
+            } else {
+                T buf[NVT * W] __attribute__((aligned(64)));
+                for (idx j = 0; j < NVT * W; ++j) buf[j] = j < ncols ? x[j] : T(0);
+                for (int i = 0; i < NVT; ++i)
+                    store(buf + i * W, Act::template apply<T>(acc[r][i] + load(buf + i * W)));
+                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
+            }
+        }
+    }
+};
+
+template <class T, class Act>
+struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
+    const T* dh;
+    idx dh_ld;
+    const T* h;
+    idx h_ld;
+    const T* extra;  // dh_last at the last step, else null
+    idx extra_ld;
+    T* da;
+    idx da_ld;
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M; ++r) {
+            const T* g = dh + (row0 + r) * dh_ld + col0;
+            const T* hv = h + (row0 + r) * h_ld + col0;
+            const T* e = extra ? extra + (row0 + r) * extra_ld + col0 : nullptr;
+            T* o = da + (row0 + r) * da_ld + col0;
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) {
+                    Vec<T> s = acc[r][i] + load(g + i * W);
+                    if (e) s = s + load(e + i * W);
+                    store(o + i * W, s * Act::template grad<T>(load(hv + i * W)));
+                }
+            } else {
+                T bg[NVT * W] __attribute__((aligned(64)));
+                T bh[NVT * W] __attribute__((aligned(64)));
+                T be[NVT * W] __attribute__((aligned(64)));
+                for (idx j = 0; j < NVT * W; ++j) {
+                    bg[j] = j < ncols ? g[j] : T(0);
+                    bh[j] = j < ncols ? hv[j] : T(0);
+                    be[j] = (e && j < ncols) ? e[j] : T(0);
+                }
+                for (int i = 0; i < NVT; ++i) {
+                    Vec<T> s = acc[r][i] + load(bg + i * W);
+                    if (e) s = s + load(be + i * W);
+                    store(bg + i * W, s * Act::template grad<T>(load(bh + i * W)));
+                }
+                for (idx j = 0; j < ncols; ++j) o[j] = bg[j];
+            }
+        }
+    }
+};
+
+template <class T>
+struct StoreEpilogue {  // out = acc
+    T* out;
+    idx out_ld;
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M; ++r) {
+            T* o = out + (row0 + r) * out_ld + col0;
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) store(o + i * W, acc[r][i]);
+            } else {
+                T buf[NVT * W] __attribute__((aligned(64)));
+                for (int i = 0; i < NVT; ++i) store(buf + i * W, acc[r][i]);
+                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
+            }
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Micro-kernel: rows [row0, row0+M) of A (K columns, leading dimension lda) times NP
+// consecutive packed panels starting at `bp`; the tile stays in registers until `epi`.
+template <class T, int M, int NP, class Epi>
+static inline void micro_tile(const T* a, idx lda, idx K, const T* bp, idx row0, idx col0,
+                              idx ncols, const Epi& epi) {
+    constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
+    const idx panel_size = K * NR;
+    Vec<T> acc[M][NVT];
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r)
+#pragma GCC unroll 16
+        for (int i = 0; i < NVT; ++i) acc[r][i] = Vec<T>{};
+    const T* arow = a + row0 * lda;
+    for (idx k = 0; k < K; ++k) {
+        Vec<T> b[NVT];
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 16
+            for (int v = 0; v < kNV; ++v) b[p * kNV + v] = load(bp + p * panel_size + k * NR + v * W);
+#pragma GCC unroll 16
+        for (int r = 0; r < M; ++r) {
+            Vec<T> av = splat<T>(arow[r * lda + k]);
+#pragma GCC unroll 16
+            for (int i = 0; i < NVT; ++i) acc[r][i] += av * b[i];
+        }
+    }
+    epi.template operator()<M, NVT>(acc, row0, col0, ncols);
+}
+
+// How many panels a tile of M rows spans: few rows reuse each broadcast of A too little and
+// leave the FMA latency exposed, so they take more columns (more independent accumulators).
+template <int M>
+constexpr int panels_for_rows() { return M == 1 ? 4 : (M <= 3 ? 2 : 1); }
+
+// All tiles of M rows starting at row0, for panels [p0, p1).
+template <class T, int M, class Epi>
+static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1,
+                           idx row0, const Epi& epi) {
+    constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
+    const idx panel_size = K * NR;
+    idx p = p0;
+    for (; p + NP <= p1; p += NP)
+        micro_tile<T, M, NP>(a, lda, K, packed + p * panel_size, row0, p * NR, ncols - p * NR, epi);
+    for (; p < p1; ++p)
+        micro_tile<T, M, 1>(a, lda, K, packed + p * panel_size, row0, p * NR, ncols - p * NR, epi);
+}
+
+template <class T, class Epi, int M = 1>
+static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0,
+                           idx p1, idx row0, const Epi& epi) {
+    if constexpr (M < kMR) {
+        if (m == M)
+            tiles_for_rows<T, M>(a, lda, K, packed, ncols, p0, p1, row0, epi);
+        else
+            remainder_rows<T, Epi, M + 1>(m, a, lda, K, packed, ncols, p0, p1, row0, epi);
+    }
+}
+
+// C[0:nrows, panels p0..p1) = epi(A . B) where A is (nrows x K) with leading dimension lda.
+// Panel-outer, rows-inner: a packed panel stays in L1/L2 while every row block passes by.
+template <class T, class Epi>
+static void panel_gemm(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0,
+                       idx p1, const Epi& epi) {
+    const idx full = nrows - nrows % kMR;
+    for (idx p = p0; p < p1; ++p)
+        for (idx r = 0; r < full; r += kMR)
+            tiles_for_rows<T, kMR>(a, lda, K, packed, ncols, p, p + 1, r, epi);
+    if (full < nrows) remainder_rows<T>(int(nrows - full), a, lda, K, packed, ncols, p0, p1, full, epi);
+}
+
+// ---------------------------------------------------------------------------------------
+// Scratch memory for the packed weights, owned by the calling thread and reused across calls.
+template <class T>
+struct PackBuffer {
+    T* data = nullptr;
+    idx capacity = 0;
+    T* get(idx n) {
+        if (n > capacity) {
+            std::free(data);
+            void* p = nullptr;
+            if (posix_memalign(&p, 64, size_t(n) * sizeof(T)) != 0) return data = nullptr, capacity = 0, nullptr;
+            data = static_cast<T*>(p);
+            capacity = n;
+        }
+        return data;
+    }
+    ~PackBuffer() { std::free(data); }
+};
+template <class T>
+static T* pack_buffer(idx n) {
+    static thread_local PackBuffer<T> buf;
+    return buf.get(n);
+}
+
+// Below this many multiply-adds per step and thread, waking a second thread and meeting it
+// at a barrier every step costs more than it saves (measured with bench/, see README).
+constexpr idx kMinStepWorkPerThread = idx(1) << 16;
+
+static int team_size(int requested, idx step_work, idx panels) {
+    idx t = requested < 1 ? 1 : requested;
+    t = imin(t, panels);
+    t = imin(t, step_work / kMinStepWorkPerThread);
+    return t < 1 ? 1 : int(t);
+}
+
+static inline void thread_range(idx n, int nt, int tid, idx& lo, idx& hi) {
+    lo = n * tid / nt;
+    hi = n * (tid + 1) / nt;
+}
+
+static inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int team_threads() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+// Returns false only when the packed weights cannot be allocated.
+template <class T, class Act>
+static bool forward_impl(const ForwardArgs<T>& a) {
+    const idx steps = a.out.steps, N = a.out.rows, H = a.out.cols;
+    if (steps == 0 || N == 0 || H == 0) return true;
+    constexpr int NR = kNR<T>;
+    const idx panels = (H + NR - 1) / NR;
+    T* packed = pack_buffer<T>(panels * NR * H);
+    if (!packed) return false;
+    const int nt = team_size(a.threads, N * H * H, panels);
+#pragma omp parallel num_threads(nt)
+    {
+        const int team = team_threads(), tid = thread_id();
+        idx p0, p1;
+        thread_range(panels, team, tid, p0, p1);
+        // Each thread packs and then only reads its own panels: no barrier needed here.
+        pack_panels<T>(packed, a.wh.data, a.wh.ld, 1, H, H, p0, p1);
+        for (idx t = 0; t < steps; ++t) {
+            ForwardEpilogue<T, Act> epi{a.xw.at(t, 0), a.xw.row_stride, a.out.at(t, 0), a.out.row_stride};
+            // At t = 0 without h0 the product is zero: K = 0, and A is never read.
+            const bool from_h0 = t == 0;
+            const T* hprev = from_h0 ? a.h0.data : a.out.at(t - 1, 0);
+            const idx K = (from_h0 && !hprev) ? 0 : H;
+            if (!hprev) hprev = a.out.at(0, 0);
+            panel_gemm<T>(hprev, from_h0 ? a.h0.ld : a.out.row_stride, N, K, packed, H, p0, p1, epi);
+            if (team > 1) {
+#pragma omp barrier
+            }
+        }
+    }
+    return true;
+}
+
+template <class T, class Act>
+static bool backward_impl(const BackwardArgs<T>& a) {
+    const idx steps = a.da.steps, N = a.da.rows, H = a.da.cols;
+    if (N == 0 || H == 0) return true;
+    if (steps == 0) {  // dh0 = dh_last
+        for (idx n = 0; n < N; ++n)
+            for (idx j = 0; j < H; ++j) a.dh0.data[n * a.dh0.ld + j] = a.dh_last.data ? a.dh_last.data[n * a.dh_last.ld + j] : T(0);
+        return true;
+    }
+    constexpr int NR = kNR<T>;
+    const idx panels = (H + NR - 1) / NR;
+    T* packed = pack_buffer<T>(panels * NR * H);
+    if (!packed) return false;
+    const int nt = team_size(a.threads, N * H * H, panels);
+#pragma omp parallel num_threads(nt)
+    {
+        const int team = team_threads(), tid = thread_id();
+        idx p0, p1;
+        thread_range(panels, team, tid, p0, p1);
+        pack_panels<T>(packed, a.wh.data, 1, a.wh.ld, H, H, p0, p1);  // B = Wh^T
+        for (idx t = steps - 1; t >= 0; --t) {
+            const bool last = t == steps - 1;
+            BackwardEpilogue<T, Act> epi{a.dh.at(t, 0), a.dh.row_stride, a.h.at(t, 0), a.h.row_stride,
+                                         last ? a.dh_last.data : nullptr, a.dh_last.ld,
+                                         a.da.at(t, 0), a.da.row_stride};
+            // The last step has no da_{t+1}: K = 0 and A (a dummy) is never read.
+            const T* next = a.da.at(last ? t : t + 1, 0);
+            panel_gemm<T>(next, a.da.row_stride, N, last ? 0 : H, packed, H, p0, p1, epi);
+            if (team > 1) {
+#pragma omp barrier
+            }
+        }
+        StoreEpilogue<T> epi{a.dh0.data, a.dh0.ld};
+        panel_gemm<T>(a.da.at(0, 0), a.da.row_stride, N, H, packed, H, p0, p1, epi);
+    }
+    return true;
+}
+
+template <class T>
+static bool forward_dispatch(const ForwardArgs<T>& a) {
+    return a.act == Activation::relu ? forward_impl<T, ActRelu>(a) : forward_impl<T, ActTanh>(a);
+}
+template <class T>
+static bool backward_dispatch(const BackwardArgs<T>& a) {
+    return a.act == Activation::relu ? backward_impl<T, ActRelu>(a) : backward_impl<T, ActTanh>(a);
+}
+
+}  // namespace PRF_ISA_NAMESPACE
+}  // namespace prf
+
+// The translation unit's exported entry points (declared in rnn.hpp).
+#define PRF_DEFINE_ISA_ENTRY_POINTS                                                              \
+    namespace prf {                                                                               \
+    namespace PRF_ISA_NAMESPACE {                                                                 \
+    bool forward(const ForwardArgs<float>& a) { return forward_dispatch(a); }                     \
+    bool forward(const ForwardArgs<double>& a) { return forward_dispatch(a); }                    \
+    bool backward(const BackwardArgs<float>& a) { return backward_dispatch(a); }                  \
+    bool backward(const BackwardArgs<double>& a) { return backward_dispatch(a); }                 \
+    }                                                                                             \
+    }

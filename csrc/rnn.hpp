@@ -1,0 +1,86 @@
+// pyrnn_fast: the pure C++ interface of the recurrence kernels (no Python here).
+//
+//   forward : out_t = act(xw_t + out_{t-1} . Wh),  out_{-1} = h0 (zeros when null)
+//   backward: da_t  = (dh_t + da_{t+1} . Wh^T) * act'(h_t),  da_T . Wh^T := dh_last (zeros when null)
+//             dh0   = da_0 . Wh^T
+//
+// Arrays are described by raw pointers, sizes and strides (in elements) so that the caller
+// can hand over batch-major or time-major views without copying; the last axis is contiguous.
+#pragma once
+#include <cstddef>
+
+namespace prf {
+
+using idx = std::ptrdiff_t;
+
+enum class Activation : int { tanh = 0, relu = 1 };
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+// A (steps, rows, cols) array: element (t, n, c) is data[t*step_stride + n*row_stride + c].
+template <class T>
+struct Seq {
+    T* data;
+    idx steps, rows, cols;
+    idx step_stride, row_stride;
+    T* at(idx t, idx n) const { return data + t * step_stride + n * row_stride; }
+};
+
+// A (rows, cols) matrix: element (i, j) is data[i*ld + j]. data may be null where the
+// interface says "zeros when null".
+template <class T>
+struct Mat {
+    T* data;
+    idx rows, cols, ld;
+};
+
+template <class T>
+struct ForwardArgs {
+    Seq<const T> xw;  // (T, N, H)
+    Mat<const T> wh;  // (H, H)
+    Mat<const T> h0;  // (N, H), data may be null
+    Seq<T> out;       // (T, N, H)
+    Activation act;
+    int threads;      // upper bound; the kernel uses fewer when the work is small
+};
+
+template <class T>
+struct BackwardArgs {
+    Seq<const T> dh;       // (T, N, H) gradient w.r.t. every output
+    Seq<const T> h;        // (T, N, H) the forward outputs
+    Mat<const T> wh;       // (H, H)
+    Mat<const T> dh_last;  // (N, H), data may be null
+    Seq<T> da;             // (T, N, H) gradient w.r.t. the pre-activations
+    Mat<T> dh0;            // (N, H)
+    Activation act;
+    int threads;
+};
+
+// One set of kernels per instruction set, each compiled from csrc/kernels_impl.hpp in its own
+// translation unit with its own compiler flags and namespace.
+#define PRF_DECLARE_ISA_KERNELS(ns)                  \
+    namespace ns {                                   \
+    bool forward(const ForwardArgs<float>& a);       \
+    bool forward(const ForwardArgs<double>& a);      \
+    bool backward(const BackwardArgs<float>& a);     \
+    bool backward(const BackwardArgs<double>& a);    \
+    }
+PRF_DECLARE_ISA_KERNELS(isa_generic)
+PRF_DECLARE_ISA_KERNELS(isa_avx2)
+PRF_DECLARE_ISA_KERNELS(isa_avx512)
+#undef PRF_DECLARE_ISA_KERNELS
+
+// Run-time dispatch (csrc/dispatch.cpp).
+bool isa_supported(Isa isa);  // compiled in and supported by this CPU and OS
+Isa best_isa();
+Isa current_isa();
+void set_isa(Isa isa);        // precondition: isa_supported(isa)
+const char* isa_name(Isa isa);
+int max_threads();            // what OpenMP would use by default (1 without OpenMP)
+
+// Both return false only when scratch memory for the packed weights cannot be allocated.
+template <class T>
+bool forward(const ForwardArgs<T>& a);
+template <class T>
+bool backward(const BackwardArgs<T>& a);
+
+}  // namespace prf

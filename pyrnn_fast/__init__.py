@@ -1,0 +1,23 @@
+"""pyrnn_fast: a fast vanilla RNN, forward and backward through time, for NumPy users.
+
+    hs, h_last = rnn_forward(x, Wx, Wh, b, h0)            # h_t = tanh(x_t·Wx + h_{t-1}·Wh + b)
+    g = rnn_backward(dhs, x, Wx, Wh, hs, h0)              # g.dx, g.dWx, g.dWh, g.db, g.dh0
+
+Backends: a C++/OpenMP kernel (``cpp``), a Numba fallback (``numba``) and the NumPy reference
+(``numpy``); see ``backends()``, ``set_num_threads()`` and the README.
+"""
+from ._api import RNNGrads, rnn_backward, rnn_forward
+from ._backends import backends, get_num_threads, isa, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RNNGrads",
+    "backends",
+    "get_num_threads",
+    "isa",
+    "rnn_backward",
+    "rnn_forward",
+    "set_num_threads",
+    "__version__",
+]

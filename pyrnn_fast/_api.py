@@ -1,0 +1,208 @@
+"""The public functional API: validation, the big GEMMs, and one call into a backend's kernel.
+
+    forward:  XW = X·Wx + b (one GEMM), then hs = kernel.forward(XW, Wh, h0) (the recurrence)
+    backward: dA = kernel.backward(dhs, hs, Wh, dh_last), then
+              dWx = Xᵀ·dA, dx = dA·Wxᵀ, dWh = H_prevᵀ·dA, db = Σ dA   (one GEMM or sum each)
+
+Every backend runs through this one path, so backends differ only in the recurrence.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._backends import get_backend
+
+_ACTIVATIONS = ("tanh", "relu")
+_SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float
+
+
+class RNNGrads(NamedTuple):
+    """Gradients from ``rnn_backward``; each has the shape of what it is the gradient of."""
+
+    dx: np.ndarray
+    dWx: np.ndarray
+    dWh: np.ndarray
+    db: np.ndarray
+    dh0: np.ndarray
+
+
+def _check_activation(activation) -> str:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
+    return activation
+
+
+def _as_arrays(**named) -> dict:
+    """np.asarray each non-None input and reject dtypes the library cannot compute in."""
+    out = {}
+    for name, a in named.items():
+        if a is None:
+            out[name] = None
+            continue
+        try:
+            arr = np.asarray(a)
+        except Exception as e:  # ragged lists and the like
+            raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
+        if arr.dtype.kind not in _SUPPORTED_KINDS:
+            raise TypeError(f"{name}: expected a real numeric array (float32 or float64), got dtype {arr.dtype}")
+        out[name] = arr
+    return out
+
+
+def _result_dtype(arrays: dict) -> np.dtype:
+    dtype = np.result_type(*[a.dtype for a in arrays.values() if a is not None], np.float32)
+    if dtype not in (np.float32, np.float64):
+        names = [n for n, a in arrays.items() if a is not None and a.dtype.itemsize > 8]
+        raise TypeError(f"{', '.join(names) or 'inputs'}: dtype {dtype} is not supported; use float32 or float64")
+    return dtype
+
+
+def _expect_shape(name: str, a: np.ndarray, expected: tuple, meaning: str) -> None:
+    if a.shape != expected:
+        raise ValueError(f"{name}: expected shape {meaning} = {expected}, got {a.shape}")
+
+
+def _check_ndim(name: str, a: np.ndarray, ndim: int, meaning: str) -> None:
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array {meaning}, got shape {a.shape}")
+
+
+def _validate(arrays: dict, time_major: bool) -> tuple[int, int, int, int]:
+    """Check every shape against x, Wx and Wh; returns (T, N, D, H)."""
+    x, Wx, Wh = arrays["x"], arrays["Wx"], arrays["Wh"]
+    layout = "(T, N, D)" if time_major else "(N, T, D)"
+    _check_ndim("x", x, 3, layout)
+    _check_ndim("Wx", Wx, 2, "(D, H)")
+    _check_ndim("Wh", Wh, 2, "(H, H)")
+    if time_major:
+        T, N, D = x.shape
+    else:
+        N, T, D = x.shape
+    H = Wx.shape[1]
+    _expect_shape("Wx", Wx, (D, H), f"(D, H) with D = x.shape[2]")
+    _expect_shape("Wh", Wh, (H, H), f"(H, H) with H = Wx.shape[1]")
+    seq = (T, N, H) if time_major else (N, T, H)
+    seq_meaning = "(T, N, H)" if time_major else "(N, T, H)"
+    for name, expected, meaning in (("b", (H,), "(H,)"), ("h0", (N, H), "(N, H)"), ("dh_last", (N, H), "(N, H)"),
+                                    ("hs", seq, seq_meaning), ("dhs", seq, seq_meaning)):
+        if arrays.get(name) is not None:
+            _expect_shape(name, arrays[name], expected, meaning)
+    return T, N, D, H
+
+
+def _prepare(named: dict, time_major) -> tuple[dict, np.dtype, tuple]:
+    if not isinstance(time_major, (bool, np.bool_)):
+        raise TypeError(f"time_major: expected a bool, got {type(time_major).__name__}")
+    arrays = _as_arrays(**named)
+    dtype = _result_dtype(arrays)
+    dims = _validate(arrays, bool(time_major))
+    return arrays, dtype, dims
+
+
+def _tm(a: np.ndarray, time_major: bool) -> np.ndarray:
+    """The time-major view of a sequence array in the caller's layout."""
+    return a if time_major else a.transpose(1, 0, 2)
+
+
+def _kernel_matrix(a, dtype):
+    """A native-dtype array with a contiguous last axis, as the kernels take it (copies only if needed)."""
+    return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+
+def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=False, backend=None):
+    """Run a vanilla RNN over a whole sequence.
+
+    h_t = act(x_t · Wx + h_{t-1} · Wh + b), h_{-1} = h0 (zeros when None).
+
+    Parameters
+    ----------
+    x : array (N, T, D), or (T, N, D) with ``time_major=True``
+    Wx : array (D, H)
+    Wh : array (H, H)
+    b : array (H,), optional
+    h0 : array (N, H), optional
+    activation : 'tanh' (default) or 'relu'
+    time_major : bool, the layout of ``x`` and of the returned ``hs``
+    backend : 'cpp', 'numba', 'numpy' or None (``$PYRNN_FAST_BACKEND``, else the best available)
+
+    Returns
+    -------
+    hs : array (N, T, H) (or (T, N, H)), every hidden state
+    h_last : array (N, H), the last hidden state (h0, or zeros, when T = 0)
+
+    The result dtype is ``np.result_type(<inputs>, np.float32)`` (float32 stays float32, any
+    float64 gives float64, integers give float64), computed natively in that dtype. Inputs
+    are never modified.
+    """
+    act = _check_activation(activation)
+    kernel = get_backend(backend)
+    arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), time_major)
+    x = np.asarray(arrays["x"], dtype=dtype)
+    Wx = np.asarray(arrays["Wx"], dtype=dtype)
+    # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
+    hs = np.matmul(x, Wx)
+    if hs.dtype != dtype or not hs.flags.c_contiguous:  # matmul of empty or odd inputs
+        hs = np.ascontiguousarray(hs, dtype=dtype)
+    if arrays["b"] is not None:
+        hs += arrays["b"].astype(dtype, copy=False)
+    h0 = _kernel_matrix(arrays["h0"], dtype)
+    hs_tm = _tm(hs, time_major)
+    kernel.forward(hs_tm, _kernel_matrix(arrays["Wh"], dtype), h0, hs_tm, act)
+    if T > 0:
+        h_last = hs_tm[-1].copy()
+    else:
+        h_last = h0.copy() if h0 is not None else np.zeros((N, H), dtype)
+    return hs, h_last
+
+
+def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, *, dh_last=None, activation="tanh", time_major=False,
+                 backend=None) -> RNNGrads:
+    """Backpropagation through time for ``rnn_forward``.
+
+    Parameters
+    ----------
+    dhs : array like ``hs``, the gradient of the loss w.r.t. every output
+    x, Wx, Wh, h0 : as given to ``rnn_forward`` (b is not needed: hs holds its effect)
+    hs : the ``hs`` that ``rnn_forward`` returned
+    dh_last : array (N, H), optional, a gradient w.r.t. ``h_last`` added at the last step
+    activation, time_major, backend : as for ``rnn_forward``
+
+    Returns
+    -------
+    RNNGrads(dx, dWx, dWh, db, dh0): db is what a bias would receive, dh0 what the initial
+    state receives (also when h0 was None); dh0 equals dh_last (or zeros) when T = 0.
+    """
+    act = _check_activation(activation)
+    kernel = get_backend(backend)
+    arrays, dtype, (T, N, D, H) = _prepare(
+        dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last), time_major)
+    if arrays["dhs"] is None or arrays["hs"] is None:
+        raise TypeError("dhs and hs: expected arrays, got None")
+    x = np.asarray(arrays["x"], dtype=dtype)
+    Wx = np.asarray(arrays["Wx"], dtype=dtype)
+    hs = np.asarray(arrays["hs"], dtype=dtype)
+    dhs = np.asarray(arrays["dhs"], dtype=dtype)
+    h0 = _kernel_matrix(arrays["h0"], dtype)
+    seq_shape = hs.shape
+
+    da = np.empty(seq_shape, dtype)  # in the caller's layout, C-contiguous
+    dh0 = np.empty((N, H), dtype)
+    hs_tm, da_tm = _tm(hs, time_major), _tm(da, time_major)
+    kernel.backward(_tm(dhs, time_major), hs_tm, _kernel_matrix(arrays["Wh"], dtype),
+                    _kernel_matrix(arrays["dh_last"], dtype), da_tm, dh0, act)
+
+    da2 = da.reshape(N * T, H)
+    x2 = x.reshape(N * T, D)
+    dx = (da2 @ Wx.T).reshape(x.shape)
+    dWx = x2.T @ da2
+    db = da2.sum(axis=0)
+    # dWh = Σ_t h_{t-1}ᵀ·dA_t: one GEMM against the states shifted by one step.
+    h_prev = np.empty(seq_shape, dtype)
+    h_prev_tm = _tm(h_prev, time_major)
+    if T > 0:
+        h_prev_tm[0] = 0 if h0 is None else h0
+        h_prev_tm[1:] = hs_tm[:-1]
+    dWh = h_prev.reshape(N * T, H).T @ da2
+    return RNNGrads(dx, dWx, dWh, db, dh0)

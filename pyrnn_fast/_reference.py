@@ -1,0 +1,79 @@
+"""The NumPy reference: the equations of DESIGN.md, written to be read, not to be fast.
+
+Two layers of it:
+
+* ``forward`` / ``backward`` implement the recurrence-kernel contract that every backend
+  implements (the ``numpy`` backend is exactly these two functions);
+* ``rnn_forward`` / ``rnn_backward`` are the whole model, time-major, with every gradient
+  accumulated step by step. They share no code with the orchestration in ``_api`` and are the
+  ground truth the tests compare every backend against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def activate(a: np.ndarray, activation: str) -> np.ndarray:
+    """act(a): tanh, or relu with relu(NaN) = NaN (np.maximum propagates NaN)."""
+    return np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
+
+
+def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
+    """act'(a) written through the output h = act(a): tanh' = 1 - h², relu' = [h > 0] (NaN kept)."""
+    if activation == "tanh":
+        return 1 - h * h
+    return np.heaviside(h, 0).astype(h.dtype)
+
+
+# --- the recurrence-kernel contract (time-major (T, N, H) views) -------------------------
+
+def forward(xw, wh, h0, out, activation):
+    """out[t] = act(xw[t] + out[t-1] @ wh), out[-1] = h0 (zeros when None). out may be xw."""
+    h = np.zeros(out.shape[1:], out.dtype) if h0 is None else h0
+    for t in range(out.shape[0]):
+        out[t] = activate(xw[t] + h @ wh, activation)
+        h = out[t]
+
+
+def backward(dh, h, wh, dh_last, da, dh0, activation):
+    """da[t] = (dh[t] + da[t+1] @ wh.T) * act'(h[t]), with dh_last for da[T] @ wh.T; dh0 = da[0] @ wh.T."""
+    g = np.zeros(dh0.shape, dh0.dtype) if dh_last is None else dh_last
+    for t in reversed(range(dh.shape[0])):
+        da[t] = (dh[t] + g) * activation_grad(h[t], activation)
+        g = da[t] @ wh.T
+    dh0[...] = g
+
+
+# --- the whole model, time-major: x (T, N, D) ------------------------------------------
+
+def rnn_forward(x, Wx, Wh, b=None, h0=None, activation="tanh"):
+    """hs[t] = act(x[t] @ Wx + hs[t-1] @ Wh + b); returns (hs, h_last)."""
+    T, N, _ = x.shape
+    H = Wh.shape[0]
+    h = np.zeros((N, H), np.result_type(x, Wx, Wh)) if h0 is None else h0
+    hs = np.zeros((T, N, H), h.dtype)
+    for t in range(T):
+        a = x[t] @ Wx + h @ Wh
+        if b is not None:
+            a = a + b
+        h = hs[t] = activate(a, activation)
+    return hs, h.copy()
+
+
+def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, dh_last=None, activation="tanh"):
+    """Backpropagation through time, one step at a time; returns (dx, dWx, dWh, db, dh0)."""
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    h0 = np.zeros((N, H), hs.dtype) if h0 is None else h0
+    dx = np.zeros(x.shape, hs.dtype)
+    dWx, dWh, db = np.zeros((D, H), hs.dtype), np.zeros((H, H), hs.dtype), np.zeros(H, hs.dtype)
+    dh_next = np.zeros((N, H), hs.dtype) if dh_last is None else dh_last
+    for t in reversed(range(T)):
+        h_prev = hs[t - 1] if t > 0 else h0
+        da = (dhs[t] + dh_next) * activation_grad(hs[t], activation)
+        dWx += x[t].T @ da
+        dWh += h_prev.T @ da
+        db += da.sum(axis=0)
+        dx[t] = da @ Wx.T
+        dh_next = da @ Wh.T
+    return dx, dWx, dWh, db, dh_next
