@@ -47,6 +47,7 @@ std::vector<idx> checked(const py::array& a, const char* name, const std::vector
     if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
         throw py::value_error(std::string(name) + ": array data is not aligned to its element size");
     std::vector<idx> strides(shape.size(), 0);
+    if (a.size() == 0) return strides;  // no element is ever addressed
     for (size_t i = 0; i < shape.size(); ++i) {
         if (shape[i] <= 1) continue;  // never stepped along
         idx s = a.strides(i);

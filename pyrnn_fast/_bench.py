@@ -1,0 +1,283 @@
+"""Shared benchmark machinery for ``python -m pyrnn_fast`` and the pytest-benchmark suite in ``bench/``.
+
+Everything here measures ``rnn_forward`` / ``rnn_backward`` (time-major, float32) and two peers —
+PyTorch's CPU ``nn.RNN`` and a jitted JAX ``lax.scan`` with the input projection hoisted — on
+the fixed shapes of DESIGN.md. torch, jax and numba are optional and imported lazily, inside
+the functions that need them, so importing this module costs only NumPy.
+
+Thread counts: ``limit_threads(n)`` must run before NumPy/torch/jax are imported (the CLI
+re-executes itself for that), so that every implementation gets the same ``n`` cores.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+#: (T, N, D, H) of each named benchmark shape.
+SHAPES = {
+    "stream": (1000, 1, 32, 128),  # latency-bound
+    "typical": (100, 32, 128, 256),
+    "large": (50, 128, 512, 1024),  # compute-bound
+    "tiny": (8, 16, 8, 32),  # call-overhead-bound
+}
+OPS = ("forward", "fwd+bwd")
+PEERS = ("torch", "jax")
+#: Environment marker set by ``limit_threads``; the CLI re-execs itself until it matches.
+THREADS_ENV = "PYRNN_FAST_BENCH_THREADS"
+
+
+def dims(shape) -> tuple[int, int, int, int]:
+    """(T, N, D, H) of a shape given by name (a key of ``SHAPES``) or as a tuple."""
+    return SHAPES[shape] if isinstance(shape, str) else tuple(shape)
+
+
+def make_inputs(shape, dtype=np.float32, seed=0):
+    """Time-major inputs ``(x, Wx, Wh, b, h0)`` for a shape, reproducible from ``seed``.
+
+    x (T, N, D) ~ N(0, 1); Wx (D, H) ~ U(±1/sqrt(D)); Wh (H, H) = 0.9 × a random orthogonal
+    matrix, so the recurrence neither explodes nor dies out; b (H,) small; h0 (N, H) zeros.
+    """
+    T, N, D, H = dims(shape)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, N, D))
+    Wx = rng.uniform(-1, 1, (D, H)) / math.sqrt(max(D, 1))
+    q, r = np.linalg.qr(rng.standard_normal((H, H)))
+    Wh = 0.9 * q * np.sign(np.diag(r))
+    b = 0.1 * rng.standard_normal(H)
+    h0 = np.zeros((N, H))
+    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in (x, Wx, Wh, b, h0))
+
+
+def _check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"op: expected one of {OPS}, got {op!r}")
+
+
+def flops(shape, op: str) -> float:
+    """Floating-point operations of one call: forward = 2·T·N·H·(D+H) (input GEMM + recurrence);
+    fwd+bwd = 3 × forward (backward = recurrence GEMM + dWh, dWx and dx GEMMs)."""
+    T, N, D, H = dims(shape)
+    _check_op(op)
+    fwd = 2.0 * T * N * H * (D + H)
+    return fwd if op == "forward" else 3.0 * fwd
+
+
+# --- runners: zero-argument callables that do one forward or forward+backward ----------
+
+def pyrnn_runner(backend: str, shape, op: str, seed=0):
+    """One call of pyrnn_fast with ``backend`` (forward, or forward then backward of sum(hs))."""
+    import pyrnn_fast as prf
+
+    _check_op(op)
+    x, Wx, Wh, b, h0 = make_inputs(shape, seed=seed)
+    if op == "forward":
+        return lambda: prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
+
+    def fwd_bwd():
+        hs, _ = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
+        return prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, h0, time_major=True, backend=backend)
+
+    return fwd_bwd
+
+
+def torch_runner(shape, op: str, seed=0):
+    """One call of ``torch.nn.RNN`` (tanh, time-major, float32) with our weights converted."""
+    import torch
+
+    _check_op(op)
+    torch.set_num_threads(num_threads())
+    x, Wx, Wh, b, h0 = make_inputs(shape, seed=seed)
+    T, N, D, H = dims(shape)
+    rnn = torch.nn.RNN(D, H, nonlinearity="tanh", batch_first=False)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(Wx.T.copy()))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(Wh.T.copy()))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(b))
+        rnn.bias_hh_l0.zero_()
+    xt = torch.from_numpy(x)
+    h0t = torch.from_numpy(h0)[None]  # (layers, N, H)
+    if op == "forward":
+        def forward():
+            with torch.no_grad():
+                return rnn(xt, h0t)
+        return forward
+
+    xt.requires_grad_(True)
+    params = [xt, *rnn.parameters()]
+
+    def fwd_bwd():
+        for p in params:
+            p.grad = None
+        out, _ = rnn(xt, h0t)
+        out.sum().backward()
+        return [p.grad for p in params]
+
+    return fwd_bwd
+
+
+def _jax():
+    """jax, with float32 as the default dtype (x64 off)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", False)
+    return jax
+
+
+def jax_runner(shape, op: str, seed=0):
+    """One call of a jitted ``lax.scan`` RNN: ``xw = x @ Wx + b`` hoisted, then h = tanh(xw_t + h @ Wh)."""
+    _check_op(op)
+    jax = _jax()
+    jnp = jax.numpy
+
+    def rnn(params, x):
+        Wx, Wh, b, h0 = params
+        xw = (x @ Wx) + b  # one matmul over all time steps
+
+        def step(h, xw_t):
+            h = jnp.tanh(xw_t + h @ Wh)
+            return h, h
+
+        _, hs = jax.lax.scan(step, h0, xw)
+        return hs
+
+    x, Wx, Wh, b, h0 = (jnp.asarray(a) for a in make_inputs(shape, seed=seed))
+    params = (Wx, Wh, b, h0)
+    if op == "forward":
+        f = jax.jit(rnn)
+        return lambda: f(params, x).block_until_ready()
+
+    g = jax.jit(jax.grad(lambda p, x: rnn(p, x).sum(), argnums=(0, 1)))
+    return lambda: jax.block_until_ready(g(params, x))
+
+
+def make_runner(impl: str, shape, op: str, seed=0):
+    """The runner for ``impl``: a pyrnn_fast backend name, "torch" or "jax"."""
+    if impl == "torch":
+        return torch_runner(shape, op, seed)
+    if impl == "jax":
+        return jax_runner(shape, op, seed)
+    return pyrnn_runner(impl, shape, op, seed)
+
+
+# --- timing ---------------------------------------------------------------------------
+
+def time_interleaved(fns: dict, repeat=5, min_time=2e-3, max_time=10.0) -> dict:
+    """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
+
+    Each callable is first called once untimed (JIT compilation excluded) and once more to
+    estimate its cost (skipped when the first call already took > 0.5 s). Then, ``repeat``
+    times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
+    and records the time per call, so all of them see the same machine conditions. A callable
+    whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
+    Returns ``{key: (median_seconds, rounds)}``.
+    """
+    plan = {}
+    for key, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        est = time.perf_counter() - t0
+        if est < 0.5:
+            t0 = time.perf_counter()
+            fn()
+            est = time.perf_counter() - t0
+        number = max(1, math.ceil(min_time / max(est, 1e-9)))
+        rounds = max(1, min(repeat, int(max_time / max(est * number, 1e-9))))
+        plan[key] = (number, rounds)
+    samples = {key: [] for key in fns}
+    keys = list(fns)
+    for r in range(repeat if keys else 0):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            number, rounds = plan[key]
+            if r >= rounds:
+                continue
+            fn = fns[key]
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[key].append((time.perf_counter() - t0) / number)
+    return {key: (statistics.median(s), len(s)) for key, s in samples.items()}
+
+
+def time_callable(fn, repeat=5, min_time=2e-3) -> float:
+    """Median seconds per call of ``fn`` (see ``time_interleaved``)."""
+    return time_interleaved({0: fn}, repeat, min_time)[0][0]
+
+
+def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
+    """Best GFLOP/s of an n×n float32 matmul with ``np.matmul`` and (when installed) a jitted
+    ``jax.numpy.matmul``; returns ``{"numpy": .., "jax": .. or None, "max": .., "threads": ..}``.
+
+    The thread count is whatever ``limit_threads`` set up; ``threads`` is recorded only.
+    """
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    gflop = 2.0 * n**3 / 1e9
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return gflop / min(times)
+
+    out = {"numpy": best(lambda: np.matmul(a, b)), "jax": None, "threads": threads}
+    if "jax" in available_peers():
+        jax = _jax()
+        mm = jax.jit(jax.numpy.matmul)
+        ja, jb = jax.numpy.asarray(a), jax.numpy.asarray(b)
+        out["jax"] = best(lambda: mm(ja, jb).block_until_ready())
+    out["max"] = max(v for k, v in out.items() if k in ("numpy", "jax") and v)
+    return out
+
+
+# --- environment ------------------------------------------------------------------------
+
+def available_peers() -> list[str]:
+    """Which of the peers ("torch", "jax") can be imported."""
+    found = []
+    for name in PEERS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # ImportError, or a broken install
+            continue
+        found.append(name)
+    return found
+
+
+def num_threads() -> int:
+    """The number of CPUs this process may run on (what ``limit_threads`` restricted)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def limit_threads(n: int) -> None:
+    """Confine this process, and every library in it, to ``n`` threads on the first ``n`` CPUs.
+
+    Sets OMP/OpenBLAS/MKL/Numba thread counts in the environment (read when those libraries
+    load, so this must happen before NumPy/torch/jax are imported — or be followed by a
+    re-exec, as the CLI does), restricts CPU affinity so XLA and any other pool size themselves
+    to ``n``, and sets pyrnn_fast's and torch's thread counts if they are already imported.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"threads: expected an int >= 1, got {n}")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    os.environ[THREADS_ENV] = str(n)
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[:n])
+    if "pyrnn_fast" in sys.modules:
+        sys.modules["pyrnn_fast"].set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
