@@ -107,8 +107,17 @@ def _tm(a: np.ndarray, time_major: bool) -> np.ndarray:
 
 
 def _kernel_matrix(a, dtype):
-    """A native-dtype array with a contiguous last axis, as the kernels take it (copies only if needed)."""
+    """A native-dtype C-contiguous matrix, as the kernels take it (copies only if needed)."""
     return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+
+def _kernel_seq(a, dtype):
+    """A native-dtype sequence array whose last axis is contiguous and whose strides are
+    non-negative, as the kernels take it; other strides are kept (copies only if needed)."""
+    a = np.asarray(a, dtype=dtype)
+    if a.size and (a.strides[-1] != a.itemsize or min(a.strides) < 0 or not a.flags.aligned):
+        a = np.ascontiguousarray(a)
+    return a
 
 
 def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=False, backend=None):
@@ -182,8 +191,8 @@ def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, *, dh_last=None, activation="tanh"
         raise TypeError("dhs and hs: expected arrays, got None")
     x = np.asarray(arrays["x"], dtype=dtype)
     Wx = np.asarray(arrays["Wx"], dtype=dtype)
-    hs = np.asarray(arrays["hs"], dtype=dtype)
-    dhs = np.asarray(arrays["dhs"], dtype=dtype)
+    hs = _kernel_seq(arrays["hs"], dtype)
+    dhs = _kernel_seq(arrays["dhs"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)
     seq_shape = hs.shape
 

@@ -171,7 +171,7 @@ def time_interleaved(fns: dict, repeat=5, min_time=2e-3, max_time=10.0) -> dict:
     """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
 
     Each callable is first called once untimed (JIT compilation excluded) and once more to
-    estimate its cost (skipped when the first call already took > 0.5 s). Then, ``repeat``
+    estimate its cost (skipped when the first call already took > ``max_time``). Then, ``repeat``
     times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
     and records the time per call, so all of them see the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
@@ -182,7 +182,7 @@ def time_interleaved(fns: dict, repeat=5, min_time=2e-3, max_time=10.0) -> dict:
         t0 = time.perf_counter()
         fn()
         est = time.perf_counter() - t0
-        if est < 0.5:
+        if est < max_time:
             t0 = time.perf_counter()
             fn()
             est = time.perf_counter() - t0
