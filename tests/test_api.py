@@ -213,19 +213,20 @@ def test_set_num_threads_validates_and_round_trips():
         prf.set_num_threads(old)
 
 
-def test_import_does_not_import_numba():
+def test_import_does_not_import_numba(tmp_path):
     code = "import sys, pyrnn_fast; assert 'numba' not in sys.modules, 'numba imported'; print(pyrnn_fast.backends())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
 
 
-def test_forcing_an_unsupported_isa_is_a_clear_error():
+def test_forcing_an_unsupported_isa_is_a_clear_error(tmp_path):
     if _backends._core is None:
         pytest.skip("compiled backend not built")
     env = dict(os.environ, PYRNN_FAST_ISA="sse9")
-    out = subprocess.run([sys.executable, "-c", "import pyrnn_fast"], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-c", "import pyrnn_fast"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)  # not the source tree, which would shadow the installed package
     assert out.returncode != 0 and "PYRNN_FAST_ISA" in out.stderr
     env["PYRNN_FAST_ISA"] = "generic"
     out = subprocess.run([sys.executable, "-c", "import pyrnn_fast; print(pyrnn_fast.isa())"], capture_output=True,
-                         text=True, env=env)
+                         text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "generic", out.stderr
