@@ -34,7 +34,7 @@ std::string dims_str(const std::vector<idx>& d) {
 // strides in elements.
 template <class T>
 std::vector<idx> checked(const py::array& a, const char* name, const std::vector<idx>& shape,
-                         bool writable) {
+                         bool writable, bool unit_last = true) {
     if (!py::isinstance<py::array_t<T, 0>>(a))
         throw py::type_error(std::string(name) + ": expected a " + py::str(py::dtype::of<T>()).cast<std::string>() +
                              " array in native byte order, got dtype " + py::str(a.dtype()).cast<std::string>());
@@ -54,7 +54,7 @@ std::vector<idx> checked(const py::array& a, const char* name, const std::vector
         if (s < 0 || s % idx(sizeof(T)) != 0)
             throw py::value_error(std::string(name) + ": strides must be non-negative multiples of the item size");
         strides[i] = s / idx(sizeof(T));
-        if (i + 1 == shape.size() && strides[i] != 1)
+        if (unit_last && i + 1 == shape.size() && strides[i] != 1)
             throw py::value_error(std::string(name) + ": the last axis must be contiguous");
     }
     return strides;
@@ -135,7 +135,70 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
     if (!ok) throw std::bad_alloc();
 }
 
+template <class T>
+void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& bias, py::array& out, int threads) {
+    if (a.ndim() != 3) throw py::value_error("a: expected a 3-D (S, N, K) array, got shape " + shape_str(a));
+    if (b.ndim() != 2) throw py::value_error("b: expected a 2-D (K, P) array, got shape " + shape_str(b));
+    const idx S = a.shape(0), N = a.shape(1), K = a.shape(2), P = b.shape(1);
+    auto sa = checked<T>(a, "a", {S, N, K}, false);
+    auto sb = checked<T>(b, "b", {K, P}, false, /*unit_last=*/false);
+    auto so = checked<T>(out, "out", {S, N, P}, true);
+    prf::GemmArgs<T> g{S * N, P, K,
+                       static_cast<const T*>(a.data()), N, sa[0], sa[1], true,
+                       static_cast<const T*>(b.data()), K, 0, sb[0], sb[1],
+                       nullptr,
+                       static_cast<T*>(out.mutable_data()), N, so[0], so[1],
+                       false, threads};
+    py::array bias_a;
+    if (!bias.is_none()) {
+        if (!py::isinstance<py::array>(bias)) throw py::type_error("bias: expected a numpy array or None");
+        bias_a = bias.cast<py::array>();
+        checked<T>(bias_a, "bias", {P}, false);
+        g.bias = static_cast<const T*>(bias_a.data());
+    }
+    bool ok;
+    {
+        py::gil_scoped_release release;
+        ok = prf::gemm<T>(g);
+    }
+    if (!ok) throw std::bad_alloc();
+}
+
+template <class T>
+void reduce_gemm_typed(const py::array& a, const py::array& b, py::array& out, bool accumulate, int threads) {
+    if (a.ndim() != 3) throw py::value_error("a: expected a 3-D (S, N, M) array, got shape " + shape_str(a));
+    if (b.ndim() != 3) throw py::value_error("b: expected a 3-D (S, N, P) array, got shape " + shape_str(b));
+    const idx S = a.shape(0), N = a.shape(1), M = a.shape(2), P = b.shape(2);
+    auto sa = checked<T>(a, "a", {S, N, M}, false);
+    auto sb = checked<T>(b, "b", {S, N, P}, false);
+    auto so = checked<T>(out, "out", {M, P}, true);
+    prf::GemmArgs<T> g{M, P, S * N,
+                       static_cast<const T*>(a.data()), N, sa[0], sa[1], false,
+                       static_cast<const T*>(b.data()), N, sb[0], sb[1], 1,
+                       nullptr,
+                       static_cast<T*>(out.mutable_data()), M, 0, so[0],
+                       accumulate, threads};
+    bool ok;
+    {
+        py::gil_scoped_release release;
+        ok = prf::gemm<T>(g);
+    }
+    if (!ok) throw std::bad_alloc();
+}
+
 bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().equal(d); }
+
+// Calls fn<float> or fn<double> by the dtype of `a`, else raises TypeError naming it.
+template <class F>
+void by_dtype(const py::array& a, const char* name, F&& fn) {
+    if (is_dtype(a, py::dtype::of<float>()))
+        fn(float{});
+    else if (is_dtype(a, py::dtype::of<double>()))
+        fn(double{});
+    else
+        throw py::type_error(std::string(name) + ": expected float32 or float64, got dtype " +
+                             py::str(a.dtype()).cast<std::string>());
+}
 
 prf::Isa parse_isa(const std::string& s) {
     for (prf::Isa isa : {prf::Isa::generic, prf::Isa::avx2, prf::Isa::avx512})
@@ -157,12 +220,7 @@ PYBIND11_MODULE(_core, m) {
         [](const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
            const std::string& activation, int threads) {
             auto act = parse_activation(activation);
-            if (is_dtype(xw, py::dtype::of<float>()))
-                forward_typed<float>(xw, wh, h0, out, act, threads);
-            else if (is_dtype(xw, py::dtype::of<double>()))
-                forward_typed<double>(xw, wh, h0, out, act, threads);
-            else
-                throw py::type_error("xw: expected float32 or float64, got dtype " + py::str(xw.dtype()).cast<std::string>());
+            by_dtype(xw, "xw", [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads); });
         },
         py::arg("xw").noconvert(), py::arg("wh").noconvert(), py::arg("h0").none(true), py::arg("out").noconvert(),
         py::arg("activation"), py::arg("threads"),
@@ -173,16 +231,26 @@ PYBIND11_MODULE(_core, m) {
         [](const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last, py::array& da,
            py::array& dh0, const std::string& activation, int threads) {
             auto act = parse_activation(activation);
-            if (is_dtype(dh, py::dtype::of<float>()))
-                backward_typed<float>(dh, h, wh, dh_last, da, dh0, act, threads);
-            else if (is_dtype(dh, py::dtype::of<double>()))
-                backward_typed<double>(dh, h, wh, dh_last, da, dh0, act, threads);
-            else
-                throw py::type_error("dh: expected float32 or float64, got dtype " + py::str(dh.dtype()).cast<std::string>());
+            by_dtype(dh, "dh", [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads); });
         },
         py::arg("dh").noconvert(), py::arg("h").noconvert(), py::arg("wh").noconvert(), py::arg("dh_last").none(true),
         py::arg("da").noconvert(), py::arg("dh0").noconvert(), py::arg("activation"), py::arg("threads"),
         "da[t] = (dh[t] + da[t+1] @ wh.T) * act'(h[t]) (dh_last in place of da[T] @ wh.T); dh0 = da[0] @ wh.T.");
+
+    m.def(
+        "rows_gemm",
+        [](const py::array& a, const py::array& b, const py::object& bias, py::array& out, int threads) {
+            by_dtype(a, "a", [&](auto t) { rows_gemm_typed<decltype(t)>(a, b, bias, out, threads); });
+        },
+        py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("bias").none(true), py::arg("out").noconvert(),
+        py::arg("threads"), "out[s, n] = a[s, n] @ b (+ bias): a (S, N, K), b (K, P) with any strides, out (S, N, P).");
+    m.def(
+        "reduce_gemm",
+        [](const py::array& a, const py::array& b, py::array& out, bool accumulate, int threads) {
+            by_dtype(a, "a", [&](auto t) { reduce_gemm_typed<decltype(t)>(a, b, out, accumulate, threads); });
+        },
+        py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(), py::arg("accumulate"),
+        py::arg("threads"), "out (+)= sum over s, n of outer(a[s, n], b[s, n]): a (S, N, M), b (S, N, P), out (M, P).");
 
     m.def("isa", [] { return std::string(prf::isa_name(prf::current_isa())); },
           "The instruction set the kernels run with now.");

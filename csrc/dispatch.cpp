@@ -84,6 +84,19 @@ bool backward(const BackwardArgs<T>& a) {
     }
 }
 
+template <class T>
+bool gemm(const GemmArgs<T>& g) {
+    switch (current_isa()) {
+#ifdef PRF_HAVE_X86_KERNELS
+        case Isa::avx512: return isa_avx512::gemm(g);
+        case Isa::avx2: return isa_avx2::gemm(g);
+#endif
+        default: return isa_generic::gemm(g);
+    }
+}
+
+template bool gemm<float>(const GemmArgs<float>&);
+template bool gemm<double>(const GemmArgs<double>&);
 template bool forward<float>(const ForwardArgs<float>&);
 template bool forward<double>(const ForwardArgs<double>&);
 template bool backward<float>(const BackwardArgs<float>&);

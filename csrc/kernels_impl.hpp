@@ -82,7 +82,9 @@ static inline void store(T* p, Vec<T> v) {
 }
 template <class T>
 static inline Vec<T> splat(T x) {
-    return Vec<T>{} + x;
+    // x - 0 is x for every x (also -0 and NaN), so this folds to a plain broadcast; 0 + x
+    // would not fold (it turns -0 into +0) and costs an add per broadcast.
+    return x - Vec<T>{};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -204,9 +206,9 @@ struct ForwardEpilogue {  // out = act(acc + xw)
     T* out;
     idx out_ld;
     template <int M, int NVT>
-    void operator()(Vec<T> (&acc)[M][NVT], idx row0, idx col0, idx ncols) const {
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
-        for (int r = 0; r < M; ++r) {
+        for (int r = 0; r < M && r < nrows; ++r) {
             const T* x = xw + (row0 + r) * xw_ld + col0;
             T* o = out + (row0 + r) * out_ld + col0;
             if (ncols >= NVT * W) {
@@ -233,9 +235,9 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
     T* da;
     idx da_ld;
     template <int M, int NVT>
-    void operator()(Vec<T> (&acc)[M][NVT], idx row0, idx col0, idx ncols) const {
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
-        for (int r = 0; r < M; ++r) {
+        for (int r = 0; r < M && r < nrows; ++r) {
             const T* g = dh + (row0 + r) * dh_ld + col0;
             const T* hv = h + (row0 + r) * h_ld + col0;
             const T* e = extra ? extra + (row0 + r) * extra_ld + col0 : nullptr;
@@ -271,9 +273,9 @@ struct StoreEpilogue {  // out = acc
     T* out;
     idx out_ld;
     template <int M, int NVT>
-    void operator()(Vec<T> (&acc)[M][NVT], idx row0, idx col0, idx ncols) const {
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
-        for (int r = 0; r < M; ++r) {
+        for (int r = 0; r < M && r < nrows; ++r) {
             T* o = out + (row0 + r) * out_ld + col0;
             if (ncols >= NVT * W) {
                 for (int i = 0; i < NVT; ++i) store(o + i * W, acc[r][i]);
@@ -287,19 +289,30 @@ struct StoreEpilogue {  // out = acc
 };
 
 // ---------------------------------------------------------------------------------------
-// Micro-kernel: rows [row0, row0+M) of A (K columns, leading dimension lda) times NP
-// consecutive packed panels starting at `bp`; the tile stays in registers until `epi`.
-template <class T, int M, int NP, class Epi>
-static inline void micro_tile(const T* a, idx lda, idx K, const T* bp, idx row0, idx col0,
-                              idx ncols, const Epi& epi) {
+// Operand A of the micro-kernel, element (r, k) of the current tile.
+template <class T>
+struct StridedRowsA {  // rows of a matrix: a[r*lda + k]
+    const T* a;
+    idx lda;
+    T operator()(int r, idx k) const { return a[r * lda + k]; }
+};
+template <class T>
+struct PackedA {  // a packed sliver: kMR values per k
+    const T* a;
+    T operator()(int r, idx k) const { return a[k * kMR + r]; }
+};
+
+// Micro-kernel: M rows of A (K columns) times NP consecutive packed panels starting at `bp`
+// (`panel_size` values apart); the tile stays in registers until `epi` finishes and stores it.
+template <class T, int M, int NP, class A, class Epi>
+static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows,
+                              idx col0, idx ncols, const Epi& epi) {
     constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
-    const idx panel_size = K * NR;
     Vec<T> acc[M][NVT];
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
 #pragma GCC unroll 16
         for (int i = 0; i < NVT; ++i) acc[r][i] = Vec<T>{};
-    const T* arow = a + row0 * lda;
     for (idx k = 0; k < K; ++k) {
         Vec<T> b[NVT];
 #pragma GCC unroll 16
@@ -308,12 +321,12 @@ static inline void micro_tile(const T* a, idx lda, idx K, const T* bp, idx row0,
             for (int v = 0; v < kNV; ++v) b[p * kNV + v] = load(bp + p * panel_size + k * NR + v * W);
 #pragma GCC unroll 16
         for (int r = 0; r < M; ++r) {
-            Vec<T> av = splat<T>(arow[r * lda + k]);
+            Vec<T> av = splat<T>(a(r, k));
 #pragma GCC unroll 16
             for (int i = 0; i < NVT; ++i) acc[r][i] += av * b[i];
         }
     }
-    epi.template operator()<M, NVT>(acc, row0, col0, ncols);
+    epi.template operator()<M, NVT>(acc, row0, nrows, col0, ncols);
 }
 
 // How many panels a tile of M rows spans: few rows reuse each broadcast of A too little and
@@ -321,17 +334,18 @@ static inline void micro_tile(const T* a, idx lda, idx K, const T* bp, idx row0,
 template <int M>
 constexpr int panels_for_rows() { return M == 1 ? 4 : (M <= 3 ? 2 : 1); }
 
-// All tiles of M rows starting at row0, for panels [p0, p1).
+// All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
 template <class T, int M, class Epi>
 static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1,
                            idx row0, const Epi& epi) {
     constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
     const idx panel_size = K * NR;
+    const StridedRowsA<T> arows{a + row0 * lda, lda};
     idx p = p0;
     for (; p + NP <= p1; p += NP)
-        micro_tile<T, M, NP>(a, lda, K, packed + p * panel_size, row0, p * NR, ncols - p * NR, epi);
+        micro_tile<T, M, NP>(arows, K, packed + p * panel_size, panel_size, row0, M, p * NR, ncols - p * NR, epi);
     for (; p < p1; ++p)
-        micro_tile<T, M, 1>(a, lda, K, packed + p * panel_size, row0, p * NR, ncols - p * NR, epi);
+        micro_tile<T, M, 1>(arows, K, packed + p * panel_size, panel_size, row0, M, p * NR, ncols - p * NR, epi);
 }
 
 template <class T, class Epi, int M = 1>
@@ -345,8 +359,9 @@ static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, i
     }
 }
 
-// C[0:nrows, panels p0..p1) = epi(A . B) where A is (nrows x K) with leading dimension lda.
-// Panel-outer, rows-inner: a packed panel stays in L1/L2 while every row block passes by.
+// One recurrence step: C[0:nrows, panels p0..p1) = epi(A . B) where A is (nrows x K) with
+// leading dimension lda and B is packed over its full K. Panel-outer, rows-inner: a packed
+// panel stays in L1/L2 while every row block passes by.
 template <class T, class Epi>
 static void panel_gemm(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0,
                        idx p1, const Epi& epi) {
@@ -375,21 +390,13 @@ struct PackBuffer {
     }
     ~PackBuffer() { std::free(data); }
 };
-template <class T>
-static T* pack_buffer(idx n) {
+// One buffer per (type, purpose, thread): the recurrence's packed weights, and the GEMM's
+// packed blocks of A and B.
+enum Scratch { kRecurrenceWeights, kGemmA, kGemmB };
+template <class T, int Purpose>
+static T* scratch(idx n) {
     static thread_local PackBuffer<T> buf;
     return buf.get(n);
-}
-
-// Below this many multiply-adds per step and thread, waking a second thread and meeting it
-// at a barrier every step costs more than it saves (measured with bench/, see README).
-constexpr idx kMinStepWorkPerThread = idx(1) << 16;
-
-static int team_size(int requested, idx step_work, idx panels) {
-    idx t = requested < 1 ? 1 : requested;
-    t = imin(t, panels);
-    t = imin(t, step_work / kMinStepWorkPerThread);
-    return t < 1 ? 1 : int(t);
 }
 
 static inline void thread_range(idx n, int nt, int tid, idx& lo, idx& hi) {
@@ -413,13 +420,184 @@ static inline int team_threads() {
 }
 
 // Returns false only when the packed weights cannot be allocated.
+// ---------------------------------------------------------------------------------------
+// The big GEMMs of the orchestration, C (M x P) = sum_k A(i, k) B(k, j), with the same
+// micro-kernel. GotoBLAS blocking: a kc-deep block of B (the thread's columns) is packed into
+// panels, an mc x kc block of A into MR-row slivers (zero padded), and every MR x NR tile
+// of C is accumulated in registers over kc before its epilogue.
+//
+// Rows of sequences are addressed through SeqRows, so batch-major and time-major views
+// need no copy: row m of a (steps, rows, cols) view is at(m / rows, m % rows).
+template <class T>
+struct SeqRows {
+    T* base;
+    idx rows, step_stride, row_stride;
+    T* operator()(idx m) const {
+        const idx t = m / rows;
+        return base + t * step_stride + (m - t * rows) * row_stride;
+    }
+};
+
+constexpr idx kKC = 256;                // depth of a packed block: a B micro-panel stays in L1
+constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8): L2
+constexpr idx kMinGemmWorkPerThread = idx(1) << 18;  // multiply-adds
+
+// Pack A(i, k) for i in [i0, i0+mc), k in [k0, k0+kc) into slivers dst[s][k][r].
+// A_ROWS: A(i, k) = arow(i)[k] (rows GEMM); otherwise A(i, k) = arow(k)[i] (reduction GEMM).
+template <class T, bool A_ROWS>
+static void pack_a(T* dst, const SeqRows<const T>& arow, idx M, idx i0, idx mc, idx k0, idx kc) {
+    const idx slivers = (mc + kMR - 1) / kMR;
+    if (A_ROWS) {
+        for (idx s = 0; s < slivers; ++s)
+            for (int r = 0; r < kMR; ++r) {
+                const idx i = i0 + s * kMR + r;
+                T* d = dst + s * kc * kMR + r;
+                if (i < i0 + mc && i < M) {
+                    const T* src = arow(i) + k0;
+                    for (idx k = 0; k < kc; ++k) d[k * kMR] = src[k];
+                } else {
+                    for (idx k = 0; k < kc; ++k) d[k * kMR] = T(0);
+                }
+            }
+    } else {
+        for (idx k = 0; k < kc; ++k) {
+            const T* src = arow(k0 + k) + i0;
+            for (idx s = 0; s < slivers; ++s) {
+                T* d = dst + s * kc * kMR + k * kMR;
+                for (int r = 0; r < kMR; ++r) {
+                    const idx i = s * kMR + r;
+                    d[r] = i < mc ? src[i] : T(0);
+                }
+            }
+        }
+    }
+}
+
+// Pack B(k, j) = brow(k)[j * sj] for k in [k0, k0+kc), j in [j0, j1) into panels of NR.
+template <class T>
+static void pack_b(T* dst, const SeqRows<const T>& brow, idx sj, idx k0, idx kc, idx j0, idx j1) {
+    constexpr int NR = kNR<T>;
+    const idx panels = (j1 - j0 + NR - 1) / NR;
+    for (idx k = 0; k < kc; ++k) {
+        const T* src = brow(k0 + k);
+        for (idx p = 0; p < panels; ++p) {
+            T* d = dst + p * kc * NR + k * NR;
+            const idx jb = j0 + p * NR, nj = imin(NR, j1 - jb);
+            idx j = 0;
+            if (sj == 1)
+                for (; j < nj; ++j) d[j] = src[jb + j];
+            else
+                for (; j < nj; ++j) d[j] = src[(jb + j) * sj];
+            for (; j < NR; ++j) d[j] = T(0);
+        }
+    }
+}
+
+template <class T>
+struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks)
+    SeqRows<T> crow;
+    const T* bias;  // indexed by column, may be null
+    bool accumulate;
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M && r < nrows; ++r) {
+            T* o = crow(row0 + r) + col0;
+            T buf[NVT * W] __attribute__((aligned(64)));
+            const bool full = ncols >= NVT * W;
+            T* dst = full ? o : buf;
+            if (!full)
+                for (idx j = 0; j < ncols; ++j) buf[j] = o[j];
+            for (int i = 0; i < NVT; ++i) {
+                Vec<T> v = acc[r][i];
+                if (accumulate) v += load(dst + i * W);
+                else if (bias) v += full ? load(bias + col0 + i * W) : Vec<T>{};
+                store(dst + i * W, v);
+            }
+            if (!full) {
+                if (bias && !accumulate)
+                    for (idx j = 0; j < ncols; ++j) buf[j] += bias[col0 + j];
+                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
+            }
+        }
+    }
+};
+
+// One thread's block of C: rows [i0, i1), columns [j0, j1).
+template <class T, bool A_ROWS>
+static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
+    constexpr int NR = kNR<T>;
+    if (i0 >= i1 || j0 >= j1) return true;
+    const idx panels = (j1 - j0 + NR - 1) / NR;
+    T* bbuf = scratch<T, kGemmB>(panels * NR * kKC);
+    T* abuf = scratch<T, kGemmA>(((kMC + kMR - 1) / kMR) * kMR * kKC);
+    if (!bbuf || !abuf) return false;
+    const SeqRows<const T> arow{g.a, g.a_rows, g.a_step_stride, g.a_row_stride};
+    const SeqRows<const T> brow{g.b, g.b_rows, g.b_step_stride, g.b_row_stride};
+    const SeqRows<T> crow{g.c, g.c_rows, g.c_step_stride, g.c_row_stride};
+    // K = 0 still runs one (empty) block so that C is set to the bias or zeros.
+    for (idx k0 = 0; k0 < g.K || k0 == 0; k0 += kKC) {
+        const idx kc = imin(kKC, g.K - k0);
+        const GemmEpilogue<T> epi{crow, g.bias, g.accumulate || k0 > 0};
+        pack_b<T>(bbuf, brow, g.b_col_stride, k0, kc, j0, j1);
+        for (idx ib = i0; ib < i1; ib += kMC) {
+            const idx mc = imin(kMC, i1 - ib);
+            pack_a<T, A_ROWS>(abuf, arow, g.M, ib, mc, k0, kc);
+            for (idx p = 0; p < panels; ++p)
+                for (idx s = 0; s * kMR < mc; ++s)
+                    micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bbuf + p * kc * NR, kc * NR,
+                                          ib + s * kMR, int(imin(kMR, mc - s * kMR)), j0 + p * NR,
+                                          imin(NR, j1 - j0 - p * NR), epi);
+        }
+        if (g.K == 0) break;
+    }
+    return true;
+}
+
+template <class T>
+static bool gemm_impl(const GemmArgs<T>& g) {
+    if (g.M == 0 || g.P == 0) return true;
+    constexpr int NR = kNR<T>;
+    // Split the longer side of C between threads, in whole slivers or panels.
+    const bool split_rows = g.M >= g.P;
+    const idx units = split_rows ? (g.M + kMR - 1) / kMR : (g.P + NR - 1) / NR;
+    idx nt = imin(idx(g.threads < 1 ? 1 : g.threads), units);
+    nt = imin(nt, (g.M * g.P * (g.K ? g.K : 1)) / kMinGemmWorkPerThread);
+    if (nt < 1) nt = 1;
+    bool ok = true;
+#pragma omp parallel num_threads(int(nt)) reduction(&& : ok)
+    {
+        const int team = team_threads(), tid = thread_id();
+        idx u0, u1;
+        thread_range(units, team, tid, u0, u1);
+        if (split_rows)
+            ok = g.a_is_rows ? gemm_block<T, true>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P)
+                             : gemm_block<T, false>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P);
+        else
+            ok = g.a_is_rows ? gemm_block<T, true>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P))
+                             : gemm_block<T, false>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P));
+    }
+    return ok;
+}
+
+// Below this many multiply-adds per step and thread, waking a second thread and meeting it
+// at a barrier every step costs more than it saves (measured with bench/, see README).
+constexpr idx kMinStepWorkPerThread = idx(1) << 16;
+
+static int team_size(int requested, idx step_work, idx panels) {
+    idx t = requested < 1 ? 1 : requested;
+    t = imin(t, panels);
+    t = imin(t, step_work / kMinStepWorkPerThread);
+    return t < 1 ? 1 : int(t);
+}
+
 template <class T, class Act>
 static bool forward_impl(const ForwardArgs<T>& a) {
     const idx steps = a.out.steps, N = a.out.rows, H = a.out.cols;
     if (steps == 0 || N == 0 || H == 0) return true;
     constexpr int NR = kNR<T>;
     const idx panels = (H + NR - 1) / NR;
-    T* packed = pack_buffer<T>(panels * NR * H);
+    T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
     if (!packed) return false;
     const int nt = team_size(a.threads, N * H * H, panels);
 #pragma omp parallel num_threads(nt)
@@ -456,7 +634,7 @@ static bool backward_impl(const BackwardArgs<T>& a) {
     }
     constexpr int NR = kNR<T>;
     const idx panels = (H + NR - 1) / NR;
-    T* packed = pack_buffer<T>(panels * NR * H);
+    T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
     if (!packed) return false;
     const int nt = team_size(a.threads, N * H * H, panels);
 #pragma omp parallel num_threads(nt)
@@ -503,5 +681,7 @@ static bool backward_dispatch(const BackwardArgs<T>& a) {
     bool forward(const ForwardArgs<double>& a) { return forward_dispatch(a); }                    \
     bool backward(const BackwardArgs<float>& a) { return backward_dispatch(a); }                  \
     bool backward(const BackwardArgs<double>& a) { return backward_dispatch(a); }                 \
+    bool gemm(const GemmArgs<float>& g) { return gemm_impl(g); }                                  \
+    bool gemm(const GemmArgs<double>& g) { return gemm_impl(g); }                                 \
     }                                                                                             \
     }

@@ -55,6 +55,27 @@ struct BackwardArgs {
     int threads;
 };
 
+// C (M x P) = bias + sum_k A(i, k) B(k, j), or C += sum_k A(i, k) B(k, j) when accumulate.
+// Rows of A, B and C are addressed as rows of (steps, rows, cols) views: row m is at
+// data + (m / rows) * step_stride + (m % rows) * row_stride.
+//   a_is_rows: A(i, k) = A_row(i)[k]   (C = A . B, A's rows are C's rows: X.Wx, dA.Wx^T)
+//   otherwise: A(i, k) = A_row(k)[i]   (C = A^T . B over all rows k: X^T.dA, H^T.dA)
+// B(k, j) = B_row(k)[j * b_col_stride].
+template <class T>
+struct GemmArgs {
+    idx M, P, K;
+    const T* a;
+    idx a_rows, a_step_stride, a_row_stride;
+    bool a_is_rows;
+    const T* b;
+    idx b_rows, b_step_stride, b_row_stride, b_col_stride;
+    const T* bias;  // (P,), may be null
+    T* c;
+    idx c_rows, c_step_stride, c_row_stride;
+    bool accumulate;
+    int threads;
+};
+
 // One set of kernels per instruction set, each compiled from csrc/kernels_impl.hpp in its own
 // translation unit with its own compiler flags and namespace.
 #define PRF_DECLARE_ISA_KERNELS(ns)                  \
@@ -63,6 +84,8 @@ struct BackwardArgs {
     bool forward(const ForwardArgs<double>& a);      \
     bool backward(const BackwardArgs<float>& a);     \
     bool backward(const BackwardArgs<double>& a);    \
+    bool gemm(const GemmArgs<float>& g);             \
+    bool gemm(const GemmArgs<double>& g);            \
     }
 PRF_DECLARE_ISA_KERNELS(isa_generic)
 PRF_DECLARE_ISA_KERNELS(isa_avx2)
@@ -82,5 +105,7 @@ template <class T>
 bool forward(const ForwardArgs<T>& a);
 template <class T>
 bool backward(const BackwardArgs<T>& a);
+template <class T>
+bool gemm(const GemmArgs<T>& g);
 
 }  // namespace prf

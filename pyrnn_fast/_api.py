@@ -148,16 +148,13 @@ def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=Fal
     act = _check_activation(activation)
     kernel = get_backend(backend)
     arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), time_major)
-    x = np.asarray(arrays["x"], dtype=dtype)
-    Wx = np.asarray(arrays["Wx"], dtype=dtype)
-    # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
-    hs = np.matmul(x, Wx)
-    if hs.dtype != dtype or not hs.flags.c_contiguous:  # matmul of empty or odd inputs
-        hs = np.ascontiguousarray(hs, dtype=dtype)
-    if arrays["b"] is not None:
-        hs += arrays["b"].astype(dtype, copy=False)
+    x = _kernel_seq(arrays["x"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)
+    # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
+    hs = np.empty(x.shape[:2] + (H,), dtype)
     hs_tm = _tm(hs, time_major)
+    kernel.rows_gemm(_tm(x, time_major), np.asarray(arrays["Wx"], dtype=dtype), _kernel_matrix(arrays["b"], dtype),
+                     hs_tm)
     kernel.forward(hs_tm, _kernel_matrix(arrays["Wh"], dtype), h0, hs_tm, act)
     if T > 0:
         h_last = hs_tm[-1].copy()
@@ -189,7 +186,7 @@ def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, *, dh_last=None, activation="tanh"
         dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last), time_major)
     if arrays["dhs"] is None or arrays["hs"] is None:
         raise TypeError("dhs and hs: expected arrays, got None")
-    x = np.asarray(arrays["x"], dtype=dtype)
+    x = _kernel_seq(arrays["x"], dtype)
     Wx = np.asarray(arrays["Wx"], dtype=dtype)
     hs = _kernel_seq(arrays["hs"], dtype)
     dhs = _kernel_seq(arrays["dhs"], dtype)
@@ -202,16 +199,14 @@ def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, *, dh_last=None, activation="tanh"
     kernel.backward(_tm(dhs, time_major), hs_tm, _kernel_matrix(arrays["Wh"], dtype),
                     _kernel_matrix(arrays["dh_last"], dtype), da_tm, dh0, act)
 
-    da2 = da.reshape(N * T, H)
-    x2 = x.reshape(N * T, D)
-    dx = (da2 @ Wx.T).reshape(x.shape)
-    dWx = x2.T @ da2
-    db = da2.sum(axis=0)
-    # dWh = Σ_t h_{t-1}ᵀ·dA_t: one GEMM against the states shifted by one step.
-    h_prev = np.empty(seq_shape, dtype)
-    h_prev_tm = _tm(h_prev, time_major)
-    if T > 0:
-        h_prev_tm[0] = 0 if h0 is None else h0
-        h_prev_tm[1:] = hs_tm[:-1]
-    dWh = h_prev.reshape(N * T, H).T @ da2
+    x_tm = _tm(x, time_major)
+    dx = np.empty(x.shape, dtype)
+    kernel.rows_gemm(da_tm, Wx.T, None, _tm(dx, time_major))       # dx = dA·Wxᵀ
+    dWx = np.empty((D, H), dtype)
+    kernel.reduce_gemm(x_tm, da_tm, dWx, False)                      # dWx = Xᵀ·dA
+    dWh = np.empty((H, H), dtype)
+    kernel.reduce_gemm(hs_tm[:-1], da_tm[1:], dWh, False)            # dWh = Σ_t h_{t-1}ᵀ·dA_t
+    if h0 is not None and T > 0:
+        kernel.reduce_gemm(h0[None], da_tm[:1], dWh, True)
+    db = da.reshape(N * T, H).sum(axis=0)
     return RNNGrads(dx, dWx, dWh, db, dh0)

@@ -1,12 +1,18 @@
 """Backend registry and thread settings.
 
-A backend is two functions with the recurrence-kernel contract of ``_reference``:
+A backend is two recurrence kernels with the contract of ``_reference``:
 
     forward(xw, wh, h0, out, activation)                 # out may be the same array as xw
     backward(dh, h, wh, dh_last, da, dh0, activation)
 
-All (T, N, H) arguments are time-major views (possibly non-contiguous); h0 and dh_last may be
-None. Everything else (validation, the big GEMMs) is shared, in ``_api``.
+and the two GEMM shapes the orchestration needs (NumPy's by default; the compiled backend
+brings its own, faster than NumPy's bundled BLAS and on the kernels' own threads):
+
+    rows_gemm(a, b, bias, out)            # out[s, n] = a[s, n] @ b (+ bias)
+    reduce_gemm(a, b, out, accumulate)    # out (+)= Σ_{s,n} a[s, n]ᵀ b[s, n]
+
+All (T, N, ·) arguments are time-major views (possibly non-contiguous, last axis contiguous);
+h0, dh_last and bias may be None. Validation and the order of calls are shared, in ``_api``.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ class Backend(NamedTuple):
     name: str
     forward: Callable
     backward: Callable
+    rows_gemm: Callable = _reference.rows_gemm
+    reduce_gemm: Callable = _reference.reduce_gemm
 
 
 def _load_core():
@@ -70,6 +78,8 @@ def get_backend(name: str | None) -> Backend:
             "cpp",
             lambda xw, wh, h0, out, act: _core.forward(xw, wh, h0, out, act, _num_threads),
             lambda dh, h, wh, dh_last, da, dh0, act: _core.backward(dh, h, wh, dh_last, da, dh0, act, _num_threads),
+            lambda a, b, bias, out: _core.rows_gemm(a, b, bias, out, _num_threads),
+            lambda a, b, out, accumulate: _core.reduce_gemm(a, b, out, accumulate, _num_threads),
         )
     elif name == "numba":
         from . import _numba

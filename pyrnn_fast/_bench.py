@@ -252,6 +252,29 @@ def available_peers() -> list[str]:
     return found
 
 
+def cpu_snapshot():
+    """(wall seconds, CPU seconds used by all processes, CPU seconds used by this one), for ``other_load``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = None
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system
+
+
+def other_load(since) -> float | None:
+    """Fraction of the machine's CPU time used by *other* processes since ``cpu_snapshot()``
+    ``since`` (None where /proc/stat is missing). On a 2-core machine even a little of it
+    wrecks multi-threaded timings: a thread that is descheduled stalls every barrier."""
+    now = cpu_snapshot()
+    if since[1] is None or now[1] is None or now[0] <= since[0]:
+        return None
+    other = (now[1] - since[1]) - (now[2] - since[2])
+    return max(0.0, other / ((now[0] - since[0]) * (os.cpu_count() or 1)))
+
+
 def num_threads() -> int:
     """The number of CPUs this process may run on (what ``limit_threads`` restricted)."""
     try:

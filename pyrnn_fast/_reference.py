@@ -44,6 +44,24 @@ def backward(dh, h, wh, dh_last, da, dh0, activation):
     dh0[...] = g
 
 
+# --- the big GEMMs of the orchestration (the numpy and numba backends use these) ---------
+
+def rows_gemm(a, b, bias, out):
+    """out[s, n] = a[s, n] @ b (+ bias) for (S, N, K) a, (K, P) b, (S, N, P) out."""
+    np.matmul(a, b, out=out)
+    if bias is not None:
+        out += bias
+
+
+def reduce_gemm(a, b, out, accumulate):
+    """out (+)= Σ_{s,n} a[s, n]ᵀ b[s, n] for (S, N, M) a, (S, N, P) b, (M, P) out."""
+    r = np.tensordot(a, b, axes=([0, 1], [0, 1]))
+    if accumulate:
+        out += r
+    else:
+        out[...] = r
+
+
 # --- the whole model, time-major: x (T, N, D) ------------------------------------------
 
 def rnn_forward(x, Wx, Wh, b=None, h0=None, activation="tanh"):

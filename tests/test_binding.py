@@ -91,3 +91,54 @@ def test_isa_controls():
             assert core.isa() == isa
     finally:
         core.set_isa(previous)
+
+
+@pytest.mark.parametrize("isa", core.available_isas() if core is not None else [])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,P", [(1, 1, 1), (7, 3, 5), (500, 700, 37), (241, 257, 65), (3, 0, 4)])
+def test_gemms_match_numpy(isa, dtype, M, K, P):
+    """Both GEMM shapes against NumPy, on sizes that cross every block boundary (MR, NR, kc=256,
+    mc=240), strided operands, bias, accumulation."""
+    rng = np.random.default_rng(M + K + P)
+    previous = core.isa()
+    core.set_isa(isa)
+    try:
+        a = rng.standard_normal((M, 2, K)).astype(dtype)   # rows (s, n) of a (S, N, K) view
+        b_full = rng.standard_normal((P, K)).astype(dtype)
+        b = b_full.T                                         # (K, P) with a column stride
+        bias = rng.standard_normal(P).astype(dtype)
+        out = np.empty((2, M, P), dtype).transpose(1, 0, 2)  # non-contiguous (S, N, P) view
+        core.rows_gemm(a, b, bias, out, 2)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        expected = a.astype(np.float64) @ b.astype(np.float64) + bias
+        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * max(1, np.sqrt(K)))
+
+        c = rng.standard_normal((M, 2, P)).astype(dtype)
+        acc = rng.standard_normal((K, P)).astype(dtype)
+        before = acc.astype(np.float64)
+        core.reduce_gemm(a, c, acc, True, 2)
+        expected = before + np.tensordot(a.astype(np.float64), c.astype(np.float64), axes=([0, 1], [0, 1]))
+        np.testing.assert_allclose(acc, expected, rtol=tol, atol=tol * max(1, np.sqrt(2 * M)))
+        core.reduce_gemm(a, c, acc, False, 1)
+        np.testing.assert_allclose(acc, expected - before, rtol=tol, atol=tol * max(1, np.sqrt(2 * M)))
+    finally:
+        core.set_isa(previous)
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((5, 6)), None, np.zeros((2, 3, 6)), 1),
+     r"b: expected shape \(4, 6\), got \(5, 6\)"),
+    (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), np.zeros(5), np.zeros((2, 3, 6)), 1),
+     r"bias: expected shape \(6\)"),
+    (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), None, np.zeros((2, 3, 7)), 1),
+     r"out: expected shape \(2, 3, 6\)"),
+    (lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 4, 6)), np.zeros((4, 6)), False, 1),
+     r"b: expected shape \(2, 3, 6\)"),
+    (lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 3, 6)), np.zeros((6, 4)), False, 1),
+     r"out: expected shape \(4, 6\)"),
+    (lambda: core.reduce_gemm(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 6)), np.zeros((4, 6)), False, 1),
+     r"b: expected a float32"),
+])
+def test_gemm_rejects(call, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        call()
