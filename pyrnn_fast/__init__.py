@@ -8,10 +8,12 @@ Backends: a C++/OpenMP kernel (``cpp``), a Numba fallback (``numba``) and the Nu
 """
 from ._api import RNNGrads, rnn_backward, rnn_forward
 from ._backends import backends, get_num_threads, isa, set_num_threads
+from .layers import RNN, TimeRNN
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RNN", "TimeRNN",
     "RNNGrads",
     "backends",
     "get_num_threads",
