@@ -49,14 +49,18 @@ constexpr int kNV = 2;  // vectors per packed panel
 
 template <class T>
 struct VecOf;
+// `unaligned` is the same vector, readable at any element-aligned address and allowed to
+// alias T (as the intrinsics' __m256 is): loads through it compile to plain vmovups.
 template <>
 struct VecOf<float> {
     typedef float type __attribute__((vector_size(kVecBytes)));
+    typedef float unaligned __attribute__((vector_size(kVecBytes), aligned(4), may_alias));
     typedef std::int32_t mask __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct VecOf<double> {
     typedef double type __attribute__((vector_size(kVecBytes)));
+    typedef double unaligned __attribute__((vector_size(kVecBytes), aligned(8), may_alias));
     typedef std::int64_t mask __attribute__((vector_size(kVecBytes)));
 };
 template <class T>
@@ -72,13 +76,11 @@ static inline idx imin(idx a, idx b) { return a < b ? a : b; }
 
 template <class T>
 static inline Vec<T> load(const T* p) {
-    Vec<T> v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
+    return *reinterpret_cast<const typename VecOf<T>::unaligned*>(p);
 }
 template <class T>
 static inline void store(T* p, Vec<T> v) {
-    __builtin_memcpy(p, &v, sizeof v);
+    *reinterpret_cast<typename VecOf<T>::unaligned*>(p) = v;
 }
 template <class T>
 static inline Vec<T> splat(T x) {
@@ -205,6 +207,9 @@ struct ForwardEpilogue {  // out = act(acc + xw)
     idx xw_ld;
     T* out;
     idx out_ld;
+    void prefetch(idx row0, int nrows, idx col0) const {
+        for (int r = 0; r < nrows; ++r) __builtin_prefetch(xw + (row0 + r) * xw_ld + col0);
+    }
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
@@ -234,6 +239,12 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
     idx extra_ld;
     T* da;
     idx da_ld;
+    void prefetch(idx row0, int nrows, idx col0) const {
+        for (int r = 0; r < nrows; ++r) {
+            __builtin_prefetch(dh + (row0 + r) * dh_ld + col0);
+            __builtin_prefetch(h + (row0 + r) * h_ld + col0);
+        }
+    }
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
@@ -272,6 +283,7 @@ template <class T>
 struct StoreEpilogue {  // out = acc
     T* out;
     idx out_ld;
+    void prefetch(idx, int, idx) const {}
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
@@ -308,11 +320,13 @@ template <class T, int M, int NP, class A, class Epi>
 static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows,
                               idx col0, idx ncols, const Epi& epi) {
     constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
+    epi.prefetch(row0, nrows, col0);  // what the epilogue reads arrives while the tile computes
     Vec<T> acc[M][NVT];
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
 #pragma GCC unroll 16
         for (int i = 0; i < NVT; ++i) acc[r][i] = Vec<T>{};
+#pragma GCC unroll 4
     for (idx k = 0; k < K; ++k) {
         Vec<T> b[NVT];
 #pragma GCC unroll 16
@@ -438,6 +452,18 @@ struct SeqRows {
     }
 };
 
+// Walks rows m, m+1, ... of a SeqRows with one division at the start.
+template <class T>
+struct RowCursor {
+    const SeqRows<T>& s;
+    idx t, n;
+    RowCursor(const SeqRows<T>& rows, idx m) : s(rows), t(m / rows.rows), n(m - t * rows.rows) {}
+    T* get() const { return s.base + t * s.step_stride + n * s.row_stride; }
+    void next() {
+        if (++n == s.rows) n = 0, ++t;
+    }
+};
+
 constexpr idx kKC = 256;                // depth of a packed block: a B micro-panel stays in L1
 constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8): L2
 constexpr idx kMinGemmWorkPerThread = idx(1) << 18;  // multiply-adds
@@ -448,20 +474,23 @@ template <class T, bool A_ROWS>
 static void pack_a(T* dst, const SeqRows<const T>& arow, idx M, idx i0, idx mc, idx k0, idx kc) {
     const idx slivers = (mc + kMR - 1) / kMR;
     if (A_ROWS) {
+        RowCursor<const T> row(arow, i0);
         for (idx s = 0; s < slivers; ++s)
             for (int r = 0; r < kMR; ++r) {
                 const idx i = i0 + s * kMR + r;
                 T* d = dst + s * kc * kMR + r;
                 if (i < i0 + mc && i < M) {
-                    const T* src = arow(i) + k0;
+                    const T* src = row.get() + k0;
+                    row.next();
                     for (idx k = 0; k < kc; ++k) d[k * kMR] = src[k];
                 } else {
                     for (idx k = 0; k < kc; ++k) d[k * kMR] = T(0);
                 }
             }
     } else {
-        for (idx k = 0; k < kc; ++k) {
-            const T* src = arow(k0 + k) + i0;
+        RowCursor<const T> row(arow, k0);
+        for (idx k = 0; k < kc; ++k, row.next()) {
+            const T* src = row.get() + i0;
             for (idx s = 0; s < slivers; ++s) {
                 T* d = dst + s * kc * kMR + k * kMR;
                 for (int r = 0; r < kMR; ++r) {
@@ -478,16 +507,33 @@ template <class T>
 static void pack_b(T* dst, const SeqRows<const T>& brow, idx sj, idx k0, idx kc, idx j0, idx j1) {
     constexpr int NR = kNR<T>;
     const idx panels = (j1 - j0 + NR - 1) / NR;
-    for (idx k = 0; k < kc; ++k) {
-        const T* src = brow(k0 + k);
+    if (sj != 1) {
+        // A transposed matrix (B = W^T, one "step"): walk each column j, which is contiguous
+        // or at least the shorter stride, instead of touching a new cache line per element.
+        const T* base = brow(k0);
+        const idx sk = brow.row_stride;
+        for (idx p = 0; p < panels; ++p) {
+            T* d = dst + p * kc * NR;
+            const idx jb = j0 + p * NR, nj = imin(NR, j1 - jb);
+            for (idx j = 0; j < NR; ++j) {
+                if (j < nj) {
+                    const T* src = base + (jb + j) * sj;
+                    for (idx k = 0; k < kc; ++k) d[k * NR + j] = src[k * sk];
+                } else {
+                    for (idx k = 0; k < kc; ++k) d[k * NR + j] = T(0);
+                }
+            }
+        }
+        return;
+    }
+    RowCursor<const T> row(brow, k0);
+    for (idx k = 0; k < kc; ++k, row.next()) {
+        const T* src = row.get();
         for (idx p = 0; p < panels; ++p) {
             T* d = dst + p * kc * NR + k * NR;
             const idx jb = j0 + p * NR, nj = imin(NR, j1 - jb);
             idx j = 0;
-            if (sj == 1)
-                for (; j < nj; ++j) d[j] = src[jb + j];
-            else
-                for (; j < nj; ++j) d[j] = src[(jb + j) * sj];
+            for (; j < nj; ++j) d[j] = src[jb + j];
             for (; j < NR; ++j) d[j] = T(0);
         }
     }
@@ -498,11 +544,17 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
     SeqRows<T> crow;
     const T* bias;  // indexed by column, may be null
     bool accumulate;
+    void prefetch(idx row0, int nrows, idx col0) const {
+        if (!accumulate) return;
+        RowCursor<T> c(crow, row0);
+        for (int r = 0; r < nrows; ++r, c.next()) __builtin_prefetch(c.get() + col0, 1);
+    }
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
-        for (int r = 0; r < M && r < nrows; ++r) {
-            T* o = crow(row0 + r) + col0;
+        RowCursor<T> c(crow, row0);
+        for (int r = 0; r < M && r < nrows; ++r, c.next()) {
+            T* o = c.get() + col0;
             T buf[NVT * W] __attribute__((aligned(64)));
             const bool full = ncols >= NVT * W;
             T* dst = full ? o : buf;

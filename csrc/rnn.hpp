@@ -60,7 +60,7 @@ struct BackwardArgs {
 // data + (m / rows) * step_stride + (m % rows) * row_stride.
 //   a_is_rows: A(i, k) = A_row(i)[k]   (C = A . B, A's rows are C's rows: X.Wx, dA.Wx^T)
 //   otherwise: A(i, k) = A_row(k)[i]   (C = A^T . B over all rows k: X^T.dA, H^T.dA)
-// B(k, j) = B_row(k)[j * b_col_stride].
+// B(k, j) = B_row(k)[j * b_col_stride]; b_col_stride != 1 only for a plain matrix (b_step_stride = 0).
 template <class T>
 struct GemmArgs {
     idx M, P, K;
