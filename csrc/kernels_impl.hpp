@@ -457,7 +457,9 @@ template <class T>
 struct RowCursor {
     const SeqRows<T>& s;
     idx t, n;
-    RowCursor(const SeqRows<T>& rows, idx m) : s(rows), t(m / rows.rows), n(m - t * rows.rows) {}
+    // rows.rows is 0 only for an empty operand (K = 0), whose rows are never read.
+    RowCursor(const SeqRows<T>& rows, idx m)
+        : s(rows), t(rows.rows ? m / rows.rows : 0), n(m - t * rows.rows) {}
     T* get() const { return s.base + t * s.step_stride + n * s.row_stride; }
     void next() {
         if (++n == s.rows) n = 0, ++t;
@@ -473,6 +475,7 @@ constexpr idx kMinGemmWorkPerThread = idx(1) << 18;  // multiply-adds
 template <class T, bool A_ROWS>
 static void pack_a(T* dst, const SeqRows<const T>& arow, idx M, idx i0, idx mc, idx k0, idx kc) {
     const idx slivers = (mc + kMR - 1) / kMR;
+    if (kc == 0) return;
     if (A_ROWS) {
         RowCursor<const T> row(arow, i0);
         for (idx s = 0; s < slivers; ++s)
@@ -507,6 +510,7 @@ template <class T>
 static void pack_b(T* dst, const SeqRows<const T>& brow, idx sj, idx k0, idx kc, idx j0, idx j1) {
     constexpr int NR = kNR<T>;
     const idx panels = (j1 - j0 + NR - 1) / NR;
+    if (kc == 0) return;  // K = 0: B has no rows (and its strides mean nothing)
     if (sj != 1) {
         // A transposed matrix (B = W^T, one "step"): walk each column j, which is contiguous
         // or at least the shorter stride, instead of touching a new cache line per element.
