@@ -167,7 +167,15 @@ def make_runner(impl: str, shape, op: str, seed=0):
 
 # --- timing ---------------------------------------------------------------------------
 
-def time_interleaved(fns: dict, repeat=5, min_time=2e-3, max_time=10.0) -> dict:
+# Idle worker threads of one library keep spinning for a while after its last call (OpenBLAS:
+# 2^28 cycles, ~0.1 s, unless OPENBLAS_THREAD_TIMEOUT says otherwise; OpenMP runtimes and
+# XLA less) and take cores from whatever runs next. Pausing this long before each batch of
+# calls lets every implementation start on idle cores instead of inheriting its
+# predecessor's spinning threads (README, "Threads and NumPy's BLAS").
+SETTLE_SECONDS = 0.15
+
+
+def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=SETTLE_SECONDS) -> dict:
     """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
 
     Each callable is first called once untimed (JIT compilation excluded) and once more to
@@ -175,7 +183,8 @@ def time_interleaved(fns: dict, repeat=5, min_time=2e-3, max_time=10.0) -> dict:
     times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
     and records the time per call, so all of them see the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
-    Returns ``{key: (median_seconds, rounds)}``.
+    Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
+    short enough to be batched, one untimed call. Returns ``{key: (median_seconds, rounds)}``.
     """
     plan = {}
     for key, fn in fns.items():
@@ -197,6 +206,10 @@ def time_interleaved(fns: dict, repeat=5, min_time=2e-3, max_time=10.0) -> dict:
             if r >= rounds:
                 continue
             fn = fns[key]
+            if settle:
+                time.sleep(settle)
+                if number > 1:  # one untimed call: caches and clocks are cold after the pause
+                    fn()
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()

@@ -1,25 +1,31 @@
 """The Numba backend: the recurrence-kernel contract of ``_reference`` compiled with ``@njit``.
 
 Imported only when the ``numba`` backend is first used, so ``import pyrnn_fast`` never pays for
-importing numba. Loops are written out (no BLAS call inside the step) in the order that lets
-LLVM vectorise the innermost loop: ``acc[j] += h[k] * W[k, j]`` over contiguous ``j``.
+importing numba. No BLAS call inside the steps: each step is written out as loops that LLVM
+vectorises (``acc[r, j] += h[r, k] * W[k, j]`` over contiguous ``j``), with four rows of h
+per pass over W so that every weight loaded is used four times. Steps big enough to be worth
+it split those row blocks across threads (``prange``); small ones stay on one thread, since a
+parallel region per step would cost more than the step.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit
+from numba import get_num_threads, njit, prange, set_num_threads
+
+ROWS = 4  # rows of h per pass over the weights
+PARALLEL_MIN_STEP_WORK = 1 << 18  # multiply-adds per step below which one thread is used
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _act(v, relu):
     if relu:
         return v if not v < 0 else v * 0  # keeps NaN: relu(NaN) = NaN
     return math.tanh(v)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _act_grad(h, relu):
     if relu:
         if h > 0:
@@ -28,55 +34,125 @@ def _act_grad(h, relu):
     return 1 - h * h
 
 
-@njit(cache=True, nogil=True)
-def _row_times(hrow, w, acc):
-    """acc = hrow @ w for one row, written so that the inner loop vectorises."""
-    acc[:] = 0
+@njit(cache=True, nogil=True, inline="always")
+def _rows_times(src, r0, r1, w, acc):
+    """acc[0:r1-r0] = src[r0:r1] @ w."""
+    H = w.shape[1]
+    nr = r1 - r0
+    acc[:nr] = 0
     for k in range(w.shape[0]):
-        a = hrow[k]
-        for j in range(w.shape[1]):
-            acc[j] += a * w[k, j]
+        for r in range(nr):
+            a = src[r0 + r, k]
+            for j in range(H):
+                acc[r, j] += a * w[k, j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _forward_rows(xw, wh, hprev, out, t, b, relu, acc):
+    N, H = hprev.shape
+    r0 = b * ROWS
+    r1 = min(r0 + ROWS, N)
+    _rows_times(hprev, r0, r1, wh, acc)
+    for r in range(r1 - r0):
+        for j in range(H):
+            out[t, r0 + r, j] = _act(acc[r, j] + xw[t, r0 + r, j], relu)
 
 
 @njit(cache=True, nogil=True)
-def _forward(xw, wh, h0, out, relu):
+def _forward_serial(xw, wh, h0, out, relu):
     T, N, H = out.shape
-    acc = np.empty(H, dtype=out.dtype)
+    acc = np.empty((ROWS, H), dtype=out.dtype)
     for t in range(T):
-        for n in range(N):
-            hprev = h0[n] if t == 0 else out[t - 1, n]
-            _row_times(hprev, wh, acc)
-            for j in range(H):
-                out[t, n, j] = _act(acc[j] + xw[t, n, j], relu)
+        hprev = h0 if t == 0 else out[t - 1]
+        for b in range((N + ROWS - 1) // ROWS):
+            _forward_rows(xw, wh, hprev, out, t, b, relu, acc)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _forward_parallel(xw, wh, h0, out, relu):
+    T, N, H = out.shape
+    blocks = (N + ROWS - 1) // ROWS
+    for t in range(T):
+        hprev = h0 if t == 0 else out[t - 1]
+        for b in prange(blocks):
+            acc = np.empty((ROWS, H), dtype=out.dtype)
+            _forward_rows(xw, wh, hprev, out, t, b, relu, acc)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc):
+    T, N, H = da.shape
+    r0 = b * ROWS
+    r1 = min(r0 + ROWS, N)
+    if t == T - 1:
+        for r in range(r1 - r0):
+            acc[r] = dh_last[r0 + r]
+    else:
+        _rows_times(da[t + 1], r0, r1, wh_t, acc)
+    for r in range(r1 - r0):
+        for j in range(H):
+            da[t, r0 + r, j] = (dh[t, r0 + r, j] + acc[r, j]) * _act_grad(h[t, r0 + r, j], relu)
 
 
 @njit(cache=True, nogil=True)
-def _backward(dh, h, wh_t, dh_last, da, dh0, relu):
+def _dh0(da, wh_t, dh_last, dh0):
     T, N, H = da.shape
-    acc = np.empty(H, dtype=da.dtype)
+    if T == 0:
+        dh0[:] = dh_last
+        return
+    acc = np.empty((ROWS, H), dtype=da.dtype)
+    for b in range((N + ROWS - 1) // ROWS):
+        r0 = b * ROWS
+        r1 = min(r0 + ROWS, N)
+        _rows_times(da[0], r0, r1, wh_t, acc)
+        dh0[r0:r1] = acc[: r1 - r0]
+
+
+@njit(cache=True, nogil=True)
+def _backward_serial(dh, h, wh_t, dh_last, da, dh0, relu):
+    T, N, H = da.shape
+    acc = np.empty((ROWS, H), dtype=da.dtype)
     for t in range(T - 1, -1, -1):
-        for n in range(N):
-            if t == T - 1:
-                acc[:] = dh_last[n]
-            else:
-                _row_times(da[t + 1, n], wh_t, acc)
-            for j in range(H):
-                da[t, n, j] = (dh[t, n, j] + acc[j]) * _act_grad(h[t, n, j], relu)
-    for n in range(N):
-        if T == 0:
-            dh0[n] = dh_last[n]
-        else:
-            _row_times(da[0, n], wh_t, acc)
-            dh0[n] = acc
+        for b in range((N + ROWS - 1) // ROWS):
+            _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc)
+    _dh0(da, wh_t, dh_last, dh0)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu):
+    T, N, H = da.shape
+    blocks = (N + ROWS - 1) // ROWS
+    for t in range(T - 1, -1, -1):
+        for b in prange(blocks):
+            acc = np.empty((ROWS, H), dtype=da.dtype)
+            _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc)
+    _dh0(da, wh_t, dh_last, dh0)
+
+
+def _parallel(N, H) -> bool:
+    from ._backends import get_num_threads as wanted
+
+    n = min(wanted(), (N + ROWS - 1) // ROWS)
+    if n < 2 or N * H * H < PARALLEL_MIN_STEP_WORK:
+        return False
+    if get_num_threads() != n:
+        from numba import config
+
+        set_num_threads(min(n, config.NUMBA_NUM_THREADS))
+    return True
 
 
 def forward(xw, wh, h0, out, activation):
     if h0 is None:
         h0 = np.zeros(out.shape[1:], out.dtype)
-    _forward(xw, wh, h0, out, activation == "relu")
+    T, N, H = out.shape
+    kernel = _forward_parallel if _parallel(N, H) else _forward_serial
+    kernel(xw, wh, h0, out, activation == "relu")
 
 
 def backward(dh, h, wh, dh_last, da, dh0, activation):
     if dh_last is None:
         dh_last = np.zeros(dh0.shape, dh0.dtype)
-    _backward(dh, h, np.ascontiguousarray(wh.T), dh_last, da, dh0, activation == "relu")
+    T, N, H = da.shape
+    kernel = _backward_parallel if _parallel(N, H) else _backward_serial
+    kernel(dh, h, np.ascontiguousarray(wh.T), dh_last, da, dh0, activation == "relu")
