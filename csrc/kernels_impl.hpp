@@ -73,6 +73,7 @@ template <class T>
 constexpr int kNR = kNV * kLanes<T>;  // columns per packed panel
 
 static inline idx imin(idx a, idx b) { return a < b ? a : b; }
+static inline idx imax(idx a, idx b) { return a > b ? a : b; }
 
 template <class T>
 static inline Vec<T> load(const T* p) {
@@ -466,8 +467,9 @@ struct RowCursor {
     }
 };
 
-constexpr idx kKC = 256;                // depth of a packed block: a B micro-panel stays in L1
-constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8): L2
+constexpr idx kKC = 256;                // depth of a packed block: an A sliver stays in L1
+constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8)
+constexpr idx kGroupBytes = idx(256) << 10;  // packed B panels swept per A sliver: half an L2
 constexpr idx kMinGemmWorkPerThread = idx(1) << 18;  // multiply-adds
 
 // Pack A(i, k) for i in [i0, i0+mc), k in [k0, k0+kc) into slivers dst[s][k][r].
@@ -599,11 +601,16 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
         for (idx ib = i0; ib < i1; ib += kMC) {
             const idx mc = imin(kMC, i1 - ib);
             pack_a<T, A_ROWS>(abuf, arow, g.M, ib, mc, k0, kc);
-            for (idx p = 0; p < panels; ++p)
+            // Panels inner, slivers outer, over an L2-sized group of panels: a sliver of A stays
+            // in L1 while the group's panels stream from L2, and C is written along its rows
+            // (the tile's contiguous direction) instead of down a column of 4 KB-strided rows.
+            const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));  // kc = 0 when K = 0
+            for (idx pg = 0; pg < panels; pg += group)
                 for (idx s = 0; s * kMR < mc; ++s)
-                    micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bbuf + p * kc * NR, kc * NR,
-                                          ib + s * kMR, int(imin(kMR, mc - s * kMR)), j0 + p * NR,
-                                          imin(NR, j1 - j0 - p * NR), epi);
+                    for (idx p = pg; p < imin(pg + group, panels); ++p)
+                        micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bbuf + p * kc * NR, kc * NR,
+                                              ib + s * kMR, int(imin(kMR, mc - s * kMR)), j0 + p * NR,
+                                              imin(NR, j1 - j0 - p * NR), epi);
         }
         if (g.K == 0) break;
     }

@@ -293,7 +293,8 @@ def main(argv=None) -> int:
 
     peak = _bench.sgemm_peak(threads)
     print(f"\nsgemm peak (1024x1024 float32, {threads} thread(s)): numpy {peak['numpy']:.1f} GFLOP/s"
-          + (f", jax {peak['jax']:.1f}" if peak["jax"] else "") + f" -> {peak['max']:.1f} GFLOP/s")
+          + (f", jax {peak['jax']:.1f}" if peak["jax"] else "") + f" -> {peak['max']:.1f} GFLOP/s"
+          + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else ""))
     if "large" in results and default in results["large"]:
         g = results["large"][default]["forward"]["gflops"]
         print(f"{default} forward on large: {g:.1f} GFLOP/s = {100 * g / peak['max']:.0f}% of the sgemm peak")

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from ._backends import backends, get_backend
+
 #: (T, N, D, H) of each named benchmark shape.
 SHAPES = {
     "stream": (1000, 1, 32, 128),  # latency-bound
@@ -224,7 +226,9 @@ def time_callable(fn, repeat=5, min_time=2e-3) -> float:
 
 def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
     """Best GFLOP/s of an n×n float32 matmul with ``np.matmul`` and (when installed) a jitted
-    ``jax.numpy.matmul``; returns ``{"numpy": .., "jax": .. or None, "max": .., "threads": ..}``.
+    ``jax.numpy.matmul``; returns ``{"numpy": .., "jax": .. or None, "max": .., "threads": ..,
+    "cpp": ..}``. "max" (the peak the bar is measured against) is the best of numpy and jax;
+    "cpp" is the compiled backend's own GEMM on the same product, for comparison only.
 
     The thread count is whatever ``limit_threads`` set up; ``threads`` is recorded only.
     """
@@ -248,6 +252,11 @@ def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
         ja, jb = jax.numpy.asarray(a), jax.numpy.asarray(b)
         out["jax"] = best(lambda: mm(ja, jb).block_until_ready())
     out["max"] = max(v for k, v in out.items() if k in ("numpy", "jax") and v)
+    out["cpp"] = None
+    if "cpp" in backends():
+        c = np.empty((1, n, n), np.float32)
+        rows_gemm = get_backend("cpp").rows_gemm
+        out["cpp"] = best(lambda: rows_gemm(a[None], b, None, c))
     return out
 
 

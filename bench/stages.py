@@ -1,0 +1,80 @@
+"""Where the time of forward+backward goes: each stage of the compiled backend, side by side
+with the same product done by NumPy's BLAS (np.matmul), on one shape (default `large`).
+
+    python bench/stages.py                 # all cores
+    python bench/stages.py --shape typical
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/stages.py
+
+The recurrences are compared with T separate (N, H)·(H, H) matmuls (what a NumPy loop does,
+without its tanh); the four big GEMMs with one matmul each. Figures are the best of
+`--rounds` interleaved rounds, so both columns see the same machine load.
+"""
+import argparse
+import time
+
+import numpy as np
+
+from pyrnn_fast import _bench, _core
+from pyrnn_fast._backends import get_backend
+
+
+def best_seconds(fn, calls=3):
+    fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def stages(shape):
+    T, N, D, H = _bench.dims(shape)
+    x, Wx, Wh, b, _ = (a.astype(np.float32) for a in _bench.make_inputs(shape))
+    hs = np.empty((T, N, H), np.float32)
+    dA, dhs = np.empty_like(hs), np.ones_like(hs)
+    dh0, dx = np.empty((N, H), np.float32), np.empty_like(x)
+    dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
+    cpp = get_backend("cpp")
+    x2, hs2, dA2 = x.reshape(-1, D), hs.reshape(-1, H), dA.reshape(-1, H)
+    mm = np.matmul
+    # name: (ours, numpy's, multiply-adds)
+    return {
+        "X·Wx + b": (lambda: cpp.rows_gemm(x, Wx, b, hs), lambda: mm(x2, Wx) + b, T * N * D * H),
+        "forward recurrence": (lambda: cpp.forward(hs, Wh, None, hs, "tanh"),
+                               lambda: [mm(hs[t], Wh) for t in range(T)], T * N * H * H),
+        "backward recurrence": (lambda: cpp.backward(dhs, hs, Wh, None, dA, dh0, "tanh"),
+                                lambda: [mm(dA[t], Wh.T) for t in range(T)], T * N * H * H),
+        "dx = dA·Wxᵀ": (lambda: cpp.rows_gemm(dA, Wx.T, None, dx), lambda: mm(dA2, Wx.T), T * N * D * H),
+        "dWx = Xᵀ·dA": (lambda: cpp.reduce_gemm(x, dA, dWx, False), lambda: mm(x2.T, dA2), T * N * D * H),
+        "dWh = Hᵀ·dA": (lambda: cpp.reduce_gemm(hs[:-1], dA[1:], dWh, False),
+                        lambda: mm(hs2[:-N].T, dA2[N:]), (T - 1) * N * H * H),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", default="large", choices=sorted(_bench.SHAPES))
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    shape = _bench.SHAPES[args.shape]
+    work = stages(shape)
+    best = {name: [float("inf"), float("inf")] for name in work}
+    for _ in range(args.rounds):
+        for name, (ours, theirs, _) in work.items():
+            best[name][0] = min(best[name][0], best_seconds(ours))
+            best[name][1] = min(best[name][1], best_seconds(theirs))
+    print(f"{args.shape} {shape}, float32, {_core.max_threads()} OpenMP thread(s), best of {args.rounds} rounds")
+    print(f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'np.matmul ms':>13s} {'GFLOP/s':>8s} {'ratio':>6s}")
+    total = [0.0, 0.0]
+    for name, (_, _, fma) in work.items():
+        ours, theirs = best[name]
+        total[0] += ours
+        total[1] += theirs
+        print(f"{name:22s} {ours * 1e3:14.2f} {2 * fma / ours / 1e9:8.1f} {theirs * 1e3:13.2f} "
+              f"{2 * fma / theirs / 1e9:8.1f} {theirs / ours:5.2f}x")
+    print(f"{'sum':22s} {total[0] * 1e3:14.2f} {'':8s} {total[1] * 1e3:13.2f} {'':8s} {total[1] / total[0]:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
