@@ -120,6 +120,14 @@ def _kernel_seq(a, dtype):
     return a
 
 
+def _forward_into(kernel, x_tm, Wx, Wh, b, h0, hs_tm, act, dtype):
+    """hs_tm = the recurrence over the time-major x_tm, for validated inputs of `dtype`
+    (x_tm and h0 already as the kernels take them). XW doubles as the output: the kernel
+    overwrites xw[t] with h_t once it has read it."""
+    kernel.rows_gemm(x_tm, np.asarray(Wx, dtype=dtype), _kernel_matrix(b, dtype), hs_tm)
+    kernel.forward(hs_tm, _kernel_matrix(Wh, dtype), h0, hs_tm, act)
+
+
 def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=False, backend=None):
     """Run a vanilla RNN over a whole sequence.
 
@@ -150,12 +158,9 @@ def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=Fal
     arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), time_major)
     x = _kernel_seq(arrays["x"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)
-    # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
     hs = np.empty(x.shape[:2] + (H,), dtype)
     hs_tm = _tm(hs, time_major)
-    kernel.rows_gemm(_tm(x, time_major), np.asarray(arrays["Wx"], dtype=dtype), _kernel_matrix(arrays["b"], dtype),
-                     hs_tm)
-    kernel.forward(hs_tm, _kernel_matrix(arrays["Wh"], dtype), h0, hs_tm, act)
+    _forward_into(kernel, _tm(x, time_major), arrays["Wx"], arrays["Wh"], arrays["b"], h0, hs_tm, act, dtype)
     if T > 0:
         h_last = hs_tm[-1].copy()
     else:

@@ -1,8 +1,9 @@
 """Layers on top of the functional API: ``RNN`` (stacked, bidirectional, variable-length,
 dropout, stateful, streaming, PyTorch/Keras interop) and ``TimeRNN`` (the textbook class).
 
-Every recurrence here is a call to ``rnn_forward`` / ``rnn_backward``; this module only
-arranges the calls (which samples, which time steps, which direction) and keeps the caches.
+Every recurrence here is a call to ``rnn_forward`` / ``rnn_backward`` (``step`` calls the
+same orchestration, ``_forward_into``, with buffers it keeps); this module only arranges the
+calls (which samples, which time steps, which direction) and keeps the caches.
 
 Variable lengths: masking is not something ``rnn_forward`` does, so a batch with ``lengths``
 is run in *segments* between consecutive distinct lengths. With distinct non-zero lengths
@@ -26,7 +27,8 @@ import numbers
 
 import numpy as np
 
-from ._api import rnn_backward, rnn_forward
+from ._api import _forward_into, _kernel_matrix, _kernel_seq, rnn_backward, rnn_forward
+from ._backends import get_backend
 
 __all__ = ["RNN", "TimeRNN"]
 
@@ -219,6 +221,7 @@ class RNN:
         self.state = None
         self.dh0 = None
         self._cache = None
+        self._step_buffer = None
 
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
@@ -444,13 +447,20 @@ class RNN:
         elif self.state.shape[1] != N:
             raise ValueError(f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; "
                              "call reset_state() first")
-        inp = np.asarray(x_t, dtype=self.dtype)[None]          # (1, N, D) time-major: a view
+        # One time step of rnn_forward's orchestration per layer, written into buffers kept
+        # across steps: nothing is allocated per step but the returned output.
+        kernel = get_backend(self.backend)
+        if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
+            self._step_buffer = np.empty((self.num_layers, 1, N, self.hidden_size), self.dtype)
+        inp = _kernel_seq(np.asarray(x_t, dtype=self.dtype)[None], self.dtype)  # (1, N, D), time-major
         for layer in range(self.num_layers):
             Wx, Wh, b = self._weights(layer, "")
-            inp, _ = rnn_forward(inp, Wx, Wh, b, self.state[layer], activation=self.activation, time_major=True,
-                                 backend=self.backend)
-            self.state[layer] = inp[0]
-        return inp[0]
+            out = self._step_buffer[layer]
+            h0 = _kernel_matrix(self.state[layer], self.dtype)
+            _forward_into(kernel, inp, Wx, Wh, b, h0, out, self.activation, self.dtype)
+            self.state[layer] = out[0]
+            inp = out
+        return inp[0].copy()
 
     # --- save / load -----------------------------------------------------------------------
 
