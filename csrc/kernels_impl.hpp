@@ -470,7 +470,11 @@ struct RowCursor {
 constexpr idx kKC = 256;                // depth of a packed block: an A sliver stays in L1
 constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8)
 constexpr idx kGroupBytes = idx(256) << 10;  // packed B panels swept per A sliver: half an L2
-constexpr idx kMinGemmWorkPerThread = idx(1) << 18;  // multiply-adds
+// Multiply-adds per thread below which a GEMM runs on one thread: ~50 µs of work. Waking a
+// second thread costs microseconds on bare metal but can cost a scheduler time slice when
+// that core is busy (another library's spinning pool, a virtual CPU the host took away):
+// measured on the `stream` shape, 2-thread GEMMs of 4M multiply-adds made fwd+bwd 4x slower.
+constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 
 // Pack A(i, k) for i in [i0, i0+mc), k in [k0, k0+kc) into slivers dst[s][k][r].
 // A_ROWS: A(i, k) = arow(i)[k] (rows GEMM); otherwise A(i, k) = arow(k)[i] (reduction GEMM).
