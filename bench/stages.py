@@ -10,22 +10,11 @@ without its tanh); the four big GEMMs with one matmul each. Figures are the best
 `--rounds` interleaved rounds, so both columns see the same machine load.
 """
 import argparse
-import time
 
 import numpy as np
 
 from pyrnn_fast import _bench, _core
 from pyrnn_fast._backends import get_backend
-
-
-def best_seconds(fn, calls=3):
-    fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def stages(shape):
@@ -62,8 +51,8 @@ def main():
     best = {name: [float("inf"), float("inf")] for name in work}
     for _ in range(args.rounds):
         for name, (ours, theirs, _) in work.items():
-            best[name][0] = min(best[name][0], best_seconds(ours))
-            best[name][1] = min(best[name][1], best_seconds(theirs))
+            best[name][0] = min(best[name][0], _bench.best_seconds(ours))
+            best[name][1] = min(best[name][1], _bench.best_seconds(theirs))
     print(f"{args.shape} {shape}, float32, {_core.max_threads()} OpenMP thread(s), best of {args.rounds} rounds")
     print(f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'np.matmul ms':>13s} {'GFLOP/s':>8s} {'ratio':>6s}")
     total = [0.0, 0.0]

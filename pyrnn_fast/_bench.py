@@ -224,6 +224,17 @@ def time_callable(fn, repeat=5, min_time=2e-3) -> float:
     return time_interleaved({0: fn}, repeat, min_time)[0][0]
 
 
+def best_seconds(fn, calls=3) -> float:
+    """The fastest of ``calls`` timed calls of ``fn``, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
     """Best GFLOP/s of an n×n float32 matmul with ``np.matmul`` and (when installed) a jitted
     ``jax.numpy.matmul``; returns ``{"numpy": .., "jax": .. or None, "max": .., "threads": ..,
@@ -237,13 +248,7 @@ def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
     gflop = 2.0 * n**3 / 1e9
 
     def best(fn):
-        fn()
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return gflop / min(times)
+        return gflop / best_seconds(fn, calls)
 
     out = {"numpy": best(lambda: np.matmul(a, b)), "jax": None, "threads": threads}
     if "jax" in available_peers():
