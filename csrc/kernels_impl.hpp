@@ -22,6 +22,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <sched.h>
 
 #include "rnn.hpp"
 
@@ -647,13 +648,54 @@ static bool gemm_impl(const GemmArgs<T>& g) {
     return ok;
 }
 
-// Below this many multiply-adds per step and thread, waking a second thread and meeting it
-// at a barrier every step costs more than it saves (measured with bench/, see README).
-constexpr idx kMinStepWorkPerThread = idx(1) << 16;
+// The per-step barrier of the recurrence. libgomp's `omp barrier` makes a futex_wake system
+// call at every barrier, even when every thread is spinning, which costs more than a whole
+// step of a small recurrence (measured: N = 1, H = 128 took 1.07 µs/step on two threads
+// against 0.86 on one). This one costs a cache-line transfer: threads spin on a generation
+// counter, and after a bounded spin yield the core (a descheduled teammate, an
+// oversubscribed machine), never sleeping on a futex. GCC's __atomic builtins on a plain int,
+// not std::atomic: no standard-library template may be instantiated here (see the top).
+struct StepBarrier {
+    alignas(64) int arrived = 0;
+    alignas(64) int generation = 0;
+    int team = 1;
+    // Every thread of the team stores the same size before its first wait, so each one reads
+    // its own store or an identical one: no extra barrier needed to publish it.
+    void join(int size) { __atomic_store_n(&team, size, __ATOMIC_RELAXED); }
+    void wait() {
+        const int gen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+        if (__atomic_add_fetch(&arrived, 1, __ATOMIC_ACQ_REL) == __atomic_load_n(&team, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&arrived, 0, __ATOMIC_RELAXED);  // nobody touches it until gen moves
+            __atomic_store_n(&generation, gen + 1, __ATOMIC_RELEASE);
+            return;
+        }
+        for (unsigned spins = 0; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == gen; ++spins) {
+            if (spins < kSpinsBeforeYield) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                sched_yield();
+            }
+        }
+    }
+    // ~0.1-1 ms of pause instructions: longer than a balanced step waits, short enough that
+    // an oversubscribed machine gets the core back soon.
+    static constexpr unsigned kSpinsBeforeYield = 1u << 14;
+};
 
-static int team_size(int requested, idx step_work, idx panels) {
+// A second thread pays for itself when each thread gets at least this many multiply-adds per
+// step and this many hidden units (whole panels): below that, the barrier per step and the
+// team's wake-up per call cost more than the split saves. Measured on two cores with the
+// spin barrier above: N = 1, H = 128 (8K per thread) runs 1.4x faster on two threads, while
+// N = 16, H = 32 (one 16-column panel each, 8 steps) ran slower.
+constexpr idx kMinStepWorkPerThread = idx(1) << 13;
+constexpr idx kMinStepColumnsPerThread = 64;
+
+static int team_size(int requested, idx step_work, idx columns, idx panels) {
     idx t = requested < 1 ? 1 : requested;
     t = imin(t, panels);
+    t = imin(t, columns / kMinStepColumnsPerThread);
     t = imin(t, step_work / kMinStepWorkPerThread);
     return t < 1 ? 1 : int(t);
 }
@@ -666,12 +708,14 @@ static bool forward_impl(const ForwardArgs<T>& a) {
     const idx panels = (H + NR - 1) / NR;
     T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
     if (!packed) return false;
-    const int nt = team_size(a.threads, N * H * H, panels);
+    const int nt = team_size(a.threads, N * H * H, H, panels);
+    StepBarrier step_barrier;
 #pragma omp parallel num_threads(nt)
     {
         const int team = team_threads(), tid = thread_id();
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
+        step_barrier.join(team);
         // Each thread packs and then only reads its own panels: no barrier needed here.
         pack_panels<T>(packed, a.wh.data, a.wh.ld, 1, H, H, p0, p1);
         for (idx t = 0; t < steps; ++t) {
@@ -682,9 +726,7 @@ static bool forward_impl(const ForwardArgs<T>& a) {
             const idx K = (from_h0 && !hprev) ? 0 : H;
             if (!hprev) hprev = a.out.at(0, 0);
             panel_gemm<T>(hprev, from_h0 ? a.h0.ld : a.out.row_stride, N, K, packed, H, p0, p1, epi);
-            if (team > 1) {
-#pragma omp barrier
-            }
+            if (team > 1) step_barrier.wait();
         }
     }
     return true;
@@ -703,12 +745,14 @@ static bool backward_impl(const BackwardArgs<T>& a) {
     const idx panels = (H + NR - 1) / NR;
     T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
     if (!packed) return false;
-    const int nt = team_size(a.threads, N * H * H, panels);
+    const int nt = team_size(a.threads, N * H * H, H, panels);
+    StepBarrier step_barrier;
 #pragma omp parallel num_threads(nt)
     {
         const int team = team_threads(), tid = thread_id();
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
+        step_barrier.join(team);
         pack_panels<T>(packed, a.wh.data, 1, a.wh.ld, H, H, p0, p1);  // B = Wh^T
         for (idx t = steps - 1; t >= 0; --t) {
             const bool last = t == steps - 1;
@@ -718,9 +762,7 @@ static bool backward_impl(const BackwardArgs<T>& a) {
             // The last step has no da_{t+1}: K = 0 and A (a dummy) is never read.
             const T* next = a.da.at(last ? t : t + 1, 0);
             panel_gemm<T>(next, a.da.row_stride, N, last ? 0 : H, packed, H, p0, p1, epi);
-            if (team > 1) {
-#pragma omp barrier
-            }
+            if (team > 1) step_barrier.wait();
         }
         StoreEpilogue<T> epi{a.dh0.data, a.dh0.ld};
         panel_gemm<T>(a.da.at(0, 0), a.da.row_stride, N, H, packed, H, p0, p1, epi);
