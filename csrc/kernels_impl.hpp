@@ -311,6 +311,11 @@ struct StridedRowsA {  // rows of a matrix: a[r*lda + k]
     T operator()(int r, idx k) const { return a[r * lda + k]; }
 };
 template <class T>
+struct RowPointersA {  // kMR rows anywhere in memory: a[r][k]
+    const T* const* a;
+    T operator()(int r, idx k) const { return a[r][k]; }
+};
+template <class T>
 struct PackedA {  // a packed sliver: kMR values per k
     const T* a;
     T operator()(int r, idx k) const { return a[k * kMR + r]; }
@@ -471,6 +476,7 @@ struct RowCursor {
 constexpr idx kKC = 256;                // depth of a packed block: an A sliver stays in L1
 constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8)
 constexpr idx kGroupBytes = idx(256) << 10;  // packed B panels swept per A sliver: half an L2
+constexpr idx kMaxPanelsUnpackedA = 8;       // up to this many panels per thread, A is not packed
 // Multiply-adds per thread below which a GEMM runs on one thread: ~50 µs of work. Waking a
 // second thread costs microseconds on bare metal but can cost a scheduler time slice when
 // that core is busy (another library's spinning pool, a virtual CPU the host took away):
@@ -499,9 +505,14 @@ static void pack_a(T* dst, const SeqRows<const T>& arow, idx M, idx i0, idx mc, 
             }
     } else {
         RowCursor<const T> row(arow, k0);
+        const idx full = mc / kMR;  // slivers with no padding: a fixed-length copy
         for (idx k = 0; k < kc; ++k, row.next()) {
             const T* src = row.get() + i0;
-            for (idx s = 0; s < slivers; ++s) {
+            for (idx s = 0; s < full; ++s) {
+                T* d = dst + s * kc * kMR + k * kMR;
+                for (int r = 0; r < kMR; ++r) d[r] = src[s * kMR + r];
+            }
+            for (idx s = full; s < slivers; ++s) {
                 T* d = dst + s * kc * kMR + k * kMR;
                 for (int r = 0; r < kMR; ++r) {
                     const idx i = s * kMR + r;
@@ -603,19 +614,38 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
         const idx kc = imin(kKC, g.K - k0);
         const GemmEpilogue<T> epi{crow, g.bias, g.accumulate || k0 > 0};
         pack_b<T>(bbuf, brow, g.b_col_stride, k0, kc, j0, j1);
+        // kc = 0 when K = 0
+        const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));
         for (idx ib = i0; ib < i1; ib += kMC) {
             const idx mc = imin(kMC, i1 - ib);
-            pack_a<T, A_ROWS>(abuf, arow, g.M, ib, mc, k0, kc);
+            // Few panels reuse each packed value of A too little to repay packing it (the
+            // stream and typical shapes' dx = dA·Wxᵀ spent more time packing A than computing):
+            // rows of A are then read where they are.
+            const bool pack = !A_ROWS || panels > kMaxPanelsUnpackedA;
+            if (pack) pack_a<T, A_ROWS>(abuf, arow, g.M, ib, mc, k0, kc);
             // Panels inner, slivers outer, over an L2-sized group of panels: a sliver of A stays
             // in L1 while the group's panels stream from L2, and C is written along its rows
             // (the tile's contiguous direction) instead of down a column of 4 KB-strided rows.
-            const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));  // kc = 0 when K = 0
             for (idx pg = 0; pg < panels; pg += group)
-                for (idx s = 0; s * kMR < mc; ++s)
-                    for (idx p = pg; p < imin(pg + group, panels); ++p)
-                        micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bbuf + p * kc * NR, kc * NR,
-                                              ib + s * kMR, int(imin(kMR, mc - s * kMR)), j0 + p * NR,
-                                              imin(NR, j1 - j0 - p * NR), epi);
+                for (idx s = 0; s * kMR < mc; ++s) {
+                    const int nrows = int(imin(kMR, mc - s * kMR));
+                    const T* rows[kMR];
+                    if (!pack) {
+                        RowCursor<const T> row(arow, ib + s * kMR);
+                        for (int r = 0; r < nrows; ++r, row.next()) rows[r] = row.get() + k0;
+                        for (int r = nrows; r < kMR; ++r) rows[r] = rows[0];  // computed, never stored
+                    }
+                    for (idx p = pg; p < imin(pg + group, panels); ++p) {
+                        const T* bp = bbuf + p * kc * NR;
+                        const idx row0 = ib + s * kMR, col0 = j0 + p * NR, ncols = imin(NR, j1 - j0 - p * NR);
+                        if (pack)
+                            micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bp, kc * NR, row0, nrows,
+                                                  col0, ncols, epi);
+                        else
+                            micro_tile<T, kMR, 1>(RowPointersA<T>{rows}, kc, bp, kc * NR, row0, nrows, col0,
+                                                  ncols, epi);
+                    }
+                }
         }
         if (g.K == 0) break;
     }
