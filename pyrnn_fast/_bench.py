@@ -79,13 +79,41 @@ def pyrnn_runner(backend: str, shape, op: str, seed=0):
     _check_op(op)
     x, Wx, Wh, b, h0 = make_inputs(shape, seed=seed)
     if op == "forward":
-        return lambda: prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
+        run = lambda: prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
+    else:
+        def run():
+            hs, _ = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
+            return prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, h0, time_major=True, backend=backend)
+    return _keeping_openmp_nesting(run) if backend == "numba" else run
 
-    def fwd_bwd():
-        hs, _ = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
-        return prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, h0, time_major=True, backend=backend)
 
-    return fwd_bwd
+def _keeping_openmp_nesting(fn):
+    """``fn`` with the OpenMP nesting setting of the calling thread restored after each call.
+
+    Numba's OpenMP threading layer turns nested parallelism on (max-active-levels 1 -> 255) in
+    the process's libgomp the first time it runs a parallel function. There is one libgomp per
+    process here: PyTorch, Numba and our kernels all load ``libgomp.so.1`` and the loader
+    shares it. PyTorch's CPU ops then run their parallel regions nested and create threads for
+    each one: measured, ``torch.nn.RNN`` on `typical` went from 13 to 270 ms for the rest of
+    the process. The main job times everything in one process, so the numba runner puts the
+    setting back.
+    """
+    import ctypes
+
+    try:  # only if libgomp is already loaded; otherwise there is nothing to protect
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        get_levels, set_levels = gomp.omp_get_max_active_levels, gomp.omp_set_max_active_levels
+    except (OSError, AttributeError):
+        return fn
+
+    def run():
+        levels = get_levels()
+        try:
+            return fn()
+        finally:
+            set_levels(levels)
+
+    return run
 
 
 def torch_runner(shape, op: str, seed=0):

@@ -1,4 +1,7 @@
 """The compiled backend under concurrency: Python threads, OpenMP thread counts, determinism."""
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -61,3 +64,28 @@ def test_repeated_calls_and_thread_counts_are_bitwise_identical(activation, shap
                 np.testing.assert_array_equal(a, e)
     finally:
         prf.set_num_threads(old)
+
+
+def test_numba_bench_runner_leaves_openmp_nesting_alone():
+    # Numba's OpenMP layer switches nested parallelism on in the shared libgomp the first time it
+    # runs, which made torch.nn.RNN 20x slower for the rest of the main job. The numba runner of
+    # the benchmark must hand the setting back. A fresh process: numba does it only once.
+    pytest.importorskip("numba")
+    code = textwrap.dedent("""
+        import ctypes, os
+        from pyrnn_fast import _bench
+        run = _bench.make_runner("numba", _bench.SHAPES["typical"], "forward")
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        before = gomp.omp_get_max_active_levels()
+        run()
+        import numba
+        print(numba.threading_layer(), before, gomp.omp_get_max_active_levels())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0 and "OSError" in out.stderr:
+        pytest.skip("libgomp is not loaded in this build")
+    assert out.returncode == 0, out.stderr
+    layer, before, after = out.stdout.split()
+    if layer != "omp":
+        pytest.skip(f"numba uses its {layer} threading layer here, which leaves OpenMP alone")
+    assert after == before
