@@ -94,8 +94,10 @@ def get_backend(name: str | None) -> Backend:
 def set_num_threads(n: int) -> None:
     """Set how many threads the compiled kernels may use (at least 1).
 
-    The kernels still use a single thread when a step is too small to be worth splitting.
-    The default is OpenMP's (``OMP_NUM_THREADS``, else the number of cores).
+    The kernels still use a single thread when a step is too small to be worth splitting,
+    and never more threads than the CPUs the process may run on minus those that other
+    calls running at the same time (from other Python threads) already use. The default is
+    OpenMP's (``OMP_NUM_THREADS``, else the number of cores).
     """
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
