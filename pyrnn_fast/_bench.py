@@ -100,7 +100,11 @@ def _keeping_openmp_nesting(fn):
     """
     import ctypes
 
-    try:  # only if libgomp is already loaded; otherwise there is nothing to protect
+    try:  # our compiled kernels load libgomp (the one numba will share), if they are built
+        from . import _core  # noqa: F401
+    except ImportError:
+        pass
+    try:  # only if libgomp is loaded; otherwise this build has no OpenMP to protect
         gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
         get_levels, set_levels = gomp.omp_get_max_active_levels, gomp.omp_set_max_active_levels
     except (OSError, AttributeError):

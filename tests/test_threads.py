@@ -66,7 +66,7 @@ def test_repeated_calls_and_thread_counts_are_bitwise_identical(activation, shap
         prf.set_num_threads(old)
 
 
-def test_numba_bench_runner_leaves_openmp_nesting_alone():
+def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
     # Numba's OpenMP layer switches nested parallelism on in the shared libgomp the first time it
     # runs, which made torch.nn.RNN 20x slower for the rest of the main job. The numba runner of
     # the benchmark must hand the setting back. A fresh process: numba does it only once.
@@ -81,7 +81,10 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone():
         import numba
         print(numba.threading_layer(), before, gomp.omp_get_max_active_levels())
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # cwd away from the source tree: `python -c` imports from its cwd first, and the tests must
+    # exercise the installed package (the source tree has no compiled _core).
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
     if out.returncode != 0 and "OSError" in out.stderr:
         pytest.skip("libgomp is not loaded in this build")
     assert out.returncode == 0, out.stderr
