@@ -207,6 +207,11 @@ def make_runner(impl: str, shape, op: str, seed=0):
 # calls lets every implementation start on idle cores instead of inheriting its
 # predecessor's spinning threads (README, "Threads and NumPy's BLAS").
 SETTLE_SECONDS = 0.15
+#: Calls shorter than this get one untimed call after each settle pause. The first call after
+#: a pause runs on cold caches and sleeping threads and cores: measured on `typical` forward,
+#: 6-13 ms against 4.9 ms for the calls after it. Longer calls barely notice (a few ms of
+#: wake-up in hundreds), and warming them up would double the job's time.
+WARM_UP_BELOW_SECONDS = 0.1
 
 
 def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=SETTLE_SECONDS) -> dict:
@@ -218,7 +223,7 @@ def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=
     and records the time per call, so all of them see the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
     Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
-    short enough to be batched, one untimed call. Returns ``{key: (median_seconds, rounds)}``.
+    shorter than WARM_UP_BELOW_SECONDS, one untimed call. Returns ``{key: (median_seconds, rounds)}``.
     """
     plan = {}
     for key, fn in fns.items():
@@ -231,18 +236,18 @@ def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=
             est = time.perf_counter() - t0
         number = max(1, math.ceil(min_time / max(est, 1e-9)))
         rounds = max(1, min(repeat, int(max_time / max(est * number, 1e-9))))
-        plan[key] = (number, rounds)
+        plan[key] = (number, rounds, est < WARM_UP_BELOW_SECONDS)
     samples = {key: [] for key in fns}
     keys = list(fns)
     for r in range(repeat if keys else 0):
         for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            number, rounds = plan[key]
+            number, rounds, warm_up = plan[key]
             if r >= rounds:
                 continue
             fn = fns[key]
             if settle:
                 time.sleep(settle)
-                if number > 1:  # one untimed call: caches and clocks are cold after the pause
+                if warm_up:
                     fn()
             t0 = time.perf_counter()
             for _ in range(number):
