@@ -97,46 +97,52 @@ class ThreadGrant {
     int granted_ = 1;
 };
 
+// Runs `kernel` on a copy of `args` whose thread count is what a ThreadGrant allows.
+template <class Args, class Kernel>
+static bool with_granted_threads(const Args& args, Kernel kernel) {
+    ThreadGrant grant(args.threads);
+    Args a = args;
+    a.threads = grant.threads();
+    return kernel(a);
+}
+
 template <class T>
 bool forward(const ForwardArgs<T>& args) {
-    ThreadGrant grant(args.threads);
-    ForwardArgs<T> a = args;
-    a.threads = grant.threads();
-    switch (current_isa()) {
+    return with_granted_threads(args, [](const ForwardArgs<T>& a) {
+        switch (current_isa()) {
 #ifdef PRF_HAVE_X86_KERNELS
-        case Isa::avx512: return isa_avx512::forward(a);
-        case Isa::avx2: return isa_avx2::forward(a);
+            case Isa::avx512: return isa_avx512::forward(a);
+            case Isa::avx2: return isa_avx2::forward(a);
 #endif
-        default: return isa_generic::forward(a);
-    }
+            default: return isa_generic::forward(a);
+        }
+    });
 }
 
 template <class T>
 bool backward(const BackwardArgs<T>& args) {
-    ThreadGrant grant(args.threads);
-    BackwardArgs<T> a = args;
-    a.threads = grant.threads();
-    switch (current_isa()) {
+    return with_granted_threads(args, [](const BackwardArgs<T>& a) {
+        switch (current_isa()) {
 #ifdef PRF_HAVE_X86_KERNELS
-        case Isa::avx512: return isa_avx512::backward(a);
-        case Isa::avx2: return isa_avx2::backward(a);
+            case Isa::avx512: return isa_avx512::backward(a);
+            case Isa::avx2: return isa_avx2::backward(a);
 #endif
-        default: return isa_generic::backward(a);
-    }
+            default: return isa_generic::backward(a);
+        }
+    });
 }
 
 template <class T>
 bool gemm(const GemmArgs<T>& args) {
-    ThreadGrant grant(args.threads);
-    GemmArgs<T> g = args;
-    g.threads = grant.threads();
-    switch (current_isa()) {
+    return with_granted_threads(args, [](const GemmArgs<T>& g) {
+        switch (current_isa()) {
 #ifdef PRF_HAVE_X86_KERNELS
-        case Isa::avx512: return isa_avx512::gemm(g);
-        case Isa::avx2: return isa_avx2::gemm(g);
+            case Isa::avx512: return isa_avx512::gemm(g);
+            case Isa::avx2: return isa_avx2::gemm(g);
 #endif
-        default: return isa_generic::gemm(g);
-    }
+            default: return isa_generic::gemm(g);
+        }
+    });
 }
 
 template bool gemm<float>(const GemmArgs<float>&);

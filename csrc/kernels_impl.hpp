@@ -619,8 +619,7 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
         const idx kc = imin(kKC, g.K - k0);
         const GemmEpilogue<T> epi{crow, g.bias, g.accumulate || k0 > 0};
         pack_b<T>(bbuf, brow, g.b_col_stride, k0, kc, j0, j1);
-        // kc = 0 when K = 0
-        const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));
+        const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));  // kc = 0 when K = 0
         for (idx ib = i0; ib < i1; ib += kMC) {
             const idx mc = imin(kMC, i1 - ib);
             // Few panels reuse each packed value of A too little to repay packing it (the
