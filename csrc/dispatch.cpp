@@ -71,14 +71,20 @@ const char* isa_name(Isa isa) {
 // ---------------------------------------------------------------------------------------
 // How many threads a call may use: OpenMP's own setting (the nthreads ICV, what
 // omp_get_max_threads() returns), read at each call, so that OMP_NUM_THREADS and
-// threadpoolctl (which calls omp_set_num_threads) work. That setting is per OS thread: a
-// Python thread that never set it sees OpenMP's default. set_num_threads is process-wide, so
-// it publishes its value with a generation number, and each thread applies a newer value once,
-// at its next call, before reading OpenMP's setting: the latest writer wins, per thread.
+// threadpoolctl (which calls omp_set_num_threads) work. That setting belongs to each OS
+// thread; one that never set it sees OpenMP's default. set_num_threads is process-wide: it
+// sets the calling thread's and publishes the value with a generation number; every other
+// thread applies a newer value at its next call, unless it has a setting of its own: if its
+// setting is no longer the one we last applied there (or the default, if we never did),
+// something else set it in that thread (threadpool_limits, torch.set_num_threads), and that
+// wins there; we apply ours once the thread's setting is back to ours (threadpool_limits
+// restores it on exit). Otherwise a worker thread's first call inside a threadpool_limits(1)
+// block would raise its limit to set_num_threads's value.
 // One 64-bit word (generation << 32 | value) so that a reader never pairs a generation with
 // another writer's value. Generation 0: set_num_threads was never called.
 static std::atomic<unsigned long long> g_setting{0};
 static thread_local unsigned t_applied_generation = 0;
+static thread_local int t_applied_value = 0;  // 0: none yet, the thread had OpenMP's default
 
 // After fork only the forking thread exists in the child, but libgomp's thread pools (ours and
 // those of any other library on the same libgomp, e.g. PyTorch or Numba) still list the
@@ -95,6 +101,26 @@ static void after_fork_in_child() {
 }
 static const int g_atfork_registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 
+static void* read_openmp_setting(void* out) {
+#ifdef _OPENMP
+    *static_cast<int*>(out) = omp_get_max_threads();
+#endif
+    return nullptr;
+}
+
+// OpenMP's default: what a new thread sees (libgomp never changes it after start-up).
+int default_num_threads() {
+    static std::atomic<int> known{0};
+    int n = known.load(std::memory_order_relaxed);
+    if (n > 0) return n;
+    pthread_t reader;
+    if (pthread_create(&reader, nullptr, read_openmp_setting, &n) != 0) return std::max(1, available_cpus());
+    pthread_join(reader, nullptr);
+    n = std::max(1, n);
+    known.store(n, std::memory_order_relaxed);
+    return n;
+}
+
 void set_num_threads(int n) {
     if (n < 1) n = 1;
     unsigned long long old = g_setting.load(std::memory_order_relaxed), next;
@@ -102,6 +128,7 @@ void set_num_threads(int n) {
         next = (((old >> 32) + 1) << 32) | (unsigned long long)(unsigned)n;
     } while (!g_setting.compare_exchange_weak(old, next, std::memory_order_release, std::memory_order_relaxed));
     t_applied_generation = unsigned(next >> 32);
+    t_applied_value = n;
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
@@ -112,27 +139,17 @@ int num_threads() {
 #ifdef _OPENMP
     const unsigned long long setting = g_setting.load(std::memory_order_acquire);
     if (unsigned(setting >> 32) != t_applied_generation) {
-        t_applied_generation = unsigned(setting >> 32);
-        omp_set_num_threads(int(setting & 0xffffffffu));
+        const int ours = t_applied_value ? t_applied_value : default_num_threads();
+        if (omp_get_max_threads() == ours) {  // else the thread's own setting wins (see above)
+            t_applied_generation = unsigned(setting >> 32);
+            t_applied_value = int(setting & 0xffffffffu);
+            omp_set_num_threads(t_applied_value);
+        }
     }
     return std::max(1, omp_get_max_threads());
 #else
     return 1;
 #endif
-}
-
-static void* read_openmp_default(void* out) {
-#ifdef _OPENMP
-    *static_cast<int*>(out) = omp_get_max_threads();  // a new thread sees OpenMP's global setting
-#endif
-    return nullptr;
-}
-
-int default_num_threads() {
-    int n = available_cpus();
-    pthread_t reader;
-    if (pthread_create(&reader, nullptr, read_openmp_default, &n) == 0) pthread_join(reader, nullptr);
-    return std::max(1, n);
 }
 
 // ---------------------------------------------------------------------------------------

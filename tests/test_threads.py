@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
+from pyrnn_fast import _backends
 
 from conftest import make_problem
 
@@ -229,6 +230,33 @@ def test_the_setting_is_seen_by_other_python_threads():
             t.start()
             t.join()
         assert seen == [1, 3, 2]
+    finally:
+        prf.set_num_threads(old)
+
+
+def test_threadpool_limits_in_another_thread_limits_despite_a_newer_setting():
+    # A worker thread whose first call comes inside threadpool_limits(1) must stay limited even
+    # though set_num_threads(3) was called (in another thread) after the worker last looked;
+    # on exit the worker gets the setting.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _backends._core.default_num_threads() == 1:
+        pytest.skip("OpenMP's default is 1 here: a limit to 1 is not told apart from the default")
+    old = prf.get_num_threads()
+    seen = []
+
+    def worker():
+        with threadpoolctl.threadpool_limits(1):
+            seen.append(prf.get_num_threads())
+            _run(make_problem(3, 4, 5, 6, seed=3))
+            seen.append(prf.get_num_threads())
+        seen.append(prf.get_num_threads())
+
+    try:
+        prf.set_num_threads(3)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen == [1, 1, 3]
     finally:
         prf.set_num_threads(old)
 
