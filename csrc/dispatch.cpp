@@ -79,7 +79,8 @@ const char* isa_name(Isa isa) {
 // something else set it in that thread (threadpool_limits, torch.set_num_threads), and that
 // wins there; we apply ours once the thread's setting is back to ours (threadpool_limits
 // restores it on exit). Otherwise a worker thread's first call inside a threadpool_limits(1)
-// block would raise its limit to set_num_threads's value.
+// block would raise its limit to set_num_threads's value. (A thread we never set, limited to
+// exactly OpenMP's default, is taken for unset: values are all we can compare.)
 // One 64-bit word (generation << 32 | value) so that a reader never pairs a generation with
 // another writer's value. Generation 0: set_num_threads was never called.
 static std::atomic<unsigned long long> g_setting{0};

@@ -103,8 +103,10 @@ def set_num_threads(n: int | None) -> None:
 
     ``n`` is an int >= 1, or None for OpenMP's default (``OMP_NUM_THREADS``, else the number
     of CPUs the process may run on). This is OpenMP's own setting (``omp_set_num_threads``),
-    so ``threadpoolctl`` reports it, and a later ``threadpoolctl.threadpool_limits`` (or another
-    library's ``omp_set_num_threads``) in a thread overrides it there until it is undone.
+    so ``threadpoolctl`` reports it. It applies at once in the calling thread and at their next
+    call in the others, except in a thread that has a setting of its own (inside
+    ``threadpoolctl.threadpool_limits``, after ``torch.set_num_threads`` there): that one keeps
+    its own until it is back to ours, so ``threadpool_limits`` always limits.
 
     A call still uses a single thread when a step is too small to be worth splitting, and
     never more threads than the CPUs the process may run on minus those that calls running at
