@@ -312,24 +312,30 @@ def test_os_fork_after_a_threaded_call_computes_correct_results(tmp_path):
 
 
 @_needs_two_cpus
-def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path):
-    # Address space limited to a little above what the process uses: a new thread's stack (8 MB
-    # by default) cannot be mapped. libgomp exits the process when it cannot create a thread; the
-    # kernels must check first and run on the threads they can have.
+@pytest.mark.parametrize("stack_env,stack_mb,margin_mb", [(None, 0, 4), ("64M", 64, 16)],
+                         ids=["default-stack", "OMP_STACKSIZE"])
+def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path, stack_env, stack_mb, margin_mb):
+    # Address space limited to a little above what the process uses, so that a new thread's
+    # stack (8 MB by default, or OMP_STACKSIZE) cannot be mapped. libgomp exits the process when
+    # it cannot create a thread; the kernels must check first, with libgomp's stack size (with
+    # OMP_STACKSIZE=64M a 16 MB margin holds a default stack but not libgomp's), and run on the
+    # threads they can have.
     pytest.importorskip("resource")
-    out = _python("""
+    out = _python(f"""
         import resource, threading, warnings
         import numpy.testing  # imported lazily: not under the limit
         prf.set_num_threads(1)
         expected = forward()
         prf.set_num_threads(2)
+        if {stack_mb}:
+            threading.stack_size({stack_mb} << 20)
         with open("/proc/self/status") as f:
             vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + ({margin_mb} << 20), resource.RLIM_INFINITY))
         try:
             threading.Thread(target=lambda: None).start()
-            print("a thread could still be started: the limit does not test anything")
-            sys.exit(1)
+            print("skip: a thread could still be started under the limit")
+            sys.exit(0)
         except RuntimeError:
             pass
         with warnings.catch_warnings(record=True) as caught:
@@ -340,5 +346,7 @@ def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         np.testing.assert_array_equal(forward(), expected)  # and threads again once memory is back
         print("ok")
-    """, tmp_path, env={"OMP_NUM_THREADS": None})
+    """, tmp_path, env={"OMP_NUM_THREADS": None, "OMP_STACKSIZE": stack_env, "GOMP_STACKSIZE": None})
+    if out[0] == "skip:":
+        pytest.skip(" ".join(out[1:]))
     assert out[-1] == "ok"
