@@ -52,20 +52,20 @@ Isa current_isa() {
 
 void set_isa(Isa isa) { g_isa.store(int(isa), std::memory_order_relaxed); }
 
-static int available_cpus() {
-#ifdef _OPENMP
-    return omp_get_num_procs();  // the CPUs this process may run on
-#else
-    return 1;
-#endif
-}
-
 const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
         default: return "generic";
     }
+}
+
+static int available_cpus() {
+#ifdef _OPENMP
+    return omp_get_num_procs();  // the CPUs this process may run on
+#else
+    return 1;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------

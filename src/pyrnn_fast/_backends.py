@@ -106,7 +106,7 @@ def set_num_threads(n: int | None) -> None:
     so ``threadpoolctl`` reports it. It applies at once in the calling thread and at their next
     call in the others, except in a thread that has a setting of its own (inside
     ``threadpoolctl.threadpool_limits``, after ``torch.set_num_threads`` there): that one keeps
-    its own until it is back to ours, so ``threadpool_limits`` always limits.
+    its own until it is back to ours, so ``threadpool_limits`` limits in every thread.
 
     A call still uses a single thread when a step is too small to be worth splitting, and
     never more threads than the CPUs the process may run on minus those that calls running at
