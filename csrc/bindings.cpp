@@ -6,6 +6,8 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <new>
 #include <string>
 #include <vector>
@@ -210,6 +212,19 @@ prf::Isa parse_isa(const std::string& s) {
     throw py::value_error("isa: expected one of 'avx512', 'avx2', 'generic', got '" + s + "'");
 }
 
+// Called (once per process) from a kernel call, in the thread that made it, with the GIL
+// released: takes the GIL to issue a RuntimeWarning. No allocation of ours: memory is short.
+void warn_thread_shortfall(int wanted, int started, int error) {
+    char msg[320];
+    std::snprintf(msg, sizeof msg,
+                  "pyrnn_fast: a call ran on %d thread(s) instead of %d because no more threads could be "
+                  "created (%s); calls use the threads that can be created until more can (warned once)",
+                  started, wanted, std::strerror(error));
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, msg, 1) < 0) PyErr_Clear();  // e.g. -W error: the call itself succeeds
+    PyGILState_Release(gil);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -262,7 +277,14 @@ PYBIND11_MODULE(_core, m) {
             if (prf::isa_supported(isa)) out.emplace_back(prf::isa_name(isa));
         return out;
     }, "The instruction sets this CPU and build support, best first.");
-    m.def("max_threads", &prf::max_threads, "OpenMP's default thread count (1 when built without OpenMP).");
+    m.def("get_num_threads", &prf::num_threads,
+          "OpenMP's thread count in the calling thread, after applying set_num_threads; 1 in a forked child.");
+    m.def("max_threads", &prf::num_threads, "Same as get_num_threads (kept for bench/stages.py).");
+    m.def("set_num_threads", &prf::set_num_threads, py::arg("n"),
+          "omp_set_num_threads(n) here and, at their next call, in every other thread (n >= 1).");
+    m.def("default_num_threads", &prf::default_num_threads,
+          "OpenMP's default thread count (OMP_NUM_THREADS, else the CPUs), as a new thread sees it.");
+    prf::set_thread_shortfall_handler(&warn_thread_shortfall);
 #ifdef _OPENMP
     m.attr("openmp") = true;
 #else

@@ -98,7 +98,16 @@ Isa best_isa();
 Isa current_isa();
 void set_isa(Isa isa);        // precondition: isa_supported(isa)
 const char* isa_name(Isa isa);
-int max_threads();            // what OpenMP would use by default (1 without OpenMP)
+
+// Thread counts (csrc/dispatch.cpp). The kernels' `threads` is an upper bound, which dispatch
+// lowers to the CPUs not used by concurrent calls and to the threads that can be created.
+int num_threads();              // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
+void set_num_threads(int n);    // process-wide: every thread applies it at its next num_threads()
+int default_num_threads();      // OpenMP's setting in a thread that never changed it
+// Called once per process, in the calling thread, the first time a call gets fewer threads than
+// it asked for because threads could not be created (`error`: pthread_create's errno).
+using ThreadShortfallHandler = void (*)(int wanted, int started, int error);
+void set_thread_shortfall_handler(ThreadShortfallHandler handler);
 
 // Both return false only when scratch memory for the packed weights cannot be allocated.
 template <class T>

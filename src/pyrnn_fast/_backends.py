@@ -17,6 +17,7 @@ h0, dh_last and bias may be None. Validation and the order of calls are shared, 
 from __future__ import annotations
 
 import importlib.util
+import operator
 import os
 from typing import Callable, NamedTuple
 
@@ -50,7 +51,7 @@ def _load_core():
 _core = _load_core()
 _numba_installed = importlib.util.find_spec("numba") is not None
 _loaded: dict[str, Backend] = {}
-_num_threads = max(1, _core.max_threads() if _core is not None else (os.cpu_count() or 1))
+_num_threads: int | None = None  # set_num_threads's value when there is no _core (for numba)
 
 
 def backends() -> list[str]:
@@ -76,10 +77,13 @@ def get_backend(name: str | None) -> Backend:
     if name == "cpp":
         backend = Backend(
             "cpp",
-            lambda xw, wh, h0, out, act: _core.forward(xw, wh, h0, out, act, _num_threads),
-            lambda dh, h, wh, dh_last, da, dh0, act: _core.backward(dh, h, wh, dh_last, da, dh0, act, _num_threads),
-            lambda a, b, bias, out: _core.rows_gemm(a, b, bias, out, _num_threads),
-            lambda a, b, out, accumulate: _core.reduce_gemm(a, b, out, accumulate, _num_threads),
+            # The thread count is read here, in the calling thread, at each call: OpenMP's setting
+            # is per thread (see get_num_threads).
+            lambda xw, wh, h0, out, act: _core.forward(xw, wh, h0, out, act, _core.get_num_threads()),
+            lambda dh, h, wh, dh_last, da, dh0, act: _core.backward(dh, h, wh, dh_last, da, dh0, act,
+                                                                    _core.get_num_threads()),
+            lambda a, b, bias, out: _core.rows_gemm(a, b, bias, out, _core.get_num_threads()),
+            lambda a, b, out, accumulate: _core.reduce_gemm(a, b, out, accumulate, _core.get_num_threads()),
         )
     elif name == "numba":
         from . import _numba
@@ -91,26 +95,49 @@ def get_backend(name: str | None) -> Backend:
     return backend
 
 
-def set_num_threads(n: int) -> None:
-    """Set how many threads the compiled kernels may use (at least 1).
+_INT_MAX = 2**31 - 1  # the kernels' thread count is a C int
 
-    The kernels still use a single thread when a step is too small to be worth splitting,
-    and never more threads than the CPUs the process may run on minus those that other
-    calls running at the same time (from other Python threads) already use. The default is
-    OpenMP's (``OMP_NUM_THREADS``, else the number of cores).
+
+def set_num_threads(n: int | None) -> None:
+    """Set how many threads the compiled kernels may use, in every thread of the process.
+
+    ``n`` is an int >= 1, or None for OpenMP's default (``OMP_NUM_THREADS``, else the number
+    of CPUs the process may run on). This is OpenMP's own setting (``omp_set_num_threads``),
+    so ``threadpoolctl`` reports it. It applies at once in the calling thread and at their next
+    call in the others, except in a thread that has a setting of its own (inside
+    ``threadpoolctl.threadpool_limits``, after ``torch.set_num_threads`` there): that one keeps
+    its own until it is back to ours, so ``threadpool_limits`` limits in every thread.
+
+    A call still uses a single thread when a step is too small to be worth splitting, and
+    never more threads than the CPUs the process may run on minus those that calls running at
+    the same time (from other Python threads) already use, nor more than can be created (out of
+    memory for thread stacks: fewer threads and a one-time ``RuntimeWarning``). In a child made
+    by ``fork`` the kernels run on one thread (libgomp's threads do not survive fork).
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
-        raise TypeError(f"n: expected an int >= 1, got {type(n).__name__}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n: expected an int >= 1, got {n}")
-    _num_threads = n
+    if n is None:
+        n = _core.default_num_threads() if _core is not None else None
+    elif isinstance(n, bool) or not hasattr(type(n), "__index__"):
+        raise TypeError(f"n: expected an int >= 1 or None, got {type(n).__name__}")
+    else:
+        n = operator.index(n)
+        if not 1 <= n <= _INT_MAX:
+            raise ValueError(f"n: expected an int from 1 to {_INT_MAX}, got {n}")
+    if _core is not None:
+        _core.set_num_threads(n)
+    else:
+        _num_threads = n
 
 
 def get_num_threads() -> int:
-    """The number of threads the compiled kernels may use (see ``set_num_threads``)."""
-    return _num_threads
+    """How many threads the compiled kernels may use in the calling thread (see ``set_num_threads``).
+
+    OpenMP's setting as this thread sees it (what ``threadpoolctl`` reports), 1 in a forked child.
+    A given call may use fewer (small work, CPUs busy with other calls, threads not creatable).
+    """
+    if _core is not None:
+        return _core.get_num_threads()
+    return _num_threads or os.cpu_count() or 1
 
 
 def isa() -> str | None:
