@@ -55,8 +55,10 @@ def test_backward_shape_errors(good, name, bad, pattern):
 
 def test_backward_requires_hs_and_dhs(good):
     hs, _ = prf.rnn_forward(**good)
-    with pytest.raises(TypeError, match="dhs and hs"):
+    with pytest.raises(TypeError, match="dhs: expected an array, got None"):
         prf.rnn_backward(None, good["x"], good["Wx"], good["Wh"], hs)
+    with pytest.raises(TypeError, match="hs: expected an array, got None"):
+        prf.rnn_backward(np.ones_like(hs), good["x"], good["Wx"], good["Wh"], None)
 
 
 @pytest.mark.parametrize("kwargs,exc,pattern", [
