@@ -29,7 +29,7 @@ class RNNGrads(NamedTuple):
 
 
 def _check_activation(activation) -> str:
-    if activation not in _ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
     return activation
 
