@@ -130,12 +130,15 @@ def _reverse(a, rev):
 
 
 def _check_real(name, a):
+    if a is None:
+        raise TypeError(f"{name}: expected an array, got None")
     try:
         a = np.asarray(a)
     except Exception as e:
         raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+        got = f"a {type(a[()]).__name__}" if a.dtype.kind == "O" and a.ndim == 0 else f"dtype {a.dtype}"
+        raise TypeError(f"{name}: expected a real numeric array, got {got}")
     return a
 
 
@@ -689,6 +692,9 @@ class RNN:
         recurrent_kernel (H, H), bias (H,)] ([kernel, recurrent_kernel] with use_bias=False).
         Keras's order and convention are ours (x·kernel + h·recurrent_kernel + bias).
         dtype: the kernel's (float32 or float64) unless given."""
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights: expected a list [kernel, recurrent_kernel(, bias)] as get_weights() "
+                            f"returns, got {type(weights).__name__}")
         weights = list(weights)
         if len(weights) not in (2, 3):
             raise ValueError(f"weights: expected [kernel, recurrent_kernel, bias] or [kernel, recurrent_kernel], "
@@ -728,6 +734,8 @@ class TimeRNN:
     """
 
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
+        for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+            _check_real(name, a)
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.dh = None, None
@@ -743,6 +751,7 @@ class TimeRNN:
 
     def forward(self, xs):
         """xs (N, T, D) -> hs (N, T, H)."""
+        xs = _check_real("xs", xs)
         Wx, Wh, b = self.params
         if not self.stateful:
             self.h = None
@@ -755,6 +764,7 @@ class TimeRNN:
         """dhs (N, T, H) -> dxs (N, T, D); fills grads in place and sets dh."""
         if self._cache is None:
             raise RuntimeError("backward: call forward first")
+        dhs = _check_real("dhs", dhs)
         Wx, Wh, _ = self.params
         xs, hs, h0 = self._cache
         g = rnn_backward(dhs, xs, Wx, Wh, hs, h0, backend=self.backend)
