@@ -265,3 +265,14 @@ def test_path_argument(tmp_path):
         prf.RNN.load(3)
     with pytest.raises(FileNotFoundError):
         prf.RNN.load(tmp_path / "missing.npz")
+
+
+def test_a_compressed_copy_loads(saved, tmp_path):
+    """Deflated members (as np.savez_compressed writes) are read the same way."""
+    path, layer, _, _ = saved
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "z.npz", "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+    loaded = prf.RNN.load(tmp_path / "z.npz")
+    for k, v in layer.params.items():
+        np.testing.assert_array_equal(loaded.params[k], v)

@@ -139,7 +139,7 @@ def _in_kernel_layout(a, dtype, unit_last=True):
 
 def _kernel_matrix(a, dtype):
     """A C-contiguous aligned native matrix (or None). Matrices are small next to the
-    sequences, so one layout for them keeps the Numba backend at few compiled variants."""
+    sequences; one layout for them (C) keeps Numba from compiling a variant per layout."""
     if a is None:
         return None
     a = np.asarray(a, dtype=dtype)
