@@ -76,12 +76,12 @@ prf::Activation parse_activation(const std::string& s) {
 template <class T>
 void forward_typed(const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
                    prf::Activation act, int threads) {
-    if (xw.ndim() != 3) throw py::value_error("xw: expected a 3-D (T, N, H) array, got shape " + shape_str(xw));
+    if (xw.ndim() != 3) throw py::value_error("_core.forward: xw (x @ Wx + b): expected a 3-D (T, N, H) array, got shape " + shape_str(xw));
     const std::vector<idx> seq_shape{idx(xw.shape(0)), idx(xw.shape(1)), idx(xw.shape(2))};
     const idx N = seq_shape[1], H = seq_shape[2];
-    auto sx = checked<T>(xw, "xw", seq_shape, false);
-    auto sw = checked<T>(wh, "Wh", {H, H}, false);
-    auto so = checked<T>(out, "out", seq_shape, true);
+    auto sx = checked<T>(xw, "_core.forward: xw (x @ Wx + b)", seq_shape, false);
+    auto sw = checked<T>(wh, "_core.forward: wh (Wh)", {H, H}, false);
+    auto so = checked<T>(out, "_core.forward: out (hs)", seq_shape, true);
     prf::ForwardArgs<T> args{seq<T>(static_cast<const T*>(xw.data()), seq_shape, sx),
                              {static_cast<const T*>(wh.data()), H, H, sw[0]},
                              {nullptr, N, H, 0},
@@ -90,9 +90,9 @@ void forward_typed(const py::array& xw, const py::array& wh, const py::object& h
                              threads};
     py::array h0a;
     if (!h0.is_none()) {
-        if (!py::isinstance<py::array>(h0)) throw py::type_error("h0: expected a numpy array or None");
+        if (!py::isinstance<py::array>(h0)) throw py::type_error("_core.forward: h0: expected a numpy array or None");
         h0a = h0.cast<py::array>();
-        auto sh = checked<T>(h0a, "h0", {N, H}, false);
+        auto sh = checked<T>(h0a, "_core.forward: h0", {N, H}, false);
         args.h0 = {static_cast<const T*>(h0a.data()), N, H, sh[0]};
     }
     bool ok;
@@ -106,14 +106,14 @@ void forward_typed(const py::array& xw, const py::array& wh, const py::object& h
 template <class T>
 void backward_typed(const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last,
                     py::array& da, py::array& dh0, prf::Activation act, int threads) {
-    if (dh.ndim() != 3) throw py::value_error("dh: expected a 3-D (T, N, H) array, got shape " + shape_str(dh));
+    if (dh.ndim() != 3) throw py::value_error("_core.backward: dh (dhs): expected a 3-D (T, N, H) array, got shape " + shape_str(dh));
     const std::vector<idx> seq_shape{idx(dh.shape(0)), idx(dh.shape(1)), idx(dh.shape(2))};
     const idx N = seq_shape[1], H = seq_shape[2];
-    auto sg = checked<T>(dh, "dh", seq_shape, false);
-    auto sh = checked<T>(h, "h", seq_shape, false);
-    auto sw = checked<T>(wh, "Wh", {H, H}, false);
-    auto sa = checked<T>(da, "da", seq_shape, true);
-    auto s0 = checked<T>(dh0, "dh0", {N, H}, true);
+    auto sg = checked<T>(dh, "_core.backward: dh (dhs)", seq_shape, false);
+    auto sh = checked<T>(h, "_core.backward: h (hs)", seq_shape, false);
+    auto sw = checked<T>(wh, "_core.backward: wh (Wh)", {H, H}, false);
+    auto sa = checked<T>(da, "_core.backward: da (pre-activation gradient)", seq_shape, true);
+    auto s0 = checked<T>(dh0, "_core.backward: dh0", {N, H}, true);
     prf::BackwardArgs<T> args{seq<T>(static_cast<const T*>(dh.data()), seq_shape, sg),
                               seq<T>(static_cast<const T*>(h.data()), seq_shape, sh),
                               {static_cast<const T*>(wh.data()), H, H, sw[0]},
@@ -124,9 +124,9 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
                               threads};
     py::array dla;
     if (!dh_last.is_none()) {
-        if (!py::isinstance<py::array>(dh_last)) throw py::type_error("dh_last: expected a numpy array or None");
+        if (!py::isinstance<py::array>(dh_last)) throw py::type_error("_core.backward: dh_last: expected a numpy array or None");
         dla = dh_last.cast<py::array>();
-        auto sl = checked<T>(dla, "dh_last", {N, H}, false);
+        auto sl = checked<T>(dla, "_core.backward: dh_last", {N, H}, false);
         args.dh_last = {static_cast<const T*>(dla.data()), N, H, sl[0]};
     }
     bool ok;
@@ -139,12 +139,12 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
 
 template <class T>
 void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& bias, py::array& out, int threads) {
-    if (a.ndim() != 3) throw py::value_error("a: expected a 3-D (S, N, K) array, got shape " + shape_str(a));
-    if (b.ndim() != 2) throw py::value_error("b: expected a 2-D (K, P) array, got shape " + shape_str(b));
+    if (a.ndim() != 3) throw py::value_error("_core.rows_gemm: a (the (S, N, K) rows): expected a 3-D array, got shape " + shape_str(a));
+    if (b.ndim() != 2) throw py::value_error("_core.rows_gemm: b (the (K, P) weights): expected a 2-D array, got shape " + shape_str(b));
     const idx S = a.shape(0), N = a.shape(1), K = a.shape(2), P = b.shape(1);
-    auto sa = checked<T>(a, "a", {S, N, K}, false);
-    auto sb = checked<T>(b, "b", {K, P}, false, /*unit_last=*/false);
-    auto so = checked<T>(out, "out", {S, N, P}, true);
+    auto sa = checked<T>(a, "_core.rows_gemm: a (the (S, N, K) rows)", {S, N, K}, false);
+    auto sb = checked<T>(b, "_core.rows_gemm: b (the (K, P) weights)", {K, P}, false, /*unit_last=*/false);
+    auto so = checked<T>(out, "_core.rows_gemm: out (the (S, N, P) product)", {S, N, P}, true);
     prf::GemmArgs<T> g{S * N, P, K,
                        static_cast<const T*>(a.data()), N, sa[0], sa[1], true,
                        static_cast<const T*>(b.data()), K, 0, sb[0], sb[1],
@@ -153,9 +153,9 @@ void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& b
                        false, threads};
     py::array bias_a;
     if (!bias.is_none()) {
-        if (!py::isinstance<py::array>(bias)) throw py::type_error("bias: expected a numpy array or None");
+        if (!py::isinstance<py::array>(bias)) throw py::type_error("_core.rows_gemm: bias (b): expected a numpy array or None");
         bias_a = bias.cast<py::array>();
-        checked<T>(bias_a, "bias", {P}, false);
+        checked<T>(bias_a, "_core.rows_gemm: bias (b)", {P}, false);
         g.bias = static_cast<const T*>(bias_a.data());
     }
     bool ok;
@@ -168,12 +168,12 @@ void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& b
 
 template <class T>
 void reduce_gemm_typed(const py::array& a, const py::array& b, py::array& out, bool accumulate, int threads) {
-    if (a.ndim() != 3) throw py::value_error("a: expected a 3-D (S, N, M) array, got shape " + shape_str(a));
-    if (b.ndim() != 3) throw py::value_error("b: expected a 3-D (S, N, P) array, got shape " + shape_str(b));
+    if (a.ndim() != 3) throw py::value_error("_core.reduce_gemm: a (the (S, N, M) left factor): expected a 3-D array, got shape " + shape_str(a));
+    if (b.ndim() != 3) throw py::value_error("_core.reduce_gemm: b (the (S, N, P) right factor): expected a 3-D array, got shape " + shape_str(b));
     const idx S = a.shape(0), N = a.shape(1), M = a.shape(2), P = b.shape(2);
-    auto sa = checked<T>(a, "a", {S, N, M}, false);
-    auto sb = checked<T>(b, "b", {S, N, P}, false);
-    auto so = checked<T>(out, "out", {M, P}, true);
+    auto sa = checked<T>(a, "_core.reduce_gemm: a (the (S, N, M) left factor)", {S, N, M}, false);
+    auto sb = checked<T>(b, "_core.reduce_gemm: b (the (S, N, P) right factor)", {S, N, P}, false);
+    auto so = checked<T>(out, "_core.reduce_gemm: out (the (M, P) sum)", {M, P}, true);
     prf::GemmArgs<T> g{M, P, S * N,
                        static_cast<const T*>(a.data()), N, sa[0], sa[1], false,
                        static_cast<const T*>(b.data()), N, sb[0], sb[1], 1,
@@ -235,7 +235,7 @@ PYBIND11_MODULE(_core, m) {
         [](const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
            const std::string& activation, int threads) {
             auto act = parse_activation(activation);
-            by_dtype(xw, "xw", [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads); });
+            by_dtype(xw, "_core.forward: xw (x @ Wx + b)", [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads); });
         },
         py::arg("xw").noconvert(), py::arg("wh").noconvert(), py::arg("h0").none(true), py::arg("out").noconvert(),
         py::arg("activation"), py::arg("threads"),
@@ -246,7 +246,7 @@ PYBIND11_MODULE(_core, m) {
         [](const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last, py::array& da,
            py::array& dh0, const std::string& activation, int threads) {
             auto act = parse_activation(activation);
-            by_dtype(dh, "dh", [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads); });
+            by_dtype(dh, "_core.backward: dh (dhs)", [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads); });
         },
         py::arg("dh").noconvert(), py::arg("h").noconvert(), py::arg("wh").noconvert(), py::arg("dh_last").none(true),
         py::arg("da").noconvert(), py::arg("dh0").noconvert(), py::arg("activation"), py::arg("threads"),
@@ -255,14 +255,14 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "rows_gemm",
         [](const py::array& a, const py::array& b, const py::object& bias, py::array& out, int threads) {
-            by_dtype(a, "a", [&](auto t) { rows_gemm_typed<decltype(t)>(a, b, bias, out, threads); });
+            by_dtype(a, "_core.rows_gemm: a (the (S, N, K) rows)", [&](auto t) { rows_gemm_typed<decltype(t)>(a, b, bias, out, threads); });
         },
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("bias").none(true), py::arg("out").noconvert(),
         py::arg("threads"), "out[s, n] = a[s, n] @ b (+ bias): a (S, N, K), b (K, P) with any strides, out (S, N, P).");
     m.def(
         "reduce_gemm",
         [](const py::array& a, const py::array& b, py::array& out, bool accumulate, int threads) {
-            by_dtype(a, "a", [&](auto t) { reduce_gemm_typed<decltype(t)>(a, b, out, accumulate, threads); });
+            by_dtype(a, "_core.reduce_gemm: a (the (S, N, M) left factor)", [&](auto t) { reduce_gemm_typed<decltype(t)>(a, b, out, accumulate, threads); });
         },
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(), py::arg("accumulate"),
         py::arg("threads"), "out (+)= sum over s, n of outer(a[s, n], b[s, n]): a (S, N, M), b (S, N, P), out (M, P).");

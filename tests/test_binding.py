@@ -28,16 +28,16 @@ def test_good_calls_work():
 
 
 @pytest.mark.parametrize("name,bad,exc,pattern", [
-    ("wh", np.zeros((H, H + 1)), ValueError, r"Wh: expected shape \(5, 5\), got \(5, 6\)"),
-    ("wh", np.zeros((H, H), np.float32), TypeError, r"Wh: expected a float64"),
-    ("h0", np.zeros((N + 1, H)), ValueError, r"h0: expected shape \(4, 5\)"),
+    ("wh", np.zeros((H, H + 1)), ValueError, r"_core.forward: wh \(Wh\): expected shape \(5, 5\), got \(5, 6\)"),
+    ("wh", np.zeros((H, H), np.float32), TypeError, r"_core.forward: wh \(Wh\): expected a float64"),
+    ("h0", np.zeros((N + 1, H)), ValueError, r"_core.forward: h0: expected shape \(4, 5\)"),
     ("h0", [[0.0] * H] * N, TypeError, "h0"),
-    ("out", np.zeros((T + 1, N, H)), ValueError, r"out: expected shape \(3, 4, 5\)"),
-    ("out", np.zeros((T, N, 2 * H))[:, :, ::2], ValueError, "out: the last axis must be contiguous"),
-    ("out", np.zeros((T, N, H), ">f8"), TypeError, "out: expected a float64 array in native byte order"),
-    ("xw", np.zeros((T, N)), ValueError, "xw: expected a 3-D"),
-    ("xw", np.zeros((T, N, H), np.int64), TypeError, "xw: expected float32 or float64"),
-    ("xw", np.zeros((T, N, H))[::-1], ValueError, "xw: strides must be non-negative"),
+    ("out", np.zeros((T + 1, N, H)), ValueError, r"_core.forward: out \(hs\): expected shape \(3, 4, 5\)"),
+    ("out", np.zeros((T, N, 2 * H))[:, :, ::2], ValueError, r"_core.forward: out \(hs\): the last axis must be contiguous"),
+    ("out", np.zeros((T, N, H), ">f8"), TypeError, r"_core.forward: out \(hs\): expected a float64 array in native byte order"),
+    ("xw", np.zeros((T, N)), ValueError, r"_core.forward: xw \(x @ Wx \+ b\): expected a 3-D"),
+    ("xw", np.zeros((T, N, H), np.int64), TypeError, r"_core.forward: xw \(x @ Wx \+ b\): expected float32 or float64"),
+    ("xw", np.zeros((T, N, H))[::-1], ValueError, r"_core.forward: xw \(x @ Wx \+ b\): strides must be non-negative"),
     ("activation", "gelu", ValueError, "activation"),
 ])
 def test_forward_rejects(name, bad, exc, pattern):
@@ -50,12 +50,12 @@ def test_forward_rejects(name, bad, exc, pattern):
 def test_read_only_and_misaligned_outputs_are_rejected():
     args = fwd_args()
     args["out"].setflags(write=False)
-    with pytest.raises(ValueError, match="out: output array is read-only"):
+    with pytest.raises(ValueError, match=r"_core.forward: out \(hs\): output array is read-only"):
         core.forward(**args)
     buf = np.zeros(T * N * H * 8 + 1, np.uint8)
     args = fwd_args()
     args["out"] = buf[1:].view(np.float64).reshape(T, N, H)
-    with pytest.raises(ValueError, match="out: array data is not aligned"):
+    with pytest.raises(ValueError, match=r"_core.forward: out \(hs\): array data is not aligned"):
         core.forward(**args)
 
 
@@ -67,10 +67,10 @@ def test_lists_are_not_converted():
 
 
 @pytest.mark.parametrize("name,bad,pattern", [
-    ("h", np.zeros((T, N + 1, H)), r"h: expected shape \(3, 4, 5\)"),
-    ("dh_last", np.zeros((N, H + 1)), r"dh_last: expected shape \(4, 5\)"),
-    ("dh0", np.zeros((N, H), np.float32), "dh0: expected a float64"),
-    ("da", np.zeros((T, N, H)).T, "da: expected shape"),
+    ("h", np.zeros((T, N + 1, H)), r"_core.backward: h \(hs\): expected shape \(3, 4, 5\)"),
+    ("dh_last", np.zeros((N, H + 1)), r"_core.backward: dh_last: expected shape \(4, 5\)"),
+    ("dh0", np.zeros((N, H), np.float32), "_core.backward: dh0: expected a float64"),
+    ("da", np.zeros((T, N, H)).T, r"_core.backward: da \(pre-activation gradient\): expected shape"),
 ])
 def test_backward_rejects(name, bad, pattern):
     args = bwd_args()
@@ -129,17 +129,17 @@ def test_gemms_match_numpy(isa, dtype, M, K, P):
 
 @pytest.mark.parametrize("call,pattern", [
     (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((5, 6)), None, np.zeros((2, 3, 6)), 1),
-     r"b: expected shape \(4, 6\), got \(5, 6\)"),
+     r"_core.rows_gemm: b \(the \(K, P\) weights\): expected shape \(4, 6\), got \(5, 6\)"),
     (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), np.zeros(5), np.zeros((2, 3, 6)), 1),
-     r"bias: expected shape \(6\)"),
+     r"_core.rows_gemm: bias \(b\): expected shape \(6\)"),
     (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), None, np.zeros((2, 3, 7)), 1),
-     r"out: expected shape \(2, 3, 6\)"),
+     r"_core.rows_gemm: out \(the \(S, N, P\) product\): expected shape \(2, 3, 6\)"),
     (lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 4, 6)), np.zeros((4, 6)), False, 1),
-     r"b: expected shape \(2, 3, 6\)"),
+     r"_core.reduce_gemm: b \(the \(S, N, P\) right factor\): expected shape \(2, 3, 6\)"),
     (lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 3, 6)), np.zeros((6, 4)), False, 1),
-     r"out: expected shape \(4, 6\)"),
+     r"_core.reduce_gemm: out \(the \(M, P\) sum\): expected shape \(4, 6\)"),
     (lambda: core.reduce_gemm(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 6)), np.zeros((4, 6)), False, 1),
-     r"b: expected a float32"),
+     r"_core.reduce_gemm: b \(the \(S, N, P\) right factor\): expected a float32"),
 ])
 def test_gemm_rejects(call, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):

@@ -55,8 +55,10 @@ def test_backward_shape_errors(good, name, bad, pattern):
 
 def test_backward_requires_hs_and_dhs(good):
     hs, _ = prf.rnn_forward(**good)
-    with pytest.raises(TypeError, match="dhs and hs"):
+    with pytest.raises(TypeError, match="dhs: expected an array, got None"):
         prf.rnn_backward(None, good["x"], good["Wx"], good["Wh"], hs)
+    with pytest.raises(TypeError, match="hs: expected an array, got None"):
+        prf.rnn_backward(np.ones_like(hs), good["x"], good["Wx"], good["Wh"], None)
 
 
 @pytest.mark.parametrize("kwargs,exc,pattern", [
@@ -74,3 +76,93 @@ def test_option_errors(good, kwargs, exc, pattern):
 def test_ragged_input_is_a_typeerror(good):
     with pytest.raises(TypeError, match="x"):
         prf.rnn_forward([[[1.0], [1.0, 2.0]]], good["Wx"], good["Wh"])
+
+
+# --- missing and junk arguments: a TypeError naming the argument, from every public entry ---
+
+JUNK = {"None": None, "str": "abc", "dict": {"a": 1}, "object": object(), "ragged": [[1.0], [1.0, 2.0]]}
+
+
+def _entry_points():
+    """(argument name in messages, required, call(value)) for every array argument of every
+    public function; call passes `value` for that argument and good values for the rest."""
+    rng = np.random.default_rng(0)
+    x, Wx, Wh, b, h0 = (rng.standard_normal(s) for s in ((N, T, D), (D, H), (H, H), (H,), (N, H)))
+    hs, _ = prf.rnn_forward(x, Wx, Wh, b, h0)
+    fwd = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0)
+    bwd = dict(dhs=hs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=h0)
+    out = []
+    for name in fwd:
+        out.append((name, name in ("x", "Wx", "Wh"), lambda v, name=name: prf.rnn_forward(**dict(fwd, **{name: v}))))
+    for name in bwd:
+        out.append((name, name not in ("h0", "dh_last"),
+                    lambda v, name=name: prf.rnn_backward(**dict(bwd, **{name: v}))))
+
+    def layer():
+        return prf.RNN(D, H, stateful=True, seed=0)
+
+    def call(v, what):
+        return layer()(**{**dict(x=x, h0=None, lengths=None), what: v})
+
+    def backward(v, what):
+        lay = layer()
+        lay(x)
+        return lay.backward(**{**dict(dout=np.ones((N, T, H)), dh_n=None), what: v})
+
+    out += [("x", True, lambda v: call(v, "x")), ("h0", False, lambda v: call(v, "h0")),
+            ("lengths", False, lambda v: call(v, "lengths")), ("dout", True, lambda v: backward(v, "dout")),
+            ("dh_n", False, lambda v: backward(v, "dh_n")), ("x_t", True, lambda v: layer().step(v))]
+    for i, name in enumerate(("Wx", "Wh", "b")):
+        out.append((name, True, lambda v, i=i: prf.TimeRNN(*[v if j == i else w for j, w in enumerate((Wx, Wh, b))])))
+        out.append(("weights", True, lambda v, i=i: prf.RNN.from_keras_weights(
+            [v if j == i else w for j, w in enumerate((Wx, Wh, b))])))
+    out.append(("xs", True, lambda v: prf.TimeRNN(Wx, Wh, b).forward(v)))
+
+    def time_rnn_backward(v):
+        t = prf.TimeRNN(Wx, Wh, b)
+        t.forward(x)
+        return t.backward(v)
+
+    out += [("dhs", True, time_rnn_backward), ("path", True, prf.RNN.load)]
+    return out
+
+
+@pytest.mark.parametrize("junk", list(JUNK))
+def test_junk_arguments_are_a_typeerror_naming_them(junk):
+    """rnn_forward(None, Wx, Wh) used to raise AttributeError; no message may name an
+    internal parameter (the binding's)."""
+    value = JUNK[junk]
+    for name, required, call in _entry_points():
+        if value is None and not required:
+            continue  # None means "not given" there
+        if isinstance(value, str) and name == "path":
+            continue  # a str is a path
+        with pytest.raises(TypeError, match=rf"^{name}\b") as info:
+            call(value)
+        assert "_core" not in str(info.value)
+    if not isinstance(value, list):  # a (ragged) list is a list of two weights, of wrong shapes
+        with pytest.raises(TypeError, match=r"^weights: expected a list"):
+            prf.RNN.from_keras_weights(value)
+
+
+def test_backend_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("PYRNN_FAST_BACKEND", "garbage")
+    with pytest.raises(ValueError, match=r"^PYRNN_FAST_BACKEND='garbage': expected one of \['cpp', 'numba', 'numpy'\]"):
+        prf.rnn_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match=r"^backend: expected one of"):  # an explicit argument wins
+        prf.rnn_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), backend="garbage")
+    monkeypatch.setenv("PYRNN_FAST_BACKEND", " numpy ")
+    prf.rnn_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)))
+
+
+def test_layout_errors_never_reach_the_binding():
+    """Layouts the kernels cannot address are copied before the binding sees them: none of
+    them gives an error (they used to give `b: strides must be non-negative`, `a: array data
+    is not aligned`); test_layouts.py checks the results."""
+    rng = np.random.default_rng(0)
+    x, Wx, Wh = rng.standard_normal((N, T, D)), rng.standard_normal((D, H)), rng.standard_normal((H, H))
+    buf = bytearray(x.nbytes + 1)
+    x_unaligned = np.frombuffer(buf, x.dtype, count=x.size, offset=1).reshape(x.shape)
+    for backend in prf.backends():
+        prf.rnn_forward(x, Wx[::-1], Wh, backend=backend)
+        prf.rnn_forward(x_unaligned, Wx, Wh, backend=backend)

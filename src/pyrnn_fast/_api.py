@@ -29,16 +29,19 @@ class RNNGrads(NamedTuple):
 
 
 def _check_activation(activation) -> str:
-    if activation not in _ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
     return activation
 
 
-def _as_arrays(**named) -> dict:
-    """np.asarray each non-None input and reject dtypes the library cannot compute in."""
+def _as_arrays(required: tuple, **named) -> dict:
+    """np.asarray each non-None input and reject what the library cannot compute with: a
+    missing required argument, non-numeric objects, and dtypes other than real numbers."""
     out = {}
     for name, a in named.items():
         if a is None:
+            if name in required:
+                raise TypeError(f"{name}: expected an array, got None")
             out[name] = None
             continue
         try:
@@ -46,7 +49,8 @@ def _as_arrays(**named) -> dict:
         except Exception as e:  # ragged lists and the like
             raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
         if arr.dtype.kind not in _SUPPORTED_KINDS:
-            raise TypeError(f"{name}: expected a real numeric array (float32 or float64), got dtype {arr.dtype}")
+            what = type(a).__name__ if arr.dtype.kind == "O" and arr.ndim == 0 else f"dtype {arr.dtype}"
+            raise TypeError(f"{name}: expected a real numeric array (float32 or float64), got {what}")
         out[name] = arr
     return out
 
@@ -92,10 +96,10 @@ def _validate(arrays: dict, time_major: bool) -> tuple[int, int, int, int]:
     return T, N, D, H
 
 
-def _prepare(named: dict, time_major) -> tuple[dict, np.dtype, tuple]:
+def _prepare(named: dict, required: tuple, time_major) -> tuple[dict, np.dtype, tuple]:
     if not isinstance(time_major, (bool, np.bool_)):
         raise TypeError(f"time_major: expected a bool, got {type(time_major).__name__}")
-    arrays = _as_arrays(**named)
+    arrays = _as_arrays(required, **named)
     dtype = _result_dtype(arrays)
     dims = _validate(arrays, bool(time_major))
     return arrays, dtype, dims
@@ -106,25 +110,58 @@ def _tm(a: np.ndarray, time_major: bool) -> np.ndarray:
     return a if time_major else a.transpose(1, 0, 2)
 
 
+# --- the layouts the kernels take ------------------------------------------------------
+# The compiled kernels address an array in place when bindings.cpp's checked() accepts it:
+# native byte order, data and strides aligned to the element size, no negative stride (axes
+# of length <= 1 are never stepped along) and, for all but the GEMMs' weight operand, a
+# contiguous last axis. Zero strides (np.broadcast_to) are fine for inputs. Every other
+# layout NumPy can make (negative or odd strides, unaligned, byte-swapped, a field of a
+# packed structured array) is copied here, once, so that the binding's checks (kept as the
+# out-of-bounds guard) never fail for a user's array. The Python backends take the same
+# arrays, so every backend sees the same values.
+
+def _addressable(a: np.ndarray, unit_last: bool) -> bool:
+    if a.size == 0:  # copying is free, and NumPy calls any empty array aligned
+        return False
+    if not (a.dtype.isnative and a.flags.aligned):  # aligned: the data pointer (and strides)
+        return False
+    if any(n > 1 and (s < 0 or s % a.itemsize) for n, s in zip(a.shape, a.strides)):
+        return False
+    return not unit_last or a.shape[-1] <= 1 or a.strides[-1] == a.itemsize
+
+
+def _in_kernel_layout(a, dtype, unit_last=True):
+    """`a` as a `dtype` array the kernels can address: itself (or np.asarray's dtype
+    conversion) when they can, else a C-contiguous copy."""
+    a = np.asarray(a, dtype=dtype)
+    return a if _addressable(a, unit_last) else np.array(a, order="C")
+
+
 def _kernel_matrix(a, dtype):
-    """A native-dtype C-contiguous matrix, as the kernels take it (copies only if needed)."""
-    return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+    """A C-contiguous aligned native matrix (or None). Matrices are small next to the
+    sequences; one layout for them (C) keeps Numba from compiling a variant per layout."""
+    if a is None:
+        return None
+    a = np.asarray(a, dtype=dtype)
+    return a if a.flags.c_contiguous and _addressable(a, True) else np.array(a, order="C")
 
 
 def _kernel_seq(a, dtype):
-    """A native-dtype sequence array whose last axis is contiguous and whose strides are
-    non-negative, as the kernels take it; other strides are kept (copies only if needed)."""
-    a = np.asarray(a, dtype=dtype)
-    if a.size and (a.strides[-1] != a.itemsize or min(a.strides) < 0 or not a.flags.aligned):
-        a = np.ascontiguousarray(a)
-    return a
+    """A sequence array (T, N, ·) the kernels can address in place: strided views such as
+    the transposed batch-major layout are kept, other layouts copied."""
+    return _in_kernel_layout(a, dtype, unit_last=True)
+
+
+def _kernel_weights(Wx, dtype):
+    """Wx for the GEMMs, which take any non-negative strides (Fortran order stays a view)."""
+    return _in_kernel_layout(Wx, dtype, unit_last=False)
 
 
 def _forward_into(kernel, x_tm, Wx, Wh, b, h0, hs_tm, act, dtype):
     """hs_tm = the recurrence over the time-major x_tm, for validated inputs of `dtype`
     (x_tm and h0 already as the kernels take them). XW doubles as the output: the kernel
     overwrites xw[t] with h_t once it has read it."""
-    kernel.rows_gemm(x_tm, np.asarray(Wx, dtype=dtype), _kernel_matrix(b, dtype), hs_tm)
+    kernel.rows_gemm(x_tm, _kernel_weights(Wx, dtype), _kernel_matrix(b, dtype), hs_tm)
     kernel.forward(hs_tm, _kernel_matrix(Wh, dtype), h0, hs_tm, act)
 
 
@@ -155,7 +192,7 @@ def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=Fal
     """
     act = _check_activation(activation)
     kernel = get_backend(backend)
-    arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), time_major)
+    arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), ("x", "Wx", "Wh"), time_major)
     x = _kernel_seq(arrays["x"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)
     hs = np.empty(x.shape[:2] + (H,), dtype)
@@ -188,11 +225,9 @@ def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, *, dh_last=None, activation="tanh"
     act = _check_activation(activation)
     kernel = get_backend(backend)
     arrays, dtype, (T, N, D, H) = _prepare(
-        dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last), time_major)
-    if arrays["dhs"] is None or arrays["hs"] is None:
-        raise TypeError("dhs and hs: expected arrays, got None")
+        dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last), ("dhs", "x", "Wx", "Wh", "hs"), time_major)
     x = _kernel_seq(arrays["x"], dtype)
-    Wx = np.asarray(arrays["Wx"], dtype=dtype)
+    Wx = _kernel_weights(arrays["Wx"], dtype)
     hs = _kernel_seq(arrays["hs"], dtype)
     dhs = _kernel_seq(arrays["dhs"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)

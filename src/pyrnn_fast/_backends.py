@@ -62,18 +62,22 @@ def backends() -> list[str]:
 
 def get_backend(name: str | None) -> Backend:
     """The backend called `name`; None means ``$PYRNN_FAST_BACKEND`` or else the best available."""
+    source = "backend"  # what the user set, for the error messages
     if name is None:
-        name = os.environ.get("PYRNN_FAST_BACKEND") or backends()[0]
+        name = os.environ.get("PYRNN_FAST_BACKEND", "")
+        source = f"PYRNN_FAST_BACKEND={name!r}"
+        if not name.strip():
+            name = backends()[0]
     if not isinstance(name, str):
         raise TypeError(f"backend: expected a str or None, got {type(name).__name__}")
     name = name.strip().lower()
     if name in _loaded:
         return _loaded[name]
     if name not in PREFERENCE:
-        raise ValueError(f"backend: expected one of {list(PREFERENCE)}, got {name!r}")
+        raise ValueError(f"{source}: expected one of {list(PREFERENCE)}, got {name!r}")
     if name not in backends():
         why = "the compiled extension pyrnn_fast._core is missing" if name == "cpp" else "numba is not installed"
-        raise ValueError(f"backend: {name!r} is not available here ({why}); available: {backends()}")
+        raise ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
     if name == "cpp":
         backend = Backend(
             "cpp",

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -127,12 +130,15 @@ def _reverse(a, rev):
 
 
 def _check_real(name, a):
+    if a is None:
+        raise TypeError(f"{name}: expected an array, got None")
     try:
         a = np.asarray(a)
     except Exception as e:
         raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+        got = f"a {type(a[()]).__name__}" if a.dtype.kind == "O" and a.ndim == 0 else f"dtype {a.dtype}"
+        raise TypeError(f"{name}: expected a real numeric array, got {got}")
     return a
 
 
@@ -160,6 +166,79 @@ def _orthogonal(rng, n, dtype):
         return np.zeros((0, 0), dtype)
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     return (q * np.sign(np.diag(r))).astype(dtype)
+
+
+# --- RNN.load: a file checked before it is read ------------------------------------------
+
+class _BadFile(Exception):
+    """A file that is not one ``RNN.save`` writes (RNN.load turns it into a ValueError)."""
+
+
+_CONFIG_TYPES = dict(input_size=int, hidden_size=int, num_layers=int, activation=str, bias=bool,
+                     bidirectional=bool, dropout=(int, float), time_major=bool, stateful=bool, dtype=str,
+                     seed=(int, type(None)), format_version=int)
+_MAX_CONFIG_BYTES = 1 << 16  # the config save writes is ~300 bytes
+_READ_CHUNK = 1 << 24
+
+
+def _npy_header(m, name):
+    """(shape, fortran_order, dtype) from the .npy header at the start of the stream m; it
+    reads only the header (np.lib.format bounds its size)."""
+    version = np.lib.format.read_magic(m)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(m)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(m)
+    raise _BadFile(f"{name}: unsupported .npy format version {version}")
+
+
+def _check_member(zf, info, shape, dtype_ok, expected):
+    """(fortran_order, dtype, data offset) of a member whose .npy header has `shape` and a
+    dtype that dtype_ok accepts, and whose size in the zip directory is header + data."""
+    name = info.filename[:-4]
+    with zf.open(info) as m:
+        got_shape, fortran, dtype = _npy_header(m, name)
+        offset = m.tell()
+    if dtype.hasobject or not dtype_ok(dtype):
+        raise _BadFile(f"{name}: dtype {dtype}, expected {expected}")
+    if got_shape != shape:
+        raise _BadFile(f"{name}: shape {got_shape}, expected {shape}")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        raise _BadFile(f"{name}: {info.file_size - offset} bytes of data, its header declares {nbytes}")
+    return fortran, dtype, offset
+
+
+def _read_member(zf, info, shape, fortran, dtype, offset):
+    """The data of a member checked by _check_member, read in chunks straight into the array."""
+    a = np.empty(shape[::-1] if fortran else shape, dtype)  # C order; a Fortran array's transpose
+    view = memoryview(a.reshape(-1).view(np.uint8))
+    with zf.open(info) as m:
+        m.read(offset)
+        for i in range(0, a.nbytes, _READ_CHUNK):
+            if m.readinto(view[i:i + _READ_CHUNK]) != min(_READ_CHUNK, a.nbytes - i):
+                raise _BadFile(f"{info.filename[:-4]}: truncated")
+    return a.T if fortran else a
+
+
+def _read_config(zf, info) -> dict:
+    if info.file_size > _MAX_CONFIG_BYTES:
+        raise _BadFile(f"the config member declares {info.file_size} bytes")
+    text = _read_member(zf, info, (), *_check_member(zf, info, (), lambda dt: dt.kind == "U", "a string"))
+    try:
+        config = json.loads(str(text[()]))
+    except ValueError as e:
+        raise _BadFile(f"the config is not JSON ({e})") from None
+    if not isinstance(config, dict) or set(config) != set(_CONFIG_TYPES):
+        keys = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise _BadFile(f"config keys {keys}, expected {sorted(_CONFIG_TYPES)}")
+    for key, types in _CONFIG_TYPES.items():
+        value = config[key]
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            raise _BadFile(f"config: {key} = {value!r} has the wrong type")
+    if config.pop("format_version") != _FORMAT_VERSION:
+        raise _BadFile(f"unsupported file format version (this version reads {_FORMAT_VERSION})")
+    return config
 
 
 # --- prf.RNN ---------------------------------------------------------------------------------
@@ -201,6 +280,26 @@ class RNN:
     def __init__(self, input_size, hidden_size, *, num_layers=1, activation="tanh", bias=True,
                  bidirectional=False, dropout=0.0, time_major=False, stateful=False, dtype=np.float32,
                  seed=None, backend=None):
+        init_seq = self._configure(input_size, hidden_size, num_layers=num_layers, activation=activation,
+                                   bias=bias, bidirectional=bidirectional, dropout=dropout,
+                                   time_major=time_major, stateful=stateful, dtype=dtype, seed=seed,
+                                   backend=backend)
+        rng = np.random.default_rng(init_seq)
+        H = self.hidden_size
+        self.params = {}
+        for name, shape in self._param_shapes():
+            if name.startswith("Wx_"):
+                limit = np.sqrt(6.0 / (shape[0] + H)) if shape[0] + H > 0 else 0.0
+                self.params[name] = rng.uniform(-limit, limit, shape).astype(self.dtype)
+            elif name.startswith("Wh_"):
+                self.params[name] = _orthogonal(rng, H, self.dtype)
+            else:
+                self.params[name] = np.zeros(H, self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def _configure(self, input_size, hidden_size, *, num_layers, activation, bias, bidirectional, dropout,
+                   time_major, stateful, dtype, seed, backend):
+        """Check and set everything but the weights; returns the seed of the initialisation."""
         self.input_size = _check_int("input_size", input_size, 0)
         self.hidden_size = _check_int("hidden_size", hidden_size, 0)
         self.num_layers = _check_int("num_layers", num_layers, 1)
@@ -222,22 +321,21 @@ class RNN:
         self.dh0 = None
         self._cache = None
         self._step_buffer = None
-
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
-        rng = np.random.default_rng(init_seq)
-        H = self.hidden_size
-        self.params = {}
+        return init_seq
+
+    def _param_shapes(self):
+        """[(name, shape)] of every parameter, in the order of ``params``."""
+        H, out = self.hidden_size, []
         for layer in range(self.num_layers):
             fan_in = self.input_size if layer == 0 else self.num_directions * H
             for suffix in self._suffixes:
                 name = f"l{layer}{suffix}"
-                limit = np.sqrt(6.0 / (fan_in + H)) if fan_in + H > 0 else 0.0
-                self.params[f"Wx_{name}"] = rng.uniform(-limit, limit, (fan_in, H)).astype(self.dtype)
-                self.params[f"Wh_{name}"] = _orthogonal(rng, H, self.dtype)
+                out += [(f"Wx_{name}", (fan_in, H)), (f"Wh_{name}", (H, H))]
                 if self.bias:
-                    self.params[f"b_{name}"] = np.zeros(H, self.dtype)
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+                    out.append((f"b_{name}", (H,)))
+        return out
 
     # --- description ---------------------------------------------------------------------
 
@@ -468,22 +566,59 @@ class RNN:
         """Save config and weights to one .npz file (np.savez adds '.npz' if path has none)."""
         config = dict(self._config(), format_version=_FORMAT_VERSION,
                       seed=self.seed if isinstance(self.seed, numbers.Integral) else None)
-        np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config))}, **self.params)
+        weights = {k: np.asarray(v, dtype=self.dtype) for k, v in self.params.items()}
+        np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config))}, **weights)
 
     @classmethod
     def load(cls, path, *, backend=None):
-        """A layer from a file written by ``save``."""
-        with np.load(path, allow_pickle=False) as f:
-            config = json.loads(str(f[_CONFIG_KEY]))
-            weights = {k: f[k] for k in f.files if k != _CONFIG_KEY}
-        version = config.pop("format_version", None)
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"path: unsupported pyrnn_fast RNN file format version {version!r}")
-        layer = cls(**config, backend=backend)
-        if set(weights) != set(layer.params):
-            raise ValueError(f"path: the file's weights {sorted(weights)} do not match the config's "
-                             f"{sorted(layer.params)}")
-        layer._set_params(weights)
+        """A layer from a file written by ``save``.
+
+        Before reading any weights it checks the zip directory, the config (keys, types,
+        ranges) and, from each member's .npy header, that the members are exactly the
+        config's parameters with their shapes and dtype; no pickle is ever loaded. Any file
+        that is not such a layer (corrupt, truncated, foreign, inconsistent) raises a
+        ValueError naming the file. Nothing is initialised randomly: the time is that of
+        reading the file."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+        with open(path, "rb") as f:  # a missing file is the usual FileNotFoundError
+            try:
+                return cls._read(f, backend)
+            except _BadFile as e:
+                raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file: {e}") from None
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                    NotImplementedError, RuntimeError) as e:  # what zipfile and np.lib.format raise
+                raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file (corrupt or truncated: "
+                                 f"{type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _read(cls, f, backend):
+        with zipfile.ZipFile(f) as zf:
+            members = {}
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy") or info.filename[:-4] in members:
+                    raise _BadFile(f"unexpected member {info.filename!r}")
+                members[info.filename[:-4]] = info
+            if _CONFIG_KEY not in members:
+                raise _BadFile(f"no {_CONFIG_KEY} member")
+            config = _read_config(zf, members.pop(_CONFIG_KEY))
+            layer = cls.__new__(cls)
+            try:
+                layer._configure(**config, backend=backend)
+            except (TypeError, ValueError) as e:
+                raise _BadFile(f"config: {e}") from None
+            n_params = layer.num_layers * layer.num_directions * (3 if layer.bias else 2)
+            if len(members) != n_params:  # before listing the config's names, however many
+                raise _BadFile(f"{len(members)} weight members, the config has {n_params} parameters")
+            shapes = dict(layer._param_shapes())
+            if set(members) != set(shapes):
+                raise _BadFile(f"the weights {sorted(members)} do not match the config's {sorted(shapes)}")
+            dtype = layer.dtype
+            headers = {k: _check_member(zf, members[k], shapes[k], lambda dt: dt.newbyteorder("=") == dtype,
+                                        f"{dtype} (the config's)") for k in shapes}  # all before any data
+            layer.params = {k: np.ascontiguousarray(_read_member(zf, members[k], shapes[k], *headers[k]), dtype)
+                            for k in shapes}
+        layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
         return layer
 
     def _set_params(self, weights):
@@ -557,6 +692,9 @@ class RNN:
         recurrent_kernel (H, H), bias (H,)] ([kernel, recurrent_kernel] with use_bias=False).
         Keras's order and convention are ours (x·kernel + h·recurrent_kernel + bias).
         dtype: the kernel's (float32 or float64) unless given."""
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights: expected a list [kernel, recurrent_kernel(, bias)] as get_weights() "
+                            f"returns, got {type(weights).__name__}")
         weights = list(weights)
         if len(weights) not in (2, 3):
             raise ValueError(f"weights: expected [kernel, recurrent_kernel, bias] or [kernel, recurrent_kernel], "
@@ -596,6 +734,8 @@ class TimeRNN:
     """
 
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
+        for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+            _check_real(name, a)
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.dh = None, None
@@ -611,6 +751,7 @@ class TimeRNN:
 
     def forward(self, xs):
         """xs (N, T, D) -> hs (N, T, H)."""
+        xs = _check_real("xs", xs)
         Wx, Wh, b = self.params
         if not self.stateful:
             self.h = None
@@ -623,6 +764,7 @@ class TimeRNN:
         """dhs (N, T, H) -> dxs (N, T, D); fills grads in place and sets dh."""
         if self._cache is None:
             raise RuntimeError("backward: call forward first")
+        dhs = _check_real("dhs", dhs)
         Wx, Wh, _ = self.params
         xs, hs, h0 = self._cache
         g = rnn_backward(dhs, xs, Wx, Wh, hs, h0, backend=self.backend)
