@@ -419,7 +419,7 @@ struct PackBuffer {
 };
 // One buffer per (type, purpose, thread): the recurrence's packed weights, and the GEMM's
 // packed blocks of A and B.
-enum Scratch { kRecurrenceWeights, kGemmA, kGemmB };
+enum Scratch { kRecurrenceWeights, kGemmA, kGemmB, kGemmWide };
 template <class T, int Purpose>
 static T* scratch(idx n) {
     static thread_local PackBuffer<T> buf;
@@ -480,6 +480,13 @@ struct RowCursor {
 };
 
 constexpr idx kKC = 256;                // depth of a packed block: an A sliver stays in L1
+// Accuracy of long float32 sums (the reduction GEMMs sum over N*T rows): C is accumulated in
+// float32 over at most kWideK rows of K, then added into a double copy of the thread's block
+// of C. Adding every kc block's tile into float32 C for the whole of K let the error grow
+// like (K/kc)*eps: measured 1.4e4 eps (8.5e-4 relative) at K = 2^25 on constant data. Now a
+// term goes through at most kKC + kWideK/kKC + 2 = 514 float32 roundings whatever K is. K up
+// to kWideK (every benchmark shape) takes exactly the float32 path as before, at no cost.
+constexpr idx kWideK = idx(1) << 16;
 constexpr idx kMC = 240;                // rows of a packed A block (multiple of 6 and 8)
 constexpr idx kMaxPanelsUnpackedA = 8;       // up to this many panels per thread, A is not packed
 // Multiply-adds per thread below which a GEMM runs on one thread: ~50 µs of work. Waking a
@@ -602,6 +609,21 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
     }
 };
 
+// wide += C over rows [i0, i1), columns [j0, j1) of C; at the end of K, C = wide instead.
+template <class T>
+static void add_block_to_wide(const SeqRows<T>& crow, idx i0, idx i1, idx j0, idx j1, double* wide, idx ld,
+                              bool last) {
+    RowCursor<T> c(crow, i0);
+    for (idx i = i0; i < i1; ++i, c.next()) {
+        T* o = c.get() + j0;
+        double* w = wide + (i - i0) * ld;
+        for (idx j = 0; j < j1 - j0; ++j) {
+            w[j] += double(o[j]);
+            if (last) o[j] = T(w[j]);
+        }
+    }
+}
+
 // One thread's block of C: rows [i0, i1), columns [j0, j1).
 template <class T, bool A_ROWS>
 static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
@@ -614,10 +636,19 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
     const SeqRows<const T> arow{g.a, g.a_rows, g.a_step_stride, g.a_row_stride};
     const SeqRows<const T> brow{g.b, g.b_rows, g.b_step_stride, g.b_row_stride};
     const SeqRows<T> crow{g.c, g.c_rows, g.c_step_stride, g.c_row_stride};
+    // Long float32 sums: the double copy of this thread's block of C (see kWideK).
+    const bool wide = sizeof(T) < sizeof(double) && g.K > kWideK;
+    const idx wide_ld = j1 - j0;
+    double* cwide = wide ? scratch<double, kGemmWide>((i1 - i0) * wide_ld) : nullptr;
+    if (wide && !cwide) return false;
+    if (wide)
+        for (idx i = 0; i < (i1 - i0) * wide_ld; ++i) cwide[i] = 0;
     // K = 0 still runs one (empty) block so that C is set to the bias or zeros.
     for (idx k0 = 0; k0 < g.K || k0 == 0; k0 += kKC) {
         const idx kc = imin(kKC, g.K - k0);
-        const GemmEpilogue<T> epi{crow, g.bias, g.accumulate || k0 > 0};
+        // A new kWideK stretch restarts float32 C from its first block (what C held is in cwide).
+        const bool restart = wide && k0 > 0 && k0 % kWideK == 0;
+        const GemmEpilogue<T> epi{crow, restart ? nullptr : g.bias, !restart && (g.accumulate || k0 > 0)};
         pack_b<T>(bbuf, brow, g.b_col_stride, k0, kc, j0, j1);
         const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));  // kc = 0 when K = 0
         for (idx ib = i0; ib < i1; ib += kMC) {
@@ -651,6 +682,8 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
                     }
                 }
         }
+        if (wide && ((k0 + kc) % kWideK == 0 || k0 + kc == g.K))
+            add_block_to_wide(crow, i0, i1, j0, j1, cwide, wide_ld, k0 + kc == g.K);
         if (g.K == 0) break;
     }
     return true;

@@ -53,13 +53,27 @@ def rows_gemm(a, b, bias, out):
         out += bias
 
 
+# Rows per BLAS call in reduce_gemm. BLAS adds its blocks of K one after another into C in
+# the dtype (OpenBLAS sgemm and sdot: measured 1.7e5 eps, 1 % off, over 2^25 rows of
+# constant data), so a long float32 sum is split into calls over at most this many rows,
+# whose results are added in float64: any term then goes through at most 4096 float32
+# roundings whatever N*T is. Two calls on `large` (6400 rows).
+REDUCE_BLOCK_ROWS = 4096
+
+
 def reduce_gemm(a, b, out, accumulate):
     """out (+)= Σ_{s,n} a[s, n]ᵀ b[s, n] for (S, N, M) a, (S, N, P) b, (M, P) out."""
-    r = np.tensordot(a, b, axes=([0, 1], [0, 1]))
-    if accumulate:
-        out += r
-    else:
-        out[...] = r
+    S, N = a.shape[:2]
+    total = out.astype(np.float64) if accumulate else np.zeros(out.shape, np.float64)
+    if N >= REDUCE_BLOCK_ROWS:  # blocks of rows within each step
+        blocks = [(slice(s, s + 1), slice(n, n + REDUCE_BLOCK_ROWS))
+                  for s in range(S) for n in range(0, N, REDUCE_BLOCK_ROWS)]
+    else:  # blocks of whole steps
+        steps = REDUCE_BLOCK_ROWS // max(N, 1)
+        blocks = [(slice(s, s + steps), slice(None)) for s in range(0, S, steps)]
+    for s, n in blocks:
+        total += np.tensordot(a[s, n], b[s, n], axes=([0, 1], [0, 1]))
+    out[...] = total
 
 
 # --- the whole model, time-major: x (T, N, D) ------------------------------------------
