@@ -485,6 +485,7 @@ struct InterruptPoller {
 
 static inline bool interrupted(const Interrupt* in) { return in && __atomic_load_n(&in->stop, __ATOMIC_RELAXED); }
 
+// Returns false only when the packed weights cannot be allocated.
 // ---------------------------------------------------------------------------------------
 // The big GEMMs of the orchestration, C (M x P) = sum_k A(i, k) B(k, j), with the same
 // micro-kernel. GotoBLAS blocking: a kc-deep block of B (the thread's columns) is packed into

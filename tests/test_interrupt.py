@@ -21,9 +21,9 @@ from conftest import TOLERANCE
 import numpy as np
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
-SIGNAL_AFTER_S = 0.5  # inside the call: the child prints "start" right before it
+SIGNAL_AFTER_S = 1.5  # well inside the call (the child prints "start" right before it), past its set-up
 # Seen here: ~0.05 s (the kernels poll every 50 ms of work). Generous for a loaded CI machine;
-# before the fix the whole call ran on (a full call here is calibrated to ~8 s).
+# before the fix the whole call ran on (a full call here is calibrated to ~12 s).
 LATENCY_BOUND_S = 2.0
 SMALL_CALL_TOLERANCE = TOLERANCE[np.dtype(np.float64)]
 
