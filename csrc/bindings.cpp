@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,71 @@ prf::Activation parse_activation(const std::string& s) {
     throw py::value_error("activation: expected 'tanh' or 'relu', got '" + s + "'");
 }
 
+// Ctrl-C during a call. Python's C signal handler only sets a flag; the Python handler (which
+// raises KeyboardInterrupt for SIGINT) runs when the main thread calls PyErr_CheckSignals with
+// the GIL. The kernels' calling thread (this one) calls `poll` about every 50 ms of work; it
+// takes the GIL and runs the pending handlers. When one raises, the exception stays set, the
+// kernel stops at its next step or block, and run_kernel raises it once the GIL is back. A
+// handler that does not raise (the user's own) lets the call go on.
+thread_local bool t_running_signal_handlers = false;
+
+class SignalPoll {
+  public:
+    SignalPoll() {
+        // A handler that calls us while we are stopped in its middle would reuse this thread's
+        // scratch buffers, which the interrupted kernel is still using.
+        if (t_running_signal_handlers)
+            throw std::runtime_error("pyrnn_fast cannot be called from a signal handler that runs during a call of "
+                                     "pyrnn_fast's compiled backend on the same thread");
+    }
+    prf::Interrupt interrupt{&SignalPoll::poll, this, 0};
+    bool raised = false;
+
+  private:
+    bool thread_checked = false, polling = true;
+
+    static bool on_main_thread() {  // with the GIL
+        try {
+            auto ident = py::module_::import("threading").attr("main_thread")().attr("ident");
+            return ident.cast<unsigned long>() == PyThread_get_thread_ident();
+        } catch (...) {
+            return true;  // polling anyway is harmless
+        }
+    }
+    // Called by the kernel without the GIL, inside its OpenMP region: must not throw.
+    static int poll(void* ctx) {
+        auto* self = static_cast<SignalPoll*>(ctx);
+        if (!self->polling) return 0;
+        PyGILState_STATE gil = PyGILState_Ensure();
+        if (!self->thread_checked) {  // handlers run only on the main thread: elsewhere, never poll again
+            self->thread_checked = true;
+            self->polling = on_main_thread();
+        }
+        if (self->polling) {
+            t_running_signal_handlers = true;
+            if (PyErr_CheckSignals() != 0) self->raised = true;
+            t_running_signal_handlers = false;
+        }
+        PyGILState_Release(gil);
+        return self->raised;
+    }
+};
+
+// Runs kernel(args) without the GIL, interruptible by signals; raises what a signal handler
+// raised, or MemoryError when the kernel could not allocate its scratch memory.
+template <class Args, class Kernel>
+void run_kernel(Args& args, Kernel kernel) {
+    SignalPoll signals;
+    args.interrupt = &signals.interrupt;
+    bool ok;
+    {
+        py::gil_scoped_release release;
+        ok = kernel(args);
+    }
+    if (signals.raised) throw py::error_already_set();
+    if (!ok) throw std::bad_alloc();
+}
+
 template <class T>
 void forward_typed(const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
                    prf::Activation act, int threads) {
@@ -95,12 +161,7 @@ void forward_typed(const py::array& xw, const py::array& wh, const py::object& h
         auto sh = checked<T>(h0a, "_core.forward: h0", {N, H}, false);
         args.h0 = {static_cast<const T*>(h0a.data()), N, H, sh[0]};
     }
-    bool ok;
-    {
-        py::gil_scoped_release release;
-        ok = prf::forward<T>(args);
-    }
-    if (!ok) throw std::bad_alloc();
+    run_kernel(args, prf::forward<T>);
 }
 
 template <class T>
@@ -129,12 +190,7 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
         auto sl = checked<T>(dla, "_core.backward: dh_last", {N, H}, false);
         args.dh_last = {static_cast<const T*>(dla.data()), N, H, sl[0]};
     }
-    bool ok;
-    {
-        py::gil_scoped_release release;
-        ok = prf::backward<T>(args);
-    }
-    if (!ok) throw std::bad_alloc();
+    run_kernel(args, prf::backward<T>);
 }
 
 template <class T>
@@ -158,12 +214,7 @@ void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& b
         checked<T>(bias_a, "_core.rows_gemm: bias (b)", {P}, false);
         g.bias = static_cast<const T*>(bias_a.data());
     }
-    bool ok;
-    {
-        py::gil_scoped_release release;
-        ok = prf::gemm<T>(g);
-    }
-    if (!ok) throw std::bad_alloc();
+    run_kernel(g, prf::gemm<T>);
 }
 
 template <class T>
@@ -180,12 +231,7 @@ void reduce_gemm_typed(const py::array& a, const py::array& b, py::array& out, b
                        nullptr,
                        static_cast<T*>(out.mutable_data()), M, 0, so[0],
                        accumulate, threads};
-    bool ok;
-    {
-        py::gil_scoped_release release;
-        ok = prf::gemm<T>(g);
-    }
-    if (!ok) throw std::bad_alloc();
+    run_kernel(g, prf::gemm<T>);
 }
 
 bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().equal(d); }

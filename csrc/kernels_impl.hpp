@@ -23,6 +23,7 @@
 #include <omp.h>
 #endif
 #include <sched.h>
+#include <time.h>
 
 #include "rnn.hpp"
 
@@ -446,6 +447,44 @@ static inline int team_threads() {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------
+// Ctrl-C (Interrupt in rnn.hpp). Only the calling thread, team thread 0 (the thread that
+// starts an OpenMP region is its thread 0), may call poll: in the binding it takes the GIL to
+// run Python's signal handlers. It reads the clock after every kPollWork multiply-adds it has
+// done (~50 µs of one core's work; a clock read costs ~20 ns) and polls when kPollIntervalNs
+// have passed since the start or the last poll, so a call shorter than that never polls and
+// a longer one polls 20 times a second: taking the GIL waits up to Python's switch interval
+// (5 ms) when another Python thread is running, at most 10 % of the time then, ~0 otherwise.
+constexpr idx kPollWork = idx(1) << 20;
+constexpr long long kPollIntervalNs = 50 * 1000 * 1000;
+
+static inline long long monotonic_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+struct InterruptPoller {
+    Interrupt* in;  // null on the other threads, and when the caller cannot be interrupted
+    idx work = 0;
+    long long next_poll = 0;
+    explicit InterruptPoller(Interrupt* i) : in(i) {
+        if (in) next_poll = monotonic_ns() + kPollIntervalNs;
+    }
+    // Called after each unit of `w` multiply-adds; true when the call must stop.
+    bool operator()(idx w) {
+        if (!in || (work += w) < kPollWork) return false;
+        work = 0;
+        if (monotonic_ns() < next_poll) return false;
+        const bool stop = in->poll(in->ctx) != 0;
+        next_poll = monotonic_ns() + kPollIntervalNs;
+        if (stop) __atomic_store_n(&in->stop, 1, __ATOMIC_RELAXED);
+        return stop;
+    }
+};
+
+static inline bool interrupted(const Interrupt* in) { return in && __atomic_load_n(&in->stop, __ATOMIC_RELAXED); }
+
 // Returns false only when the packed weights cannot be allocated.
 // ---------------------------------------------------------------------------------------
 // The big GEMMs of the orchestration, C (M x P) = sum_k A(i, k) B(k, j), with the same
@@ -624,9 +663,11 @@ static void add_block_to_wide(const SeqRows<T>& crow, idx i0, idx i1, idx j0, id
     }
 }
 
-// One thread's block of C: rows [i0, i1), columns [j0, j1).
+// One thread's block of C: rows [i0, i1), columns [j0, j1). `poll` is thread 0's, else null.
+// Every thread leaves at its next mc x kc block once the call is interrupted (C is then
+// partly written).
 template <class T, bool A_ROWS>
-static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
+static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1, InterruptPoller& poll) {
     constexpr int NR = kNR<T>;
     if (i0 >= i1 || j0 >= j1) return true;
     const idx panels = (j1 - j0 + NR - 1) / NR;
@@ -653,6 +694,7 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1) {
         const idx group = imin(panels, imax(1, kGroupBytes / idx(imax(kc, 1) * NR * sizeof(T))));  // kc = 0 when K = 0
         for (idx ib = i0; ib < i1; ib += kMC) {
             const idx mc = imin(kMC, i1 - ib);
+            if (interrupted(g.interrupt) || poll(mc * imax(kc, 1) * (j1 - j0))) return true;
             // Few panels reuse each packed value of A too little to repay packing it (the
             // stream and typical shapes' dx = dA·Wxᵀ spent more time packing A than computing):
             // rows of A are then read where they are.
@@ -705,12 +747,13 @@ static bool gemm_impl(const GemmArgs<T>& g) {
         const int team = team_threads(), tid = thread_id();
         idx u0, u1;
         thread_range(units, team, tid, u0, u1);
+        InterruptPoller poll(tid == 0 ? g.interrupt : nullptr);
         if (split_rows)
-            ok = g.a_is_rows ? gemm_block<T, true>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P)
-                             : gemm_block<T, false>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P);
+            ok = g.a_is_rows ? gemm_block<T, true>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P, poll)
+                             : gemm_block<T, false>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P, poll);
         else
-            ok = g.a_is_rows ? gemm_block<T, true>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P))
-                             : gemm_block<T, false>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P));
+            ok = g.a_is_rows ? gemm_block<T, true>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P), poll)
+                             : gemm_block<T, false>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P), poll);
     }
     return ok;
 }
@@ -751,6 +794,18 @@ struct StepBarrier {
     static constexpr unsigned kSpinsBeforeYield = 1u << 14;
 };
 
+// How the team of a recurrence leaves early, every thread after the same step. Thread 0 records
+// how many steps are done (`after`) before arriving at that step's barrier; every thread checks
+// (`now`) right after the barrier, so it sees the record. A thread still behind can never see
+// a later record too early: thread 0 records only the count of the step it is on, which is
+// larger than the count that thread checks.
+struct StepStop {
+    idx steps_done;  // initially the number of steps + 1: never
+    explicit StepStop(idx steps) : steps_done(steps + 1) {}
+    void after(idx done) { __atomic_store_n(&steps_done, done, __ATOMIC_RELAXED); }
+    bool now(idx done) const { return __atomic_load_n(&steps_done, __ATOMIC_RELAXED) <= done; }
+};
+
 // A second thread pays for itself when each thread gets at least this many multiply-adds per
 // step and this many hidden units (whole panels): below that, the barrier per step and the
 // team's wake-up per call cost more than the split saves. Measured on two cores with the
@@ -777,12 +832,14 @@ static bool forward_impl(const ForwardArgs<T>& a) {
     if (!packed) return false;
     const int nt = team_size(a.threads, N * H * H, H, panels);
     StepBarrier step_barrier;
+    StepStop stop{steps};
 #pragma omp parallel num_threads(nt)
     {
         const int team = team_threads(), tid = thread_id();
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
         step_barrier.join(team);
+        InterruptPoller poll(tid == 0 ? a.interrupt : nullptr);
         // Each thread packs and then only reads its own panels: no barrier needed here.
         pack_panels<T>(packed, a.wh.data, a.wh.ld, 1, H, H, p0, p1);
         for (idx t = 0; t < steps; ++t) {
@@ -793,7 +850,9 @@ static bool forward_impl(const ForwardArgs<T>& a) {
             const idx K = (from_h0 && !hprev) ? 0 : H;
             if (!hprev) hprev = a.out.at(0, 0);
             panel_gemm<T>(hprev, from_h0 ? a.h0.ld : a.out.row_stride, N, K, packed, H, p0, p1, epi);
+            if (poll(N * H * H)) stop.after(t + 1);
             if (team > 1) step_barrier.wait();
+            if (stop.now(t + 1)) break;
         }
     }
     return true;
@@ -814,12 +873,14 @@ static bool backward_impl(const BackwardArgs<T>& a) {
     if (!packed) return false;
     const int nt = team_size(a.threads, N * H * H, H, panels);
     StepBarrier step_barrier;
+    StepStop stop{steps};
 #pragma omp parallel num_threads(nt)
     {
         const int team = team_threads(), tid = thread_id();
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
         step_barrier.join(team);
+        InterruptPoller poll(tid == 0 ? a.interrupt : nullptr);
         pack_panels<T>(packed, a.wh.data, 1, a.wh.ld, H, H, p0, p1);  // B = Wh^T
         for (idx t = steps - 1; t >= 0; --t) {
             const bool last = t == steps - 1;
@@ -829,10 +890,14 @@ static bool backward_impl(const BackwardArgs<T>& a) {
             // The last step has no da_{t+1}: K = 0 and A (a dummy) is never read.
             const T* next = a.da.at(last ? t : t + 1, 0);
             panel_gemm<T>(next, a.da.row_stride, N, last ? 0 : H, packed, H, p0, p1, epi);
+            if (poll(N * H * H)) stop.after(steps - t);
             if (team > 1) step_barrier.wait();
+            if (stop.now(steps - t)) break;
         }
-        StoreEpilogue<T> epi{a.dh0.data, a.dh0.ld};
-        panel_gemm<T>(a.da.at(0, 0), a.da.row_stride, N, H, packed, H, p0, p1, epi);
+        if (!stop.now(steps)) {
+            StoreEpilogue<T> epi{a.dh0.data, a.dh0.ld};
+            panel_gemm<T>(a.da.at(0, 0), a.da.row_stride, N, H, packed, H, p0, p1, epi);
+        }
     }
     return true;
 }

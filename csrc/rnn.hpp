@@ -33,6 +33,16 @@ struct Mat {
     idx rows, cols, ld;
 };
 
+// Lets the caller end a long call early (Ctrl-C). The calling thread (OpenMP team thread 0)
+// calls poll(ctx) about every 50 ms of work; when it returns nonzero the call stops as soon
+// as every thread has left its loop (at a time step, or a GEMM block), leaving the outputs
+// partly written. `stop` is set by the calling thread and read by all (GCC __atomic builtins).
+struct Interrupt {
+    int (*poll)(void* ctx);
+    void* ctx;
+    int stop;
+};
+
 template <class T>
 struct ForwardArgs {
     Seq<const T> xw;  // (T, N, H)
@@ -41,6 +51,7 @@ struct ForwardArgs {
     Seq<T> out;       // (T, N, H)
     Activation act;
     int threads;      // upper bound; the kernel uses fewer when the work is small
+    Interrupt* interrupt = nullptr;  // null: the call cannot be interrupted
 };
 
 template <class T>
@@ -53,6 +64,7 @@ struct BackwardArgs {
     Mat<T> dh0;            // (N, H)
     Activation act;
     int threads;
+    Interrupt* interrupt = nullptr;
 };
 
 // C (M x P) = bias + sum_k A(i, k) B(k, j), or C += sum_k A(i, k) B(k, j) when accumulate.
@@ -74,6 +86,7 @@ struct GemmArgs {
     idx c_rows, c_step_stride, c_row_stride;
     bool accumulate;
     int threads;
+    Interrupt* interrupt = nullptr;
 };
 
 // One set of kernels per instruction set, each compiled from csrc/kernels_impl.hpp in its own
@@ -109,7 +122,8 @@ int default_num_threads();      // OpenMP's setting in a thread that never chang
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);
 void set_thread_shortfall_handler(ThreadShortfallHandler handler);
 
-// Both return false only when scratch memory for the packed weights cannot be allocated.
+// All return false only when scratch memory for the packed weights cannot be allocated (an
+// interrupted call returns true: the caller sees the interrupt through its Interrupt).
 template <class T>
 bool forward(const ForwardArgs<T>& a);
 template <class T>
