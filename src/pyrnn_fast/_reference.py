@@ -53,9 +53,9 @@ GEMM_BLOCK_WORK = 1 << 26
 GEMM_MIN_ROWS = 64
 
 
-def _row_blocks(S, N, work_per_row):
-    """(s, n) index pairs of blocks of rows covering an (S, N) grid of rows."""
-    rows = max(GEMM_MIN_ROWS, GEMM_BLOCK_WORK // max(1, work_per_row))
+def _row_blocks(S, N, rows):
+    """(s, n) index pairs of blocks of at most `rows` rows (whole steps when a step has fewer)
+    covering an (S, N) grid of rows."""
     if rows >= N:
         steps = max(1, rows // max(1, N))
         return [(slice(s, s + steps), slice(None)) for s in range(0, S, steps)]
@@ -64,7 +64,8 @@ def _row_blocks(S, N, work_per_row):
 
 def rows_gemm(a, b, bias, out):
     """out[s, n] = a[s, n] @ b (+ bias) for (S, N, K) a, (K, P) b, (S, N, P) out."""
-    for rows in _row_blocks(a.shape[0], a.shape[1], b.shape[0] * b.shape[1]):
+    block_rows = max(GEMM_MIN_ROWS, GEMM_BLOCK_WORK // max(1, b.shape[0] * b.shape[1]))
+    for rows in _row_blocks(a.shape[0], a.shape[1], block_rows):
         np.matmul(a[rows], b, out=out[rows])
         if bias is not None:
             out[rows] += bias
@@ -80,15 +81,8 @@ REDUCE_BLOCK_ROWS = 4096
 
 def reduce_gemm(a, b, out, accumulate):
     """out (+)= Σ_{s,n} a[s, n]ᵀ b[s, n] for (S, N, M) a, (S, N, P) b, (M, P) out."""
-    S, N = a.shape[:2]
     total = out.astype(np.float64) if accumulate else np.zeros(out.shape, np.float64)
-    if N >= REDUCE_BLOCK_ROWS:  # blocks of rows within each step
-        blocks = [(slice(s, s + 1), slice(n, n + REDUCE_BLOCK_ROWS))
-                  for s in range(S) for n in range(0, N, REDUCE_BLOCK_ROWS)]
-    else:  # blocks of whole steps
-        steps = REDUCE_BLOCK_ROWS // max(N, 1)
-        blocks = [(slice(s, s + steps), slice(None)) for s in range(0, S, steps)]
-    for s, n in blocks:
+    for s, n in _row_blocks(a.shape[0], a.shape[1], REDUCE_BLOCK_ROWS):
         total += np.tensordot(a[s, n], b[s, n], axes=([0, 1], [0, 1]))
     out[...] = total
 
