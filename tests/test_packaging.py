@@ -191,3 +191,15 @@ def test_metadata_and_license():
     assert licenses, "no LICENSE file in the installed distribution"
     text = pathlib.Path(dist.locate_file(licenses[0])).read_text()
     assert text.startswith("MIT License") and "the pyrnn_fast developers" in text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11) or not (ROOT / "pyproject.toml").is_file(),
+                    reason="needs tomllib and the source tree")
+def test_version_is_read_from_the_package():
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    provider = pyproject["tool"]["scikit-build"]["metadata"]["version"]
+    assert provider["input"] == "src/pyrnn_fast/__init__.py"
+    assert pyproject["project"]["license"] == "MIT" and pyproject["project"]["license-files"] == ["LICENSE"]
