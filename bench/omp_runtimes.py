@@ -13,8 +13,10 @@ pyrnn_fast (cpp) and of ``torch.nn.RNN``, each on idle cores and right after a c
 other, with 2 threads for both (or ``--threads``). Each build runs in its own child process:
 
     python bench/omp_runtimes.py                      # the pyrnn_fast this Python imports
-    python bench/omp_runtimes.py DIR [DIR ...]        # one row per DIR holding a pyrnn_fast
+    python bench/omp_runtimes.py DIR [DIR ...]        # one child per DIR holding a pyrnn_fast
                                                       # (e.g. an unpacked wheel), side by side
+    python bench/omp_runtimes.py --passes 3 DIR DIR   # alternate them 3 times (the machine's
+                                                      # load drifts; compare within a pass)
 
 Needs torch (``pip install torch==2.13.0``). Prints the CPU, the ISA and the libgomp files
 each process has mapped.
@@ -80,7 +82,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="*", help="directories each holding a pyrnn_fast package (default: the installed one)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--passes", type=int, default=1, help="run every DIR this many times, alternating")
     p.add_argument(CHILD, action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -90,7 +93,7 @@ def main():
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     print(f"CPU: {cpu} ({os.cpu_count()} CPUs); threads {args.threads}; 'typical' forward, "
           f"median of {args.rounds} rounds; ratio = time right after the other library's call / time on idle cores")
-    for d in args.dirs or [None]:
+    for d in (args.dirs or [None]) * args.passes:
         env = dict(os.environ)
         if d is not None:
             env["PYTHONPATH"] = os.path.abspath(d) + os.pathsep + env.get("PYTHONPATH", "")
@@ -100,7 +103,8 @@ def main():
             sys.exit(out.stderr)
         r = json.loads(out.stdout.splitlines()[-1])
         ms = r["ms"]
-        print(f"\npyrnn_fast from {r['pyrnn_fast']} (ISA {r['isa']}), torch {r['torch']}")
+        print(f"\npyrnn_fast from {r['pyrnn_fast']} (ISA {r['isa']}), torch {r['torch']}; "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"  OpenMP runtimes mapped ({len(r['libgomp'])}): " + ", ".join(r["libgomp"]))
         print(f"  pyrnn_fast: {ms['ours idle']:6.2f} ms idle, {ms['ours after torch']:6.2f} ms right after torch "
               f"({ms['ours after torch'] / ms['ours idle']:.2f}x)")
