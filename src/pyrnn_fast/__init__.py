@@ -10,7 +10,7 @@ from ._api import RNNGrads, rnn_backward, rnn_forward
 from ._backends import backends, get_num_threads, isa, set_num_threads
 from .layers import RNN, TimeRNN
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of the version (pyproject.toml reads it)
 
 __all__ = [
     "RNN", "TimeRNN",

@@ -2,12 +2,15 @@
 
     python -m pyrnn_fast [--threads N] [--shapes tiny,typical] [--repeat K]
                          [--backends cpp,numpy] [--no-peers] [--json PATH] [--plot PATH]
+                         [--allow-fallback]
 
 Prints the machine and versions; checks every backend's forward and all five gradients against
 ``pyrnn_fast._reference`` (float64 and float32, tanh and relu); times each backend and, when
 installed, PyTorch's ``nn.RNN`` and a jitted JAX ``lax.scan`` on the shapes of DESIGN.md
 (interleaved, shape by shape); and reports ms, GFLOP/s and speed-ups. Exits with status 1 if
-the self-check failed.
+the self-check failed, and with status 2 (printing the ImportError) without running anything if
+the compiled backend ``cpp`` cannot be imported, unless ``--allow-fallback`` asks to benchmark
+the fallback backends anyway. Its last line says which backend and instruction set ran.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 
 import pyrnn_fast as prf
 
-from . import _bench, _reference
+from . import _backends, _bench, _reference
 from ._backends import get_backend
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -40,7 +43,15 @@ def parse_args(argv):
     p.add_argument("--no-peers", action="store_true", help="do not time torch / jax")
     p.add_argument("--json", metavar="PATH", help="write every measurement to this JSON file")
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the default backend's speed-ups")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="run even if the compiled backend 'cpp' cannot be imported (default: fail, "
+                        "so that a broken build is never benchmarked as if it were the package)")
     args = p.parse_args(argv)
+    if "cpp" not in prf.backends() and not args.allow_fallback:
+        p.exit(2, f"{p.prog}: error: the compiled backend 'cpp' is not available: pyrnn_fast._core could not "
+                  f"be imported ({_backends._core_error}).\nReinstall the package (pip install --force-reinstall "
+                  f"pyrnn-fast, or pip install . from a clone), or pass --allow-fallback to benchmark "
+                  f"{', '.join(prf.backends())} instead.\n")
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     for s in args.shapes:
         if s not in _bench.SHAPES:
@@ -99,6 +110,16 @@ def machine_info(threads, peers) -> dict:
         torch.set_num_threads(threads)
         info["torch_threads"] = torch.get_num_threads()
     return info
+
+
+def ran_line(info, timed) -> str:
+    """One line saying which pyrnn_fast backend (and kernel ISA) ran: what CI checks."""
+    default = info["default_backend"]
+    isa = f" (kernel ISA {info['isa']})" if default == "cpp" else ""
+    line = f"pyrnn_fast default backend: {default}{isa}; timed: {', '.join(timed)}"
+    if "cpp" not in info["backends"]:
+        line += f"  [FALLBACK: the compiled backend is not available: {_backends._core_error}]"
+    return line
 
 
 def print_info(info):
@@ -272,6 +293,7 @@ def main(argv=None) -> int:
     peers = [] if args.no_peers else _bench.available_peers()
     info = machine_info(threads, peers)
     print_info(info)
+    print(ran_line(info, args.backends))
 
     errors, ok = self_check(prf.backends())
     print_self_check(errors)
@@ -311,6 +333,7 @@ def main(argv=None) -> int:
     if args.plot:
         write_plot(results, default, args.plot, threads)
         print(f"wrote {args.plot}")
+    print(f"\n{ran_line(info, args.backends)}")
     if not ok:
         print("\nSELF-CHECK FAILED: a backend differs from the reference beyond tolerance", file=sys.stderr)
         return 1

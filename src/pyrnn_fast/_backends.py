@@ -16,9 +16,13 @@ h0, dh_last and bias may be None. Validation and the order of calls are shared, 
 """
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import importlib.util
 import operator
 import os
+import pathlib
+import warnings
 from typing import Callable, NamedTuple
 
 from . import _reference
@@ -35,27 +39,60 @@ class Backend(NamedTuple):
 
 
 def _load_core():
-    try:
-        from . import _core
-    except ImportError:
-        return None
+    """Import the compiled extension: ``(module, None)``, or ``(None, why)`` with the ImportError's
+    text when it cannot be imported, and a RuntimeWarning unless it was simply never built."""
+    try:  # not "from . import _core": that turns "No module named ..." into a vague "cannot import name"
+        _core = importlib.import_module(f"{__package__}._core")
+    except ImportError as e:
+        why = f"{type(e).__name__}: {e}"
+        if not _never_built(e):
+            warnings.warn(f"pyrnn_fast: the compiled backend 'cpp' could not be loaded, so the slower "
+                          f"{'numba' if _numba_installed else 'numpy'} backend is used instead. "
+                          f"The import of pyrnn_fast._core failed with {why}", RuntimeWarning, stacklevel=2)
+        return None, why
     isa = os.environ.get("PYRNN_FAST_ISA", "").strip().lower()
     if isa:
         try:
             _core.set_isa(isa)
         except ValueError as e:
             raise ValueError(f"PYRNN_FAST_ISA={isa!r}: {e}") from None
-    return _core
+    return _core, None
 
 
-_core = _load_core()
+def _never_built(error: ImportError) -> bool:
+    """True when ``_core`` is absent because nobody built it: an uninstalled source tree (e.g.
+    ``PYTHONPATH=src``) with no compiled ``_core`` file in it. Anything else is a broken install:
+    a ``_core`` file that fails to load (missing libgomp, wrong Python, undefined symbol), or a
+    pip-installed package without the ``_core`` its wheel had (every wheel and pip install
+    builds it; users never get the package without it)."""
+    if not isinstance(error, ModuleNotFoundError) or error.name != f"{__package__}._core":
+        return False  # _core itself, or a library it needs, was found but failed to load
+    here = pathlib.Path(__file__).resolve().parent
+    if any(p.suffix in (".so", ".pyd") for p in here.glob("_core.*")):
+        return False  # built, but not for this interpreter (or not loadable)
+    try:
+        dist = importlib.metadata.distribution("pyrnn-fast")
+        files = dist.files or []
+    except importlib.metadata.PackageNotFoundError:
+        return True
+    # Installed by pip (its RECORD lists this very package directory) yet without _core.
+    return not any(f.name == "__init__.py" and pathlib.Path(dist.locate_file(f)).resolve().parent == here
+                   for f in files)
+
+
 _numba_installed = importlib.util.find_spec("numba") is not None
+_core, _core_error = _load_core()
 _loaded: dict[str, Backend] = {}
 _num_threads: int | None = None  # set_num_threads's value when there is no _core (for numba)
 
 
 def backends() -> list[str]:
-    """Names of the available backends, best first (``cpp`` > ``numba`` > ``numpy``)."""
+    """Names of the available backends, best first (``cpp`` > ``numba`` > ``numpy``).
+
+    ``cpp`` is missing only if the compiled extension ``pyrnn_fast._core`` could not be imported;
+    the reason (the ImportError's text) is then in the error that ``backend="cpp"`` raises, and
+    a RuntimeWarning says so at import unless the package is an uninstalled source tree that
+    was never built."""
     available = {"cpp": _core is not None, "numba": _numba_installed, "numpy": True}
     return [name for name in PREFERENCE if available[name]]
 
@@ -76,7 +113,7 @@ def get_backend(name: str | None) -> Backend:
     if name not in PREFERENCE:
         raise ValueError(f"{source}: expected one of {list(PREFERENCE)}, got {name!r}")
     if name not in backends():
-        why = "the compiled extension pyrnn_fast._core is missing" if name == "cpp" else "numba is not installed"
+        why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else "numba is not installed"
         raise ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
     if name == "cpp":
         backend = Backend(
