@@ -78,7 +78,7 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
         import ctypes, os
         from pyrnn_fast import _bench
         run = _bench.make_runner("numba", _bench.SHAPES["typical"], "forward")
-        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_LAZY)  # the runtime numba will use
         before = gomp.omp_get_max_active_levels()
         run()
         import numba
@@ -89,7 +89,7 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path)
     if out.returncode != 0 and "OSError" in out.stderr:
-        pytest.skip("libgomp is not loaded in this build")
+        pytest.skip("no libgomp.so.1 on this system")
     assert out.returncode == 0, out.stderr
     layer, before, after = out.stdout.split()
     if layer != "omp":

@@ -91,21 +91,22 @@ def _keeping_openmp_nesting(fn):
     """``fn`` with the OpenMP nesting setting of the calling thread restored after each call.
 
     Numba's OpenMP threading layer turns nested parallelism on (max-active-levels 1 -> 255) in
-    the process's libgomp the first time it runs a parallel function. There is one libgomp per
-    process here: PyTorch, Numba and our kernels all load ``libgomp.so.1`` and the loader
-    shares it. PyTorch's CPU ops then run their parallel regions nested and create threads for
-    each one: measured, ``torch.nn.RNN`` on `typical` went from 13 to 270 ms for the rest of
-    the process. The main job times everything in one process, so the numba runner puts the
-    setting back.
+    libgomp it loads by the name ``libgomp.so.1``: the one already loaded under that soname
+    (PyTorch's, or ours in a source build), else the system's. PyTorch's CPU ops on that
+    runtime then run their parallel regions nested and create threads for each one: measured,
+    ``torch.nn.RNN`` on `typical` went from 13 to 270 ms for the rest of the process. The main
+    job times everything in one process, so the numba runner puts the setting back, in the
+    runtime that ``libgomp.so.1`` names (loaded here if nothing has loaded it yet, as numba
+    would: the repaired wheel's own copy has another name, and numba never touches it).
     """
     import ctypes
 
-    try:  # our compiled kernels load libgomp (the one numba will share), if they are built
+    try:  # a source build's kernels load libgomp.so.1 (the one numba will share)
         from . import _core  # noqa: F401
     except ImportError:
         pass
-    try:  # only if libgomp is loaded; otherwise this build has no OpenMP to protect
-        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    try:  # no libgomp.so.1 on this system: numba has no OpenMP layer to run here either
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_LAZY)
         get_levels, set_levels = gomp.omp_get_max_active_levels, gomp.omp_set_max_active_levels
     except (OSError, AttributeError):
         return fn
