@@ -432,13 +432,7 @@ class RNN:
             if h0.shape[1] != N:
                 raise ValueError(f"x: a stateful layer carries a state for batch size {h0.shape[1]}, got batch "
                                  f"size {N}; call reset_state() first")
-        if h0 is None:
-            h0 = np.zeros((L * dirs, N, H), self.dtype)
-        else:
-            h0 = _check_real("h0", h0)
-            if h0.shape != (L * dirs, N, H):
-                raise ValueError(f"h0: expected shape (num_layers*dirs, N, H) = {(L * dirs, N, H)}, got {h0.shape}")
-            h0 = np.array(h0, dtype=self.dtype)
+        h0 = self._state_or_zeros("h0", h0, (L * dirs, N, H), "shape (num_layers*dirs, N, H)")
 
         segs = _segments(lengths, T)
         rev = None if lengths is None else _reverse_index(lengths, T, N)
@@ -470,6 +464,15 @@ class RNN:
 
     forward = __call__
 
+    def _state_or_zeros(self, name, a, shape, meaning):
+        """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""
+        if a is None:
+            return np.zeros(shape, self.dtype)
+        a = _check_real(name, a)
+        if a.shape != shape:
+            raise ValueError(f"{name}: expected {meaning} = {shape}, got {a.shape}")
+        return np.array(a, dtype=self.dtype)
+
     # --- backward ------------------------------------------------------------------------
 
     def backward(self, dout, dh_n=None):
@@ -487,13 +490,7 @@ class RNN:
         if dout.shape != expected:
             raise ValueError(f"dout: expected the shape of out = {expected}, got {dout.shape}")
         d_tm = np.asarray(dout if self.time_major else dout.transpose(1, 0, 2), dtype=self.dtype)
-        if dh_n is None:
-            dh_n = np.zeros((L * dirs, N, H), self.dtype)
-        else:
-            dh_n = _check_real("dh_n", dh_n)
-            if dh_n.shape != (L * dirs, N, H):
-                raise ValueError(f"dh_n: expected the shape of h_n = {(L * dirs, N, H)}, got {dh_n.shape}")
-            dh_n = np.asarray(dh_n, dtype=self.dtype)
+        dh_n = self._state_or_zeros("dh_n", dh_n, (L * dirs, N, H), "the shape of h_n")
 
         segs, rev = cache["segs"], cache["rev"]
         dh0 = np.empty((L * dirs, N, H), self.dtype)
