@@ -1,5 +1,6 @@
 """The compiled backend under concurrency: Python threads, OpenMP thread counts, determinism."""
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -158,7 +159,11 @@ def _our_openmp(info):
     """threadpoolctl's entries for the OpenMP runtime that pyrnn_fast._core uses: the copy bundled
     in the wheel (pyrnn_fast.libs) if there is one, else the only OpenMP runtime loaded."""
     omp = [lib for lib in info if lib["internal_api"] == "openmp"]
-    ours = [lib for lib in omp if "pyrnn_fast" in lib["filepath"]]
+    # auditwheel puts the bundled copy in <site-packages>/pyrnn_fast.libs, next to the package.
+    # Compare folders, not substrings: in a venv under a folder named pyrnn_fast-ci.* (as CI's
+    # once was) every library's path contained "pyrnn_fast", PyTorch's libgomp included.
+    bundled = pathlib.Path(prf.__file__).resolve().parent.parent / "pyrnn_fast.libs"
+    ours = [lib for lib in omp if pathlib.Path(lib["filepath"]).resolve().parent == bundled]
     return ours or omp
 
 
