@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
 SIGNAL_AFTER_S = 1.5  # well inside the call (the child prints "start" right before it), past its set-up

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from conftest import BACKEND_PARAMS, assert_close, backend_id, use_backend
+from helpers import BACKEND_PARAMS, assert_close, backend_id, use_backend
 from pyrnn_fast import _backends, _reference
 
 U = 2.0 ** -24  # unit roundoff of float32
