@@ -14,7 +14,6 @@ if _threads:
         print("bench/conftest.py: numpy was imported before the thread limit was set", file=sys.stderr)
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[_var] = _threads
-    import pyrnn_fast
     from pyrnn_fast import _bench
 
     _bench.limit_threads(int(_threads))

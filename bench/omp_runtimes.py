@@ -47,6 +47,7 @@ def child(threads: int, rounds: int) -> dict:
     import pyrnn_fast as prf
     from pyrnn_fast import _bench
 
+    # isort: split
     import torch  # after pyrnn_fast, as `import pyrnn_fast` then `import torch` in a script
 
     prf.set_num_threads(threads)

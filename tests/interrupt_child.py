@@ -63,7 +63,8 @@ def make_call(backend: str, call: str, dtype):
         Wx = (rng.standard_normal((D, H)) / np.sqrt(D)).astype(dtype)
         Wh = (rng.standard_normal((H, H)) * (0.9 / np.sqrt(H))).astype(dtype)
         return (lambda T: prf.rnn_forward(np.broadcast_to(x_nd, (N, T, D)), Wx, Wh, backend=backend)), 4, N * H * 4
-    N, D, H = 1, 16, 4096 // (np.dtype(dtype).itemsize // 4)  # each step streams the 64 MB of Wh: long steps, little memory
+    # each step streams the 64 MB of Wh: long steps, little memory
+    N, D, H = 1, 16, 4096 // (np.dtype(dtype).itemsize // 4)
     Wx = (rng.standard_normal((D, H)) / np.sqrt(D)).astype(dtype)
     Wh = (rng.standard_normal((H, H)) * (0.9 / np.sqrt(H))).astype(dtype)
     x_full = rng.standard_normal((N, MAX_STEPS, D)).astype(dtype)
@@ -146,6 +147,11 @@ def main():
     per_step = max(long - short, 0.5 * long) / (2 * cal_steps)
     T = int(min(MAX_STEPS, max(cal_steps, TARGET_S / per_step)))
 
+    # Python installs its KeyboardInterrupt handler only if SIGINT is not ignored at start-up,
+    # and a process started in the background by a non-interactive shell (`pytest ... &` in a
+    # script, nohup) inherits SIGINT ignored: then every call ran to completion after the
+    # signal. Install it explicitly, so the test measures the kernels, not how pytest was run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     handled = []
     if with_handler:
         def handler(signum, frame):

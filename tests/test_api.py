@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
+from helpers import assert_close, check_against_reference, make_problem, reference
 from pyrnn_fast import _backends, _reference
-
-from conftest import assert_close, check_against_reference, make_problem, reference
 
 
 def _args(p):

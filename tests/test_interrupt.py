@@ -13,12 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from conftest import TOLERANCE
-
-import numpy as np
+from helpers import TOLERANCE
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
 SIGNAL_AFTER_S = 1.5  # well inside the call (the child prints "start" right before it), past its set-up
@@ -42,7 +41,8 @@ def _run_child(backend: str, call: str, rounds: int = 1, handler: bool = False):
             lines.put(line)
         lines.put(None)
 
-    threading.Thread(target=reader, daemon=True).start()
+    reading = threading.Thread(target=reader, daemon=True)
+    reading.start()
 
     def next_event(timeout):
         try:
@@ -76,6 +76,9 @@ def _run_child(backend: str, call: str, rounds: int = 1, handler: bool = False):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reading.join(timeout=30)  # the child is gone: its stdout is at EOF
+        proc.stdout.close()  # (unclosed, their ResourceWarnings fail the test: warnings are errors)
+        proc.stderr.close()
     return latencies, ends, done
 
 

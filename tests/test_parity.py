@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BACKEND_PARAMS, backend_id, check_against_reference, make_problem, use_backend
+from helpers import BACKEND_PARAMS, backend_id, check_against_reference, make_problem, use_backend
 
 SHAPES = [  # (T, N, D, H): edges, tails of every register block, and a few hundred
     (1, 1, 1, 1),

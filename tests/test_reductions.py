@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
+from helpers import BACKEND_PARAMS, assert_close, backend_id, use_backend
 from pyrnn_fast import _backends, _reference
-
-from conftest import BACKEND_PARAMS, assert_close, backend_id, use_backend
 
 U = 2.0 ** -24  # unit roundoff of float32
 
@@ -51,7 +50,7 @@ def gamma(h: int) -> float:
 def _check(got: dict, exact: dict, bounds: dict) -> None:
     """Each got[what] within bounds[what] of exact[what], relative to it (all positive)."""
     errors = {}
-    for what, bound in bounds.items():
+    for what in bounds:
         assert got[what].dtype == np.float32, what
         errors[what] = float(np.max(np.abs(got[what].astype(np.float64) - exact[what]) / exact[what]))
     report = ", ".join(f"{w}: {e / U:.0f} u (bound {bounds[w] / U:.0f} u)" for w, e in errors.items())
@@ -121,7 +120,7 @@ def _f64(a):
     return a.astype(np.float64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _long_problem(T, N):
     """Time-major float32 inputs with a nonzero mean, and the reference's float64 results."""
     rng = np.random.default_rng(7)

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
+from helpers import make_problem
 from pyrnn_fast import _backends
-
-from conftest import make_problem
 
 pytestmark = pytest.mark.skipif("cpp" not in prf.backends(), reason="compiled backend not built")
 

@@ -8,12 +8,14 @@ Every backend runs through this one path, so backends differ only in the recurre
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ._backends import get_backend
 
+Activation = Literal["tanh", "relu"]
 _ACTIVATIONS = ("tanh", "relu")
 _SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float
 
@@ -21,11 +23,11 @@ _SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float
 class RNNGrads(NamedTuple):
     """Gradients from ``rnn_backward``; each has the shape of what it is the gradient of."""
 
-    dx: np.ndarray
-    dWx: np.ndarray
-    dWh: np.ndarray
-    db: np.ndarray
-    dh0: np.ndarray
+    dx: NDArray[np.floating[Any]]
+    dWx: NDArray[np.floating[Any]]
+    dWh: NDArray[np.floating[Any]]
+    db: NDArray[np.floating[Any]]
+    dh0: NDArray[np.floating[Any]]
 
 
 def _check_activation(activation) -> str:
@@ -37,7 +39,7 @@ def _check_activation(activation) -> str:
 def _as_arrays(required: tuple, **named) -> dict:
     """np.asarray each non-None input and reject what the library cannot compute with: a
     missing required argument, non-numeric objects, and dtypes other than real numbers."""
-    out = {}
+    out: dict[str, np.ndarray | None] = {}
     for name, a in named.items():
         if a is None:
             if name in required:
@@ -130,14 +132,14 @@ def _addressable(a: np.ndarray, unit_last: bool) -> bool:
     return not unit_last or a.shape[-1] <= 1 or a.strides[-1] == a.itemsize
 
 
-def _in_kernel_layout(a, dtype, unit_last=True):
+def _in_kernel_layout(a: ArrayLike, dtype: np.dtype, unit_last: bool = True) -> np.ndarray:
     """`a` as a `dtype` array the kernels can address: itself (or np.asarray's dtype
     conversion) when they can, else a C-contiguous copy."""
     a = np.asarray(a, dtype=dtype)
     return a if _addressable(a, unit_last) else np.array(a, order="C")
 
 
-def _kernel_matrix(a, dtype):
+def _kernel_matrix(a: ArrayLike | None, dtype: np.dtype) -> np.ndarray | None:
     """A C-contiguous aligned native matrix (or None). Matrices are small next to the
     sequences; one layout for them (C) keeps Numba from compiling a variant per layout."""
     if a is None:
@@ -146,13 +148,13 @@ def _kernel_matrix(a, dtype):
     return a if a.flags.c_contiguous and _addressable(a, True) else np.array(a, order="C")
 
 
-def _kernel_seq(a, dtype):
+def _kernel_seq(a: ArrayLike, dtype: np.dtype) -> np.ndarray:
     """A sequence array (T, N, ·) the kernels can address in place: strided views such as
     the transposed batch-major layout are kept, other layouts copied."""
     return _in_kernel_layout(a, dtype, unit_last=True)
 
 
-def _kernel_weights(Wx, dtype):
+def _kernel_weights(Wx: ArrayLike, dtype: np.dtype) -> np.ndarray:
     """Wx for the GEMMs, which take any non-negative strides (Fortran order stays a view)."""
     return _in_kernel_layout(Wx, dtype, unit_last=False)
 
@@ -165,7 +167,9 @@ def _forward_into(kernel, x_tm, Wx, Wh, b, h0, hs_tm, act, dtype):
     kernel.forward(hs_tm, _kernel_matrix(Wh, dtype), h0, hs_tm, act)
 
 
-def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=False, backend=None):
+def rnn_forward(x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, b: ArrayLike | None = None, h0: ArrayLike | None = None,
+                *, activation: Activation = "tanh", time_major: bool = False,
+                backend: str | None = None) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
     """Run a vanilla RNN over a whole sequence.
 
     h_t = act(x_t · Wx + h_{t-1} · Wh + b), h_{-1} = h0 (zeros when None).
@@ -205,8 +209,9 @@ def rnn_forward(x, Wx, Wh, b=None, h0=None, *, activation="tanh", time_major=Fal
     return hs, h_last
 
 
-def rnn_backward(dhs, x, Wx, Wh, hs, h0=None, *, dh_last=None, activation="tanh", time_major=False,
-                 backend=None) -> RNNGrads:
+def rnn_backward(dhs: ArrayLike, x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, hs: ArrayLike,
+                 h0: ArrayLike | None = None, *, dh_last: ArrayLike | None = None, activation: Activation = "tanh",
+                 time_major: bool = False, backend: str | None = None) -> RNNGrads:
     """Backpropagation through time for ``rnn_forward``.
 
     Parameters

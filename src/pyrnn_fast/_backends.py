@@ -76,7 +76,8 @@ def _never_built(error: ImportError) -> bool:
     except importlib.metadata.PackageNotFoundError:
         return True
     # Installed by pip (its RECORD lists this very package directory) yet without _core.
-    return not any(f.name == "__init__.py" and pathlib.Path(dist.locate_file(f)).resolve().parent == here
+    return not any(f.name == "__init__.py"
+                   and pathlib.Path(dist.locate_file(f)).resolve().parent == here  # type: ignore[arg-type]
                    for f in files)
 
 

@@ -1,0 +1,153 @@
+"""Shared test helpers, imported by the test modules as ``from helpers import ...`` (pytest puts
+tests/ on sys.path). conftest.py keeps only pytest's hooks and fixtures.
+
+Functional API: every backend (the compiled one once per instruction set this machine
+supports), problem generation, and the comparison against the NumPy reference.
+Layers: tolerances against torch and between runs of our own code, ``close``, random arrays."""
+from __future__ import annotations
+
+import numpy as np
+
+import pyrnn_fast as prf
+from pyrnn_fast import _backends, _reference
+
+# Tolerances, relative to the largest magnitude of the reference result:
+# - float64: the backends sum the same products in other orders (blocked GEMMs, FMA) and use
+#   their own tanh (a few ulp); rounding differences are ~1e-15 and the recurrence contracts
+#   them, so 1e-12 leaves three orders of margin without hiding a real bug (which is O(1e-3+)).
+# - float32: the same argument with eps = 6e-8: observed errors are ~1e-6 for sums over a
+#   few hundred terms; 1e-5 is the bound DESIGN.md promises.
+TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+
+
+def _backend_params():
+    params = []
+    if "cpp" in prf.backends():
+        params += [("cpp", isa) for isa in _backends._core.available_isas()]
+    params += [(name, None) for name in ("numba", "numpy") if name in prf.backends()]
+    return params
+
+
+BACKEND_PARAMS = _backend_params()
+
+
+def backend_id(param) -> str:
+    name, isa = param
+    return name if isa is None else f"{name}-{isa}"
+
+
+class use_backend:
+    """Context manager selecting a backend (and for cpp an instruction set) for a test."""
+
+    def __init__(self, param):
+        self.name, self.isa = param
+
+    def __enter__(self):
+        if self.isa is not None:
+            self.previous = _backends._core.isa()
+            _backends._core.set_isa(self.isa)
+        return self.name
+
+    def __exit__(self, *exc):
+        if self.isa is not None:
+            _backends._core.set_isa(self.previous)
+
+
+def make_problem(T, N, D, H, dtype=np.float64, *, bias=True, h0=True, dh_last=True, seed=0):
+    """Random inputs, scaled so that neither activation saturates nor explodes: Wh has
+    spectral radius about 0.9, pre-activations are O(1)."""
+    rng = np.random.default_rng(seed)
+    p = {
+        "x": rng.standard_normal((T, N, D)),
+        "Wx": rng.standard_normal((D, H)) / np.sqrt(max(D, 1)),
+        "Wh": rng.standard_normal((H, H)) * (0.9 / np.sqrt(max(H, 1))),
+        "b": rng.standard_normal(H) * 0.3 if bias else None,
+        "h0": rng.standard_normal((N, H)) * 0.5 if h0 else None,
+        "dhs": rng.standard_normal((T, N, H)),
+        "dh_last": rng.standard_normal((N, H)) if dh_last else None,
+    }
+    return {k: None if v is None else v.astype(dtype) for k, v in p.items()}
+
+
+def reference(p, activation):
+    """The reference in float64 on exactly the same (possibly float32) input values."""
+    f64 = {k: None if v is None else v.astype(np.float64) for k, v in p.items()}
+    hs, h_last = _reference.rnn_forward(f64["x"], f64["Wx"], f64["Wh"], f64["b"], f64["h0"], activation)
+    return f64, hs, h_last
+
+
+def assert_close(actual, expected, dtype, what=""):
+    dtype = np.dtype(dtype)
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    if expected.size == 0:
+        return
+    scale = max(float(np.max(np.abs(expected))), np.finfo(dtype).tiny)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected))) / scale
+    assert err <= TOLERANCE[dtype], f"{what}: relative error {err:.2e} > {TOLERANCE[dtype]:.0e}"
+
+
+def to_layout(a, time_major):
+    """A time-major (T, N, ...) array in the requested layout."""
+    return a if time_major or a is None else np.ascontiguousarray(a.transpose(1, 0, 2))
+
+
+def check_against_reference(p, activation, backend, time_major=True, dtype=None):
+    """Run forward and backward through the public API and compare every output with the
+    reference. The backward pass of both gets the same hs (the reference's, in the input
+    dtype), so that relu's derivative sees identical signs."""
+    dtype = np.dtype(dtype or p["x"].dtype)
+    f64, hs_ref, hl_ref = reference(p, activation)
+    x = to_layout(p["x"], time_major)
+    hs, h_last = prf.rnn_forward(x, p["Wx"], p["Wh"], p["b"], p["h0"], activation=activation,
+                                 time_major=time_major, backend=backend)
+    assert_close(hs, to_layout(hs_ref, time_major), dtype, "hs")
+    assert_close(h_last, hl_ref, dtype, "h_last")
+
+    hs_in = hs_ref.astype(dtype)
+    g_ref = _reference.rnn_backward(f64["dhs"], f64["x"], f64["Wx"], f64["Wh"], hs_in.astype(np.float64),
+                                    f64["h0"], f64["dh_last"], activation)
+    g = prf.rnn_backward(to_layout(p["dhs"], time_major), x, p["Wx"], p["Wh"], to_layout(hs_in, time_major),
+                         p["h0"], dh_last=p["dh_last"], activation=activation, time_major=time_major,
+                         backend=backend)
+    assert isinstance(g, prf.RNNGrads)
+    expected = dict(zip(prf.RNNGrads._fields, g_ref))
+    expected["dx"] = to_layout(expected["dx"], time_major)
+    for name in prf.RNNGrads._fields:
+        assert_close(getattr(g, name), expected[name], dtype, name)
+
+
+# --- layers -------------------------------------------------------------------------------------
+
+# Tolerances, relative to the largest magnitude of the expected array:
+# - float64 vs torch float64: both compute the same sums in different orders (torch's MKL/
+#   own GEMMs vs ours) and their own tanh; rounding errors are ~1e-15 per operation and grow
+#   by a small factor through 3 stacked layers and T steps of a contracting recurrence.
+#   1e-10 leaves orders of magnitude of margin yet would catch any real bug (O(1e-3) or more).
+# - float32 vs torch float32: the same argument with eps = 6e-8; each side is off by ~1e-6 on
+#   these small sums, so 1e-5 is the bound (the one DESIGN.md promises for float32).
+# - Two runs of our own code that group the same samples differently (segments vs one sample
+#   alone): only GEMM blocking differs, so float64 agrees to 1e-12.
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+SELF_TOL = 1e-12
+
+
+def close(actual, expected, tol, what=""):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    if expected.size == 0:
+        return
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64)))) / scale
+    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
+
+
+
+def rng_arrays(seed, *shapes, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+
+# The small problem of the layer tests against torch: T, N, D, H.
+T_, N_, D_, H_ = 6, 5, 3, 4

@@ -1,0 +1,79 @@
+"""prf.RNN's construction and contract: shapes, layouts, dtypes, parameter names, initialisation,
+repr, and the errors for bad arguments."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+
+
+def test_shapes_layout_and_dtype_casting():
+    layer = prf.RNN(3, 4, num_layers=2, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 7, 3))  # float64 in, float32 layer
+    out, h_n = layer(x)
+    assert out.shape == (5, 7, 8) and h_n.shape == (4, 5, 4)
+    assert out.dtype == np.float32 and h_n.dtype == np.float32
+    dx = layer.backward(np.ones_like(out))
+    assert dx.shape == x.shape and dx.dtype == np.float32
+    tm = prf.RNN(3, 4, num_layers=2, bidirectional=True, seed=0, time_major=True)
+    out_tm, h_n_tm = tm(x.transpose(1, 0, 2))
+    np.testing.assert_array_equal(out_tm, out.transpose(1, 0, 2))
+    np.testing.assert_array_equal(h_n_tm, h_n)
+    # the top layer's last forward state is out[:, -1, :H]; the reverse's is out[:, 0, H:]
+    np.testing.assert_array_equal(h_n[2], out[:, -1, :4])
+    np.testing.assert_array_equal(h_n[3], out[:, 0, 4:])
+
+
+def test_no_bias_and_param_names():
+    layer = prf.RNN(2, 3, num_layers=2, bidirectional=True, bias=False)
+    assert list(layer.params) == ["Wx_l0", "Wh_l0", "Wx_l0_reverse", "Wh_l0_reverse",
+                                  "Wx_l1", "Wh_l1", "Wx_l1_reverse", "Wh_l1_reverse"]
+    assert layer.params["Wx_l1"].shape == (6, 3)
+    assert layer.num_params() == 2 * (2 * 3 + 9) + 2 * (6 * 3 + 9)
+
+
+def test_initialisation_and_repr():
+    layer = prf.RNN(5, 8, num_layers=2, bidirectional=True, seed=42)
+    limit = np.sqrt(6 / (5 + 8))
+    assert np.abs(layer.params["Wx_l0"]).max() <= limit and np.abs(layer.params["Wx_l0"]).max() > limit / 2
+    assert np.abs(layer.params["Wx_l1"]).max() <= np.sqrt(6 / (16 + 8))
+    Wh = layer.params["Wh_l1_reverse"].astype(np.float64)
+    np.testing.assert_allclose(Wh.T @ Wh, np.eye(8), atol=1e-6)
+    assert not layer.params["b_l0"].any()
+    assert all(v.dtype == np.float32 for v in layer.params.values())
+    again = prf.RNN(5, 8, num_layers=2, bidirectional=True, seed=42)
+    other = prf.RNN(5, 8, num_layers=2, bidirectional=True, seed=43)
+    np.testing.assert_array_equal(again.params["Wh_l0"], layer.params["Wh_l0"])
+    assert not np.array_equal(other.params["Wh_l0"], layer.params["Wh_l0"])
+    assert layer.num_params() == 2 * (5 * 8 + 64 + 8) + 2 * (16 * 8 + 64 + 8)
+    text = repr(layer)
+    assert "Wx_l1_reverse (16, 8)" in text and "Wh_l0 (8, 8)" in text and f"{layer.num_params():,}" in text
+    assert "num_layers=2" in text and "bidirectional=True" in text
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="activation"):
+        prf.RNN(2, 3, activation="sigmoid")
+    with pytest.raises(TypeError, match="dtype"):
+        prf.RNN(2, 3, dtype=np.float16)
+    with pytest.raises(ValueError, match="num_layers"):
+        prf.RNN(2, 3, num_layers=0)
+    with pytest.raises(ValueError, match="dropout"):
+        prf.RNN(2, 3, dropout=1.5)
+    layer = prf.RNN(2, 3, num_layers=2)
+    with pytest.raises(ValueError, match="x"):
+        layer(np.zeros((4, 5, 3)))
+    with pytest.raises(ValueError, match="x"):
+        layer(np.zeros((4, 2)))
+    with pytest.raises(TypeError, match="x"):
+        layer(np.zeros((1, 2, 2), complex))
+    with pytest.raises(ValueError, match=r"h0.*\(2, 4, 3\)"):
+        layer(np.zeros((4, 5, 2)), np.zeros((1, 4, 3)))
+    with pytest.raises(RuntimeError, match="forward"):
+        layer.backward(np.zeros((4, 5, 3)))
+    layer(np.zeros((4, 5, 2)))
+    with pytest.raises(ValueError, match="dout"):
+        layer.backward(np.zeros((4, 5, 6)))
+    with pytest.raises(ValueError, match="dh_n"):
+        layer.backward(np.zeros((4, 5, 3)), np.zeros((1, 4, 3)))

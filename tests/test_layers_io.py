@@ -1,0 +1,94 @@
+"""prf.RNN's interop and files: to/from torch, Keras weights, save/load (RNN.load's validation is
+in test_load.py), and that importing the package imports neither torch nor numba."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from helpers import D_, H_, N_, T_, TOL, close, rng_arrays
+
+
+def test_to_torch_round_trip():
+    torch = pytest.importorskip("torch")
+    layer = prf.RNN(D_, H_, num_layers=2, bidirectional=True, activation="relu", time_major=True,
+                    dtype=np.float64, seed=3)
+    for k, v in layer.params.items():  # non-zero biases, so that their export is tested
+        if k.startswith("b_"):
+            v[...] = np.random.default_rng(4).standard_normal(v.shape)
+    module = layer.to_torch()
+    assert isinstance(module, torch.nn.RNN) and module.batch_first is False and module.nonlinearity == "relu"
+    assert module.weight_ih_l0.dtype == torch.float64 and module.bidirectional and module.num_layers == 2
+    assert not module.bias_hh_l1_reverse.detach().numpy().any()
+    np.testing.assert_array_equal(module.weight_ih_l1.detach().numpy(), layer.params["Wx_l1"].T)
+    np.testing.assert_array_equal(module.bias_ih_l0_reverse.detach().numpy(), layer.params["b_l0_reverse"])
+    x = rng_arrays(5, (T_, N_, D_))[0]
+    out, h_n = layer(x)
+    t_out, t_hn = module(torch.tensor(x))
+    close(out, t_out.detach().numpy(), TOL[np.dtype(np.float64)], "out")
+    close(h_n, t_hn.detach().numpy(), TOL[np.dtype(np.float64)], "h_n")
+    back = prf.RNN.from_torch(module)
+    for k, v in layer.params.items():
+        np.testing.assert_array_equal(back.params[k], v)
+    assert (back.time_major, back.activation, back.dtype) == (True, "relu", np.float64)
+    assert not layer.eval().to_torch().training and layer.train().to_torch().training
+
+
+def test_from_torch_folds_biases_and_rejects_other_modules():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    module = torch.nn.RNN(3, 4, dtype=torch.float64).eval()
+    layer = prf.RNN.from_torch(module)
+    expected = (module.bias_ih_l0 + module.bias_hh_l0).detach().numpy()
+    np.testing.assert_allclose(layer.params["b_l0"], expected, rtol=1e-15)
+    assert layer.training is False and layer.time_major is True
+    with pytest.raises(TypeError, match="module"):
+        prf.RNN.from_torch(torch.nn.GRU(3, 4))
+    with pytest.raises(TypeError, match="dtype"):
+        prf.RNN.from_torch(torch.nn.RNN(3, 4, dtype=torch.float16))
+
+
+def test_import_does_not_import_torch(tmp_path):
+    code = ("import sys, pyrnn_fast as prf; prf.RNN(2, 3); "
+            "assert 'torch' not in sys.modules and 'numba' not in sys.modules, 'imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+def test_save_and_load(tmp_path):
+    layer = prf.RNN(3, 4, num_layers=2, bidirectional=True, activation="relu", bias=False, dropout=0.25,
+                    time_major=True, stateful=True, dtype=np.float64, seed=9)
+    path = tmp_path / "rnn.npz"
+    layer.save(path)
+    back = prf.RNN.load(path)
+    assert back._config() == layer._config()
+    for k, v in layer.params.items():
+        np.testing.assert_array_equal(back.params[k], v)
+        assert back.params[k].dtype == np.float64
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    np.testing.assert_array_equal(back.eval()(x)[0], layer.eval()(x)[0])
+    with np.load(path, allow_pickle=False) as f:  # a plain .npz: config + one array per weight
+        assert set(f.files) == {"__config__"} | set(layer.params)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_from_keras_weights(bias):
+    rng = np.random.default_rng(0)
+    kernel, rec, b = rng.standard_normal((3, 5)), rng.standard_normal((5, 5)) * 0.3, rng.standard_normal(5)
+    weights = [kernel.astype(np.float32), rec.astype(np.float32)] + ([b.astype(np.float32)] if bias else [])
+    layer = prf.RNN.from_keras_weights(weights)
+    assert layer.dtype == np.float32 and layer.num_layers == 1 and layer.bias == bias
+    x = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    out, h_n = layer(x)
+    hs, h_last = prf.rnn_forward(x, *weights)
+    np.testing.assert_array_equal(out, hs)
+    np.testing.assert_array_equal(h_n[0], h_last)
+    with pytest.raises(ValueError, match="recurrent_kernel"):
+        prf.RNN.from_keras_weights([kernel, rec[:4]])
+    with pytest.raises(ValueError, match="bias"):
+        prf.RNN.from_keras_weights([kernel, rec, b[:2]])
+    with pytest.raises(ValueError, match="weights"):
+        prf.RNN.from_keras_weights([kernel])

@@ -1,0 +1,73 @@
+"""prf.RNN with variable lengths, zero-length sequences and empty batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from helpers import SELF_TOL, close, rng_arrays
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_lengths_equal_each_sample_alone(time_major):
+    T, N, D, H = 6, 6, 3, 4
+    lengths = np.array([0, 5, 2, 5, 6, 3])
+    x, h0, dout, dh_n = rng_arrays(40, (N, T, D), (4, N, H), (N, T, 2 * H), (4, N, H))
+    layer = prf.RNN(D, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=7, time_major=time_major)
+
+    def tm(a):
+        return np.ascontiguousarray(a.transpose(1, 0, 2)) if time_major else a
+
+    before = (x.copy(), h0.copy(), lengths.copy())
+    out, h_n = layer(tm(x), h0, lengths)
+    for a, b in zip((x, h0, lengths), before):  # inputs are never modified
+        np.testing.assert_array_equal(a, b)
+    out = tm(out)
+    dx = tm(layer.backward(tm(dout), dh_n))
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    dh0 = layer.dh0.copy()
+    summed = {k: np.zeros_like(v) for k, v in grads.items()}
+    for n, L in enumerate(lengths):
+        o, hn = layer(tm(x[n:n + 1, :L]), h0[:, n:n + 1])
+        close(out[n:n + 1, :L], tm(o), SELF_TOL, f"out[{n}]")
+        assert not out[n, L:].any()
+        close(h_n[:, n:n + 1], hn, SELF_TOL, f"h_n[{n}]")
+        d = layer.backward(tm(dout[n:n + 1, :L]), dh_n[:, n:n + 1])
+        close(dx[n:n + 1, :L], tm(d), SELF_TOL, f"dx[{n}]")
+        assert not dx[n, L:].any()
+        close(dh0[:, n:n + 1], layer.dh0, SELF_TOL, f"dh0[{n}]")
+        for k in summed:
+            summed[k] += layer.grads[k]
+    for k in grads:
+        close(grads[k], summed[k], SELF_TOL, k)
+    np.testing.assert_array_equal(h_n[:, 0], h0[:, 0])
+
+
+def test_lengths_validation():
+    layer = prf.RNN(2, 3)
+    x = np.zeros((3, 4, 2), np.float32)
+    for bad, err, match in (([1, 2], ValueError, r"\(N,\)"), ([1, -1, 2], ValueError, "0 <= lengths"),
+                            ([1, 5, 2], ValueError, "0 <= lengths"), ([1.0, 2.0, 3.0], TypeError, "integer"),
+                            ([[1, 2, 3]], ValueError, r"\(N,\)")):
+        with pytest.raises(err, match=match):
+            layer(x, lengths=bad)
+    out, h_n = layer(x, lengths=np.array([0, 4, 2], np.uint8))
+    assert out.shape == (3, 4, 3)
+
+
+def test_zero_length_sequence_and_empty_batch():
+    layer = prf.RNN(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    h0 = np.random.default_rng(0).standard_normal((4, 2, 4))
+    out, h_n = layer(np.zeros((2, 0, 3)), h0)
+    assert out.shape == (2, 0, 8)
+    np.testing.assert_array_equal(h_n, h0)
+    dh_n = np.ones((4, 2, 4))
+    dx = layer.backward(np.zeros((2, 0, 8)), dh_n)
+    assert dx.shape == (2, 0, 3)
+    np.testing.assert_array_equal(layer.dh0, dh_n)
+    assert not any(g.any() for g in layer.grads.values())
+    out, h_n = layer(np.zeros((2, 3, 3)), h0, lengths=[0, 0])
+    assert not out.any()
+    np.testing.assert_array_equal(h_n, h0)
+    out, h_n = layer(np.zeros((0, 3, 3)))
+    assert out.shape == (0, 3, 8) and h_n.shape == (4, 0, 4)

@@ -1,0 +1,128 @@
+"""prf.RNN's state: stateful chunks, step, dropout and training mode, gradients kept in place."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from helpers import SELF_TOL, close, rng_arrays
+
+# --- dropout, modes, seeds -------------------------------------------------------------------
+
+def test_dropout_only_in_training_and_reproducible():
+    x = rng_arrays(0, (4, 5, 3))[0]
+    a = prf.RNN(3, 6, num_layers=3, dropout=0.5, seed=1)
+    b = prf.RNN(3, 6, num_layers=3, dropout=0.5, seed=1)
+    plain = prf.RNN(3, 6, num_layers=3, seed=1)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], plain.params[k])  # dropout draws from its own stream
+    out_a, _ = a(x)
+    out_b, _ = b(x)
+    np.testing.assert_array_equal(out_a, out_b)
+    out_plain, _ = plain(x)
+    assert not np.allclose(out_a, out_plain)
+    out_eval, _ = a.eval()(x)
+    np.testing.assert_array_equal(out_eval, out_plain)
+    assert a.train() is a and a.training
+
+
+def test_dropout_one_layer_is_a_no_op_and_probability_one_zeroes():
+    x = rng_arrays(0, (2, 3, 3))[0]
+    one = prf.RNN(3, 4, dropout=0.9, seed=0)
+    ref = prf.RNN(3, 4, seed=0)
+    np.testing.assert_array_equal(one(x)[0], ref(x)[0])
+    full = prf.RNN(3, 4, num_layers=2, dropout=1.0, bias=False, seed=0)
+    out, _ = full(x)
+    assert not out.any()  # layer 1 sees zeros, has no bias, and starts from zeros
+
+
+# --- state: stateful chunks, step ------------------------------------------------------------
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_stateful_chunks_equal_one_long_sequence(time_major):
+    T, N, D, H = 9, 3, 2, 5
+    x, h0 = rng_arrays(20, (N, T, D), (2, N, H))
+    full = prf.RNN(D, H, num_layers=2, dtype=np.float64, seed=5)
+    chunked = prf.RNN(D, H, num_layers=2, dtype=np.float64, seed=5, stateful=True, time_major=time_major)
+    out_full, hn_full = full(x, h0)
+    outs, t0 = [], 0
+    for i, t1 in enumerate((4, 7, 9)):
+        chunk = x[:, t0:t1] if not time_major else np.ascontiguousarray(x[:, t0:t1].transpose(1, 0, 2))
+        out, h_n = chunked(chunk, h0 if i == 0 else None)
+        outs.append(out if not time_major else out.transpose(1, 0, 2))
+        np.testing.assert_array_equal(chunked.state, h_n)
+        t0 = t1
+    close(np.concatenate(outs, axis=1), out_full, SELF_TOL, "out")
+    close(h_n, hn_full, SELF_TOL, "h_n")
+
+    # truncated BPTT: the last chunk's backward is that of a plain layer started from the carried state
+    plain = prf.RNN(D, H, num_layers=2, dtype=np.float64, seed=5, time_major=time_major)
+    carried = rng_arrays(21, (2, N, H))[0]
+    chunked.state = carried.copy()
+    last = x[:, 7:] if not time_major else np.ascontiguousarray(x[:, 7:].transpose(1, 0, 2))
+    dout = rng_arrays(22, last.shape[:2] + (H,))[0]
+    chunked(last)
+    dx = chunked.backward(dout)
+    plain(last, carried)
+    np.testing.assert_array_equal(dx, plain.backward(dout))
+    for k in plain.grads:
+        np.testing.assert_array_equal(chunked.grads[k], plain.grads[k])
+    np.testing.assert_array_equal(chunked.dh0, plain.dh0)
+
+    chunked.reset_state()
+    assert chunked.state is None
+    np.testing.assert_array_equal(chunked(x[:, :4] if not time_major else x[:, :4].transpose(1, 0, 2))[1],
+                                  full(x[:, :4])[1])
+    with pytest.raises(ValueError, match="reset_state"):
+        chunked(np.zeros((N + 1, 2, D)) if not time_major else np.zeros((2, N + 1, D)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_equals_whole_sequence(dtype):
+    T, N, D, H = 7, 2, 3, 4
+    x = rng_arrays(30, (N, T, D), dtype=dtype)[0]
+    whole = prf.RNN(D, H, num_layers=3, activation="relu", dtype=dtype, seed=6)
+    out, h_n = whole(x)
+    stream = prf.RNN(D, H, num_layers=3, activation="relu", dtype=dtype, seed=6, stateful=True)
+    tol = SELF_TOL if dtype == np.float64 else 1e-6  # same arithmetic, other GEMM blocking
+    first, _ = stream(x[:, :3])                  # __call__ and step share the state
+    state = stream.state
+    for t in range(3, T):
+        y = stream.step(x[:, t])
+        assert y.shape == (N, H) and y.dtype == dtype
+        close(y, out[:, t], tol, f"step {t}")
+        assert not np.shares_memory(y, stream.state)
+    assert stream.state is state                 # updated in place, never reallocated
+    close(stream.state, h_n, tol, "state")
+    close(first, out[:, :3], tol, "first chunk")
+
+    fresh = prf.RNN(D, H, num_layers=3, activation="relu", dtype=dtype, seed=6, stateful=True)
+    ys = np.stack([fresh.step(x[:, t]) for t in range(T)], axis=1)
+    close(ys, out, tol, "steps from zeros")
+
+
+def test_step_errors():
+    with pytest.raises(ValueError, match="bidirectional"):
+        prf.RNN(2, 3, bidirectional=True, stateful=True).step(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="stateful"):
+        prf.RNN(2, 3).step(np.zeros((1, 2)))
+    layer = prf.RNN(2, 3, stateful=True)
+    with pytest.raises(ValueError, match="x_t"):
+        layer.step(np.zeros((1, 5)))
+    layer.step(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="reset_state"):
+        layer.step(np.zeros((2, 2)))
+
+
+def test_grads_are_overwritten_in_place_not_accumulated():
+    layer = prf.RNN(2, 3, num_layers=2, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 4, 2))
+    out, _ = layer(x)
+    ids = {k: id(v) for k, v in layer.grads.items()}
+    layer.backward(np.ones_like(out))
+    first = {k: v.copy() for k, v in layer.grads.items()}
+    layer.backward(np.ones_like(out))
+    for k, v in layer.grads.items():
+        np.testing.assert_array_equal(v, first[k])
+        assert id(v) == ids[k]
+    assert set(layer.grads) == set(layer.params)

@@ -1,0 +1,125 @@
+"""prf.TimeRNN against the textbook's TimeRNN, written out here as the textbook has it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from helpers import SELF_TOL, close
+
+
+class TextbookRNN:
+    """One time step, as written in the textbook."""
+
+    def __init__(self, Wx, Wh, b):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.cache = None
+
+    def forward(self, x, h_prev):
+        Wx, Wh, b = self.params
+        t = np.dot(h_prev, Wh) + np.dot(x, Wx) + b
+        h_next = np.tanh(t)
+        self.cache = (x, h_prev, h_next)
+        return h_next
+
+    def backward(self, dh_next):
+        Wx, Wh, b = self.params
+        x, h_prev, h_next = self.cache
+        dt = dh_next * (1 - h_next ** 2)
+        db = np.sum(dt, axis=0)
+        dWh = np.dot(h_prev.T, dt)
+        dh_prev = np.dot(dt, Wh.T)
+        dWx = np.dot(x.T, dt)
+        dx = np.dot(dt, Wx.T)
+        self.grads[0][...] = dWx
+        self.grads[1][...] = dWh
+        self.grads[2][...] = db
+        return dx, dh_prev
+
+
+class TextbookTimeRNN:
+    """The textbook's TimeRNN (with the dtype of the parameters instead of a fixed 'f')."""
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.layers = None
+        self.h, self.dh = None, None
+        self.stateful = stateful
+
+    def set_state(self, h):
+        self.h = h
+
+    def reset_state(self):
+        self.h = None
+
+    def forward(self, xs):
+        Wx, Wh, b = self.params
+        N, T, D = xs.shape
+        D, H = Wx.shape
+        self.layers = []
+        hs = np.empty((N, T, H), dtype=Wx.dtype)
+        if not self.stateful or self.h is None:
+            self.h = np.zeros((N, H), dtype=Wx.dtype)
+        for t in range(T):
+            layer = TextbookRNN(*self.params)
+            self.h = layer.forward(xs[:, t, :], self.h)
+            hs[:, t, :] = self.h
+            self.layers.append(layer)
+        return hs
+
+    def backward(self, dhs):
+        Wx, Wh, b = self.params
+        N, T, H = dhs.shape
+        D, H = Wx.shape
+        dxs = np.empty((N, T, D), dtype=Wx.dtype)
+        dh = 0
+        grads = [0, 0, 0]
+        for t in reversed(range(T)):
+            layer = self.layers[t]
+            dx, dh = layer.backward(dhs[:, t, :] + dh)
+            dxs[:, t, :] = dx
+            for i, grad in enumerate(layer.grads):
+                grads[i] += grad
+        for i, grad in enumerate(grads):
+            self.grads[i][...] = grad
+        self.dh = dh
+        return dxs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("stateful", [False, True])
+def test_time_rnn_matches_the_textbook(dtype, stateful):
+    N, T, D, H = 3, 5, 4, 6
+    rng = np.random.default_rng(50)
+    Wx, Wh, b = (rng.standard_normal((D, H)) / 2).astype(dtype), (rng.standard_normal((H, H)) / 3).astype(dtype), \
+        (rng.standard_normal(H) / 4).astype(dtype)
+    ours = prf.TimeRNN(Wx.copy(), Wh.copy(), b.copy(), stateful=stateful)
+    book = TextbookTimeRNN(Wx.copy(), Wh.copy(), b.copy(), stateful=stateful)
+    grads_ids = [id(g) for g in ours.grads]
+    tol = SELF_TOL if dtype == np.float64 else 1e-5  # the same sums in another order
+    for it in range(3):  # three chunks, an SGD step after each, as the textbook's trainer does
+        xs = rng.standard_normal((N, T, D)).astype(dtype)
+        dhs = rng.standard_normal((N, T, H)).astype(dtype)
+        if it == 1:
+            h = rng.standard_normal((N, H)).astype(dtype)
+            ours.set_state(h.copy())
+            book.set_state(h.copy())
+        hs = ours.forward(xs)
+        close(hs, book.forward(xs), tol, f"hs {it}")
+        assert hs.dtype == dtype
+        close(ours.h, book.h, tol, f"h {it}")
+        dxs = ours.backward(dhs)
+        close(dxs, book.backward(dhs), tol, f"dxs {it}")
+        close(ours.dh, book.dh, tol, f"dh {it}")
+        for i in range(3):
+            close(ours.grads[i], book.grads[i], tol, f"grads[{i}] {it}")
+            ours.params[i] -= 0.1 * ours.grads[i]   # in place, the textbook SGD
+            book.params[i] -= 0.1 * book.grads[i]
+    assert [id(g) for g in ours.grads] == grads_ids
+    ours.reset_state()
+    book.reset_state()
+    assert ours.h is None
+    xs = rng.standard_normal((N, T, D)).astype(dtype)
+    close(ours.forward(xs), book.forward(xs), tol, "after reset")

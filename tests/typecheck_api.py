@@ -1,0 +1,27 @@
+"""The public API's types as a user sees them: checked by mypy in CI, never run (pytest does
+not collect it). Each ``type: ignore[...]`` asserts that mypy rejects its line: with
+warn_unused_ignores (pyproject.toml), a line mypy accepted would fail the check."""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+import pyrnn_fast as prf
+
+x = np.zeros((2, 3, 4), np.float32)
+Wx = np.zeros((4, 5), np.float32)
+Wh = np.zeros((5, 5), np.float32)
+
+hs, h_last = prf.rnn_forward(x, Wx, Wh, activation="relu", time_major=False, backend="numpy")
+grads: prf.RNNGrads = prf.rnn_backward(hs, x, Wx, Wh, hs, dh_last=h_last, activation="tanh")
+dWx: NDArray[np.floating] = grads.dWx
+prf.rnn_forward([[[0.0]]], [[0.0]], [[0.0]])  # any array-like
+threads: int = prf.get_num_threads()
+prf.set_num_threads(None)
+names: list[str] = prf.backends()
+isa: str | None = prf.isa()
+
+prf.rnn_forward(x, Wx, Wh, activation="sigmoid")  # type: ignore[arg-type]
+prf.rnn_forward(x, Wx, Wh, time_major="yes")  # type: ignore[arg-type]
+prf.set_num_threads("2")  # type: ignore[arg-type]
+same: int = prf.isa()  # type: ignore[assignment]
