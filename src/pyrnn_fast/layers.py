@@ -30,8 +30,9 @@ import zlib
 
 import numpy as np
 
-from ._api import _forward_into, _kernel_matrix, _kernel_seq, rnn_backward, rnn_forward
+from ._api import rnn_backward, rnn_forward
 from ._backends import get_backend
+from ._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 
 __all__ = ["RNN", "TimeRNN"]
 
