@@ -16,12 +16,12 @@ import time
 import numpy as np
 
 import pyrnn_fast as prf
-from pyrnn_fast import _bench
+from pyrnn_fast.benchmark import runners
 
 
 def measure(rounds=30):
-    shape = _bench.SHAPES["typical"]
-    x, Wx, Wh, b, h0 = (a.astype(np.float32) for a in _bench.make_inputs(shape))
+    shape = runners.SHAPES["typical"]
+    x, Wx, Wh, b, h0 = (a.astype(np.float32) for a in runners.make_inputs(shape))
     a = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
 
     def ours():

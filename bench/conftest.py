@@ -14,14 +14,14 @@ if _threads:
         print("bench/conftest.py: numpy was imported before the thread limit was set", file=sys.stderr)
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[_var] = _threads
-    from pyrnn_fast import _bench
+    from pyrnn_fast.benchmark import timing
 
-    _bench.limit_threads(int(_threads))
+    timing.limit_threads(int(_threads))
 
 
 def pytest_report_header(config):
     import pyrnn_fast as prf
-    from pyrnn_fast import _bench
+    from pyrnn_fast.benchmark import runners, timing
 
     return (f"pyrnn_fast {prf.__version__}: backends {prf.backends()}, ISA {prf.isa()}, "
-            f"{_bench.num_threads()} thread(s); peers installed: {_bench.available_peers()}")
+            f"{timing.num_threads()} thread(s); peers installed: {runners.available_peers()}")

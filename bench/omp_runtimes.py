@@ -45,17 +45,17 @@ def child(threads: int, rounds: int) -> dict:
     import numpy as np
 
     import pyrnn_fast as prf
-    from pyrnn_fast import _bench
+    from pyrnn_fast.benchmark import runners
 
     # isort: split
     import torch  # after pyrnn_fast, as `import pyrnn_fast` then `import torch` in a script
 
     prf.set_num_threads(threads)
     torch.set_num_threads(threads)
-    shape = _bench.SHAPES["typical"]
-    x, Wx, Wh, b, h0 = (a.astype(np.float32) for a in _bench.make_inputs(shape))
+    shape = runners.SHAPES["typical"]
+    x, Wx, Wh, b, h0 = (a.astype(np.float32) for a in runners.make_inputs(shape))
     ours = lambda: prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend="cpp")  # noqa: E731
-    theirs = _bench.torch_runner(shape, "forward")
+    theirs = runners.torch_runner(shape, "forward")
     ours(), theirs()
 
     def timed(fn):

@@ -13,13 +13,14 @@ import argparse
 
 import numpy as np
 
-from pyrnn_fast import _bench, _core
+from pyrnn_fast import _core
+from pyrnn_fast.benchmark import runners, timing
 from pyrnn_fast._backends import get_backend
 
 
 def stages(shape):
-    T, N, D, H = _bench.dims(shape)
-    x, Wx, Wh, b, _ = (a.astype(np.float32) for a in _bench.make_inputs(shape))
+    T, N, D, H = runners.dims(shape)
+    x, Wx, Wh, b, _ = (a.astype(np.float32) for a in runners.make_inputs(shape))
     hs = np.empty((T, N, H), np.float32)
     dA, dhs = np.empty_like(hs), np.ones_like(hs)
     dh0, dx = np.empty((N, H), np.float32), np.empty_like(x)
@@ -43,16 +44,16 @@ def stages(shape):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", default="large", choices=sorted(_bench.SHAPES))
+    p.add_argument("--shape", default="large", choices=sorted(runners.SHAPES))
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    shape = _bench.SHAPES[args.shape]
+    shape = runners.SHAPES[args.shape]
     work = stages(shape)
     best = {name: [float("inf"), float("inf")] for name in work}
     for _ in range(args.rounds):
         for name, (ours, theirs, _) in work.items():
-            best[name][0] = min(best[name][0], _bench.best_seconds(ours))
-            best[name][1] = min(best[name][1], _bench.best_seconds(theirs))
+            best[name][0] = min(best[name][0], timing.best_seconds(ours))
+            best[name][1] = min(best[name][1], timing.best_seconds(theirs))
     print(f"{args.shape} {shape}, float32, {_core.max_threads()} OpenMP thread(s), best of {args.rounds} rounds")
     print(f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'np.matmul ms':>13s} {'GFLOP/s':>8s} {'ratio':>6s}")
     total = [0.0, 0.0]

@@ -10,14 +10,11 @@ import numpy as np
 
 import pyrnn_fast as prf
 from pyrnn_fast import _backends, _reference
+from pyrnn_fast.benchmark import selfcheck
 
-# Tolerances, relative to the largest magnitude of the reference result:
-# - float64: the backends sum the same products in other orders (blocked GEMMs, FMA) and use
-#   their own tanh (a few ulp); rounding differences are ~1e-15 and the recurrence contracts
-#   them, so 1e-12 leaves three orders of margin without hiding a real bug (which is O(1e-3+)).
-# - float32: the same argument with eps = 6e-8: observed errors are ~1e-6 for sums over a
-#   few hundred terms; 1e-5 is the bound DESIGN.md promises.
-TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+# One tolerance table and one comparison for the tests and the main job's self-check (their
+# reasons are in pyrnn_fast/benchmark/selfcheck.py).
+TOLERANCE = {np.dtype(name): tol for name, tol in selfcheck.TOLERANCE.items()}
 
 
 def _backend_params():
@@ -80,10 +77,7 @@ def assert_close(actual, expected, dtype, what=""):
     dtype = np.dtype(dtype)
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
-    if expected.size == 0:
-        return
-    scale = max(float(np.max(np.abs(expected))), np.finfo(dtype).tiny)
-    err = float(np.max(np.abs(actual.astype(np.float64) - expected))) / scale
+    err = selfcheck.relative_error(actual, expected, dtype)
     assert err <= TOLERANCE[dtype], f"{what}: relative error {err:.2e} > {TOLERANCE[dtype]:.0e}"
 
 

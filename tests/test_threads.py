@@ -76,8 +76,8 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
     pytest.importorskip("numba")
     code = textwrap.dedent("""
         import ctypes, os
-        from pyrnn_fast import _bench
-        run = _bench.make_runner("numba", _bench.SHAPES["typical"], "forward")
+        from pyrnn_fast.benchmark import runners
+        run = runners.make_runner("numba", runners.SHAPES["typical"], "forward")
         gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_LAZY)  # the runtime numba will use
         before = gomp.omp_get_max_active_levels()
         run()

@@ -130,7 +130,12 @@ def get_backend(name: str | None) -> Backend:
     elif name == "numba":
         from . import _numba
 
-        backend = Backend("numba", _numba.forward, _numba.backward)
+        backend = Backend(
+            "numba",  # the thread count passed at each call, as for cpp
+            lambda xw, wh, h0, out, act: _numba.forward(xw, wh, h0, out, act, get_num_threads()),
+            lambda dh, h, wh, dh_last, da, dh0, act: _numba.backward(dh, h, wh, dh_last, da, dh0, act,
+                                                                     get_num_threads()),
+        )
     else:
         backend = Backend("numpy", _reference.forward, _reference.backward)
     _loaded[name] = backend

@@ -1,4 +1,6 @@
-"""The Numba backend: the recurrence-kernel contract of ``_reference`` compiled with ``@njit``.
+"""The Numba backend: the recurrence-kernel contract of ``_reference`` compiled with ``@njit``,
+plus a last argument ``num_threads`` (the caller's setting, which ``_backends`` passes at each
+call, so this module imports nothing from the package).
 
 Imported only when the ``numba`` backend is first used, so ``import pyrnn_fast`` never pays for
 importing numba. No BLAS call inside the steps: each step is written out as loops that LLVM
@@ -133,10 +135,8 @@ def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu):
     _dh0(da, wh_t, dh_last, dh0)
 
 
-def _parallel(N, H) -> bool:
-    from ._backends import get_num_threads as wanted
-
-    n = min(wanted(), (N + ROWS - 1) // ROWS)
+def _parallel(N, H, num_threads) -> bool:
+    n = min(num_threads, (N + ROWS - 1) // ROWS)
     if n < 2 or N * H * H < PARALLEL_MIN_STEP_WORK:
         return False
     if get_num_threads() != n:
@@ -150,11 +150,11 @@ def _chunk_steps(N, H) -> int:
     return max(1, CHUNK_WORK // max(1, N * H * H))
 
 
-def forward(xw, wh, h0, out, activation):
+def forward(xw, wh, h0, out, activation, num_threads):
     if h0 is None:
         h0 = np.zeros(out.shape[1:], out.dtype)
     T, N, H = out.shape
-    kernel = _forward_parallel if _parallel(N, H) else _forward_serial
+    kernel = _forward_parallel if _parallel(N, H, num_threads) else _forward_serial
     step = _chunk_steps(N, H)
     for t0 in range(0, T, step):
         # A chunk starts from the last state of the one before (copied: h0 stays C-contiguous,
@@ -163,11 +163,11 @@ def forward(xw, wh, h0, out, activation):
         kernel(xw[t0:t0 + step], wh, hprev, out[t0:t0 + step], activation == "relu")
 
 
-def backward(dh, h, wh, dh_last, da, dh0, activation):
+def backward(dh, h, wh, dh_last, da, dh0, activation, num_threads):
     if dh_last is None:
         dh_last = np.zeros(dh0.shape, dh0.dtype)
     T, N, H = da.shape
-    kernel = _backward_parallel if _parallel(N, H) else _backward_serial
+    kernel = _backward_parallel if _parallel(N, H, num_threads) else _backward_serial
     wh_t = np.ascontiguousarray(wh.T)
     step = _chunk_steps(N, H)
     # Chunks from the last step back: the dh0 a chunk computes (da[t0] @ Whᵀ) is exactly the

@@ -1,4 +1,4 @@
-"""The NumPy reference: the equations of DESIGN.md, written to be read, not to be fast.
+"""The NumPy reference: the equations of docs/DESIGN.md, written to be read, not to be fast.
 
 Two layers of it:
 

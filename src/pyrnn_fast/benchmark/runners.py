@@ -1,25 +1,19 @@
-"""Shared benchmark machinery for ``python -m pyrnn_fast`` and the pytest-benchmark suite in ``bench/``.
-
-Everything here measures ``rnn_forward`` / ``rnn_backward`` (time-major, float32) and two peers —
-PyTorch's CPU ``nn.RNN`` and a jitted JAX ``lax.scan`` with the input projection hoisted — on
-the fixed shapes of DESIGN.md. torch, jax and numba are optional and imported lazily, inside
-the functions that need them, so importing this module costs only NumPy.
-
-Thread counts: ``limit_threads(n)`` must run before NumPy/torch/jax are imported (the CLI
-re-executes itself for that), so that every implementation gets the same ``n`` cores.
+"""What the benchmark runs: the named shapes, their inputs and FLOP counts, and runners
+(zero-argument callables doing one forward or forward+backward) for each pyrnn_fast backend
+and the peers, PyTorch's CPU ``nn.RNN`` and a jitted JAX ``lax.scan`` with the input
+projection hoisted. torch, jax and numba are imported lazily, inside the functions that need
+them, so importing this module costs only NumPy.
 """
 from __future__ import annotations
 
 import importlib
 import math
 import os
-import statistics
-import sys
-import time
 
 import numpy as np
 
-from ._backends import backends, get_backend
+from .._backends import backends, get_backend
+from .timing import best_seconds, num_threads
 
 #: (T, N, D, H) of each named benchmark shape.
 SHAPES = {
@@ -30,8 +24,6 @@ SHAPES = {
 }
 OPS = ("forward", "fwd+bwd")
 PEERS = ("torch", "jax")
-#: Environment marker set by ``limit_threads``; the CLI re-execs itself until it matches.
-THREADS_ENV = "PYRNN_FAST_BENCH_THREADS"
 
 
 def dims(shape) -> tuple[int, int, int, int]:
@@ -102,7 +94,7 @@ def _keeping_openmp_nesting(fn):
     import ctypes
 
     try:  # a source build's kernels load libgomp.so.1 (the one numba will share)
-        from . import _core  # noqa: F401
+        from .. import _core  # noqa: F401
     except ImportError:
         pass
     try:  # no libgomp.so.1 on this system: numba has no OpenMP layer to run here either
@@ -200,77 +192,16 @@ def make_runner(impl: str, shape, op: str, seed=0):
     return pyrnn_runner(impl, shape, op, seed)
 
 
-# --- timing ---------------------------------------------------------------------------
-
-# Idle worker threads of one library keep spinning for a while after its last call (OpenBLAS:
-# 2^28 cycles, ~0.1 s, unless OPENBLAS_THREAD_TIMEOUT says otherwise; OpenMP runtimes and
-# XLA less) and take cores from whatever runs next. Pausing this long before each batch of
-# calls lets every implementation start on idle cores instead of inheriting its
-# predecessor's spinning threads (README, "Threads and NumPy's BLAS").
-SETTLE_SECONDS = 0.15
-#: Calls shorter than this get one untimed call after each settle pause. The first call after
-#: a pause runs on cold caches and sleeping threads and cores: measured on `typical` forward,
-#: 6-13 ms against 4.9 ms for the calls after it. Longer calls barely notice (a few ms of
-#: wake-up in hundreds), and warming them up would double the job's time.
-WARM_UP_BELOW_SECONDS = 0.1
-
-
-def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=SETTLE_SECONDS) -> dict:
-    """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
-
-    Each callable is first called once untimed (JIT compilation excluded) and once more to
-    estimate its cost (skipped when the first call already took > ``max_time``). Then, ``repeat``
-    times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
-    and records the time per call, so all of them see the same machine conditions. A callable
-    whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
-    Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
-    shorter than WARM_UP_BELOW_SECONDS, one untimed call. Returns ``{key: (median_seconds, rounds)}``.
-    """
-    plan = {}
-    for key, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        est = time.perf_counter() - t0
-        if est < max_time:
-            t0 = time.perf_counter()
-            fn()
-            est = time.perf_counter() - t0
-        number = max(1, math.ceil(min_time / max(est, 1e-9)))
-        rounds = max(1, min(repeat, int(max_time / max(est * number, 1e-9))))
-        plan[key] = (number, rounds, est < WARM_UP_BELOW_SECONDS)
-    samples = {key: [] for key in fns}
-    keys = list(fns)
-    for r in range(repeat if keys else 0):
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            number, rounds, warm_up = plan[key]
-            if r >= rounds:
-                continue
-            fn = fns[key]
-            if settle:
-                time.sleep(settle)
-                if warm_up:
-                    fn()
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples[key].append((time.perf_counter() - t0) / number)
-    return {key: (statistics.median(s), len(s)) for key, s in samples.items()}
-
-
-def time_callable(fn, repeat=5, min_time=2e-3) -> float:
-    """Median seconds per call of ``fn`` (see ``time_interleaved``)."""
-    return time_interleaved({0: fn}, repeat, min_time)[0][0]
-
-
-def best_seconds(fn, calls=3) -> float:
-    """The fastest of ``calls`` timed calls of ``fn``, after one untimed call."""
-    fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def available_peers() -> list[str]:
+    """Which of the peers ("torch", "jax") can be imported."""
+    found = []
+    for name in PEERS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # ImportError, or a broken install
+            continue
+        found.append(name)
+    return found
 
 
 def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
@@ -301,71 +232,3 @@ def sgemm_peak(threads=None, n=1024, calls=10) -> dict:
         rows_gemm = get_backend("cpp").rows_gemm
         out["cpp"] = best(lambda: rows_gemm(a[None], b, None, c))
     return out
-
-
-# --- environment ------------------------------------------------------------------------
-
-def available_peers() -> list[str]:
-    """Which of the peers ("torch", "jax") can be imported."""
-    found = []
-    for name in PEERS:
-        try:
-            importlib.import_module(name)
-        except Exception:  # ImportError, or a broken install
-            continue
-        found.append(name)
-    return found
-
-
-def cpu_snapshot():
-    """(wall seconds, CPU seconds used by all processes, CPU seconds used by this one), for ``other_load``."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        busy = None
-    t = os.times()
-    return time.perf_counter(), busy, t.user + t.system
-
-
-def other_load(since) -> float | None:
-    """Fraction of the machine's CPU time used by *other* processes since ``cpu_snapshot()``
-    ``since`` (None where /proc/stat is missing). On a 2-core machine even a little of it
-    wrecks multi-threaded timings: a thread that is descheduled stalls every barrier."""
-    now = cpu_snapshot()
-    if since[1] is None or now[1] is None or now[0] <= since[0]:
-        return None
-    other = (now[1] - since[1]) - (now[2] - since[2])
-    return max(0.0, other / ((now[0] - since[0]) * (os.cpu_count() or 1)))
-
-
-def num_threads() -> int:
-    """The number of CPUs this process may run on (what ``limit_threads`` restricted)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def limit_threads(n: int) -> None:
-    """Confine this process, and every library in it, to ``n`` threads on the first ``n`` CPUs.
-
-    Sets OMP/OpenBLAS/MKL/Numba thread counts in the environment (read when those libraries
-    load, so this must happen before NumPy/torch/jax are imported — or be followed by a
-    re-exec, as the CLI does), restricts CPU affinity so XLA and any other pool size themselves
-    to ``n``, and sets pyrnn_fast's and torch's thread counts if they are already imported.
-    """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"threads: expected an int >= 1, got {n}")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = str(n)
-    os.environ[THREADS_ENV] = str(n)
-    if hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[:n])
-    if "pyrnn_fast" in sys.modules:
-        sys.modules["pyrnn_fast"].set_num_threads(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)

@@ -1,0 +1,155 @@
+"""``python -m pyrnn_fast``: a self-check of every backend against the reference, then a benchmark.
+
+    python -m pyrnn_fast [--threads N] [--shapes tiny,typical] [--repeat K]
+                         [--backends cpp,numpy] [--no-peers] [--json PATH] [--plot PATH]
+                         [--allow-fallback]
+
+Prints the machine and versions; checks every backend's forward and all five gradients against
+``pyrnn_fast._reference`` (float64 and float32, tanh and relu); times each backend and, when
+installed, PyTorch's ``nn.RNN`` and a jitted JAX ``lax.scan`` on the shapes of docs/DESIGN.md
+(interleaved, shape by shape); and reports ms, GFLOP/s and speed-ups. Exits with status 1 if
+the self-check failed, and with status 2 (printing the ImportError) without running anything if
+the compiled backend ``cpp`` cannot be imported, unless ``--allow-fallback`` asks to benchmark
+the fallback backends anyway. Its last line says which backend and instruction set ran.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import pyrnn_fast as prf
+
+from .. import _backends
+from . import runners, timing
+from .plot import write_plot
+from .report import machine_info, print_info, print_shape, ran_line, summarize
+from .selfcheck import TOLERANCE, print_self_check, self_check
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m pyrnn_fast", description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, help="threads for every implementation (default: all cores)")
+    p.add_argument("--shapes", default=",".join(runners.SHAPES),
+                   help=f"comma-separated shape names from {list(runners.SHAPES)} (default: all)")
+    p.add_argument("--repeat", type=int, default=5, help="timing rounds per measurement (default 5)")
+    p.add_argument("--backends", help=f"comma-separated pyrnn_fast backends to time (default: all of {prf.backends()})")
+    p.add_argument("--no-peers", action="store_true", help="do not time torch / jax")
+    p.add_argument("--json", metavar="PATH", help="write every measurement to this JSON file")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the default backend's speed-ups")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="run even if the compiled backend 'cpp' cannot be imported (default: fail, "
+                        "so that a broken build is never benchmarked as if it were the package)")
+    args = p.parse_args(argv)
+    if "cpp" not in prf.backends() and not args.allow_fallback:
+        p.exit(2, f"{p.prog}: error: the compiled backend 'cpp' is not available: pyrnn_fast._core could not "
+                  f"be imported ({_backends._core_error}).\nReinstall the package (pip install --force-reinstall "
+                  f"pyrnn-fast, or pip install . from a clone), or pass --allow-fallback to benchmark "
+                  f"{', '.join(prf.backends())} instead.\n")
+    args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    for s in args.shapes:
+        if s not in runners.SHAPES:
+            p.error(f"--shapes: unknown shape {s!r}; expected some of {list(runners.SHAPES)}")
+    args.backends = prf.backends() if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in args.backends:
+        if b not in prf.backends():
+            p.error(f"--backends: {b!r} is not available; available: {prf.backends()}")
+    if args.threads is not None and not 1 <= args.threads <= (os.cpu_count() or 1):
+        p.error(f"--threads: expected 1..{os.cpu_count()}, got {args.threads}")
+    if args.repeat < 1:
+        p.error("--repeat: expected >= 1")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            p.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    return args
+
+
+def ensure_threads(threads):
+    """Re-exec this command with the environment and CPU affinity of ``limit_threads(threads)``,
+    unless that is already in place (the env marker says so): NumPy's BLAS has loaded already."""
+    if threads is None or (os.environ.get(timing.THREADS_ENV) == str(threads) and timing.num_threads() == threads):
+        return
+    timing.limit_threads(threads)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "pyrnn_fast", *sys.argv[1:]])
+
+
+def benchmark_shape(shape, impls, repeat) -> tuple[dict, float | None]:
+    """Time every (impl, op) of one shape, interleaved. Returns ``{impl: {op: measurement}}`` and
+    the share of the CPU that other processes used meanwhile."""
+    calls = {(impl, op): runners.make_runner(impl, shape, op) for impl in impls for op in runners.OPS}
+    since = timing.cpu_snapshot()
+    timed = timing.time_interleaved(calls, repeat=repeat)
+    out = {impl: {} for impl in impls}
+    load = timing.other_load(since)
+    for (impl, op), (sec, rounds) in timed.items():
+        out[impl][op] = {"ms": sec * 1e3, "gflops": runners.flops(shape, op) / sec / 1e9, "rounds": rounds}
+    for op in runners.OPS:
+        peer_ms = {p: out[p][op]["ms"] for p in runners.PEERS if p in out}
+        best_peer = min(peer_ms, key=peer_ms.get) if peer_ms else None
+        for impl in impls:
+            m = out[impl][op]
+            m["vs_numpy"] = out["numpy"][op]["ms"] / m["ms"] if "numpy" in out else None
+            m["best_peer"] = best_peer
+            m["vs_best_peer"] = peer_ms[best_peer] / m["ms"] if best_peer else None
+    return out, load
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    ensure_threads(args.threads)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # show progress when piped
+    threads = args.threads or timing.num_threads()
+    prf.set_num_threads(threads)
+    peers = [] if args.no_peers else runners.available_peers()
+    info = machine_info(threads, peers)
+    print_info(info)
+    print(ran_line(info, args.backends))
+
+    errors, ok = self_check(prf.backends())
+    print_self_check(errors)
+
+    default = info["default_backend"]
+    impls = list(args.backends) + peers
+    print(f"\nbenchmark: float32, time-major, median of {args.repeat} interleaved rounds; "
+          "fwd+bwd = forward + backward of sum(hs), every gradient")
+    results, summary, loads = {}, {}, {}
+    for shape in args.shapes:
+        res, load = benchmark_shape(shape, impls, args.repeat)
+        results[shape], loads[shape] = res, load
+        print_shape(shape, res, load)
+        summary[shape] = s = summarize(res, default)
+        if s:
+            among = "/".join(next(iter(s.values()))["among"])
+            print(f"  => {default} vs the best of {among}: " +
+                  ", ".join(f"{op} {v['speedup']:.2f}x (vs {v['vs']})" for op, v in s.items()))
+
+    peak = runners.sgemm_peak(threads)
+    print(f"\nsgemm peak (1024x1024 float32, {threads} thread(s)): numpy {peak['numpy']:.1f} GFLOP/s"
+          + (f", jax {peak['jax']:.1f}" if peak["jax"] else "") + f" -> {peak['max']:.1f} GFLOP/s"
+          + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else ""))
+    if "large" in results and default in results["large"]:
+        g = results["large"][default]["forward"]["gflops"]
+        print(f"{default} forward on large: {g:.1f} GFLOP/s = {100 * g / peak['max']:.0f}% of the sgemm peak")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "self_check": {"errors": errors, "tolerance": TOLERANCE, "ok": ok},
+                       "repeat": args.repeat, "sgemm_peak": peak,
+                       "shapes": {s: {"dims": runners.SHAPES[s], "gflop": {op: runners.flops(s, op) / 1e9 for op in runners.OPS},
+                                      "results": results[s], "summary": summary[s],
+                                      "other_processes_cpu_share": loads[s]} for s in results}},
+                      f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        write_plot(results, default, args.plot, threads)
+        print(f"wrote {args.plot}")
+    print(f"\n{ran_line(info, args.backends)}")
+    if not ok:
+        print("\nSELF-CHECK FAILED: a backend differs from the reference beyond tolerance", file=sys.stderr)
+        return 1
+    return 0

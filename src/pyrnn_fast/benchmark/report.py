@@ -1,0 +1,103 @@
+"""What the main job prints: the machine and versions, each shape's table, the summary line
+and which backend ran."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+import numpy as np
+
+import pyrnn_fast as prf
+
+from .. import _backends
+from . import runners
+
+BUSY = 0.05  # other processes' share of the CPU above which timings are flagged
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(threads, peers) -> dict:
+    """CPU model, ISA, thread counts and versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "pyrnn_fast": prf.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "backends": prf.backends(), "default_backend": _backends.get_backend(None).name, "isa": prf.isa(),
+        "threads": threads, "kernel_threads": prf.get_num_threads(), "cpus": os.cpu_count(), "cpu_model": cpu,
+        "numba": _version("numba"), "torch": _version("torch"), "jax": _version("jax"), "peers": peers,
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if "torch" in peers:
+        import torch
+
+        torch.set_num_threads(threads)
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def ran_line(info, timed) -> str:
+    """One line saying which pyrnn_fast backend (and kernel ISA) ran: what CI checks."""
+    default = info["default_backend"]
+    isa = f" (kernel ISA {info['isa']})" if default == "cpp" else ""
+    line = f"pyrnn_fast default backend: {default}{isa}; timed: {', '.join(timed)}"
+    if "cpp" not in info["backends"]:
+        line += f"  [FALLBACK: the compiled backend is not available: {_backends._core_error}]"
+    return line
+
+
+def print_info(info):
+    print(f"pyrnn_fast {info['pyrnn_fast']}  numpy {info['numpy']}  python {info['python']}")
+    print(f"backends: {', '.join(info['backends'])} (default {info['default_backend']});  kernel ISA: {info['isa']}")
+    print(f"CPU: {info['cpu_model']} ({info['cpus']} CPUs);  threads: {info['threads']} "
+          f"(pyrnn_fast kernel {info['kernel_threads']}" + (f", torch {info['torch_threads']}" if "torch_threads" in info else "") + ")")
+    peers = [f"{name} {info[name]}" for name in ("numba", "torch", "jax") if info[name]]
+    print(f"optional: {', '.join(peers) or 'none'};  peers timed: {', '.join(info['peers']) or 'none'}")
+
+
+def _ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def print_shape(shape, res, load):
+    T, N, D, H = runners.SHAPES[shape]
+    fl = {op: runners.flops(shape, op) / 1e9 for op in runners.OPS}
+    print(f"\n{shape}: T={T} N={N} D={D} H={H}  ({fl['forward']:.3g} GFLOP forward, {fl['fwd+bwd']:.3g} fwd+bwd)"
+          "   speed-up = other's time / this row's time")
+    head = f"  {'impl':<7}" + "".join(f" | {op + ' ms':>13} {'GFLOP/s':>8} {'vs numpy':>8} {'vs peer':>15}" for op in runners.OPS)
+    print(head)
+    print("  " + "-" * (len(head) - 2))
+    for impl, ops in res.items():
+        cells = []
+        for op in runners.OPS:
+            m = ops[op]
+            peer = "-" if m["best_peer"] is None else f"{_ratio(m['vs_best_peer'])} ({m['best_peer']})"
+            ms = f"{m['ms']:.3f}" + ("*" if m["rounds"] == 1 else "")
+            cells.append(f" | {ms:>13} {m['gflops']:>8.1f} {_ratio(m['vs_numpy']):>8} {peer:>15}")
+        print(f"  {impl:<7}" + "".join(cells))
+    if any(ops[op]["rounds"] == 1 for ops in res.values() for op in runners.OPS):
+        print("  * one round only (slow call)")
+    if load is not None and load > BUSY:
+        print(f"  WARNING: other processes used {100 * load:.0f}% of the CPU meanwhile: these timings are unreliable")
+
+
+def summarize(res, default) -> dict:
+    """The default backend's speed-up over the best of torch, jax and the numpy reference, per op."""
+    out = {}
+    for op in runners.OPS:
+        others = {k: res[k][op]["ms"] for k in ("torch", "jax", "numpy") if k in res and k != default}
+        if default not in res or not others:
+            continue
+        best = min(others, key=others.get)
+        out[op] = {"vs": best, "among": sorted(others), "speedup": others[best] / res[default][op]["ms"]}
+    return out

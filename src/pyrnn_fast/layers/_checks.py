@@ -1,0 +1,37 @@
+"""Argument checks shared by the layers (RNN, TimeRNN, and the gated cells to come)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def _check_real(name, a):
+    if a is None:
+        raise TypeError(f"{name}: expected an array, got None")
+    try:
+        a = np.asarray(a)
+    except Exception as e:
+        raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
+    if a.dtype.kind not in "biuf":
+        got = f"a {type(a[()]).__name__}" if a.dtype.kind == "O" and a.ndim == 0 else f"dtype {a.dtype}"
+        raise TypeError(f"{name}: expected a real numeric array, got {got}")
+    return a
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _check_int(name, v, minimum):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
+    return int(v)

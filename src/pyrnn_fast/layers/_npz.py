@@ -1,0 +1,140 @@
+"""``RNN.save`` / ``RNN.load``: config and weights in one .npz file, and a file checked before
+it is read (zip directory, config keys/types/ranges, each member's .npy header against the
+config) so that no pickle is ever loaded and a bad file is a ValueError naming it."""
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import zipfile
+import zlib
+
+import numpy as np
+
+_FORMAT_VERSION = 1
+_CONFIG_KEY = "__config__"
+
+
+class _BadFile(Exception):
+    """A file that is not one ``RNN.save`` writes (RNN.load turns it into a ValueError)."""
+
+
+_CONFIG_TYPES = dict(input_size=int, hidden_size=int, num_layers=int, activation=str, bias=bool,
+                     bidirectional=bool, dropout=(int, float), time_major=bool, stateful=bool, dtype=str,
+                     seed=(int, type(None)), format_version=int)
+_MAX_CONFIG_BYTES = 1 << 16  # the config save writes is ~300 bytes
+_READ_CHUNK = 1 << 24
+
+
+def _npy_header(m, name):
+    """(shape, fortran_order, dtype) from the .npy header at the start of the stream m; it
+    reads only the header (np.lib.format bounds its size)."""
+    version = np.lib.format.read_magic(m)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(m)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(m)
+    raise _BadFile(f"{name}: unsupported .npy format version {version}")
+
+
+def _check_member(zf, info, shape, dtype_ok, expected):
+    """(fortran_order, dtype, data offset) of a member whose .npy header has `shape` and a
+    dtype that dtype_ok accepts, and whose size in the zip directory is header + data."""
+    name = info.filename[:-4]
+    with zf.open(info) as m:
+        got_shape, fortran, dtype = _npy_header(m, name)
+        offset = m.tell()
+    if dtype.hasobject or not dtype_ok(dtype):
+        raise _BadFile(f"{name}: dtype {dtype}, expected {expected}")
+    if got_shape != shape:
+        raise _BadFile(f"{name}: shape {got_shape}, expected {shape}")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        raise _BadFile(f"{name}: {info.file_size - offset} bytes of data, its header declares {nbytes}")
+    return fortran, dtype, offset
+
+
+def _read_member(zf, info, shape, fortran, dtype, offset):
+    """The data of a member checked by _check_member, read in chunks straight into the array."""
+    a = np.empty(shape[::-1] if fortran else shape, dtype)  # C order; a Fortran array's transpose
+    view = memoryview(a.reshape(-1).view(np.uint8))
+    with zf.open(info) as m:
+        m.read(offset)
+        for i in range(0, a.nbytes, _READ_CHUNK):
+            if m.readinto(view[i:i + _READ_CHUNK]) != min(_READ_CHUNK, a.nbytes - i):
+                raise _BadFile(f"{info.filename[:-4]}: truncated")
+    return a.T if fortran else a
+
+
+def _read_config(zf, info) -> dict:
+    if info.file_size > _MAX_CONFIG_BYTES:
+        raise _BadFile(f"the config member declares {info.file_size} bytes")
+    text = _read_member(zf, info, (), *_check_member(zf, info, (), lambda dt: dt.kind == "U", "a string"))
+    try:
+        config = json.loads(str(text[()]))
+    except ValueError as e:
+        raise _BadFile(f"the config is not JSON ({e})") from None
+    if not isinstance(config, dict) or set(config) != set(_CONFIG_TYPES):
+        keys = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise _BadFile(f"config keys {keys}, expected {sorted(_CONFIG_TYPES)}")
+    for key, types in _CONFIG_TYPES.items():
+        value = config[key]
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            raise _BadFile(f"config: {key} = {value!r} has the wrong type")
+    if config.pop("format_version") != _FORMAT_VERSION:
+        raise _BadFile(f"unsupported file format version (this version reads {_FORMAT_VERSION})")
+    return config
+
+
+def save(layer, path):
+    """What ``RNN.save`` does."""
+    config = dict(layer._config(), format_version=_FORMAT_VERSION,
+                  seed=layer.seed if isinstance(layer.seed, numbers.Integral) else None)
+    weights = {k: np.asarray(v, dtype=layer.dtype) for k, v in layer.params.items()}
+    np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config))}, **weights)
+
+
+def load(cls, path, backend):
+    """What ``RNN.load`` does: a ``cls`` layer (its ``_configure`` and ``_param_shapes``) from the file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    with open(path, "rb") as f:  # a missing file is the usual FileNotFoundError
+        try:
+            return _read(cls, f, backend)
+        except _BadFile as e:
+            raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file: {e}") from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+                NotImplementedError, RuntimeError) as e:  # what zipfile and np.lib.format raise
+            raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file (corrupt or truncated: "
+                             f"{type(e).__name__}: {e})") from None
+
+
+def _read(cls, f, backend):
+    """The layer in the open file f; a _BadFile unless the file is one ``save`` writes."""
+    with zipfile.ZipFile(f) as zf:
+        members = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy") or info.filename[:-4] in members:
+                raise _BadFile(f"unexpected member {info.filename!r}")
+            members[info.filename[:-4]] = info
+        if _CONFIG_KEY not in members:
+            raise _BadFile(f"no {_CONFIG_KEY} member")
+        config = _read_config(zf, members.pop(_CONFIG_KEY))
+        layer = cls.__new__(cls)
+        try:
+            layer._configure(**config, backend=backend)
+        except (TypeError, ValueError) as e:
+            raise _BadFile(f"config: {e}") from None
+        n_params = layer.num_layers * layer.num_directions * (3 if layer.bias else 2)
+        if len(members) != n_params:  # before listing the config's names, however many
+            raise _BadFile(f"{len(members)} weight members, the config has {n_params} parameters")
+        shapes = dict(layer._param_shapes())
+        if set(members) != set(shapes):
+            raise _BadFile(f"the weights {sorted(members)} do not match the config's {sorted(shapes)}")
+        dtype = layer.dtype
+        headers = {k: _check_member(zf, members[k], shapes[k], lambda dt: dt.newbyteorder("=") == dtype,
+                                    f"{dtype} (the config's)") for k in shapes}  # all before any data
+        layer.params = {k: np.ascontiguousarray(_read_member(zf, members[k], shapes[k], *headers[k]), dtype)
+                        for k in shapes}
+    layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+    return layer

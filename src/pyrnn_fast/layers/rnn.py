@@ -1,0 +1,385 @@
+"""``prf.RNN``: a stacked, optionally bidirectional vanilla RNN layer with dropout, variable
+lengths, state and streaming; its save/load (``_npz``) and torch/Keras interop (``_interop``)
+live in their own modules, the segment machinery for variable lengths in ``_segments``."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._backends import get_backend
+from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
+from . import _interop, _npz
+from ._checks import _check_dtype, _check_int, _check_real
+from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
+
+
+def _orthogonal(rng, n, dtype):
+    """A uniformly distributed (Haar) random orthogonal n×n matrix."""
+    if n == 0:
+        return np.zeros((0, 0), dtype)
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return (q * np.sign(np.diag(r))).astype(dtype)
+
+
+class RNN:
+    """A (stacked, optionally bidirectional) vanilla RNN layer:
+    ``h_t = act(x_t · Wx + h_{t-1} · Wh + b)`` per layer and direction.
+
+    Parameters
+    ----------
+    input_size, hidden_size : D and H.
+    num_layers : stacked layers; layer l reads the outputs of layer l-1.
+    activation : 'tanh' or 'relu'.
+    bias : whether the layers have a bias b (one per layer and direction).
+    bidirectional : add a reverse direction per layer; outputs are [forward, reverse] on the
+        feature axis, as in PyTorch.
+    dropout : probability of zeroing an output of every layer but the last, in training mode
+        only (inverted dropout: kept values are scaled by 1 / (1 - dropout)).
+    time_major : x and out are (T, N, ·) instead of (N, T, ·) (PyTorch's ``batch_first=False``).
+    stateful : carry h_n into the next call as its h0 (truncated BPTT; see ``reset_state``).
+    dtype : float32 (default) or float64, of the parameters and the computation; inputs are
+        cast to it.
+    seed : int or None; makes the initialisation and the dropout masks reproducible.
+    backend : the functional API's backend (None: the default one).
+
+    Initialisation: Wx Glorot-uniform (U(±sqrt(6 / (fan_in + H)))), Wh a random orthogonal
+    matrix, b zeros.
+
+    Attributes
+    ----------
+    params : dict name -> array, ``Wx_l{k}`` (D_k, H), ``Wh_l{k}`` (H, H), ``b_l{k}`` (H,), and the
+        same names with ``_reverse`` for the reverse direction (no ``b_*`` with bias=False).
+    grads : dict with the same keys, overwritten in place by every ``backward``.
+    dh0 : the gradient w.r.t. the initial state (num_layers·dirs, N, H) from the last backward.
+    state : the carried state (num_layers·dirs, N, H) of a stateful layer, or None.
+    training : True (default) or False, set by ``train()`` / ``eval()``; only dropout cares.
+    """
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, activation="tanh", bias=True,
+                 bidirectional=False, dropout=0.0, time_major=False, stateful=False, dtype=np.float32,
+                 seed=None, backend=None):
+        init_seq = self._configure(input_size, hidden_size, num_layers=num_layers, activation=activation,
+                                   bias=bias, bidirectional=bidirectional, dropout=dropout,
+                                   time_major=time_major, stateful=stateful, dtype=dtype, seed=seed,
+                                   backend=backend)
+        rng = np.random.default_rng(init_seq)
+        H = self.hidden_size
+        self.params = {}
+        for name, shape in self._param_shapes():
+            if name.startswith("Wx_"):
+                limit = np.sqrt(6.0 / (shape[0] + H)) if shape[0] + H > 0 else 0.0
+                self.params[name] = rng.uniform(-limit, limit, shape).astype(self.dtype)
+            elif name.startswith("Wh_"):
+                self.params[name] = _orthogonal(rng, H, self.dtype)
+            else:
+                self.params[name] = np.zeros(H, self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def _configure(self, input_size, hidden_size, *, num_layers, activation, bias, bidirectional, dropout,
+                   time_major, stateful, dtype, seed, backend):
+        """Check and set everything but the weights; returns the seed of the initialisation."""
+        self.input_size = _check_int("input_size", input_size, 0)
+        self.hidden_size = _check_int("hidden_size", hidden_size, 0)
+        self.num_layers = _check_int("num_layers", num_layers, 1)
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
+        self.activation = activation
+        self.bias = bool(bias)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
+        self.dropout = float(dropout)
+        self.time_major = bool(time_major)
+        self.stateful = bool(stateful)
+        self.dtype = _check_dtype(dtype)
+        self.seed = seed
+        self.backend = backend
+        self.training = True
+        self.state = None
+        self.dh0 = None
+        self._cache = None
+        self._step_buffer = None
+        init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        self._dropout_rng = np.random.default_rng(dropout_seq)
+        return init_seq
+
+    def _param_shapes(self):
+        """[(name, shape)] of every parameter, in the order of ``params``."""
+        H, out = self.hidden_size, []
+        for layer in range(self.num_layers):
+            fan_in = self.input_size if layer == 0 else self.num_directions * H
+            for suffix in self._suffixes:
+                name = f"l{layer}{suffix}"
+                out += [(f"Wx_{name}", (fan_in, H)), (f"Wh_{name}", (H, H))]
+                if self.bias:
+                    out.append((f"b_{name}", (H,)))
+        return out
+
+    # --- description ---------------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def _config(self) -> dict:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                    activation=self.activation, bias=self.bias, bidirectional=self.bidirectional,
+                    dropout=self.dropout, time_major=self.time_major, stateful=self.stateful,
+                    dtype=self.dtype.name)
+
+    def num_params(self) -> int:
+        """The number of scalar parameters."""
+        return int(sum(p.size for p in self.params.values()))
+
+    def __repr__(self) -> str:
+        c = self._config()
+        head = (f"RNN({c['input_size']}, {c['hidden_size']}, num_layers={c['num_layers']}, "
+                f"activation={c['activation']!r}, bias={c['bias']}, bidirectional={c['bidirectional']}, "
+                f"dropout={c['dropout']}, time_major={c['time_major']}, stateful={c['stateful']}, "
+                f"dtype={c['dtype']})")
+        lines = [head]
+        for layer in range(self.num_layers):
+            for suffix in self._suffixes:
+                names = [f"{p}_l{layer}{suffix}" for p in ("Wx", "Wh", "b")]
+                lines.append("  " + "  ".join(f"{n} {self.params[n].shape}" for n in names if n in self.params))
+        lines.append(f"  parameters: {self.num_params():,}")
+        return "\n".join(lines)
+
+    def train(self, mode=True):
+        """Training mode (dropout active); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Inference mode (no dropout); returns self."""
+        return self.train(False)
+
+    def reset_state(self):
+        """Forget the carried state: the next call of a stateful layer starts from zeros."""
+        self.state = None
+
+    # --- forward -------------------------------------------------------------------------
+
+    def _weights(self, layer, suffix):
+        name = f"l{layer}{suffix}"
+        return self.params[f"Wx_{name}"], self.params[f"Wh_{name}"], self.params.get(f"b_{name}")
+
+    def _check_lengths(self, lengths, N, T):
+        if lengths is None:
+            return None
+        lengths = _check_real("lengths", lengths)
+        if lengths.dtype.kind not in "iu":
+            raise TypeError(f"lengths: expected an integer array (N,), got dtype {lengths.dtype}")
+        if lengths.shape != (N,):
+            raise ValueError(f"lengths: expected shape (N,) = ({N},), got {lengths.shape}")
+        if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+            raise ValueError(f"lengths: expected 0 <= lengths <= T = {T}, got values in "
+                             f"[{lengths.min()}, {lengths.max()}]")
+        return lengths.astype(np.int64)
+
+    def __call__(self, x, h0=None, lengths=None):
+        """Run the layer: returns ``out, h_n``.
+
+        x : (N, T, D), or (T, N, D) with time_major.
+        h0 : (num_layers·dirs, N, H), optional (zeros; a stateful layer's carried state).
+        lengths : (N,) ints in [0, T], optional: steps at or past a sample's length leave its
+            state unchanged and give zero outputs; the reverse direction starts from each
+            sample's own last valid step (PyTorch's packed sequences).
+
+        out : (N, T, dirs·H) (or time-major), the top layer's outputs, [forward, reverse].
+        h_n : (num_layers·dirs, N, H), the final states, index ``layer·dirs + direction``.
+        """
+        x = _check_real("x", x)
+        layout = "(T, N, D)" if self.time_major else "(N, T, D)"
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"x: expected a 3-D array {layout} with D = input_size = {self.input_size}, "
+                             f"got shape {x.shape}")
+        # Our own time-major C-contiguous copy: cheap next to the recurrence, makes the segment
+        # slices contiguous, and keeps backward right if the caller changes x afterwards.
+        x_tm = np.array(x if self.time_major else x.transpose(1, 0, 2), dtype=self.dtype, order="C")
+        T, N = x_tm.shape[:2]
+        H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
+        lengths = self._check_lengths(lengths, N, T)
+
+        if h0 is None and self.stateful and self.state is not None:
+            h0 = self.state
+            if h0.shape[1] != N:
+                raise ValueError(f"x: a stateful layer carries a state for batch size {h0.shape[1]}, got batch "
+                                 f"size {N}; call reset_state() first")
+        h0 = self._state_or_zeros("h0", h0, (L * dirs, N, H), "shape (num_layers*dirs, N, H)")
+
+        segs = _segments(lengths, T)
+        rev = None if lengths is None else _reverse_index(lengths, T, N)
+        h_n = np.empty((L * dirs, N, H), self.dtype)
+        cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N)
+        inp = x_tm
+        for layer in range(L):
+            mask = None
+            if layer > 0 and self.training and self.dropout > 0:
+                keep = self._dropout_rng.random(inp.shape) >= self.dropout
+                scale = 1.0 / (1.0 - self.dropout) if self.dropout < 1 else 0.0
+                mask = (keep * scale).astype(self.dtype)
+                inp = inp * mask
+            runs, outs = [], []
+            for d, suffix in enumerate(self._suffixes):
+                Wx, Wh, b = self._weights(layer, suffix)
+                x_run = inp if d == 0 else _reverse(inp, rev)
+                hs, h_n[layer * dirs + d], starts = _run_forward(x_run, Wx, Wh, b, h0[layer * dirs + d], segs,
+                                                                 self.activation, self.backend)
+                runs.append(dict(x=x_run, hs=hs, starts=starts))
+                outs.append(hs if d == 0 else _reverse(hs, rev))
+            cache["layers"].append(dict(runs=runs, mask=mask))
+            inp = outs[0] if dirs == 1 else np.concatenate(outs, axis=-1)
+        self._cache = cache
+        if self.stateful:
+            self.state = h_n.copy()
+        out = inp.copy() if self.time_major else np.ascontiguousarray(inp.transpose(1, 0, 2))
+        return out, h_n
+
+    forward = __call__
+
+    def _state_or_zeros(self, name, a, shape, meaning):
+        """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""
+        if a is None:
+            return np.zeros(shape, self.dtype)
+        a = _check_real(name, a)
+        if a.shape != shape:
+            raise ValueError(f"{name}: expected {meaning} = {shape}, got {a.shape}")
+        return np.array(a, dtype=self.dtype)
+
+    # --- backward ------------------------------------------------------------------------
+
+    def backward(self, dout, dh_n=None):
+        """Backpropagate through the last call: returns dx (the layout of x) and overwrites
+        ``grads`` (and ``dh0``). ``dout`` is the gradient w.r.t. ``out`` (its entries past a
+        sample's length are ignored: those outputs are constant zeros); ``dh_n`` (optional)
+        w.r.t. ``h_n``. A stateful layer stops at the chunk boundary (truncated BPTT)."""
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError("backward: call the layer (forward) first")
+        T, N = cache["T"], cache["N"]
+        H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
+        dout = _check_real("dout", dout)
+        expected = (T, N, dirs * H) if self.time_major else (N, T, dirs * H)
+        if dout.shape != expected:
+            raise ValueError(f"dout: expected the shape of out = {expected}, got {dout.shape}")
+        d_tm = np.asarray(dout if self.time_major else dout.transpose(1, 0, 2), dtype=self.dtype)
+        dh_n = self._state_or_zeros("dh_n", dh_n, (L * dirs, N, H), "the shape of h_n")
+
+        segs, rev = cache["segs"], cache["rev"]
+        dh0 = np.empty((L * dirs, N, H), self.dtype)
+        for layer in reversed(range(L)):
+            entry = cache["layers"][layer]
+            d_in = None
+            for d, suffix in enumerate(self._suffixes):
+                Wx, Wh, _ = self._weights(layer, suffix)
+                run = entry["runs"][d]
+                dhs = d_tm[..., d * H:(d + 1) * H]
+                if d == 1:
+                    dhs = _reverse(dhs, rev)
+                dx, dWx, dWh, db, dh0[layer * dirs + d] = _run_backward(
+                    dhs, run["x"], Wx, Wh, run["hs"], run["starts"], dh_n[layer * dirs + d], segs,
+                    self.activation, self.backend)
+                if d == 1:
+                    dx = _reverse(dx, rev)
+                d_in = dx if d_in is None else d_in + dx
+                name = f"l{layer}{suffix}"
+                self.grads[f"Wx_{name}"][...] = dWx
+                self.grads[f"Wh_{name}"][...] = dWh
+                if self.bias:
+                    self.grads[f"b_{name}"][...] = db
+            if entry["mask"] is not None:
+                d_in = d_in * entry["mask"]
+            d_tm = d_in
+        self.dh0 = dh0
+        return d_tm if self.time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))
+
+    # --- streaming -----------------------------------------------------------------------
+
+    def step(self, x_t):
+        """Advance a unidirectional stateful layer by one time step (streaming inference).
+
+        x_t : (N, D). Returns the top layer's new state (N, H). The state is ``self.state``,
+        the one ``__call__`` carries, updated in place (zeros when there is none yet). No
+        dropout, nothing recorded for backward.
+        """
+        if self.bidirectional:
+            raise ValueError("step: a bidirectional layer needs the whole sequence; use layer(x)")
+        if not self.stateful:
+            raise ValueError("step: the layer must be stateful (RNN(..., stateful=True), or set layer.stateful = True)")
+        x_t = _check_real("x_t", x_t)
+        if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            raise ValueError(f"x_t: expected shape (N, D) with D = input_size = {self.input_size}, got {x_t.shape}")
+        N = x_t.shape[0]
+        if self.state is None:
+            self.state = np.zeros((self.num_layers, N, self.hidden_size), self.dtype)
+        elif self.state.shape[1] != N:
+            raise ValueError(f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; "
+                             "call reset_state() first")
+        # One time step of rnn_forward's orchestration per layer, written into buffers kept
+        # across steps: nothing is allocated per step but the returned output.
+        kernel = get_backend(self.backend)
+        if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
+            self._step_buffer = np.empty((self.num_layers, 1, N, self.hidden_size), self.dtype)
+        inp = _kernel_seq(np.asarray(x_t, dtype=self.dtype)[None], self.dtype)  # (1, N, D), time-major
+        for layer in range(self.num_layers):
+            Wx, Wh, b = self._weights(layer, "")
+            out = self._step_buffer[layer]
+            h0 = _kernel_matrix(self.state[layer], self.dtype)
+            _forward_into(kernel, inp, Wx, Wh, b, h0, out, self.activation, self.dtype)
+            self.state[layer] = out[0]
+            inp = out
+        return inp[0].copy()
+
+    # --- save / load (_npz) --------------------------------------------------------------
+
+    def save(self, path):
+        """Save config and weights to one .npz file (np.savez adds '.npz' if path has none)."""
+        _npz.save(self, path)
+
+    @classmethod
+    def load(cls, path, *, backend=None):
+        """A layer from a file written by ``save``.
+
+        Before reading any weights it checks the zip directory, the config (keys, types,
+        ranges) and, from each member's .npy header, that the members are exactly the
+        config's parameters with their shapes and dtype; no pickle is ever loaded. Any file
+        that is not such a layer (corrupt, truncated, foreign, inconsistent) raises a
+        ValueError naming the file. Nothing is initialised randomly: the time is that of
+        reading the file."""
+        return _npz.load(cls, path, backend)
+
+    def _set_params(self, weights):
+        for k, v in weights.items():
+            v = _check_real(k, v)
+            if v.shape != self.params[k].shape:
+                raise ValueError(f"{k}: expected shape {self.params[k].shape}, got {v.shape}")
+            self.params[k][...] = v
+
+    # --- interop (_interop) -----------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module, *, backend=None):
+        """A layer with the weights, layout, dtype and mode of a ``torch.nn.RNN``:
+        Wx = weight_ih.T, Wh = weight_hh.T, b = bias_ih + bias_hh; ``batch_first=False``
+        gives ``time_major=True``."""
+        return _interop.from_torch(cls, module, backend)
+
+    def to_torch(self):
+        """A ``torch.nn.RNN`` with this layer's weights (bias_ih = b, bias_hh = 0), layout
+        (``batch_first = not time_major``), dtype and mode."""
+        return _interop.to_torch(self)
+
+    @classmethod
+    def from_keras_weights(cls, weights, *, activation="tanh", time_major=False, stateful=False, dtype=None,
+                           backend=None):
+        """A one-layer RNN from a Keras ``SimpleRNN``'s ``get_weights()``: [kernel (D, H),
+        recurrent_kernel (H, H), bias (H,)] ([kernel, recurrent_kernel] with use_bias=False).
+        Keras's order and convention are ours (x·kernel + h·recurrent_kernel + bias).
+        dtype: the kernel's (float32 or float64) unless given."""
+        return _interop.from_keras_weights(cls, weights, activation, time_major, stateful, dtype, backend)

@@ -1,0 +1,61 @@
+"""``prf.TimeRNN``: the textbook class, one ``rnn_forward`` / ``rnn_backward`` call per sequence."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._api import rnn_backward, rnn_forward
+from ._checks import _check_real
+
+
+class TimeRNN:
+    """A drop-in for the textbook ``TimeRNN`` layer (T steps of ``h = tanh(h·Wh + x·Wx + b)``),
+    with the whole sequence in one ``rnn_forward`` / ``rnn_backward`` call.
+
+    ``params = [Wx, Wh, b]`` are used as given (an optimizer updating them in place is seen
+    by the next forward); ``grads = [dWx, dWh, db]`` are overwritten in place by ``backward``.
+    ``h`` is the last hidden state, ``dh`` the gradient w.r.t. the initial state from the last
+    backward. With ``stateful=False`` every forward starts from zeros; with ``stateful=True``
+    from ``h`` (zeros after ``reset_state()``; ``set_state(h)`` sets it), and backward stops at
+    the start of the sequence (truncated BPTT).
+    """
+
+    def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
+        for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+            _check_real(name, a)
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.h, self.dh = None, None
+        self.stateful = stateful
+        self.backend = backend
+        self._cache = None
+
+    def set_state(self, h):
+        self.h = h
+
+    def reset_state(self):
+        self.h = None
+
+    def forward(self, xs):
+        """xs (N, T, D) -> hs (N, T, H)."""
+        xs = _check_real("xs", xs)
+        Wx, Wh, b = self.params
+        if not self.stateful:
+            self.h = None
+        h0 = self.h
+        hs, self.h = rnn_forward(xs, Wx, Wh, b, h0, backend=self.backend)
+        self._cache = (xs, hs, h0)
+        return hs
+
+    def backward(self, dhs):
+        """dhs (N, T, H) -> dxs (N, T, D); fills grads in place and sets dh."""
+        if self._cache is None:
+            raise RuntimeError("backward: call forward first")
+        dhs = _check_real("dhs", dhs)
+        Wx, Wh, _ = self.params
+        xs, hs, h0 = self._cache
+        g = rnn_backward(dhs, xs, Wx, Wh, hs, h0, backend=self.backend)
+        self.grads[0][...] = g.dWx
+        self.grads[1][...] = g.dWh
+        self.grads[2][...] = g.db
+        self.dh = g.dh0
+        return g.dx
