@@ -7,6 +7,7 @@ import from here; this module imports neither, so the imports flow one way.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 _ACTIVATIONS = ("tanh", "relu")
 _SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float
@@ -21,7 +22,7 @@ def _check_activation(activation) -> str:
 def _as_arrays(required: tuple, **named) -> dict:
     """np.asarray each non-None input and reject what the library cannot compute with: a
     missing required argument, non-numeric objects, and dtypes other than real numbers."""
-    out = {}
+    out: dict[str, np.ndarray | None] = {}
     for name, a in named.items():
         if a is None:
             if name in required:
@@ -114,14 +115,14 @@ def _addressable(a: np.ndarray, unit_last: bool) -> bool:
     return not unit_last or a.shape[-1] <= 1 or a.strides[-1] == a.itemsize
 
 
-def _in_kernel_layout(a, dtype, unit_last=True):
+def _in_kernel_layout(a: ArrayLike, dtype: np.dtype, unit_last: bool = True) -> np.ndarray:
     """`a` as a `dtype` array the kernels can address: itself (or np.asarray's dtype
     conversion) when they can, else a C-contiguous copy."""
     a = np.asarray(a, dtype=dtype)
     return a if _addressable(a, unit_last) else np.array(a, order="C")
 
 
-def _kernel_matrix(a, dtype):
+def _kernel_matrix(a: ArrayLike | None, dtype: np.dtype) -> np.ndarray | None:
     """A C-contiguous aligned native matrix (or None). Matrices are small next to the
     sequences; one layout for them (C) keeps Numba from compiling a variant per layout."""
     if a is None:
@@ -130,13 +131,13 @@ def _kernel_matrix(a, dtype):
     return a if a.flags.c_contiguous and _addressable(a, True) else np.array(a, order="C")
 
 
-def _kernel_seq(a, dtype):
+def _kernel_seq(a: ArrayLike, dtype: np.dtype) -> np.ndarray:
     """A sequence array (T, N, ·) the kernels can address in place: strided views such as
     the transposed batch-major layout are kept, other layouts copied."""
     return _in_kernel_layout(a, dtype, unit_last=True)
 
 
-def _kernel_weights(Wx, dtype):
+def _kernel_weights(Wx: ArrayLike, dtype: np.dtype) -> np.ndarray:
     """Wx for the GEMMs, which take any non-negative strides (Fortran order stays a view)."""
     return _in_kernel_layout(Wx, dtype, unit_last=False)
 
