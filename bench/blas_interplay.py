@@ -9,6 +9,7 @@ Times the compiled backend's forward pass on the `typical` shape (a) on idle cor
 
 The variable is read when NumPy loads OpenBLAS, so it must be set before the process starts.
 """
+
 import os
 import statistics
 import time
@@ -31,13 +32,13 @@ def measure(rounds=30):
     idle, after_blas = [], []
     for _ in range(rounds):
         time.sleep(0.3)  # every library's idle threads have gone to sleep
-        ours()           # warm
+        ours()  # warm
         t0 = time.perf_counter()
         ours()
         idle.append(time.perf_counter() - t0)
-        a @ a            # NumPy's BLAS wakes its threads ...
+        a @ a  # NumPy's BLAS wakes its threads ...
         t0 = time.perf_counter()
-        ours()           # ... and we run while they spin
+        ours()  # ... and we run while they spin
         after_blas.append(time.perf_counter() - t0)
     return statistics.median(idle), statistics.median(after_blas)
 
@@ -47,8 +48,10 @@ def main():
     for threads in (os.cpu_count(), 1):
         prf.set_num_threads(threads)
         med_idle, med_after = measure()
-        print(f"  pyrnn_fast threads {threads}: forward 'typical' {med_idle * 1e3:6.2f} ms on idle cores, "
-              f"{med_after * 1e3:6.2f} ms right after a NumPy GEMM ({med_after / med_idle:.2f}x)")
+        print(
+            f"  pyrnn_fast threads {threads}: forward 'typical' {med_idle * 1e3:6.2f} ms on idle cores, "
+            f"{med_after * 1e3:6.2f} ms right after a NumPy GEMM ({med_after / med_idle:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

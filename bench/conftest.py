@@ -5,6 +5,7 @@ variables must be in the environment before NumPy (OpenBLAS), torch or jax load,
 set here before anything imports them; then ``limit_threads`` confines the CPU affinity (which
 XLA sizes its pool by) and sets pyrnn_fast's and torch's thread counts. Unset: all cores.
 """
+
 import os
 import sys
 
@@ -23,5 +24,7 @@ def pytest_report_header(config):
     import pyrnn_fast as prf
     from pyrnn_fast.benchmark import runners, timing
 
-    return (f"pyrnn_fast {prf.__version__}: backends {prf.backends()}, ISA {prf.isa()}, "
-            f"{timing.num_threads()} thread(s); peers installed: {runners.available_peers()}")
+    return (
+        f"pyrnn_fast {prf.__version__}: backends {prf.backends()}, ISA {prf.isa()}, "
+        f"{timing.num_threads()} thread(s); peers installed: {runners.available_peers()}"
+    )

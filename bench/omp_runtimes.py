@@ -21,6 +21,7 @@ other, with 2 threads for both (or ``--threads``). Each build runs in its own ch
 Needs torch (``pip install torch==2.13.0``). Prints the CPU, the ISA and the libgomp files
 each process has mapped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,13 @@ def child(threads: int, rounds: int) -> dict:
         t["torch idle"].append(timed(theirs))
         ours()
         t["torch after ours"].append(timed(theirs))
-    return {"pyrnn_fast": os.path.dirname(prf.__file__), "isa": prf.isa(), "torch": torch.__version__,
-            "libgomp": libgomps(), "ms": {k: 1e3 * statistics.median(v) for k, v in t.items()}}
+    return {
+        "pyrnn_fast": os.path.dirname(prf.__file__),
+        "isa": prf.isa(),
+        "torch": torch.__version__,
+        "libgomp": libgomps(),
+        "ms": {k: 1e3 * statistics.median(v) for k, v in t.items()},
+    }
 
 
 def main():
@@ -92,25 +98,37 @@ def main():
         return
     with open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    print(f"CPU: {cpu} ({os.cpu_count()} CPUs); threads {args.threads}; 'typical' forward, "
-          f"median of {args.rounds} rounds; ratio = time right after the other library's call / time on idle cores")
+    print(
+        f"CPU: {cpu} ({os.cpu_count()} CPUs); threads {args.threads}; 'typical' forward, "
+        f"median of {args.rounds} rounds; ratio = time right after the other library's call / time on idle cores"
+    )
     for d in (args.dirs or [None]) * args.passes:
         env = dict(os.environ)
         if d is not None:
             env["PYTHONPATH"] = os.path.abspath(d) + os.pathsep + env.get("PYTHONPATH", "")
-        out = subprocess.run([sys.executable, __file__, CHILD, "--threads", str(args.threads),
-                              "--rounds", str(args.rounds)], env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, CHILD, "--threads", str(args.threads), "--rounds", str(args.rounds)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             sys.exit(out.stderr)
         r = json.loads(out.stdout.splitlines()[-1])
         ms = r["ms"]
-        print(f"\npyrnn_fast from {r['pyrnn_fast']} (ISA {r['isa']}), torch {r['torch']}; "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"\npyrnn_fast from {r['pyrnn_fast']} (ISA {r['isa']}), torch {r['torch']}; "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         print(f"  OpenMP runtimes mapped ({len(r['libgomp'])}): " + ", ".join(r["libgomp"]))
-        print(f"  pyrnn_fast: {ms['ours idle']:6.2f} ms idle, {ms['ours after torch']:6.2f} ms right after torch "
-              f"({ms['ours after torch'] / ms['ours idle']:.2f}x)")
-        print(f"  torch:      {ms['torch idle']:6.2f} ms idle, {ms['torch after ours']:6.2f} ms right after pyrnn_fast "
-              f"({ms['torch after ours'] / ms['torch idle']:.2f}x)")
+        print(
+            f"  pyrnn_fast: {ms['ours idle']:6.2f} ms idle, {ms['ours after torch']:6.2f} ms right after torch "
+            f"({ms['ours after torch'] / ms['ours idle']:.2f}x)"
+        )
+        print(
+            f"  torch:      {ms['torch idle']:6.2f} ms idle, {ms['torch after ours']:6.2f} ms right after pyrnn_fast "
+            f"({ms['torch after ours'] / ms['torch idle']:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ The recurrences are compared with T separate (N, H)·(H, H) matmuls (what a NumP
 without its tanh); the four big GEMMs with one matmul each. Figures are the best of
 `--rounds` interleaved rounds, so both columns see the same machine load.
 """
+
 import argparse
 
 import numpy as np
 
 from pyrnn_fast import _core
-from pyrnn_fast.benchmark import runners, timing
 from pyrnn_fast._backends import get_backend
+from pyrnn_fast.benchmark import runners, timing
 
 
 def stages(shape):
@@ -31,14 +32,23 @@ def stages(shape):
     # name: (ours, numpy's, multiply-adds)
     return {
         "X·Wx + b": (lambda: cpp.rows_gemm(x, Wx, b, hs), lambda: mm(x2, Wx) + b, T * N * D * H),
-        "forward recurrence": (lambda: cpp.forward(hs, Wh, None, hs, "tanh"),
-                               lambda: [mm(hs[t], Wh) for t in range(T)], T * N * H * H),
-        "backward recurrence": (lambda: cpp.backward(dhs, hs, Wh, None, dA, dh0, "tanh"),
-                                lambda: [mm(dA[t], Wh.T) for t in range(T)], T * N * H * H),
+        "forward recurrence": (
+            lambda: cpp.forward(hs, Wh, None, hs, "tanh"),
+            lambda: [mm(hs[t], Wh) for t in range(T)],
+            T * N * H * H,
+        ),
+        "backward recurrence": (
+            lambda: cpp.backward(dhs, hs, Wh, None, dA, dh0, "tanh"),
+            lambda: [mm(dA[t], Wh.T) for t in range(T)],
+            T * N * H * H,
+        ),
         "dx = dA·Wxᵀ": (lambda: cpp.rows_gemm(dA, Wx.T, None, dx), lambda: mm(dA2, Wx.T), T * N * D * H),
         "dWx = Xᵀ·dA": (lambda: cpp.reduce_gemm(x, dA, dWx, False), lambda: mm(x2.T, dA2), T * N * D * H),
-        "dWh = Hᵀ·dA": (lambda: cpp.reduce_gemm(hs[:-1], dA[1:], dWh, False),
-                        lambda: mm(hs2[:-N].T, dA2[N:]), (T - 1) * N * H * H),
+        "dWh = Hᵀ·dA": (
+            lambda: cpp.reduce_gemm(hs[:-1], dA[1:], dWh, False),
+            lambda: mm(hs2[:-N].T, dA2[N:]),
+            (T - 1) * N * H * H,
+        ),
     }
 
 
@@ -61,8 +71,10 @@ def main():
         ours, theirs = best[name]
         total[0] += ours
         total[1] += theirs
-        print(f"{name:22s} {ours * 1e3:14.2f} {2 * fma / ours / 1e9:8.1f} {theirs * 1e3:13.2f} "
-              f"{2 * fma / theirs / 1e9:8.1f} {theirs / ours:5.2f}x")
+        print(
+            f"{name:22s} {ours * 1e3:14.2f} {2 * fma / ours / 1e9:8.1f} {theirs * 1e3:13.2f} "
+            f"{2 * fma / theirs / 1e9:8.1f} {theirs / ours:5.2f}x"
+        )
     print(f"{'sum':22s} {total[0] * 1e3:14.2f} {'':8s} {total[1] * 1e3:13.2f} {'':8s} {total[1] / total[0]:5.2f}x")
 
 

@@ -9,6 +9,7 @@ come from ``pyrnn_fast.benchmark`` (the same as ``python -m pyrnn_fast``). ``ext
 GFLOP/s and the share of the CPU other processes took meanwhile. Calls slower than SLOW_CALL
 run with ``benchmark.pedantic`` and few rounds; calls slower than TOO_SLOW are skipped.
 """
+
 import importlib.util
 import time
 
@@ -37,8 +38,9 @@ def test_rnn(benchmark, backend, shape, op):
         pytest.skip(f"{backend} {op} on {shape} takes {per_call:.0f} s per call")
 
     benchmark.group = f"{shape} {op}"
-    benchmark.extra_info.update(shape=shape, dims=runners.SHAPES[shape], op=op, backend=backend,
-                                gflop=runners.flops(shape, op) / 1e9)
+    benchmark.extra_info.update(
+        shape=shape, dims=runners.SHAPES[shape], op=op, backend=backend, gflop=runners.flops(shape, op) / 1e9
+    )
     since = timing.cpu_snapshot()
     if per_call > SLOW_CALL:
         benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)

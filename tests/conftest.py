@@ -1,5 +1,6 @@
 """Pytest hooks and fixtures. Shared helpers (problems, tolerances, comparisons) are in
 helpers.py, which the test modules import directly."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,10 @@ from pyrnn_fast import _backends
 
 def pytest_report_header(config):
     isa = _backends.isa()
-    return [f"pyrnn_fast {prf.__version__} from {prf.__file__}; backends {prf.backends()}; isa {isa}; "
-            f"threads {prf.get_num_threads()}"]
+    return [
+        f"pyrnn_fast {prf.__version__} from {prf.__file__}; backends {prf.backends()}; isa {isa}; "
+        f"threads {prf.get_num_threads()}"
+    ]
 
 
 @pytest.fixture(params=BACKEND_PARAMS, ids=backend_id)

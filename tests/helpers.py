@@ -4,6 +4,7 @@ tests/ on sys.path). conftest.py keeps only pytest's hooks and fixtures.
 Functional API: every backend (the compiled one once per instruction set this machine
 supports), problem generation, and the comparison against the NumPy reference.
 Layers: tolerances against torch and between runs of our own code, ``close``, random arrays."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -93,17 +94,28 @@ def check_against_reference(p, activation, backend, time_major=True, dtype=None)
     dtype = np.dtype(dtype or p["x"].dtype)
     f64, hs_ref, hl_ref = reference(p, activation)
     x = to_layout(p["x"], time_major)
-    hs, h_last = prf.rnn_forward(x, p["Wx"], p["Wh"], p["b"], p["h0"], activation=activation,
-                                 time_major=time_major, backend=backend)
+    hs, h_last = prf.rnn_forward(
+        x, p["Wx"], p["Wh"], p["b"], p["h0"], activation=activation, time_major=time_major, backend=backend
+    )
     assert_close(hs, to_layout(hs_ref, time_major), dtype, "hs")
     assert_close(h_last, hl_ref, dtype, "h_last")
 
     hs_in = hs_ref.astype(dtype)
-    g_ref = _reference.rnn_backward(f64["dhs"], f64["x"], f64["Wx"], f64["Wh"], hs_in.astype(np.float64),
-                                    f64["h0"], f64["dh_last"], activation)
-    g = prf.rnn_backward(to_layout(p["dhs"], time_major), x, p["Wx"], p["Wh"], to_layout(hs_in, time_major),
-                         p["h0"], dh_last=p["dh_last"], activation=activation, time_major=time_major,
-                         backend=backend)
+    g_ref = _reference.rnn_backward(
+        f64["dhs"], f64["x"], f64["Wx"], f64["Wh"], hs_in.astype(np.float64), f64["h0"], f64["dh_last"], activation
+    )
+    g = prf.rnn_backward(
+        to_layout(p["dhs"], time_major),
+        x,
+        p["Wx"],
+        p["Wh"],
+        to_layout(hs_in, time_major),
+        p["h0"],
+        dh_last=p["dh_last"],
+        activation=activation,
+        time_major=time_major,
+        backend=backend,
+    )
     assert isinstance(g, prf.RNNGrads)
     expected = dict(zip(prf.RNNGrads._fields, g_ref))
     expected["dx"] = to_layout(expected["dx"], time_major)
@@ -136,11 +148,9 @@ def close(actual, expected, tol, what=""):
     assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
 
 
-
 def rng_arrays(seed, *shapes, dtype=np.float64):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(s).astype(dtype) for s in shapes]
-
 
 
 # The small problem of the layer tests against torch: T, N, D, H.

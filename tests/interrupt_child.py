@@ -13,6 +13,7 @@ Protocol: one JSON object per line on stdout:
     {"event": "interrupted" | "completed", "t": ...}   after it (time.monotonic())
     {"event": "done", ...}                             checks after all rounds
 """
+
 from __future__ import annotations
 
 import json
@@ -154,6 +155,7 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     handled = []
     if with_handler:
+
         def handler(signum, frame):
             handled.append(time.monotonic())
             try:  # calling the compiled backend from here must be refused, not corrupt the call
@@ -175,8 +177,13 @@ def main():
             emit(event="interrupted", t=time.monotonic())
         rss.append(rss_bytes())
 
-    done = {"event": "done", "rss": rss, "step_bytes": step_bytes, "T": T,
-            "small_call_error": check_small_calls(backend)}
+    done = {
+        "event": "done",
+        "rss": rss,
+        "step_bytes": step_bytes,
+        "T": T,
+        "small_call_error": check_small_calls(backend),
+    }
     if with_handler:
         done["handled"] = handled
         if result is not None:

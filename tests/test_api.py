@@ -1,4 +1,5 @@
 """The public API's contract: dtypes, layouts, odd memory layouts, empty sizes, NaN, bad input."""
+
 import os
 import subprocess
 import sys
@@ -17,14 +18,18 @@ def _args(p):
 
 # --- dtypes ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtypes,expected", [
-    ((np.float32,) * 5, np.float32),
-    ((np.float32, np.float32, np.float64, np.float32, np.float32), np.float64),
-    ((np.float16,) * 5, np.float32),
-    ((np.float16, np.float32, np.float32, np.float16, np.float16), np.float32),
-    ((np.int32, np.float32, np.float32, np.float32, np.float32), np.float64),
-    ((np.int64,) * 5, np.float64),
-])
+
+@pytest.mark.parametrize(
+    "dtypes,expected",
+    [
+        ((np.float32,) * 5, np.float32),
+        ((np.float32, np.float32, np.float64, np.float32, np.float32), np.float64),
+        ((np.float16,) * 5, np.float32),
+        ((np.float16, np.float32, np.float32, np.float16, np.float16), np.float32),
+        ((np.int32, np.float32, np.float32, np.float32, np.float32), np.float64),
+        ((np.int64,) * 5, np.float64),
+    ],
+)
 def test_result_dtype_follows_numpy_promotion(backend, dtypes, expected):
     p = make_problem(4, 3, 5, 6, seed=1)
     if dtypes[0] in (np.int32, np.int64):
@@ -36,8 +41,9 @@ def test_result_dtype_follows_numpy_promotion(backend, dtypes, expected):
     assert hs.dtype == expected and h_last.dtype == expected
     _, hs_ref, _ = reference(p, "tanh")
     assert_close(hs, hs_ref, expected, "hs")
-    g = prf.rnn_backward(p["dhs"].astype(dtypes[0]), p["x"], p["Wx"], p["Wh"], hs, p["h0"], time_major=True,
-                         backend=backend)
+    g = prf.rnn_backward(
+        p["dhs"].astype(dtypes[0]), p["x"], p["Wx"], p["Wh"], hs, p["h0"], time_major=True, backend=backend
+    )
     assert all(a.dtype == expected for a in g)
 
 
@@ -73,6 +79,7 @@ def test_longdouble_is_rejected():
 
 # --- layouts and memory ------------------------------------------------------------------
 
+
 def test_batch_major_is_transposed_time_major(backend):
     p = make_problem(6, 4, 5, 7, seed=2)
     hs_tm, hl_tm = prf.rnn_forward(*_args(p), time_major=True, backend=backend)
@@ -91,10 +98,10 @@ def test_odd_memory_layouts_and_inputs_untouched(backend, time_major):
     big = np.zeros((5, 4, 12))
     big[:, :, ::2] = p["x"]
     odd = {
-        "x": big[:, :, ::2],                               # strided last axis
-        "Wx": np.asfortranarray(p["Wx"]),                  # Fortran order
+        "x": big[:, :, ::2],  # strided last axis
+        "Wx": np.asfortranarray(p["Wx"]),  # Fortran order
         "Wh": p["Wh"].astype(p["Wh"].dtype.newbyteorder(">")),  # byte-swapped
-        "b": p["b"][::-1].copy()[::-1],                    # negative stride
+        "b": p["b"][::-1].copy()[::-1],  # negative stride
         "h0": np.asfortranarray(p["h0"]),
         "dhs": np.asfortranarray(p["dhs"]),
         "dh_last": p["dh_last"].T.copy().T,
@@ -106,10 +113,20 @@ def test_odd_memory_layouts_and_inputs_untouched(backend, time_major):
         odd["x"] = odd["x"].transpose(1, 0, 2)
         odd["dhs"] = odd["dhs"].transpose(1, 0, 2)
         p = dict(p)
-    hs, h_last = prf.rnn_forward(odd["x"], odd["Wx"], odd["Wh"], odd["b"], odd["h0"], time_major=time_major,
-                                 backend=backend)
-    g = prf.rnn_backward(odd["dhs"], odd["x"], odd["Wx"], odd["Wh"], hs, odd["h0"], dh_last=odd["dh_last"],
-                         time_major=time_major, backend=backend)
+    hs, h_last = prf.rnn_forward(
+        odd["x"], odd["Wx"], odd["Wh"], odd["b"], odd["h0"], time_major=time_major, backend=backend
+    )
+    g = prf.rnn_backward(
+        odd["dhs"],
+        odd["x"],
+        odd["Wx"],
+        odd["Wh"],
+        hs,
+        odd["h0"],
+        dh_last=odd["dh_last"],
+        time_major=time_major,
+        backend=backend,
+    )
     for k, v in before.items():
         w = odd[k] if time_major or k not in ("x", "dhs") else odd[k].transpose(1, 0, 2)
         np.testing.assert_array_equal(w, v, err_msg=f"{k} was modified")
@@ -140,6 +157,7 @@ def test_array_likes_are_accepted():
 
 # --- empty sizes ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("dh_last", [False, True])
 def test_zero_steps(backend, h0, dh_last):
@@ -149,8 +167,9 @@ def test_zero_steps(backend, h0, dh_last):
     np.testing.assert_array_equal(h_last, p["h0"] if h0 else np.zeros((3, 5)))
     if h0:
         assert h_last is not p["h0"]
-    g = prf.rnn_backward(p["dhs"], p["x"], p["Wx"], p["Wh"], hs, p["h0"], dh_last=p["dh_last"], time_major=True,
-                         backend=backend)
+    g = prf.rnn_backward(
+        p["dhs"], p["x"], p["Wx"], p["Wh"], hs, p["h0"], dh_last=p["dh_last"], time_major=True, backend=backend
+    )
     np.testing.assert_array_equal(g.dh0, p["dh_last"] if dh_last else np.zeros((3, 5)))
     assert g.dx.shape == (0, 3, 4)
     for name in ("dWx", "dWh", "db"):
@@ -165,23 +184,26 @@ def test_other_empty_sizes(backend, shape):
 
 # --- NaN -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_propagates_like_the_reference(backend, activation, dtype):
     p = make_problem(6, 4, 5, 20, dtype=dtype, seed=6)
-    p["x"][2, 1, 3] = np.nan       # sample 1 from step 2 on
-    p["h0"][3, 0] = np.nan         # sample 3 from the start
+    p["x"][2, 1, 3] = np.nan  # sample 1 from step 2 on
+    p["h0"][3, 0] = np.nan  # sample 3 from the start
     hs, h_last = prf.rnn_forward(*_args(p), activation=activation, time_major=True, backend=backend)
     _, hs_ref, _ = reference(p, activation)
     np.testing.assert_array_equal(np.isnan(hs), np.isnan(hs_ref))
     assert np.isnan(hs[2:, 1]).all() and np.isnan(hs[:, 3]).all() and not np.isnan(hs[:, 0]).any()
     p["dhs"][4, 2, 7] = np.nan
-    g = prf.rnn_backward(p["dhs"], p["x"], p["Wx"], p["Wh"], hs, p["h0"], activation=activation, time_major=True,
-                         backend=backend)
+    g = prf.rnn_backward(
+        p["dhs"], p["x"], p["Wx"], p["Wh"], hs, p["h0"], activation=activation, time_major=True, backend=backend
+    )
     assert np.isnan(g.dWh).any() and np.isnan(g.dh0[2]).all()
 
 
 # --- backends, env, threads, import --------------------------------------------------------
+
 
 def test_backends_listing_and_choice(monkeypatch):
     names = prf.backends()
@@ -222,10 +244,16 @@ def test_forcing_an_unsupported_isa_is_a_clear_error(tmp_path):
     if _backends._core is None:
         pytest.skip("compiled backend not built")
     env = dict(os.environ, PYRNN_FAST_ISA="sse9")
-    out = subprocess.run([sys.executable, "-c", "import pyrnn_fast"], capture_output=True, text=True, env=env,
-                         cwd=tmp_path)  # not the source tree, which would shadow the installed package
+    out = subprocess.run(
+        [sys.executable, "-c", "import pyrnn_fast"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )  # not the source tree, which would shadow the installed package
     assert out.returncode != 0 and "PYRNN_FAST_ISA" in out.stderr
     env["PYRNN_FAST_ISA"] = "generic"
-    out = subprocess.run([sys.executable, "-c", "import pyrnn_fast; print(pyrnn_fast.isa())"], capture_output=True,
-                         text=True, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", "import pyrnn_fast; print(pyrnn_fast.isa())"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "generic", out.stderr

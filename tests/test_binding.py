@@ -1,5 +1,6 @@
 """The compiled extension on its own: whatever it is handed, it raises instead of touching
 memory it should not."""
+
 import numpy as np
 import pytest
 
@@ -12,14 +13,27 @@ T, N, H = 3, 4, 5
 
 
 def fwd_args(dtype=np.float64):
-    return dict(xw=np.zeros((T, N, H), dtype), wh=np.zeros((H, H), dtype), h0=np.zeros((N, H), dtype),
-                out=np.zeros((T, N, H), dtype), activation="tanh", threads=2)
+    return dict(
+        xw=np.zeros((T, N, H), dtype),
+        wh=np.zeros((H, H), dtype),
+        h0=np.zeros((N, H), dtype),
+        out=np.zeros((T, N, H), dtype),
+        activation="tanh",
+        threads=2,
+    )
 
 
 def bwd_args(dtype=np.float64):
-    return dict(dh=np.zeros((T, N, H), dtype), h=np.zeros((T, N, H), dtype), wh=np.zeros((H, H), dtype),
-                dh_last=None, da=np.zeros((T, N, H), dtype), dh0=np.zeros((N, H), dtype), activation="relu",
-                threads=2)
+    return dict(
+        dh=np.zeros((T, N, H), dtype),
+        h=np.zeros((T, N, H), dtype),
+        wh=np.zeros((H, H), dtype),
+        dh_last=None,
+        da=np.zeros((T, N, H), dtype),
+        dh0=np.zeros((N, H), dtype),
+        activation="relu",
+        threads=2,
+    )
 
 
 def test_good_calls_work():
@@ -27,21 +41,42 @@ def test_good_calls_work():
     core.backward(**bwd_args(np.float32))
 
 
-@pytest.mark.parametrize("name,bad,exc,pattern", [
-    ("wh", np.zeros((H, H + 1)), ValueError, r"_core.forward: wh \(Wh\): expected shape \(5, 5\), got \(5, 6\)"),
-    ("wh", np.zeros((H, H), np.float32), TypeError, r"_core.forward: wh \(Wh\): expected a float64"),
-    ("h0", np.zeros((N + 1, H)), ValueError, r"_core.forward: h0: expected shape \(4, 5\)"),
-    ("h0", [[0.0] * H] * N, TypeError, "h0"),
-    ("out", np.zeros((T + 1, N, H)), ValueError, r"_core.forward: out \(hs\): expected shape \(3, 4, 5\)"),
-    ("out", np.zeros((T, N, 2 * H))[:, :, ::2], ValueError,
-     r"_core.forward: out \(hs\): the last axis must be contiguous"),
-    ("out", np.zeros((T, N, H), ">f8"), TypeError,
-     r"_core.forward: out \(hs\): expected a float64 array in native byte order"),
-    ("xw", np.zeros((T, N)), ValueError, r"_core.forward: xw \(x @ Wx \+ b\): expected a 3-D"),
-    ("xw", np.zeros((T, N, H), np.int64), TypeError, r"_core.forward: xw \(x @ Wx \+ b\): expected float32 or float64"),
-    ("xw", np.zeros((T, N, H))[::-1], ValueError, r"_core.forward: xw \(x @ Wx \+ b\): strides must be non-negative"),
-    ("activation", "gelu", ValueError, "activation"),
-])
+@pytest.mark.parametrize(
+    "name,bad,exc,pattern",
+    [
+        ("wh", np.zeros((H, H + 1)), ValueError, r"_core.forward: wh \(Wh\): expected shape \(5, 5\), got \(5, 6\)"),
+        ("wh", np.zeros((H, H), np.float32), TypeError, r"_core.forward: wh \(Wh\): expected a float64"),
+        ("h0", np.zeros((N + 1, H)), ValueError, r"_core.forward: h0: expected shape \(4, 5\)"),
+        ("h0", [[0.0] * H] * N, TypeError, "h0"),
+        ("out", np.zeros((T + 1, N, H)), ValueError, r"_core.forward: out \(hs\): expected shape \(3, 4, 5\)"),
+        (
+            "out",
+            np.zeros((T, N, 2 * H))[:, :, ::2],
+            ValueError,
+            r"_core.forward: out \(hs\): the last axis must be contiguous",
+        ),
+        (
+            "out",
+            np.zeros((T, N, H), ">f8"),
+            TypeError,
+            r"_core.forward: out \(hs\): expected a float64 array in native byte order",
+        ),
+        ("xw", np.zeros((T, N)), ValueError, r"_core.forward: xw \(x @ Wx \+ b\): expected a 3-D"),
+        (
+            "xw",
+            np.zeros((T, N, H), np.int64),
+            TypeError,
+            r"_core.forward: xw \(x @ Wx \+ b\): expected float32 or float64",
+        ),
+        (
+            "xw",
+            np.zeros((T, N, H))[::-1],
+            ValueError,
+            r"_core.forward: xw \(x @ Wx \+ b\): strides must be non-negative",
+        ),
+        ("activation", "gelu", ValueError, "activation"),
+    ],
+)
 def test_forward_rejects(name, bad, exc, pattern):
     args = fwd_args()
     args[name] = bad
@@ -68,12 +103,15 @@ def test_lists_are_not_converted():
         core.forward(**args)
 
 
-@pytest.mark.parametrize("name,bad,pattern", [
-    ("h", np.zeros((T, N + 1, H)), r"_core.backward: h \(hs\): expected shape \(3, 4, 5\)"),
-    ("dh_last", np.zeros((N, H + 1)), r"_core.backward: dh_last: expected shape \(4, 5\)"),
-    ("dh0", np.zeros((N, H), np.float32), "_core.backward: dh0: expected a float64"),
-    ("da", np.zeros((T, N, H)).T, r"_core.backward: da \(pre-activation gradient\): expected shape"),
-])
+@pytest.mark.parametrize(
+    "name,bad,pattern",
+    [
+        ("h", np.zeros((T, N + 1, H)), r"_core.backward: h \(hs\): expected shape \(3, 4, 5\)"),
+        ("dh_last", np.zeros((N, H + 1)), r"_core.backward: dh_last: expected shape \(4, 5\)"),
+        ("dh0", np.zeros((N, H), np.float32), "_core.backward: dh0: expected a float64"),
+        ("da", np.zeros((T, N, H)).T, r"_core.backward: da \(pre-activation gradient\): expected shape"),
+    ],
+)
 def test_backward_rejects(name, bad, pattern):
     args = bwd_args()
     args[name] = bad
@@ -97,8 +135,10 @@ def test_isa_controls():
 
 @pytest.mark.parametrize("isa", core.available_isas() if core is not None else [])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("M,K,P", [(1, 1, 1), (7, 3, 5), (500, 700, 37), (241, 257, 65), (300, 260, 300),
-                                   (3, 0, 4), (0, 5, 4), (4, 5, 0), (0, 0, 0)])
+@pytest.mark.parametrize(
+    "M,K,P",
+    [(1, 1, 1), (7, 3, 5), (500, 700, 37), (241, 257, 65), (300, 260, 300), (3, 0, 4), (0, 5, 4), (4, 5, 0), (0, 0, 0)],
+)
 def test_gemms_match_numpy(isa, dtype, M, K, P):
     """Both GEMM shapes against NumPy, on sizes that cross every block boundary (MR, NR, kc=256,
     mc=240), strided operands, bias, accumulation. P <= 8 panels reads A's rows in place, P = 300
@@ -107,9 +147,9 @@ def test_gemms_match_numpy(isa, dtype, M, K, P):
     previous = core.isa()
     core.set_isa(isa)
     try:
-        a = rng.standard_normal((M, 2, K)).astype(dtype)   # rows (s, n) of a (S, N, K) view
+        a = rng.standard_normal((M, 2, K)).astype(dtype)  # rows (s, n) of a (S, N, K) view
         b_full = rng.standard_normal((P, K)).astype(dtype)
-        b = b_full.T                                         # (K, P) with a column stride
+        b = b_full.T  # (K, P) with a column stride
         bias = rng.standard_normal(P).astype(dtype)
         out = np.empty((2, M, P), dtype).transpose(1, 0, 2)  # non-contiguous (S, N, P) view
         core.rows_gemm(a, b, bias, out, 2)
@@ -129,20 +169,35 @@ def test_gemms_match_numpy(isa, dtype, M, K, P):
         core.set_isa(previous)
 
 
-@pytest.mark.parametrize("call,pattern", [
-    (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((5, 6)), None, np.zeros((2, 3, 6)), 1),
-     r"_core.rows_gemm: b \(the \(K, P\) weights\): expected shape \(4, 6\), got \(5, 6\)"),
-    (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), np.zeros(5), np.zeros((2, 3, 6)), 1),
-     r"_core.rows_gemm: bias \(b\): expected shape \(6\)"),
-    (lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), None, np.zeros((2, 3, 7)), 1),
-     r"_core.rows_gemm: out \(the \(S, N, P\) product\): expected shape \(2, 3, 6\)"),
-    (lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 4, 6)), np.zeros((4, 6)), False, 1),
-     r"_core.reduce_gemm: b \(the \(S, N, P\) right factor\): expected shape \(2, 3, 6\)"),
-    (lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 3, 6)), np.zeros((6, 4)), False, 1),
-     r"_core.reduce_gemm: out \(the \(M, P\) sum\): expected shape \(4, 6\)"),
-    (lambda: core.reduce_gemm(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 6)), np.zeros((4, 6)), False, 1),
-     r"_core.reduce_gemm: b \(the \(S, N, P\) right factor\): expected a float32"),
-])
+@pytest.mark.parametrize(
+    "call,pattern",
+    [
+        (
+            lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((5, 6)), None, np.zeros((2, 3, 6)), 1),
+            r"_core.rows_gemm: b \(the \(K, P\) weights\): expected shape \(4, 6\), got \(5, 6\)",
+        ),
+        (
+            lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), np.zeros(5), np.zeros((2, 3, 6)), 1),
+            r"_core.rows_gemm: bias \(b\): expected shape \(6\)",
+        ),
+        (
+            lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), None, np.zeros((2, 3, 7)), 1),
+            r"_core.rows_gemm: out \(the \(S, N, P\) product\): expected shape \(2, 3, 6\)",
+        ),
+        (
+            lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 4, 6)), np.zeros((4, 6)), False, 1),
+            r"_core.reduce_gemm: b \(the \(S, N, P\) right factor\): expected shape \(2, 3, 6\)",
+        ),
+        (
+            lambda: core.reduce_gemm(np.zeros((2, 3, 4)), np.zeros((2, 3, 6)), np.zeros((6, 4)), False, 1),
+            r"_core.reduce_gemm: out \(the \(M, P\) sum\): expected shape \(4, 6\)",
+        ),
+        (
+            lambda: core.reduce_gemm(np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 6)), np.zeros((4, 6)), False, 1),
+            r"_core.reduce_gemm: b \(the \(S, N, P\) right factor\): expected a float32",
+        ),
+    ],
+)
 def test_gemm_rejects(call, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         call()

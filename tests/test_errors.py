@@ -1,4 +1,5 @@
 """Bad input: a ValueError/TypeError whose message names the argument and the expected shape."""
+
 import numpy as np
 import pytest
 
@@ -10,22 +11,30 @@ T, N, D, H = 4, 3, 5, 6
 @pytest.fixture
 def good():
     rng = np.random.default_rng(0)
-    return dict(x=rng.standard_normal((N, T, D)), Wx=rng.standard_normal((D, H)), Wh=rng.standard_normal((H, H)),
-                b=rng.standard_normal(H), h0=rng.standard_normal((N, H)))
+    return dict(
+        x=rng.standard_normal((N, T, D)),
+        Wx=rng.standard_normal((D, H)),
+        Wh=rng.standard_normal((H, H)),
+        b=rng.standard_normal(H),
+        h0=rng.standard_normal((N, H)),
+    )
 
 
-@pytest.mark.parametrize("name,bad,pattern", [
-    ("x", np.zeros((N, T)), r"x: expected a 3-D array \(N, T, D\), got shape \(3, 4\)"),
-    ("x", np.zeros((N, T, D + 1)), r"Wx: expected shape \(D, H\) with D = x.shape\[2\] = \(6, 6\), got \(5, 6\)"),
-    ("Wx", np.zeros(D), r"Wx: expected a 2-D array \(D, H\), got shape \(5,\)"),
-    ("Wx", np.zeros((D + 1, H)), r"Wx: expected shape .* = \(5, 6\), got \(6, 6\)"),
-    ("Wh", np.zeros((H, H + 1)), r"Wh: expected shape \(H, H\) with H = Wx.shape\[1\] = \(6, 6\), got \(6, 7\)"),
-    ("Wh", np.zeros((H, H, 1)), r"Wh: expected a 2-D array"),
-    ("b", np.zeros(H + 1), r"b: expected shape \(H,\) = \(6,\), got \(7,\)"),
-    ("b", np.zeros((1, H)), r"b: expected shape \(H,\) = \(6,\), got \(1, 6\)"),
-    ("h0", np.zeros((N + 1, H)), r"h0: expected shape \(N, H\) = \(3, 6\), got \(4, 6\)"),
-    ("h0", np.zeros(H), r"h0: expected shape \(N, H\) = \(3, 6\), got \(6,\)"),
-])
+@pytest.mark.parametrize(
+    "name,bad,pattern",
+    [
+        ("x", np.zeros((N, T)), r"x: expected a 3-D array \(N, T, D\), got shape \(3, 4\)"),
+        ("x", np.zeros((N, T, D + 1)), r"Wx: expected shape \(D, H\) with D = x.shape\[2\] = \(6, 6\), got \(5, 6\)"),
+        ("Wx", np.zeros(D), r"Wx: expected a 2-D array \(D, H\), got shape \(5,\)"),
+        ("Wx", np.zeros((D + 1, H)), r"Wx: expected shape .* = \(5, 6\), got \(6, 6\)"),
+        ("Wh", np.zeros((H, H + 1)), r"Wh: expected shape \(H, H\) with H = Wx.shape\[1\] = \(6, 6\), got \(6, 7\)"),
+        ("Wh", np.zeros((H, H, 1)), r"Wh: expected a 2-D array"),
+        ("b", np.zeros(H + 1), r"b: expected shape \(H,\) = \(6,\), got \(7,\)"),
+        ("b", np.zeros((1, H)), r"b: expected shape \(H,\) = \(6,\), got \(1, 6\)"),
+        ("h0", np.zeros((N + 1, H)), r"h0: expected shape \(N, H\) = \(3, 6\), got \(4, 6\)"),
+        ("h0", np.zeros(H), r"h0: expected shape \(N, H\) = \(3, 6\), got \(6,\)"),
+    ],
+)
 def test_forward_shape_errors(good, name, bad, pattern):
     good[name] = bad
     with pytest.raises(ValueError, match=pattern):
@@ -39,12 +48,15 @@ def test_time_major_changes_the_expected_layout(good):
         prf.rnn_forward(good["x"][0], good["Wx"], good["Wh"], time_major=True)
 
 
-@pytest.mark.parametrize("name,bad,pattern", [
-    ("dhs", np.zeros((N, T, H + 1)), r"dhs: expected shape \(N, T, H\) = \(3, 4, 6\), got \(3, 4, 7\)"),
-    ("hs", np.zeros((T, N, H)), r"hs: expected shape \(N, T, H\) = \(3, 4, 6\), got \(4, 3, 6\)"),
-    ("dh_last", np.zeros((N, H - 1)), r"dh_last: expected shape \(N, H\) = \(3, 6\), got \(3, 5\)"),
-    ("h0", np.zeros((1, H)), r"h0: expected shape \(N, H\) = \(3, 6\), got \(1, 6\)"),
-])
+@pytest.mark.parametrize(
+    "name,bad,pattern",
+    [
+        ("dhs", np.zeros((N, T, H + 1)), r"dhs: expected shape \(N, T, H\) = \(3, 4, 6\), got \(3, 4, 7\)"),
+        ("hs", np.zeros((T, N, H)), r"hs: expected shape \(N, T, H\) = \(3, 4, 6\), got \(4, 3, 6\)"),
+        ("dh_last", np.zeros((N, H - 1)), r"dh_last: expected shape \(N, H\) = \(3, 6\), got \(3, 5\)"),
+        ("h0", np.zeros((1, H)), r"h0: expected shape \(N, H\) = \(3, 6\), got \(1, 6\)"),
+    ],
+)
 def test_backward_shape_errors(good, name, bad, pattern):
     hs, _ = prf.rnn_forward(**good)
     args = dict(dhs=np.ones_like(hs), x=good["x"], Wx=good["Wx"], Wh=good["Wh"], hs=hs, h0=good["h0"], dh_last=None)
@@ -61,13 +73,16 @@ def test_backward_requires_hs_and_dhs(good):
         prf.rnn_backward(np.ones_like(hs), good["x"], good["Wx"], good["Wh"], None)
 
 
-@pytest.mark.parametrize("kwargs,exc,pattern", [
-    (dict(activation="sigmoid"), ValueError, r"activation: expected one of \('tanh', 'relu'\), got 'sigmoid'"),
-    (dict(activation=None), ValueError, "activation"),
-    (dict(backend="cuda"), ValueError, r"backend: expected one of"),
-    (dict(backend=3), TypeError, r"backend: expected a str or None"),
-    (dict(time_major="yes"), TypeError, r"time_major: expected a bool"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,pattern",
+    [
+        (dict(activation="sigmoid"), ValueError, r"activation: expected one of \('tanh', 'relu'\), got 'sigmoid'"),
+        (dict(activation=None), ValueError, "activation"),
+        (dict(backend="cuda"), ValueError, r"backend: expected one of"),
+        (dict(backend=3), TypeError, r"backend: expected a str or None"),
+        (dict(time_major="yes"), TypeError, r"time_major: expected a bool"),
+    ],
+)
 def test_option_errors(good, kwargs, exc, pattern):
     with pytest.raises(exc, match=pattern):
         prf.rnn_forward(**good, **kwargs)
@@ -95,8 +110,9 @@ def _entry_points():
     for name in fwd:
         out.append((name, name in ("x", "Wx", "Wh"), lambda v, name=name: prf.rnn_forward(**dict(fwd, **{name: v}))))
     for name in bwd:
-        out.append((name, name not in ("h0", "dh_last"),
-                    lambda v, name=name: prf.rnn_backward(**dict(bwd, **{name: v}))))
+        out.append(
+            (name, name not in ("h0", "dh_last"), lambda v, name=name: prf.rnn_backward(**dict(bwd, **{name: v})))
+        )
 
     def layer():
         return prf.RNN(D, H, stateful=True, seed=0)
@@ -109,13 +125,23 @@ def _entry_points():
         lay(x)
         return lay.backward(**{**dict(dout=np.ones((N, T, H)), dh_n=None), what: v})
 
-    out += [("x", True, lambda v: call(v, "x")), ("h0", False, lambda v: call(v, "h0")),
-            ("lengths", False, lambda v: call(v, "lengths")), ("dout", True, lambda v: backward(v, "dout")),
-            ("dh_n", False, lambda v: backward(v, "dh_n")), ("x_t", True, lambda v: layer().step(v))]
+    out += [
+        ("x", True, lambda v: call(v, "x")),
+        ("h0", False, lambda v: call(v, "h0")),
+        ("lengths", False, lambda v: call(v, "lengths")),
+        ("dout", True, lambda v: backward(v, "dout")),
+        ("dh_n", False, lambda v: backward(v, "dh_n")),
+        ("x_t", True, lambda v: layer().step(v)),
+    ]
     for i, name in enumerate(("Wx", "Wh", "b")):
         out.append((name, True, lambda v, i=i: prf.TimeRNN(*[v if j == i else w for j, w in enumerate((Wx, Wh, b))])))
-        out.append(("weights", True, lambda v, i=i: prf.RNN.from_keras_weights(
-            [v if j == i else w for j, w in enumerate((Wx, Wh, b))])))
+        out.append(
+            (
+                "weights",
+                True,
+                lambda v, i=i: prf.RNN.from_keras_weights([v if j == i else w for j, w in enumerate((Wx, Wh, b))]),
+            )
+        )
     out.append(("xs", True, lambda v: prf.TimeRNN(Wx, Wh, b).forward(v)))
 
     def time_rnn_backward(v):

@@ -1,4 +1,5 @@
 """The reference's gradients against central finite differences in float64."""
+
 import numpy as np
 import pytest
 
@@ -21,13 +22,14 @@ def test_reference_gradients_match_finite_differences(activation, T, N, D, H):
         "b": rng.standard_normal(H) * 0.3,
         "h0": rng.standard_normal((N, H)) * 0.5,
     }
-    C = rng.standard_normal((T, N, H))          # loss = Σ hs·C + Σ h_last·C_last
-    C_last = rng.standard_normal((N, H))        # so dhs = C and dh_last = C_last
+    C = rng.standard_normal((T, N, H))  # loss = Σ hs·C + Σ h_last·C_last
+    C_last = rng.standard_normal((N, H))  # so dhs = C and dh_last = C_last
     # (relu: with these fixed seeds no pre-activation lies within eps of the kink, where
     # finite differences would be meaningless; a change of seed that puts one there fails loudly.)
     hs, _ = _reference.rnn_forward(params["x"], params["Wx"], params["Wh"], params["b"], params["h0"], activation)
-    dx, dWx, dWh, db, dh0 = _reference.rnn_backward(C, params["x"], params["Wx"], params["Wh"], hs, params["h0"],
-                                                    C_last, activation)
+    dx, dWx, dWh, db, dh0 = _reference.rnn_backward(
+        C, params["x"], params["Wx"], params["Wh"], hs, params["h0"], C_last, activation
+    )
     analytic = {"x": dx, "Wx": dWx, "Wh": dWh, "b": db, "h0": dh0}
     eps = 1e-6
     for name, grad in analytic.items():

@@ -1,5 +1,6 @@
 """The package's imports flow one way: no module imports, directly or through others, a module
 that imports it back (lazy imports inside functions count too: they form the same knot)."""
+
 from __future__ import annotations
 
 import ast
@@ -53,7 +54,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = 2

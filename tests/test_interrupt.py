@@ -2,6 +2,7 @@
 KeyboardInterrupt soon, on every backend, and leave the process usable (correct results, no
 memory kept, both threads still granted). Each test runs tests/interrupt_child.py in a
 subprocess, under timeouts, and reads its JSON lines."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,10 @@ def _run_child(backend: str, call: str, rounds: int = 1, handler: bool = False):
             proc.send_signal(signal.SIGINT)
             end = next_event(timeout=10 * start["predicted_s"] + 60)
             latencies.append(end["t"] - sent)
-            print(f"{backend} {call}: full call ~{start['predicted_s']:.1f} s (T={start['T']}); "
-                  f"{end['event']} {latencies[-1]:.3f} s after SIGINT")
+            print(
+                f"{backend} {call}: full call ~{start['predicted_s']:.1f} s (T={start['T']}); "
+                f"{end['event']} {latencies[-1]:.3f} s after SIGINT"
+            )
             ends.append(end)
         done = next_event(timeout=300)
         assert done["event"] == "done", done
@@ -82,9 +85,15 @@ def _run_child(backend: str, call: str, rounds: int = 1, handler: bool = False):
     return latencies, ends, done
 
 
-CASES = [("cpp", "forward"), ("cpp", "backward"), ("cpp", "gemm"),
-         ("numba", "forward"), ("numba", "backward"),
-         ("numpy", "forward"), ("numpy", "gemm")]
+CASES = [
+    ("cpp", "forward"),
+    ("cpp", "backward"),
+    ("cpp", "gemm"),
+    ("numba", "forward"),
+    ("numba", "backward"),
+    ("numpy", "forward"),
+    ("numpy", "gemm"),
+]
 
 
 @pytest.mark.parametrize("backend,call", CASES, ids=[f"{b}-{c}" for b, c in CASES])

@@ -1,5 +1,6 @@
 """prf.RNN's construction and contract: shapes, layouts, dtypes, parameter names, initialisation,
 repr, and the errors for bad arguments."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,16 @@ def test_shapes_layout_and_dtype_casting():
 
 def test_no_bias_and_param_names():
     layer = prf.RNN(2, 3, num_layers=2, bidirectional=True, bias=False)
-    assert list(layer.params) == ["Wx_l0", "Wh_l0", "Wx_l0_reverse", "Wh_l0_reverse",
-                                  "Wx_l1", "Wh_l1", "Wx_l1_reverse", "Wh_l1_reverse"]
+    assert list(layer.params) == [
+        "Wx_l0",
+        "Wh_l0",
+        "Wx_l0_reverse",
+        "Wh_l0_reverse",
+        "Wx_l1",
+        "Wh_l1",
+        "Wx_l1_reverse",
+        "Wh_l1_reverse",
+    ]
     assert layer.params["Wx_l1"].shape == (6, 3)
     assert layer.num_params() == 2 * (2 * 3 + 9) + 2 * (6 * 3 + 9)
 

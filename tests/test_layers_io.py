@@ -1,5 +1,6 @@
 """prf.RNN's interop and files: to/from torch, Keras weights, save/load (RNN.load's validation is
 in test_load.py), and that importing the package imports neither torch nor numba."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,8 +15,9 @@ from helpers import D_, H_, N_, T_, TOL, close, rng_arrays
 
 def test_to_torch_round_trip():
     torch = pytest.importorskip("torch")
-    layer = prf.RNN(D_, H_, num_layers=2, bidirectional=True, activation="relu", time_major=True,
-                    dtype=np.float64, seed=3)
+    layer = prf.RNN(
+        D_, H_, num_layers=2, bidirectional=True, activation="relu", time_major=True, dtype=np.float64, seed=3
+    )
     for k, v in layer.params.items():  # non-zero biases, so that their export is tested
         if k.startswith("b_"):
             v[...] = np.random.default_rng(4).standard_normal(v.shape)
@@ -52,15 +54,28 @@ def test_from_torch_folds_biases_and_rejects_other_modules():
 
 
 def test_import_does_not_import_torch(tmp_path):
-    code = ("import sys, pyrnn_fast as prf; prf.RNN(2, 3); "
-            "assert 'torch' not in sys.modules and 'numba' not in sys.modules, 'imported'")
+    code = (
+        "import sys, pyrnn_fast as prf; prf.RNN(2, 3); "
+        "assert 'torch' not in sys.modules and 'numba' not in sys.modules, 'imported'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
 
 
 def test_save_and_load(tmp_path):
-    layer = prf.RNN(3, 4, num_layers=2, bidirectional=True, activation="relu", bias=False, dropout=0.25,
-                    time_major=True, stateful=True, dtype=np.float64, seed=9)
+    layer = prf.RNN(
+        3,
+        4,
+        num_layers=2,
+        bidirectional=True,
+        activation="relu",
+        bias=False,
+        dropout=0.25,
+        time_major=True,
+        stateful=True,
+        dtype=np.float64,
+        seed=9,
+    )
     path = tmp_path / "rnn.npz"
     layer.save(path)
     back = prf.RNN.load(path)

@@ -1,4 +1,5 @@
 """prf.RNN with variable lengths, zero-length sequences and empty batches."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,14 +29,14 @@ def test_lengths_equal_each_sample_alone(time_major):
     dh0 = layer.dh0.copy()
     summed = {k: np.zeros_like(v) for k, v in grads.items()}
     for n, L in enumerate(lengths):
-        o, hn = layer(tm(x[n:n + 1, :L]), h0[:, n:n + 1])
-        close(out[n:n + 1, :L], tm(o), SELF_TOL, f"out[{n}]")
+        o, hn = layer(tm(x[n : n + 1, :L]), h0[:, n : n + 1])
+        close(out[n : n + 1, :L], tm(o), SELF_TOL, f"out[{n}]")
         assert not out[n, L:].any()
-        close(h_n[:, n:n + 1], hn, SELF_TOL, f"h_n[{n}]")
-        d = layer.backward(tm(dout[n:n + 1, :L]), dh_n[:, n:n + 1])
-        close(dx[n:n + 1, :L], tm(d), SELF_TOL, f"dx[{n}]")
+        close(h_n[:, n : n + 1], hn, SELF_TOL, f"h_n[{n}]")
+        d = layer.backward(tm(dout[n : n + 1, :L]), dh_n[:, n : n + 1])
+        close(dx[n : n + 1, :L], tm(d), SELF_TOL, f"dx[{n}]")
         assert not dx[n, L:].any()
-        close(dh0[:, n:n + 1], layer.dh0, SELF_TOL, f"dh0[{n}]")
+        close(dh0[:, n : n + 1], layer.dh0, SELF_TOL, f"dh0[{n}]")
         for k in summed:
             summed[k] += layer.grads[k]
     for k in grads:
@@ -46,9 +47,13 @@ def test_lengths_equal_each_sample_alone(time_major):
 def test_lengths_validation():
     layer = prf.RNN(2, 3)
     x = np.zeros((3, 4, 2), np.float32)
-    for bad, err, match in (([1, 2], ValueError, r"\(N,\)"), ([1, -1, 2], ValueError, "0 <= lengths"),
-                            ([1, 5, 2], ValueError, "0 <= lengths"), ([1.0, 2.0, 3.0], TypeError, "integer"),
-                            ([[1, 2, 3]], ValueError, r"\(N,\)")):
+    for bad, err, match in (
+        ([1, 2], ValueError, r"\(N,\)"),
+        ([1, -1, 2], ValueError, "0 <= lengths"),
+        ([1, 5, 2], ValueError, "0 <= lengths"),
+        ([1.0, 2.0, 3.0], TypeError, "integer"),
+        ([[1, 2, 3]], ValueError, r"\(N,\)"),
+    ):
         with pytest.raises(err, match=match):
             layer(x, lengths=bad)
     out, h_n = layer(x, lengths=np.array([0, 4, 2], np.uint8))

@@ -1,5 +1,6 @@
 """prf.RNN against torch.nn.RNN (every option), finite differences, and every backend against
 the NumPy reference backend."""
+
 from __future__ import annotations
 
 import itertools
@@ -33,25 +34,51 @@ def torch_forward_backward(module, x, h0, lengths, dout, dh_n):
     loss = (out * torch.tensor(dout)).sum() + (h_n * torch.tensor(dh_n)).sum()
     loss.backward()
     grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
-    return (out.detach().numpy(), h_n.detach().numpy(), xt.grad.numpy(),
-            None if h0t is None else h0t.grad.numpy(), grads)
+    return (
+        out.detach().numpy(),
+        h_n.detach().numpy(),
+        xt.grad.numpy(),
+        None if h0t is None else h0t.grad.numpy(),
+        grads,
+    )
 
 
-@pytest.mark.parametrize("num_layers,bidirectional,use_lengths,use_h0,time_major,activation,bias,dtype",
-                         list(itertools.product((1, 3), (False, True), (False, True), (False, True), (False, True),
-                                                ("tanh", "relu"), (True, False), (np.float64, np.float32))))
+@pytest.mark.parametrize(
+    "num_layers,bidirectional,use_lengths,use_h0,time_major,activation,bias,dtype",
+    list(
+        itertools.product(
+            (1, 3),
+            (False, True),
+            (False, True),
+            (False, True),
+            (False, True),
+            ("tanh", "relu"),
+            (True, False),
+            (np.float64, np.float32),
+        )
+    ),
+)
 def test_parity_with_torch(num_layers, bidirectional, use_lengths, use_h0, time_major, activation, bias, dtype):
     torch = pytest.importorskip("torch")
     tdtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
     torch.manual_seed(0)
-    module = torch.nn.RNN(D_, H_, num_layers=num_layers, nonlinearity=activation, bias=bias,
-                          batch_first=not time_major, bidirectional=bidirectional, dtype=tdtype)
+    module = torch.nn.RNN(
+        D_,
+        H_,
+        num_layers=num_layers,
+        nonlinearity=activation,
+        bias=bias,
+        batch_first=not time_major,
+        bidirectional=bidirectional,
+        dtype=tdtype,
+    )
     layer = prf.RNN.from_torch(module)
     assert layer.time_major == time_major and layer.dtype == dtype and layer.num_layers == num_layers
 
     dirs = 2 if bidirectional else 1
-    x, h0, dout, dh_n = rng_arrays(1, (T_, N_, D_), (num_layers * dirs, N_, H_), (T_, N_, dirs * H_),
-                                   (num_layers * dirs, N_, H_), dtype=dtype)
+    x, h0, dout, dh_n = rng_arrays(
+        1, (T_, N_, D_), (num_layers * dirs, N_, H_), (T_, N_, dirs * H_), (num_layers * dirs, N_, H_), dtype=dtype
+    )
     if not time_major:
         x, dout = np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(dout.transpose(1, 0, 2))
     h0 = h0 if use_h0 else None
@@ -89,12 +116,18 @@ def test_parity_with_torch_when_no_sample_fills_the_batch():
     out, h_n = layer(x, h0, lengths)
     dx = layer.backward(dout, dh_n)
     assert not out[:, 4:].any() and not dx[:, 4:].any()
-    for name, ours, theirs in (("out", out, t_out), ("h_n", h_n, t_hn), ("dx", dx, t_dx), ("dh0", layer.dh0, t_dh0),
-                               ("dWh_l1_reverse", layer.grads["Wh_l1_reverse"], t_grads["weight_hh_l1_reverse"].T)):
+    for name, ours, theirs in (
+        ("out", out, t_out),
+        ("h_n", h_n, t_hn),
+        ("dx", dx, t_dx),
+        ("dh0", layer.dh0, t_dh0),
+        ("dWh_l1_reverse", layer.grads["Wh_l1_reverse"], t_grads["weight_hh_l1_reverse"].T),
+    ):
         close(ours, theirs, TOL[np.dtype(np.float64)], name)
 
 
 # --- finite differences (float64) ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_gradients_match_finite_differences(activation):
@@ -105,14 +138,16 @@ def test_gradients_match_finite_differences(activation):
     T, N, D, H = 4, 3, 2, 3
     lengths = np.array([4, 0, 2])
     x, h0, w_out, w_hn = rng_arrays(10, (N, T, D), (4, N, H), (N, T, 2 * H), (4, N, H))
-    base = prf.RNN(D, H, num_layers=2, bidirectional=True, dropout=0.4, activation=activation,
-                   dtype=np.float64, seed=11)
+    base = prf.RNN(
+        D, H, num_layers=2, bidirectional=True, dropout=0.4, activation=activation, dtype=np.float64, seed=11
+    )
     rng = np.random.default_rng(12)
     weights = {k: rng.standard_normal(v.shape) * 0.6 for k, v in base.params.items()}
 
     def loss(weights, x, h0):
-        layer = prf.RNN(D, H, num_layers=2, bidirectional=True, dropout=0.4, activation=activation,
-                        dtype=np.float64, seed=11)
+        layer = prf.RNN(
+            D, H, num_layers=2, bidirectional=True, dropout=0.4, activation=activation, dtype=np.float64, seed=11
+        )
         for k, v in weights.items():
             layer.params[k][...] = v
         out, h_n = layer(x, h0, lengths)
@@ -140,22 +175,27 @@ def test_gradients_match_finite_differences(activation):
     # are far from these random points. 1e-6 relative is a safe bound that still catches bugs.
     fd_tol = 1e-6
     for k in weights:
+
         def set_w(i, v, k=k):
             weights[k][i] = v
+
         close(layer.grads[k], numeric(lambda k=k: weights[k], set_w, weights[k].shape), fd_tol, k)
 
     def set_x(i, v):
         x[i] = v
+
     close(dx, numeric(lambda: x, set_x, x.shape), fd_tol, "dx")
 
     def set_h0(i, v):
         h0[i] = v
+
     close(layer.dh0, numeric(lambda: h0, set_h0, h0.shape), fd_tol, "dh0")
-    assert not dx[1].any() and not dx[2, 2:].any()   # past the lengths x has no influence
+    assert not dx[1].any() and not dx[2, 2:].any()  # past the lengths x has no influence
     np.testing.assert_array_equal(layer.dh0[:, 1], w_hn[:, 1])  # length 0: h_n = h0
 
 
 # --- every backend ---------------------------------------------------------------------------
+
 
 def test_backend_argument():
     x = np.random.default_rng(0).standard_normal((2, 5, 3))

@@ -1,4 +1,5 @@
 """prf.RNN's state: stateful chunks, step, dropout and training mode, gradients kept in place."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,7 @@ import pyrnn_fast as prf
 from helpers import SELF_TOL, close, rng_arrays
 
 # --- dropout, modes, seeds -------------------------------------------------------------------
+
 
 def test_dropout_only_in_training_and_reproducible():
     x = rng_arrays(0, (4, 5, 3))[0]
@@ -37,6 +39,7 @@ def test_dropout_one_layer_is_a_no_op_and_probability_one_zeroes():
 
 
 # --- state: stateful chunks, step ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("time_major", [False, True])
 def test_stateful_chunks_equal_one_long_sequence(time_major):
@@ -71,8 +74,9 @@ def test_stateful_chunks_equal_one_long_sequence(time_major):
 
     chunked.reset_state()
     assert chunked.state is None
-    np.testing.assert_array_equal(chunked(x[:, :4] if not time_major else x[:, :4].transpose(1, 0, 2))[1],
-                                  full(x[:, :4])[1])
+    np.testing.assert_array_equal(
+        chunked(x[:, :4] if not time_major else x[:, :4].transpose(1, 0, 2))[1], full(x[:, :4])[1]
+    )
     with pytest.raises(ValueError, match="reset_state"):
         chunked(np.zeros((N + 1, 2, D)) if not time_major else np.zeros((2, N + 1, D)))
 
@@ -85,14 +89,14 @@ def test_step_equals_whole_sequence(dtype):
     out, h_n = whole(x)
     stream = prf.RNN(D, H, num_layers=3, activation="relu", dtype=dtype, seed=6, stateful=True)
     tol = SELF_TOL if dtype == np.float64 else 1e-6  # same arithmetic, other GEMM blocking
-    first, _ = stream(x[:, :3])                  # __call__ and step share the state
+    first, _ = stream(x[:, :3])  # __call__ and step share the state
     state = stream.state
     for t in range(3, T):
         y = stream.step(x[:, t])
         assert y.shape == (N, H) and y.dtype == dtype
         close(y, out[:, t], tol, f"step {t}")
         assert not np.shares_memory(y, stream.state)
-    assert stream.state is state                 # updated in place, never reallocated
+    assert stream.state is state  # updated in place, never reallocated
     close(stream.state, h_n, tol, "state")
     close(first, out[:, :3], tol, "first chunk")
 

@@ -1,6 +1,7 @@
 """Every public entry point takes every array argument in every memory layout NumPy can make
 and returns exactly (bitwise: the kernels are deterministic) what it returns for a
 C-contiguous native copy of the same values, on every backend (issue 9, finding 8)."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,16 +43,16 @@ def _read_only(a):
 
 LAYOUTS = {
     "fortran": np.asfortranarray,
-    "negative": lambda a: np.flip(np.flip(a).copy()),     # every axis backwards in memory
+    "negative": lambda a: np.flip(np.flip(a).copy()),  # every axis backwards in memory
     "strided": _embedded,
     "last-axis-negative": lambda a: a[..., ::-1].copy()[..., ::-1],
     "packed-field": _packed_field,
     "unaligned": _unaligned,
     "byte-swapped": lambda a: a.astype(a.dtype.newbyteorder()),
     "read-only": _read_only,
-    "broadcast": lambda a: np.broadcast_to(a[:1], a.shape),           # stride 0 on the first axis
+    "broadcast": lambda a: np.broadcast_to(a[:1], a.shape),  # stride 0 on the first axis
     "broadcast-last": lambda a: np.broadcast_to(a[..., :1], a.shape),  # stride 0 on the last axis
-    "scalar": lambda a: np.broadcast_to(a.reshape(-1)[0], a.shape),    # every stride 0
+    "scalar": lambda a: np.broadcast_to(a.reshape(-1)[0], a.shape),  # every stride 0
 }
 
 
@@ -63,9 +64,15 @@ def contiguous(a):
 def problem(dtype, time_major, seed=0):
     rng = np.random.default_rng(seed)
     seq = (T, N) if time_major else (N, T)
-    p = dict(x=rng.standard_normal(seq + (D,)), Wx=rng.standard_normal((D, H)) / 2,
-             Wh=rng.standard_normal((H, H)) / 3, b=rng.standard_normal(H), h0=rng.standard_normal((N, H)),
-             dhs=rng.standard_normal(seq + (H,)), dh_last=rng.standard_normal((N, H)))
+    p = dict(
+        x=rng.standard_normal(seq + (D,)),
+        Wx=rng.standard_normal((D, H)) / 2,
+        Wh=rng.standard_normal((H, H)) / 3,
+        b=rng.standard_normal(H),
+        h0=rng.standard_normal((N, H)),
+        dhs=rng.standard_normal(seq + (H,)),
+        dh_last=rng.standard_normal((N, H)),
+    )
     p = {k: v.astype(dtype) for k, v in p.items()}
     p["hs"], _ = prf.rnn_forward(p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], time_major=time_major)
     return p
@@ -74,8 +81,17 @@ def problem(dtype, time_major, seed=0):
 def run(p, time_major, backend):
     """Forward and backward through the functional API: every output, in one list."""
     hs, h_last = prf.rnn_forward(p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], time_major=time_major, backend=backend)
-    g = prf.rnn_backward(p["dhs"], p["x"], p["Wx"], p["Wh"], p["hs"], p["h0"], dh_last=p["dh_last"],
-                         time_major=time_major, backend=backend)
+    g = prf.rnn_backward(
+        p["dhs"],
+        p["x"],
+        p["Wx"],
+        p["Wh"],
+        p["hs"],
+        p["h0"],
+        dh_last=p["dh_last"],
+        time_major=time_major,
+        backend=backend,
+    )
     return [hs, h_last, *g]
 
 
@@ -114,8 +130,11 @@ def test_every_layout_of_every_argument(backend, dtype, time_major):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(layouts=st.fixed_dictionaries({name: st.sampled_from([None, *LAYOUTS]) for name in ARGUMENTS}),
-       time_major=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    layouts=st.fixed_dictionaries({name: st.sampled_from([None, *LAYOUTS]) for name in ARGUMENTS}),
+    time_major=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 def test_any_mix_of_layouts(backend, layouts, time_major, dtype):
     if light_for_numba(backend, dtype, time_major):
         dtype, time_major = NUMBA_CASE
@@ -126,6 +145,7 @@ def test_any_mix_of_layouts(backend, layouts, time_major, dtype):
 
 
 # --- the layers pass user arrays through the same path -------------------------------------
+
 
 def _layer_outputs(backend, dtype, arrays):
     """Every array the layers return, for user arrays `arrays` (x, h0, lengths, dout, dh_n, x_t,
@@ -155,11 +175,18 @@ def _layer_outputs(backend, dtype, arrays):
 def test_layers_take_every_layout(backend, layout):
     dtype = np.float64
     rng = np.random.default_rng(2)
-    arrays = dict(x=rng.standard_normal((N, T, D)), h0=rng.standard_normal((4, N, H)),
-                  lengths=np.array([T, 2, T - 1]), dout=rng.standard_normal((N, T, 2 * H)),
-                  dh_n=rng.standard_normal((4, N, H)), x_t=rng.standard_normal((N, D)),
-                  Wx=rng.standard_normal((D, H)) / 2, Wh=rng.standard_normal((H, H)) / 3, b=rng.standard_normal(H),
-                  dhs=rng.standard_normal((N, T, H)))
+    arrays = dict(
+        x=rng.standard_normal((N, T, D)),
+        h0=rng.standard_normal((4, N, H)),
+        lengths=np.array([T, 2, T - 1]),
+        dout=rng.standard_normal((N, T, 2 * H)),
+        dh_n=rng.standard_normal((4, N, H)),
+        x_t=rng.standard_normal((N, D)),
+        Wx=rng.standard_normal((D, H)) / 2,
+        Wh=rng.standard_normal((H, H)) / 3,
+        b=rng.standard_normal(H),
+        dhs=rng.standard_normal((N, T, H)),
+    )
     for name in arrays:
         odd = dict(arrays, **{name: LAYOUTS[layout](arrays[name])})
         expected = _layer_outputs(backend, dtype, {k: contiguous(v) for k, v in odd.items()})

@@ -1,6 +1,7 @@
 """RNN.load checks a file before reading it: anything that is not a layer saved by RNN.save
 raises a ValueError naming the file, quickly, without reading big members, unpickling or
 allocating what the file declares (issue 9, finding 9)."""
+
 import json
 import os
 import threading
@@ -75,8 +76,19 @@ def with_config(tmp_path, members, config, name="bad.npz"):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias,bidirectional", [(True, False), (False, True)])
 def test_round_trip_is_bitwise(tmp_path, dtype, bias, bidirectional):
-    layer = prf.RNN(5, 7, num_layers=3, bias=bias, bidirectional=bidirectional, dropout=0.25, time_major=True,
-                    stateful=True, activation="relu", dtype=dtype, seed=3)
+    layer = prf.RNN(
+        5,
+        7,
+        num_layers=3,
+        bias=bias,
+        bidirectional=bidirectional,
+        dropout=0.25,
+        time_major=True,
+        stateful=True,
+        activation="relu",
+        dtype=dtype,
+        seed=3,
+    )
     layer.params["Wx_l1"] = np.asfortranarray(layer.params["Wx_l1"])  # saved in Fortran order
     layer.save(tmp_path / "rnn.npz")
     loaded = prf.RNN.load(tmp_path / "rnn.npz")
@@ -106,7 +118,7 @@ def test_corrupted_bytes(saved, tmp_path):
     for i in range(20):  # a burst of random bytes somewhere in the file
         bad = bytearray(data)
         at = int(rng.integers(0, len(data) - 16))
-        bad[at:at + 16] = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
+        bad[at : at + 16] = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
         p = tmp_path / f"corrupt{i}.npz"
         p.write_bytes(bytes(bad))
         try:
@@ -163,12 +175,28 @@ def path_member(path, name):
         return zf.read(name)
 
 
-@pytest.mark.parametrize("key,value", [
-    ("hidden_size", 12000), ("input_size", 10 ** 9), ("num_layers", 10 ** 7), ("hidden_size", 10 ** 30),
-    ("num_layers", 0), ("hidden_size", -1), ("hidden_size", "4"), ("hidden_size", 4.0), ("bias", 1),
-    ("bidirectional", False), ("activation", "gelu"), ("dropout", 2.0), ("dtype", "object"), ("dtype", "garbage"),
-    ("dtype", "float32"), ("format_version", 2), ("seed", "x"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("hidden_size", 12000),
+        ("input_size", 10**9),
+        ("num_layers", 10**7),
+        ("hidden_size", 10**30),
+        ("num_layers", 0),
+        ("hidden_size", -1),
+        ("hidden_size", "4"),
+        ("hidden_size", 4.0),
+        ("bias", 1),
+        ("bidirectional", False),
+        ("activation", "gelu"),
+        ("dropout", 2.0),
+        ("dtype", "object"),
+        ("dtype", "garbage"),
+        ("dtype", "float32"),
+        ("format_version", 2),
+        ("seed", "x"),
+    ],
+)
 def test_bad_or_inconsistent_config(saved, tmp_path, key, value):
     """Checked before any weight is made: hidden_size 12000 or num_layers 10**7 used to build
     (and randomly initialise) the layer first, for minutes."""
@@ -176,8 +204,9 @@ def test_bad_or_inconsistent_config(saved, tmp_path, key, value):
     rejected(with_config(tmp_path, members, dict(config, **{key: value})))
 
 
-@pytest.mark.parametrize("change", ["missing key", "extra key", "not a dict", "not json", "not a string",
-                                    "no config", "huge config"])
+@pytest.mark.parametrize(
+    "change", ["missing key", "extra key", "not a dict", "not json", "not a string", "no config", "huge config"]
+)
 def test_bad_config_member(saved, tmp_path, change):
     _, _, config, members = saved
     if change == "missing key":
@@ -209,7 +238,7 @@ def test_bad_members(saved, tmp_path):
         "wrong dtype": dict(members, Wh_l0=members["Wh_l0"].astype(np.float32)),
         "integer": dict(members, b_l0=np.zeros(4, np.int64)),
         "huge header, no data": dict(members, Wh_l0=huge_header((4, 4))),
-        "huge declared shape": dict(members, Wh_l0=huge_header((10 ** 6, 10 ** 6))),
+        "huge declared shape": dict(members, Wh_l0=huge_header((10**6, 10**6))),
         "short data": dict(members, Wh_l0=npy_bytes(members["Wh_l0"])[:-8]),
         "long data": dict(members, Wh_l0=npy_bytes(members["Wh_l0"]) + bytes(8)),
         "not npy": dict(members, Wh_l0=b"hello"),

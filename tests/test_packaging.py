@@ -6,6 +6,7 @@ The broken-``_core`` cases run in a subprocess: a ``sys.meta_path`` hook makes t
 ``pyrnn_fast._core`` raise (as a missing libgomp or an undefined symbol would), or a copy of
 the installed package gets a corrupt or no ``_core`` file.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -68,8 +69,9 @@ def run_python(code, *args, pythonpath=None, timeout=600, **env):
     environ.update(env)
     if pythonpath is not None:
         environ["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=environ, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=timeout
+    )
 
 
 def probe(**kw) -> dict:
@@ -93,6 +95,7 @@ def copy_of_installed_package(tmp_path, core: bytes | None) -> pathlib.Path:
 
 
 # --- finding 1: a missing or broken compiled backend is loud --------------------------------
+
 
 def test_broken_core_warns_and_cpp_error_gives_the_import_error():
     report = probe(BREAK="ImportError")
@@ -153,12 +156,12 @@ def test_main_job_says_cpp_ran():
 
 # --- finding 2: the installed package is this tree's -----------------------------------------
 
+
 @pytest.mark.skipif(not (ROOT / "src" / "pyrnn_fast").is_dir(), reason="not run from a source tree")
 def test_installed_package_is_built_from_this_tree():
     """A stale install (pip skipping a same-version wheel, or an edit after installing) fails here."""
     src = ROOT / "src" / "pyrnn_fast"
-    stale = [p.name for p in src.iterdir()
-             if p.is_file() and (PACKAGE / p.name).read_bytes() != p.read_bytes()]
+    stale = [p.name for p in src.iterdir() if p.is_file() and (PACKAGE / p.name).read_bytes() != p.read_bytes()]
     assert not stale, f"installed {PACKAGE} differs from {src} in {stale}: reinstall"
     core = next(PACKAGE.glob("_core.*"), None)
     assert core is not None and core.suffix in (".so", ".pyd"), f"no compiled _core in {PACKAGE}"
@@ -169,11 +172,13 @@ def test_installed_package_is_built_from_this_tree():
 
 # --- finding 3: metadata, version and licence ------------------------------------------------
 
+
 def _distribution():
     dist = importlib.metadata.distribution("pyrnn-fast")
     init = PACKAGE / "__init__.py"
-    assert any(pathlib.Path(dist.locate_file(f)).resolve() == init for f in dist.files or ()), \
+    assert any(pathlib.Path(dist.locate_file(f)).resolve() == init for f in dist.files or ()), (
         f"the installed pyrnn-fast distribution does not own {init}"
+    )
     return dist
 
 
@@ -193,8 +198,9 @@ def test_metadata_and_license():
     assert text.startswith("MIT License") and "the pyrnn_fast developers" in text
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11) or not (ROOT / "pyproject.toml").is_file(),
-                    reason="needs tomllib and the source tree")
+@pytest.mark.skipif(
+    sys.version_info < (3, 11) or not (ROOT / "pyproject.toml").is_file(), reason="needs tomllib and the source tree"
+)
 def test_version_is_read_from_the_package():
     import tomllib
 

@@ -1,4 +1,5 @@
 """Every backend (cpp once per instruction set, numba, numpy) against the NumPy reference."""
+
 import itertools
 
 import numpy as np
@@ -45,10 +46,16 @@ def test_options(backend, bias, h0, dh_last, time_major, activation):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     backend_param=st.sampled_from(BACKEND_PARAMS),
-    T=st.integers(0, 40), N=st.integers(0, 20), D=st.integers(0, 20), H=st.integers(0, 70),
+    T=st.integers(0, 40),
+    N=st.integers(0, 20),
+    D=st.integers(0, 20),
+    H=st.integers(0, 70),
     dtype=st.sampled_from([np.float32, np.float64]),
     activation=st.sampled_from(["tanh", "relu"]),
-    bias=st.booleans(), h0=st.booleans(), dh_last=st.booleans(), time_major=st.booleans(),
+    bias=st.booleans(),
+    h0=st.booleans(),
+    dh_last=st.booleans(),
+    time_major=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_hypothesis(backend_param, T, N, D, H, dtype, activation, bias, h0, dh_last, time_major, seed):
@@ -60,6 +67,7 @@ def test_hypothesis(backend_param, T, N, D, H, dtype, activation, bias, h0, dh_l
 def test_backend_ids_cover_every_isa():
     # The compiled backend must be tested on every instruction set this machine supports.
     from pyrnn_fast import _backends
+
     if _backends._core is None:
         pytest.skip("compiled backend not built")
     ids = {backend_id(p) for p in BACKEND_PARAMS}

@@ -1,4 +1,5 @@
 """The README's Python examples run as written and do what they say."""
+
 import pathlib
 import re
 

@@ -9,6 +9,7 @@ over 2^25 rows, on inputs with a nonzero mean: each implementation of each sum o
 the same way whatever the backend), since 2^25 rows through a whole backward pass take
 seconds per backend.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,7 @@ import pyrnn_fast as prf
 from helpers import BACKEND_PARAMS, assert_close, backend_id, use_backend
 from pyrnn_fast import _backends, _reference
 
-U = 2.0 ** -24  # unit roundoff of float32
+U = 2.0**-24  # unit roundoff of float32
 
 # Error bounds. A computed sum of terms in which each term goes through at most h roundings
 # (the height of the summation tree, whatever its order) errs by at most
@@ -79,7 +80,7 @@ def problem():
     x = np.full((T, N, D), 0.1, np.float32)
     x[:, :half] = rng.random((T, half, D), dtype=np.float32)
     hs = np.full((T, N, H), 0.3, np.float32)
-    hs[:, :half] = rng.random((T, half, H), dtype=np.float32) + np.float32(2 ** -10)  # > 0
+    hs[:, :half] = rng.random((T, half, H), dtype=np.float32) + np.float32(2**-10)  # > 0
 
     def exact(a, b):  # Σ over steps and rows of a_rowᵀ·b_row, in float64, one step at a time
         return sum(a[t].astype(np.float64).T @ b[t].astype(np.float64) for t in range(len(a)))
@@ -110,8 +111,16 @@ def test_reduce_gemm_over_2_25_rows(backend, problem):
 # H = 2; db is the same code for every backend).
 def test_rnn_backward_over_2_25_rows(problem):
     x, hs, expected = problem
-    grads = prf.rnn_backward(hs, x, np.ones((D, H), np.float32), np.zeros((H, H), np.float32), hs,
-                             activation="relu", time_major=True, backend="numpy")
+    grads = prf.rnn_backward(
+        hs,
+        x,
+        np.ones((D, H), np.float32),
+        np.zeros((H, H), np.float32),
+        hs,
+        activation="relu",
+        time_major=True,
+        backend="numpy",
+    )
     bounds = {"db": gamma(HEIGHT_DB), "dWx": gamma(HEIGHT_GEMM["numpy"]), "dWh": gamma(HEIGHT_GEMM["numpy"])}
     _check(grads._asdict(), expected, bounds)
 

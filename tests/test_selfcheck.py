@@ -1,16 +1,16 @@
 """The main job's self-check and the tests share one comparison (selfcheck.relative_error) and
 one tolerance table (selfcheck.TOLERANCE): the self-check passes every backend here and
 fails a backend that is off by more than the tolerance."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import helpers
 import pyrnn_fast as prf
 from pyrnn_fast import _backends, _reference
 from pyrnn_fast.benchmark import selfcheck
-
-import helpers
 
 
 def test_tests_use_the_self_checks_table():
@@ -34,6 +34,7 @@ def test_self_check_passes_every_backend():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_self_check_fails_a_wrong_backend(monkeypatch, dtype):
     """A recurrence off by 10x the tolerance in one dtype is caught, in that dtype only."""
+
     def forward(xw, wh, h0, out, act):
         _reference.forward(xw, wh, h0, out, act)
         if out.dtype == dtype:

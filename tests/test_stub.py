@@ -2,6 +2,7 @@
 module define the same names, but pybind11 functions carry no inspectable signature, so it
 cannot check their parameters: here each stub signature's parameter names, in order, are
 compared with the signature pybind11 writes as the first line of the function's docstring."""
+
 from __future__ import annotations
 
 import ast

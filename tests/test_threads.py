@@ -1,4 +1,5 @@
 """The compiled backend under concurrency: Python threads, OpenMP thread counts, determinism."""
+
 import os
 import pathlib
 import signal
@@ -18,10 +19,21 @@ pytestmark = pytest.mark.skipif("cpp" not in prf.backends(), reason="compiled ba
 
 
 def _run(p, activation="tanh"):
-    hs, h_last = prf.rnn_forward(p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], activation=activation,
-                                 time_major=True, backend="cpp")
-    g = prf.rnn_backward(p["dhs"], p["x"], p["Wx"], p["Wh"], hs, p["h0"], dh_last=p["dh_last"],
-                         activation=activation, time_major=True, backend="cpp")
+    hs, h_last = prf.rnn_forward(
+        p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], activation=activation, time_major=True, backend="cpp"
+    )
+    g = prf.rnn_backward(
+        p["dhs"],
+        p["x"],
+        p["Wx"],
+        p["Wh"],
+        hs,
+        p["h0"],
+        dh_last=p["dh_last"],
+        activation=activation,
+        time_major=True,
+        backend="cpp",
+    )
     return (hs, h_last) + tuple(g)
 
 
@@ -86,8 +98,7 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
     """)
     # cwd away from the source tree: `python -c` imports from its cwd first, and the tests must
     # exercise the installed package (the source tree has no compiled _core).
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     if out.returncode != 0 and "OSError" in out.stderr:
         pytest.skip("no libgomp.so.1 on this system")
     assert out.returncode == 0, out.stderr
@@ -127,7 +138,8 @@ _PROLOGUE = textwrap.dedent("""
 
 _needs_two_cpus = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or not os.path.isdir("/proc/self/task"),
-    reason="needs Linux and 2 CPUs: the kernels never start more threads than the CPUs they may run on")
+    reason="needs Linux and 2 CPUs: the kernels never start more threads than the CPUs they may run on",
+)
 
 
 def _python(code, tmp_path, timeout=120, env=None):
@@ -137,8 +149,15 @@ def _python(code, tmp_path, timeout=120, env=None):
     for var, value in (env or {}).items():
         if value is None:
             del full_env[var]
-    proc = subprocess.Popen([sys.executable, "-c", _PROLOGUE + textwrap.dedent(code)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=full_env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PROLOGUE + textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=full_env,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -171,7 +190,8 @@ def test_threadpool_limits_one_keeps_calls_on_one_thread(tmp_path):
     # Observable: the OS threads of the process. libgomp keeps a team's threads alive after the
     # region, so a call that started a second thread leaves one more entry in /proc/self/task.
     pytest.importorskip("threadpoolctl")
-    before, limited, inside, after, unlimited = _python("""
+    before, limited, inside, after, unlimited = _python(
+        """
         from threadpoolctl import threadpool_limits
         before = os_threads()  # NumPy's BLAS threads start at import
         with threadpool_limits(1):
@@ -180,7 +200,10 @@ def test_threadpool_limits_one_keeps_calls_on_one_thread(tmp_path):
             limited = os_threads()
         forward()  # the control: without the limit the same call does start a thread
         print(before, limited, inside, os_threads(), prf.get_num_threads())
-    """, tmp_path, env={"OMP_NUM_THREADS": None})
+    """,
+        tmp_path,
+        env={"OMP_NUM_THREADS": None},
+    )
     assert int(inside) == 1
     assert int(limited) == int(before), "a call inside threadpool_limits(1) started an OpenMP thread"
     assert int(after) == int(before) + 1, "the control call outside the limit did not start a second thread"
@@ -208,13 +231,17 @@ def test_set_num_threads_is_what_threadpoolctl_reports():
 def test_omp_num_threads_is_the_default(tmp_path):
     # 3 on purpose: more than the CPUs of a small CI machine, so it is OpenMP's setting that is
     # reported, not a CPU count. None returns to that default after a set_num_threads.
-    default, after_set, after_reset = _python("""
+    default, after_set, after_reset = _python(
+        """
         print(prf.get_num_threads())
         prf.set_num_threads(1)
         print(prf.get_num_threads())
         prf.set_num_threads(None)
         print(prf.get_num_threads())
-    """, tmp_path, env={"OMP_NUM_THREADS": "3"})
+    """,
+        tmp_path,
+        env={"OMP_NUM_THREADS": "3"},
+    )
     assert (int(default), int(after_set), int(after_reset)) == (3, 1, 3)
     assert _python("print(prf.get_num_threads())", tmp_path, env={"OMP_NUM_THREADS": "1"}) == ["1"]
 
@@ -265,8 +292,18 @@ def test_threadpool_limits_in_another_thread_limits_despite_a_newer_setting():
         prf.set_num_threads(old)
 
 
-@pytest.mark.parametrize("bad,exc", [(2**31, ValueError), (10**30, ValueError), (0, ValueError), (-1, ValueError),
-                                     (True, TypeError), (2.0, TypeError), ("2", TypeError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (2**31, ValueError),
+        (10**30, ValueError),
+        (0, ValueError),
+        (-1, ValueError),
+        (True, TypeError),
+        (2.0, TypeError),
+        ("2", TypeError),
+    ],
+)
 def test_set_num_threads_rejects_bad_counts_and_keeps_working(bad, exc):
     old = prf.get_num_threads()
     with pytest.raises(exc, match="n"):
@@ -279,7 +316,8 @@ def test_set_num_threads_rejects_bad_counts_and_keeps_working(bad, exc):
 def test_fork_pool_after_a_threaded_call_computes_correct_results(tmp_path):
     # libgomp's thread pool does not survive fork: a child that starts a team waits forever for
     # threads that do not exist. A forked child must run the kernels on its one thread.
-    out = _python("""
+    out = _python(
+        """
         import multiprocessing
 
         def child_result(_):
@@ -296,13 +334,18 @@ def test_fork_pool_after_a_threaded_call_computes_correct_results(tmp_path):
                 assert threads == 1, threads
             np.testing.assert_array_equal(forward(), expected)  # the parent still works
             print("ok")
-    """, tmp_path, timeout=180, env={"OMP_NUM_THREADS": None})
+    """,
+        tmp_path,
+        timeout=180,
+        env={"OMP_NUM_THREADS": None},
+    )
     assert out == ["ok"]
 
 
 @_needs_two_cpus
 def test_os_fork_after_a_threaded_call_computes_correct_results(tmp_path):
-    out = _python("""
+    out = _python(
+        """
         expected = forward()
         pid = os.fork()
         if pid == 0:
@@ -311,13 +354,18 @@ def test_os_fork_after_a_threaded_call_computes_correct_results(tmp_path):
             os._exit(0 if ok and np.isfinite(g.dWh).all() else 1)
         _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status))
-    """, tmp_path, timeout=180, env={"OMP_NUM_THREADS": None})
+    """,
+        tmp_path,
+        timeout=180,
+        env={"OMP_NUM_THREADS": None},
+    )
     assert out == ["0"]
 
 
 @_needs_two_cpus
-@pytest.mark.parametrize("stack_env,stack_mb,margin_mb", [(None, 0, 4), ("64M", 64, 16)],
-                         ids=["default-stack", "OMP_STACKSIZE"])
+@pytest.mark.parametrize(
+    "stack_env,stack_mb,margin_mb", [(None, 0, 4), ("64M", 64, 16)], ids=["default-stack", "OMP_STACKSIZE"]
+)
 def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path, stack_env, stack_mb, margin_mb):
     # Address space limited to a little above what the process uses, so that a new thread's
     # stack (8 MB by default, or OMP_STACKSIZE) cannot be mapped. libgomp exits the process when
@@ -325,7 +373,8 @@ def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path, sta
     # OMP_STACKSIZE=64M a 16 MB margin holds a default stack but not libgomp's), and run on the
     # threads they can have.
     pytest.importorskip("resource")
-    out = _python(f"""
+    out = _python(
+        f"""
         import resource, threading, warnings
         import numpy.testing  # imported lazily: not under the limit
         prf.set_num_threads(1)
@@ -350,7 +399,10 @@ def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path, sta
         resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         np.testing.assert_array_equal(forward(), expected)  # and threads again once memory is back
         print("ok")
-    """, tmp_path, env={"OMP_NUM_THREADS": None, "OMP_STACKSIZE": stack_env, "GOMP_STACKSIZE": None})
+    """,
+        tmp_path,
+        env={"OMP_NUM_THREADS": None, "OMP_STACKSIZE": stack_env, "GOMP_STACKSIZE": None},
+    )
     if out[0] == "skip:":
         pytest.skip(" ".join(out[1:]))
     assert out[-1] == "ok"

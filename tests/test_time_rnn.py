@@ -1,4 +1,5 @@
 """prf.TimeRNN against the textbook's TimeRNN, written out here as the textbook has it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ class TextbookRNN:
     def backward(self, dh_next):
         Wx, Wh, b = self.params
         x, h_prev, h_next = self.cache
-        dt = dh_next * (1 - h_next ** 2)
+        dt = dh_next * (1 - h_next**2)
         db = np.sum(dt, axis=0)
         dWh = np.dot(h_prev.T, dt)
         dh_prev = np.dot(dt, Wh.T)
@@ -93,8 +94,11 @@ class TextbookTimeRNN:
 def test_time_rnn_matches_the_textbook(dtype, stateful):
     N, T, D, H = 3, 5, 4, 6
     rng = np.random.default_rng(50)
-    Wx, Wh, b = (rng.standard_normal((D, H)) / 2).astype(dtype), (rng.standard_normal((H, H)) / 3).astype(dtype), \
-        (rng.standard_normal(H) / 4).astype(dtype)
+    Wx, Wh, b = (
+        (rng.standard_normal((D, H)) / 2).astype(dtype),
+        (rng.standard_normal((H, H)) / 3).astype(dtype),
+        (rng.standard_normal(H) / 4).astype(dtype),
+    )
     ours = prf.TimeRNN(Wx.copy(), Wh.copy(), b.copy(), stateful=stateful)
     book = TextbookTimeRNN(Wx.copy(), Wh.copy(), b.copy(), stateful=stateful)
     grads_ids = [id(g) for g in ours.grads]
@@ -115,7 +119,7 @@ def test_time_rnn_matches_the_textbook(dtype, stateful):
         close(ours.dh, book.dh, tol, f"dh {it}")
         for i in range(3):
             close(ours.grads[i], book.grads[i], tol, f"grads[{i}] {it}")
-            ours.params[i] -= 0.1 * ours.grads[i]   # in place, the textbook SGD
+            ours.params[i] -= 0.1 * ours.grads[i]  # in place, the textbook SGD
             book.params[i] -= 0.1 * book.grads[i]
     assert [id(g) for g in ours.grads] == grads_ids
     ours.reset_state()

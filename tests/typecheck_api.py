@@ -1,6 +1,7 @@
 """The public API's types as a user sees them: checked by mypy in CI, never run (pytest does
 not collect it). Each ``type: ignore[...]`` asserts that mypy rejects its line: with
 warn_unused_ignores (pyproject.toml), a line mypy accepted would fail the check."""
+
 from __future__ import annotations
 
 import numpy as np

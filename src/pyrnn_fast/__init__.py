@@ -6,6 +6,7 @@
 Backends: a C++/OpenMP kernel (``cpp``), a Numba fallback (``numba``) and the NumPy reference
 (``numpy``); see ``backends()``, ``set_num_threads()`` and the README.
 """
+
 from ._api import RNNGrads, rnn_backward, rnn_forward
 from ._backends import backends, get_num_threads, isa, set_num_threads
 from .layers import RNN, TimeRNN
@@ -13,7 +14,8 @@ from .layers import RNN, TimeRNN
 __version__ = "0.1.0"  # the one source of the version (pyproject.toml reads it)
 
 __all__ = [
-    "RNN", "TimeRNN",
+    "RNN",
+    "TimeRNN",
     "RNNGrads",
     "backends",
     "get_num_threads",

@@ -1,4 +1,5 @@
 """``python -m pyrnn_fast``: the self-check and benchmark (see ``pyrnn_fast.benchmark.cli``)."""
+
 import sys
 
 from .benchmark.cli import main

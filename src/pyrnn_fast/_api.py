@@ -6,6 +6,7 @@
 
 Every backend runs through this one path, so backends differ only in the recurrence.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
@@ -14,8 +15,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._backends import get_backend
-from ._orchestration import (_check_activation, _forward_into, _kernel_matrix, _kernel_seq,
-                             _kernel_weights, _prepare, _tm)
+from ._orchestration import (
+    _check_activation,
+    _forward_into,
+    _kernel_matrix,
+    _kernel_seq,
+    _kernel_weights,
+    _prepare,
+    _tm,
+)
 
 Activation = Literal["tanh", "relu"]
 
@@ -30,9 +38,17 @@ class RNNGrads(NamedTuple):
     dh0: NDArray[np.floating[Any]]
 
 
-def rnn_forward(x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, b: ArrayLike | None = None, h0: ArrayLike | None = None,
-                *, activation: Activation = "tanh", time_major: bool = False,
-                backend: str | None = None) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
+def rnn_forward(
+    x: ArrayLike,
+    Wx: ArrayLike,
+    Wh: ArrayLike,
+    b: ArrayLike | None = None,
+    h0: ArrayLike | None = None,
+    *,
+    activation: Activation = "tanh",
+    time_major: bool = False,
+    backend: str | None = None,
+) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
     """Run a vanilla RNN over a whole sequence.
 
     h_t = act(x_t · Wx + h_{t-1} · Wh + b), h_{-1} = h0 (zeros when None).
@@ -72,9 +88,19 @@ def rnn_forward(x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, b: ArrayLike | None 
     return hs, h_last
 
 
-def rnn_backward(dhs: ArrayLike, x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, hs: ArrayLike,
-                 h0: ArrayLike | None = None, *, dh_last: ArrayLike | None = None, activation: Activation = "tanh",
-                 time_major: bool = False, backend: str | None = None) -> RNNGrads:
+def rnn_backward(
+    dhs: ArrayLike,
+    x: ArrayLike,
+    Wx: ArrayLike,
+    Wh: ArrayLike,
+    hs: ArrayLike,
+    h0: ArrayLike | None = None,
+    *,
+    dh_last: ArrayLike | None = None,
+    activation: Activation = "tanh",
+    time_major: bool = False,
+    backend: str | None = None,
+) -> RNNGrads:
     """Backpropagation through time for ``rnn_forward``.
 
     Parameters
@@ -93,7 +119,8 @@ def rnn_backward(dhs: ArrayLike, x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, hs:
     act = _check_activation(activation)
     kernel = get_backend(backend)
     arrays, dtype, (T, N, D, H) = _prepare(
-        dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last), ("dhs", "x", "Wx", "Wh", "hs"), time_major)
+        dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last), ("dhs", "x", "Wx", "Wh", "hs"), time_major
+    )
     x = _kernel_seq(arrays["x"], dtype)
     Wx = _kernel_weights(arrays["Wx"], dtype)
     hs = _kernel_seq(arrays["hs"], dtype)
@@ -104,16 +131,23 @@ def rnn_backward(dhs: ArrayLike, x: ArrayLike, Wx: ArrayLike, Wh: ArrayLike, hs:
     da = np.empty(seq_shape, dtype)  # in the caller's layout, C-contiguous
     dh0 = np.empty((N, H), dtype)
     hs_tm, da_tm = _tm(hs, time_major), _tm(da, time_major)
-    kernel.backward(_tm(dhs, time_major), hs_tm, _kernel_matrix(arrays["Wh"], dtype),
-                    _kernel_matrix(arrays["dh_last"], dtype), da_tm, dh0, act)
+    kernel.backward(
+        _tm(dhs, time_major),
+        hs_tm,
+        _kernel_matrix(arrays["Wh"], dtype),
+        _kernel_matrix(arrays["dh_last"], dtype),
+        da_tm,
+        dh0,
+        act,
+    )
 
     x_tm = _tm(x, time_major)
     dx = np.empty(x.shape, dtype)
-    kernel.rows_gemm(da_tm, Wx.T, None, _tm(dx, time_major))       # dx = dA·Wxᵀ
+    kernel.rows_gemm(da_tm, Wx.T, None, _tm(dx, time_major))  # dx = dA·Wxᵀ
     dWx = np.empty((D, H), dtype)
-    kernel.reduce_gemm(x_tm, da_tm, dWx, False)                      # dWx = Xᵀ·dA
+    kernel.reduce_gemm(x_tm, da_tm, dWx, False)  # dWx = Xᵀ·dA
     dWh = np.empty((H, H), dtype)
-    kernel.reduce_gemm(hs_tm[:-1], da_tm[1:], dWh, False)            # dWh = Σ_t h_{t-1}ᵀ·dA_t
+    kernel.reduce_gemm(hs_tm[:-1], da_tm[1:], dWh, False)  # dWh = Σ_t h_{t-1}ᵀ·dA_t
     if h0 is not None and T > 0:
         kernel.reduce_gemm(h0[None], da_tm[:1], dWh, True)
     # Summed in float64: NumPy adds the N*T rows one after another (its pairwise summation

@@ -14,6 +14,7 @@ brings its own, faster than NumPy's bundled BLAS and on the kernels' own threads
 All (T, N, ·) arguments are time-major views (possibly non-contiguous, last axis contiguous);
 h0, dh_last and bias may be None. Validation and the order of calls are shared, in ``_api``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -46,9 +47,13 @@ def _load_core():
     except ImportError as e:
         why = f"{type(e).__name__}: {e}"
         if not _never_built(e):
-            warnings.warn(f"pyrnn_fast: the compiled backend 'cpp' could not be loaded, so the slower "
-                          f"{'numba' if _numba_installed else 'numpy'} backend is used instead. "
-                          f"The import of pyrnn_fast._core failed with {why}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"pyrnn_fast: the compiled backend 'cpp' could not be loaded, so the slower "
+                f"{'numba' if _numba_installed else 'numpy'} backend is used instead. "
+                f"The import of pyrnn_fast._core failed with {why}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return None, why
     isa = os.environ.get("PYRNN_FAST_ISA", "").strip().lower()
     if isa:
@@ -76,9 +81,10 @@ def _never_built(error: ImportError) -> bool:
     except importlib.metadata.PackageNotFoundError:
         return True
     # Installed by pip (its RECORD lists this very package directory) yet without _core.
-    return not any(f.name == "__init__.py"
-                   and pathlib.Path(dist.locate_file(f)).resolve().parent == here  # type: ignore[arg-type]
-                   for f in files)
+    return not any(
+        f.name == "__init__.py" and pathlib.Path(dist.locate_file(f)).resolve().parent == here  # type: ignore[arg-type]
+        for f in files
+    )
 
 
 _numba_installed = importlib.util.find_spec("numba") is not None
@@ -122,8 +128,9 @@ def get_backend(name: str | None) -> Backend:
             # The thread count is read here, in the calling thread, at each call: OpenMP's setting
             # is per thread (see get_num_threads).
             lambda xw, wh, h0, out, act: _core.forward(xw, wh, h0, out, act, _core.get_num_threads()),
-            lambda dh, h, wh, dh_last, da, dh0, act: _core.backward(dh, h, wh, dh_last, da, dh0, act,
-                                                                    _core.get_num_threads()),
+            lambda dh, h, wh, dh_last, da, dh0, act: _core.backward(
+                dh, h, wh, dh_last, da, dh0, act, _core.get_num_threads()
+            ),
             lambda a, b, bias, out: _core.rows_gemm(a, b, bias, out, _core.get_num_threads()),
             lambda a, b, out, accumulate: _core.reduce_gemm(a, b, out, accumulate, _core.get_num_threads()),
         )
@@ -133,8 +140,9 @@ def get_backend(name: str | None) -> Backend:
         backend = Backend(
             "numba",  # the thread count passed at each call, as for cpp
             lambda xw, wh, h0, out, act: _numba.forward(xw, wh, h0, out, act, get_num_threads()),
-            lambda dh, h, wh, dh_last, da, dh0, act: _numba.backward(dh, h, wh, dh_last, da, dh0, act,
-                                                                     get_num_threads()),
+            lambda dh, h, wh, dh_last, da, dh0, act: _numba.backward(
+                dh, h, wh, dh_last, da, dh0, act, get_num_threads()
+            ),
         )
     else:
         backend = Backend("numpy", _reference.forward, _reference.backward)

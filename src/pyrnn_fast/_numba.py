@@ -9,6 +9,7 @@ per pass over W so that every weight loaded is used four times. Steps big enough
 it split those row blocks across threads (``prange``); small ones stay on one thread, since a
 parallel region per step would cost more than the step.
 """
+
 from __future__ import annotations
 
 import math
@@ -160,7 +161,7 @@ def forward(xw, wh, h0, out, activation, num_threads):
         # A chunk starts from the last state of the one before (copied: h0 stays C-contiguous,
         # one compiled specialisation).
         hprev = h0 if t0 == 0 else np.ascontiguousarray(out[t0 - 1])
-        kernel(xw[t0:t0 + step], wh, hprev, out[t0:t0 + step], activation == "relu")
+        kernel(xw[t0 : t0 + step], wh, hprev, out[t0 : t0 + step], activation == "relu")
 
 
 def backward(dh, h, wh, dh_last, da, dh0, activation, num_threads):

@@ -4,6 +4,7 @@ to the layouts the kernels take, and the forward call sequence (one GEMM, then t
 Both ``_api`` (rnn_forward / rnn_backward) and ``layers`` (RNN.step keeps its own buffers)
 import from here; this module imports neither, so the imports flow one way.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,12 +71,17 @@ def _validate(arrays: dict, time_major: bool) -> tuple[int, int, int, int]:
     else:
         N, T, D = x.shape
     H = Wx.shape[1]
-    _expect_shape("Wx", Wx, (D, H), f"(D, H) with D = x.shape[2]")
-    _expect_shape("Wh", Wh, (H, H), f"(H, H) with H = Wx.shape[1]")
+    _expect_shape("Wx", Wx, (D, H), "(D, H) with D = x.shape[2]")
+    _expect_shape("Wh", Wh, (H, H), "(H, H) with H = Wx.shape[1]")
     seq = (T, N, H) if time_major else (N, T, H)
     seq_meaning = "(T, N, H)" if time_major else "(N, T, H)"
-    for name, expected, meaning in (("b", (H,), "(H,)"), ("h0", (N, H), "(N, H)"), ("dh_last", (N, H), "(N, H)"),
-                                    ("hs", seq, seq_meaning), ("dhs", seq, seq_meaning)):
+    for name, expected, meaning in (
+        ("b", (H,), "(H,)"),
+        ("h0", (N, H), "(N, H)"),
+        ("dh_last", (N, H), "(N, H)"),
+        ("hs", seq, seq_meaning),
+        ("dhs", seq, seq_meaning),
+    ):
         if arrays.get(name) is not None:
             _expect_shape(name, arrays[name], expected, meaning)
     return T, N, D, H
@@ -104,6 +110,7 @@ def _tm(a: np.ndarray, time_major: bool) -> np.ndarray:
 # packed structured array) is copied here, once, so that the binding's checks (kept as the
 # out-of-bounds guard) never fail for a user's array. The Python backends take the same
 # arrays, so every backend sees the same values.
+
 
 def _addressable(a: np.ndarray, unit_last: bool) -> bool:
     if a.size == 0:  # copying is free, and NumPy calls any empty array aligned

@@ -8,6 +8,7 @@ Two layers of it:
   accumulated step by step. They share no code with the orchestration in ``_api`` and are the
   ground truth the tests compare every backend against.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,6 +27,7 @@ def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
 
 
 # --- the recurrence-kernel contract (time-major (T, N, H) views) -------------------------
+
 
 def forward(xw, wh, h0, out, activation):
     """out[t] = act(xw[t] + out[t-1] @ wh), out[-1] = h0 (zeros when None). out may be xw."""
@@ -88,6 +90,7 @@ def reduce_gemm(a, b, out, accumulate):
 
 
 # --- the whole model, time-major: x (T, N, D) ------------------------------------------
+
 
 def rnn_forward(x, Wx, Wh, b=None, h0=None, activation="tanh"):
     """hs[t] = act(x[t] @ Wx + hs[t-1] @ Wh + b); returns (hs, h_last)."""

@@ -12,6 +12,7 @@ the self-check failed, and with status 2 (printing the ImportError) without runn
 the compiled backend ``cpp`` cannot be imported, unless ``--allow-fallback`` asks to benchmark
 the fallback backends anyway. Its last line says which backend and instruction set ran.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,27 +32,38 @@ from .selfcheck import TOLERANCE, print_self_check, self_check
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m pyrnn_fast", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, help="threads for every implementation (default: all cores)")
-    p.add_argument("--shapes", default=",".join(runners.SHAPES),
-                   help=f"comma-separated shape names from {list(runners.SHAPES)} (default: all)")
+    p.add_argument(
+        "--shapes",
+        default=",".join(runners.SHAPES),
+        help=f"comma-separated shape names from {list(runners.SHAPES)} (default: all)",
+    )
     p.add_argument("--repeat", type=int, default=5, help="timing rounds per measurement (default 5)")
     p.add_argument("--backends", help=f"comma-separated pyrnn_fast backends to time (default: all of {prf.backends()})")
     p.add_argument("--no-peers", action="store_true", help="do not time torch / jax")
     p.add_argument("--json", metavar="PATH", help="write every measurement to this JSON file")
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of the default backend's speed-ups")
-    p.add_argument("--allow-fallback", action="store_true",
-                   help="run even if the compiled backend 'cpp' cannot be imported (default: fail, "
-                        "so that a broken build is never benchmarked as if it were the package)")
+    p.add_argument(
+        "--allow-fallback",
+        action="store_true",
+        help="run even if the compiled backend 'cpp' cannot be imported (default: fail, "
+        "so that a broken build is never benchmarked as if it were the package)",
+    )
     args = p.parse_args(argv)
     if "cpp" not in prf.backends() and not args.allow_fallback:
-        p.exit(2, f"{p.prog}: error: the compiled backend 'cpp' is not available: pyrnn_fast._core could not "
-                  f"be imported ({_backends._core_error}).\nReinstall the package (pip install --force-reinstall "
-                  f"pyrnn-fast, or pip install . from a clone), or pass --allow-fallback to benchmark "
-                  f"{', '.join(prf.backends())} instead.\n")
+        p.exit(
+            2,
+            f"{p.prog}: error: the compiled backend 'cpp' is not available: pyrnn_fast._core could not "
+            f"be imported ({_backends._core_error}).\nReinstall the package (pip install --force-reinstall "
+            f"pyrnn-fast, or pip install . from a clone), or pass --allow-fallback to benchmark "
+            f"{', '.join(prf.backends())} instead.\n",
+        )
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     for s in args.shapes:
         if s not in runners.SHAPES:
             p.error(f"--shapes: unknown shape {s!r}; expected some of {list(runners.SHAPES)}")
-    args.backends = prf.backends() if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
+    args.backends = (
+        prf.backends() if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
+    )
     for b in args.backends:
         if b not in prf.backends():
             p.error(f"--backends: {b!r} is not available; available: {prf.backends()}")
@@ -115,8 +127,10 @@ def main(argv=None) -> int:
 
     default = info["default_backend"]
     impls = list(args.backends) + peers
-    print(f"\nbenchmark: float32, time-major, median of {args.repeat} interleaved rounds; "
-          "fwd+bwd = forward + backward of sum(hs), every gradient")
+    print(
+        f"\nbenchmark: float32, time-major, median of {args.repeat} interleaved rounds; "
+        "fwd+bwd = forward + backward of sum(hs), every gradient"
+    )
     results, summary, loads = {}, {}, {}
     for shape in args.shapes:
         res, load = benchmark_shape(shape, impls, args.repeat)
@@ -125,25 +139,44 @@ def main(argv=None) -> int:
         summary[shape] = s = summarize(res, default)
         if s:
             among = "/".join(next(iter(s.values()))["among"])
-            print(f"  => {default} vs the best of {among}: " +
-                  ", ".join(f"{op} {v['speedup']:.2f}x (vs {v['vs']})" for op, v in s.items()))
+            print(
+                f"  => {default} vs the best of {among}: "
+                + ", ".join(f"{op} {v['speedup']:.2f}x (vs {v['vs']})" for op, v in s.items())
+            )
 
     peak = runners.sgemm_peak(threads)
-    print(f"\nsgemm peak (1024x1024 float32, {threads} thread(s)): numpy {peak['numpy']:.1f} GFLOP/s"
-          + (f", jax {peak['jax']:.1f}" if peak["jax"] else "") + f" -> {peak['max']:.1f} GFLOP/s"
-          + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else ""))
+    print(
+        f"\nsgemm peak (1024x1024 float32, {threads} thread(s)): numpy {peak['numpy']:.1f} GFLOP/s"
+        + (f", jax {peak['jax']:.1f}" if peak["jax"] else "")
+        + f" -> {peak['max']:.1f} GFLOP/s"
+        + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else "")
+    )
     if "large" in results and default in results["large"]:
         g = results["large"][default]["forward"]["gflops"]
         print(f"{default} forward on large: {g:.1f} GFLOP/s = {100 * g / peak['max']:.0f}% of the sgemm peak")
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": info, "self_check": {"errors": errors, "tolerance": TOLERANCE, "ok": ok},
-                       "repeat": args.repeat, "sgemm_peak": peak,
-                       "shapes": {s: {"dims": runners.SHAPES[s], "gflop": {op: runners.flops(s, op) / 1e9 for op in runners.OPS},
-                                      "results": results[s], "summary": summary[s],
-                                      "other_processes_cpu_share": loads[s]} for s in results}},
-                      f, indent=1)
+            json.dump(
+                {
+                    "info": info,
+                    "self_check": {"errors": errors, "tolerance": TOLERANCE, "ok": ok},
+                    "repeat": args.repeat,
+                    "sgemm_peak": peak,
+                    "shapes": {
+                        s: {
+                            "dims": runners.SHAPES[s],
+                            "gflop": {op: runners.flops(s, op) / 1e9 for op in runners.OPS},
+                            "results": results[s],
+                            "summary": summary[s],
+                            "other_processes_cpu_share": loads[s],
+                        }
+                        for s in results
+                    },
+                },
+                f,
+                indent=1,
+            )
         print(f"wrote {args.json}")
     if args.plot:
         write_plot(results, default, args.plot, threads)

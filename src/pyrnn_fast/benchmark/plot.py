@@ -1,5 +1,6 @@
 """The main job's ``--plot``: a PNG bar chart of the default backend's speed-ups (matplotlib,
 imported only here)."""
+
 from __future__ import annotations
 
 import pyrnn_fast as prf

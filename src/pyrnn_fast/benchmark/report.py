@@ -1,5 +1,6 @@
 """What the main job prints: the machine and versions, each shape's table, the summary line
 and which backend ran."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -32,10 +33,20 @@ def machine_info(threads, peers) -> dict:
     except OSError:
         pass
     info = {
-        "pyrnn_fast": prf.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "backends": prf.backends(), "default_backend": _backends.get_backend(None).name, "isa": prf.isa(),
-        "threads": threads, "kernel_threads": prf.get_num_threads(), "cpus": os.cpu_count(), "cpu_model": cpu,
-        "numba": _version("numba"), "torch": _version("torch"), "jax": _version("jax"), "peers": peers,
+        "pyrnn_fast": prf.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "backends": prf.backends(),
+        "default_backend": _backends.get_backend(None).name,
+        "isa": prf.isa(),
+        "threads": threads,
+        "kernel_threads": prf.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "numba": _version("numba"),
+        "torch": _version("torch"),
+        "jax": _version("jax"),
+        "peers": peers,
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if "torch" in peers:
@@ -59,8 +70,12 @@ def ran_line(info, timed) -> str:
 def print_info(info):
     print(f"pyrnn_fast {info['pyrnn_fast']}  numpy {info['numpy']}  python {info['python']}")
     print(f"backends: {', '.join(info['backends'])} (default {info['default_backend']});  kernel ISA: {info['isa']}")
-    print(f"CPU: {info['cpu_model']} ({info['cpus']} CPUs);  threads: {info['threads']} "
-          f"(pyrnn_fast kernel {info['kernel_threads']}" + (f", torch {info['torch_threads']}" if "torch_threads" in info else "") + ")")
+    print(
+        f"CPU: {info['cpu_model']} ({info['cpus']} CPUs);  threads: {info['threads']} "
+        f"(pyrnn_fast kernel {info['kernel_threads']}"
+        + (f", torch {info['torch_threads']}" if "torch_threads" in info else "")
+        + ")"
+    )
     peers = [f"{name} {info[name]}" for name in ("numba", "torch", "jax") if info[name]]
     print(f"optional: {', '.join(peers) or 'none'};  peers timed: {', '.join(info['peers']) or 'none'}")
 
@@ -72,9 +87,13 @@ def _ratio(r):
 def print_shape(shape, res, load):
     T, N, D, H = runners.SHAPES[shape]
     fl = {op: runners.flops(shape, op) / 1e9 for op in runners.OPS}
-    print(f"\n{shape}: T={T} N={N} D={D} H={H}  ({fl['forward']:.3g} GFLOP forward, {fl['fwd+bwd']:.3g} fwd+bwd)"
-          "   speed-up = other's time / this row's time")
-    head = f"  {'impl':<7}" + "".join(f" | {op + ' ms':>13} {'GFLOP/s':>8} {'vs numpy':>8} {'vs peer':>15}" for op in runners.OPS)
+    print(
+        f"\n{shape}: T={T} N={N} D={D} H={H}  ({fl['forward']:.3g} GFLOP forward, {fl['fwd+bwd']:.3g} fwd+bwd)"
+        "   speed-up = other's time / this row's time"
+    )
+    head = f"  {'impl':<7}" + "".join(
+        f" | {op + ' ms':>13} {'GFLOP/s':>8} {'vs numpy':>8} {'vs peer':>15}" for op in runners.OPS
+    )
     print(head)
     print("  " + "-" * (len(head) - 2))
     for impl, ops in res.items():

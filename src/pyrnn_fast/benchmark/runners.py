@@ -4,6 +4,7 @@ and the peers, PyTorch's CPU ``nn.RNN`` and a jitted JAX ``lax.scan`` with the i
 projection hoisted. torch, jax and numba are imported lazily, inside the functions that need
 them, so importing this module costs only NumPy.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -64,18 +65,21 @@ def flops(shape, op: str) -> float:
 
 # --- runners: zero-argument callables that do one forward or forward+backward ----------
 
+
 def pyrnn_runner(backend: str, shape, op: str, seed=0):
     """One call of pyrnn_fast with ``backend`` (forward, or forward then backward of sum(hs))."""
     import pyrnn_fast as prf
 
     _check_op(op)
     x, Wx, Wh, b, h0 = make_inputs(shape, seed=seed)
-    if op == "forward":
-        run = lambda: prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
-    else:
-        def run():
-            hs, _ = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
-            return prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, h0, time_major=True, backend=backend)
+
+    def run():
+        out = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
+        if op == "forward":
+            return out
+        hs = out[0]
+        return prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, h0, time_major=True, backend=backend)
+
     return _keeping_openmp_nesting(run) if backend == "numba" else run
 
 
@@ -130,9 +134,11 @@ def torch_runner(shape, op: str, seed=0):
     xt = torch.from_numpy(x)
     h0t = torch.from_numpy(h0)[None]  # (layers, N, H)
     if op == "forward":
+
         def forward():
             with torch.no_grad():
                 return rnn(xt, h0t)
+
         return forward
 
     xt.requires_grad_(True)

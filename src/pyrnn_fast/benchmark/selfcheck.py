@@ -9,6 +9,7 @@ Tolerances, relative to the largest magnitude of the reference result:
 - float32: the same argument with eps = 6e-8: observed errors are ~1e-6 for sums over a
   few hundred terms; 1e-5 is the bound docs/DESIGN.md promises.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ def self_check(backends) -> tuple[dict, bool]:
     """Max relative error of each backend, per dtype, over CHECK_SHAPES × (tanh, relu) × (hs, h_last,
     5 grads), against the float64 reference run on the same (dtype-rounded) inputs. Returns
     ``({backend: {dtype: err}}, ok)``; a wrong result dtype counts as an infinite error."""
-    errors = {name: {dt: 0.0 for dt in TOLERANCE} for name in backends}
+    errors = {name: dict.fromkeys(TOLERANCE, 0.0) for name in backends}
     rng = np.random.default_rng(1)
     for T, N, D, H in CHECK_SHAPES:
         raw = [rng.standard_normal(s) for s in ((T, N, D), (D, H), (H, H), (H,), (N, H), (T, N, H), (N, H))]
@@ -49,12 +50,21 @@ def self_check(backends) -> tuple[dict, bool]:
             for act in ("tanh", "relu"):
                 hs_ref, h_last_ref = _reference.rnn_forward(*ref_in[:5], activation=act)
                 hs_in = hs_ref.astype(dt)  # both backward passes see the same hs
-                grads_ref = _reference.rnn_backward(ref_in[5], ref_in[0], ref_in[1], ref_in[2], hs_in.astype(np.float64),
-                                                    ref_in[4], dh_last=ref_in[6], activation=act)
+                grads_ref = _reference.rnn_backward(
+                    ref_in[5],
+                    ref_in[0],
+                    ref_in[1],
+                    ref_in[2],
+                    hs_in.astype(np.float64),
+                    ref_in[4],
+                    dh_last=ref_in[6],
+                    activation=act,
+                )
                 for name in backends:
                     hs, h_last = _api.rnn_forward(x, Wx, Wh, b, h0, activation=act, time_major=True, backend=name)
-                    g = _api.rnn_backward(dhs, x, Wx, Wh, hs_in, h0, dh_last=dh_last, activation=act,
-                                          time_major=True, backend=name)
+                    g = _api.rnn_backward(
+                        dhs, x, Wx, Wh, hs_in, h0, dh_last=dh_last, activation=act, time_major=True, backend=name
+                    )
                     outs = [hs, h_last, *g]
                     errs = [relative_error(o, r, dt) for o, r in zip(outs, [hs_ref, h_last_ref, *grads_ref])]
                     errors[name][dt] = max(errors[name][dt], *errs)
@@ -63,10 +73,14 @@ def self_check(backends) -> tuple[dict, bool]:
 
 
 def print_self_check(errors):
-    print("\nself-check against pyrnn_fast._reference (shapes T,N,D,H = "
-          f"{', '.join('x'.join(map(str, s)) for s in CHECK_SHAPES)}; tanh+relu; hs, h_last and all 5 grads)")
+    print(
+        "\nself-check against pyrnn_fast._reference (shapes T,N,D,H = "
+        f"{', '.join('x'.join(map(str, s)) for s in CHECK_SHAPES)}; tanh+relu; hs, h_last and all 5 grads)"
+    )
     print(f"  {'backend':<8}" + "".join(f"{dt + ' max rel err':>24}" for dt in TOLERANCE))
     for name, per_dtype in errors.items():
-        cells = [f"{err:.1e} {'ok' if err <= TOLERANCE[dt] else 'FAIL (> %.0e)' % TOLERANCE[dt]}"
-                 for dt, err in per_dtype.items()]
+        cells = [
+            f"{err:.1e} {'ok' if err <= TOLERANCE[dt] else f'FAIL (> {TOLERANCE[dt]:.0e})'}"
+            for dt, err in per_dtype.items()
+        ]
         print(f"  {name:<8}" + "".join(f"{c:>24}" for c in cells))

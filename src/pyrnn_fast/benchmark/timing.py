@@ -4,6 +4,7 @@ thread count every implementation gets.
 Thread counts: ``limit_threads(n)`` must run before NumPy/torch/jax are imported (the CLI
 re-executes itself for that), so that every implementation gets the same ``n`` cores.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,7 @@ def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=
     samples = {key: [] for key in fns}
     keys = list(fns)
     for r in range(repeat if keys else 0):
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             number, rounds, warm_up = plan[key]
             if r >= rounds:
                 continue

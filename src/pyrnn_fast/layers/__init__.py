@@ -15,6 +15,7 @@ only arrange the calls (which samples, which time steps, which direction) and ke
 The segment runs, the file checks, the interop and the argument checks are kept apart from
 the layer math so that the gated cells to come (LSTM, GRU) share them with RNN.
 """
+
 from .rnn import RNN
 from .time_rnn import TimeRNN
 

@@ -1,4 +1,5 @@
 """Argument checks shared by the layers (RNN, TimeRNN, and the gated cells to come)."""
+
 from __future__ import annotations
 
 import numbers

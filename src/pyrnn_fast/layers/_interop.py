@@ -1,5 +1,6 @@
 """Weights from and to other libraries: ``torch.nn.RNN`` (both ways) and Keras's ``SimpleRNN``.
 torch is imported lazily, inside the functions: it is never a dependency."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +18,18 @@ def from_torch(cls, module, backend):
     w0 = module.weight_ih_l0
     if w0.dtype not in dtypes:
         raise TypeError(f"module: dtype {w0.dtype} is not supported; use float32 or float64")
-    layer = cls(module.input_size, module.hidden_size, num_layers=module.num_layers,
-                activation=module.nonlinearity, bias=module.bias, bidirectional=module.bidirectional,
-                dropout=float(module.dropout), time_major=not module.batch_first, dtype=dtypes[w0.dtype],
-                backend=backend)
+    layer = cls(
+        module.input_size,
+        module.hidden_size,
+        num_layers=module.num_layers,
+        activation=module.nonlinearity,
+        bias=module.bias,
+        bidirectional=module.bidirectional,
+        dropout=float(module.dropout),
+        time_major=not module.batch_first,
+        dtype=dtypes[w0.dtype],
+        backend=backend,
+    )
     layer.training = bool(module.training)
 
     def arr(t):
@@ -43,9 +52,17 @@ def to_torch(layer):
     import torch
 
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[layer.dtype]
-    module = torch.nn.RNN(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
-                          nonlinearity=layer.activation, bias=layer.bias, batch_first=not layer.time_major,
-                          dropout=layer.dropout, bidirectional=layer.bidirectional, dtype=dtype)
+    module = torch.nn.RNN(
+        layer.input_size,
+        layer.hidden_size,
+        num_layers=layer.num_layers,
+        nonlinearity=layer.activation,
+        bias=layer.bias,
+        batch_first=not layer.time_major,
+        dropout=layer.dropout,
+        bidirectional=layer.bidirectional,
+        dtype=dtype,
+    )
     with torch.no_grad():
         for layer_idx in range(layer.num_layers):
             for suffix in layer._suffixes:
@@ -63,12 +80,16 @@ def to_torch(layer):
 def from_keras_weights(cls, weights, activation, time_major, stateful, dtype, backend):
     """What ``RNN.from_keras_weights`` does, for the layer class ``cls``."""
     if not isinstance(weights, (list, tuple)):
-        raise TypeError(f"weights: expected a list [kernel, recurrent_kernel(, bias)] as get_weights() "
-                        f"returns, got {type(weights).__name__}")
+        raise TypeError(
+            f"weights: expected a list [kernel, recurrent_kernel(, bias)] as get_weights() "
+            f"returns, got {type(weights).__name__}"
+        )
     weights = list(weights)
     if len(weights) not in (2, 3):
-        raise ValueError(f"weights: expected [kernel, recurrent_kernel, bias] or [kernel, recurrent_kernel], "
-                         f"got {len(weights)} arrays")
+        raise ValueError(
+            f"weights: expected [kernel, recurrent_kernel, bias] or [kernel, recurrent_kernel], "
+            f"got {len(weights)} arrays"
+        )
     names = ("kernel", "recurrent_kernel", "bias")
     arrays = [_check_real(f"weights[{i}] ({names[i]})", w) for i, w in enumerate(weights)]
     kernel = arrays[0]
@@ -77,8 +98,16 @@ def from_keras_weights(cls, weights, activation, time_major, stateful, dtype, ba
     D, H = kernel.shape
     if dtype is None:
         dtype = kernel.dtype if kernel.dtype in (np.float32, np.float64) else np.float32
-    layer = cls(D, H, activation=activation, bias=len(arrays) == 3, time_major=time_major, stateful=stateful,
-                dtype=dtype, backend=backend)
+    layer = cls(
+        D,
+        H,
+        activation=activation,
+        bias=len(arrays) == 3,
+        time_major=time_major,
+        stateful=stateful,
+        dtype=dtype,
+        backend=backend,
+    )
     params = {"Wx_l0": kernel, "Wh_l0": arrays[1]}
     if len(arrays) == 3:
         params["b_l0"] = arrays[2]

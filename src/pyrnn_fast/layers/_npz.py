@@ -1,6 +1,7 @@
 """``RNN.save`` / ``RNN.load``: config and weights in one .npz file, and a file checked before
 it is read (zip directory, config keys/types/ranges, each member's .npy header against the
 config) so that no pickle is ever loaded and a bad file is a ValueError naming it."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,20 @@ class _BadFile(Exception):
     """A file that is not one ``RNN.save`` writes (RNN.load turns it into a ValueError)."""
 
 
-_CONFIG_TYPES = dict(input_size=int, hidden_size=int, num_layers=int, activation=str, bias=bool,
-                     bidirectional=bool, dropout=(int, float), time_major=bool, stateful=bool, dtype=str,
-                     seed=(int, type(None)), format_version=int)
+_CONFIG_TYPES = dict(
+    input_size=int,
+    hidden_size=int,
+    num_layers=int,
+    activation=str,
+    bias=bool,
+    bidirectional=bool,
+    dropout=(int, float),
+    time_major=bool,
+    stateful=bool,
+    dtype=str,
+    seed=(int, type(None)),
+    format_version=int,
+)
 _MAX_CONFIG_BYTES = 1 << 16  # the config save writes is ~300 bytes
 _READ_CHUNK = 1 << 24
 
@@ -61,7 +73,7 @@ def _read_member(zf, info, shape, fortran, dtype, offset):
     with zf.open(info) as m:
         m.read(offset)
         for i in range(0, a.nbytes, _READ_CHUNK):
-            if m.readinto(view[i:i + _READ_CHUNK]) != min(_READ_CHUNK, a.nbytes - i):
+            if m.readinto(view[i : i + _READ_CHUNK]) != min(_READ_CHUNK, a.nbytes - i):
                 raise _BadFile(f"{info.filename[:-4]}: truncated")
     return a.T if fortran else a
 
@@ -88,8 +100,11 @@ def _read_config(zf, info) -> dict:
 
 def save(layer, path):
     """What ``RNN.save`` does."""
-    config = dict(layer._config(), format_version=_FORMAT_VERSION,
-                  seed=layer.seed if isinstance(layer.seed, numbers.Integral) else None)
+    config = dict(
+        layer._config(),
+        format_version=_FORMAT_VERSION,
+        seed=layer.seed if isinstance(layer.seed, numbers.Integral) else None,
+    )
     weights = {k: np.asarray(v, dtype=layer.dtype) for k, v in layer.params.items()}
     np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config))}, **weights)
 
@@ -103,10 +118,20 @@ def load(cls, path, backend):
             return _read(cls, f, backend)
         except _BadFile as e:
             raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file: {e}") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-                NotImplementedError, RuntimeError) as e:  # what zipfile and np.lib.format raise
-            raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file (corrupt or truncated: "
-                             f"{type(e).__name__}: {e})") from None
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            ValueError,
+            KeyError,
+            NotImplementedError,
+            RuntimeError,
+        ) as e:  # what zipfile and np.lib.format raise
+            raise ValueError(
+                f"{os.fspath(path)}: not a pyrnn_fast RNN file (corrupt or truncated: {type(e).__name__}: {e})"
+            ) from None
 
 
 def _read(cls, f, backend):
@@ -132,9 +157,14 @@ def _read(cls, f, backend):
         if set(members) != set(shapes):
             raise _BadFile(f"the weights {sorted(members)} do not match the config's {sorted(shapes)}")
         dtype = layer.dtype
-        headers = {k: _check_member(zf, members[k], shapes[k], lambda dt: dt.newbyteorder("=") == dtype,
-                                    f"{dtype} (the config's)") for k in shapes}  # all before any data
-        layer.params = {k: np.ascontiguousarray(_read_member(zf, members[k], shapes[k], *headers[k]), dtype)
-                        for k in shapes}
+        headers = {
+            k: _check_member(
+                zf, members[k], shapes[k], lambda dt: dt.newbyteorder("=") == dtype, f"{dtype} (the config's)"
+            )
+            for k in shapes
+        }  # all before any data
+        layer.params = {
+            k: np.ascontiguousarray(_read_member(zf, members[k], shapes[k], *headers[k]), dtype) for k in shapes
+        }
     layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
     return layer

@@ -16,6 +16,7 @@ The reverse direction of a bidirectional layer reverses each sample's valid pref
 (x_rev[t, n] = x[len_n - 1 - t, n] for t < len_n) with an index gather, runs the forward
 direction's code on it and un-reverses the outputs with the same gather (the permutation is
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,9 @@ def _run_forward(x, Wx, Wh, b, h0, segs, act, backend):
     hs = np.zeros((T, N, H), h.dtype)
     for t0, t1, sel in segs:
         h_start = h.copy() if sel is None else h[sel]
-        seg_hs, h_last = rnn_forward(_take(x, t0, t1, sel), Wx, Wh, b, h_start, activation=act,
-                                     time_major=True, backend=backend)
+        seg_hs, h_last = rnn_forward(
+            _take(x, t0, t1, sel), Wx, Wh, b, h_start, activation=act, time_major=True, backend=backend
+        )
         if sel is None:
             hs[t0:t1] = seg_hs
             h[...] = h_last
@@ -76,15 +78,26 @@ def _run_backward(dhs, x, Wx, Wh, hs, starts, dh_last, segs, act, backend):
     H = Wh.shape[0]
     dtype = hs.dtype
     if len(segs) == 1 and segs[0][:2] == (0, T) and segs[0][2] is None:
-        g = rnn_backward(dhs, x, Wx, Wh, hs, starts[0], dh_last=dh_last, activation=act, time_major=True,
-                         backend=backend)
+        g = rnn_backward(
+            dhs, x, Wx, Wh, hs, starts[0], dh_last=dh_last, activation=act, time_major=True, backend=backend
+        )
         return g.dx, g.dWx, g.dWh, g.db, g.dh0
     dx = np.zeros((T, N, D), dtype)
     dWx, dWh, db = np.zeros((D, H), dtype), np.zeros((H, H), dtype), np.zeros(H, dtype)
     dh = dh_last.copy()
     for (t0, t1, sel), h_start in reversed(list(zip(segs, starts))):
-        g = rnn_backward(_take(dhs, t0, t1, sel), _take(x, t0, t1, sel), Wx, Wh, _take(hs, t0, t1, sel), h_start,
-                         dh_last=_rows(dh, sel), activation=act, time_major=True, backend=backend)
+        g = rnn_backward(
+            _take(dhs, t0, t1, sel),
+            _take(x, t0, t1, sel),
+            Wx,
+            Wh,
+            _take(hs, t0, t1, sel),
+            h_start,
+            dh_last=_rows(dh, sel),
+            activation=act,
+            time_major=True,
+            backend=backend,
+        )
         if sel is None:
             dx[t0:t1] = g.dx
             dh[...] = g.dh0

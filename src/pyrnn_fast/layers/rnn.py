@@ -1,6 +1,7 @@
 """``prf.RNN``: a stacked, optionally bidirectional vanilla RNN layer with dropout, variable
 lengths, state and streaming; its save/load (``_npz``) and torch/Keras interop (``_interop``)
 live in their own modules, the segment machinery for variable lengths in ``_segments``."""
+
 from __future__ import annotations
 
 import numbers
@@ -56,13 +57,36 @@ class RNN:
     training : True (default) or False, set by ``train()`` / ``eval()``; only dropout cares.
     """
 
-    def __init__(self, input_size, hidden_size, *, num_layers=1, activation="tanh", bias=True,
-                 bidirectional=False, dropout=0.0, time_major=False, stateful=False, dtype=np.float32,
-                 seed=None, backend=None):
-        init_seq = self._configure(input_size, hidden_size, num_layers=num_layers, activation=activation,
-                                   bias=bias, bidirectional=bidirectional, dropout=dropout,
-                                   time_major=time_major, stateful=stateful, dtype=dtype, seed=seed,
-                                   backend=backend)
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        *,
+        num_layers=1,
+        activation="tanh",
+        bias=True,
+        bidirectional=False,
+        dropout=0.0,
+        time_major=False,
+        stateful=False,
+        dtype=np.float32,
+        seed=None,
+        backend=None,
+    ):
+        init_seq = self._configure(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            activation=activation,
+            bias=bias,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            time_major=time_major,
+            stateful=stateful,
+            dtype=dtype,
+            seed=seed,
+            backend=backend,
+        )
         rng = np.random.default_rng(init_seq)
         H = self.hidden_size
         self.params = {}
@@ -76,8 +100,22 @@ class RNN:
                 self.params[name] = np.zeros(H, self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
-    def _configure(self, input_size, hidden_size, *, num_layers, activation, bias, bidirectional, dropout,
-                   time_major, stateful, dtype, seed, backend):
+    def _configure(
+        self,
+        input_size,
+        hidden_size,
+        *,
+        num_layers,
+        activation,
+        bias,
+        bidirectional,
+        dropout,
+        time_major,
+        stateful,
+        dtype,
+        seed,
+        backend,
+    ):
         """Check and set everything but the weights; returns the seed of the initialisation."""
         self.input_size = _check_int("input_size", input_size, 0)
         self.hidden_size = _check_int("hidden_size", hidden_size, 0)
@@ -127,10 +165,18 @@ class RNN:
         return ("", "_reverse") if self.bidirectional else ("",)
 
     def _config(self) -> dict:
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
-                    activation=self.activation, bias=self.bias, bidirectional=self.bidirectional,
-                    dropout=self.dropout, time_major=self.time_major, stateful=self.stateful,
-                    dtype=self.dtype.name)
+        return dict(
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            activation=self.activation,
+            bias=self.bias,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            time_major=self.time_major,
+            stateful=self.stateful,
+            dtype=self.dtype.name,
+        )
 
     def num_params(self) -> int:
         """The number of scalar parameters."""
@@ -138,10 +184,12 @@ class RNN:
 
     def __repr__(self) -> str:
         c = self._config()
-        head = (f"RNN({c['input_size']}, {c['hidden_size']}, num_layers={c['num_layers']}, "
-                f"activation={c['activation']!r}, bias={c['bias']}, bidirectional={c['bidirectional']}, "
-                f"dropout={c['dropout']}, time_major={c['time_major']}, stateful={c['stateful']}, "
-                f"dtype={c['dtype']})")
+        head = (
+            f"RNN({c['input_size']}, {c['hidden_size']}, num_layers={c['num_layers']}, "
+            f"activation={c['activation']!r}, bias={c['bias']}, bidirectional={c['bidirectional']}, "
+            f"dropout={c['dropout']}, time_major={c['time_major']}, stateful={c['stateful']}, "
+            f"dtype={c['dtype']})"
+        )
         lines = [head]
         for layer in range(self.num_layers):
             for suffix in self._suffixes:
@@ -178,8 +226,9 @@ class RNN:
         if lengths.shape != (N,):
             raise ValueError(f"lengths: expected shape (N,) = ({N},), got {lengths.shape}")
         if lengths.size and (lengths.min() < 0 or lengths.max() > T):
-            raise ValueError(f"lengths: expected 0 <= lengths <= T = {T}, got values in "
-                             f"[{lengths.min()}, {lengths.max()}]")
+            raise ValueError(
+                f"lengths: expected 0 <= lengths <= T = {T}, got values in [{lengths.min()}, {lengths.max()}]"
+            )
         return lengths.astype(np.int64)
 
     def __call__(self, x, h0=None, lengths=None):
@@ -197,8 +246,9 @@ class RNN:
         x = _check_real("x", x)
         layout = "(T, N, D)" if self.time_major else "(N, T, D)"
         if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"x: expected a 3-D array {layout} with D = input_size = {self.input_size}, "
-                             f"got shape {x.shape}")
+            raise ValueError(
+                f"x: expected a 3-D array {layout} with D = input_size = {self.input_size}, got shape {x.shape}"
+            )
         # Our own time-major C-contiguous copy: cheap next to the recurrence, makes the segment
         # slices contiguous, and keeps backward right if the caller changes x afterwards.
         x_tm = np.array(x if self.time_major else x.transpose(1, 0, 2), dtype=self.dtype, order="C")
@@ -209,8 +259,10 @@ class RNN:
         if h0 is None and self.stateful and self.state is not None:
             h0 = self.state
             if h0.shape[1] != N:
-                raise ValueError(f"x: a stateful layer carries a state for batch size {h0.shape[1]}, got batch "
-                                 f"size {N}; call reset_state() first")
+                raise ValueError(
+                    f"x: a stateful layer carries a state for batch size {h0.shape[1]}, got batch "
+                    f"size {N}; call reset_state() first"
+                )
         h0 = self._state_or_zeros("h0", h0, (L * dirs, N, H), "shape (num_layers*dirs, N, H)")
 
         segs = _segments(lengths, T)
@@ -229,8 +281,9 @@ class RNN:
             for d, suffix in enumerate(self._suffixes):
                 Wx, Wh, b = self._weights(layer, suffix)
                 x_run = inp if d == 0 else _reverse(inp, rev)
-                hs, h_n[layer * dirs + d], starts = _run_forward(x_run, Wx, Wh, b, h0[layer * dirs + d], segs,
-                                                                 self.activation, self.backend)
+                hs, h_n[layer * dirs + d], starts = _run_forward(
+                    x_run, Wx, Wh, b, h0[layer * dirs + d], segs, self.activation, self.backend
+                )
                 runs.append(dict(x=x_run, hs=hs, starts=starts))
                 outs.append(hs if d == 0 else _reverse(hs, rev))
             cache["layers"].append(dict(runs=runs, mask=mask))
@@ -279,12 +332,21 @@ class RNN:
             for d, suffix in enumerate(self._suffixes):
                 Wx, Wh, _ = self._weights(layer, suffix)
                 run = entry["runs"][d]
-                dhs = d_tm[..., d * H:(d + 1) * H]
+                dhs = d_tm[..., d * H : (d + 1) * H]
                 if d == 1:
                     dhs = _reverse(dhs, rev)
                 dx, dWx, dWh, db, dh0[layer * dirs + d] = _run_backward(
-                    dhs, run["x"], Wx, Wh, run["hs"], run["starts"], dh_n[layer * dirs + d], segs,
-                    self.activation, self.backend)
+                    dhs,
+                    run["x"],
+                    Wx,
+                    Wh,
+                    run["hs"],
+                    run["starts"],
+                    dh_n[layer * dirs + d],
+                    segs,
+                    self.activation,
+                    self.backend,
+                )
                 if d == 1:
                     dx = _reverse(dx, rev)
                 d_in = dx if d_in is None else d_in + dx
@@ -319,8 +381,9 @@ class RNN:
         if self.state is None:
             self.state = np.zeros((self.num_layers, N, self.hidden_size), self.dtype)
         elif self.state.shape[1] != N:
-            raise ValueError(f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; "
-                             "call reset_state() first")
+            raise ValueError(
+                f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; call reset_state() first"
+            )
         # One time step of rnn_forward's orchestration per layer, written into buffers kept
         # across steps: nothing is allocated per step but the returned output.
         kernel = get_backend(self.backend)
@@ -376,8 +439,9 @@ class RNN:
         return _interop.to_torch(self)
 
     @classmethod
-    def from_keras_weights(cls, weights, *, activation="tanh", time_major=False, stateful=False, dtype=None,
-                           backend=None):
+    def from_keras_weights(
+        cls, weights, *, activation="tanh", time_major=False, stateful=False, dtype=None, backend=None
+    ):
         """A one-layer RNN from a Keras ``SimpleRNN``'s ``get_weights()``: [kernel (D, H),
         recurrent_kernel (H, H), bias (H,)] ([kernel, recurrent_kernel] with use_bias=False).
         Keras's order and convention are ours (x·kernel + h·recurrent_kernel + bias).

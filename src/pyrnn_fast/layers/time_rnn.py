@@ -1,4 +1,5 @@
 """``prf.TimeRNN``: the textbook class, one ``rnn_forward`` / ``rnn_backward`` call per sequence."""
+
 from __future__ import annotations
 
 import numpy as np
