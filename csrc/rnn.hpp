@@ -89,7 +89,7 @@ struct GemmArgs {
     Interrupt* interrupt = nullptr;
 };
 
-// One set of kernels per instruction set, each compiled from csrc/kernels_impl.hpp in its own
+// One set of kernels per instruction set, each compiled from csrc/kernels/ (by csrc/kernels_isa.cpp) in its own
 // translation unit with its own compiler flags and namespace.
 #define PRF_DECLARE_ISA_KERNELS(ns)                  \
     namespace ns {                                   \
