@@ -9,7 +9,7 @@
 // replace the portable one and run on a CPU without AVX. Use GCC __atomic builtins on plain
 // ints, plain structs and function pointers instead.
 #include "kernels/gemm.hpp"
-#include "kernels/recurrence.hpp"
+#include "kernels/cell_vanilla.hpp"
 
 // The entry points declared in rnn.hpp.
 namespace prf {

@@ -1,100 +1,26 @@
-// The recurrence drivers, forward and backward through time.
+// The recurrence driver: one template over the cell, for forward and backward through time.
 //
-// Structure of one call (forward; backward is the same with Wh^T and another epilogue):
+// Structure of one call:
 //   - one OpenMP parallel region for the whole sequence; thread i owns a contiguous range
 //     of column panels of the output (hidden units);
-//   - each thread packs its own panels of Wh once: panel p holds columns [p*NR, p*NR+NR)
-//     as K rows of NR contiguous values, zero padded, so the micro-kernel streams them;
-//   - per time step, register-blocked micro-kernels compute MR rows x NR columns of
-//     h_{t-1} . Wh and finish the tile in registers (add xw_t, activation) before a single
-//     store; one barrier per step, because step t reads every column of step t-1.
+//   - each thread packs its own panels of the recurrent weights once (Wh forward, Wh^T
+//     backward): panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values,
+//     zero padded, so the micro-kernel streams them;
+//   - per step, register-blocked micro-kernels compute MR rows x NR columns of the step's
+//     product (h_{t-1} . Wh forward, da_{t+1} . Wh^T backward) and the cell's epilogue
+//     finishes the tile in registers (forward: add xw_t, activation; backward: add dh_t,
+//     times the activation's derivative) before a single store; one barrier per step,
+//     because step t reads every column of step t-1.
+// A cell (cell_vanilla.hpp) says only what is particular to it: the step's left factor and
+// its epilogue, and anything to do after the last step.
 #pragma once
 #include <sched.h>
 
-#include "activations.hpp"
 #include "microkernel.hpp"
 #include "team.hpp"
 
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
-
-template <class T, class Act>
-struct ForwardEpilogue {  // out = act(acc + xw)
-    const T* xw;
-    idx xw_ld;
-    T* out;
-    idx out_ld;
-    void prefetch(idx row0, int nrows, idx col0) const {
-        for (int r = 0; r < nrows; ++r) __builtin_prefetch(xw + (row0 + r) * xw_ld + col0);
-    }
-    template <int M, int NVT>
-    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
-        constexpr int W = kLanes<T>;
-        for (int r = 0; r < M && r < nrows; ++r) {
-            const T* x = xw + (row0 + r) * xw_ld + col0;
-            T* o = out + (row0 + r) * out_ld + col0;
-            if (ncols >= NVT * W) {
-                for (int i = 0; i < NVT; ++i) store(o + i * W, Act::template apply<T>(acc[r][i] + load(x + i * W)));
-            } else {
-                T buf[NVT * W] __attribute__((aligned(64)));
-                for (idx j = 0; j < NVT * W; ++j) buf[j] = j < ncols ? x[j] : T(0);
-                for (int i = 0; i < NVT; ++i)
-                    store(buf + i * W, Act::template apply<T>(acc[r][i] + load(buf + i * W)));
-                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
-            }
-        }
-    }
-};
-
-template <class T, class Act>
-struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
-    const T* dh;
-    idx dh_ld;
-    const T* h;
-    idx h_ld;
-    const T* extra;  // dh_last at the last step, else null
-    idx extra_ld;
-    T* da;
-    idx da_ld;
-    void prefetch(idx row0, int nrows, idx col0) const {
-        for (int r = 0; r < nrows; ++r) {
-            __builtin_prefetch(dh + (row0 + r) * dh_ld + col0);
-            __builtin_prefetch(h + (row0 + r) * h_ld + col0);
-        }
-    }
-    template <int M, int NVT>
-    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
-        constexpr int W = kLanes<T>;
-        for (int r = 0; r < M && r < nrows; ++r) {
-            const T* g = dh + (row0 + r) * dh_ld + col0;
-            const T* hv = h + (row0 + r) * h_ld + col0;
-            const T* e = extra ? extra + (row0 + r) * extra_ld + col0 : nullptr;
-            T* o = da + (row0 + r) * da_ld + col0;
-            if (ncols >= NVT * W) {
-                for (int i = 0; i < NVT; ++i) {
-                    Vec<T> s = acc[r][i] + load(g + i * W);
-                    if (e) s = s + load(e + i * W);
-                    store(o + i * W, s * Act::template grad<T>(load(hv + i * W)));
-                }
-            } else {
-                T bg[NVT * W] __attribute__((aligned(64)));
-                T bh[NVT * W] __attribute__((aligned(64)));
-                T be[NVT * W] __attribute__((aligned(64)));
-                for (idx j = 0; j < NVT * W; ++j) {
-                    bg[j] = j < ncols ? g[j] : T(0);
-                    bh[j] = j < ncols ? hv[j] : T(0);
-                    be[j] = (e && j < ncols) ? e[j] : T(0);
-                }
-                for (int i = 0; i < NVT; ++i) {
-                    Vec<T> s = acc[r][i] + load(bg + i * W);
-                    if (e) s = s + load(be + i * W);
-                    store(bg + i * W, s * Act::template grad<T>(load(bh + i * W)));
-                }
-                for (idx j = 0; j < ncols; ++j) o[j] = bg[j];
-            }
-        }
-    }
-};
 
 // The per-step barrier of the recurrence. libgomp's `omp barrier` makes a futex_wake system
 // call at every barrier, even when every thread is spinning, which costs more than a whole
@@ -149,15 +75,38 @@ static int team_size(int requested, idx step_work, idx columns, idx panels) {
     return t < 1 ? 1 : int(t);
 }
 
-template <class T, class Act>
-static bool forward_impl(const ForwardArgs<T>& a) {
-    const idx steps = a.out.steps, N = a.out.rows, H = a.out.cols;
+// The left factor of one step's product: rows of A (N x K, leading dimension lda). K = 0 when
+// the product is zero (no h0 forward, the last step backward): A is then never read.
+template <class T>
+struct StepOperand {
+    const T* a;
+    idx lda, K;
+};
+
+// What the driver needs to know of a call: the (steps, N, H) extent, the recurrent weights
+// (H x H; transposed: the product is with their transpose) and the caller's limits.
+template <class T>
+struct RecurrenceShape {
+    idx steps, rows, cols;
+    Mat<const T> weights;
+    bool transposed;
+    int threads;
+    Interrupt* interrupt;
+};
+
+// Runs the `steps` steps of `cell` in order: step i computes cell.epilogue(i)(cell.operand(i) .
+// weights) over every column, then cell.finish(sweep) may run more products (sweep(operand,
+// epilogue)) unless the call was interrupted. Returns false only when the packed weights
+// cannot be allocated.
+template <class T, class Cell>
+static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
+    const idx steps = s.steps, N = s.rows, H = s.cols;
     if (steps == 0 || N == 0 || H == 0) return true;
     constexpr int NR = kNR<T>;
     const idx panels = (H + NR - 1) / NR;
     T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
     if (!packed) return false;
-    const int nt = team_size(a.threads, N * H * H, H, panels);
+    const int nt = team_size(s.threads, N * H * H, H, panels);
     StepBarrier step_barrier;
     StepStop stop{steps};
 #pragma omp parallel num_threads(nt)
@@ -166,76 +115,24 @@ static bool forward_impl(const ForwardArgs<T>& a) {
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
         step_barrier.join(team);
-        InterruptPoller poll(tid == 0 ? a.interrupt : nullptr);
+        InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
         // Each thread packs and then only reads its own panels: no barrier needed here.
-        pack_panels<T>(packed, a.wh.data, a.wh.ld, 1, H, H, p0, p1);
-        for (idx t = 0; t < steps; ++t) {
-            ForwardEpilogue<T, Act> epi{a.xw.at(t, 0), a.xw.row_stride, a.out.at(t, 0), a.out.row_stride};
-            // At t = 0 without h0 the product is zero: K = 0, and A is never read.
-            const bool from_h0 = t == 0;
-            const T* hprev = from_h0 ? a.h0.data : a.out.at(t - 1, 0);
-            const idx K = (from_h0 && !hprev) ? 0 : H;
-            if (!hprev) hprev = a.out.at(0, 0);
-            panel_gemm<T>(hprev, from_h0 ? a.h0.ld : a.out.row_stride, N, K, packed, H, p0, p1, epi);
-            if (poll(N * H * H)) stop.after(t + 1);
+        if (s.transposed)
+            pack_panels<T>(packed, s.weights.data, 1, s.weights.ld, H, H, p0, p1);
+        else
+            pack_panels<T>(packed, s.weights.data, s.weights.ld, 1, H, H, p0, p1);
+        auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
+            panel_gemm<T>(op.a, op.lda, N, op.K, packed, H, p0, p1, epi);
+        };
+        for (idx i = 0; i < steps; ++i) {
+            sweep(cell.operand(i), cell.epilogue(i));
+            if (poll(N * H * H)) stop.after(i + 1);
             if (team > 1) step_barrier.wait();
-            if (stop.now(t + 1)) break;
+            if (stop.now(i + 1)) break;
         }
+        if (!stop.now(steps)) cell.finish(sweep);
     }
     return true;
-}
-
-template <class T, class Act>
-static bool backward_impl(const BackwardArgs<T>& a) {
-    const idx steps = a.da.steps, N = a.da.rows, H = a.da.cols;
-    if (N == 0 || H == 0) return true;
-    if (steps == 0) {  // dh0 = dh_last
-        for (idx n = 0; n < N; ++n)
-            for (idx j = 0; j < H; ++j) a.dh0.data[n * a.dh0.ld + j] = a.dh_last.data ? a.dh_last.data[n * a.dh_last.ld + j] : T(0);
-        return true;
-    }
-    constexpr int NR = kNR<T>;
-    const idx panels = (H + NR - 1) / NR;
-    T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
-    if (!packed) return false;
-    const int nt = team_size(a.threads, N * H * H, H, panels);
-    StepBarrier step_barrier;
-    StepStop stop{steps};
-#pragma omp parallel num_threads(nt)
-    {
-        const int team = team_threads(), tid = thread_id();
-        idx p0, p1;
-        thread_range(panels, team, tid, p0, p1);
-        step_barrier.join(team);
-        InterruptPoller poll(tid == 0 ? a.interrupt : nullptr);
-        pack_panels<T>(packed, a.wh.data, 1, a.wh.ld, H, H, p0, p1);  // B = Wh^T
-        for (idx t = steps - 1; t >= 0; --t) {
-            const bool last = t == steps - 1;
-            BackwardEpilogue<T, Act> epi{a.dh.at(t, 0), a.dh.row_stride, a.h.at(t, 0), a.h.row_stride,
-                                         last ? a.dh_last.data : nullptr, a.dh_last.ld,
-                                         a.da.at(t, 0), a.da.row_stride};
-            // The last step has no da_{t+1}: K = 0 and A (a dummy) is never read.
-            const T* next = a.da.at(last ? t : t + 1, 0);
-            panel_gemm<T>(next, a.da.row_stride, N, last ? 0 : H, packed, H, p0, p1, epi);
-            if (poll(N * H * H)) stop.after(steps - t);
-            if (team > 1) step_barrier.wait();
-            if (stop.now(steps - t)) break;
-        }
-        if (!stop.now(steps)) {
-            StoreEpilogue<T> epi{a.dh0.data, a.dh0.ld};
-            panel_gemm<T>(a.da.at(0, 0), a.da.row_stride, N, H, packed, H, p0, p1, epi);
-        }
-    }
-    return true;
-}
-
-template <class T>
-static bool forward_dispatch(const ForwardArgs<T>& a) {
-    return a.act == Activation::relu ? forward_impl<T, ActRelu>(a) : forward_impl<T, ActTanh>(a);
-}
-template <class T>
-static bool backward_dispatch(const BackwardArgs<T>& a) {
-    return a.act == Activation::relu ? backward_impl<T, ActRelu>(a) : backward_impl<T, ActTanh>(a);
 }
 
 }  // namespace PRF_ISA_NAMESPACE
