@@ -63,6 +63,19 @@ std::vector<idx> checked(const py::array& a, const char* name, const std::vector
     return strides;
 }
 
+// An optional array argument: None gives null data; an array is checked as by `checked`
+// (read-only) and kept alive in `keep` for the call. `ld` gets the stride of its first axis.
+template <class T>
+const T* optional_array(const py::object& obj, py::array& keep, const std::string& name, const std::vector<idx>& shape,
+                        idx* ld = nullptr) {
+    if (obj.is_none()) return nullptr;
+    if (!py::isinstance<py::array>(obj)) throw py::type_error(name + ": expected a numpy array or None");
+    keep = obj.cast<py::array>();
+    const auto strides = checked<T>(keep, name.c_str(), shape, false);
+    if (ld) *ld = strides[0];
+    return static_cast<const T*>(keep.data());
+}
+
 template <class T, class P>
 prf::Seq<P> seq(P* data, const std::vector<idx>& shape, const std::vector<idx>& st) {
     return prf::Seq<P>{data, shape[0], shape[1], shape[2], st[0], st[1]};
@@ -155,12 +168,7 @@ void forward_typed(const py::array& xw, const py::array& wh, const py::object& h
                              act,
                              threads};
     py::array h0a;
-    if (!h0.is_none()) {
-        if (!py::isinstance<py::array>(h0)) throw py::type_error("_core.forward: h0: expected a numpy array or None");
-        h0a = h0.cast<py::array>();
-        auto sh = checked<T>(h0a, "_core.forward: h0", {N, H}, false);
-        args.h0 = {static_cast<const T*>(h0a.data()), N, H, sh[0]};
-    }
+    args.h0.data = optional_array<T>(h0, h0a, "_core.forward: h0", {N, H}, &args.h0.ld);
     run_kernel(args, prf::forward<T>);
 }
 
@@ -184,12 +192,7 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
                               act,
                               threads};
     py::array dla;
-    if (!dh_last.is_none()) {
-        if (!py::isinstance<py::array>(dh_last)) throw py::type_error("_core.backward: dh_last: expected a numpy array or None");
-        dla = dh_last.cast<py::array>();
-        auto sl = checked<T>(dla, "_core.backward: dh_last", {N, H}, false);
-        args.dh_last = {static_cast<const T*>(dla.data()), N, H, sl[0]};
-    }
+    args.dh_last.data = optional_array<T>(dh_last, dla, "_core.backward: dh_last", {N, H}, &args.dh_last.ld);
     run_kernel(args, prf::backward<T>);
 }
 
@@ -208,12 +211,7 @@ void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& b
                        static_cast<T*>(out.mutable_data()), N, so[0], so[1],
                        false, threads};
     py::array bias_a;
-    if (!bias.is_none()) {
-        if (!py::isinstance<py::array>(bias)) throw py::type_error("_core.rows_gemm: bias (b): expected a numpy array or None");
-        bias_a = bias.cast<py::array>();
-        checked<T>(bias_a, "_core.rows_gemm: bias (b)", {P}, false);
-        g.bias = static_cast<const T*>(bias_a.data());
-    }
+    g.bias = optional_array<T>(bias, bias_a, "_core.rows_gemm: bias (b)", {P});
     run_kernel(g, prf::gemm<T>);
 }
 
@@ -248,14 +246,28 @@ void by_dtype(const py::array& a, const char* name, F&& fn) {
                              py::str(a.dtype()).cast<std::string>());
 }
 
+// The instruction sets of PRF_ISAS (rnn.hpp), best first.
+std::vector<prf::Isa> isas_best_first() {
+    std::vector<prf::Isa> out;
+    for (int i = prf::kIsaCount - 1; i >= 0; --i) out.push_back(prf::Isa(i));
+    return out;
+}
+
+std::string quoted_names(const std::vector<prf::Isa>& isas, const char* quote) {
+    std::string s;
+    for (prf::Isa isa : isas) s += (s.empty() ? "" : ", ") + (quote + std::string(prf::isa_name(isa)) + quote);
+    return s;
+}
+
 prf::Isa parse_isa(const std::string& s) {
-    for (prf::Isa isa : {prf::Isa::generic, prf::Isa::avx2, prf::Isa::avx512})
+    for (prf::Isa isa : isas_best_first())
         if (s == prf::isa_name(isa)) {
             if (!prf::isa_supported(isa))
-                throw py::value_error("isa: '" + s + "' is not supported by this CPU or build; available: avx512, avx2, generic as supported");
+                throw py::value_error("isa: '" + s + "' is not supported by this CPU or build; available: " +
+                                      quoted_names(isas_best_first(), "") + " as supported");
             return isa;
         }
-    throw py::value_error("isa: expected one of 'avx512', 'avx2', 'generic', got '" + s + "'");
+    throw py::value_error("isa: expected one of " + quoted_names(isas_best_first(), "'") + ", got '" + s + "'");
 }
 
 // Called (once per process) from a kernel call, in the thread that made it, with the GIL
@@ -316,10 +328,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("isa", [] { return std::string(prf::isa_name(prf::current_isa())); },
           "The instruction set the kernels run with now.");
     m.def("set_isa", [](const std::string& name) { prf::set_isa(parse_isa(name)); }, py::arg("name"),
-          "Force the kernels' instruction set ('avx512', 'avx2' or 'generic'); it must be supported.");
+          ("Force the kernels' instruction set (one of " + quoted_names(isas_best_first(), "'") + "); it must be supported.").c_str());
     m.def("available_isas", [] {
         std::vector<std::string> out;
-        for (prf::Isa isa : {prf::Isa::avx512, prf::Isa::avx2, prf::Isa::generic})
+        for (prf::Isa isa : isas_best_first())
             if (prf::isa_supported(isa)) out.emplace_back(prf::isa_name(isa));
         return out;
     }, "The instruction sets this CPU and build support, best first.");
