@@ -28,8 +28,7 @@ namespace prf {
 bool isa_supported(Isa isa) {
     switch (isa) {
 #define PRF_ISA_CASE(name, arch, cpu_check) \
-    case Isa::name:                         \
-        return PRF_IF_##arch(cpu_check, false);
+    case Isa::name: return PRF_IF_##arch(cpu_check, false);
         PRF_ISAS(PRF_ISA_CASE)
 #undef PRF_ISA_CASE
     }
@@ -67,14 +66,17 @@ struct IsaKernels {
     KernelSet<float> f32;
     KernelSet<double> f64;
 };
-#define PRF_ISA_COMPILED(name) \
-    {#name, {isa_##name::forward, isa_##name::backward, isa_##name::gemm}, {isa_##name::forward, isa_##name::backward, isa_##name::gemm}}
-#define PRF_ISA_MISSING(name) {#name, {nullptr, nullptr, nullptr}, {nullptr, nullptr, nullptr}}
+#define PRF_ISA_KERNEL_SET(name) {isa_##name::forward, isa_##name::backward, isa_##name::gemm}
+#define PRF_ISA_COMPILED(name) {#name, PRF_ISA_KERNEL_SET(name), PRF_ISA_KERNEL_SET(name)}
+#define PRF_ISA_NO_KERNELS {nullptr, nullptr, nullptr}
+#define PRF_ISA_MISSING(name) {#name, PRF_ISA_NO_KERNELS, PRF_ISA_NO_KERNELS}
 #define PRF_ISA_ENTRY(name, arch, cpu_check) PRF_IF_##arch(PRF_ISA_COMPILED(name), PRF_ISA_MISSING(name)),
 static const IsaKernels kIsaKernels[kIsaCount] = {PRF_ISAS(PRF_ISA_ENTRY)};
 #undef PRF_ISA_ENTRY
 #undef PRF_ISA_MISSING
 #undef PRF_ISA_COMPILED
+#undef PRF_ISA_NO_KERNELS
+#undef PRF_ISA_KERNEL_SET
 
 const char* isa_name(Isa isa) { return kIsaKernels[int(isa)].name; }
 

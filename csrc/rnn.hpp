@@ -21,9 +21,9 @@ enum class Activation : int { tanh = 0, relu = 1 };
 //   cpu_check whether this CPU and OS support it (__builtin_cpu_supports also checks that the OS
 //             saves the wider registers).
 // Adding an instruction set is one line here and one prf_kernel_variant call in CMakeLists.txt.
-#define PRF_ISAS(X)                                                                        \
-    X(generic, ANY, true)                                                                  \
-    X(avx2, X86, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))          \
+#define PRF_ISAS(X)                                                               \
+    X(generic, ANY, true)                                                         \
+    X(avx2, X86, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) \
     X(avx512, X86, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
 
 #define PRF_ISA_ENUMERATOR(name, arch, cpu_check) name,
@@ -67,7 +67,7 @@ struct ForwardArgs {
     Mat<const T> h0;  // (N, H), data may be null
     Seq<T> out;       // (T, N, H)
     Activation act;
-    int threads;      // upper bound; the kernel uses fewer when the work is small
+    int threads;                     // upper bound; the kernel uses fewer when the work is small
     Interrupt* interrupt = nullptr;  // null: the call cannot be interrupted
 };
 
@@ -109,13 +109,13 @@ struct GemmArgs {
 // One set of kernels per instruction set, each compiled from csrc/kernels/ (by csrc/kernels_isa.cpp) in its own
 // translation unit with its own compiler flags and namespace.
 #define PRF_DECLARE_ISA_KERNELS(name, arch, cpu_check) \
-    namespace isa_##name {                           \
-    bool forward(const ForwardArgs<float>& a);       \
-    bool forward(const ForwardArgs<double>& a);      \
-    bool backward(const BackwardArgs<float>& a);     \
-    bool backward(const BackwardArgs<double>& a);    \
-    bool gemm(const GemmArgs<float>& g);             \
-    bool gemm(const GemmArgs<double>& g);            \
+    namespace isa_##name {                             \
+        bool forward(const ForwardArgs<float>& a);     \
+        bool forward(const ForwardArgs<double>& a);    \
+        bool backward(const BackwardArgs<float>& a);   \
+        bool backward(const BackwardArgs<double>& a);  \
+        bool gemm(const GemmArgs<float>& g);           \
+        bool gemm(const GemmArgs<double>& g);          \
     }
 PRF_ISAS(PRF_DECLARE_ISA_KERNELS)
 #undef PRF_DECLARE_ISA_KERNELS
@@ -124,14 +124,14 @@ PRF_ISAS(PRF_DECLARE_ISA_KERNELS)
 bool isa_supported(Isa isa);  // compiled in and supported by this CPU and OS
 Isa best_isa();               // the last supported one in PRF_ISAS
 Isa current_isa();
-void set_isa(Isa isa);        // precondition: isa_supported(isa)
+void set_isa(Isa isa);  // precondition: isa_supported(isa)
 const char* isa_name(Isa isa);
 
 // Thread counts (csrc/dispatch.cpp). The kernels' `threads` is an upper bound, which dispatch
 // lowers to the CPUs not used by concurrent calls and to the threads that can be created.
-int num_threads();              // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
-void set_num_threads(int n);    // process-wide: every thread applies it at its next num_threads()
-int default_num_threads();      // OpenMP's setting in a thread that never changed it
+int num_threads();            // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
+void set_num_threads(int n);  // process-wide: every thread applies it at its next num_threads()
+int default_num_threads();    // OpenMP's setting in a thread that never changed it
 // Called once per process, in the calling thread, the first time a call gets fewer threads than
 // it asked for because threads could not be created (`error`: pthread_create's errno).
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);

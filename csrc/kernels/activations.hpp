@@ -15,7 +15,7 @@ template <class T>
 struct TanhConst;
 template <>
 struct TanhConst<float> {
-    static constexpr float clamp = 10.0f;  // tanh(10) rounds to 1 in float
+    static constexpr float clamp = 10.0f;              // tanh(10) rounds to 1 in float
     static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23
     static constexpr float ln2_hi = 0.693359375f;
     static constexpr float ln2_lo = -2.12194440054690583e-4f;
@@ -24,7 +24,7 @@ struct TanhConst<float> {
 };
 template <>
 struct TanhConst<double> {
-    static constexpr double clamp = 20.0;  // tanh(20) rounds to 1 in double
+    static constexpr double clamp = 20.0;                      // tanh(20) rounds to 1 in double
     static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
     static constexpr double ln2_hi = 6.93147180369123816490e-01;
     static constexpr double ln2_lo = 1.90821492927058770002e-10;
@@ -40,7 +40,7 @@ static inline Vec<T> exp_bounded(Vec<T> y) {
     Vec<T> t = y * log2e + C::round_magic;
     Vec<T> n = t - C::round_magic;  // round(y / ln2), exact
     Vec<T> r = y - n * C::ln2_hi;
-    r = r - n * C::ln2_lo;          // |r| <= ln2/2
+    r = r - n * C::ln2_lo;  // |r| <= ln2/2
     // Taylor series of exp(r), Horner form, coefficients 1/k!.
     T coef[C::taylor_degree + 1];
     coef[0] = 1;
@@ -61,10 +61,8 @@ inline Vec<float> small_tanh_ratio<float>(Vec<float> g) {
 }
 template <>
 inline Vec<double> small_tanh_ratio<double>(Vec<double> g) {
-    const double p0 = -0.16134119023996228053e+4, p1 = -0.99225929672236083313e+2,
-                 p2 = -0.96437492777225469787e+0;
-    const double q0 = 0.48402357071988688686e+4, q1 = 0.22337720718962312926e+4,
-                 q2 = 0.11274474380534949335e+3;
+    const double p0 = -0.16134119023996228053e+4, p1 = -0.99225929672236083313e+2, p2 = -0.96437492777225469787e+0;
+    const double q0 = 0.48402357071988688686e+4, q1 = 0.22337720718962312926e+4, q2 = 0.11274474380534949335e+3;
     return g * ((g * p2 + p1) * g + p0) / (((g + q2) * g + q1) * g + q0);
 }
 
@@ -81,14 +79,20 @@ static inline Vec<T> vtanh(Vec<T> x) {
 
 struct ActTanh {
     template <class T>
-    static Vec<T> apply(Vec<T> a) { return vtanh<T>(a); }
+    static Vec<T> apply(Vec<T> a) {
+        return vtanh<T>(a);
+    }
     // derivative expressed through the output h = tanh(a)
     template <class T>
-    static Vec<T> grad(Vec<T> h) { return T(1) - h * h; }
+    static Vec<T> grad(Vec<T> h) {
+        return T(1) - h * h;
+    }
 };
 struct ActRelu {
     template <class T>
-    static Vec<T> apply(Vec<T> a) { return a < T(0) ? Vec<T>{} : a; }  // relu(NaN) = NaN
+    static Vec<T> apply(Vec<T> a) {  // relu(NaN) = NaN
+        return a < T(0) ? Vec<T>{} : a;
+    }
     template <class T>
     static Vec<T> grad(Vec<T> h) {
         Vec<T> d = h > T(0) ? splat<T>(1) : Vec<T>{};

@@ -28,8 +28,7 @@ struct ForwardEpilogue {  // out = act(acc + xw)
             } else {
                 T buf[NVT * W] __attribute__((aligned(64)));
                 for (idx j = 0; j < NVT * W; ++j) buf[j] = j < ncols ? x[j] : T(0);
-                for (int i = 0; i < NVT; ++i)
-                    store(buf + i * W, Act::template apply<T>(acc[r][i] + load(buf + i * W)));
+                for (int i = 0; i < NVT; ++i) store(buf + i * W, Act::template apply<T>(acc[r][i] + load(buf + i * W)));
                 for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
             }
         }
@@ -113,8 +112,12 @@ struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} .
     }
     BackwardEpilogue<T, Act> epilogue(idx i) const {
         const idx t = a.da.steps - 1 - i;
-        return {a.dh.at(t, 0), a.dh.row_stride, a.h.at(t, 0),  a.h.row_stride,
-                i == 0 ? a.dh_last.data : nullptr, a.dh_last.ld, a.da.at(t, 0), a.da.row_stride};
+        // clang-format off
+        return {a.dh.at(t, 0), a.dh.row_stride,
+                a.h.at(t, 0), a.h.row_stride,
+                i == 0 ? a.dh_last.data : nullptr, a.dh_last.ld,
+                a.da.at(t, 0), a.da.row_stride};
+        // clang-format on
     }
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = da_0 . Wh^T

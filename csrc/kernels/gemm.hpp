@@ -31,8 +31,7 @@ struct RowCursor {
     const SeqRows<T>& s;
     idx t, n;
     // rows.rows is 0 only for an empty operand (K = 0), whose rows are never read.
-    RowCursor(const SeqRows<T>& rows, idx m)
-        : s(rows), t(rows.rows ? m / rows.rows : 0), n(m - t * rows.rows) {}
+    RowCursor(const SeqRows<T>& rows, idx m) : s(rows), t(rows.rows ? m / rows.rows : 0), n(m - t * rows.rows) {}
     T* get() const { return s.base + t * s.step_stride + n * s.row_stride; }
     void next() {
         if (++n == s.rows) n = 0, ++t;
@@ -140,8 +139,10 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
                 for (idx j = 0; j < ncols; ++j) buf[j] = o[j];
             for (int i = 0; i < NVT; ++i) {
                 Vec<T> v = acc[r][i];
-                if (accumulate) v += load(dst + i * W);
-                else if (bias) v += full ? load(bias + col0 + i * W) : Vec<T>{};
+                if (accumulate)
+                    v += load(dst + i * W);
+                else if (bias)
+                    v += full ? load(bias + col0 + i * W) : Vec<T>{};
                 store(dst + i * W, v);
             }
             if (!full) {
@@ -155,8 +156,7 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
 
 // wide += C over rows [i0, i1), columns [j0, j1) of C; at the end of K, C = wide instead.
 template <class T>
-static void add_block_to_wide(const SeqRows<T>& crow, idx i0, idx i1, idx j0, idx j1, double* wide, idx ld,
-                              bool last) {
+static void add_block_to_wide(const SeqRows<T>& crow, idx i0, idx i1, idx j0, idx j1, double* wide, idx ld, bool last) {
     RowCursor<T> c(crow, i0);
     for (idx i = i0; i < i1; ++i, c.next()) {
         T* o = c.get() + j0;
@@ -221,11 +221,11 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1, Int
                         const T* bp = bbuf + p * kc * NR;
                         const idx row0 = ib + s * kMR, col0 = j0 + p * NR, ncols = imin(NR, j1 - j0 - p * NR);
                         if (pack)
-                            micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bp, kc * NR, row0, nrows,
-                                                  col0, ncols, epi);
-                        else
-                            micro_tile<T, kMR, 1>(RowPointersA<T>{rows}, kc, bp, kc * NR, row0, nrows, col0,
+                            micro_tile<T, kMR, 1>(PackedA<T>{abuf + s * kc * kMR}, kc, bp, kc * NR, row0, nrows, col0,
                                                   ncols, epi);
+                        else
+                            micro_tile<T, kMR, 1>(RowPointersA<T>{rows}, kc, bp, kc * NR, row0, nrows, col0, ncols,
+                                                  epi);
                     }
                 }
         }

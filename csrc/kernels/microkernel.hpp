@@ -69,8 +69,8 @@ struct PackedA {  // a packed sliver: kMR values per k
 // Micro-kernel: M rows of A (K columns) times NP consecutive packed panels starting at `bp`
 // (`panel_size` values apart); the tile stays in registers until `epi` finishes and stores it.
 template <class T, int M, int NP, class A, class Epi>
-static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows,
-                              idx col0, idx ncols, const Epi& epi) {
+static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows, idx col0, idx ncols,
+                              const Epi& epi) {
     constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
     epi.prefetch(row0, nrows, col0);  // what the epilogue reads arrives while the tile computes
     Vec<T> acc[M][NVT];
@@ -97,8 +97,8 @@ static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, id
 
 // All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
 template <class T, int M, class Epi>
-static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1,
-                           idx row0, const Epi& epi) {
+static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1, idx row0,
+                           const Epi& epi) {
     constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
     const idx panel_size = K * NR;
     const StridedRowsA<T> arows{a + row0 * lda, lda};
@@ -110,8 +110,8 @@ static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncol
 }
 
 template <class T, class Epi, int M = 1>
-static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0,
-                           idx p1, idx row0, const Epi& epi) {
+static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1, idx row0,
+                           const Epi& epi) {
     if constexpr (M < kMR) {
         if (m == M)
             tiles_for_rows<T, M>(a, lda, K, packed, ncols, p0, p1, row0, epi);
@@ -124,8 +124,8 @@ static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, i
 // One recurrence step: C[0:nrows, panels p0..p1) = epi(A . B) where A is (nrows x K) with
 // leading dimension lda and B is packed over its full K. Panel groups outer, rows inner.
 template <class T, class Epi>
-static void panel_gemm(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0,
-                       idx p1, const Epi& epi) {
+static void panel_gemm(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0, idx p1,
+                       const Epi& epi) {
     const idx full = nrows - nrows % kMR;
     const idx group = imax(1, kGroupBytes / idx(imax(K, 1) * kNR<T> * sizeof(T)));
     for (idx pg = p0; pg < p1; pg += group)
