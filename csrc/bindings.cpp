@@ -36,8 +36,8 @@ std::string dims_str(const std::vector<idx>& d) {
 // kernel can address (non-negative, whole elements, unit stride on the last axis). Returns the
 // strides in elements.
 template <class T>
-std::vector<idx> checked(const py::array& a, const char* name, const std::vector<idx>& shape,
-                         bool writable, bool unit_last = true) {
+std::vector<idx> checked(const py::array& a, const char* name, const std::vector<idx>& shape, bool writable,
+                         bool unit_last = true) {
     if (!py::isinstance<py::array_t<T, 0>>(a))
         throw py::type_error(std::string(name) + ": expected a " + py::str(py::dtype::of<T>()).cast<std::string>() +
                              " array in native byte order, got dtype " + py::str(a.dtype()).cast<std::string>());
@@ -61,6 +61,19 @@ std::vector<idx> checked(const py::array& a, const char* name, const std::vector
             throw py::value_error(std::string(name) + ": the last axis must be contiguous");
     }
     return strides;
+}
+
+// An optional array argument: None gives null data; an array is checked as by `checked`
+// (read-only) and kept alive in `keep` for the call. `ld` gets the stride of its first axis.
+template <class T>
+const T* optional_array(const py::object& obj, py::array& keep, const std::string& name, const std::vector<idx>& shape,
+                        idx* ld = nullptr) {
+    if (obj.is_none()) return nullptr;
+    if (!py::isinstance<py::array>(obj)) throw py::type_error(name + ": expected a numpy array or None");
+    keep = obj.cast<py::array>();
+    const auto strides = checked<T>(keep, name.c_str(), shape, false);
+    if (ld) *ld = strides[0];
+    return static_cast<const T*>(keep.data());
 }
 
 template <class T, class P>
@@ -88,8 +101,9 @@ class SignalPoll {
         // A handler that calls us while we are stopped in its middle would reuse this thread's
         // scratch buffers, which the interrupted kernel is still using.
         if (t_running_signal_handlers)
-            throw std::runtime_error("pyrnn_fast cannot be called from a signal handler that runs during a call of "
-                                     "pyrnn_fast's compiled backend on the same thread");
+            throw std::runtime_error(
+                "pyrnn_fast cannot be called from a signal handler that runs during a call of "
+                "pyrnn_fast's compiled backend on the same thread");
     }
     prf::Interrupt interrupt{&SignalPoll::poll, this, 0};
     bool raised = false;
@@ -140,9 +154,11 @@ void run_kernel(Args& args, Kernel kernel) {
 }
 
 template <class T>
-void forward_typed(const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
-                   prf::Activation act, int threads) {
-    if (xw.ndim() != 3) throw py::value_error("_core.forward: xw (x @ Wx + b): expected a 3-D (T, N, H) array, got shape " + shape_str(xw));
+void forward_typed(const py::array& xw, const py::array& wh, const py::object& h0, py::array& out, prf::Activation act,
+                   int threads) {
+    if (xw.ndim() != 3)
+        throw py::value_error("_core.forward: xw (x @ Wx + b): expected a 3-D (T, N, H) array, got shape " +
+                              shape_str(xw));
     const std::vector<idx> seq_shape{idx(xw.shape(0)), idx(xw.shape(1)), idx(xw.shape(2))};
     const idx N = seq_shape[1], H = seq_shape[2];
     auto sx = checked<T>(xw, "_core.forward: xw (x @ Wx + b)", seq_shape, false);
@@ -155,19 +171,15 @@ void forward_typed(const py::array& xw, const py::array& wh, const py::object& h
                              act,
                              threads};
     py::array h0a;
-    if (!h0.is_none()) {
-        if (!py::isinstance<py::array>(h0)) throw py::type_error("_core.forward: h0: expected a numpy array or None");
-        h0a = h0.cast<py::array>();
-        auto sh = checked<T>(h0a, "_core.forward: h0", {N, H}, false);
-        args.h0 = {static_cast<const T*>(h0a.data()), N, H, sh[0]};
-    }
+    args.h0.data = optional_array<T>(h0, h0a, "_core.forward: h0", {N, H}, &args.h0.ld);
     run_kernel(args, prf::forward<T>);
 }
 
 template <class T>
 void backward_typed(const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last,
                     py::array& da, py::array& dh0, prf::Activation act, int threads) {
-    if (dh.ndim() != 3) throw py::value_error("_core.backward: dh (dhs): expected a 3-D (T, N, H) array, got shape " + shape_str(dh));
+    if (dh.ndim() != 3)
+        throw py::value_error("_core.backward: dh (dhs): expected a 3-D (T, N, H) array, got shape " + shape_str(dh));
     const std::vector<idx> seq_shape{idx(dh.shape(0)), idx(dh.shape(1)), idx(dh.shape(2))};
     const idx N = seq_shape[1], H = seq_shape[2];
     auto sg = checked<T>(dh, "_core.backward: dh (dhs)", seq_shape, false);
@@ -184,53 +196,55 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
                               act,
                               threads};
     py::array dla;
-    if (!dh_last.is_none()) {
-        if (!py::isinstance<py::array>(dh_last)) throw py::type_error("_core.backward: dh_last: expected a numpy array or None");
-        dla = dh_last.cast<py::array>();
-        auto sl = checked<T>(dla, "_core.backward: dh_last", {N, H}, false);
-        args.dh_last = {static_cast<const T*>(dla.data()), N, H, sl[0]};
-    }
+    args.dh_last.data = optional_array<T>(dh_last, dla, "_core.backward: dh_last", {N, H}, &args.dh_last.ld);
     run_kernel(args, prf::backward<T>);
 }
 
 template <class T>
 void rows_gemm_typed(const py::array& a, const py::array& b, const py::object& bias, py::array& out, int threads) {
-    if (a.ndim() != 3) throw py::value_error("_core.rows_gemm: a (the (S, N, K) rows): expected a 3-D array, got shape " + shape_str(a));
-    if (b.ndim() != 2) throw py::value_error("_core.rows_gemm: b (the (K, P) weights): expected a 2-D array, got shape " + shape_str(b));
+    if (a.ndim() != 3)
+        throw py::value_error("_core.rows_gemm: a (the (S, N, K) rows): expected a 3-D array, got shape " +
+                              shape_str(a));
+    if (b.ndim() != 2)
+        throw py::value_error("_core.rows_gemm: b (the (K, P) weights): expected a 2-D array, got shape " +
+                              shape_str(b));
     const idx S = a.shape(0), N = a.shape(1), K = a.shape(2), P = b.shape(1);
     auto sa = checked<T>(a, "_core.rows_gemm: a (the (S, N, K) rows)", {S, N, K}, false);
     auto sb = checked<T>(b, "_core.rows_gemm: b (the (K, P) weights)", {K, P}, false, /*unit_last=*/false);
     auto so = checked<T>(out, "_core.rows_gemm: out (the (S, N, P) product)", {S, N, P}, true);
+    // clang-format off
     prf::GemmArgs<T> g{S * N, P, K,
                        static_cast<const T*>(a.data()), N, sa[0], sa[1], true,
                        static_cast<const T*>(b.data()), K, 0, sb[0], sb[1],
                        nullptr,
                        static_cast<T*>(out.mutable_data()), N, so[0], so[1],
                        false, threads};
+    // clang-format on
     py::array bias_a;
-    if (!bias.is_none()) {
-        if (!py::isinstance<py::array>(bias)) throw py::type_error("_core.rows_gemm: bias (b): expected a numpy array or None");
-        bias_a = bias.cast<py::array>();
-        checked<T>(bias_a, "_core.rows_gemm: bias (b)", {P}, false);
-        g.bias = static_cast<const T*>(bias_a.data());
-    }
+    g.bias = optional_array<T>(bias, bias_a, "_core.rows_gemm: bias (b)", {P});
     run_kernel(g, prf::gemm<T>);
 }
 
 template <class T>
 void reduce_gemm_typed(const py::array& a, const py::array& b, py::array& out, bool accumulate, int threads) {
-    if (a.ndim() != 3) throw py::value_error("_core.reduce_gemm: a (the (S, N, M) left factor): expected a 3-D array, got shape " + shape_str(a));
-    if (b.ndim() != 3) throw py::value_error("_core.reduce_gemm: b (the (S, N, P) right factor): expected a 3-D array, got shape " + shape_str(b));
+    if (a.ndim() != 3)
+        throw py::value_error("_core.reduce_gemm: a (the (S, N, M) left factor): expected a 3-D array, got shape " +
+                              shape_str(a));
+    if (b.ndim() != 3)
+        throw py::value_error("_core.reduce_gemm: b (the (S, N, P) right factor): expected a 3-D array, got shape " +
+                              shape_str(b));
     const idx S = a.shape(0), N = a.shape(1), M = a.shape(2), P = b.shape(2);
     auto sa = checked<T>(a, "_core.reduce_gemm: a (the (S, N, M) left factor)", {S, N, M}, false);
     auto sb = checked<T>(b, "_core.reduce_gemm: b (the (S, N, P) right factor)", {S, N, P}, false);
     auto so = checked<T>(out, "_core.reduce_gemm: out (the (M, P) sum)", {M, P}, true);
+    // clang-format off
     prf::GemmArgs<T> g{M, P, S * N,
                        static_cast<const T*>(a.data()), N, sa[0], sa[1], false,
                        static_cast<const T*>(b.data()), N, sb[0], sb[1], 1,
                        nullptr,
                        static_cast<T*>(out.mutable_data()), M, 0, so[0],
                        accumulate, threads};
+    // clang-format on
     run_kernel(g, prf::gemm<T>);
 }
 
@@ -248,14 +262,28 @@ void by_dtype(const py::array& a, const char* name, F&& fn) {
                              py::str(a.dtype()).cast<std::string>());
 }
 
+// The instruction sets of PRF_ISAS (rnn.hpp), best first.
+std::vector<prf::Isa> isas_best_first() {
+    std::vector<prf::Isa> out;
+    for (int i = prf::kIsaCount - 1; i >= 0; --i) out.push_back(prf::Isa(i));
+    return out;
+}
+
+std::string quoted_names(const std::vector<prf::Isa>& isas, const char* quote) {
+    std::string s;
+    for (prf::Isa isa : isas) s += (s.empty() ? "" : ", ") + (quote + std::string(prf::isa_name(isa)) + quote);
+    return s;
+}
+
 prf::Isa parse_isa(const std::string& s) {
-    for (prf::Isa isa : {prf::Isa::generic, prf::Isa::avx2, prf::Isa::avx512})
+    for (prf::Isa isa : isas_best_first())
         if (s == prf::isa_name(isa)) {
             if (!prf::isa_supported(isa))
-                throw py::value_error("isa: '" + s + "' is not supported by this CPU or build; available: avx512, avx2, generic as supported");
+                throw py::value_error("isa: '" + s + "' is not supported by this CPU or build; available: " +
+                                      quoted_names(isas_best_first(), "") + " as supported");
             return isa;
         }
-    throw py::value_error("isa: expected one of 'avx512', 'avx2', 'generic', got '" + s + "'");
+    throw py::value_error("isa: expected one of " + quoted_names(isas_best_first(), "'") + ", got '" + s + "'");
 }
 
 // Called (once per process) from a kernel call, in the thread that made it, with the GIL
@@ -281,7 +309,8 @@ PYBIND11_MODULE(_core, m) {
         [](const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
            const std::string& activation, int threads) {
             auto act = parse_activation(activation);
-            by_dtype(xw, "_core.forward: xw (x @ Wx + b)", [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads); });
+            by_dtype(xw, "_core.forward: xw (x @ Wx + b)",
+                     [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads); });
         },
         py::arg("xw").noconvert(), py::arg("wh").noconvert(), py::arg("h0").none(true), py::arg("out").noconvert(),
         py::arg("activation"), py::arg("threads"),
@@ -292,7 +321,8 @@ PYBIND11_MODULE(_core, m) {
         [](const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last, py::array& da,
            py::array& dh0, const std::string& activation, int threads) {
             auto act = parse_activation(activation);
-            by_dtype(dh, "_core.backward: dh (dhs)", [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads); });
+            by_dtype(dh, "_core.backward: dh (dhs)",
+                     [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads); });
         },
         py::arg("dh").noconvert(), py::arg("h").noconvert(), py::arg("wh").noconvert(), py::arg("dh_last").none(true),
         py::arg("da").noconvert(), py::arg("dh0").noconvert(), py::arg("activation"), py::arg("threads"),
@@ -301,28 +331,37 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "rows_gemm",
         [](const py::array& a, const py::array& b, const py::object& bias, py::array& out, int threads) {
-            by_dtype(a, "_core.rows_gemm: a (the (S, N, K) rows)", [&](auto t) { rows_gemm_typed<decltype(t)>(a, b, bias, out, threads); });
+            by_dtype(a, "_core.rows_gemm: a (the (S, N, K) rows)",
+                     [&](auto t) { rows_gemm_typed<decltype(t)>(a, b, bias, out, threads); });
         },
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("bias").none(true), py::arg("out").noconvert(),
         py::arg("threads"), "out[s, n] = a[s, n] @ b (+ bias): a (S, N, K), b (K, P) with any strides, out (S, N, P).");
     m.def(
         "reduce_gemm",
         [](const py::array& a, const py::array& b, py::array& out, bool accumulate, int threads) {
-            by_dtype(a, "_core.reduce_gemm: a (the (S, N, M) left factor)", [&](auto t) { reduce_gemm_typed<decltype(t)>(a, b, out, accumulate, threads); });
+            by_dtype(a, "_core.reduce_gemm: a (the (S, N, M) left factor)",
+                     [&](auto t) { reduce_gemm_typed<decltype(t)>(a, b, out, accumulate, threads); });
         },
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(), py::arg("accumulate"),
         py::arg("threads"), "out (+)= sum over s, n of outer(a[s, n], b[s, n]): a (S, N, M), b (S, N, P), out (M, P).");
 
-    m.def("isa", [] { return std::string(prf::isa_name(prf::current_isa())); },
-          "The instruction set the kernels run with now.");
-    m.def("set_isa", [](const std::string& name) { prf::set_isa(parse_isa(name)); }, py::arg("name"),
-          "Force the kernels' instruction set ('avx512', 'avx2' or 'generic'); it must be supported.");
-    m.def("available_isas", [] {
-        std::vector<std::string> out;
-        for (prf::Isa isa : {prf::Isa::avx512, prf::Isa::avx2, prf::Isa::generic})
-            if (prf::isa_supported(isa)) out.emplace_back(prf::isa_name(isa));
-        return out;
-    }, "The instruction sets this CPU and build support, best first.");
+    m.def(
+        "isa", [] { return std::string(prf::isa_name(prf::current_isa())); },
+        "The instruction set the kernels run with now.");
+    m.def(
+        "set_isa", [](const std::string& name) { prf::set_isa(parse_isa(name)); }, py::arg("name"),
+        ("Force the kernels' instruction set (one of " + quoted_names(isas_best_first(), "'") +
+         "); it must be supported.")
+            .c_str());
+    m.def(
+        "available_isas",
+        [] {
+            std::vector<std::string> out;
+            for (prf::Isa isa : isas_best_first())
+                if (prf::isa_supported(isa)) out.emplace_back(prf::isa_name(isa));
+            return out;
+        },
+        "The instruction sets this CPU and build support, best first.");
     m.def("get_num_threads", &prf::num_threads,
           "OpenMP's thread count in the calling thread, after applying set_num_threads; 1 in a forked child.");
     m.def("max_threads", &prf::num_threads, "Same as get_num_threads (kept for bench/stages.py).");

@@ -17,26 +17,28 @@
 
 namespace prf {
 
+// PRF_IF_<arch>(yes, no): `yes` where the instruction sets of that arch are compiled in.
+#define PRF_IF_ANY(yes, no) yes
+#ifdef PRF_HAVE_X86_KERNELS
+#define PRF_IF_X86(yes, no) yes
+#else
+#define PRF_IF_X86(yes, no) no
+#endif
+
 bool isa_supported(Isa isa) {
     switch (isa) {
-        case Isa::generic:
-            return true;
-#ifdef PRF_HAVE_X86_KERNELS
-        // __builtin_cpu_supports also checks that the OS saves the wider registers.
-        case Isa::avx2:
-            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        case Isa::avx512:
-            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-#endif
-        default:
-            return false;
+#define PRF_ISA_CASE(name, arch, cpu_check) \
+    case Isa::name: return PRF_IF_##arch(cpu_check, false);
+        PRF_ISAS(PRF_ISA_CASE)
+#undef PRF_ISA_CASE
     }
+    return false;
 }
 
 Isa best_isa() {
-    for (Isa isa : {Isa::avx512, Isa::avx2})
-        if (isa_supported(isa)) return isa;
-    return Isa::generic;
+    for (int i = kIsaCount - 1; i > 0; --i)
+        if (isa_supported(Isa(i))) return Isa(i);
+    return Isa(0);
 }
 
 static std::atomic<int> g_isa{-1};
@@ -52,12 +54,40 @@ Isa current_isa() {
 
 void set_isa(Isa isa) { g_isa.store(int(isa), std::memory_order_relaxed); }
 
-const char* isa_name(Isa isa) {
-    switch (isa) {
-        case Isa::avx512: return "avx512";
-        case Isa::avx2: return "avx2";
-        default: return "generic";
-    }
+// The kernels of each instruction set, indexed by Isa (null where not compiled in).
+template <class T>
+struct KernelSet {
+    bool (*forward)(const ForwardArgs<T>&);
+    bool (*backward)(const BackwardArgs<T>&);
+    bool (*gemm)(const GemmArgs<T>&);
+};
+struct IsaKernels {
+    const char* name;
+    KernelSet<float> f32;
+    KernelSet<double> f64;
+};
+#define PRF_ISA_KERNEL_SET(name) {isa_##name::forward, isa_##name::backward, isa_##name::gemm}
+#define PRF_ISA_COMPILED(name) {#name, PRF_ISA_KERNEL_SET(name), PRF_ISA_KERNEL_SET(name)}
+#define PRF_ISA_NO_KERNELS {nullptr, nullptr, nullptr}
+#define PRF_ISA_MISSING(name) {#name, PRF_ISA_NO_KERNELS, PRF_ISA_NO_KERNELS}
+#define PRF_ISA_ENTRY(name, arch, cpu_check) PRF_IF_##arch(PRF_ISA_COMPILED(name), PRF_ISA_MISSING(name)),
+static const IsaKernels kIsaKernels[kIsaCount] = {PRF_ISAS(PRF_ISA_ENTRY)};
+#undef PRF_ISA_ENTRY
+#undef PRF_ISA_MISSING
+#undef PRF_ISA_COMPILED
+#undef PRF_ISA_NO_KERNELS
+#undef PRF_ISA_KERNEL_SET
+
+const char* isa_name(Isa isa) { return kIsaKernels[int(isa)].name; }
+
+// The kernels of the current instruction set (set_isa accepts only supported, so compiled, ones).
+template <class T>
+static const KernelSet<T>& current_kernels() {
+    const IsaKernels& k = kIsaKernels[int(current_isa())];
+    if constexpr (sizeof(T) == sizeof(float))
+        return k.f32;
+    else
+        return k.f64;
 }
 
 static int available_cpus() {
@@ -105,6 +135,8 @@ static const int g_atfork_registered = pthread_atfork(nullptr, nullptr, after_fo
 static void* read_openmp_setting(void* out) {
 #ifdef _OPENMP
     *static_cast<int*>(out) = omp_get_max_threads();
+#else
+    (void)out;
 #endif
     return nullptr;
 }
@@ -280,41 +312,17 @@ static bool with_granted_threads(const Args& args, Kernel kernel) {
 
 template <class T>
 bool forward(const ForwardArgs<T>& args) {
-    return with_granted_threads(args, [](const ForwardArgs<T>& a) {
-        switch (current_isa()) {
-#ifdef PRF_HAVE_X86_KERNELS
-            case Isa::avx512: return isa_avx512::forward(a);
-            case Isa::avx2: return isa_avx2::forward(a);
-#endif
-            default: return isa_generic::forward(a);
-        }
-    });
+    return with_granted_threads(args, [](const ForwardArgs<T>& a) { return current_kernels<T>().forward(a); });
 }
 
 template <class T>
 bool backward(const BackwardArgs<T>& args) {
-    return with_granted_threads(args, [](const BackwardArgs<T>& a) {
-        switch (current_isa()) {
-#ifdef PRF_HAVE_X86_KERNELS
-            case Isa::avx512: return isa_avx512::backward(a);
-            case Isa::avx2: return isa_avx2::backward(a);
-#endif
-            default: return isa_generic::backward(a);
-        }
-    });
+    return with_granted_threads(args, [](const BackwardArgs<T>& a) { return current_kernels<T>().backward(a); });
 }
 
 template <class T>
 bool gemm(const GemmArgs<T>& args) {
-    return with_granted_threads(args, [](const GemmArgs<T>& g) {
-        switch (current_isa()) {
-#ifdef PRF_HAVE_X86_KERNELS
-            case Isa::avx512: return isa_avx512::gemm(g);
-            case Isa::avx2: return isa_avx2::gemm(g);
-#endif
-            default: return isa_generic::gemm(g);
-        }
-    });
+    return with_granted_threads(args, [](const GemmArgs<T>& g) { return current_kernels<T>().gemm(g); });
 }
 
 template bool gemm<float>(const GemmArgs<float>&);

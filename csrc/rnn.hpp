@@ -14,7 +14,24 @@ namespace prf {
 using idx = std::ptrdiff_t;
 
 enum class Activation : int { tanh = 0, relu = 1 };
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+// Every instruction set the kernels are compiled for, from the portable one to the best (the
+// best one the CPU supports is the default). X(name, arch, cpu_check):
+//   name      the kernels' namespace isa_<name> and prf_kernel_variant(<name> ...) in CMakeLists.txt;
+//   arch      ANY, or X86: compiled on x86 only (PRF_HAVE_X86_KERNELS, set by CMakeLists.txt);
+//   cpu_check whether this CPU and OS support it (__builtin_cpu_supports also checks that the OS
+//             saves the wider registers).
+// Adding an instruction set is one line here and one prf_kernel_variant call in CMakeLists.txt.
+#define PRF_ISAS(X)                                                               \
+    X(generic, ANY, true)                                                         \
+    X(avx2, X86, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) \
+    X(avx512, X86, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+
+#define PRF_ISA_ENUMERATOR(name, arch, cpu_check) name,
+enum class Isa : int { PRF_ISAS(PRF_ISA_ENUMERATOR) };
+#undef PRF_ISA_ENUMERATOR
+#define PRF_ISA_PLUS_ONE(name, arch, cpu_check) +1
+constexpr int kIsaCount = 0 PRF_ISAS(PRF_ISA_PLUS_ONE);
+#undef PRF_ISA_PLUS_ONE
 
 // A (steps, rows, cols) array: element (t, n, c) is data[t*step_stride + n*row_stride + c].
 template <class T>
@@ -50,7 +67,7 @@ struct ForwardArgs {
     Mat<const T> h0;  // (N, H), data may be null
     Seq<T> out;       // (T, N, H)
     Activation act;
-    int threads;      // upper bound; the kernel uses fewer when the work is small
+    int threads;                     // upper bound; the kernel uses fewer when the work is small
     Interrupt* interrupt = nullptr;  // null: the call cannot be interrupted
 };
 
@@ -89,34 +106,32 @@ struct GemmArgs {
     Interrupt* interrupt = nullptr;
 };
 
-// One set of kernels per instruction set, each compiled from csrc/kernels_impl.hpp in its own
+// One set of kernels per instruction set, each compiled from csrc/kernels/ (by csrc/kernels_isa.cpp) in its own
 // translation unit with its own compiler flags and namespace.
-#define PRF_DECLARE_ISA_KERNELS(ns)                  \
-    namespace ns {                                   \
-    bool forward(const ForwardArgs<float>& a);       \
-    bool forward(const ForwardArgs<double>& a);      \
-    bool backward(const BackwardArgs<float>& a);     \
-    bool backward(const BackwardArgs<double>& a);    \
-    bool gemm(const GemmArgs<float>& g);             \
-    bool gemm(const GemmArgs<double>& g);            \
+#define PRF_DECLARE_ISA_KERNELS(name, arch, cpu_check) \
+    namespace isa_##name {                             \
+        bool forward(const ForwardArgs<float>& a);     \
+        bool forward(const ForwardArgs<double>& a);    \
+        bool backward(const BackwardArgs<float>& a);   \
+        bool backward(const BackwardArgs<double>& a);  \
+        bool gemm(const GemmArgs<float>& g);           \
+        bool gemm(const GemmArgs<double>& g);          \
     }
-PRF_DECLARE_ISA_KERNELS(isa_generic)
-PRF_DECLARE_ISA_KERNELS(isa_avx2)
-PRF_DECLARE_ISA_KERNELS(isa_avx512)
+PRF_ISAS(PRF_DECLARE_ISA_KERNELS)
 #undef PRF_DECLARE_ISA_KERNELS
 
 // Run-time dispatch (csrc/dispatch.cpp).
 bool isa_supported(Isa isa);  // compiled in and supported by this CPU and OS
-Isa best_isa();
+Isa best_isa();               // the last supported one in PRF_ISAS
 Isa current_isa();
-void set_isa(Isa isa);        // precondition: isa_supported(isa)
+void set_isa(Isa isa);  // precondition: isa_supported(isa)
 const char* isa_name(Isa isa);
 
 // Thread counts (csrc/dispatch.cpp). The kernels' `threads` is an upper bound, which dispatch
 // lowers to the CPUs not used by concurrent calls and to the threads that can be created.
-int num_threads();              // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
-void set_num_threads(int n);    // process-wide: every thread applies it at its next num_threads()
-int default_num_threads();      // OpenMP's setting in a thread that never changed it
+int num_threads();            // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
+void set_num_threads(int n);  // process-wide: every thread applies it at its next num_threads()
+int default_num_threads();    // OpenMP's setting in a thread that never changed it
 // Called once per process, in the calling thread, the first time a call gets fewer threads than
 // it asked for because threads could not be created (`error`: pthread_create's errno).
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);

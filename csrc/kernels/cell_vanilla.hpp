@@ -1,0 +1,158 @@
+// The vanilla cell, h_t = act(xw_t + h_{t-1} . Wh), as the recurrence driver's two instances:
+// forward (the step's tile plus xw_t, through the activation) and backward (the step's tile
+// plus dh_t, times the activation's derivative). A gated cell (LSTM, GRU) adds its own pair.
+#pragma once
+#include "activations.hpp"
+#include "recurrence.hpp"
+
+namespace prf {
+namespace PRF_ISA_NAMESPACE {
+
+template <class T, class Act>
+struct ForwardEpilogue {  // out = act(acc + xw)
+    const T* xw;
+    idx xw_ld;
+    T* out;
+    idx out_ld;
+    void prefetch(idx row0, int nrows, idx col0) const {
+        for (int r = 0; r < nrows; ++r) __builtin_prefetch(xw + (row0 + r) * xw_ld + col0);
+    }
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M && r < nrows; ++r) {
+            const T* x = xw + (row0 + r) * xw_ld + col0;
+            T* o = out + (row0 + r) * out_ld + col0;
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) store(o + i * W, Act::template apply<T>(acc[r][i] + load(x + i * W)));
+            } else {
+                T buf[NVT * W] __attribute__((aligned(64)));
+                for (idx j = 0; j < NVT * W; ++j) buf[j] = j < ncols ? x[j] : T(0);
+                for (int i = 0; i < NVT; ++i) store(buf + i * W, Act::template apply<T>(acc[r][i] + load(buf + i * W)));
+                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
+            }
+        }
+    }
+};
+
+template <class T, class Act>
+struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
+    const T* dh;
+    idx dh_ld;
+    const T* h;
+    idx h_ld;
+    const T* extra;  // dh_last at the last step, else null
+    idx extra_ld;
+    T* da;
+    idx da_ld;
+    void prefetch(idx row0, int nrows, idx col0) const {
+        for (int r = 0; r < nrows; ++r) {
+            __builtin_prefetch(dh + (row0 + r) * dh_ld + col0);
+            __builtin_prefetch(h + (row0 + r) * h_ld + col0);
+        }
+    }
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M && r < nrows; ++r) {
+            const T* g = dh + (row0 + r) * dh_ld + col0;
+            const T* hv = h + (row0 + r) * h_ld + col0;
+            const T* e = extra ? extra + (row0 + r) * extra_ld + col0 : nullptr;
+            T* o = da + (row0 + r) * da_ld + col0;
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) {
+                    Vec<T> s = acc[r][i] + load(g + i * W);
+                    if (e) s = s + load(e + i * W);
+                    store(o + i * W, s * Act::template grad<T>(load(hv + i * W)));
+                }
+            } else {
+                T bg[NVT * W] __attribute__((aligned(64)));
+                T bh[NVT * W] __attribute__((aligned(64)));
+                T be[NVT * W] __attribute__((aligned(64)));
+                for (idx j = 0; j < NVT * W; ++j) {
+                    bg[j] = j < ncols ? g[j] : T(0);
+                    bh[j] = j < ncols ? hv[j] : T(0);
+                    be[j] = (e && j < ncols) ? e[j] : T(0);
+                }
+                for (int i = 0; i < NVT; ++i) {
+                    Vec<T> s = acc[r][i] + load(bg + i * W);
+                    if (e) s = s + load(be + i * W);
+                    store(bg + i * W, s * Act::template grad<T>(load(bh + i * W)));
+                }
+                for (idx j = 0; j < ncols; ++j) o[j] = bg[j];
+            }
+        }
+    }
+};
+
+template <class T, class Act>
+struct VanillaForward {  // step i is time t = i: out_t = act(xw_t + out_{t-1} . Wh)
+    const ForwardArgs<T>& a;
+    StepOperand<T> operand(idx t) const {
+        if (t > 0) return {a.out.at(t - 1, 0), a.out.row_stride, a.out.cols};
+        // At t = 0 without h0 the product is zero: K = 0, and A is never read.
+        if (!a.h0.data) return {a.out.at(0, 0), a.h0.ld, 0};
+        return {a.h0.data, a.h0.ld, a.out.cols};
+    }
+    ForwardEpilogue<T, Act> epilogue(idx t) const {
+        return {a.xw.at(t, 0), a.xw.row_stride, a.out.at(t, 0), a.out.row_stride};
+    }
+    template <class Sweep>
+    void finish(Sweep&) const {}
+};
+
+template <class T, class Act>
+struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} . Wh^T) * act'(h_t)
+    const BackwardArgs<T>& a;
+    StepOperand<T> operand(idx i) const {
+        const idx t = a.da.steps - 1 - i;
+        // The last time step has no da_{t+1}: K = 0 and A (a dummy) is never read.
+        if (i == 0) return {a.da.at(t, 0), a.da.row_stride, 0};
+        return {a.da.at(t + 1, 0), a.da.row_stride, a.da.cols};
+    }
+    BackwardEpilogue<T, Act> epilogue(idx i) const {
+        const idx t = a.da.steps - 1 - i;
+        // clang-format off
+        return {a.dh.at(t, 0), a.dh.row_stride,
+                a.h.at(t, 0), a.h.row_stride,
+                i == 0 ? a.dh_last.data : nullptr, a.dh_last.ld,
+                a.da.at(t, 0), a.da.row_stride};
+        // clang-format on
+    }
+    template <class Sweep>
+    void finish(Sweep& sweep) const {  // dh0 = da_0 . Wh^T
+        sweep(StepOperand<T>{a.da.at(0, 0), a.da.row_stride, a.da.cols}, StoreEpilogue<T>{a.dh0.data, a.dh0.ld});
+    }
+};
+
+template <class T, class Act>
+static bool vanilla_forward(const ForwardArgs<T>& a) {
+    const RecurrenceShape<T> s{a.out.steps, a.out.rows, a.out.cols, a.wh, false, a.threads, a.interrupt};
+    return run_recurrence<T>(s, VanillaForward<T, Act>{a});
+}
+
+template <class T, class Act>
+static bool vanilla_backward(const BackwardArgs<T>& a) {
+    const idx steps = a.da.steps, N = a.da.rows, H = a.da.cols;
+    if (N == 0 || H == 0) return true;
+    if (steps == 0) {  // dh0 = dh_last
+        for (idx n = 0; n < N; ++n)
+            for (idx j = 0; j < H; ++j)
+                a.dh0.data[n * a.dh0.ld + j] = a.dh_last.data ? a.dh_last.data[n * a.dh_last.ld + j] : T(0);
+        return true;
+    }
+    const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt};
+    return run_recurrence<T>(s, VanillaBackward<T, Act>{a});
+}
+
+template <class T>
+static bool forward_dispatch(const ForwardArgs<T>& a) {
+    return a.act == Activation::relu ? vanilla_forward<T, ActRelu>(a) : vanilla_forward<T, ActTanh>(a);
+}
+template <class T>
+static bool backward_dispatch(const BackwardArgs<T>& a) {
+    return a.act == Activation::relu ? vanilla_backward<T, ActRelu>(a) : vanilla_backward<T, ActTanh>(a);
+}
+
+}  // namespace PRF_ISA_NAMESPACE
+}  // namespace prf

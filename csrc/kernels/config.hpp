@@ -1,0 +1,96 @@
+// pyrnn_fast kernels: every tuning constant, in one table, each with the measurement that set it
+// (as BLIS keeps its block sizes in one configuration per architecture). Only the register
+// blocking depends on the instruction set; the cache blocking and the threading thresholds were
+// measured on the AVX2 and AVX-512 builds and suit both.
+//
+// Every header under csrc/kernels/ is compiled once per instruction set, inside the namespace
+// prf::PRF_ISA_NAMESPACE, by csrc/kernels_isa.cpp (see there for why no standard-library
+// template may be instantiated in these headers).
+#pragma once
+#include "../rnn.hpp"
+
+#ifndef PRF_ISA_NAMESPACE
+#error "compile csrc/kernels/ through csrc/kernels_isa.cpp, which defines PRF_ISA_NAMESPACE"
+#endif
+
+namespace prf {
+namespace PRF_ISA_NAMESPACE {
+
+// ---- Register blocking (micro-kernel) ---------------------------------------------------------
+// A tile of kMR rows x kNV vectors lives in registers while it is computed: kMR * kNV
+// accumulators, plus kNV vectors of B and one broadcast of A.
+#if defined(PRF_ISA_AVX512)
+constexpr int kVecBytes = 64;  // 32 zmm registers: 8 rows x 2 vectors = 16 accumulators
+constexpr int kMR = 8;
+#elif defined(PRF_ISA_AVX2)
+constexpr int kVecBytes = 32;  // 16 ymm registers: 6 rows x 2 vectors = 12 accumulators
+constexpr int kMR = 6;
+#else
+// Portable build: the same vector width and blocking as the AVX-512 build (GCC lowers the
+// 64-byte vectors to whatever the target has), so the AVX-512 path's tiling logic is
+// exercised by the test suite on machines without AVX-512.
+constexpr int kVecBytes = 64;
+constexpr int kMR = 8;
+#endif
+constexpr int kNV = 2;  // vectors per packed panel (kNR<T> = kNV * lanes columns, simd.hpp)
+
+// How many panels a tile of M rows spans: few rows reuse each broadcast of A too little and
+// leave the FMA latency exposed, so they take more columns (more independent accumulators).
+template <int M>
+constexpr int panels_for_rows() {
+    return M == 1 ? 4 : (M <= 3 ? 2 : 1);
+}
+
+// ---- Cache blocking ---------------------------------------------------------------------------
+// Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A
+// then stay in L1 across the group's panels, and the group stays in L2 across all row blocks,
+// instead of A coming from L3 once per panel when it is larger than L2 (the `large` shape's
+// h_{t-1} is 512 KB): measured +3 % on its recurrences at 2 threads, up to +8 % on `typical`'s.
+constexpr idx kGroupBytes = idx(256) << 10;
+
+constexpr idx kKC = 256;  // depth of a packed GEMM block: an A sliver stays in L1
+constexpr idx kMC = 240;  // rows of a packed A block (multiple of 6 and 8)
+// Up to this many panels per thread, the rows GEMM reads A where it is instead of packing it:
+// few panels reuse each packed value of A too little to repay packing it (the stream and
+// typical shapes' dx = dA·Wxᵀ spent more time packing A than computing).
+constexpr idx kMaxPanelsUnpackedA = 8;
+
+// Accuracy of long float32 sums (the reduction GEMMs sum over N*T rows): C is accumulated in
+// float32 over at most kWideK rows of K, then added into a double copy of the thread's block
+// of C. Adding every kc block's tile into float32 C for the whole of K let the error grow
+// like (K/kc)*eps: measured 1.4e4 eps (8.5e-4 relative) at K = 2^25 on constant data. Now a
+// term goes through at most kKC + kWideK/kKC + 2 = 514 float32 roundings whatever K is. K up
+// to kWideK (every benchmark shape) takes exactly the float32 path as before, at no cost.
+constexpr idx kWideK = idx(1) << 16;
+
+// ---- Threads ----------------------------------------------------------------------------------
+// Multiply-adds per thread below which a GEMM runs on one thread: ~50 µs of work. Waking a
+// second thread costs microseconds on bare metal but can cost a scheduler time slice when
+// that core is busy (another library's spinning pool, a virtual CPU the host took away):
+// measured on the `stream` shape, 2-thread GEMMs of 4M multiply-adds made fwd+bwd 4x slower.
+constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
+
+// A second thread pays for itself in a recurrence when each thread gets at least this many
+// multiply-adds per step and this many hidden units (whole panels): below that, the barrier
+// per step and the team's wake-up per call cost more than the split saves. Measured on two
+// cores with the spin barrier (recurrence.hpp): N = 1, H = 128 (8K per thread) runs 1.4x
+// faster on two threads, while N = 16, H = 32 (one 16-column panel each, 8 steps) ran slower.
+constexpr idx kMinStepWorkPerThread = idx(1) << 13;
+constexpr idx kMinStepColumnsPerThread = 64;
+
+// Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
+// longer than a balanced step waits, short enough that an oversubscribed machine gets the
+// core back soon.
+constexpr unsigned kSpinsBeforeYield = 1u << 14;
+
+// ---- Ctrl-C polling (team.hpp) ----------------------------------------------------------------
+// The calling thread reads the clock after every kPollWork multiply-adds it has done (~50 µs
+// of one core's work; a clock read costs ~20 ns) and polls when kPollIntervalNs have passed
+// since the start or the last poll, so a call shorter than that never polls and a longer one
+// polls 20 times a second: taking the GIL waits up to Python's switch interval (5 ms) when
+// another Python thread is running, at most 10 % of the time then, ~0 otherwise.
+constexpr idx kPollWork = idx(1) << 20;
+constexpr long long kPollIntervalNs = 50 * 1000 * 1000;
+
+}  // namespace PRF_ISA_NAMESPACE
+}  // namespace prf

@@ -1,0 +1,138 @@
+// The register-blocked micro-kernel and what feeds it: packed panels of B, the ways of
+// reading A, and the sweep of one step's product over a thread's panels.
+#pragma once
+#include "simd.hpp"
+
+namespace prf {
+namespace PRF_ISA_NAMESPACE {
+
+// Packing: panel p of the (K x ncols) operand B, B(k, j) = src[k*sk + j*sj], is stored at
+// dst + p*K*NR as K rows of NR values; columns past ncols are zero.
+template <class T>
+static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, idx p0, idx p1) {
+    constexpr int NR = kNR<T>;
+    for (idx p = p0; p < p1; ++p) {
+        T* d = dst + p * K * NR;
+        idx j0 = p * NR, nj = imin(NR, ncols - j0);
+        for (idx k = 0; k < K; ++k) {
+            const T* s = src + k * sk + j0 * sj;
+            idx j = 0;
+            for (; j < nj; ++j) d[k * NR + j] = s[j * sj];
+            for (; j < NR; ++j) d[k * NR + j] = T(0);
+        }
+    }
+}
+
+// Epilogues finish an M x (NVT vectors) tile held in registers and store it once: the tile's
+// last use before memory (the cells' epilogues are in recurrence.hpp, the GEMM's in gemm.hpp).
+// `row0` and `col0` locate the tile; only `ncols` columns are valid (the rest is padding).
+template <class T>
+struct StoreEpilogue {  // out = acc
+    T* out;
+    idx out_ld;
+    void prefetch(idx, int, idx) const {}
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
+        constexpr int W = kLanes<T>;
+        for (int r = 0; r < M && r < nrows; ++r) {
+            T* o = out + (row0 + r) * out_ld + col0;
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) store(o + i * W, acc[r][i]);
+            } else {
+                T buf[NVT * W] __attribute__((aligned(64)));
+                for (int i = 0; i < NVT; ++i) store(buf + i * W, acc[r][i]);
+                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
+            }
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Operand A of the micro-kernel, element (r, k) of the current tile.
+template <class T>
+struct StridedRowsA {  // rows of a matrix: a[r*lda + k]
+    const T* a;
+    idx lda;
+    T operator()(int r, idx k) const { return a[r * lda + k]; }
+};
+template <class T>
+struct RowPointersA {  // kMR rows anywhere in memory: a[r][k]
+    const T* const* a;
+    T operator()(int r, idx k) const { return a[r][k]; }
+};
+template <class T>
+struct PackedA {  // a packed sliver: kMR values per k
+    const T* a;
+    T operator()(int r, idx k) const { return a[k * kMR + r]; }
+};
+
+// Micro-kernel: M rows of A (K columns) times NP consecutive packed panels starting at `bp`
+// (`panel_size` values apart); the tile stays in registers until `epi` finishes and stores it.
+template <class T, int M, int NP, class A, class Epi>
+static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows, idx col0, idx ncols,
+                              const Epi& epi) {
+    constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
+    epi.prefetch(row0, nrows, col0);  // what the epilogue reads arrives while the tile computes
+    Vec<T> acc[M][NVT];
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r)
+#pragma GCC unroll 16
+        for (int i = 0; i < NVT; ++i) acc[r][i] = Vec<T>{};
+#pragma GCC unroll 4
+    for (idx k = 0; k < K; ++k) {
+        Vec<T> b[NVT];
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 16
+            for (int v = 0; v < kNV; ++v) b[p * kNV + v] = load(bp + p * panel_size + k * NR + v * W);
+#pragma GCC unroll 16
+        for (int r = 0; r < M; ++r) {
+            Vec<T> av = splat<T>(a(r, k));
+#pragma GCC unroll 16
+            for (int i = 0; i < NVT; ++i) acc[r][i] += av * b[i];
+        }
+    }
+    epi.template operator()<M, NVT>(acc, row0, nrows, col0, ncols);
+}
+
+// All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
+template <class T, int M, class Epi>
+static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1, idx row0,
+                           const Epi& epi) {
+    constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
+    const idx panel_size = K * NR;
+    const StridedRowsA<T> arows{a + row0 * lda, lda};
+    idx p = p0;
+    for (; p + NP <= p1; p += NP)
+        micro_tile<T, M, NP>(arows, K, packed + p * panel_size, panel_size, row0, M, p * NR, ncols - p * NR, epi);
+    for (; p < p1; ++p)
+        micro_tile<T, M, 1>(arows, K, packed + p * panel_size, panel_size, row0, M, p * NR, ncols - p * NR, epi);
+}
+
+template <class T, class Epi, int M = 1>
+static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1, idx row0,
+                           const Epi& epi) {
+    if constexpr (M < kMR) {
+        if (m == M)
+            tiles_for_rows<T, M>(a, lda, K, packed, ncols, p0, p1, row0, epi);
+        else
+            remainder_rows<T, Epi, M + 1>(m, a, lda, K, packed, ncols, p0, p1, row0, epi);
+    }
+}
+
+// Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A
+// One recurrence step: C[0:nrows, panels p0..p1) = epi(A . B) where A is (nrows x K) with
+// leading dimension lda and B is packed over its full K. Panel groups outer, rows inner.
+template <class T, class Epi>
+static void panel_gemm(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0, idx p1,
+                       const Epi& epi) {
+    const idx full = nrows - nrows % kMR;
+    const idx group = imax(1, kGroupBytes / idx(imax(K, 1) * kNR<T> * sizeof(T)));
+    for (idx pg = p0; pg < p1; pg += group)
+        for (idx r = 0; r < full; r += kMR)
+            tiles_for_rows<T, kMR>(a, lda, K, packed, ncols, pg, imin(pg + group, p1), r, epi);
+    if (full < nrows) remainder_rows<T>(int(nrows - full), a, lda, K, packed, ncols, p0, p1, full, epi);
+}
+
+}  // namespace PRF_ISA_NAMESPACE
+}  // namespace prf

@@ -1,0 +1,139 @@
+// The recurrence driver: one template over the cell, for forward and backward through time.
+//
+// Structure of one call:
+//   - one OpenMP parallel region for the whole sequence; thread i owns a contiguous range
+//     of column panels of the output (hidden units);
+//   - each thread packs its own panels of the recurrent weights once (Wh forward, Wh^T
+//     backward): panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values,
+//     zero padded, so the micro-kernel streams them;
+//   - per step, register-blocked micro-kernels compute MR rows x NR columns of the step's
+//     product (h_{t-1} . Wh forward, da_{t+1} . Wh^T backward) and the cell's epilogue
+//     finishes the tile in registers (forward: add xw_t, activation; backward: add dh_t,
+//     times the activation's derivative) before a single store; one barrier per step,
+//     because step t reads every column of step t-1.
+// A cell (cell_vanilla.hpp) says only what is particular to it: the step's left factor and
+// its epilogue, and anything to do after the last step.
+#pragma once
+#include <sched.h>
+
+#include "microkernel.hpp"
+#include "team.hpp"
+
+namespace prf {
+namespace PRF_ISA_NAMESPACE {
+
+// The per-step barrier of the recurrence. libgomp's `omp barrier` makes a futex_wake system
+// call at every barrier, even when every thread is spinning, which costs more than a whole
+// step of a small recurrence (measured: N = 1, H = 128 took 1.07 µs/step on two threads
+// against 0.86 on one). This one costs a cache-line transfer: threads spin on a generation
+// counter, and after a bounded spin yield the core (a descheduled teammate, an
+// oversubscribed machine), never sleeping on a futex. GCC's __atomic builtins on a plain int,
+// not std::atomic: no standard-library template may be instantiated here (see the top).
+struct StepBarrier {
+    alignas(64) int arrived = 0;
+    alignas(64) int generation = 0;
+    int team = 1;
+    // Every thread of the team stores the same size before its first wait, so each one reads
+    // its own store or an identical one: no extra barrier needed to publish it.
+    void join(int size) { __atomic_store_n(&team, size, __ATOMIC_RELAXED); }
+    void wait() {
+        const int gen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+        if (__atomic_add_fetch(&arrived, 1, __ATOMIC_ACQ_REL) == __atomic_load_n(&team, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&arrived, 0, __ATOMIC_RELAXED);  // nobody touches it until gen moves
+            __atomic_store_n(&generation, gen + 1, __ATOMIC_RELEASE);
+            return;
+        }
+        for (unsigned spins = 0; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == gen; ++spins) {
+            if (spins < kSpinsBeforeYield) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                sched_yield();
+            }
+        }
+    }
+};
+
+// How the team of a recurrence leaves early, every thread after the same step. Thread 0 records
+// how many steps are done (`after`) before arriving at that step's barrier; every thread checks
+// (`now`) right after the barrier, so it sees the record. A thread still behind can never see
+// a later record too early: thread 0 records only the count of the step it is on, which is
+// larger than the count that thread checks.
+struct StepStop {
+    idx steps_done;  // initially the number of steps + 1: never
+    explicit StepStop(idx steps) : steps_done(steps + 1) {}
+    void after(idx done) { __atomic_store_n(&steps_done, done, __ATOMIC_RELAXED); }
+    bool now(idx done) const { return __atomic_load_n(&steps_done, __ATOMIC_RELAXED) <= done; }
+};
+
+static int team_size(int requested, idx step_work, idx columns, idx panels) {
+    idx t = requested < 1 ? 1 : requested;
+    t = imin(t, panels);
+    t = imin(t, columns / kMinStepColumnsPerThread);
+    t = imin(t, step_work / kMinStepWorkPerThread);
+    return t < 1 ? 1 : int(t);
+}
+
+// The left factor of one step's product: rows of A (N x K, leading dimension lda). K = 0 when
+// the product is zero (no h0 forward, the last step backward): A is then never read.
+template <class T>
+struct StepOperand {
+    const T* a;
+    idx lda, K;
+};
+
+// What the driver needs to know of a call: the (steps, N, H) extent, the recurrent weights
+// (H x H; transposed: the product is with their transpose) and the caller's limits.
+template <class T>
+struct RecurrenceShape {
+    idx steps, rows, cols;
+    Mat<const T> weights;
+    bool transposed;
+    int threads;
+    Interrupt* interrupt;
+};
+
+// Runs the `steps` steps of `cell` in order: step i computes cell.epilogue(i)(cell.operand(i) .
+// weights) over every column, then cell.finish(sweep) may run more products (sweep(operand,
+// epilogue)) unless the call was interrupted. Returns false only when the packed weights
+// cannot be allocated.
+template <class T, class Cell>
+static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
+    const idx steps = s.steps, N = s.rows, H = s.cols;
+    if (steps == 0 || N == 0 || H == 0) return true;
+    constexpr int NR = kNR<T>;
+    const idx panels = (H + NR - 1) / NR;
+    T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
+    if (!packed) return false;
+    const int nt = team_size(s.threads, N * H * H, H, panels);
+    StepBarrier step_barrier;
+    StepStop stop{steps};
+#pragma omp parallel num_threads(nt)
+    {
+        const int team = team_threads(), tid = thread_id();
+        idx p0, p1;
+        thread_range(panels, team, tid, p0, p1);
+        step_barrier.join(team);
+        InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
+        // Each thread packs and then only reads its own panels: no barrier needed here.
+        if (s.transposed)
+            pack_panels<T>(packed, s.weights.data, 1, s.weights.ld, H, H, p0, p1);
+        else
+            pack_panels<T>(packed, s.weights.data, s.weights.ld, 1, H, H, p0, p1);
+        auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
+            panel_gemm<T>(op.a, op.lda, N, op.K, packed, H, p0, p1, epi);
+        };
+        for (idx i = 0; i < steps; ++i) {
+            sweep(cell.operand(i), cell.epilogue(i));
+            if (poll(N * H * H)) stop.after(i + 1);
+            if (team > 1) step_barrier.wait();
+            if (stop.now(i + 1)) break;
+        }
+        if (!stop.now(steps)) cell.finish(sweep);
+    }
+    return true;
+}
+
+}  // namespace PRF_ISA_NAMESPACE
+}  // namespace prf

@@ -1,0 +1,55 @@
+// Vector types of the instruction set being compiled, and their load / store / broadcast.
+// GCC vector extensions: one source for every width (kVecBytes in config.hpp).
+#pragma once
+#include <cstdint>
+
+#include "config.hpp"
+
+namespace prf {
+namespace PRF_ISA_NAMESPACE {
+
+template <class T>
+struct VecOf;
+// `unaligned` is the same vector, readable at any element-aligned address and allowed to
+// alias T (as the intrinsics' __m256 is): loads through it compile to plain vmovups.
+template <>
+struct VecOf<float> {
+    typedef float type __attribute__((vector_size(kVecBytes)));
+    typedef float unaligned __attribute__((vector_size(kVecBytes), aligned(4), may_alias));
+    typedef std::int32_t mask __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct VecOf<double> {
+    typedef double type __attribute__((vector_size(kVecBytes)));
+    typedef double unaligned __attribute__((vector_size(kVecBytes), aligned(8), may_alias));
+    typedef std::int64_t mask __attribute__((vector_size(kVecBytes)));
+};
+template <class T>
+using Vec = typename VecOf<T>::type;
+template <class T>
+using Mask = typename VecOf<T>::mask;
+template <class T>
+constexpr int kLanes = kVecBytes / int(sizeof(T));
+template <class T>
+constexpr int kNR = kNV * kLanes<T>;  // columns per packed panel
+
+static inline idx imin(idx a, idx b) { return a < b ? a : b; }
+static inline idx imax(idx a, idx b) { return a > b ? a : b; }
+
+template <class T>
+static inline Vec<T> load(const T* p) {
+    return *reinterpret_cast<const typename VecOf<T>::unaligned*>(p);
+}
+template <class T>
+static inline void store(T* p, Vec<T> v) {
+    *reinterpret_cast<typename VecOf<T>::unaligned*>(p) = v;
+}
+template <class T>
+static inline Vec<T> splat(T x) {
+    // x - 0 is x for every x (also -0 and NaN), so this folds to a plain broadcast; 0 + x
+    // would not fold (it turns -0 into +0) and costs an add per broadcast.
+    return x - Vec<T>{};
+}
+
+}  // namespace PRF_ISA_NAMESPACE
+}  // namespace prf
