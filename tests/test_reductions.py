@@ -33,7 +33,7 @@ U = 2.0**-24  # unit roundoff of float32
 #   dWx, dWh on cpp: a micro-kernel lane adds kKC = 256 products (one rounding each, or two
 #       without FMA: +1), float32 C adds kWideK / kKC = 256 such blocks, then C goes into
 #       a double copy (negligible error) that is rounded to float32 once (+1):
-#       h = 256 + 1 + 256 + 1 = 514 (csrc/kernels_impl.hpp, kWideK).
+#       h = 256 + 1 + 256 + 1 = 514 (csrc/kernels/config.hpp, kWideK).
 #   dWx, dWh on numba and numpy: BLAS sums blocks of 4096 rows in float32 in its own order
 #       (at most 4096 roundings per term: its product and up to 4095 additions), the blocks
 #       are added in float64 and the total rounded to float32 once: h = 4097

@@ -117,8 +117,8 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
 # package.
 
 # T=20, N=32, D=64, H=256: 32*256*256 multiply-adds and 256 hidden units per step are far above
-# the kernels' per-thread minimum (team_size in csrc/kernels_impl.hpp), so the recurrence runs on
-# two threads when two CPUs are free.
+# the kernels' per-thread minimum (team_size in csrc/kernels/recurrence.hpp, its thresholds in
+# csrc/kernels/config.hpp), so the recurrence runs on two threads when two CPUs are free.
 _PROLOGUE = textwrap.dedent("""
     import os, sys
     import numpy as np
