@@ -95,13 +95,13 @@ def benchmark_shape(shape, impls, repeat) -> tuple[dict, float | None]:
     calls = {(impl, op): runners.make_runner(impl, shape, op) for impl in impls for op in runners.OPS}
     since = timing.cpu_snapshot()
     timed = timing.time_interleaved(calls, repeat=repeat)
-    out = {impl: {} for impl in impls}
+    out: dict[str, dict] = {impl: {} for impl in impls}
     load = timing.other_load(since)
     for (impl, op), (sec, rounds) in timed.items():
         out[impl][op] = {"ms": sec * 1e3, "gflops": runners.flops(shape, op) / sec / 1e9, "rounds": rounds}
     for op in runners.OPS:
         peer_ms = {p: out[p][op]["ms"] for p in runners.PEERS if p in out}
-        best_peer = min(peer_ms, key=peer_ms.get) if peer_ms else None
+        best_peer = min(peer_ms, key=lambda k: peer_ms[k]) if peer_ms else None
         for impl in impls:
             m = out[impl][op]
             m["vs_numpy"] = out["numpy"][op]["ms"] / m["ms"] if "numpy" in out else None

@@ -117,6 +117,6 @@ def summarize(res, default) -> dict:
         others = {k: res[k][op]["ms"] for k in ("torch", "jax", "numpy") if k in res and k != default}
         if default not in res or not others:
             continue
-        best = min(others, key=others.get)
+        best = min(others, key=lambda k: others[k])
         out[op] = {"vs": best, "among": sorted(others), "speedup": others[best] / res[default][op]["ms"]}
     return out

@@ -48,7 +48,9 @@ def self_check(backends) -> tuple[dict, bool]:
             x, Wx, Wh, b, h0, dhs, dh_last = (a.astype(dt) for a in raw)
             ref_in = [a.astype(np.float64) for a in (x, Wx, Wh, b, h0, dhs, dh_last)]
             for act in ("tanh", "relu"):
-                hs_ref, h_last_ref = _reference.rnn_forward(*ref_in[:5], activation=act)
+                hs_ref, h_last_ref = _reference.rnn_forward(
+                    x=ref_in[0], Wx=ref_in[1], Wh=ref_in[2], b=ref_in[3], h0=ref_in[4], activation=act
+                )
                 hs_in = hs_ref.astype(dt)  # both backward passes see the same hs
                 grads_ref = _reference.rnn_backward(
                     ref_in[5],

@@ -52,7 +52,7 @@ def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=
         number = max(1, math.ceil(min_time / max(est, 1e-9)))
         rounds = max(1, min(repeat, int(max_time / max(est * number, 1e-9))))
         plan[key] = (number, rounds, est < WARM_UP_BELOW_SECONDS)
-    samples = {key: [] for key in fns}
+    samples: dict = {key: [] for key in fns}
     keys = list(fns)
     for r in range(repeat if keys else 0):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:

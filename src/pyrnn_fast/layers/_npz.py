@@ -20,7 +20,7 @@ class _BadFile(Exception):
     """A file that is not one ``RNN.save`` writes (RNN.load turns it into a ValueError)."""
 
 
-_CONFIG_TYPES = dict(
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = dict(
     input_size=int,
     hidden_size=int,
     num_layers=int,
@@ -69,7 +69,7 @@ def _check_member(zf, info, shape, dtype_ok, expected):
 def _read_member(zf, info, shape, fortran, dtype, offset):
     """The data of a member checked by _check_member, read in chunks straight into the array."""
     a = np.empty(shape[::-1] if fortran else shape, dtype)  # C order; a Fortran array's transpose
-    view = memoryview(a.reshape(-1).view(np.uint8))
+    view = memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # ndarray has the buffer protocol
     with zf.open(info) as m:
         m.read(offset)
         for i in range(0, a.nbytes, _READ_CHUNK):
@@ -106,7 +106,8 @@ def save(layer, path):
         seed=layer.seed if isinstance(layer.seed, numbers.Integral) else None,
     )
     weights = {k: np.asarray(v, dtype=layer.dtype) for k, v in layer.params.items()}
-    np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config))}, **weights)
+    # numpy's stub types **kwds as if they could be allow_pickle (a bool): arrays are what we pass
+    np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config)), **weights})  # type: ignore[arg-type]
 
 
 def load(cls, path, backend):

@@ -125,7 +125,7 @@ class RNN:
         self.activation = activation
         self.bias = bool(bias)
         self.bidirectional = bool(bidirectional)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) <= 1:
             raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
         self.time_major = bool(time_major)
@@ -144,7 +144,8 @@ class RNN:
 
     def _param_shapes(self):
         """[(name, shape)] of every parameter, in the order of ``params``."""
-        H, out = self.hidden_size, []
+        H = self.hidden_size
+        out: list[tuple[str, tuple[int, ...]]] = []
         for layer in range(self.num_layers):
             fan_in = self.input_size if layer == 0 else self.num_directions * H
             for suffix in self._suffixes:
@@ -357,6 +358,7 @@ class RNN:
                     self.grads[f"b_{name}"][...] = db
             if entry["mask"] is not None:
                 d_in = d_in * entry["mask"]
+            assert d_in is not None  # every layer has at least one direction
             d_tm = d_in
         self.dh0 = dh0
         return d_tm if self.time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))
