@@ -117,6 +117,8 @@ def _addressable(a: np.ndarray, unit_last: bool) -> bool:
         return False
     if not (a.dtype.isnative and a.flags.aligned):  # aligned: the data pointer (and strides)
         return False
+    if a.flags.c_contiguous:  # the usual case, decided without a loop over the axes (hot path)
+        return True
     if any(n > 1 and (s < 0 or s % a.itemsize) for n, s in zip(a.shape, a.strides)):
         return False
     return not unit_last or a.shape[-1] <= 1 or a.strides[-1] == a.itemsize
