@@ -54,40 +54,30 @@ Isa current_isa() {
 
 void set_isa(Isa isa) { g_isa.store(int(isa), std::memory_order_relaxed); }
 
-// The kernels of each instruction set, indexed by Isa (null where not compiled in).
-template <class T>
-struct KernelSet {
-    bool (*forward)(const ForwardArgs<T>&);
-    bool (*backward)(const BackwardArgs<T>&);
-    bool (*gemm)(const GemmArgs<T>&);
-};
+// The kernel tables of each instruction set, indexed by Isa (null where not compiled in).
 struct IsaKernels {
     const char* name;
-    KernelSet<float> f32;
-    KernelSet<double> f64;
+    const KernelTable<float>* f32;
+    const KernelTable<double>* f64;
 };
-#define PRF_ISA_KERNEL_SET(name) {isa_##name::forward, isa_##name::backward, isa_##name::gemm}
-#define PRF_ISA_COMPILED(name) {#name, PRF_ISA_KERNEL_SET(name), PRF_ISA_KERNEL_SET(name)}
-#define PRF_ISA_NO_KERNELS {nullptr, nullptr, nullptr}
-#define PRF_ISA_MISSING(name) {#name, PRF_ISA_NO_KERNELS, PRF_ISA_NO_KERNELS}
+#define PRF_ISA_COMPILED(name) {#name, &isa_##name::kernels_f32, &isa_##name::kernels_f64}
+#define PRF_ISA_MISSING(name) {#name, nullptr, nullptr}
 #define PRF_ISA_ENTRY(name, arch, cpu_check) PRF_IF_##arch(PRF_ISA_COMPILED(name), PRF_ISA_MISSING(name)),
 static const IsaKernels kIsaKernels[kIsaCount] = {PRF_ISAS(PRF_ISA_ENTRY)};
 #undef PRF_ISA_ENTRY
 #undef PRF_ISA_MISSING
 #undef PRF_ISA_COMPILED
-#undef PRF_ISA_NO_KERNELS
-#undef PRF_ISA_KERNEL_SET
 
 const char* isa_name(Isa isa) { return kIsaKernels[int(isa)].name; }
 
 // The kernels of the current instruction set (set_isa accepts only supported, so compiled, ones).
 template <class T>
-static const KernelSet<T>& current_kernels() {
+static const KernelTable<T>& current_kernels() {
     const IsaKernels& k = kIsaKernels[int(current_isa())];
     if constexpr (sizeof(T) == sizeof(float))
-        return k.f32;
+        return *k.f32;
     else
-        return k.f64;
+        return *k.f64;
 }
 
 static int available_cpus() {
@@ -310,26 +300,15 @@ static bool with_granted_threads(const Args& args, Kernel kernel) {
     return kernel(a);
 }
 
-template <class T>
-bool forward(const ForwardArgs<T>& args) {
-    return with_granted_threads(args, [](const ForwardArgs<T>& a) { return current_kernels<T>().forward(a); });
-}
-
-template <class T>
-bool backward(const BackwardArgs<T>& args) {
-    return with_granted_threads(args, [](const BackwardArgs<T>& a) { return current_kernels<T>().backward(a); });
-}
-
-template <class T>
-bool gemm(const GemmArgs<T>& args) {
-    return with_granted_threads(args, [](const GemmArgs<T>& g) { return current_kernels<T>().gemm(g); });
-}
-
-template bool gemm<float>(const GemmArgs<float>&);
-template bool gemm<double>(const GemmArgs<double>&);
-template bool forward<float>(const ForwardArgs<float>&);
-template bool forward<double>(const ForwardArgs<double>&);
-template bool backward<float>(const BackwardArgs<float>&);
-template bool backward<double>(const BackwardArgs<double>&);
+// The dispatched entry points of rnn.hpp, one per PRF_KERNELS entry, for float and double.
+#define PRF_DEFINE_DISPATCHED(name, Args)                                                                 \
+    template <class T>                                                                                    \
+    bool name(const Args<T>& args) {                                                                      \
+        return with_granted_threads(args, [](const Args<T>& a) { return current_kernels<T>().name(a); }); \
+    }                                                                                                     \
+    template bool name<float>(const Args<float>&);                                                        \
+    template bool name<double>(const Args<double>&);
+PRF_KERNELS(PRF_DEFINE_DISPATCHED)
+#undef PRF_DEFINE_DISPATCHED
 
 }  // namespace prf

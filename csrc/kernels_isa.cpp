@@ -11,14 +11,15 @@
 #include "kernels/gemm.hpp"
 #include "kernels/cell_vanilla.hpp"
 
-// The entry points declared in rnn.hpp.
+// This instruction set's kernel tables, declared in rnn.hpp: name##_kernel<T> for every
+// entry of PRF_KERNELS (constant-initialised: addresses only, no code runs at load time).
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
-bool forward(const ForwardArgs<float>& a) { return forward_dispatch(a); }
-bool forward(const ForwardArgs<double>& a) { return forward_dispatch(a); }
-bool backward(const BackwardArgs<float>& a) { return backward_dispatch(a); }
-bool backward(const BackwardArgs<double>& a) { return backward_dispatch(a); }
-bool gemm(const GemmArgs<float>& g) { return gemm_impl(g); }
-bool gemm(const GemmArgs<double>& g) { return gemm_impl(g); }
+#define PRF_KERNEL_F32(name, Args) name##_kernel<float>,
+#define PRF_KERNEL_F64(name, Args) name##_kernel<double>,
+extern const KernelTable<float> kernels_f32 = {PRF_KERNELS(PRF_KERNEL_F32)};
+extern const KernelTable<double> kernels_f64 = {PRF_KERNELS(PRF_KERNEL_F64)};
+#undef PRF_KERNEL_F32
+#undef PRF_KERNEL_F64
 }  // namespace PRF_ISA_NAMESPACE
 }  // namespace prf

@@ -106,16 +106,30 @@ struct GemmArgs {
     Interrupt* interrupt = nullptr;
 };
 
-// One set of kernels per instruction set, each compiled from csrc/kernels/ (by csrc/kernels_isa.cpp) in its own
-// translation unit with its own compiler flags and namespace.
+// Every kernel entry point, X(name, Args): each is implemented for float and double by a
+// template `name##_kernel` in csrc/kernels/ and exists once per instruction set and once
+// dispatched (below). A new cell (LSTM, GRU) adds its argument structs above and its lines
+// here; the per-ISA tables, the dispatch and the dispatched functions follow from this list.
+#define PRF_KERNELS(X)        \
+    X(forward, ForwardArgs)   \
+    X(backward, BackwardArgs) \
+    X(gemm, GemmArgs)
+
+// One table of kernels per dtype and instruction set: plain function pointers, so that the
+// tables compiled with AVX flags share no inline code with the portable one.
+template <class T>
+struct KernelTable {
+#define PRF_KERNEL_POINTER(name, Args) bool (*name)(const Args<T>&);
+    PRF_KERNELS(PRF_KERNEL_POINTER)
+#undef PRF_KERNEL_POINTER
+};
+
+// Each instruction set's tables, compiled from csrc/kernels/ (by csrc/kernels_isa.cpp) in its
+// own translation unit with its own compiler flags and namespace.
 #define PRF_DECLARE_ISA_KERNELS(name, arch, cpu_check) \
     namespace isa_##name {                             \
-        bool forward(const ForwardArgs<float>& a);     \
-        bool forward(const ForwardArgs<double>& a);    \
-        bool backward(const BackwardArgs<float>& a);   \
-        bool backward(const BackwardArgs<double>& a);  \
-        bool gemm(const GemmArgs<float>& g);           \
-        bool gemm(const GemmArgs<double>& g);          \
+        extern const KernelTable<float> kernels_f32;   \
+        extern const KernelTable<double> kernels_f64;  \
     }
 PRF_ISAS(PRF_DECLARE_ISA_KERNELS)
 #undef PRF_DECLARE_ISA_KERNELS
@@ -137,13 +151,14 @@ int default_num_threads();    // OpenMP's setting in a thread that never changed
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);
 void set_thread_shortfall_handler(ThreadShortfallHandler handler);
 
-// All return false only when scratch memory for the packed weights cannot be allocated (an
-// interrupted call returns true: the caller sees the interrupt through its Interrupt).
-template <class T>
-bool forward(const ForwardArgs<T>& a);
-template <class T>
-bool backward(const BackwardArgs<T>& a);
-template <class T>
-bool gemm(const GemmArgs<T>& g);
+// The dispatched entry points: the current instruction set's kernel on the threads the call
+// is granted. All return false only when scratch memory for the packed weights cannot be
+// allocated (an interrupted call returns true: the caller sees the interrupt through its
+// Interrupt).
+#define PRF_DECLARE_DISPATCHED(name, Args) \
+    template <class T>                     \
+    bool name(const Args<T>& a);
+PRF_KERNELS(PRF_DECLARE_DISPATCHED)
+#undef PRF_DECLARE_DISPATCHED
 
 }  // namespace prf

@@ -146,11 +146,11 @@ static bool vanilla_backward(const BackwardArgs<T>& a) {
 }
 
 template <class T>
-static bool forward_dispatch(const ForwardArgs<T>& a) {
+static bool forward_kernel(const ForwardArgs<T>& a) {
     return a.act == Activation::relu ? vanilla_forward<T, ActRelu>(a) : vanilla_forward<T, ActTanh>(a);
 }
 template <class T>
-static bool backward_dispatch(const BackwardArgs<T>& a) {
+static bool backward_kernel(const BackwardArgs<T>& a) {
     return a.act == Activation::relu ? vanilla_backward<T, ActRelu>(a) : vanilla_backward<T, ActTanh>(a);
 }
 

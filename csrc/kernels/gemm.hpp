@@ -237,7 +237,7 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1, Int
 }
 
 template <class T>
-static bool gemm_impl(const GemmArgs<T>& g) {
+static bool gemm_kernel(const GemmArgs<T>& g) {
     if (g.M == 0 || g.P == 0) return true;
     constexpr int NR = kNR<T>;
     // Split the longer side of C between threads, in whole slivers or panels.
