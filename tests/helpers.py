@@ -3,11 +3,19 @@ tests/ on sys.path). conftest.py keeps only pytest's hooks and fixtures.
 
 Functional API: every backend (the compiled one once per instruction set this machine
 supports), problem generation, and the comparison against the NumPy reference.
-Layers: tolerances against torch and between runs of our own code, ``close``, random arrays."""
+Layers: tolerances against torch and between runs of our own code, ``close``, random arrays.
+Threads (test_threads.py, test_fork_and_stacks.py): ``run_python``, a fresh interpreter per test."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
+import pytest
 
 import pyrnn_fast as prf
 from pyrnn_fast import _backends, _reference
@@ -155,3 +163,66 @@ def rng_arrays(seed, *shapes, dtype=np.float64):
 
 # The small problem of the layer tests against torch: T, N, D, H.
 T_, N_, D_, H_ = 6, 5, 3, 4
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+# A thread test that starts threads or forks runs in a fresh interpreter (a hang or a process
+# exit then fails the test instead of CI), from a temporary folder so that it imports the
+# installed package.
+#
+# T=20, N=32, D=64, H=256: 32*256*256 multiply-adds and 256 hidden units per step are far above
+# the kernels' per-thread minimum (team_size in csrc/kernels/recurrence.hpp, its thresholds in
+# csrc/kernels/config.hpp), so the recurrence runs on two threads when two CPUs are free.
+PROLOGUE = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import pyrnn_fast as prf
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 32, 64)).astype(np.float32)
+    Wx = (rng.standard_normal((64, 256)) / 8).astype(np.float32)
+    Wh = (rng.standard_normal((256, 256)) * 0.9 / 16).astype(np.float32)
+
+    def forward():
+        return prf.rnn_forward(x, Wx, Wh, time_major=True, backend="cpp")[0]
+
+    def os_threads():
+        return len(os.listdir("/proc/self/task"))
+""")
+
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or not os.path.isdir("/proc/self/task"),
+    reason="needs Linux and 2 CPUs: the kernels never start more threads than the CPUs they may run on",
+)
+
+
+def run_python(code, tmp_path, timeout=120, env=None):
+    """Runs `code` after PROLOGUE in a fresh interpreter; returns its stdout lines. The
+    interpreter gets its own process group, so that a hang kills its forked children too."""
+    full_env = dict(os.environ, **(env or {}))
+    for var, value in (env or {}).items():
+        if value is None:
+            del full_env[var]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROLOGUE + textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=full_env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"the subprocess hung (killed after {timeout} s)")
+    finally:
+        try:  # children left behind by a failure (pool workers)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, f"exit status {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    return stdout.split()

@@ -1,8 +1,8 @@
-"""The compiled backend under concurrency: Python threads, OpenMP thread counts, determinism."""
+"""The compiled backend under concurrency: Python threads, OpenMP thread counts and who sets them
+(OMP_NUM_THREADS, threadpoolctl, prf.set_num_threads), determinism. Fork and a shortage of
+memory for thread stacks are in test_fork_and_stacks.py."""
 
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import make_problem
+from helpers import make_problem, needs_two_cpus, run_python
 from pyrnn_fast import _backends
 
 pytestmark = pytest.mark.skipif("cpp" not in prf.backends(), reason="compiled backend not built")
@@ -110,67 +110,8 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Who decides the thread count: OpenMP's setting (OMP_NUM_THREADS, threadpoolctl,
-# prf.set_num_threads), read at each call. Fork and thread-creation failure.
-#
-# Each test that starts threads runs in a fresh interpreter (a hang or a process exit then
-# fails the test instead of CI), from a temporary folder so that it imports the installed
-# package.
-
-# T=20, N=32, D=64, H=256: 32*256*256 multiply-adds and 256 hidden units per step are far above
-# the kernels' per-thread minimum (team_size in csrc/kernels/recurrence.hpp, its thresholds in
-# csrc/kernels/config.hpp), so the recurrence runs on two threads when two CPUs are free.
-_PROLOGUE = textwrap.dedent("""
-    import os, sys
-    import numpy as np
-    import pyrnn_fast as prf
-
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((20, 32, 64)).astype(np.float32)
-    Wx = (rng.standard_normal((64, 256)) / 8).astype(np.float32)
-    Wh = (rng.standard_normal((256, 256)) * 0.9 / 16).astype(np.float32)
-
-    def forward():
-        return prf.rnn_forward(x, Wx, Wh, time_major=True, backend="cpp")[0]
-
-    def os_threads():
-        return len(os.listdir("/proc/self/task"))
-""")
-
-_needs_two_cpus = pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or not os.path.isdir("/proc/self/task"),
-    reason="needs Linux and 2 CPUs: the kernels never start more threads than the CPUs they may run on",
-)
-
-
-def _python(code, tmp_path, timeout=120, env=None):
-    """Runs `code` after _PROLOGUE in a fresh interpreter; returns its stdout lines. The
-    interpreter gets its own process group, so that a hang kills its forked children too."""
-    full_env = dict(os.environ, **(env or {}))
-    for var, value in (env or {}).items():
-        if value is None:
-            del full_env[var]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _PROLOGUE + textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=full_env,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"the subprocess hung (killed after {timeout} s)")
-    finally:
-        try:  # children left behind by a failure (pool workers)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == 0, f"exit status {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    return stdout.split()
+# prf.set_num_threads), read at each call. The tests that start threads in a fresh interpreter
+# use helpers.run_python; fork and thread-creation failure are in test_fork_and_stacks.py.
 
 
 def _our_openmp(info):
@@ -185,12 +126,12 @@ def _our_openmp(info):
     return ours or omp
 
 
-@_needs_two_cpus
+@needs_two_cpus
 def test_threadpool_limits_one_keeps_calls_on_one_thread(tmp_path):
     # Observable: the OS threads of the process. libgomp keeps a team's threads alive after the
     # region, so a call that started a second thread leaves one more entry in /proc/self/task.
     pytest.importorskip("threadpoolctl")
-    before, limited, inside, after, unlimited = _python(
+    before, limited, inside, after, unlimited = run_python(
         """
         from threadpoolctl import threadpool_limits
         before = os_threads()  # NumPy's BLAS threads start at import
@@ -231,7 +172,7 @@ def test_set_num_threads_is_what_threadpoolctl_reports():
 def test_omp_num_threads_is_the_default(tmp_path):
     # 3 on purpose: more than the CPUs of a small CI machine, so it is OpenMP's setting that is
     # reported, not a CPU count. None returns to that default after a set_num_threads.
-    default, after_set, after_reset = _python(
+    default, after_set, after_reset = run_python(
         """
         print(prf.get_num_threads())
         prf.set_num_threads(1)
@@ -243,7 +184,7 @@ def test_omp_num_threads_is_the_default(tmp_path):
         env={"OMP_NUM_THREADS": "3"},
     )
     assert (int(default), int(after_set), int(after_reset)) == (3, 1, 3)
-    assert _python("print(prf.get_num_threads())", tmp_path, env={"OMP_NUM_THREADS": "1"}) == ["1"]
+    assert run_python("print(prf.get_num_threads())", tmp_path, env={"OMP_NUM_THREADS": "1"}) == ["1"]
 
 
 def test_the_setting_is_seen_by_other_python_threads():
@@ -310,99 +251,3 @@ def test_set_num_threads_rejects_bad_counts_and_keeps_working(bad, exc):
         prf.set_num_threads(bad)
     assert prf.get_num_threads() == old
     _run(make_problem(3, 4, 5, 6, seed=2))
-
-
-@_needs_two_cpus
-def test_fork_pool_after_a_threaded_call_computes_correct_results(tmp_path):
-    # libgomp's thread pool does not survive fork: a child that starts a team waits forever for
-    # threads that do not exist. A forked child must run the kernels on its one thread.
-    out = _python(
-        """
-        import multiprocessing
-
-        def child_result(_):
-            return forward(), prf.get_num_threads()
-
-        if __name__ == "__main__":
-            before = os_threads()
-            expected = forward()
-            assert os_threads() > before, "the parent's call did not start a thread: nothing tested"
-            with multiprocessing.get_context("fork").Pool(2) as pool:
-                results = pool.map(child_result, range(4))
-            for got, threads in results:
-                np.testing.assert_array_equal(got, expected)
-                assert threads == 1, threads
-            np.testing.assert_array_equal(forward(), expected)  # the parent still works
-            print("ok")
-    """,
-        tmp_path,
-        timeout=180,
-        env={"OMP_NUM_THREADS": None},
-    )
-    assert out == ["ok"]
-
-
-@_needs_two_cpus
-def test_os_fork_after_a_threaded_call_computes_correct_results(tmp_path):
-    out = _python(
-        """
-        expected = forward()
-        pid = os.fork()
-        if pid == 0:
-            ok = np.array_equal(forward(), expected) and prf.get_num_threads() == 1
-            g = prf.rnn_backward(forward(), x, Wx, Wh, forward(), time_major=True, backend="cpp")
-            os._exit(0 if ok and np.isfinite(g.dWh).all() else 1)
-        _, status = os.waitpid(pid, 0)
-        print(os.waitstatus_to_exitcode(status))
-    """,
-        tmp_path,
-        timeout=180,
-        env={"OMP_NUM_THREADS": None},
-    )
-    assert out == ["0"]
-
-
-@_needs_two_cpus
-@pytest.mark.parametrize(
-    "stack_env,stack_mb,margin_mb", [(None, 0, 4), ("64M", 64, 16)], ids=["default-stack", "OMP_STACKSIZE"]
-)
-def test_out_of_memory_for_thread_stacks_degrades_to_fewer_threads(tmp_path, stack_env, stack_mb, margin_mb):
-    # Address space limited to a little above what the process uses, so that a new thread's
-    # stack (8 MB by default, or OMP_STACKSIZE) cannot be mapped. libgomp exits the process when
-    # it cannot create a thread; the kernels must check first, with libgomp's stack size (with
-    # OMP_STACKSIZE=64M a 16 MB margin holds a default stack but not libgomp's), and run on the
-    # threads they can have.
-    pytest.importorskip("resource")
-    out = _python(
-        f"""
-        import resource, threading, warnings
-        import numpy.testing  # imported lazily: not under the limit
-        prf.set_num_threads(1)
-        expected = forward()
-        prf.set_num_threads(2)
-        if {stack_mb}:
-            threading.stack_size({stack_mb} << 20)
-        with open("/proc/self/status") as f:
-            vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (vm + ({margin_mb} << 20), resource.RLIM_INFINITY))
-        try:
-            threading.Thread(target=lambda: None).start()
-            print("skip: a thread could still be started under the limit")
-            sys.exit(0)
-        except RuntimeError:
-            pass
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            got = forward()
-        np.testing.assert_array_equal(got, expected)
-        assert any(issubclass(w.category, RuntimeWarning) and "thread" in str(w.message) for w in caught), caught
-        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        np.testing.assert_array_equal(forward(), expected)  # and threads again once memory is back
-        print("ok")
-    """,
-        tmp_path,
-        env={"OMP_NUM_THREADS": None, "OMP_STACKSIZE": stack_env, "GOMP_STACKSIZE": None},
-    )
-    if out[0] == "skip:":
-        pytest.skip(" ".join(out[1:]))
-    assert out[-1] == "ok"

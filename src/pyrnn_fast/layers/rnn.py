@@ -1,29 +1,22 @@
 """``prf.RNN``: a stacked, optionally bidirectional vanilla RNN layer with dropout, variable
-lengths, state and streaming; its save/load (``_npz``) and torch/Keras interop (``_interop``)
-live in their own modules, the segment machinery for variable lengths in ``_segments``."""
+lengths, state and streaming. Here: its option (the activation), initialisation and math;
+what does not depend on the cell (configuration, parameter names, repr, modes, argument checks,
+save/load) is ``_base._RecurrentLayer``, its save/load format ``_npz``, its torch/Keras interop
+``_interop``, the segment machinery for variable lengths ``_segments``."""
 
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
 from .._backends import get_backend
 from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
-from . import _interop, _npz
-from ._checks import _check_dtype, _check_int, _check_real
+from . import _interop
+from ._base import _orthogonal, _RecurrentLayer
+from ._checks import _check_real
 from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
 
 
-def _orthogonal(rng, n, dtype):
-    """A uniformly distributed (Haar) random orthogonal n×n matrix."""
-    if n == 0:
-        return np.zeros((0, 0), dtype)
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return (q * np.sign(np.diag(r))).astype(dtype)
-
-
-class RNN:
+class RNN(_RecurrentLayer):
     """A (stacked, optionally bidirectional) vanilla RNN layer:
     ``h_t = act(x_t · Wx + h_{t-1} · Wh + b)`` per layer and direction.
 
@@ -56,6 +49,9 @@ class RNN:
     state : the carried state (num_layers·dirs, N, H) of a stateful layer, or None.
     training : True (default) or False, set by ``train()`` / ``eval()``; only dropout cares.
     """
+
+    _name = "RNN"
+    _cell_options = ("activation",)
 
     def __init__(
         self,
@@ -100,137 +96,12 @@ class RNN:
                 self.params[name] = np.zeros(H, self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
-    def _configure(
-        self,
-        input_size,
-        hidden_size,
-        *,
-        num_layers,
-        activation,
-        bias,
-        bidirectional,
-        dropout,
-        time_major,
-        stateful,
-        dtype,
-        seed,
-        backend,
-    ):
-        """Check and set everything but the weights; returns the seed of the initialisation."""
-        self.input_size = _check_int("input_size", input_size, 0)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 0)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
+    def _configure_cell(self, *, activation):
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
-        self.bias = bool(bias)
-        self.bidirectional = bool(bidirectional)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) <= 1:
-            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-        self.dropout = float(dropout)
-        self.time_major = bool(time_major)
-        self.stateful = bool(stateful)
-        self.dtype = _check_dtype(dtype)
-        self.seed = seed
-        self.backend = backend
-        self.training = True
-        self.state = None
-        self.dh0 = None
-        self._cache = None
-        self._step_buffer = None
-        init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
-        self._dropout_rng = np.random.default_rng(dropout_seq)
-        return init_seq
-
-    def _param_shapes(self):
-        """[(name, shape)] of every parameter, in the order of ``params``."""
-        H = self.hidden_size
-        out: list[tuple[str, tuple[int, ...]]] = []
-        for layer in range(self.num_layers):
-            fan_in = self.input_size if layer == 0 else self.num_directions * H
-            for suffix in self._suffixes:
-                name = f"l{layer}{suffix}"
-                out += [(f"Wx_{name}", (fan_in, H)), (f"Wh_{name}", (H, H))]
-                if self.bias:
-                    out.append((f"b_{name}", (H,)))
-        return out
-
-    # --- description ---------------------------------------------------------------------
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def _suffixes(self):
-        return ("", "_reverse") if self.bidirectional else ("",)
-
-    def _config(self) -> dict:
-        return dict(
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            activation=self.activation,
-            bias=self.bias,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            time_major=self.time_major,
-            stateful=self.stateful,
-            dtype=self.dtype.name,
-        )
-
-    def num_params(self) -> int:
-        """The number of scalar parameters."""
-        return int(sum(p.size for p in self.params.values()))
-
-    def __repr__(self) -> str:
-        c = self._config()
-        head = (
-            f"RNN({c['input_size']}, {c['hidden_size']}, num_layers={c['num_layers']}, "
-            f"activation={c['activation']!r}, bias={c['bias']}, bidirectional={c['bidirectional']}, "
-            f"dropout={c['dropout']}, time_major={c['time_major']}, stateful={c['stateful']}, "
-            f"dtype={c['dtype']})"
-        )
-        lines = [head]
-        for layer in range(self.num_layers):
-            for suffix in self._suffixes:
-                names = [f"{p}_l{layer}{suffix}" for p in ("Wx", "Wh", "b")]
-                lines.append("  " + "  ".join(f"{n} {self.params[n].shape}" for n in names if n in self.params))
-        lines.append(f"  parameters: {self.num_params():,}")
-        return "\n".join(lines)
-
-    def train(self, mode=True):
-        """Training mode (dropout active); returns self."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        """Inference mode (no dropout); returns self."""
-        return self.train(False)
-
-    def reset_state(self):
-        """Forget the carried state: the next call of a stateful layer starts from zeros."""
-        self.state = None
 
     # --- forward -------------------------------------------------------------------------
-
-    def _weights(self, layer, suffix):
-        name = f"l{layer}{suffix}"
-        return self.params[f"Wx_{name}"], self.params[f"Wh_{name}"], self.params.get(f"b_{name}")
-
-    def _check_lengths(self, lengths, N, T):
-        if lengths is None:
-            return None
-        lengths = _check_real("lengths", lengths)
-        if lengths.dtype.kind not in "iu":
-            raise TypeError(f"lengths: expected an integer array (N,), got dtype {lengths.dtype}")
-        if lengths.shape != (N,):
-            raise ValueError(f"lengths: expected shape (N,) = ({N},), got {lengths.shape}")
-        if lengths.size and (lengths.min() < 0 or lengths.max() > T):
-            raise ValueError(
-                f"lengths: expected 0 <= lengths <= T = {T}, got values in [{lengths.min()}, {lengths.max()}]"
-            )
-        return lengths.astype(np.int64)
 
     def __call__(self, x, h0=None, lengths=None):
         """Run the layer: returns ``out, h_n``.
@@ -296,15 +167,6 @@ class RNN:
         return out, h_n
 
     forward = __call__
-
-    def _state_or_zeros(self, name, a, shape, meaning):
-        """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""
-        if a is None:
-            return np.zeros(shape, self.dtype)
-        a = _check_real(name, a)
-        if a.shape != shape:
-            raise ValueError(f"{name}: expected {meaning} = {shape}, got {a.shape}")
-        return np.array(a, dtype=self.dtype)
 
     # --- backward ------------------------------------------------------------------------
 
@@ -400,31 +262,6 @@ class RNN:
             self.state[layer] = out[0]
             inp = out
         return inp[0].copy()
-
-    # --- save / load (_npz) --------------------------------------------------------------
-
-    def save(self, path):
-        """Save config and weights to one .npz file (np.savez adds '.npz' if path has none)."""
-        _npz.save(self, path)
-
-    @classmethod
-    def load(cls, path, *, backend=None):
-        """A layer from a file written by ``save``.
-
-        Before reading any weights it checks the zip directory, the config (keys, types,
-        ranges) and, from each member's .npy header, that the members are exactly the
-        config's parameters with their shapes and dtype; no pickle is ever loaded. Any file
-        that is not such a layer (corrupt, truncated, foreign, inconsistent) raises a
-        ValueError naming the file. Nothing is initialised randomly: the time is that of
-        reading the file."""
-        return _npz.load(cls, path, backend)
-
-    def _set_params(self, weights):
-        for k, v in weights.items():
-            v = _check_real(k, v)
-            if v.shape != self.params[k].shape:
-                raise ValueError(f"{k}: expected shape {self.params[k].shape}, got {v.shape}")
-            self.params[k][...] = v
 
     # --- interop (_interop) -----------------------------------------------------------
 

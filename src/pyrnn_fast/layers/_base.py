@@ -1,0 +1,203 @@
+"""``_RecurrentLayer``: what a stacked, optionally bidirectional recurrent layer does whatever
+its cell is (RNN now, the gated cells to come): check and keep the configuration, name and
+shape the parameters, describe itself, switch modes, and check the arguments that only the
+layer's geometry (layers, directions, N, T, H) decides. A cell's class adds its own options,
+its initialisation and its math (``__call__``, ``backward``, ``step``)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _npz
+from ._checks import _check_dtype, _check_int, _check_real
+
+
+def _orthogonal(rng, n, dtype):
+    """A uniformly distributed (Haar) random orthogonal n×n matrix."""
+    if n == 0:
+        return np.zeros((0, 0), dtype)
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return (q * np.sign(np.diag(r))).astype(dtype)
+
+
+class _RecurrentLayer:
+    """The cell-independent part of a layer. Parameters are named ``Wx_l{k}``, ``Wh_l{k}``,
+    ``b_l{k}`` (``_reverse`` appended for the reverse direction), the names torch and the
+    save format use; a subclass sets the three class attributes below."""
+
+    _name: str  # the layer's name in repr: the public class's, also for a user's subclass of it
+    _cell_options: tuple[str, ...] = ()  # the cell's own options, set by _configure_cell
+    _gates = 1  # column blocks of Wx, Wh and b (docs/DESIGN.md: 4 for LSTM, 3 for GRU)
+
+    # --- configuration -------------------------------------------------------------------
+
+    def _configure(
+        self,
+        input_size,
+        hidden_size,
+        *,
+        num_layers,
+        bias,
+        bidirectional,
+        dropout,
+        time_major,
+        stateful,
+        dtype,
+        seed,
+        backend,
+        **cell_options,
+    ):
+        """Check and set everything but the weights; returns the seed of the initialisation.
+        Both ``__init__`` and ``load`` (which reads the weights instead) call it."""
+        self.input_size = _check_int("input_size", input_size, 0)
+        self.hidden_size = _check_int("hidden_size", hidden_size, 0)
+        self.num_layers = _check_int("num_layers", num_layers, 1)
+        # Here, so that with several bad arguments the first one in the signature is reported.
+        self._configure_cell(**cell_options)
+        self.bias = bool(bias)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) <= 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
+        self.dropout = float(dropout)
+        self.time_major = bool(time_major)
+        self.stateful = bool(stateful)
+        self.dtype = _check_dtype(dtype)
+        self.seed = seed
+        self.backend = backend
+        self.training = True
+        self.state = None
+        self.dh0 = None
+        self._cache = None  # what the last call keeps for backward
+        self._step_buffer = None  # step's outputs, kept across steps
+        init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        self._dropout_rng = np.random.default_rng(dropout_seq)
+        return init_seq
+
+    def _configure_cell(self, **cell_options):
+        """Check and set the options named in ``_cell_options``."""
+
+    def _param_shapes(self):
+        """[(name, shape)] of every parameter, in the order of ``params``."""
+        H, G = self.hidden_size, self._gates
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for layer in range(self.num_layers):
+            fan_in = self.input_size if layer == 0 else self.num_directions * H
+            for suffix in self._suffixes:
+                name = f"l{layer}{suffix}"
+                out += [(f"Wx_{name}", (fan_in, G * H)), (f"Wh_{name}", (H, G * H))]
+                if self.bias:
+                    out.append((f"b_{name}", (G * H,)))
+        return out
+
+    def _weights(self, layer, suffix):
+        name = f"l{layer}{suffix}"
+        return self.params[f"Wx_{name}"], self.params[f"Wh_{name}"], self.params.get(f"b_{name}")
+
+    def _set_params(self, weights):
+        """Copy {name: array} into ``params`` (same shapes; cast to the layer's dtype)."""
+        for k, v in weights.items():
+            v = _check_real(k, v)
+            if v.shape != self.params[k].shape:
+                raise ValueError(f"{k}: expected shape {self.params[k].shape}, got {v.shape}")
+            self.params[k][...] = v
+
+    # --- description ---------------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def _config(self) -> dict:
+        """The options (the file format's config, in its order, and repr's)."""
+        return dict(
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            **{k: getattr(self, k) for k in self._cell_options},
+            bias=self.bias,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            time_major=self.time_major,
+            stateful=self.stateful,
+            dtype=self.dtype.name,
+        )
+
+    def num_params(self) -> int:
+        """The number of scalar parameters."""
+        return int(sum(p.size for p in self.params.values()))
+
+    def __repr__(self) -> str:
+        c = self._config()
+        sizes = f"{c.pop('input_size')}, {c.pop('hidden_size')}"
+        options = ", ".join(f"{k}={v}" if k == "dtype" else f"{k}={v!r}" for k, v in c.items())
+        lines = [f"{self._name}({sizes}, {options})"]
+        for layer in range(self.num_layers):
+            for suffix in self._suffixes:
+                names = [f"{p}_l{layer}{suffix}" for p in ("Wx", "Wh", "b")]
+                lines.append("  " + "  ".join(f"{n} {self.params[n].shape}" for n in names if n in self.params))
+        lines.append(f"  parameters: {self.num_params():,}")
+        return "\n".join(lines)
+
+    # --- modes and state -----------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Training mode (dropout active); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Inference mode (no dropout); returns self."""
+        return self.train(False)
+
+    def reset_state(self):
+        """Forget the carried state: the next call of a stateful layer starts from zeros."""
+        self.state = None
+
+    # --- argument checks -----------------------------------------------------------------
+
+    def _check_lengths(self, lengths, N, T):
+        if lengths is None:
+            return None
+        lengths = _check_real("lengths", lengths)
+        if lengths.dtype.kind not in "iu":
+            raise TypeError(f"lengths: expected an integer array (N,), got dtype {lengths.dtype}")
+        if lengths.shape != (N,):
+            raise ValueError(f"lengths: expected shape (N,) = ({N},), got {lengths.shape}")
+        if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+            raise ValueError(
+                f"lengths: expected 0 <= lengths <= T = {T}, got values in [{lengths.min()}, {lengths.max()}]"
+            )
+        return lengths.astype(np.int64)
+
+    def _state_or_zeros(self, name, a, shape, meaning):
+        """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""
+        if a is None:
+            return np.zeros(shape, self.dtype)
+        a = _check_real(name, a)
+        if a.shape != shape:
+            raise ValueError(f"{name}: expected {meaning} = {shape}, got {a.shape}")
+        return np.array(a, dtype=self.dtype)
+
+    # --- save / load (_npz) --------------------------------------------------------------
+
+    def save(self, path):
+        """Save config and weights to one .npz file (np.savez adds '.npz' if path has none)."""
+        _npz.save(self, path)
+
+    @classmethod
+    def load(cls, path, *, backend=None):
+        """A layer from a file written by ``save``.
+
+        Before reading any weights it checks the zip directory, the config (keys, types,
+        ranges) and, from each member's .npy header, that the members are exactly the
+        config's parameters with their shapes and dtype; no pickle is ever loaded. Any file
+        that is not such a layer (corrupt, truncated, foreign, inconsistent) raises a
+        ValueError naming the file. Nothing is initialised randomly: the time is that of
+        reading the file."""
+        return _npz.load(cls, path, backend)
