@@ -76,40 +76,40 @@ def _interleaved_us(impls: dict, calls=2000, rounds=7) -> dict:
     return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
 
 
-def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
-    """{H: {impl: µs per step}} for one step of N = 1, D = STEP_INPUT: ``prf.RNN.step`` with
-    ``backend``, the NumPy one-liner and (if importable) ``torch.nn.RNNCell``, interleaved by
-    size. Every implementation starts from the same weights."""
+def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
+    """One streaming step of N = 1, D = STEP_INPUT, hidden size H, per implementation, all from
+    the same weights: ``prf.RNN.step``, the NumPy one-liner and (if importable) torch.nn.RNNCell."""
     import pyrnn_fast as prf
 
-    out: dict[int, dict] = {}
-    rng = np.random.default_rng(0)
-    for H in STEP_SIZES:
-        layer = prf.RNN(STEP_INPUT, H, stateful=True, dtype=dtype, seed=0, backend=backend)
-        Wx, Wh, b = (layer.params[k] for k in ("Wx_l0", "Wh_l0", "b_l0"))
-        x = rng.standard_normal((1, STEP_INPUT)).astype(dtype)
-        h = np.zeros((1, H), dtype)
+    layer = prf.RNN(STEP_INPUT, H, stateful=True, dtype=dtype, seed=0, backend=backend)
+    Wx, Wh, b = (layer.params[k] for k in ("Wx_l0", "Wh_l0", "b_l0"))
+    x = np.random.default_rng(0).standard_normal((1, STEP_INPUT)).astype(dtype)
+    h = np.zeros((1, H), dtype)
 
-        def numpy_step():
-            nonlocal h
-            h = np.tanh(x @ Wx + h @ Wh + b)
+    def numpy_step():
+        nonlocal h
+        h = np.tanh(x @ Wx + h @ Wh + b)
 
-        impls = {"prf.RNN.step": lambda: layer.step(x), "numpy one-liner": numpy_step}
-        if "torch" in peers:
-            import torch
+    impls = {"prf.RNN.step": lambda: layer.step(x), "numpy one-liner": numpy_step}
+    if "torch" in peers:
+        import torch
 
-            cell = torch.nn.RNNCell(STEP_INPUT, H).to(getattr(torch, np.dtype(dtype).name))
-            tx = torch.from_numpy(x)
-            th = torch.zeros((1, H), dtype=tx.dtype)
+        cell = torch.nn.RNNCell(STEP_INPUT, H).to(getattr(torch, np.dtype(dtype).name))
+        tx = torch.from_numpy(x)
+        th = torch.zeros((1, H), dtype=tx.dtype)
 
-            def torch_step():
-                nonlocal th
-                with torch.no_grad():
-                    th = cell(tx, th)
+        def torch_step():
+            nonlocal th
+            with torch.no_grad():
+                th = cell(tx, th)
 
-            impls["torch.nn.RNNCell"] = torch_step
-        out[H] = _interleaved_us(impls)
-    return out
+        impls["torch.nn.RNNCell"] = torch_step
+    return impls
+
+
+def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
+    """{H: {impl: µs per step}} (see ``_step_impls``), interleaved rounds per size."""
+    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype)) for H in STEP_SIZES}
 
 
 def print_step_latency(lat, threads: int, dtype_name: str) -> None:
