@@ -268,13 +268,16 @@ void by_dtype(const py::array& a, const char* name, F&& fn) {
 
 // The streaming step of a stack of unidirectional layers (pyrnn_fast.layers' step()): built
 // once from the layers' weights, their carried state (L, N, H) and a scratch array like it,
-// with every argument checked then; each step checks only x, the one argument that changes.
+// with every argument checked then; each step checks only x, the one argument that changes,
+// and that the layer still has the same state and parameter arrays (`params`, the layer's
+// dict of them: its values are compared by identity with those it had at construction).
 // The arrays are kept alive and read in place, so changes made to them in place are seen.
 class Stepper {
   public:
     Stepper(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
-            const std::string& activation)
+            const std::string& activation, const py::dict& params)
         : act_(parse_activation(activation)), f64_(is_dtype(state, py::dtype::of<double>())) {
+        for (auto item : params) params_.push_back(py::reinterpret_borrow<py::object>(item.second));
         if (!f64_ && !is_dtype(state, py::dtype::of<float>()))
             throw py::type_error("_core.Stepper: state: expected float32 or float64, got dtype " +
                                  py::str(state.dtype()).cast<std::string>());
@@ -284,11 +287,23 @@ class Stepper {
             build<float>(wx, wh, b, state, out);
     }
 
-    // The new top-layer state (N, H), a new array; None when x is not a C-addressable (N, D)
-    // array of the state's dtype (the caller converts it, or raises, and calls again).
-    py::object step(const py::object& x) { return f64_ ? run<double>(x, a64_) : run<float>(x, a32_); }
+    // Whether `state` and the values of `params` are the objects this stepper was built from.
+    bool current(const py::dict& params, const py::object& state) const {
+        if (state.ptr() != keep_.front().ptr() || size_t(PyDict_Size(params.ptr())) != params_.size()) return false;
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(params.ptr(), &pos, &key, &value))
+            if (value != params_[size_t(i++)].ptr()) return false;
+        return true;
+    }
 
-    py::object state() const { return keep_.front(); }
+    // The new top-layer state (N, H), a new array; None, with nothing done, when the layer's
+    // arrays are no longer those it was built from (`current`) or x is not a C-addressable
+    // (N, D) array of the state's dtype: the caller then checks and converts, and calls again.
+    py::object step(const py::object& x, const py::dict& params, const py::object& state) {
+        if (!current(params, state)) return py::none();
+        return f64_ ? run<double>(x, a64_) : run<float>(x, a32_);
+    }
 
   private:
     template <class T>
@@ -380,7 +395,8 @@ class Stepper {
     prf::Activation act_;
     bool f64_;
     idx D_ = 0;
-    std::vector<py::object> keep_;  // state, out, then per layer wx, wh, b
+    std::vector<py::object> keep_;    // state, out, then per layer wx, wh, b
+    std::vector<py::object> params_;  // the values of the layer's params dict, in its order
     std::vector<prf::StepLayer<float>> l32_;
     std::vector<prf::StepLayer<double>> l64_;
     prf::StepArgs<float> a32_{};
@@ -487,12 +503,14 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Stepper>(m, "Stepper",
                         "One time step of a stack of unidirectional layers, weights and state read in place.")
         .def(py::init<const py::list&, const py::list&, const py::list&, const py::array&, const py::array&,
-                      const std::string&>(),
+                      const std::string&, const py::dict&>(),
              py::arg("wx"), py::arg("wh"), py::arg("b"), py::arg("state").noconvert(), py::arg("out").noconvert(),
-             py::arg("activation"))
-        .def("step", &Stepper::step, py::arg("x"),
-             "Advance every layer by one step; returns the new top state (N, H), or None if x needs converting.")
-        .def_property_readonly("state", &Stepper::state, "The (L, N, H) state array updated in place.");
+             py::arg("activation"), py::arg("params"))
+        .def("current", &Stepper::current, py::arg("params"), py::arg("state"),
+             "Whether state and params' values are the objects the stepper was built from.")
+        .def("step", &Stepper::step, py::arg("x"), py::arg("params"), py::arg("state"),
+             "Advance every layer by one step; returns the new top state (N, H), or None (nothing done) if the "
+             "layer's arrays changed or x needs converting.");
 
     m.def(
         "fma_peak",

@@ -15,6 +15,11 @@ core = _backends._core
 pytestmark = pytest.mark.skipif(core is None, reason="the compiled backend is not installed")
 
 
+def _params(wx, wh, b) -> dict:
+    """The layer's params dict the stepper watches (only the identity of its values matters)."""
+    return {f"{name}{l}": a for l in range(len(wx)) for name, a in (("Wx", wx[l]), ("Wh", wh[l]), ("b", b[l]))}
+
+
 def _stack(L, N, D, H, dtype, seed=0, bias_every=1):
     rng = np.random.default_rng(seed)
     wx = [(rng.standard_normal((D if l == 0 else H, H)) / np.sqrt(D if l == 0 else H)).astype(dtype) for l in range(L)]
@@ -46,12 +51,12 @@ def _reference_step(x, wx, wh, b, state, activation):
 def test_steps_match_the_reference(L, N, D, H, dtype, activation):
     wx, wh, b, state = _stack(L, N, D, H, dtype, bias_every=2)
     out = np.empty_like(state)
-    stepper = core.Stepper(wx, wh, b, state, out, activation)
+    stepper = core.Stepper(wx, wh, b, state, out, activation, params := _params(wx, wh, b))
     rng = np.random.default_rng(1)
     for _ in range(3):
         x = rng.standard_normal((N, D)).astype(dtype)
         expected = _reference_step(x, wx, wh, b, state.copy(), activation)
-        top = stepper.step(x)
+        top = stepper.step(x, params, state)
         assert_close(state, expected, dtype, "state")
         assert_close(top, expected[-1], dtype, "returned top state")
         assert top.dtype == dtype and top.shape == (N, H)
@@ -66,10 +71,10 @@ def test_thread_counts_give_bitwise_equal_states(dtype):
         old = core.get_num_threads()
         core.set_num_threads(threads)
         try:
-            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh")
+            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
             x = np.ones((3, 32), dtype)
             for _ in range(3):
-                stepper.step(x)
+                assert stepper.step(x, {}, state) is not None
         finally:
             core.set_num_threads(old)
         results.append(state)
@@ -78,13 +83,33 @@ def test_thread_counts_give_bitwise_equal_states(dtype):
 
 def test_weights_changed_in_place_are_seen():
     wx, wh, b, state = _stack(1, 1, 4, 8, np.float64)
-    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh")
+    params = _params(wx, wh, b)
+    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", params)
     x = np.ones((1, 4))
     wh[0][...] = 0.0
     b[0][...] = 0.0
     wx[0] *= 2
     expected = np.tanh(x @ wx[0])
-    np.testing.assert_allclose(stepper.step(x), expected, rtol=1e-14)
+    np.testing.assert_allclose(stepper.step(x, params, state), expected, rtol=1e-14)
+
+
+def test_arrays_replaced_in_the_layer_make_the_stepper_refuse():
+    wx, wh, b, state = _stack(2, 1, 4, 8, np.float64)
+    params = _params(wx, wh, b)
+    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", params)
+    x = np.ones((1, 4))
+    assert stepper.current(params, state)
+    before = state.copy()
+    for changed_params, changed_state in [
+        ({**params, "Wh1": wh[1].copy()}, state),  # a parameter rebound
+        ({k: v for k, v in params.items() if k != "b1"}, state),  # one removed
+        ({**params, "extra": wh[0]}, state),  # one added
+        (params, state.copy()),  # another state array
+    ]:
+        assert not stepper.current(changed_params, changed_state)
+        assert stepper.step(x, changed_params, changed_state) is None
+        np.testing.assert_array_equal(state, before)
+    assert stepper.step(x, params, state) is not None
 
 
 @pytest.mark.parametrize(
@@ -102,8 +127,8 @@ def test_weights_changed_in_place_are_seen():
 def test_step_returns_none_for_what_it_cannot_take_as_it_is(x):
     wx, wh, b, state = _stack(1, 1, 4, 8, np.float64)
     before = state.copy()
-    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh")
-    assert stepper.step(x) is None
+    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+    assert stepper.step(x, {}, state) is None
     np.testing.assert_array_equal(state, before)
 
 
@@ -111,25 +136,25 @@ def test_stepper_checks_every_argument():
     wx, wh, b, state = _stack(2, 1, 4, 8, np.float64)
     out = np.empty_like(state)
     with pytest.raises(ValueError, match="one entry per layer"):
-        core.Stepper(wx[:1], wh, b, state, out, "tanh")
+        core.Stepper(wx[:1], wh, b, state, out, "tanh", {})
     with pytest.raises(ValueError, match=r"wx\[1\]: expected shape \(8, 8\)"):
-        core.Stepper([wx[0], wx[0]], wh, b, state, out, "tanh")
+        core.Stepper([wx[0], wx[0]], wh, b, state, out, "tanh", {})
     with pytest.raises(ValueError, match=r"wh\[0\]: expected shape \(8, 8\)"):
-        core.Stepper(wx, [wh[0][:4], wh[1]], b, state, out, "tanh")
+        core.Stepper(wx, [wh[0][:4], wh[1]], b, state, out, "tanh", {})
     with pytest.raises(ValueError, match=r"b\[0\]: expected shape \(8,\)"):
-        core.Stepper(wx, wh, [b[0][:3], None], state, out, "tanh")
+        core.Stepper(wx, wh, [b[0][:3], None], state, out, "tanh", {})
     with pytest.raises(TypeError, match=r"wx\[0\]: expected a float64"):
-        core.Stepper([wx[0].astype(np.float32), wx[1]], wh, b, state, out, "tanh")
+        core.Stepper([wx[0].astype(np.float32), wx[1]], wh, b, state, out, "tanh", {})
     with pytest.raises(ValueError, match="out: expected shape"):
-        core.Stepper(wx, wh, b, state, out[:1], "tanh")
+        core.Stepper(wx, wh, b, state, out[:1], "tanh", {})
     with pytest.raises(ValueError, match="read-only"):
         ro = state.copy()
         ro.flags.writeable = False
-        core.Stepper(wx, wh, b, ro, out, "tanh")
+        core.Stepper(wx, wh, b, ro, out, "tanh", {})
     with pytest.raises(TypeError, match="state: expected float32 or float64"):
-        core.Stepper(wx, wh, b, state.astype(np.int64), out, "tanh")
+        core.Stepper(wx, wh, b, state.astype(np.int64), out, "tanh", {})
     with pytest.raises(ValueError, match="activation"):
-        core.Stepper(wx, wh, b, state, out, "sigmoid")
+        core.Stepper(wx, wh, b, state, out, "sigmoid", {})
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
