@@ -10,6 +10,8 @@
 // ints, plain structs and function pointers instead.
 #include "kernels/gemm.hpp"
 #include "kernels/cell_vanilla.hpp"
+#include "kernels/peak.hpp"
+#include "kernels/step.hpp"
 
 // This instruction set's kernel tables, declared in rnn.hpp: name##_kernel<T> for every
 // entry of PRF_KERNELS (constant-initialised: addresses only, no code runs at load time).

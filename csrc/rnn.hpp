@@ -106,6 +106,41 @@ struct GemmArgs {
     Interrupt* interrupt = nullptr;
 };
 
+// One time step of a stack of unidirectional layers (streaming inference): for l = 0..L-1
+//   out[l] = act(in_l . wx[l] + h[l] . wh[l] + b[l]),   in_0 = x,  in_l = out[l-1],
+// then h[l] = out[l] (the carried state, updated in place). The weights are read where they
+// are (row-major, unpacked): a step is too short to repay packing them, and the caller may
+// change them in place between steps.
+template <class T>
+struct StepLayer {
+    Mat<const T> wx;  // (D_l, H)
+    Mat<const T> wh;  // (H, H)
+    const T* b;       // (H,), may be null
+};
+template <class T>
+struct StepArgs {
+    const StepLayer<T>* layers;
+    idx num_layers;
+    Mat<const T> x;  // (N, D)
+    Seq<T> h;        // (L, N, H) the carried state
+    Seq<T> out;      // (L, N, H) every layer's new state
+    Activation act;
+    int threads;
+    Interrupt* interrupt = nullptr;  // unused: a step takes microseconds
+};
+
+// The register-only FMA loop that measures the instruction set's floating-point peak (the
+// bar for GEMM-bound work): each thread runs `iterations` rounds of kPeakChains independent
+// vector FMAs (config.hpp) on registers. `flops` receives the floating-point operations
+// done, 2 per lane per FMA, summed over the threads that ran; time the call to get a rate.
+template <class T>
+struct PeakArgs {
+    idx iterations;
+    double* flops;
+    int threads;
+    Interrupt* interrupt = nullptr;  // unused: callers keep it short
+};
+
 // Every kernel entry point, X(name, Args): each is implemented for float and double by a
 // template `name##_kernel` in csrc/kernels/ and exists once per instruction set and once
 // dispatched (below). A new cell (LSTM, GRU) adds its argument structs above and its lines
@@ -113,7 +148,9 @@ struct GemmArgs {
 #define PRF_KERNELS(X)        \
     X(forward, ForwardArgs)   \
     X(backward, BackwardArgs) \
-    X(gemm, GemmArgs)
+    X(gemm, GemmArgs)         \
+    X(step, StepArgs)         \
+    X(fma_peak, PeakArgs)
 
 // One table of kernels per dtype and instruction set: plain function pointers, so that the
 // tables compiled with AVX flags share no inline code with the portable one.

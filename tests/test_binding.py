@@ -178,7 +178,7 @@ def test_gemms_match_numpy(isa, dtype, M, K, P):
         ),
         (
             lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), np.zeros(5), np.zeros((2, 3, 6)), 1),
-            r"_core.rows_gemm: bias \(b\): expected shape \(6\)",
+            r"_core.rows_gemm: bias \(b\): expected shape \(6,\)",
         ),
         (
             lambda: core.rows_gemm(np.zeros((2, 3, 4)), np.zeros((4, 6)), None, np.zeros((2, 3, 7)), 1),

@@ -130,3 +130,67 @@ def test_grads_are_overwritten_in_place_not_accumulated():
         np.testing.assert_array_equal(v, first[k])
         assert id(v) == ids[k]
     assert set(layer.grads) == set(layer.params)
+
+
+def _one_step_reference(layer, x, state):
+    """Every layer's next state from the reference, in float64."""
+    from pyrnn_fast import _reference
+
+    new, inp = [], x.astype(np.float64)
+    for k in range(layer.num_layers):
+        b = layer.params.get(f"b_l{k}")
+        hs, _ = _reference.rnn_forward(
+            inp[None],
+            layer.params[f"Wx_l{k}"].astype(np.float64),
+            layer.params[f"Wh_l{k}"].astype(np.float64),
+            None if b is None else b.astype(np.float64),
+            state[k].astype(np.float64),
+            layer.activation,
+        )
+        inp = hs[0]
+        new.append(inp)
+    return np.stack(new)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_follows_every_change_to_the_layer(backend, dtype):
+    """The compiled step checks the layer's arrays once and then only x_t: every change made
+    between steps must still be seen (in place, rebound, reset, settings) on every backend."""
+    D, H, N = 5, 37, 3
+    layer = prf.RNN(D, H, num_layers=2, stateful=True, dtype=dtype, seed=1, backend=backend)
+    rng = np.random.default_rng(2)
+    tol = SELF_TOL if dtype == np.float64 else 1e-5
+
+    def check_step(x, what):
+        before = layer.state.copy() if layer.state is not None else np.zeros((2, N, H), dtype)
+        expected = _one_step_reference(layer, np.asarray(x, dtype=dtype), before)
+        y = layer.step(x)
+        close(layer.state, expected, tol, f"{what}: state")
+        close(y, expected[-1], tol, f"{what}: output")
+
+    x = rng.standard_normal((N, D)).astype(dtype)
+    check_step(x, "first step")
+    check_step(x, "second step")
+    layer.params["Wh_l1"] *= 0.5  # in place
+    check_step(x, "after an in-place change")
+    layer.params["Wx_l0"] = rng.standard_normal((D, H)).astype(dtype)  # rebound
+    check_step(x, "after rebinding a parameter")
+    layer.params["b_l0"] = np.asfortranarray(rng.standard_normal((1, H)).astype(np.float64))[0]  # other dtype
+    check_step(x, "after a parameter of another dtype")
+    layer.state = np.ascontiguousarray(layer.state[:, :, :])  # another state array
+    check_step(x, "after replacing the state")
+    layer.activation = "relu"
+    check_step(x, "after changing the activation")
+    check_step(x.astype(np.float64 if dtype == np.float32 else np.float32), "x_t of the other dtype")
+    check_step(np.asfortranarray(x), "x_t in Fortran order")
+    check_step(x.tolist(), "x_t as a list")
+    layer.reset_state()
+    check_step(x, "after reset_state")
+    layer.stateful = False
+    with pytest.raises(ValueError, match="stateful"):
+        layer.step(x)
+    layer.stateful = True
+    with pytest.raises(ValueError, match="reset_state"):
+        layer.step(x[:1])
+    with pytest.raises(TypeError, match="x_t"):
+        layer.step(x.astype(complex))

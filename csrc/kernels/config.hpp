@@ -41,6 +41,23 @@ constexpr int panels_for_rows() {
     return M == 1 ? 4 : (M <= 3 ? 2 : 1);
 }
 
+// The streaming step (step.hpp) sweeps kStepSweepRows rows of weights at a time (four
+// read streams; their vectors and the rows' broadcast inputs stay in registers: 4 + 4 * 2 + 1
+// of AVX2's 16) for kStepRows rows of x at a time (each vector of weights read serves them).
+constexpr int kStepSweepRows = 4;
+constexpr int kStepRows = 2;
+
+// The FMA peak loop (peak.hpp): independent chains per thread, at least latency x ports
+// (4-5 cycles x 2 ports on Zen 3/4/5, Ice Lake and Sapphire Rapids servers) and within the
+// registers (16 ymm with AVX2, 32 zmm with AVX-512).
+#if defined(PRF_ISA_AVX512)
+constexpr int kPeakChains = 24;
+#elif defined(PRF_ISA_AVX2)
+constexpr int kPeakChains = 12;
+#else
+constexpr int kPeakChains = 4;  // 64-byte vectors lowered to narrower registers
+#endif
+
 // ---- Cache blocking ---------------------------------------------------------------------------
 // Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A
 // then stay in L1 across the group's panels, and the group stays in L2 across all row blocks,
@@ -77,6 +94,12 @@ constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 // faster on two threads, while N = 16, H = 32 (one 16-column panel each, 8 steps) ran slower.
 constexpr idx kMinStepWorkPerThread = idx(1) << 13;
 constexpr idx kMinStepColumnsPerThread = 64;
+// A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per
+// step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), so a
+// second thread needs far more work per layer than a recurrence's step does. Measured on two
+// Zen 3 vCPUs, N = 1, D = 32, float32: H = 256 took 4.7 µs on one thread and 6.8 on two;
+// H = 512 (2.8e5 multiply-adds) 21.8 and 17.4.
+constexpr idx kMinStepCallWorkPerThread = idx(1) << 17;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
 // longer than a balanced step waits, short enough that an oversubscribed machine gets the

@@ -246,21 +246,21 @@ static bool gemm_kernel(const GemmArgs<T>& g) {
     idx nt = imin(idx(g.threads < 1 ? 1 : g.threads), units);
     nt = imin(nt, (g.M * g.P * (g.K ? g.K : 1)) / kMinGemmWorkPerThread);
     if (nt < 1) nt = 1;
-    bool ok = true;
-#pragma omp parallel num_threads(int(nt)) reduction(&& : ok)
-    {
-        const int team = team_threads(), tid = thread_id();
+    int failed = 0;
+    run_team(nt, [&](int team, int tid) {
         idx u0, u1;
         thread_range(units, team, tid, u0, u1);
         InterruptPoller poll(tid == 0 ? g.interrupt : nullptr);
+        bool ok;
         if (split_rows)
             ok = g.a_is_rows ? gemm_block<T, true>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P, poll)
                              : gemm_block<T, false>(g, u0 * kMR, imin(u1 * kMR, g.M), 0, g.P, poll);
         else
             ok = g.a_is_rows ? gemm_block<T, true>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P), poll)
                              : gemm_block<T, false>(g, 0, g.M, u0 * NR, imin(u1 * NR, g.P), poll);
-    }
-    return ok;
+        if (!ok) __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+    });
+    return !failed;
 }
 
 }  // namespace PRF_ISA_NAMESPACE

@@ -14,46 +14,11 @@
 // A cell (cell_vanilla.hpp) says only what is particular to it: the step's left factor and
 // its epilogue, and anything to do after the last step.
 #pragma once
-#include <sched.h>
-
 #include "microkernel.hpp"
 #include "team.hpp"
 
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
-
-// The per-step barrier of the recurrence. libgomp's `omp barrier` makes a futex_wake system
-// call at every barrier, even when every thread is spinning, which costs more than a whole
-// step of a small recurrence (measured: N = 1, H = 128 took 1.07 µs/step on two threads
-// against 0.86 on one). This one costs a cache-line transfer: threads spin on a generation
-// counter, and after a bounded spin yield the core (a descheduled teammate, an
-// oversubscribed machine), never sleeping on a futex. GCC's __atomic builtins on a plain int,
-// not std::atomic: no standard-library template may be instantiated here (see the top).
-struct StepBarrier {
-    alignas(64) int arrived = 0;
-    alignas(64) int generation = 0;
-    int team = 1;
-    // Every thread of the team stores the same size before its first wait, so each one reads
-    // its own store or an identical one: no extra barrier needed to publish it.
-    void join(int size) { __atomic_store_n(&team, size, __ATOMIC_RELAXED); }
-    void wait() {
-        const int gen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
-        if (__atomic_add_fetch(&arrived, 1, __ATOMIC_ACQ_REL) == __atomic_load_n(&team, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&arrived, 0, __ATOMIC_RELAXED);  // nobody touches it until gen moves
-            __atomic_store_n(&generation, gen + 1, __ATOMIC_RELEASE);
-            return;
-        }
-        for (unsigned spins = 0; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == gen; ++spins) {
-            if (spins < kSpinsBeforeYield) {
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-            } else {
-                sched_yield();
-            }
-        }
-    }
-};
 
 // How the team of a recurrence leaves early, every thread after the same step. Thread 0 records
 // how many steps are done (`after`) before arriving at that step's barrier; every thread checks
@@ -109,9 +74,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const int nt = team_size(s.threads, N * H * H, H, panels);
     StepBarrier step_barrier;
     StepStop stop{steps};
-#pragma omp parallel num_threads(nt)
-    {
-        const int team = team_threads(), tid = thread_id();
+    run_team(nt, [&](int team, int tid) {
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
         step_barrier.join(team);
@@ -131,7 +94,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             if (stop.now(i + 1)) break;
         }
         if (!stop.now(steps)) cell.finish(sweep);
-    }
+    });
     return true;
 }
 

@@ -23,7 +23,7 @@ import sys
 import pyrnn_fast as prf
 
 from .. import _backends
-from . import runners, timing
+from . import limits, runners, timing
 from .plot import write_plot
 from .report import machine_info, print_info, print_shape, ran_line, summarize
 from .selfcheck import TOLERANCE, print_self_check, self_check
@@ -151,9 +151,13 @@ def main(argv=None) -> int:
         + f" -> {peak['max']:.1f} GFLOP/s"
         + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else "")
     )
-    if "large" in results and default in results["large"]:
-        g = results["large"][default]["forward"]["gflops"]
-        print(f"{default} forward on large: {g:.1f} GFLOP/s = {100 * g / peak['max']:.0f}% of the sgemm peak")
+    frac, latency = None, {}
+    if default == "cpp":  # the peak loop and the step's fast path are the compiled backend's
+        frac = limits.fraction_of_peak(results, default, threads, args.repeat)
+        limits.print_fraction_of_peak(frac, info["isa"], threads, default)
+        for dtype in ("float32", "float64"):
+            latency[dtype] = limits.step_latency(default, peers, dtype)
+            limits.print_step_latency(latency[dtype], threads, dtype)
 
     if args.json:
         with open(args.json, "w") as f:
@@ -163,6 +167,8 @@ def main(argv=None) -> int:
                     "self_check": {"errors": errors, "tolerance": TOLERANCE, "ok": ok},
                     "repeat": args.repeat,
                     "sgemm_peak": peak,
+                    "fma_peak_fraction": frac,
+                    "step_latency_us": latency,
                     "shapes": {
                         s: {
                             "dims": runners.SHAPES[s],

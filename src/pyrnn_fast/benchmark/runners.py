@@ -66,12 +66,12 @@ def flops(shape, op: str) -> float:
 # --- runners: zero-argument callables that do one forward or forward+backward ----------
 
 
-def pyrnn_runner(backend: str, shape, op: str, seed=0):
+def pyrnn_runner(backend: str, shape, op: str, seed=0, dtype=np.float32):
     """One call of pyrnn_fast with ``backend`` (forward, or forward then backward of sum(hs))."""
     import pyrnn_fast as prf
 
     _check_op(op)
-    x, Wx, Wh, b, h0 = make_inputs(shape, seed=seed)
+    x, Wx, Wh, b, h0 = make_inputs(shape, dtype=dtype, seed=seed)
 
     def run():
         out = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)

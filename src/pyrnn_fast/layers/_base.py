@@ -70,7 +70,8 @@ class _RecurrentLayer:
         self.state = None
         self.dh0 = None
         self._cache = None  # what the last call keeps for backward
-        self._step_buffer = None  # step's outputs, kept across steps
+        self._step_buffer = None  # the generic step's outputs, kept across steps
+        self._stepper = None  # the compiled step: (stepper, settings it was built for), see RNN.step
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
         return init_seq

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _backends
 from .._backends import get_backend
 from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 from . import _interop
@@ -233,7 +234,21 @@ class RNN(_RecurrentLayer):
         x_t : (N, D). Returns the top layer's new state (N, H). The state is ``self.state``,
         the one ``__call__`` carries, updated in place (zeros when there is none yet). No
         dropout, nothing recorded for backward.
+
+        With the compiled backend the whole stack advances in one call of a kernel that reads
+        the weights where they are (changes made to them in place are seen). Everything is
+        checked at the first step; later steps check only x_t and that the layer still has
+        the same state, parameter arrays and settings: anything else goes through the checks
+        again (and ``x_t`` of another dtype or layout is converted there, at a cost).
         """
+        fast = self._stepper
+        if fast is not None and self.stateful and fast[1] == (self.backend, self.activation):
+            top = fast[0].step(x_t, self.params, self.state)
+            if top is not None:
+                return top
+        return self._checked_step(x_t)
+
+    def _checked_step(self, x_t):
         if self.bidirectional:
             raise ValueError("step: a bidirectional layer needs the whole sequence; use layer(x)")
         if not self.stateful:
@@ -248,12 +263,18 @@ class RNN(_RecurrentLayer):
             raise ValueError(
                 f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; call reset_state() first"
             )
+        kernel = get_backend(self.backend)
+        x = np.ascontiguousarray(x_t, dtype=self.dtype)
+        stepper = self._compiled_stepper() if kernel.name == "cpp" else None
+        if stepper is not None:
+            top = stepper.step(x, self.params, self.state)
+            if top is not None:
+                return top
         # One time step of rnn_forward's orchestration per layer, written into buffers kept
         # across steps: nothing is allocated per step but the returned output.
-        kernel = get_backend(self.backend)
         if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
             self._step_buffer = np.empty((self.num_layers, 1, N, self.hidden_size), self.dtype)
-        inp = _kernel_seq(np.asarray(x_t, dtype=self.dtype)[None], self.dtype)  # (1, N, D), time-major
+        inp = _kernel_seq(x[None], self.dtype)  # (1, N, D), time-major
         for layer in range(self.num_layers):
             Wx, Wh, b = self._weights(layer, "")
             out = self._step_buffer[layer]
@@ -262,6 +283,38 @@ class RNN(_RecurrentLayer):
             self.state[layer] = out[0]
             inp = out
         return inp[0].copy()
+
+    def _compiled_stepper(self):
+        """The compiled backend's stepper for this layer's state and parameter arrays, reused
+        while they and the settings are the same; None when an array is not one it can read in
+        place (another dtype, not C-contiguous, read-only state): such a layer steps through
+        the generic path, which converts."""
+        settings = (self.backend, self.activation)
+        fast = self._stepper
+        if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
+            return fast[0]
+        self._stepper = None
+        weights = [self._weights(layer, "") for layer in range(self.num_layers)]
+        arrays = [a for w in weights for a in w if a is not None] + [self.state]
+        if (
+            not all(
+                type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned
+                for a in arrays
+            )
+            or not self.state.flags.writeable
+        ):
+            return None
+        stepper = _backends._core.Stepper(
+            [w[0] for w in weights],
+            [w[1] for w in weights],
+            [w[2] for w in weights],
+            self.state,
+            np.empty_like(self.state),
+            self.activation,
+            self.params,
+        )
+        self._stepper = (stepper, settings)
+        return stepper
 
     # --- interop (_interop) -----------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""The two ends of the main job's bar (docs/DESIGN.md, "Speed bars"):
+
+- the hardware's limit for compute-bound work: the register-only FMA peak of the instruction
+  set the kernels run with (``_core.fma_peak``), measured in the same run, and the fraction of
+  it the default backend reaches on the ``large`` shape, forward and forward+backward, float32
+  and float64;
+- the latency of one streaming step, ``RNN.step`` (N = 1, D = 32), against the NumPy one-liner
+  a user would write, ``h = np.tanh(x @ Wx + h @ Wh + b)``, and ``torch.nn.RNNCell``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import runners
+from .timing import time_interleaved
+
+STEP_SIZES = (64, 128, 256, 512)  # H of the step-latency table
+STEP_INPUT = 32  # D
+
+
+def fma_peak(dtype, threads: int, seconds=0.05, calls=5) -> float:
+    """GFLOP/s of the register-only FMA loop of the current instruction set on ``threads``
+    threads: the best of ``calls`` calls of about ``seconds`` each."""
+    from .. import _core
+
+    iterations = 1 << 16
+    while True:  # calibrate one call to about `seconds`
+        flops, sec = _core.fma_peak(dtype, iterations, threads)
+        if sec >= seconds / 4 or iterations >= 1 << 40:
+            break
+        iterations *= 4
+    iterations = max(1, int(iterations * seconds / max(sec, 1e-9)))
+    return max(f / s for f, s in (_core.fma_peak(dtype, iterations, threads) for _ in range(calls))) / 1e9
+
+
+def fraction_of_peak(results, default: str, threads: int, repeat: int) -> dict:
+    """{dtype name: {"peak": GFLOP/s, op: {"gflops": .., "fraction": ..}}} for the ``large``
+    shape: float32 from the main table's ``results`` when it has it, float64 timed here."""
+    out: dict[str, dict] = {}
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        entry: dict = {"peak": fma_peak(dtype, threads)}
+        for op in runners.OPS:
+            if dtype is np.float32 and "large" in results and default in results["large"]:
+                g = results["large"][default][op]["gflops"]
+            else:
+                run = runners.pyrnn_runner(default, "large", op, dtype=dtype)
+                g = runners.flops("large", op) / time_interleaved({0: run}, repeat)[0][0] / 1e9
+            entry[op] = {"gflops": g, "fraction": g / entry["peak"]}
+        out[name] = entry
+    return out
+
+
+def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
+    print(f"\nlarge vs the register-FMA peak ({isa}, {threads} thread(s)), {default} backend:")
+    for name, e in frac.items():
+        cells = ", ".join(f"{op} {e[op]['gflops']:.1f} GFLOP/s = {100 * e[op]['fraction']:.0f}%" for op in runners.OPS)
+        print(f"  {name}: peak {e['peak']:.1f} GFLOP/s; {cells}")
+
+
+def _interleaved_us(impls: dict, calls=2000, rounds=7) -> dict:
+    """Median µs per call of each zero-argument callable, the rounds interleaved."""
+    for fn in impls.values():
+        for _ in range(100):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, fn in impls.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - t0) / calls)
+    return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
+
+
+def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
+    """One streaming step of N = 1, D = STEP_INPUT, hidden size H, per implementation, all from
+    the same weights: ``prf.RNN.step``, the NumPy one-liner and (if importable) torch.nn.RNNCell."""
+    import pyrnn_fast as prf
+
+    layer = prf.RNN(STEP_INPUT, H, stateful=True, dtype=dtype, seed=0, backend=backend)
+    Wx, Wh, b = (layer.params[k] for k in ("Wx_l0", "Wh_l0", "b_l0"))
+    x = np.random.default_rng(0).standard_normal((1, STEP_INPUT)).astype(dtype)
+    h = np.zeros((1, H), dtype)
+
+    def numpy_step():
+        nonlocal h
+        h = np.tanh(x @ Wx + h @ Wh + b)
+
+    impls = {"prf.RNN.step": lambda: layer.step(x), "numpy one-liner": numpy_step}
+    if "torch" in peers:
+        import torch
+
+        cell = torch.nn.RNNCell(STEP_INPUT, H).to(getattr(torch, np.dtype(dtype).name))
+        tx = torch.from_numpy(x)
+        th = torch.zeros((1, H), dtype=tx.dtype)
+
+        def torch_step():
+            nonlocal th
+            with torch.no_grad():
+                th = cell(tx, th)
+
+        impls["torch.nn.RNNCell"] = torch_step
+    return impls
+
+
+def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
+    """{H: {impl: µs per step}} (see ``_step_impls``), interleaved rounds per size."""
+    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype)) for H in STEP_SIZES}
+
+
+def print_step_latency(lat, threads: int, dtype_name: str) -> None:
+    names = list(next(iter(lat.values())))
+    print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds):")
+    print(f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11}")
+    for H, row in lat.items():
+        ratio = row["numpy one-liner"] / row["prf.RNN.step"]
+        print(f"  {H:>5} " + " ".join(f"{row[n]:>17.2f}" for n in names) + f" {ratio:>10.2f}x")
+
+
+__all__ = ["fma_peak", "fraction_of_peak", "print_fraction_of_peak", "step_latency", "print_step_latency"]

@@ -1,0 +1,174 @@
+"""The compiled streaming step (_core.Stepper) and the FMA peak loop (_core.fma_peak), at the
+binding: every layer's new state against the NumPy reference, over several steps, for stacks,
+batch sizes around the kernel's row blocking and widths around the vector width; what it
+accepts and refuses. The layer's step() built on it is tested in test_layers_state.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import assert_close
+from pyrnn_fast import _backends, _reference
+
+core = _backends._core
+pytestmark = pytest.mark.skipif(core is None, reason="the compiled backend is not installed")
+
+
+def _params(wx, wh, b) -> dict:
+    """The layer's params dict the stepper watches (only the identity of its values matters)."""
+    return {f"{name}{l}": a for l in range(len(wx)) for name, a in (("Wx", wx[l]), ("Wh", wh[l]), ("b", b[l]))}
+
+
+def _stack(L, N, D, H, dtype, seed=0, bias_every=1):
+    rng = np.random.default_rng(seed)
+    wx = [(rng.standard_normal((D if l == 0 else H, H)) / np.sqrt(D if l == 0 else H)).astype(dtype) for l in range(L)]
+    wh = [(0.5 * rng.standard_normal((H, H)) / np.sqrt(max(H, 1))).astype(dtype) for _ in range(L)]
+    b = [rng.standard_normal(H).astype(dtype) if l % bias_every == 0 else None for l in range(L)]
+    state = rng.standard_normal((L, N, H)).astype(dtype)
+    return wx, wh, b, state
+
+
+def _reference_step(x, wx, wh, b, state, activation):
+    """Every layer's new state, with the reference's one-step forward in float64."""
+    new, inp = [], x.astype(np.float64)
+    for l in range(len(wx)):
+        hs, _ = _reference.rnn_forward(
+            inp[None], wx[l].astype(np.float64), wh[l].astype(np.float64),
+            None if b[l] is None else b[l].astype(np.float64), state[l].astype(np.float64), activation,
+        )  # fmt: skip
+        inp = hs[0]
+        new.append(inp)
+    return np.stack(new)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize(
+    "L,N,D,H",
+    [(1, 1, 32, 64), (1, 1, 3, 1), (2, 3, 5, 37), (3, 5, 32, 130), (1, 2, 1, 17), (2, 4, 7, 512), (1, 1, 0, 9)],
+)
+def test_steps_match_the_reference(L, N, D, H, dtype, activation):
+    wx, wh, b, state = _stack(L, N, D, H, dtype, bias_every=2)
+    out = np.empty_like(state)
+    stepper = core.Stepper(wx, wh, b, state, out, activation, params := _params(wx, wh, b))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal((N, D)).astype(dtype)
+        expected = _reference_step(x, wx, wh, b, state.copy(), activation)
+        top = stepper.step(x, params, state)
+        assert_close(state, expected, dtype, "state")
+        assert_close(top, expected[-1], dtype, "returned top state")
+        assert top.dtype == dtype and top.shape == (N, H)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_counts_give_bitwise_equal_states(dtype):
+    """Threads split the columns; every column is computed the same way whatever the split."""
+    results = []
+    for threads in (1, 2):
+        wx, wh, b, state = _stack(2, 3, 32, 700, dtype)
+        old = core.get_num_threads()
+        core.set_num_threads(threads)
+        try:
+            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+            x = np.ones((3, 32), dtype)
+            for _ in range(3):
+                assert stepper.step(x, {}, state) is not None
+        finally:
+            core.set_num_threads(old)
+        results.append(state)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_weights_changed_in_place_are_seen():
+    wx, wh, b, state = _stack(1, 1, 4, 8, np.float64)
+    params = _params(wx, wh, b)
+    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", params)
+    x = np.ones((1, 4))
+    wh[0][...] = 0.0
+    b[0][...] = 0.0
+    wx[0] *= 2
+    expected = np.tanh(x @ wx[0])
+    np.testing.assert_allclose(stepper.step(x, params, state), expected, rtol=1e-14)
+
+
+def test_arrays_replaced_in_the_layer_make_the_stepper_refuse():
+    wx, wh, b, state = _stack(2, 1, 4, 8, np.float64)
+    params = _params(wx, wh, b)
+    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", params)
+    x = np.ones((1, 4))
+    assert stepper.current(params, state)
+    before = state.copy()
+    for changed_params, changed_state in [
+        ({**params, "Wh1": wh[1].copy()}, state),  # a parameter rebound
+        ({k: v for k, v in params.items() if k != "b1"}, state),  # one removed
+        ({**params, "extra": wh[0]}, state),  # one added
+        (params, state.copy()),  # another state array
+    ]:
+        assert not stepper.current(changed_params, changed_state)
+        assert stepper.step(x, changed_params, changed_state) is None
+        np.testing.assert_array_equal(state, before)
+    assert stepper.step(x, params, state) is not None
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.ones((1, 4), np.float32),  # another dtype
+        np.ones((2, 4)),  # another batch size
+        np.ones((1, 5)),  # another input size
+        np.ones((1, 1, 4)),  # another rank
+        np.ones((1, 8))[:, ::2],  # last axis not contiguous
+        np.ones((1, 4)).astype(">f8"),  # byte-swapped
+        [[1.0, 1.0, 1.0, 1.0]],  # not an array
+    ],
+)
+def test_step_returns_none_for_what_it_cannot_take_as_it_is(x):
+    wx, wh, b, state = _stack(1, 1, 4, 8, np.float64)
+    before = state.copy()
+    stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+    assert stepper.step(x, {}, state) is None
+    np.testing.assert_array_equal(state, before)
+
+
+def test_stepper_checks_every_argument():
+    wx, wh, b, state = _stack(2, 1, 4, 8, np.float64)
+    out = np.empty_like(state)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        core.Stepper(wx[:1], wh, b, state, out, "tanh", {})
+    with pytest.raises(ValueError, match=r"wx\[1\]: expected shape \(8, 8\)"):
+        core.Stepper([wx[0], wx[0]], wh, b, state, out, "tanh", {})
+    with pytest.raises(ValueError, match=r"wh\[0\]: expected shape \(8, 8\)"):
+        core.Stepper(wx, [wh[0][:4], wh[1]], b, state, out, "tanh", {})
+    with pytest.raises(ValueError, match=r"b\[0\]: expected shape \(8,\)"):
+        core.Stepper(wx, wh, [b[0][:3], None], state, out, "tanh", {})
+    with pytest.raises(TypeError, match=r"wx\[0\]: expected a float64"):
+        core.Stepper([wx[0].astype(np.float32), wx[1]], wh, b, state, out, "tanh", {})
+    with pytest.raises(ValueError, match="out: expected shape"):
+        core.Stepper(wx, wh, b, state, out[:1], "tanh", {})
+    with pytest.raises(ValueError, match="read-only"):
+        ro = state.copy()
+        ro.flags.writeable = False
+        core.Stepper(wx, wh, b, ro, out, "tanh", {})
+    with pytest.raises(TypeError, match="state: expected float32 or float64"):
+        core.Stepper(wx, wh, b, state.astype(np.int64), out, "tanh", {})
+    with pytest.raises(ValueError, match="activation"):
+        core.Stepper(wx, wh, b, state, out, "sigmoid", {})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fma_peak_counts_the_work_it_does(dtype):
+    f1, s1 = core.fma_peak(dtype, 1000, 1)
+    f2, s2 = core.fma_peak(dtype, 2000, 1)
+    assert f1 > 0 and s1 > 0 and s2 > 0
+    assert f2 == 2 * f1
+    f, _ = core.fma_peak(dtype, 1000, 2)
+    assert f in (f1, 2 * f1)  # one or two threads ran, each the same rounds
+
+
+def test_fma_peak_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="iterations"):
+        core.fma_peak(np.float32, 0, 1)
+    with pytest.raises(TypeError, match="dtype"):
+        core.fma_peak(np.int32, 10, 1)
