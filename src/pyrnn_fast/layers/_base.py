@@ -30,6 +30,7 @@ class _RecurrentLayer:
     _name: str  # the layer's name in repr: the public class's, also for a user's subclass of it
     _cell_options: tuple[str, ...] = ()  # the cell's own options, set by _configure_cell
     _gates = 1  # column blocks of Wx, Wh and b (docs/DESIGN.md: 4 for LSTM, 3 for GRU)
+    params: dict[str, np.ndarray]  # set by the subclass's __init__ (or load)
 
     # --- configuration -------------------------------------------------------------------
 

@@ -17,6 +17,12 @@ from ._checks import _check_real
 from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
 
 
+def _c_array(a, dtype):
+    """``a`` as a C-contiguous, aligned array of ``dtype`` (copied only if it is not one)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.aligned else a.copy()
+
+
 class RNN(_RecurrentLayer):
     """A (stacked, optionally bidirectional) vanilla RNN layer:
     ``h_t = act(x_t · Wx + h_{t-1} · Wh + b)`` per layer and direction.
@@ -97,7 +103,7 @@ class RNN(_RecurrentLayer):
                 self.params[name] = np.zeros(H, self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
-    def _configure_cell(self, *, activation):
+    def _configure_cell(self, *, activation):  # type: ignore[override]  # each cell names its own options
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
@@ -264,12 +270,9 @@ class RNN(_RecurrentLayer):
                 f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; call reset_state() first"
             )
         kernel = get_backend(self.backend)
-        x = np.ascontiguousarray(x_t, dtype=self.dtype)
-        stepper = self._compiled_stepper() if kernel.name == "cpp" else None
-        if stepper is not None:
-            top = stepper.step(x, self.params, self.state)
-            if top is not None:
-                return top
+        x = _c_array(x_t, self.dtype)
+        if kernel.name == "cpp":
+            return self._compiled_step(x, self.state)
         # One time step of rnn_forward's orchestration per layer, written into buffers kept
         # across steps: nothing is allocated per step but the returned output.
         if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
@@ -284,37 +287,42 @@ class RNN(_RecurrentLayer):
             inp = out
         return inp[0].copy()
 
-    def _compiled_stepper(self):
-        """The compiled backend's stepper for this layer's state and parameter arrays, reused
-        while they and the settings are the same; None when an array is not one it can read in
-        place (another dtype, not C-contiguous, read-only state): such a layer steps through
-        the generic path, which converts."""
+    def _compiled_step(self, x, state):
+        """One step with the compiled backend's stepper. The stepper is kept (``self._stepper``)
+        while the layer holds the same state and parameter objects and settings, when it can
+        read them in place (the layer's dtype, C-contiguous, aligned, a writable state);
+        otherwise this step runs on converted copies (the state written back), so the results
+        are the same in every layout, and changes in place are still seen."""
         settings = (self.backend, self.activation)
         fast = self._stepper
         if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
-            return fast[0]
+            return fast[0].step(x, self.params, self.state)
         self._stepper = None
         weights = [self._weights(layer, "") for layer in range(self.num_layers)]
-        arrays = [a for w in weights for a in w if a is not None] + [self.state]
-        if (
-            not all(
-                type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned
-                for a in arrays
-            )
-            or not self.state.flags.writeable
-        ):
-            return None
+        arrays = [a for w in weights for a in w if a is not None] + [state]
+        in_place = state.flags.writeable and all(
+            type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned for a in arrays
+        )
+        if not in_place:
+            weights = [tuple(None if a is None else _c_array(a, self.dtype) for a in w) for w in weights]
+            state, original_state = np.array(state, dtype=self.dtype, order="C"), state
         stepper = _backends._core.Stepper(
             [w[0] for w in weights],
             [w[1] for w in weights],
             [w[2] for w in weights],
-            self.state,
-            np.empty_like(self.state),
+            state,
+            np.empty_like(state),
             self.activation,
             self.params,
         )
-        self._stepper = (stepper, settings)
-        return stepper
+        top = stepper.step(x, self.params, state)
+        if top is None:  # cannot happen: x and every array were made what the kernel takes
+            raise RuntimeError("pyrnn_fast internal error: the compiled step refused checked arguments")
+        if in_place:
+            self._stepper = (stepper, settings)
+        else:
+            original_state[...] = state
+        return top
 
     # --- interop (_interop) -----------------------------------------------------------
 
