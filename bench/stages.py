@@ -1,5 +1,6 @@
 """Where the time of forward+backward goes: each stage of the compiled backend, side by side
-with the same product done by NumPy's BLAS (np.matmul), on one shape (default `large`).
+with the same product done by NumPy's BLAS (np.matmul), on one shape (default `large`), each
+also as a fraction of the register-FMA peak of the instruction set in use, measured first.
 
     python bench/stages.py                 # all cores
     python bench/stages.py --shape typical
@@ -16,7 +17,7 @@ import numpy as np
 
 from pyrnn_fast import _core
 from pyrnn_fast._backends import get_backend
-from pyrnn_fast.benchmark import runners, timing
+from pyrnn_fast.benchmark import limits, runners, timing
 
 
 def stages(shape):
@@ -64,18 +65,31 @@ def main():
         for name, (ours, theirs, _) in work.items():
             best[name][0] = min(best[name][0], timing.best_seconds(ours))
             best[name][1] = min(best[name][1], timing.best_seconds(theirs))
-    print(f"{args.shape} {shape}, float32, {_core.max_threads()} OpenMP thread(s), best of {args.rounds} rounds")
-    print(f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'np.matmul ms':>13s} {'GFLOP/s':>8s} {'ratio':>6s}")
+    threads = _core.max_threads()
+    peak = limits.fma_peak(np.float32, threads)
+    print(f"{args.shape} {shape}, float32, {threads} OpenMP thread(s), best of {args.rounds} rounds")
+    print(f"register-FMA peak ({_core.isa()}, {threads} thread(s)): {peak:.1f} GFLOP/s ('peak': fraction of it)")
+    print(
+        f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'peak':>5s} {'np.matmul ms':>13s} {'GFLOP/s':>8s}"
+        f" {'peak':>5s} {'ratio':>6s}"
+    )
     total = [0.0, 0.0]
+    flops = 0.0
     for name, (_, _, fma) in work.items():
         ours, theirs = best[name]
         total[0] += ours
         total[1] += theirs
+        flops += 2 * fma
+        g_ours, g_theirs = 2 * fma / ours / 1e9, 2 * fma / theirs / 1e9
         print(
-            f"{name:22s} {ours * 1e3:14.2f} {2 * fma / ours / 1e9:8.1f} {theirs * 1e3:13.2f} "
-            f"{2 * fma / theirs / 1e9:8.1f} {theirs / ours:5.2f}x"
+            f"{name:22s} {ours * 1e3:14.2f} {g_ours:8.1f} {g_ours / peak:5.0%} {theirs * 1e3:13.2f} "
+            f"{g_theirs:8.1f} {g_theirs / peak:5.0%} {theirs / ours:5.2f}x"
         )
-    print(f"{'sum':22s} {total[0] * 1e3:14.2f} {'':8s} {total[1] * 1e3:13.2f} {'':8s} {total[1] / total[0]:5.2f}x")
+    g_ours, g_theirs = flops / total[0] / 1e9, flops / total[1] / 1e9
+    print(
+        f"{'sum':22s} {total[0] * 1e3:14.2f} {g_ours:8.1f} {g_ours / peak:5.0%} {total[1] * 1e3:13.2f} "
+        f"{g_theirs:8.1f} {g_theirs / peak:5.0%} {total[1] / total[0]:5.2f}x"
+    )
 
 
 if __name__ == "__main__":
