@@ -1,0 +1,170 @@
+// What every binding of pyrnn_fast._core shares: the checks of array arguments against what
+// the kernels can address (dtype, shape, strides, alignment, writability), and run_kernel,
+// which runs a kernel without the GIL, interruptible by Ctrl-C. Included by bindings.cpp
+// and bindings_step.cpp (one copy of its thread-local state for both: inline variables).
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "rnn.hpp"
+
+namespace prf_binding {
+namespace py = pybind11;
+using prf::idx;
+
+inline std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+inline std::string dims_str(const std::vector<idx>& d) {
+    std::string s = "(";
+    for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+    return s + (d.size() == 1 ? ",)" : ")");  // as Python writes a 1-tuple
+}
+
+// Checks `a` against dtype T, the expected shape, writability, alignment and strides that the
+// kernel can address (non-negative, whole elements, unit stride on the last axis). Returns the
+// strides in elements.
+template <class T>
+std::vector<idx> checked(const py::array& a, const char* name, const std::vector<idx>& shape, bool writable,
+                         bool unit_last = true) {
+    if (!py::isinstance<py::array_t<T, 0>>(a))
+        throw py::type_error(std::string(name) + ": expected a " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                             " array in native byte order, got dtype " + py::str(a.dtype()).cast<std::string>());
+    if (a.ndim() != py::ssize_t(shape.size()))
+        throw py::value_error(std::string(name) + ": expected shape " + dims_str(shape) + ", got " + shape_str(a));
+    for (size_t i = 0; i < shape.size(); ++i)
+        if (a.shape(i) != shape[i])
+            throw py::value_error(std::string(name) + ": expected shape " + dims_str(shape) + ", got " + shape_str(a));
+    if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": output array is read-only");
+    if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
+        throw py::value_error(std::string(name) + ": array data is not aligned to its element size");
+    std::vector<idx> strides(shape.size(), 0);
+    if (a.size() == 0) return strides;  // no element is ever addressed
+    for (size_t i = 0; i < shape.size(); ++i) {
+        if (shape[i] <= 1) continue;  // never stepped along
+        idx s = a.strides(i);
+        if (s < 0 || s % idx(sizeof(T)) != 0)
+            throw py::value_error(std::string(name) + ": strides must be non-negative multiples of the item size");
+        strides[i] = s / idx(sizeof(T));
+        if (unit_last && i + 1 == shape.size() && strides[i] != 1)
+            throw py::value_error(std::string(name) + ": the last axis must be contiguous");
+    }
+    return strides;
+}
+
+// An optional array argument: None gives null data; an array is checked as by `checked`
+// (read-only) and kept alive in `keep` for the call. `ld` gets the stride of its first axis.
+template <class T>
+const T* optional_array(const py::object& obj, py::array& keep, const std::string& name, const std::vector<idx>& shape,
+                        idx* ld = nullptr) {
+    if (obj.is_none()) return nullptr;
+    if (!py::isinstance<py::array>(obj)) throw py::type_error(name + ": expected a numpy array or None");
+    keep = obj.cast<py::array>();
+    const auto strides = checked<T>(keep, name.c_str(), shape, false);
+    if (ld) *ld = strides[0];
+    return static_cast<const T*>(keep.data());
+}
+
+template <class T, class P>
+prf::Seq<P> seq(P* data, const std::vector<idx>& shape, const std::vector<idx>& st) {
+    return prf::Seq<P>{data, shape[0], shape[1], shape[2], st[0], st[1]};
+}
+
+inline prf::Activation parse_activation(const std::string& s) {
+    if (s == "tanh") return prf::Activation::tanh;
+    if (s == "relu") return prf::Activation::relu;
+    throw py::value_error("activation: expected 'tanh' or 'relu', got '" + s + "'");
+}
+
+// Ctrl-C during a call. Python's C signal handler only sets a flag; the Python handler (which
+// raises KeyboardInterrupt for SIGINT) runs when the main thread calls PyErr_CheckSignals with
+// the GIL. The kernels' calling thread (this one) calls `poll` about every 50 ms of work; it
+// takes the GIL and runs the pending handlers. When one raises, the exception stays set, the
+// kernel stops at its next step or block, and run_kernel raises it once the GIL is back. A
+// handler that does not raise (the user's own) lets the call go on.
+inline thread_local bool t_running_signal_handlers = false;
+
+class SignalPoll {
+  public:
+    SignalPoll() {
+        // A handler that calls us while we are stopped in its middle would reuse this thread's
+        // scratch buffers, which the interrupted kernel is still using.
+        if (t_running_signal_handlers)
+            throw std::runtime_error(
+                "pyrnn_fast cannot be called from a signal handler that runs during a call of "
+                "pyrnn_fast's compiled backend on the same thread");
+    }
+    prf::Interrupt interrupt{&SignalPoll::poll, this, 0};
+    bool raised = false;
+
+  private:
+    bool thread_checked = false, polling = true;
+
+    static bool on_main_thread() {  // with the GIL
+        try {
+            auto ident = py::module_::import("threading").attr("main_thread")().attr("ident");
+            return ident.cast<unsigned long>() == PyThread_get_thread_ident();
+        } catch (...) {
+            return true;  // polling anyway is harmless
+        }
+    }
+    // Called by the kernel without the GIL, inside its OpenMP region: must not throw.
+    static int poll(void* ctx) {
+        auto* self = static_cast<SignalPoll*>(ctx);
+        if (!self->polling) return 0;
+        PyGILState_STATE gil = PyGILState_Ensure();
+        if (!self->thread_checked) {  // handlers run only on the main thread: elsewhere, never poll again
+            self->thread_checked = true;
+            self->polling = on_main_thread();
+        }
+        if (self->polling) {
+            t_running_signal_handlers = true;
+            if (PyErr_CheckSignals() != 0) self->raised = true;
+            t_running_signal_handlers = false;
+        }
+        PyGILState_Release(gil);
+        return self->raised;
+    }
+};
+
+// Runs kernel(args) without the GIL, interruptible by signals; raises what a signal handler
+// raised, or MemoryError when the kernel could not allocate its scratch memory.
+template <class Args, class Kernel>
+void run_kernel(Args& args, Kernel kernel) {
+    SignalPoll signals;
+    args.interrupt = &signals.interrupt;
+    bool ok;
+    {
+        py::gil_scoped_release release;
+        ok = kernel(args);
+    }
+    if (signals.raised) throw py::error_already_set();
+    if (!ok) throw std::bad_alloc();
+}
+
+inline bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().equal(d); }
+
+// Calls fn<float> or fn<double> by the dtype of `a`, else raises TypeError naming it.
+template <class F>
+void by_dtype(const py::array& a, const char* name, F&& fn) {
+    if (is_dtype(a, py::dtype::of<float>()))
+        fn(float{});
+    else if (is_dtype(a, py::dtype::of<double>()))
+        fn(double{});
+    else
+        throw py::type_error(std::string(name) + ": expected float32 or float64, got dtype " +
+                             py::str(a.dtype()).cast<std::string>());
+}
+
+// Adds Stepper and fma_peak to the module (bindings_step.cpp).
+void bind_step(py::module_& m);
+
+}  // namespace prf_binding

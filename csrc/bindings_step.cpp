@@ -1,0 +1,198 @@
+// pyrnn_fast._core's streaming step (RNN.step) and FMA peak loop: the bindings of the
+// `step` and `fma_peak` kernels (csrc/kernels/step.hpp, peak.hpp).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "binding_helpers.hpp"
+
+namespace prf_binding {
+namespace {
+
+// The streaming step of a stack of unidirectional layers (pyrnn_fast.layers' step()): built
+// once from the layers' weights, their carried state (L, N, H) and a scratch array like it,
+// with every argument checked then; each step checks only x, the one argument that changes,
+// and that the layer still has the same state and parameter arrays (`params`, the layer's
+// dict of them: its values are compared by identity with those it had at construction).
+// The arrays are kept alive and read in place, so changes made to them in place are seen.
+class Stepper {
+  public:
+    Stepper(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
+            const std::string& activation, const py::dict& params)
+        : act_(parse_activation(activation)), f64_(is_dtype(state, py::dtype::of<double>())) {
+        for (auto item : params) params_.push_back(py::reinterpret_borrow<py::object>(item.second));
+        if (!f64_ && !is_dtype(state, py::dtype::of<float>()))
+            throw py::type_error("_core.Stepper: state: expected float32 or float64, got dtype " +
+                                 py::str(state.dtype()).cast<std::string>());
+        if (f64_)
+            build<double>(wx, wh, b, state, out);
+        else
+            build<float>(wx, wh, b, state, out);
+    }
+
+    // Whether `state` and the values of `params` are the objects this stepper was built from.
+    bool current(const py::dict& params, const py::object& state) const {
+        if (state.ptr() != keep_.front().ptr() || size_t(PyDict_Size(params.ptr())) != params_.size()) return false;
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(params.ptr(), &pos, &key, &value))
+            if (value != params_[size_t(i++)].ptr()) return false;
+        return true;
+    }
+
+    // The new top-layer state (N, H), a new array; None, with nothing done, when the layer's
+    // arrays are no longer those it was built from (`current`) or x is not a C-addressable
+    // (N, D) array of the state's dtype: the caller then checks and converts, and calls again.
+    py::object step(const py::object& x, const py::dict& params, const py::object& state) {
+        if (!current(params, state)) return py::none();
+        return f64_ ? run<double>(x, a64_) : run<float>(x, a32_);
+    }
+
+  private:
+    template <class T>
+    void build(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state,
+               const py::array& out) {
+        if (state.ndim() != 3)
+            throw py::value_error("_core.Stepper: state: expected a 3-D (L, N, H) array, got shape " +
+                                  shape_str(state));
+        const idx L = state.shape(0), N = state.shape(1), H = state.shape(2);
+        if (idx(py::len(wx)) != L || idx(py::len(wh)) != L || idx(py::len(b)) != L)
+            throw py::value_error("_core.Stepper: wx, wh, b: expected one entry per layer of state (" +
+                                  std::to_string(L) + ")");
+        if (L == 0) throw py::value_error("_core.Stepper: state: expected at least one layer");
+        const auto ss = checked<T>(state, "_core.Stepper: state", {L, N, H}, true);
+        const auto so = checked<T>(out, "_core.Stepper: out", {L, N, H}, true);
+        keep_ = {state, out};
+        auto& layers = layers_<T>();
+        layers.clear();
+        for (idx l = 0; l < L; ++l) {
+            const std::string at = "[" + std::to_string(l) + "]";
+            py::array w = py::cast<py::array>(wx[l]), u = py::cast<py::array>(wh[l]);
+            if (w.ndim() != 2) throw py::value_error("_core.Stepper: wx" + at + ": expected a 2-D array");
+            const idx Din = l == 0 ? w.shape(0) : H;
+            if (l == 0) D_ = Din;
+            const auto sw = checked<T>(w, ("_core.Stepper: wx" + at).c_str(), {Din, H}, false);
+            const auto su = checked<T>(u, ("_core.Stepper: wh" + at).c_str(), {H, H}, false);
+            py::array bl;
+            const T* bias = optional_array<T>(b[l], bl, "_core.Stepper: b" + at, {H});
+            keep_.insert(keep_.end(), {w, u, bl});
+            layers.push_back({{static_cast<const T*>(w.data()), Din, H, sw[0]},
+                              {static_cast<const T*>(u.data()), H, H, su[0]},
+                              bias});
+        }
+        auto& a = args<T>();
+        a = prf::StepArgs<T>{layers.data(),
+                             L,
+                             {nullptr, N, D_, 0},
+                             seq<T>(static_cast<T*>(py::array(state).mutable_data()), {L, N, H}, ss),
+                             seq<T>(static_cast<T*>(py::array(out).mutable_data()), {L, N, H}, so),
+                             act_,
+                             1};
+    }
+
+    template <class T>
+    py::object run(const py::object& x, prf::StepArgs<T>& a) {
+        if (!py::isinstance<py::array_t<T, 0>>(x)) return py::none();
+        const auto xa = py::reinterpret_borrow<py::array>(x);
+        const idx N = a.x.rows, D = a.x.cols, H = a.h.cols;
+        if (xa.ndim() != 2 || xa.shape(0) != N || xa.shape(1) != D) return py::none();
+        const idx s0 = xa.strides(0), s1 = xa.strides(1);
+        if ((D > 1 && s1 != idx(sizeof(T))) || (N > 1 && (s0 < 0 || s0 % idx(sizeof(T)) != 0)) ||
+            reinterpret_cast<std::uintptr_t>(xa.data()) % alignof(T) != 0)
+            return py::none();
+        if (busy_.exchange(true)) throw std::runtime_error("step: called from two threads at once on the same layer");
+        a.x.data = static_cast<const T*>(xa.data());
+        a.x.ld = N > 1 ? s0 / idx(sizeof(T)) : D;
+        a.threads = prf::num_threads();
+        bool ok;
+        {
+            // A step takes microseconds: releasing the GIL would cost a sizeable part of it.
+            // Long ones (many streams) let other Python threads run.
+            std::unique_ptr<py::gil_scoped_release> release;
+            if (N * (D + H) * H * a.num_layers > (idx(1) << 20)) release.reset(new py::gil_scoped_release);
+            ok = prf::step<T>(a);
+        }
+        busy_ = false;
+        if (!ok) throw std::bad_alloc();
+        py::array_t<T> top({N, H});
+        T* dst = top.mutable_data();
+        for (idx n = 0; n < N; ++n) std::memcpy(dst + n * H, a.out.at(a.num_layers - 1, n), size_t(H) * sizeof(T));
+        return std::move(top);
+    }
+
+    template <class T>
+    std::vector<prf::StepLayer<T>>& layers_() {
+        if constexpr (sizeof(T) == sizeof(double))
+            return l64_;
+        else
+            return l32_;
+    }
+    template <class T>
+    prf::StepArgs<T>& args() {
+        if constexpr (sizeof(T) == sizeof(double))
+            return a64_;
+        else
+            return a32_;
+    }
+
+    prf::Activation act_;
+    bool f64_;
+    idx D_ = 0;
+    std::vector<py::object> keep_;    // state, out, then per layer wx, wh, b
+    std::vector<py::object> params_;  // the values of the layer's params dict, in its order
+    std::vector<prf::StepLayer<float>> l32_;
+    std::vector<prf::StepLayer<double>> l64_;
+    prf::StepArgs<float> a32_{};
+    prf::StepArgs<double> a64_{};
+    std::atomic<bool> busy_{false};
+};
+
+// The floating-point operations per second of one call of the register-only FMA loop of the
+// current instruction set on `threads` threads, `iterations` rounds each.
+template <class T>
+std::pair<double, double> fma_peak_typed(idx iterations, int threads) {
+    if (iterations < 1) throw py::value_error("iterations: expected >= 1, got " + std::to_string(iterations));
+    double flops = 0;
+    prf::PeakArgs<T> args{iterations, &flops, threads};
+    const auto t0 = std::chrono::steady_clock::now();
+    run_kernel(args, prf::fma_peak<T>);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return {flops, seconds};
+}
+
+}  // namespace
+
+void bind_step(py::module_& m) {
+    py::class_<Stepper>(m, "Stepper",
+                        "One time step of a stack of unidirectional layers, weights and state read in place.")
+        .def(py::init<const py::list&, const py::list&, const py::list&, const py::array&, const py::array&,
+                      const std::string&, const py::dict&>(),
+             py::arg("wx"), py::arg("wh"), py::arg("b"), py::arg("state").noconvert(), py::arg("out").noconvert(),
+             py::arg("activation"), py::arg("params"))
+        .def("current", &Stepper::current, py::arg("params"), py::arg("state"),
+             "Whether state and params' values are the objects the stepper was built from.")
+        .def("step", &Stepper::step, py::arg("x"), py::arg("params"), py::arg("state"),
+             "Advance every layer by one step; returns the new top state (N, H), or None (nothing done) if the "
+             "layer's arrays changed or x needs converting.");
+
+    m.def(
+        "fma_peak",
+        [](const py::object& dtype, idx iterations, int threads) {
+            const py::dtype d = py::dtype::from_args(dtype);
+            if (d.equal(py::dtype::of<float>())) return fma_peak_typed<float>(iterations, threads);
+            if (d.equal(py::dtype::of<double>())) return fma_peak_typed<double>(iterations, threads);
+            throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
+        },
+        py::arg("dtype"), py::arg("iterations"), py::arg("threads"),
+        "(flops, seconds) of the register-only FMA loop of the current instruction set: its peak.");
+}
+
+}  // namespace prf_binding
