@@ -95,11 +95,15 @@ constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 constexpr idx kMinStepWorkPerThread = idx(1) << 13;
 constexpr idx kMinStepColumnsPerThread = 64;
 // A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per
-// step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), so a
-// second thread needs far more work per layer than a recurrence's step does. Measured on two
-// Zen 3 vCPUs, N = 1, D = 32, float32: H = 256 took 4.7 µs on one thread and 6.8 on two;
-// H = 512 (2.8e5 multiply-adds) 21.8 and 17.4.
-constexpr idx kMinStepCallWorkPerThread = idx(1) << 17;
+// step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), and a
+// step's weights come from the cache level that holds them, whose bandwidth a second core may
+// not add to. Measured on two Zen 3 vCPUs (512 KB L2 each), N = 1, D = 32, one layer,
+// interleaved: H = 256 float32 4.7 µs on one thread, 6.8 on two; H = 512 float32 26-34 vs
+// 27-43; H = 1024 (1.1e6 multiply-adds, weights from L3) float32 84-93 vs 82-120, float64
+// 198-223 vs 202-208: a second thread never paid. So only from 2^20 multiply-adds per thread.
+// On cores whose L2 holds half of a layer's weights but not all (1.25-2 MB on server parts),
+// two threads should pay much earlier: not measured (no such machine here).
+constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
 // longer than a balanced step waits, short enough that an oversubscribed machine gets the
