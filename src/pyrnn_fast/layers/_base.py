@@ -186,6 +186,13 @@ class _RecurrentLayer:
             raise ValueError(f"{name}: expected {meaning} = {shape}, got {a.shape}")
         return np.array(a, dtype=self.dtype)
 
+    def __getstate__(self):
+        # The compiled stepper (step()) is a cache bound to this object's arrays, and cannot
+        # be pickled: a copy or an unpickled layer builds its own at its first step.
+        state = self.__dict__.copy()
+        state["_stepper"] = None
+        return state
+
     # --- save / load (_npz) --------------------------------------------------------------
 
     def save(self, path):
