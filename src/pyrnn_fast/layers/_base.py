@@ -30,6 +30,8 @@ class _RecurrentLayer:
     _name: str  # the layer's name in repr: the public class's, also for a user's subclass of it
     _cell_options: tuple[str, ...] = ()  # the cell's own options, set by _configure_cell
     _gates = 1  # column blocks of Wx, Wh and b (docs/DESIGN.md: 4 for LSTM, 3 for GRU)
+    _param_kinds: tuple[str, ...] = ("Wx", "Wh", "b")  # per layer and direction; biases last
+    _state_names: tuple[str, ...] = ("h",)  # the carried state's parts (LSTM: h and c)
     params: dict[str, np.ndarray]  # set by the subclass's __init__ (or load)
 
     # --- configuration -------------------------------------------------------------------
@@ -90,12 +92,13 @@ class _RecurrentLayer:
                 name = f"l{layer}{suffix}"
                 out += [(f"Wx_{name}", (fan_in, G * H)), (f"Wh_{name}", (H, G * H))]
                 if self.bias:
-                    out.append((f"b_{name}", (G * H,)))
+                    out += [(f"{kind}_{name}", (G * H,)) for kind in self._param_kinds[2:]]
         return out
 
     def _weights(self, layer, suffix):
+        """The parameters of one layer and direction in ``_param_kinds`` order (None: no bias)."""
         name = f"l{layer}{suffix}"
-        return self.params[f"Wx_{name}"], self.params[f"Wh_{name}"], self.params.get(f"b_{name}")
+        return tuple(self.params.get(f"{kind}_{name}") for kind in self._param_kinds)
 
     def _set_params(self, weights):
         """Copy {name: array} into ``params`` (same shapes; cast to the layer's dtype)."""
@@ -141,7 +144,7 @@ class _RecurrentLayer:
         lines = [f"{self._name}({sizes}, {options})"]
         for layer in range(self.num_layers):
             for suffix in self._suffixes:
-                names = [f"{p}_l{layer}{suffix}" for p in ("Wx", "Wh", "b")]
+                names = [f"{p}_l{layer}{suffix}" for p in self._param_kinds]
                 lines.append("  " + "  ".join(f"{n} {self.params[n].shape}" for n in names if n in self.params))
         lines.append(f"  parameters: {self.num_params():,}")
         return "\n".join(lines)
@@ -160,6 +163,16 @@ class _RecurrentLayer:
     def reset_state(self):
         """Forget the carried state: the next call of a stateful layer starts from zeros."""
         self.state = None
+
+    def _state_parts(self):
+        """The carried state as a tuple in ``_state_names`` order, or None. ``state`` itself is
+        an array for a cell with one state part (RNN, GRU), a tuple (h, c) for the LSTM."""
+        if self.state is None:
+            return None
+        return (self.state,) if len(self._state_names) == 1 else tuple(self.state)
+
+    def _set_state_parts(self, parts):
+        self.state = parts[0] if len(parts) == 1 else tuple(parts)
 
     # --- argument checks -----------------------------------------------------------------
 

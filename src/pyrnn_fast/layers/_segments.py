@@ -1,113 +1,109 @@
 """The variable-length machinery of the layers: one direction of one layer, time-major, run in
 segments of equal length, and the per-sample time reversal of a bidirectional layer's reverse
-direction. Every recurrence is a call to ``rnn_forward`` / ``rnn_backward``.
+direction. Every recurrence is a call of the cell's functional forward / backward
+(``rnn_forward``, ``lstm_forward``, ``gru_forward`` and their backwards), passed in by the
+layer; the state is a tuple ((h,), or (h, c) for the LSTM).
 
-Variable lengths: masking is not something ``rnn_forward`` does, so a batch with ``lengths``
+Variable lengths: masking is not something the functional API does, so a batch with ``lengths``
 is run in *segments* between consecutive distinct lengths. With distinct non-zero lengths
 L_1 < L_2 < ... < L_k, segment j covers the steps [L_{j-1}, L_j) (L_0 = 0) and runs only the
 samples with length >= L_j, starting from their current states. A sample therefore stops
 exactly at its last valid step, its outputs past it stay zero, and no arithmetic is spent on
-padding. Cost: k <= min(N, T) calls to ``rnn_forward`` per layer and direction (one call
+padding. Cost: k <= min(N, T) calls of the cell per layer and direction (one call
 without lengths, or when all lengths are equal), the same arithmetic as the valid steps
 alone, plus a gather/scatter copy of the active samples' inputs and outputs per segment.
-The backward pass runs the segments in reverse, carrying each sample's dh across them.
+The backward pass runs the segments in reverse, carrying each sample's state gradient
+across them.
 
 The reverse direction of a bidirectional layer reverses each sample's valid prefix
 (x_rev[t, n] = x[len_n - 1 - t, n] for t < len_n) with an index gather, runs the forward
 direction's code on it and un-reverses the outputs with the same gather (the permutation is
+its own inverse).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .._api import rnn_backward, rnn_forward
-
 
 def _segments(lengths, T):
-    """[(t0, t1, sel)]: run steps [t0, t1) for the samples `sel` (None = all of them)."""
-    if lengths is None:
-        return [(0, T, None)] if T > 0 else []
+    """[(t0, t1, sel)]: run steps [t0, t1) for the samples `sel` (None = all of them). With no
+    valid step at all (T = 0, or every length 0) one empty run [(0, 0, None)], so that the
+    cell is still called once (its zero gradients and unchanged state come from it)."""
+    if lengths is None or T == 0:
+        return [(0, T, None)]
     N = lengths.shape[0]
     segs, t0 = [], 0
     for L in np.unique(lengths[lengths > 0]):
         active = np.flatnonzero(lengths >= L)
         segs.append((t0, int(L), None if active.size == N else active))
         t0 = int(L)
-    return segs
+    return segs or [(0, 0, None)]
 
 
 def _take(a, t0, t1, sel):
     return a[t0:t1] if sel is None else a[t0:t1, sel]
 
 
-def _rows(h, sel):
-    return h if sel is None else h[sel]
+def _rows(sel):
+    """The index of the samples `sel` (all of them when None) along an axis of samples."""
+    return slice(None) if sel is None else sel
 
 
-def _run_forward(x, Wx, Wh, b, h0, segs, act, backend):
-    """One direction over time-major x (T, N, D) from h0 (N, H), by segments.
-    Returns hs (T, N, H) (zero where a sample is past its length), h_n (N, H), and the
-    state each segment started from (what its backward needs)."""
+def _one_call(segs, T):
+    return len(segs) == 1 and segs[0] == (0, T, None)
+
+
+def _run_forward(run, x, state0, segs):
+    """One direction over time-major x (T, N, D) from state0 (a tuple of (N, H) arrays: the
+    cell's state, (h,) or (h, c)), by segments, where run(x, state) -> (hs, state_n, saved) is
+    the cell's functional forward over one run. Returns hs (T, N, H) (zero where a sample is
+    past its length), state_n, and per segment (its start state, saved): what backward needs."""
     T, N = x.shape[:2]
-    H = Wh.shape[0]
-    if len(segs) == 1 and segs[0][:2] == (0, T) and segs[0][2] is None:  # the common case: one call
-        hs, h = rnn_forward(x, Wx, Wh, b, h0, activation=act, time_major=True, backend=backend)
-        return hs, h, [h0]
-    h = h0.copy()
-    starts = []
-    hs = np.zeros((T, N, H), h.dtype)
+    if _one_call(segs, T):  # the common case: one call
+        hs, state_n, saved = run(x, state0)
+        return hs, state_n, [(state0, saved)]
+    state = tuple(s.copy() for s in state0)
+    hs = None
+    record = []
     for t0, t1, sel in segs:
-        h_start = h.copy() if sel is None else h[sel]
-        seg_hs, h_last = rnn_forward(
-            _take(x, t0, t1, sel), Wx, Wh, b, h_start, activation=act, time_major=True, backend=backend
-        )
-        if sel is None:
-            hs[t0:t1] = seg_hs
-            h[...] = h_last
-        else:
-            hs[t0:t1, sel] = seg_hs
-            h[sel] = h_last
-        starts.append(h_start)
-    return hs, h, starts
+        start = tuple(s.copy() if sel is None else s[sel] for s in state)
+        seg_hs, seg_state, saved = run(_take(x, t0, t1, sel), start)
+        if hs is None:
+            hs = np.zeros((T, N, seg_hs.shape[2]), seg_hs.dtype)
+        for s, new in zip(state, seg_state):
+            s[_rows(sel)] = new
+        hs[t0:t1, _rows(sel)] = seg_hs
+        record.append((start, saved))
+    return hs, state, record
 
 
-def _run_backward(dhs, x, Wx, Wh, hs, starts, dh_last, segs, act, backend):
-    """Backward of ``_run_forward``: returns dx (T, N, D), dWx, dWh, db, dh0 (N, H)."""
+def _run_backward(grad, dhs, x, hs, record, dstate_n, segs):
+    """Backward of ``_run_forward``, with grad(dhs, x, hs, saved, state0, dstate_n) -> (dx,
+    dW, dstate0) the cell's functional backward over one run (dW: a tuple of parameter
+    gradients). Returns dx (T, N, D), dW summed over the runs, dstate0."""
     T, N, D = x.shape
-    H = Wh.shape[0]
-    dtype = hs.dtype
-    if len(segs) == 1 and segs[0][:2] == (0, T) and segs[0][2] is None:
-        g = rnn_backward(
-            dhs, x, Wx, Wh, hs, starts[0], dh_last=dh_last, activation=act, time_major=True, backend=backend
-        )
-        return g.dx, g.dWx, g.dWh, g.db, g.dh0
-    dx = np.zeros((T, N, D), dtype)
-    dWx, dWh, db = np.zeros((D, H), dtype), np.zeros((H, H), dtype), np.zeros(H, dtype)
-    dh = dh_last.copy()
-    for (t0, t1, sel), h_start in reversed(list(zip(segs, starts))):
-        g = rnn_backward(
+    if _one_call(segs, T):
+        ((state0, saved),) = record
+        return grad(dhs, x, hs, saved, state0, dstate_n)
+    dx = np.zeros((T, N, D), hs.dtype)
+    dW = None
+    dstate = tuple(d.copy() for d in dstate_n)
+    for (t0, t1, sel), (state0, saved) in reversed(list(zip(segs, record))):
+        rows = _rows(sel)
+        seg_dx, seg_dW, seg_dstate = grad(
             _take(dhs, t0, t1, sel),
             _take(x, t0, t1, sel),
-            Wx,
-            Wh,
             _take(hs, t0, t1, sel),
-            h_start,
-            dh_last=_rows(dh, sel),
-            activation=act,
-            time_major=True,
-            backend=backend,
+            saved,
+            state0,
+            tuple(d[rows] for d in dstate),
         )
-        if sel is None:
-            dx[t0:t1] = g.dx
-            dh[...] = g.dh0
-        else:
-            dx[t0:t1, sel] = g.dx
-            dh[sel] = g.dh0
-        dWx += g.dWx
-        dWh += g.dWh
-        db += g.db
-    return dx, dWx, dWh, db, dh
+        dx[t0:t1, rows] = seg_dx
+        for d, new in zip(dstate, seg_dstate):
+            d[rows] = new
+        dW = seg_dW if dW is None else tuple(a + b for a, b in zip(dW, seg_dW))
+    return dx, dW, dstate
 
 
 def _reverse_index(lengths, T, N):

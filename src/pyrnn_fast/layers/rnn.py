@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends
+from .._api import rnn_backward, rnn_forward
 from .._backends import get_backend
 from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 from . import _interop
 from ._base import _orthogonal, _RecurrentLayer
 from ._checks import _check_real
-from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
+from ._stack import stack_backward, stack_forward
 
 
 def _c_array(a, dtype):
@@ -108,7 +109,30 @@ class RNN(_RecurrentLayer):
             raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
 
-    # --- forward -------------------------------------------------------------------------
+    # --- the cell's functional calls (_stack runs them per layer, direction and segment) ---
+
+    def _run(self, x, W, state):
+        Wx, Wh, b = W
+        hs, h = rnn_forward(x, Wx, Wh, b, state[0], activation=self.activation, time_major=True, backend=self.backend)
+        return hs, (h,), None
+
+    def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
+        Wx, Wh, _ = W
+        g = rnn_backward(
+            dhs,
+            x,
+            Wx,
+            Wh,
+            hs,
+            state0[0],
+            dh_last=dstate_n[0],
+            activation=self.activation,
+            time_major=True,
+            backend=self.backend,
+        )
+        return g.dx, (g.dWx, g.dWh, g.db), (g.dh0,)
+
+    # --- forward and backward -------------------------------------------------------------
 
     def __call__(self, x, h0=None, lengths=None):
         """Run the layer: returns ``out, h_n``.
@@ -122,115 +146,18 @@ class RNN(_RecurrentLayer):
         out : (N, T, dirs·H) (or time-major), the top layer's outputs, [forward, reverse].
         h_n : (num_layers·dirs, N, H), the final states, index ``layer·dirs + direction``.
         """
-        x = _check_real("x", x)
-        layout = "(T, N, D)" if self.time_major else "(N, T, D)"
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(
-                f"x: expected a 3-D array {layout} with D = input_size = {self.input_size}, got shape {x.shape}"
-            )
-        # Our own time-major C-contiguous copy: cheap next to the recurrence, makes the segment
-        # slices contiguous, and keeps backward right if the caller changes x afterwards.
-        x_tm = np.array(x if self.time_major else x.transpose(1, 0, 2), dtype=self.dtype, order="C")
-        T, N = x_tm.shape[:2]
-        H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
-        lengths = self._check_lengths(lengths, N, T)
-
-        if h0 is None and self.stateful and self.state is not None:
-            h0 = self.state
-            if h0.shape[1] != N:
-                raise ValueError(
-                    f"x: a stateful layer carries a state for batch size {h0.shape[1]}, got batch "
-                    f"size {N}; call reset_state() first"
-                )
-        h0 = self._state_or_zeros("h0", h0, (L * dirs, N, H), "shape (num_layers*dirs, N, H)")
-
-        segs = _segments(lengths, T)
-        rev = None if lengths is None else _reverse_index(lengths, T, N)
-        h_n = np.empty((L * dirs, N, H), self.dtype)
-        cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N)
-        inp = x_tm
-        for layer in range(L):
-            mask = None
-            if layer > 0 and self.training and self.dropout > 0:
-                keep = self._dropout_rng.random(inp.shape) >= self.dropout
-                scale = 1.0 / (1.0 - self.dropout) if self.dropout < 1 else 0.0
-                mask = (keep * scale).astype(self.dtype)
-                inp = inp * mask
-            runs, outs = [], []
-            for d, suffix in enumerate(self._suffixes):
-                Wx, Wh, b = self._weights(layer, suffix)
-                x_run = inp if d == 0 else _reverse(inp, rev)
-                hs, h_n[layer * dirs + d], starts = _run_forward(
-                    x_run, Wx, Wh, b, h0[layer * dirs + d], segs, self.activation, self.backend
-                )
-                runs.append(dict(x=x_run, hs=hs, starts=starts))
-                outs.append(hs if d == 0 else _reverse(hs, rev))
-            cache["layers"].append(dict(runs=runs, mask=mask))
-            inp = outs[0] if dirs == 1 else np.concatenate(outs, axis=-1)
-        self._cache = cache
-        if self.stateful:
-            self.state = h_n.copy()
-        out = inp.copy() if self.time_major else np.ascontiguousarray(inp.transpose(1, 0, 2))
+        out, (h_n,) = stack_forward(self, x, {"h0": h0}, lengths)
         return out, h_n
 
     forward = __call__
-
-    # --- backward ------------------------------------------------------------------------
 
     def backward(self, dout, dh_n=None):
         """Backpropagate through the last call: returns dx (the layout of x) and overwrites
         ``grads`` (and ``dh0``). ``dout`` is the gradient w.r.t. ``out`` (its entries past a
         sample's length are ignored: those outputs are constant zeros); ``dh_n`` (optional)
         w.r.t. ``h_n``. A stateful layer stops at the chunk boundary (truncated BPTT)."""
-        cache = self._cache
-        if cache is None:
-            raise RuntimeError("backward: call the layer (forward) first")
-        T, N = cache["T"], cache["N"]
-        H, dirs, L = self.hidden_size, self.num_directions, self.num_layers
-        dout = _check_real("dout", dout)
-        expected = (T, N, dirs * H) if self.time_major else (N, T, dirs * H)
-        if dout.shape != expected:
-            raise ValueError(f"dout: expected the shape of out = {expected}, got {dout.shape}")
-        d_tm = np.asarray(dout if self.time_major else dout.transpose(1, 0, 2), dtype=self.dtype)
-        dh_n = self._state_or_zeros("dh_n", dh_n, (L * dirs, N, H), "the shape of h_n")
-
-        segs, rev = cache["segs"], cache["rev"]
-        dh0 = np.empty((L * dirs, N, H), self.dtype)
-        for layer in reversed(range(L)):
-            entry = cache["layers"][layer]
-            d_in = None
-            for d, suffix in enumerate(self._suffixes):
-                Wx, Wh, _ = self._weights(layer, suffix)
-                run = entry["runs"][d]
-                dhs = d_tm[..., d * H : (d + 1) * H]
-                if d == 1:
-                    dhs = _reverse(dhs, rev)
-                dx, dWx, dWh, db, dh0[layer * dirs + d] = _run_backward(
-                    dhs,
-                    run["x"],
-                    Wx,
-                    Wh,
-                    run["hs"],
-                    run["starts"],
-                    dh_n[layer * dirs + d],
-                    segs,
-                    self.activation,
-                    self.backend,
-                )
-                if d == 1:
-                    dx = _reverse(dx, rev)
-                d_in = dx if d_in is None else d_in + dx
-                name = f"l{layer}{suffix}"
-                self.grads[f"Wx_{name}"][...] = dWx
-                self.grads[f"Wh_{name}"][...] = dWh
-                if self.bias:
-                    self.grads[f"b_{name}"][...] = db
-            if entry["mask"] is not None:
-                d_in = d_in * entry["mask"]
-            assert d_in is not None  # every layer has at least one direction
-            d_tm = d_in
-        self.dh0 = dh0
-        return d_tm if self.time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))
+        dx, (self.dh0,) = stack_backward(self, dout, {"dh_n": dh_n})
+        return dx
 
     # --- streaming -----------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""The forward and backward of a layer as a stack: layers one above the other, each with one
+or two directions, dropout between layers, variable lengths (``_segments``), whatever the
+cell. A cell's class provides two functional calls over one run, ``_run(x, W, state) ->
+(hs, state_n, saved)`` and ``_grad(dhs, x, W, hs, saved, state0, dstate_n) -> (dx, dW,
+dstate0)`` (W and dW in ``_param_kinds`` order, states as tuples in ``_state_names`` order);
+everything else is here, once for RNN, LSTM and GRU."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import _check_real
+from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
+
+
+def _time_major_input(layer, x):
+    """x checked, as our own time-major C-contiguous copy: cheap next to the recurrence, makes
+    the segment slices contiguous, and keeps backward right if the caller changes x afterwards."""
+    x = _check_real("x", x)
+    layout = "(T, N, D)" if layer.time_major else "(N, T, D)"
+    if x.ndim != 3 or x.shape[2] != layer.input_size:
+        raise ValueError(
+            f"x: expected a 3-D array {layout} with D = input_size = {layer.input_size}, got shape {x.shape}"
+        )
+    return np.array(x if layer.time_major else x.transpose(1, 0, 2), dtype=layer.dtype, order="C")
+
+
+def _initial_state(layer, given, N):
+    """The (layers·dirs, N, H) arrays the call starts from: `given` ({name: array or None},
+    one per part of the state), else a stateful layer's carried state, else zeros."""
+    shape = (layer.num_layers * layer.num_directions, N, layer.hidden_size)
+    carried = layer._state_parts()
+    if all(v is None for v in given.values()) and layer.stateful and carried is not None:
+        if carried[0].shape[1] != N:
+            raise ValueError(
+                f"x: a stateful layer carries a state for batch size {carried[0].shape[1]}, got batch "
+                f"size {N}; call reset_state() first"
+            )
+        given = dict(zip(given, carried))
+    return tuple(layer._state_or_zeros(name, a, shape, "shape (num_layers*dirs, N, H)") for name, a in given.items())
+
+
+def stack_forward(layer, x, given_state, lengths):
+    """Run the layer: returns (out in the caller's layout, the final state parts)."""
+    x_tm = _time_major_input(layer, x)
+    T, N = x_tm.shape[:2]
+    dirs, L = layer.num_directions, layer.num_layers
+    lengths = layer._check_lengths(lengths, N, T)
+    state0 = _initial_state(layer, given_state, N)
+    segs = _segments(lengths, T)
+    rev = None if lengths is None else _reverse_index(lengths, T, N)
+    state_n = tuple(np.empty_like(s) for s in state0)
+    cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N)
+    inp = x_tm
+    for layer_idx in range(L):
+        mask = None
+        if layer_idx > 0 and layer.training and layer.dropout > 0:
+            keep = layer._dropout_rng.random(inp.shape) >= layer.dropout
+            scale = 1.0 / (1.0 - layer.dropout) if layer.dropout < 1 else 0.0
+            mask = (keep * scale).astype(layer.dtype)
+            inp = inp * mask
+        runs, outs = [], []
+        for d, suffix in enumerate(layer._suffixes):
+            W = layer._weights(layer_idx, suffix)
+            k = layer_idx * dirs + d
+            x_run = inp if d == 0 else _reverse(inp, rev)
+            hs, final, record = _run_forward(
+                lambda xs, st, W=W: layer._run(xs, W, st), x_run, tuple(s[k] for s in state0), segs
+            )
+            for s, f in zip(state_n, final):
+                s[k] = f
+            runs.append(dict(x=x_run, hs=hs, record=record))
+            outs.append(hs if d == 0 else _reverse(hs, rev))
+        cache["layers"].append(dict(runs=runs, mask=mask))
+        inp = outs[0] if dirs == 1 else np.concatenate(outs, axis=-1)
+    layer._cache = cache
+    if layer.stateful:
+        layer._set_state_parts(tuple(s.copy() for s in state_n))
+    out = inp.copy() if layer.time_major else np.ascontiguousarray(inp.transpose(1, 0, 2))
+    return out, state_n
+
+
+def stack_backward(layer, dout, given_dstate):
+    """Backpropagate through the last call: returns (dx in the caller's layout, the gradients
+    w.r.t. the initial state parts) and overwrites ``layer.grads``. `given_dstate`: {name:
+    array or None}, the gradients w.r.t. the final state parts."""
+    cache = layer._cache
+    if cache is None:
+        raise RuntimeError("backward: call the layer (forward) first")
+    T, N = cache["T"], cache["N"]
+    H, dirs, L = layer.hidden_size, layer.num_directions, layer.num_layers
+    dout = _check_real("dout", dout)
+    expected = (T, N, dirs * H) if layer.time_major else (N, T, dirs * H)
+    if dout.shape != expected:
+        raise ValueError(f"dout: expected the shape of out = {expected}, got {dout.shape}")
+    d_tm = np.asarray(dout if layer.time_major else dout.transpose(1, 0, 2), dtype=layer.dtype)
+    shape = (L * dirs, N, H)
+    dstate_n = tuple(layer._state_or_zeros(name, a, shape, "the shape of h_n") for name, a in given_dstate.items())
+
+    segs, rev = cache["segs"], cache["rev"]
+    dstate0 = tuple(np.empty(shape, layer.dtype) for _ in dstate_n)
+    for layer_idx in reversed(range(L)):
+        entry = cache["layers"][layer_idx]
+        d_in = None
+        for d, suffix in enumerate(layer._suffixes):
+            W = layer._weights(layer_idx, suffix)
+            run = entry["runs"][d]
+            k = layer_idx * dirs + d
+            dhs = d_tm[..., d * H : (d + 1) * H]
+            if d == 1:
+                dhs = _reverse(dhs, rev)
+            dx, dW, d0 = _run_backward(
+                lambda *args, W=W: layer._grad(args[0], args[1], W, *args[2:]),
+                dhs,
+                run["x"],
+                run["hs"],
+                run["record"],
+                tuple(s[k] for s in dstate_n),
+                segs,
+            )
+            for s, v in zip(dstate0, d0):
+                s[k] = v
+            if d == 1:
+                dx = _reverse(dx, rev)
+            d_in = dx if d_in is None else d_in + dx
+            name = f"l{layer_idx}{suffix}"
+            for kind, g in zip(layer._param_kinds, dW):
+                if f"{kind}_{name}" in layer.grads:
+                    layer.grads[f"{kind}_{name}"][...] = g
+        if entry["mask"] is not None:
+            d_in = d_in * entry["mask"]
+        assert d_in is not None  # every layer has at least one direction
+        d_tm = d_in
+    return (d_tm if layer.time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))), dstate0
