@@ -1,6 +1,11 @@
-"""``RNN.save`` / ``RNN.load``: config and weights in one .npz file, and a file checked before
-it is read (zip directory, config keys/types/ranges, each member's .npy header against the
-config) so that no pickle is ever loaded and a bad file is a ValueError naming it."""
+"""``save`` / ``load`` of every layer (RNN, LSTM, GRU): config and weights in one .npz file,
+and a file checked before it is read (zip directory, config keys/types/ranges, each member's
+.npy header against the config) so that no pickle is ever loaded and a bad file is a
+ValueError naming it.
+
+The config names the cell (``"cell": "LSTM"``) except for the RNN, whose files have kept the
+format of version 1 (``activation`` is its cell option); loading a file with another cell's
+class is an error that names the right one."""
 
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = dict(
     input_size=int,
     hidden_size=int,
     num_layers=int,
-    activation=str,
     bias=bool,
     bidirectional=bool,
     dropout=(int, float),
@@ -78,7 +82,14 @@ def _read_member(zf, info, shape, fortran, dtype, offset):
     return a.T if fortran else a
 
 
-def _read_config(zf, info) -> dict:
+def _config_types(cls) -> dict:
+    """The config keys and their types for layers of class ``cls``: the cell's options (str,
+    RNN's activation) or, for the gated cells, the cell's name."""
+    types = dict(_CONFIG_TYPES, **{k: str for k in cls._cell_options})
+    return types if cls._name == "RNN" else dict(types, cell=str)
+
+
+def _read_config(zf, info, cls) -> dict:
     if info.file_size > _MAX_CONFIG_BYTES:
         raise _BadFile(f"the config member declares {info.file_size} bytes")
     text = _read_member(zf, info, (), *_check_member(zf, info, (), lambda dt: dt.kind == "U", "a string"))
@@ -86,25 +97,35 @@ def _read_config(zf, info) -> dict:
         config = json.loads(str(text[()]))
     except ValueError as e:
         raise _BadFile(f"the config is not JSON ({e})") from None
-    if not isinstance(config, dict) or set(config) != set(_CONFIG_TYPES):
+    if isinstance(config, dict):
+        cell = config.get("cell", "RNN")
+        if cell != cls._name and cell in ("RNN", "LSTM", "GRU"):
+            raise _BadFile(f"it holds a {cell} layer: use pyrnn_fast.{cell}.load")
+    types_of = _config_types(cls)
+    if not isinstance(config, dict) or set(config) != set(types_of):
         keys = sorted(config) if isinstance(config, dict) else type(config).__name__
-        raise _BadFile(f"config keys {keys}, expected {sorted(_CONFIG_TYPES)}")
-    for key, types in _CONFIG_TYPES.items():
+        raise _BadFile(f"config keys {keys}, expected {sorted(types_of)}")
+    for key, types in types_of.items():
         value = config[key]
         if not isinstance(value, types) or (types is int and isinstance(value, bool)):
             raise _BadFile(f"config: {key} = {value!r} has the wrong type")
     if config.pop("format_version") != _FORMAT_VERSION:
         raise _BadFile(f"unsupported file format version (this version reads {_FORMAT_VERSION})")
+    cell = config.pop("cell", cls._name)
+    if cell != cls._name:
+        raise _BadFile(f"config: cell = {cell!r}, expected {cls._name!r}")
     return config
 
 
 def save(layer, path):
-    """What ``RNN.save`` does."""
+    """What ``RNN.save`` does (and LSTM's, GRU's)."""
     config = dict(
         layer._config(),
         format_version=_FORMAT_VERSION,
         seed=layer.seed if isinstance(layer.seed, numbers.Integral) else None,
     )
+    if layer._name != "RNN":
+        config["cell"] = layer._name
     weights = {k: np.asarray(v, dtype=layer.dtype) for k, v in layer.params.items()}
     # numpy's stub types **kwds as if they could be allow_pickle (a bool): arrays are what we pass
     np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config)), **weights})  # type: ignore[arg-type]
@@ -118,7 +139,7 @@ def load(cls, path, backend):
         try:
             return _read(cls, f, backend)
         except _BadFile as e:
-            raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast RNN file: {e}") from None
+            raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast {cls._name} file: {e}") from None
         except (
             zipfile.BadZipFile,
             zipfile.LargeZipFile,
@@ -131,7 +152,7 @@ def load(cls, path, backend):
             RuntimeError,
         ) as e:  # what zipfile and np.lib.format raise
             raise ValueError(
-                f"{os.fspath(path)}: not a pyrnn_fast RNN file (corrupt or truncated: {type(e).__name__}: {e})"
+                f"{os.fspath(path)}: not a pyrnn_fast {cls._name} file (corrupt or truncated: {type(e).__name__}: {e})"
             ) from None
 
 
@@ -145,13 +166,13 @@ def _read(cls, f, backend):
             members[info.filename[:-4]] = info
         if _CONFIG_KEY not in members:
             raise _BadFile(f"no {_CONFIG_KEY} member")
-        config = _read_config(zf, members.pop(_CONFIG_KEY))
+        config = _read_config(zf, members.pop(_CONFIG_KEY), cls)
         layer = cls.__new__(cls)
         try:
             layer._configure(**config, backend=backend)
         except (TypeError, ValueError) as e:
             raise _BadFile(f"config: {e}") from None
-        n_params = layer.num_layers * layer.num_directions * (3 if layer.bias else 2)
+        n_params = layer.num_layers * layer.num_directions * (len(layer._param_kinds) if layer.bias else 2)
         if len(members) != n_params:  # before listing the config's names, however many
             raise _BadFile(f"{len(members)} weight members, the config has {n_params} parameters")
         shapes = dict(layer._param_shapes())
