@@ -85,7 +85,7 @@ def _read_member(zf, info, shape, fortran, dtype, offset):
 def _config_types(cls) -> dict:
     """The config keys and their types for layers of class ``cls``: the cell's options (str,
     RNN's activation) or, for the gated cells, the cell's name."""
-    types = dict(_CONFIG_TYPES, **{k: str for k in cls._cell_options})
+    types = dict(_CONFIG_TYPES, **dict.fromkeys(cls._cell_options, str))
     return types if cls._name == "RNN" else dict(types, cell=str)
 
 
