@@ -190,6 +190,30 @@ class _RecurrentLayer:
             )
         return lengths.astype(np.int64)
 
+    def _step_input(self, x_t):
+        """The checks of ``step``'s argument and layer: returns x_t (N, D) checked and the carried
+        state's parts, made zeros when there is none yet."""
+        if self.bidirectional:
+            raise ValueError("step: a bidirectional layer needs the whole sequence; use layer(x)")
+        if not self.stateful:
+            raise ValueError(
+                f"step: the layer must be stateful ({self._name}(..., stateful=True), or set layer.stateful = True)"
+            )
+        x_t = _check_real("x_t", x_t)
+        if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            raise ValueError(f"x_t: expected shape (N, D) with D = input_size = {self.input_size}, got {x_t.shape}")
+        N = x_t.shape[0]
+        parts = self._state_parts()
+        if parts is None:
+            shape = (self.num_layers, N, self.hidden_size)
+            self._set_state_parts(tuple(np.zeros(shape, self.dtype) for _ in self._state_names))
+            parts = self._state_parts()
+        elif parts[0].shape[1] != N:
+            raise ValueError(
+                f"x_t: the carried state is for batch size {parts[0].shape[1]}, got {N}; call reset_state() first"
+            )
+        return x_t, parts
+
     def _state_or_zeros(self, name, a, shape, meaning):
         """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""
         if a is None:

@@ -1,4 +1,5 @@
-"""Weights from and to other libraries: ``torch.nn.RNN`` (both ways) and Keras's ``SimpleRNN``.
+"""Weights from and to other libraries: ``torch.nn.RNN``, ``LSTM``, ``GRU`` (both ways) and
+Keras's ``SimpleRNN``, ``LSTM``, ``GRU(reset_after=True)``.
 torch is imported lazily, inside the functions: it is never a dependency."""
 
 from __future__ import annotations
@@ -8,21 +9,31 @@ import numpy as np
 from ._checks import _check_real
 
 
-def from_torch(cls, module, backend):
-    """What ``RNN.from_torch`` does, for the layer class ``cls``."""
+def _torch_class(cls):
     import torch  # lazily: torch is never a dependency
 
-    if not isinstance(module, torch.nn.RNN):
-        raise TypeError(f"module: expected a torch.nn.RNN, got {type(module).__name__}")
+    return {"RNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[cls._name]
+
+
+def from_torch(cls, module, backend):
+    """What ``RNN.from_torch`` (LSTM's, GRU's) does, for the layer class ``cls``."""
+    import torch
+
+    expected = _torch_class(cls)
+    if not isinstance(module, expected):
+        raise TypeError(f"module: expected a torch.nn.{cls._name}, got {type(module).__name__}")
+    if getattr(module, "proj_size", 0):
+        raise ValueError(f"module: proj_size = {module.proj_size} (an LSTM with projections) is not supported")
     dtypes = {torch.float32: np.float32, torch.float64: np.float64}
     w0 = module.weight_ih_l0
     if w0.dtype not in dtypes:
         raise TypeError(f"module: dtype {w0.dtype} is not supported; use float32 or float64")
+    options = dict(activation=module.nonlinearity) if cls._name == "RNN" else {}
     layer = cls(
         module.input_size,
         module.hidden_size,
         num_layers=module.num_layers,
-        activation=module.nonlinearity,
+        **options,
         bias=module.bias,
         bidirectional=module.bidirectional,
         dropout=float(module.dropout),
@@ -41,48 +52,68 @@ def from_torch(cls, module, backend):
             k = f"l{layer_idx}{suffix}"
             weights[f"Wx_{k}"] = arr(getattr(module, f"weight_ih_{k}")).T
             weights[f"Wh_{k}"] = arr(getattr(module, f"weight_hh_{k}")).T
-            if layer.bias:  # folded in float64, then rounded once to the layer's dtype
-                weights[f"b_{k}"] = arr(getattr(module, f"bias_ih_{k}")) + arr(getattr(module, f"bias_hh_{k}"))
+            if not layer.bias:
+                continue
+            bias_ih, bias_hh = arr(getattr(module, f"bias_ih_{k}")), arr(getattr(module, f"bias_hh_{k}"))
+            if "bh" in layer._param_kinds:  # GRU: the recurrent bias is inside r ⊙ (h·Wh + bh)
+                weights[f"b_{k}"], weights[f"bh_{k}"] = bias_ih, bias_hh
+            else:  # folded in float64, then rounded once to the layer's dtype
+                weights[f"b_{k}"] = bias_ih + bias_hh
     layer._set_params(weights)
     return layer
 
 
 def to_torch(layer):
-    """What ``RNN.to_torch`` does."""
+    """What ``RNN.to_torch`` (LSTM's, GRU's) does."""
     import torch
 
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[layer.dtype]
-    module = torch.nn.RNN(
+    options = dict(nonlinearity=layer.activation) if layer._name == "RNN" else {}
+    module = _torch_class(type(layer))(
         layer.input_size,
         layer.hidden_size,
         num_layers=layer.num_layers,
-        nonlinearity=layer.activation,
+        **options,
         bias=layer.bias,
         batch_first=not layer.time_major,
         dropout=layer.dropout,
         bidirectional=layer.bidirectional,
         dtype=dtype,
     )
+
+    def put(name, a):
+        getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(a)))
+
     with torch.no_grad():
         for layer_idx in range(layer.num_layers):
             for suffix in layer._suffixes:
                 k = f"l{layer_idx}{suffix}"
-                Wx, Wh, b = layer._weights(layer_idx, suffix)
-                getattr(module, f"weight_ih_{k}").copy_(torch.from_numpy(np.ascontiguousarray(Wx.T)))
-                getattr(module, f"weight_hh_{k}").copy_(torch.from_numpy(np.ascontiguousarray(Wh.T)))
+                W = dict(zip(layer._param_kinds, layer._weights(layer_idx, suffix)))
+                put(f"weight_ih_{k}", W["Wx"].T)
+                put(f"weight_hh_{k}", W["Wh"].T)
                 if layer.bias:
-                    getattr(module, f"bias_ih_{k}").copy_(torch.from_numpy(np.asarray(b)))
-                    getattr(module, f"bias_hh_{k}").zero_()
+                    put(f"bias_ih_{k}", W["b"])
+                    if "bh" in W:
+                        put(f"bias_hh_{k}", W["bh"])
+                    else:
+                        getattr(module, f"bias_hh_{k}").zero_()
     module.train(layer.training)
     return module
 
 
+# Keras's layers and the order of their gate blocks in ours: ours[j] = keras[_KERAS_BLOCKS[j]].
+_KERAS = {"RNN": ("SimpleRNN", 1), "LSTM": ("LSTM", 4), "GRU": ("GRU(reset_after=True)", 3)}
+_KERAS_BLOCKS = {"GRU": (1, 0, 2)}  # Keras's GRU is [z, r, h], ours [r, z, n]
+
+
 def from_keras_weights(cls, weights, activation, time_major, stateful, dtype, backend):
-    """What ``RNN.from_keras_weights`` does, for the layer class ``cls``."""
+    """What ``RNN.from_keras_weights`` (LSTM's, GRU's) does, for the layer class ``cls``."""
+    keras_name, G = _KERAS[cls._name]
+    gh = "H" if G == 1 else f"{G}H"
     if not isinstance(weights, (list, tuple)):
         raise TypeError(
-            f"weights: expected a list [kernel, recurrent_kernel(, bias)] as get_weights() "
-            f"returns, got {type(weights).__name__}"
+            f"weights: expected a list [kernel, recurrent_kernel(, bias)] as a Keras {keras_name}'s "
+            f"get_weights() returns, got {type(weights).__name__}"
         )
     weights = list(weights)
     if len(weights) not in (2, 3):
@@ -93,26 +124,39 @@ def from_keras_weights(cls, weights, activation, time_major, stateful, dtype, ba
     names = ("kernel", "recurrent_kernel", "bias")
     arrays = [_check_real(f"weights[{i}] ({names[i]})", w) for i, w in enumerate(weights)]
     kernel = arrays[0]
-    if kernel.ndim != 2:
-        raise ValueError(f"weights[0] (kernel): expected shape (D, H), got {kernel.shape}")
-    D, H = kernel.shape
+    if kernel.ndim != 2 or kernel.shape[1] % G:
+        raise ValueError(f"weights[0] (kernel): expected shape (D, {gh}), got {kernel.shape}")
+    D, H = kernel.shape[0], kernel.shape[1] // G
+    if cls._name == "GRU" and len(arrays) == 3 and arrays[2].shape == (G * H,):
+        raise ValueError(
+            f"weights[2] (bias): shape {arrays[2].shape} is a Keras GRU with reset_after=False, another cell "
+            f"(the reset gate before the recurrent product); expected reset_after=True's bias (2, {gh})"
+        )
     if dtype is None:
         dtype = kernel.dtype if kernel.dtype in (np.float32, np.float64) else np.float32
+    options = dict(activation=activation) if cls._name == "RNN" else {}
     layer = cls(
-        D,
-        H,
-        activation=activation,
-        bias=len(arrays) == 3,
-        time_major=time_major,
-        stateful=stateful,
-        dtype=dtype,
-        backend=backend,
+        D, H, **options, bias=len(arrays) == 3, time_major=time_major, stateful=stateful, dtype=dtype, backend=backend
     )
-    params = {"Wx_l0": kernel, "Wh_l0": arrays[1]}
+    expected = [layer.params["Wx_l0"].shape, layer.params["Wh_l0"].shape]
     if len(arrays) == 3:
-        params["b_l0"] = arrays[2]
-    for i, (k, v) in enumerate(params.items()):
-        if v.shape != layer.params[k].shape:
-            raise ValueError(f"weights[{i}] ({names[i]}): expected shape {layer.params[k].shape}, got {v.shape}")
+        expected.append((2, G * H) if cls._name == "GRU" else (G * H,))
+    for i, (a, shape) in enumerate(zip(arrays, expected)):
+        if a.shape != shape:
+            raise ValueError(f"weights[{i}] ({names[i]}): expected shape {shape}, got {a.shape}")
+    blocks = _KERAS_BLOCKS.get(cls._name)
+
+    def ours(a):  # Keras's gate blocks (last axis) in our order
+        if blocks is None:
+            return a
+        return np.concatenate([a[..., j * H : (j + 1) * H] for j in blocks], axis=-1)
+
+    params = {"Wx_l0": ours(kernel), "Wh_l0": ours(arrays[1])}
+    if len(arrays) == 3:
+        bias = ours(arrays[2])
+        if cls._name == "GRU":
+            params["b_l0"], params["bh_l0"] = bias[0], bias[1]
+        else:
+            params["b_l0"] = bias
     layer._set_params(params)
     return layer

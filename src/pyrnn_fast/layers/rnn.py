@@ -14,7 +14,6 @@ from .._backends import get_backend
 from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 from . import _interop
 from ._base import _orthogonal, _RecurrentLayer
-from ._checks import _check_real
 from ._stack import stack_backward, stack_forward
 
 
@@ -182,20 +181,8 @@ class RNN(_RecurrentLayer):
         return self._checked_step(x_t)
 
     def _checked_step(self, x_t):
-        if self.bidirectional:
-            raise ValueError("step: a bidirectional layer needs the whole sequence; use layer(x)")
-        if not self.stateful:
-            raise ValueError("step: the layer must be stateful (RNN(..., stateful=True), or set layer.stateful = True)")
-        x_t = _check_real("x_t", x_t)
-        if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
-            raise ValueError(f"x_t: expected shape (N, D) with D = input_size = {self.input_size}, got {x_t.shape}")
+        x_t, _ = self._step_input(x_t)
         N = x_t.shape[0]
-        if self.state is None:
-            self.state = np.zeros((self.num_layers, N, self.hidden_size), self.dtype)
-        elif self.state.shape[1] != N:
-            raise ValueError(
-                f"x_t: the carried state is for batch size {self.state.shape[1]}, got {N}; call reset_state() first"
-            )
         kernel = get_backend(self.backend)
         x = _c_array(x_t, self.dtype)
         if kernel.name == "cpp":
