@@ -1,9 +1,14 @@
 """Backend registry and thread settings.
 
-A backend is two recurrence kernels with the contract of ``_reference``:
+A backend is the recurrence kernels with the contract of ``_reference`` (the vanilla cell)
+and ``_reference_gated`` (LSTM, GRU):
 
     forward(xw, wh, h0, out, activation)                 # out may be the same array as xw
     backward(dh, h, wh, dh_last, da, dh0, activation)
+    lstm_forward(xw, wh, h0, c0, hs, cs, gates)          # gates may be the same array as xw
+    lstm_backward(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0)
+    gru_forward(xw, wh, bh, h0, hs, gates)
+    gru_backward(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0)
 
 and the two GEMM shapes the orchestration needs (NumPy's by default; the compiled backend
 brings its own, faster than NumPy's bundled BLAS and on the kernels' own threads):
@@ -26,7 +31,7 @@ import pathlib
 import warnings
 from typing import Callable, NamedTuple
 
-from . import _reference
+from . import _reference, _reference_gated
 
 PREFERENCE = ("cpp", "numba", "numpy")
 
@@ -35,8 +40,17 @@ class Backend(NamedTuple):
     name: str
     forward: Callable
     backward: Callable
+    lstm_forward: Callable
+    lstm_backward: Callable
+    gru_forward: Callable
+    gru_backward: Callable
     rows_gemm: Callable = _reference.rows_gemm
     reduce_gemm: Callable = _reference.reduce_gemm
+
+
+def _with_threads(fn, threads: Callable[[], int]) -> Callable:
+    """fn with the calling thread's thread count appended to its arguments at each call."""
+    return lambda *args: fn(*args, threads())
 
 
 def _load_core():
@@ -88,6 +102,7 @@ def _never_built(error: ImportError) -> bool:
 
 
 _numba_installed = importlib.util.find_spec("numba") is not None
+_KERNELS = ("forward", "backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
 _core, _core_error = _load_core()
 _loaded: dict[str, Backend] = {}
 _num_threads: int | None = None  # set_num_threads's value when there is no _core (for numba)
@@ -123,29 +138,25 @@ def get_backend(name: str | None) -> Backend:
         why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else "numba is not installed"
         raise ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
     if name == "cpp":
+        # The thread count is read in the calling thread at each call: OpenMP's setting is per
+        # thread (see get_num_threads).
+        threads = _core.get_num_threads
         backend = Backend(
             "cpp",
-            # The thread count is read here, in the calling thread, at each call: OpenMP's setting
-            # is per thread (see get_num_threads).
-            lambda xw, wh, h0, out, act: _core.forward(xw, wh, h0, out, act, _core.get_num_threads()),
-            lambda dh, h, wh, dh_last, da, dh0, act: _core.backward(
-                dh, h, wh, dh_last, da, dh0, act, _core.get_num_threads()
-            ),
-            lambda a, b, bias, out: _core.rows_gemm(a, b, bias, out, _core.get_num_threads()),
-            lambda a, b, out, accumulate: _core.reduce_gemm(a, b, out, accumulate, _core.get_num_threads()),
+            *(_with_threads(getattr(_core, k), threads) for k in _KERNELS),
+            rows_gemm=_with_threads(_core.rows_gemm, threads),
+            reduce_gemm=_with_threads(_core.reduce_gemm, threads),
         )
     elif name == "numba":
-        from . import _numba
+        from . import _numba, _numba_gated
 
-        backend = Backend(
-            "numba",  # the thread count passed at each call, as for cpp
-            lambda xw, wh, h0, out, act: _numba.forward(xw, wh, h0, out, act, get_num_threads()),
-            lambda dh, h, wh, dh_last, da, dh0, act: _numba.backward(
-                dh, h, wh, dh_last, da, dh0, act, get_num_threads()
-            ),
-        )
+        modules = (_numba, _numba) + (_numba_gated,) * 4
+        backend = Backend("numba", *(_with_threads(getattr(m, k), get_num_threads) for m, k in zip(modules, _KERNELS)))
     else:
-        backend = Backend("numpy", _reference.forward, _reference.backward)
+        modules = (_reference,) * 2 + (_reference_gated,) * 4
+        backend = Backend(
+            "numpy", *(getattr(m, k if m is _reference else f"{k}_kernel") for m, k in zip(modules, _KERNELS))
+        )
     _loaded[name] = backend
     return backend
 

@@ -59,26 +59,36 @@ def _check_ndim(name: str, a: np.ndarray, ndim: int, meaning: str) -> None:
         raise ValueError(f"{name}: expected a {ndim}-D array {meaning}, got shape {a.shape}")
 
 
-def _validate(arrays: dict, time_major: bool) -> tuple[int, int, int, int]:
-    """Check every shape against x, Wx and Wh; returns (T, N, D, H)."""
+def _validate(arrays: dict, time_major: bool, gates: int = 1) -> tuple[int, int, int, int]:
+    """Check every shape against x, Wx and Wh; returns (T, N, D, H). A gated cell's weights
+    have `gates` column blocks of H (LSTM 4, GRU 3): Wx (D, 4H), Wh (H, 4H), b and bh (4H,)."""
     x, Wx, Wh = arrays["x"], arrays["Wx"], arrays["Wh"]
     layout = "(T, N, D)" if time_major else "(N, T, D)"
+    gh = "H" if gates == 1 else f"{gates}H"
     _check_ndim("x", x, 3, layout)
-    _check_ndim("Wx", Wx, 2, "(D, H)")
-    _check_ndim("Wh", Wh, 2, "(H, H)")
+    _check_ndim("Wx", Wx, 2, f"(D, {gh})")
+    _check_ndim("Wh", Wh, 2, f"(H, {gh})")
     if time_major:
         T, N, D = x.shape
     else:
         N, T, D = x.shape
-    H = Wx.shape[1]
-    _expect_shape("Wx", Wx, (D, H), "(D, H) with D = x.shape[2]")
-    _expect_shape("Wh", Wh, (H, H), "(H, H) with H = Wx.shape[1]")
+    if gates == 1:
+        H = Wx.shape[1]
+        _expect_shape("Wx", Wx, (D, H), "(D, H) with D = x.shape[2]")
+        _expect_shape("Wh", Wh, (H, H), "(H, H) with H = Wx.shape[1]")
+    else:
+        H = Wh.shape[0]
+        _expect_shape("Wh", Wh, (H, gates * H), f"(H, {gh}) with H = Wh.shape[0]")
+        _expect_shape("Wx", Wx, (D, gates * H), f"(D, {gh}) with D = x.shape[2], H = Wh.shape[0]")
     seq = (T, N, H) if time_major else (N, T, H)
     seq_meaning = "(T, N, H)" if time_major else "(N, T, H)"
     for name, expected, meaning in (
-        ("b", (H,), "(H,)"),
+        ("b", (gates * H,), f"({gh},)"),
+        ("bh", (gates * H,), f"({gh},)"),
         ("h0", (N, H), "(N, H)"),
+        ("c0", (N, H), "(N, H)"),
         ("dh_last", (N, H), "(N, H)"),
+        ("dc_last", (N, H), "(N, H)"),
         ("hs", seq, seq_meaning),
         ("dhs", seq, seq_meaning),
     ):
@@ -87,12 +97,12 @@ def _validate(arrays: dict, time_major: bool) -> tuple[int, int, int, int]:
     return T, N, D, H
 
 
-def _prepare(named: dict, required: tuple, time_major) -> tuple[dict, np.dtype, tuple]:
+def _prepare(named: dict, required: tuple, time_major, gates: int = 1) -> tuple[dict, np.dtype, tuple]:
     if not isinstance(time_major, (bool, np.bool_)):
         raise TypeError(f"time_major: expected a bool, got {type(time_major).__name__}")
     arrays = _as_arrays(required, **named)
     dtype = _result_dtype(arrays)
-    dims = _validate(arrays, bool(time_major))
+    dims = _validate(arrays, bool(time_major), gates)
     return arrays, dtype, dims
 
 
@@ -151,9 +161,36 @@ def _kernel_weights(Wx: ArrayLike, dtype: np.dtype) -> np.ndarray:
     return _in_kernel_layout(Wx, dtype, unit_last=False)
 
 
+def _input_projection(kernel, x_tm, Wx, b, out, dtype):
+    """out = x_tm · Wx + b (time-major), the one big GEMM of every forward."""
+    kernel.rows_gemm(x_tm, _kernel_weights(Wx, dtype), _kernel_matrix(b, dtype), out)
+
+
+def _column_sums(a: np.ndarray, dtype) -> np.ndarray:
+    """Σ over every row of a (..., P), in float64 (NumPy adds the rows one after another: in
+    float32 a sum stalls at 2^24), rounded once to `dtype`."""
+    return a.reshape(-1, a.shape[-1]).sum(axis=0, dtype=np.float64).astype(dtype, copy=False)
+
+
+def _backward_gemms(kernel, x, x_tm, Wx, hs_tm, h0, du_tm, dv_tm, dtype, time_major):
+    """The big GEMMs of every backward, from the gradients w.r.t. the input side (du) and the
+    recurrent side (dv) of the pre-activations (the same array but for the GRU):
+    dx = dU·Wxᵀ, dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0). Returns (dx in x's layout,
+    dWx, dWh)."""
+    dx = np.empty(x.shape, dtype)
+    kernel.rows_gemm(du_tm, Wx.T, None, _tm(dx, time_major))
+    dWx = np.empty((Wx.shape[0], du_tm.shape[2]), dtype)
+    kernel.reduce_gemm(x_tm, du_tm, dWx, False)
+    dWh = np.empty((hs_tm.shape[2], dv_tm.shape[2]), dtype)
+    kernel.reduce_gemm(hs_tm[:-1], dv_tm[1:], dWh, False)
+    if h0 is not None and hs_tm.shape[0] > 0:
+        kernel.reduce_gemm(h0[None], dv_tm[:1], dWh, True)
+    return dx, dWx, dWh
+
+
 def _forward_into(kernel, x_tm, Wx, Wh, b, h0, hs_tm, act, dtype):
     """hs_tm = the recurrence over the time-major x_tm, for validated inputs of `dtype`
     (x_tm and h0 already as the kernels take them). XW doubles as the output: the kernel
     overwrites xw[t] with h_t once it has read it."""
-    kernel.rows_gemm(x_tm, _kernel_weights(Wx, dtype), _kernel_matrix(b, dtype), hs_tm)
+    _input_projection(kernel, x_tm, Wx, b, hs_tm, dtype)
     kernel.forward(hs_tm, _kernel_matrix(Wh, dtype), h0, hs_tm, act)

@@ -16,7 +16,8 @@ The segment runs, the file checks, the interop and the argument checks are kept 
 the layer math so that the gated cells to come (LSTM, GRU) share them with RNN.
 """
 
+from .gated import GRU, LSTM
 from .rnn import RNN
 from .time_rnn import TimeRNN
 
-__all__ = ["RNN", "TimeRNN"]
+__all__ = ["GRU", "LSTM", "RNN", "TimeRNN"]

@@ -1,0 +1,295 @@
+"""The functional API of the gated cells, LSTM and GRU, on the vanilla cell's orchestration
+(``_orchestration``): one input GEMM, one recurrence call into a backend's kernel, then the
+backward's GEMMs, with the same validation, layouts, dtypes and threads as ``rnn_forward``.
+
+    forward:  XW = X·Wx + b, then the kernel: hs, and what backward needs (the Workspace)
+    backward: the kernel gives dU (w.r.t. X·Wx + b) and dV (w.r.t. h_{t-1}·Wh + bh; the same
+              array for the LSTM), then dx = dU·Wxᵀ, dWx = Xᵀ·dU, dWh = H_prevᵀ·dV, db = Σ dU,
+              dbh = Σ dV
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._backends import get_backend
+from ._orchestration import (
+    _backward_gemms,
+    _column_sums,
+    _input_projection,
+    _kernel_matrix,
+    _kernel_seq,
+    _kernel_weights,
+    _prepare,
+    _tm,
+)
+
+Array = NDArray[np.floating[Any]]
+
+
+class Workspace:
+    """What a gated cell's backward needs from its forward besides hs: the activated gates
+    (T, N, 4H) and, for the LSTM, the cell states (T, N, H) — (T·N·5H) values for the LSTM,
+    (T·N·4H) for the GRU (r, z, n and the recurrent part of n's pre-activation), in the call's
+    dtype. Returned by ``lstm_forward`` / ``gru_forward``; pass it to the matching backward,
+    which checks that it comes from a call with the same cell, (T, N, H), dtype and layout.
+    Read-only."""
+
+    __slots__ = ("_cell", "_dims", "_dtype", "_time_major", "_gates", "_cs")
+
+    def __init__(self, cell, dims, dtype, time_major, gates, cs):
+        for name, value in zip(self.__slots__, (cell, dims, np.dtype(dtype), bool(time_major), gates, cs)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Workspace is read-only")
+
+    cell = property(lambda self: self._cell, doc="'LSTM' or 'GRU'")
+    dims = property(lambda self: self._dims, doc="(T, N, H) of the forward call")
+    dtype = property(lambda self: self._dtype, doc="the forward call's dtype")
+    time_major = property(lambda self: self._time_major, doc="the forward call's layout")
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._gates.nbytes + (0 if self._cs is None else self._cs.nbytes))
+
+    def __repr__(self):
+        return (
+            f"Workspace(cell={self._cell!r}, (T, N, H)={self._dims}, dtype={self._dtype.name}, "
+            f"time_major={self._time_major}, nbytes={self.nbytes})"
+        )
+
+    def _check(self, cell, dims, dtype, time_major, forward):
+        """This workspace's arrays for a backward of `cell` over (T, N, H) `dims`."""
+        if self._cell != cell:
+            raise ValueError(f"workspace: from {self._cell.lower()}_forward, expected the one {forward} returned")
+        if self._dims != dims:
+            raise ValueError(f"workspace: from a call with (T, N, H) = {self._dims}, these inputs have {dims}")
+        if self._dtype != dtype:
+            raise ValueError(f"workspace: {self._dtype.name}, but these inputs compute in {np.dtype(dtype).name}")
+        if self._time_major != time_major:
+            raise ValueError(
+                f"workspace: from a call with time_major={self._time_major}, this one has time_major={time_major}"
+            )
+        return self._gates, self._cs
+
+
+def _workspace_arrays(workspace, cell, dims, dtype, time_major):
+    forward = f"{cell.lower()}_forward"
+    if not isinstance(workspace, Workspace):
+        raise TypeError(
+            f"workspace: expected the Workspace that {forward}(..., workspace=True) returned, "
+            f"got {type(workspace).__name__}"
+        )
+    return workspace._check(cell, dims, dtype, time_major, forward)
+
+
+def _initial(a, dtype, N, H):
+    return np.zeros((N, H), dtype) if a is None else a.copy()
+
+
+class LSTMOutput(NamedTuple):
+    """``lstm_forward``'s result."""
+
+    hs: Array
+    h_last: Array
+    c_last: Array
+    workspace: Workspace | None
+
+
+class LSTMGrads(NamedTuple):
+    """``lstm_backward``'s result; each has the shape of what it is the gradient of."""
+
+    dx: Array
+    dWx: Array
+    dWh: Array
+    db: Array
+    dh0: Array
+    dc0: Array
+
+
+class GRUOutput(NamedTuple):
+    """``gru_forward``'s result."""
+
+    hs: Array
+    h_last: Array
+    workspace: Workspace | None
+
+
+class GRUGrads(NamedTuple):
+    """``gru_backward``'s result; each has the shape of what it is the gradient of."""
+
+    dx: Array
+    dWx: Array
+    dWh: Array
+    db: Array
+    dbh: Array
+    dh0: Array
+
+
+def lstm_forward(
+    x: ArrayLike,
+    Wx: ArrayLike,
+    Wh: ArrayLike,
+    b: ArrayLike | None = None,
+    h0: ArrayLike | None = None,
+    c0: ArrayLike | None = None,
+    *,
+    time_major: bool = False,
+    workspace: bool = True,
+    backend: str | None = None,
+) -> LSTMOutput:
+    """Run an LSTM over a whole sequence (PyTorch's cell; gate blocks [i | f | g | o]).
+
+    a_t = x_t·Wx + h_{t-1}·Wh + b;  i, f, o = σ(a_i, a_f, a_o), g = tanh(a_g);
+    c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t);  h_{-1} = h0, c_{-1} = c0 (zeros if None).
+
+    x (N, T, D) (or (T, N, D) with time_major), Wx (D, 4H), Wh (H, 4H), b (4H,), h0, c0 (N, H).
+    Returns LSTMOutput(hs, h_last, c_last, workspace): hs in x's layout; workspace is what
+    ``lstm_backward`` needs (T·N·5H values), None with ``workspace=False`` (inference).
+    dtype, layouts, backends and threads as for ``rnn_forward``.
+    """
+    kernel = get_backend(backend)
+    arrays, dtype, (T, N, D, H) = _prepare(
+        dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0), ("x", "Wx", "Wh"), time_major, gates=4
+    )
+    x = _kernel_seq(arrays["x"], dtype)
+    h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
+    hs = np.empty(x.shape[:2] + (H,), dtype)
+    hs_tm = _tm(hs, time_major)
+    gates = np.empty((T, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
+    cs = np.empty((T, N, H), dtype)
+    _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], gates, dtype)
+    kernel.lstm_forward(gates, _kernel_matrix(arrays["Wh"], dtype), h0, c0, hs_tm, cs, gates)
+    h_last = hs_tm[-1].copy() if T > 0 else _initial(h0, dtype, N, H)
+    c_last = cs[-1].copy() if T > 0 else _initial(c0, dtype, N, H)
+    ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs) if workspace else None
+    return LSTMOutput(hs, h_last, c_last, ws)
+
+
+def lstm_backward(
+    dhs: ArrayLike,
+    x: ArrayLike,
+    Wx: ArrayLike,
+    Wh: ArrayLike,
+    hs: ArrayLike,
+    workspace: Workspace,
+    h0: ArrayLike | None = None,
+    c0: ArrayLike | None = None,
+    *,
+    dh_last: ArrayLike | None = None,
+    dc_last: ArrayLike | None = None,
+    time_major: bool = False,
+    backend: str | None = None,
+) -> LSTMGrads:
+    """Backpropagation through time for ``lstm_forward``.
+
+    dhs like hs; x, Wx, Wh, h0, c0 as given to ``lstm_forward``; hs and workspace what it
+    returned; dh_last, dc_last (N, H), optional: gradients w.r.t. h_last and c_last.
+    Returns LSTMGrads(dx, dWx, dWh, db, dh0, dc0); db, dh0 and dc0 also when b, h0, c0 were None.
+    """
+    kernel = get_backend(backend)
+    named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, c0=c0, dh_last=dh_last, dc_last=dc_last)
+    arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates=4)
+    gates, cs = _workspace_arrays(workspace, "LSTM", (T, N, H), dtype, bool(time_major))
+    x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
+    h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
+    da = np.empty((T, N, 4 * H), dtype)
+    dh0, dc0 = np.empty((N, H), dtype), np.empty((N, H), dtype)
+    kernel.lstm_backward(
+        _tm(dhs, time_major),
+        gates,
+        cs,
+        c0,
+        _kernel_matrix(arrays["Wh"], dtype),
+        _kernel_matrix(arrays["dh_last"], dtype),
+        _kernel_matrix(arrays["dc_last"], dtype),
+        da,
+        dh0,
+        dc0,
+    )
+    Wx = _kernel_weights(arrays["Wx"], dtype)
+    dx, dWx, dWh = _backward_gemms(
+        kernel, x, _tm(x, time_major), Wx, _tm(hs, time_major), h0, da, da, dtype, time_major
+    )
+    return LSTMGrads(dx, dWx, dWh, _column_sums(da, dtype), dh0, dc0)
+
+
+def gru_forward(
+    x: ArrayLike,
+    Wx: ArrayLike,
+    Wh: ArrayLike,
+    b: ArrayLike | None = None,
+    bh: ArrayLike | None = None,
+    h0: ArrayLike | None = None,
+    *,
+    time_major: bool = False,
+    workspace: bool = True,
+    backend: str | None = None,
+) -> GRUOutput:
+    """Run a GRU over a whole sequence (PyTorch's cell, Keras's reset_after=True; blocks [r | z | n]).
+
+    u_t = x_t·Wx + b, v_t = h_{t-1}·Wh + bh;  r = σ(u_r + v_r), z = σ(u_z + v_z),
+    n = tanh(u_n + r ⊙ v_n);  h_t = (1 − z) ⊙ n + z ⊙ h_{t-1};  h_{-1} = h0 (zeros if None).
+
+    x (N, T, D) (or (T, N, D)), Wx (D, 3H), Wh (H, 3H), b, bh (3H,), h0 (N, H).
+    Returns GRUOutput(hs, h_last, workspace) (T·N·4H values; None with ``workspace=False``).
+    """
+    kernel = get_backend(backend)
+    arrays, dtype, (T, N, D, H) = _prepare(
+        dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0), ("x", "Wx", "Wh"), time_major, gates=3
+    )
+    x = _kernel_seq(arrays["x"], dtype)
+    h0 = _kernel_matrix(arrays["h0"], dtype)
+    hs = np.empty(x.shape[:2] + (H,), dtype)
+    hs_tm = _tm(hs, time_major)
+    xw = np.empty((T, N, 3 * H), dtype)
+    gates = np.empty((T, N, 4 * H), dtype)
+    _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], xw, dtype)
+    kernel.gru_forward(xw, _kernel_matrix(arrays["Wh"], dtype), _kernel_matrix(arrays["bh"], dtype), h0, hs_tm, gates)
+    h_last = hs_tm[-1].copy() if T > 0 else _initial(h0, dtype, N, H)
+    ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None) if workspace else None
+    return GRUOutput(hs, h_last, ws)
+
+
+def gru_backward(
+    dhs: ArrayLike,
+    x: ArrayLike,
+    Wx: ArrayLike,
+    Wh: ArrayLike,
+    hs: ArrayLike,
+    workspace: Workspace,
+    h0: ArrayLike | None = None,
+    *,
+    dh_last: ArrayLike | None = None,
+    time_major: bool = False,
+    backend: str | None = None,
+) -> GRUGrads:
+    """Backpropagation through time for ``gru_forward``: GRUGrads(dx, dWx, dWh, db, dbh, dh0)
+    (b and bh are not needed: the workspace holds their effect)."""
+    kernel = get_backend(backend)
+    named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last)
+    arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates=3)
+    gates, _ = _workspace_arrays(workspace, "GRU", (T, N, H), dtype, bool(time_major))
+    x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
+    h0 = _kernel_matrix(arrays["h0"], dtype)
+    hs_tm = _tm(hs, time_major)
+    du, dv = np.empty((T, N, 3 * H), dtype), np.empty((T, N, 3 * H), dtype)
+    dh0 = np.empty((N, H), dtype)
+    kernel.gru_backward(
+        _tm(dhs, time_major),
+        hs_tm,
+        h0,
+        gates,
+        _kernel_matrix(arrays["Wh"], dtype),
+        _kernel_matrix(arrays["dh_last"], dtype),
+        du,
+        dv,
+        dh0,
+    )
+    Wx = _kernel_weights(arrays["Wx"], dtype)
+    dx, dWx, dWh = _backward_gemms(kernel, x, _tm(x, time_major), Wx, hs_tm, h0, du, dv, dtype, time_major)
+    return GRUGrads(dx, dWx, dWh, _column_sums(du, dtype), _column_sums(dv, dtype), dh0)
