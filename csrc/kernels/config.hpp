@@ -66,6 +66,10 @@ constexpr int kPeakChains = 4;  // 64-byte vectors lowered to narrower registers
 constexpr idx kGroupBytes = idx(256) << 10;
 
 constexpr idx kKC = 256;  // depth of a packed GEMM block: an A sliver stays in L1
+// A recurrence step's product deeper than this is summed in blocks of this depth
+// (microkernel.hpp, step_product): kMR rows x kStepKC of A then stay in L1 (6 x 512 floats =
+// 12 KB of AVX2's 32 KB).
+constexpr idx kStepKC = 512;
 constexpr idx kMC = 240;  // rows of a packed A block (multiple of 6 and 8)
 // Up to this many panels per thread, the rows GEMM reads A where it is instead of packing it:
 // few panels reuse each packed value of A too little to repay packing it (the stream and

@@ -79,7 +79,10 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx panels = (H + NR - 1) / NR;
     const idx block_size = panels * NR * K;  // one block's packed panels
     T* packed = scratch<T, kRecurrenceWeights>(s.blocks * block_size);
-    if (!packed) return false;
+    // Partial sums of a product deeper than one block (step_product), each thread in its columns.
+    const idx partial_ld = panels * NR;
+    T* partial = K > kStepKC ? scratch<T, kRecurrencePartial>(N * partial_ld) : nullptr;
+    if (!packed || (K > kStepKC && !partial)) return false;
     const idx step_work = N * K * H * s.blocks;
     const int nt = team_size(s.threads, step_work, H, panels);
     StepBarrier step_barrier;
@@ -98,13 +101,14 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
                 pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, 1, K, H, p0, p1);
         }
         auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
-            panel_gemm<T>(op.a, op.lda, N, op.K, packed, H, p0, p1, epi);
+            step_product<T>(op.a, op.lda, N, op.K, packed, H, p0, p1, partial, partial_ld, epi);
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         for (idx i = 0; i < steps; ++i) {
             const StepOperand<T> op = cell.operand(i);
             for (int b = 0; b < s.blocks; ++b)
-                panel_gemm<T>(op.a, op.lda, N, op.K, packed + b * block_size, H, p0, p1, cell.epilogue(i, b));
+                step_product<T>(op.a, op.lda, N, op.K, packed + b * block_size, H, p0, p1, partial, partial_ld,
+                                cell.epilogue(i, b));
             cell.after_products(i, j0, j1);
             if (poll(step_work)) stop.after(i + 1);
             if (team > 1) step_barrier.wait();
