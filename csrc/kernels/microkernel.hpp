@@ -109,7 +109,26 @@ struct StepBlock {
     idx panel_size, ncols;
     const T* init;  // partial sums of the blocks before (null: none), the thread's tile columns
     idx init_ld;
+    const T* packed_a = nullptr;  // A packed in slivers of kMR rows (pack_rows), or null: read in place
+    idx sliver_stride = 0;        // between the slivers of packed_a
 };
+
+// Rows [0, nrows) x columns [0, K) of A into slivers of kMR rows, dst[s][k][r] (zero padded):
+// the micro-kernel then reads A from one contiguous stream instead of kMR rows H apart (4 KB
+// apart at H = 1024: the same L1 set for all of them).
+template <class T>
+static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
+    for (idx s = 0; s * kMR < nrows; ++s) {
+        T* d = dst + s * K * kMR;
+        for (int r = 0; r < kMR; ++r) {
+            const idx i = s * kMR + r;
+            if (i < nrows)
+                for (idx k = 0; k < K; ++k) d[k * kMR + r] = a[i * lda + k];
+            else
+                for (idx k = 0; k < K; ++k) d[k * kMR + r] = T(0);
+        }
+    }
+}
 
 // All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
 template <class T, int M, class Epi>
@@ -135,11 +154,27 @@ static void remainder_rows(int m, const StepBlock<T>& s, idx p0, idx p1, idx row
     }
 }
 
+// All tiles of the packed sliver starting at row0 (rows past nrows are padding).
+template <class T, class Epi>
+static void tiles_for_sliver(const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
+    constexpr int NR = kNR<T>;
+    const PackedA<T> sliver{s.packed_a + (row0 / kMR) * s.sliver_stride};
+    const int nrows = int(imin(kMR, s.nrows - row0));
+    for (idx p = p0; p < p1; ++p)
+        micro_tile<T, kMR, 1>(sliver, s.K, s.packed + p * s.panel_size, s.panel_size, row0, nrows, p * NR,
+                              s.ncols - p * NR, epi, s.init, s.init_ld);
+}
+
 // One block of a step's product over panels [p0, p1). Panel groups outer, rows inner.
 template <class T, class Epi>
 static void panel_gemm(const StepBlock<T>& s, idx p0, idx p1, const Epi& epi) {
     const idx full = s.nrows - s.nrows % kMR;
     const idx group = imax(1, kGroupBytes / idx(imax(s.K, 1) * kNR<T> * sizeof(T)));
+    if (s.packed_a) {
+        for (idx pg = p0; pg < p1; pg += group)
+            for (idx r = 0; r < s.nrows; r += kMR) tiles_for_sliver<T>(s, pg, imin(pg + group, p1), r, epi);
+        return;
+    }
     for (idx pg = p0; pg < p1; pg += group)
         for (idx r = 0; r < full; r += kMR) tiles_for_rows<T, kMR>(s, pg, imin(pg + group, p1), r, epi);
     if (full < s.nrows) remainder_rows<T>(int(s.nrows - full), s, p0, p1, full, epi);
@@ -163,18 +198,22 @@ struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffe
 // the thread's panel columns), so that a block of the rows of A stays in L1 while the panels
 // stream: the whole rows (4H of them) do not fit, and came from L3 once per panel.
 template <class T, class Epi>
-static void step_product(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0, idx p1, T* partial,
-                         idx partial_ld, const Epi& epi) {
+static void step_product(const T* a, idx lda, const T* a_packed, idx nrows, idx K, const T* packed, idx ncols, idx p0,
+                         idx p1, T* partial, idx partial_ld, const Epi& epi) {
     constexpr int NR = kNR<T>;
+    StepBlock<T> s{a, lda, nrows, K, packed, K * NR, ncols, nullptr, 0, a_packed, K * kMR};
     if (K <= kStepKC || !partial) {
-        panel_gemm<T>(StepBlock<T>{a, lda, nrows, K, packed, K * NR, ncols, nullptr, 0}, p0, p1, epi);
+        panel_gemm<T>(s, p0, p1, epi);
         return;
     }
     for (idx k0 = 0; k0 < K; k0 += kStepKC) {
-        const idx kc = imin(kStepKC, K - k0);
-        const StepBlock<T> s{a + k0,    lda, nrows, kc, packed + k0 * NR, K * NR, ncols, k0 ? partial : nullptr,
-                             partial_ld};
-        if (k0 + kc == K)
+        s.a = a + k0;
+        s.K = imin(kStepKC, K - k0);
+        s.packed = packed + k0 * NR;
+        s.init = k0 ? partial : nullptr;
+        s.init_ld = partial_ld;
+        s.packed_a = a_packed ? a_packed + k0 * kMR : nullptr;
+        if (k0 + s.K == K)
             panel_gemm<T>(s, p0, p1, epi);
         else
             panel_gemm<T>(s, p0, p1, PartialSumEpilogue<T>{partial, partial_ld});

@@ -100,15 +100,24 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             else
                 pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, 1, K, H, p0, p1);
         }
+        // This thread's copy of the step's left factor in slivers, packed once per product
+        // (null: read in place, for few rows or when it cannot be allocated).
+        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((N + kMR - 1) / kMR) * kMR * K) : nullptr;
+        auto pack = [&](const StepOperand<T>& op) -> const T* {
+            if (!abuf || op.K == 0) return nullptr;
+            pack_rows<T>(abuf, op.a, op.lda, N, op.K);
+            return abuf;
+        };
         auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
-            step_product<T>(op.a, op.lda, N, op.K, packed, H, p0, p1, partial, partial_ld, epi);
+            step_product<T>(op.a, op.lda, pack(op), N, op.K, packed, H, p0, p1, partial, partial_ld, epi);
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         for (idx i = 0; i < steps; ++i) {
             const StepOperand<T> op = cell.operand(i);
+            const T* a_packed = pack(op);
             for (int b = 0; b < s.blocks; ++b)
-                step_product<T>(op.a, op.lda, N, op.K, packed + b * block_size, H, p0, p1, partial, partial_ld,
-                                cell.epilogue(i, b));
+                step_product<T>(op.a, op.lda, a_packed, N, op.K, packed + b * block_size, H, p0, p1, partial,
+                                partial_ld, cell.epilogue(i, b));
             cell.after_products(i, j0, j1);
             if (poll(step_work)) stop.after(i + 1);
             if (team > 1) step_barrier.wait();

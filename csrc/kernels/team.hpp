@@ -34,7 +34,7 @@ struct PackBuffer {
 };
 // One buffer per (type, purpose, thread): the recurrence's packed weights and partial sums,
 // and the GEMM's packed blocks of A and B.
-enum Scratch { kRecurrenceWeights, kRecurrencePartial, kGemmA, kGemmB, kGemmWide };
+enum Scratch { kRecurrenceWeights, kRecurrencePartial, kRecurrenceA, kGemmA, kGemmB, kGemmWide };
 template <class T, int Purpose>
 static T* scratch(idx n) {
     static thread_local PackBuffer<T> buf;
