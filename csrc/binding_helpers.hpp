@@ -166,5 +166,7 @@ void by_dtype(const py::array& a, const char* name, F&& fn) {
 
 // Adds Stepper and fma_peak to the module (bindings_step.cpp).
 void bind_step(py::module_& m);
+// Adds the LSTM and GRU kernels (bindings_gated.cpp).
+void bind_gated(py::module_& m);
 
 }  // namespace prf_binding

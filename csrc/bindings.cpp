@@ -202,6 +202,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(), py::arg("accumulate"),
         py::arg("threads"), "out (+)= sum over s, n of outer(a[s, n], b[s, n]): a (S, N, M), b (S, N, P), out (M, P).");
 
+    bind_gated(m);
     bind_step(m);
 
     m.def(

@@ -9,6 +9,8 @@
 // replace the portable one and run on a CPU without AVX. Use GCC __atomic builtins on plain
 // ints, plain structs and function pointers instead.
 #include "kernels/gemm.hpp"
+#include "kernels/cell_gru.hpp"
+#include "kernels/cell_lstm.hpp"
 #include "kernels/cell_vanilla.hpp"
 #include "kernels/peak.hpp"
 #include "kernels/step.hpp"

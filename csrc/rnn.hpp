@@ -84,6 +84,66 @@ struct BackwardArgs {
     Interrupt* interrupt = nullptr;
 };
 
+// The gated cells, row-vector convention, gates as column blocks of H (see README):
+//   LSTM, blocks [i | f | g | o]: a_t = xw_t + h_{t-1} . Wh, i, f, o = sigmoid, g = tanh,
+//        c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)
+//   GRU, blocks [r | z | n]: u_t = xw_t, v_t = h_{t-1} . Wh + bh, r = sig(u_r + v_r),
+//        z = sig(u_z + v_z), n = tanh(u_n + r * v_n), h_t = (1 - z) * n + z * h_{t-1}
+// Forward keeps what backward needs in `gates` (LSTM: the four activated gates; GRU: r, z, n
+// and v_n) and, for LSTM, the cell states. Backward gives the gradient w.r.t. the step's
+// pre-activations: LSTM's da_t (its input and recurrent sides are the same), GRU's du_t (input
+// side) and dv_t (recurrent side; differs from du_t in the n block, scaled by r).
+template <class T>
+struct LstmForwardArgs {
+    Seq<const T> xw;      // (T, N, 4H) = x . Wx + b
+    Mat<const T> wh;      // (H, 4H)
+    Mat<const T> h0, c0;  // (N, H), data may be null
+    Seq<T> hs, cs;        // (T, N, H) hidden and cell states
+    Seq<T> gates;         // (T, N, 4H) activated [i | f | g | o]; may be the same memory as xw
+    int threads;
+    Interrupt* interrupt = nullptr;
+};
+
+template <class T>
+struct LstmBackwardArgs {
+    Seq<const T> dhs;               // (T, N, H) gradient w.r.t. every output
+    Seq<const T> gates;             // (T, N, 4H) from forward
+    Seq<const T> cs;                // (T, N, H) from forward
+    Mat<const T> c0;                // (N, H), data may be null
+    Mat<const T> wh;                // (H, 4H)
+    Mat<const T> dh_last, dc_last;  // (N, H), data may be null
+    Seq<T> da;                      // (T, N, 4H) gradient w.r.t. the pre-activations a_t
+    Mat<T> dh0, dc0;                // (N, H); dc0 also carries dc from step to step
+    int threads;
+    Interrupt* interrupt = nullptr;
+};
+
+template <class T>
+struct GruForwardArgs {
+    Seq<const T> xw;  // (T, N, 3H) = x . Wx + b
+    Mat<const T> wh;  // (H, 3H)
+    const T* bh;      // (3H,), may be null
+    Mat<const T> h0;  // (N, H), data may be null
+    Seq<T> hs;        // (T, N, H)
+    Seq<T> gates;     // (T, N, 4H) [r | z | n | v_n]; never the same memory as xw
+    int threads;
+    Interrupt* interrupt = nullptr;
+};
+
+template <class T>
+struct GruBackwardArgs {
+    Seq<const T> dhs;      // (T, N, H)
+    Seq<const T> hs;       // (T, N, H) from forward
+    Mat<const T> h0;       // (N, H), data may be null
+    Seq<const T> gates;    // (T, N, 4H) from forward
+    Mat<const T> wh;       // (H, 3H)
+    Mat<const T> dh_last;  // (N, H), data may be null
+    Seq<T> du, dv;         // (T, N, 3H) gradients w.r.t. u_t and v_t
+    Mat<T> dh0;            // (N, H); also carries dh_t * z_t from step to step
+    int threads;
+    Interrupt* interrupt = nullptr;
+};
+
 // C (M x P) = bias + sum_k A(i, k) B(k, j), or C += sum_k A(i, k) B(k, j) when accumulate.
 // Rows of A, B and C are addressed as rows of (steps, rows, cols) views: row m is at
 // data + (m / rows) * step_stride + (m % rows) * row_stride.
@@ -145,11 +205,15 @@ struct PeakArgs {
 // template `name##_kernel` in csrc/kernels/ and exists once per instruction set and once
 // dispatched (below). A new cell (LSTM, GRU) adds its argument structs above and its lines
 // here; the per-ISA tables, the dispatch and the dispatched functions follow from this list.
-#define PRF_KERNELS(X)        \
-    X(forward, ForwardArgs)   \
-    X(backward, BackwardArgs) \
-    X(gemm, GemmArgs)         \
-    X(step, StepArgs)         \
+#define PRF_KERNELS(X)                 \
+    X(forward, ForwardArgs)            \
+    X(backward, BackwardArgs)          \
+    X(lstm_forward, LstmForwardArgs)   \
+    X(lstm_backward, LstmBackwardArgs) \
+    X(gru_forward, GruForwardArgs)     \
+    X(gru_backward, GruBackwardArgs)   \
+    X(gemm, GemmArgs)                  \
+    X(step, StepArgs)                  \
     X(fma_peak, PeakArgs)
 
 // One table of kernels per dtype and instruction set: plain function pointers, so that the

@@ -16,6 +16,7 @@ struct TanhConst;
 template <>
 struct TanhConst<float> {
     static constexpr float clamp = 10.0f;              // tanh(10) rounds to 1 in float
+    static constexpr float exp_max = 80.0f;            // exp(80) < FLT_MAX: sigmoid's bound
     static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23
     static constexpr float ln2_hi = 0.693359375f;
     static constexpr float ln2_lo = -2.12194440054690583e-4f;
@@ -25,6 +26,7 @@ struct TanhConst<float> {
 template <>
 struct TanhConst<double> {
     static constexpr double clamp = 20.0;                      // tanh(20) rounds to 1 in double
+    static constexpr double exp_max = 700.0;                   // exp(700) < DBL_MAX: sigmoid's bound
     static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
     static constexpr double ln2_hi = 6.93147180369123816490e-01;
     static constexpr double ln2_lo = 1.90821492927058770002e-10;
@@ -32,7 +34,7 @@ struct TanhConst<double> {
     static constexpr int mant_bits = 52, exp_bias = 1023;
 };
 
-// exp(y) for 0 <= y <= 2*clamp (or NaN).
+// exp(y) for 0 <= y <= exp_max (or NaN); the range reduction is exact there.
 template <class T>
 static inline Vec<T> exp_bounded(Vec<T> y) {
     using C = TanhConst<T>;
@@ -76,6 +78,25 @@ static inline Vec<T> vtanh(Vec<T> x) {
     Vec<T> r = f < T(0.54930614433405484570) ? small : large;  // ln(3)/2
     return x < zero ? -r : r;
 }
+
+// The logistic sigmoid 1 / (1 + exp(-x)), written through s = 1 / (1 + exp(|x|)) = sigmoid(-|x|),
+// which keeps its relative accuracy in the tail (sigmoid(-30) = 9.4e-14, not 0); past
+// exp_max it is a denormal or 0 in the dtype anyway. NaN propagates.
+template <class T>
+static inline Vec<T> vsigmoid(Vec<T> x) {
+    const T zero = 0, one = 1;
+    Vec<T> f = x < zero ? -x : x;
+    f = f > TanhConst<T>::exp_max ? splat<T>(TanhConst<T>::exp_max) : f;
+    Vec<T> s = one / (exp_bounded<T>(f) + one);
+    return x < zero ? s : one - s;
+}
+
+struct ActIdentity {  // the gated cells' step products: their nonlinearities come after all gates
+    template <class T>
+    static Vec<T> apply(Vec<T> a) {
+        return a;
+    }
+};
 
 struct ActTanh {
     template <class T>

@@ -94,9 +94,10 @@ struct VanillaForward {  // step i is time t = i: out_t = act(xw_t + out_{t-1} .
         if (!a.h0.data) return {a.out.at(0, 0), a.h0.ld, 0};
         return {a.h0.data, a.h0.ld, a.out.cols};
     }
-    ForwardEpilogue<T, Act> epilogue(idx t) const {
+    ForwardEpilogue<T, Act> epilogue(idx t, int) const {
         return {a.xw.at(t, 0), a.xw.row_stride, a.out.at(t, 0), a.out.row_stride};
     }
+    void after_products(idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep&) const {}
 };
@@ -110,7 +111,7 @@ struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} .
         if (i == 0) return {a.da.at(t, 0), a.da.row_stride, 0};
         return {a.da.at(t + 1, 0), a.da.row_stride, a.da.cols};
     }
-    BackwardEpilogue<T, Act> epilogue(idx i) const {
+    BackwardEpilogue<T, Act> epilogue(idx i, int) const {
         const idx t = a.da.steps - 1 - i;
         // clang-format off
         return {a.dh.at(t, 0), a.dh.row_stride,
@@ -119,6 +120,7 @@ struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} .
                 a.da.at(t, 0), a.da.row_stride};
         // clang-format on
     }
+    void after_products(idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = da_0 . Wh^T
         sweep(StepOperand<T>{a.da.at(0, 0), a.da.row_stride, a.da.cols}, StoreEpilogue<T>{a.dh0.data, a.dh0.ld});
@@ -127,7 +129,7 @@ struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} .
 
 template <class T, class Act>
 static bool vanilla_forward(const ForwardArgs<T>& a) {
-    const RecurrenceShape<T> s{a.out.steps, a.out.rows, a.out.cols, a.wh, false, a.threads, a.interrupt};
+    const RecurrenceShape<T> s{a.out.steps, a.out.rows, a.out.cols, a.wh, false, a.threads, a.interrupt, a.out.cols};
     return run_recurrence<T>(s, VanillaForward<T, Act>{a});
 }
 
@@ -141,7 +143,7 @@ static bool vanilla_backward(const BackwardArgs<T>& a) {
                 a.dh0.data[n * a.dh0.ld + j] = a.dh_last.data ? a.dh_last.data[n * a.dh_last.ld + j] : T(0);
         return true;
     }
-    const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt};
+    const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt, H};
     return run_recurrence<T>(s, VanillaBackward<T, Act>{a});
 }
 

@@ -66,6 +66,18 @@ constexpr int kPeakChains = 4;  // 64-byte vectors lowered to narrower registers
 constexpr idx kGroupBytes = idx(256) << 10;
 
 constexpr idx kKC = 256;  // depth of a packed GEMM block: an A sliver stays in L1
+// A recurrence step's product deeper than this is summed in blocks of this depth
+// (microkernel.hpp, step_product): kMR rows x kStepKC of A then stay in L1 (6 x 512 floats =
+// 12 KB of AVX2's 32 KB).
+constexpr idx kStepKC = 512;
+// From this many rows a step's left factor is packed into slivers (each thread its own copy,
+// once per step) before the product, instead of the micro-kernel reading kMR rows H apart (at
+// H = 1024 all in one L1 set). Measured on Zen 3, large (N = 128, H = 1024) float32, 2 threads,
+// two interleaved rounds: vanilla forward recurrence 128-138 -> 151-171 GFLOP/s, LSTM forward
+// 123-141 -> 132-144, LSTM backward 121 -> 132-141, GRU forward 101-133 -> 151-160; stream,
+// typical and tiny unchanged within their (large) noise. Below it (N = 1 streaming) the rows
+// are few and the copy would be pure overhead.
+constexpr idx kMinPackedRows = 24;
 constexpr idx kMC = 240;  // rows of a packed A block (multiple of 6 and 8)
 // Up to this many panels per thread, the rows GEMM reads A where it is instead of packing it:
 // few panels reuse each packed value of A too little to repay packing it (the stream and

@@ -68,16 +68,19 @@ struct PackedA {  // a packed sliver: kMR values per k
 
 // Micro-kernel: M rows of A (K columns) times NP consecutive packed panels starting at `bp`
 // (`panel_size` values apart); the tile stays in registers until `epi` finishes and stores it.
+// It starts from zeros, or from the partial sums at `init` (rows init_ld apart, the tile's
+// columns at col0) when a product deeper than one block is summed block by block.
 template <class T, int M, int NP, class A, class Epi>
 static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows, idx col0, idx ncols,
-                              const Epi& epi) {
+                              const Epi& epi, const T* init = nullptr, idx init_ld = 0) {
     constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
     epi.prefetch(row0, nrows, col0);  // what the epilogue reads arrives while the tile computes
     Vec<T> acc[M][NVT];
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
 #pragma GCC unroll 16
-        for (int i = 0; i < NVT; ++i) acc[r][i] = Vec<T>{};
+        for (int i = 0; i < NVT; ++i)
+            acc[r][i] = init && r < nrows ? load(init + (row0 + r) * init_ld + col0 + i * W) : Vec<T>{};
 #pragma GCC unroll 4
     for (idx k = 0; k < K; ++k) {
         Vec<T> b[NVT];
@@ -95,43 +98,126 @@ static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, id
     epi.template operator()<M, NVT>(acc, row0, nrows, col0, ncols);
 }
 
-// All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
-template <class T, int M, class Epi>
-static void tiles_for_rows(const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1, idx row0,
-                           const Epi& epi) {
-    constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
-    const idx panel_size = K * NR;
-    const StridedRowsA<T> arows{a + row0 * lda, lda};
-    idx p = p0;
-    for (; p + NP <= p1; p += NP)
-        micro_tile<T, M, NP>(arows, K, packed + p * panel_size, panel_size, row0, M, p * NR, ncols - p * NR, epi);
-    for (; p < p1; ++p)
-        micro_tile<T, M, 1>(arows, K, packed + p * panel_size, panel_size, row0, M, p * NR, ncols - p * NR, epi);
-}
+// One block of depth of a step's product over a thread's panels: C[0:nrows, panels) =
+// epi(init + A . B) where A is (nrows x K) with leading dimension lda (already at the block's
+// first column) and panel p's block of B is at packed + p * panel_size.
+template <class T>
+struct StepBlock {
+    const T* a;
+    idx lda, nrows, K;
+    const T* packed;
+    idx panel_size, ncols;
+    const T* init;  // partial sums of the blocks before (null: none), the thread's tile columns
+    idx init_ld;
+    const T* packed_a = nullptr;  // A packed in slivers of kMR rows (pack_rows), or null: read in place
+    idx sliver_stride = 0;        // between the slivers of packed_a
+};
 
-template <class T, class Epi, int M = 1>
-static void remainder_rows(int m, const T* a, idx lda, idx K, const T* packed, idx ncols, idx p0, idx p1, idx row0,
-                           const Epi& epi) {
-    if constexpr (M < kMR) {
-        if (m == M)
-            tiles_for_rows<T, M>(a, lda, K, packed, ncols, p0, p1, row0, epi);
-        else
-            remainder_rows<T, Epi, M + 1>(m, a, lda, K, packed, ncols, p0, p1, row0, epi);
+// Rows [0, nrows) x columns [0, K) of A into slivers of kMR rows, dst[s][k][r] (zero padded):
+// the micro-kernel then reads A from one contiguous stream instead of kMR rows H apart (4 KB
+// apart at H = 1024: the same L1 set for all of them).
+template <class T>
+static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
+    for (idx s = 0; s * kMR < nrows; ++s) {
+        T* d = dst + s * K * kMR;
+        for (int r = 0; r < kMR; ++r) {
+            const idx i = s * kMR + r;
+            if (i < nrows)
+                for (idx k = 0; k < K; ++k) d[k * kMR + r] = a[i * lda + k];
+            else
+                for (idx k = 0; k < K; ++k) d[k * kMR + r] = T(0);
+        }
     }
 }
 
-// Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A
-// One recurrence step: C[0:nrows, panels p0..p1) = epi(A . B) where A is (nrows x K) with
-// leading dimension lda and B is packed over its full K. Panel groups outer, rows inner.
+// All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
+template <class T, int M, class Epi>
+static void tiles_for_rows(const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
+    constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
+    const StridedRowsA<T> arows{s.a + row0 * s.lda, s.lda};
+    idx p = p0;
+    for (; p + NP <= p1; p += NP)
+        micro_tile<T, M, NP>(arows, s.K, s.packed + p * s.panel_size, s.panel_size, row0, M, p * NR, s.ncols - p * NR,
+                             epi, s.init, s.init_ld);
+    for (; p < p1; ++p)
+        micro_tile<T, M, 1>(arows, s.K, s.packed + p * s.panel_size, s.panel_size, row0, M, p * NR, s.ncols - p * NR,
+                            epi, s.init, s.init_ld);
+}
+
+template <class T, class Epi, int M = 1>
+static void remainder_rows(int m, const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
+    if constexpr (M < kMR) {
+        if (m == M)
+            tiles_for_rows<T, M>(s, p0, p1, row0, epi);
+        else
+            remainder_rows<T, Epi, M + 1>(m, s, p0, p1, row0, epi);
+    }
+}
+
+// All tiles of the packed sliver starting at row0 (rows past nrows are padding).
 template <class T, class Epi>
-static void panel_gemm(const T* a, idx lda, idx nrows, idx K, const T* packed, idx ncols, idx p0, idx p1,
-                       const Epi& epi) {
-    const idx full = nrows - nrows % kMR;
-    const idx group = imax(1, kGroupBytes / idx(imax(K, 1) * kNR<T> * sizeof(T)));
+static void tiles_for_sliver(const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
+    constexpr int NR = kNR<T>;
+    const PackedA<T> sliver{s.packed_a + (row0 / kMR) * s.sliver_stride};
+    const int nrows = int(imin(kMR, s.nrows - row0));
+    for (idx p = p0; p < p1; ++p)
+        micro_tile<T, kMR, 1>(sliver, s.K, s.packed + p * s.panel_size, s.panel_size, row0, nrows, p * NR,
+                              s.ncols - p * NR, epi, s.init, s.init_ld);
+}
+
+// One block of a step's product over panels [p0, p1). Panel groups outer, rows inner.
+template <class T, class Epi>
+static void panel_gemm(const StepBlock<T>& s, idx p0, idx p1, const Epi& epi) {
+    const idx full = s.nrows - s.nrows % kMR;
+    const idx group = imax(1, kGroupBytes / idx(imax(s.K, 1) * kNR<T> * sizeof(T)));
+    if (s.packed_a) {
+        for (idx pg = p0; pg < p1; pg += group)
+            for (idx r = 0; r < s.nrows; r += kMR) tiles_for_sliver<T>(s, pg, imin(pg + group, p1), r, epi);
+        return;
+    }
     for (idx pg = p0; pg < p1; pg += group)
-        for (idx r = 0; r < full; r += kMR)
-            tiles_for_rows<T, kMR>(a, lda, K, packed, ncols, pg, imin(pg + group, p1), r, epi);
-    if (full < nrows) remainder_rows<T>(int(nrows - full), a, lda, K, packed, ncols, p0, p1, full, epi);
+        for (idx r = 0; r < full; r += kMR) tiles_for_rows<T, kMR>(s, pg, imin(pg + group, p1), r, epi);
+    if (full < s.nrows) remainder_rows<T>(int(s.nrows - full), s, p0, p1, full, epi);
+}
+
+template <class T>
+struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffer is panel-padded)
+    T* buf;
+    idx ld;
+    void prefetch(idx, int, idx) const {}
+    template <int M, int NVT>
+    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx) const {
+        for (int r = 0; r < M && r < nrows; ++r)
+            for (int i = 0; i < NVT; ++i) store(buf + (row0 + r) * ld + col0 + i * kLanes<T>, acc[r][i]);
+    }
+};
+
+// One step's product C[0:nrows, panels [p0, p1)) = epi(A . B), B packed over its full depth K
+// (panel p at packed + p * K * NR). Deeper than kStepKC (a gated cell's backward: 3H or 4H),
+// it is summed in blocks of kStepKC, the sums between blocks in `partial` (nrows x partial_ld,
+// the thread's panel columns), so that a block of the rows of A stays in L1 while the panels
+// stream: the whole rows (4H of them) do not fit, and came from L3 once per panel.
+template <class T, class Epi>
+static void step_product(const T* a, idx lda, const T* a_packed, idx nrows, idx K, const T* packed, idx ncols, idx p0,
+                         idx p1, T* partial, idx partial_ld, const Epi& epi) {
+    constexpr int NR = kNR<T>;
+    StepBlock<T> s{a, lda, nrows, K, packed, K * NR, ncols, nullptr, 0, a_packed, K * kMR};
+    if (K <= kStepKC || !partial) {
+        panel_gemm<T>(s, p0, p1, epi);
+        return;
+    }
+    for (idx k0 = 0; k0 < K; k0 += kStepKC) {
+        s.a = a + k0;
+        s.K = imin(kStepKC, K - k0);
+        s.packed = packed + k0 * NR;
+        s.init = k0 ? partial : nullptr;
+        s.init_ld = partial_ld;
+        s.packed_a = a_packed ? a_packed + k0 * kMR : nullptr;
+        if (k0 + s.K == K)
+            panel_gemm<T>(s, p0, p1, epi);
+        else
+            panel_gemm<T>(s, p0, p1, PartialSumEpilogue<T>{partial, partial_ld});
+    }
 }
 
 }  // namespace PRF_ISA_NAMESPACE

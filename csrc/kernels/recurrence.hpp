@@ -48,8 +48,11 @@ struct StepOperand {
     idx lda, K;
 };
 
-// What the driver needs to know of a call: the (steps, N, H) extent, the recurrent weights
-// (H x H; transposed: the product is with their transpose) and the caller's limits.
+// What the driver needs to know of a call: the (steps, N, H) extent (H: hidden units, the
+// columns each thread owns a range of), the recurrent weights and the caller's limits. The
+// step's product is (N x depth) . B, with B = `weights` split into `blocks` column blocks of
+// H (a gated cell's gates: LSTM 4, GRU 3, forward; B (depth = H) x (blocks * H)), or B = its
+// transpose when `transposed` (backward: B = weights^T, (depth = blocks' * H) x H, blocks = 1).
 template <class T>
 struct RecurrenceShape {
     idx steps, rows, cols;
@@ -57,21 +60,31 @@ struct RecurrenceShape {
     bool transposed;
     int threads;
     Interrupt* interrupt;
+    idx depth;       // rows of B (K of the step product)
+    int blocks = 1;  // column blocks of B, each H wide, each packed into its own panels
 };
 
-// Runs the `steps` steps of `cell` in order: step i computes cell.epilogue(i)(cell.operand(i) .
-// weights) over every column, then cell.finish(sweep) may run more products (sweep(operand,
-// epilogue)) unless the call was interrupted. Returns false only when the packed weights
-// cannot be allocated.
+// Runs the `steps` steps of `cell` in order: step i computes, for each block b of B,
+// cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's columns, then
+// cell.after_products(i, j0, j1) on the thread's hidden units [j0, j1) (a gated cell's
+// elementwise update, which needs every gate of a unit: a thread owns all gates of its units);
+// one barrier per step. Then cell.finish(sweep) may run more products (sweep(operand,
+// epilogue), block 0) unless the call was interrupted. Returns false only when the packed
+// weights cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
-    const idx steps = s.steps, N = s.rows, H = s.cols;
+    const idx steps = s.steps, N = s.rows, H = s.cols, K = s.depth;
     if (steps == 0 || N == 0 || H == 0) return true;
     constexpr int NR = kNR<T>;
     const idx panels = (H + NR - 1) / NR;
-    T* packed = scratch<T, kRecurrenceWeights>(panels * NR * H);
-    if (!packed) return false;
-    const int nt = team_size(s.threads, N * H * H, H, panels);
+    const idx block_size = panels * NR * K;  // one block's packed panels
+    T* packed = scratch<T, kRecurrenceWeights>(s.blocks * block_size);
+    // Partial sums of a product deeper than one block (step_product), each thread in its columns.
+    const idx partial_ld = panels * NR;
+    T* partial = K > kStepKC ? scratch<T, kRecurrencePartial>(N * partial_ld) : nullptr;
+    if (!packed || (K > kStepKC && !partial)) return false;
+    const idx step_work = N * K * H * s.blocks;
+    const int nt = team_size(s.threads, step_work, H, panels);
     StepBarrier step_barrier;
     StepStop stop{steps};
     run_team(nt, [&](int team, int tid) {
@@ -80,16 +93,33 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         step_barrier.join(team);
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
         // Each thread packs and then only reads its own panels: no barrier needed here.
-        if (s.transposed)
-            pack_panels<T>(packed, s.weights.data, 1, s.weights.ld, H, H, p0, p1);
-        else
-            pack_panels<T>(packed, s.weights.data, s.weights.ld, 1, H, H, p0, p1);
-        auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
-            panel_gemm<T>(op.a, op.lda, N, op.K, packed, H, p0, p1, epi);
+        for (int b = 0; b < s.blocks; ++b) {
+            if (s.transposed)
+                pack_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld, 1, s.weights.ld, K, H,
+                               p0, p1);
+            else
+                pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, 1, K, H, p0, p1);
+        }
+        // This thread's copy of the step's left factor in slivers, packed once per product
+        // (null: read in place, for few rows or when it cannot be allocated).
+        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((N + kMR - 1) / kMR) * kMR * K) : nullptr;
+        auto pack = [&](const StepOperand<T>& op) -> const T* {
+            if (!abuf || op.K == 0) return nullptr;
+            pack_rows<T>(abuf, op.a, op.lda, N, op.K);
+            return abuf;
         };
+        auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
+            step_product<T>(op.a, op.lda, pack(op), N, op.K, packed, H, p0, p1, partial, partial_ld, epi);
+        };
+        const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         for (idx i = 0; i < steps; ++i) {
-            sweep(cell.operand(i), cell.epilogue(i));
-            if (poll(N * H * H)) stop.after(i + 1);
+            const StepOperand<T> op = cell.operand(i);
+            const T* a_packed = pack(op);
+            for (int b = 0; b < s.blocks; ++b)
+                step_product<T>(op.a, op.lda, a_packed, N, op.K, packed + b * block_size, H, p0, p1, partial,
+                                partial_ld, cell.epilogue(i, b));
+            cell.after_products(i, j0, j1);
+            if (poll(step_work)) stop.after(i + 1);
             if (team > 1) step_barrier.wait();
             if (stop.now(i + 1)) break;
         }

@@ -51,5 +51,38 @@ static inline Vec<T> splat(T x) {
     return x - Vec<T>{};
 }
 
+// Elementwise work over a run of columns [j0, j1) of some rows, in vectors of kLanes<T>, with
+// one formula for whole vectors and the tail: f(io) reads with io.get(p) the vector of p at
+// the current columns (lanes past j1 read as 0) and writes with io.put(p, v) (lanes past j1
+// are not written). `p` points at column 0 of its row.
+template <class T>
+struct WholeVector {
+    idx j;
+    Vec<T> get(const T* p) const { return load(p + j); }
+    void put(T* p, Vec<T> v) const { store(p + j, v); }
+};
+template <class T>
+struct PartialVector {
+    idx j;
+    int n;  // valid lanes, 0 < n < kLanes<T>
+    Vec<T> get(const T* p) const {
+        T b[kLanes<T>] __attribute__((aligned(64)));
+        for (int l = 0; l < kLanes<T>; ++l) b[l] = l < n ? p[j + l] : T(0);
+        return load(b);
+    }
+    void put(T* p, Vec<T> v) const {
+        T b[kLanes<T>] __attribute__((aligned(64)));
+        store(b, v);
+        for (int l = 0; l < n; ++l) p[j + l] = b[l];
+    }
+};
+template <class T, class F>
+static inline void for_each_vector(idx j0, idx j1, const F& f) {
+    constexpr int W = kLanes<T>;
+    idx j = j0;
+    for (; j + W <= j1; j += W) f(WholeVector<T>{j});
+    if (j < j1) f(PartialVector<T>{j, int(j1 - j)});
+}
+
 }  // namespace PRF_ISA_NAMESPACE
 }  // namespace prf

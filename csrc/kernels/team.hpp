@@ -32,9 +32,9 @@ struct PackBuffer {
     }
     ~PackBuffer() { std::free(data); }
 };
-// One buffer per (type, purpose, thread): the recurrence's packed weights, and the GEMM's
-// packed blocks of A and B.
-enum Scratch { kRecurrenceWeights, kGemmA, kGemmB, kGemmWide };
+// One buffer per (type, purpose, thread): the recurrence's packed weights and partial sums,
+// and the GEMM's packed blocks of A and B.
+enum Scratch { kRecurrenceWeights, kRecurrencePartial, kRecurrenceA, kGemmA, kGemmB, kGemmWide };
 template <class T, int Purpose>
 static T* scratch(idx n) {
     static thread_local PackBuffer<T> buf;

@@ -22,6 +22,50 @@ def backward(
     activation: str,
     threads: int,
 ) -> None: ...
+def lstm_forward(
+    xw: np.ndarray,
+    wh: np.ndarray,
+    h0: np.ndarray | None,
+    c0: np.ndarray | None,
+    hs: np.ndarray,
+    cs: np.ndarray,
+    gates: np.ndarray,
+    threads: int,
+) -> None: ...
+def lstm_backward(
+    dhs: np.ndarray,
+    gates: np.ndarray,
+    cs: np.ndarray,
+    c0: np.ndarray | None,
+    wh: np.ndarray,
+    dh_last: np.ndarray | None,
+    dc_last: np.ndarray | None,
+    da: np.ndarray,
+    dh0: np.ndarray,
+    dc0: np.ndarray,
+    threads: int,
+) -> None: ...
+def gru_forward(
+    xw: np.ndarray,
+    wh: np.ndarray,
+    bh: np.ndarray | None,
+    h0: np.ndarray | None,
+    hs: np.ndarray,
+    gates: np.ndarray,
+    threads: int,
+) -> None: ...
+def gru_backward(
+    dhs: np.ndarray,
+    hs: np.ndarray,
+    h0: np.ndarray | None,
+    gates: np.ndarray,
+    wh: np.ndarray,
+    dh_last: np.ndarray | None,
+    du: np.ndarray,
+    dv: np.ndarray,
+    dh0: np.ndarray,
+    threads: int,
+) -> None: ...
 def rows_gemm(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, out: np.ndarray, threads: int) -> None: ...
 def reduce_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool, threads: int) -> None: ...
 def isa() -> str: ...
