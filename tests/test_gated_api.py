@@ -1,0 +1,149 @@
+"""LSTM and GRU through the public API, on every backend (the compiled one per instruction
+set), against the whole-model NumPy reference (_reference_gated.*_model_*), which shares no
+code with the orchestration or the kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from helpers import assert_close, to_layout
+from pyrnn_fast import _reference_gated as R
+
+CELLS = {"lstm": 4, "gru": 3}
+
+
+def gated_problem(cell, T, N, D, H, dtype=np.float64, *, optional=True, seed=0):
+    """Random inputs with O(1) pre-activations; `optional` gives every optional argument."""
+    G = CELLS[cell]
+    rng = np.random.default_rng(seed)
+    p = {
+        "x": rng.standard_normal((T, N, D)),
+        "Wx": rng.standard_normal((D, G * H)) / np.sqrt(max(D, 1)),
+        "Wh": rng.standard_normal((H, G * H)) / np.sqrt(max(H, 1)),
+        "b": rng.standard_normal(G * H) * 0.3 if optional else None,
+        "bh": rng.standard_normal(G * H) * 0.3 if optional and cell == "gru" else None,
+        "h0": rng.standard_normal((N, H)) * 0.5 if optional else None,
+        "c0": rng.standard_normal((N, H)) * 0.5 if optional and cell == "lstm" else None,
+        "dhs": rng.standard_normal((T, N, H)),
+        "dh_last": rng.standard_normal((N, H)) if optional else None,
+        "dc_last": rng.standard_normal((N, H)) if optional and cell == "lstm" else None,
+    }
+    return {k: None if v is None else v.astype(dtype) for k, v in p.items()}
+
+
+def f64(a):
+    return None if a is None else a.astype(np.float64)
+
+
+def check_cell(cell, p, backend, time_major):
+    """Forward and backward through the API against the reference, in the inputs' dtype."""
+    dtype = p["x"].dtype
+    q = {k: f64(v) for k, v in p.items()}
+    x = to_layout(p["x"], time_major)
+    if cell == "lstm":
+        out = prf.lstm_forward(x, p["Wx"], p["Wh"], p["b"], p["h0"], p["c0"], time_major=time_major, backend=backend)
+        assert isinstance(out, prf.LSTMOutput)
+        hs_r, hl_r, cl_r, cs_r, gates_r = R.lstm_model_forward(q["x"], q["Wx"], q["Wh"], q["b"], q["h0"], q["c0"])
+        assert_close(out.c_last, cl_r, dtype, "c_last")
+        g = prf.lstm_backward(
+            to_layout(p["dhs"], time_major), x, p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"], p["c0"],
+            dh_last=p["dh_last"], dc_last=p["dc_last"], time_major=time_major, backend=backend,
+        )  # fmt: skip
+        assert isinstance(g, prf.LSTMGrads)
+        expected = R.lstm_model_backward(
+            q["dhs"], q["x"], q["Wx"], q["Wh"], hs_r, cs_r, gates_r, q["h0"], q["c0"], q["dh_last"], q["dc_last"]
+        )
+    else:
+        out = prf.gru_forward(x, p["Wx"], p["Wh"], p["b"], p["bh"], p["h0"], time_major=time_major, backend=backend)
+        assert isinstance(out, prf.GRUOutput)
+        hs_r, hl_r, gates_r = R.gru_model_forward(q["x"], q["Wx"], q["Wh"], q["b"], q["bh"], q["h0"])
+        g = prf.gru_backward(
+            to_layout(p["dhs"], time_major), x, p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"],
+            dh_last=p["dh_last"], time_major=time_major, backend=backend,
+        )  # fmt: skip
+        assert isinstance(g, prf.GRUGrads)
+        expected = R.gru_model_backward(q["dhs"], q["x"], q["Wx"], q["Wh"], hs_r, gates_r, q["h0"], q["dh_last"])
+    assert_close(out.hs, to_layout(hs_r, time_major), dtype, "hs")
+    assert_close(out.h_last, hl_r, dtype, "h_last")
+    for name, got, ref in zip(g._fields, g, expected):
+        assert_close(got, to_layout(ref, time_major) if name == "dx" else ref, dtype, name)
+    return out
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("time_major", [True, False])
+@pytest.mark.parametrize("optional", [True, False])
+def test_matches_reference(backend, cell, dtype, time_major, optional):
+    check_cell(cell, gated_problem(cell, 7, 3, 5, 6, dtype, optional=optional), backend, time_major)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize(
+    "T,N,D,H",
+    [(1, 1, 1, 1), (5, 1, 3, 17), (4, 7, 2, 33), (3, 25, 4, 40), (2, 30, 8, 130), (0, 3, 4, 5), (3, 0, 2, 4)],
+)
+def test_shapes(backend, cell, T, N, D, H):
+    """Odd H (partial vectors and panels), N = 1 (the streaming tile), N >= 24 (packed rows),
+    H >= 128 (two threads where two CPUs are free), and the empty cases."""
+    check_cell(cell, gated_problem(cell, T, N, D, H, seed=T + H), backend, time_major=False)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_deep_product_blocks(backend, cell):
+    """H = 150: the backward step product is 4H (3H) deep, more than one depth block of the
+    compiled recurrence (kStepKC = 512), whose partial sums must add up exactly."""
+    check_cell(cell, gated_problem(cell, 3, 26, 3, 150, seed=5), backend, time_major=True)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_T0_gives_initial_state_and_final_gradients(backend, cell):
+    p = gated_problem(cell, 0, 2, 3, 4)
+    check_cell(cell, p, backend, time_major=True)
+    if cell == "lstm":
+        out = prf.lstm_forward(p["x"], p["Wx"], p["Wh"], None, p["h0"], p["c0"], time_major=True, backend=backend)
+        np.testing.assert_array_equal(out.h_last, p["h0"])
+        np.testing.assert_array_equal(out.c_last, p["c0"])
+        g = prf.lstm_backward(
+            p["dhs"], p["x"], p["Wx"], p["Wh"], out.hs, out.workspace, dh_last=p["dh_last"],
+            dc_last=p["dc_last"], time_major=True, backend=backend,
+        )  # fmt: skip
+        np.testing.assert_array_equal(g.dh0, p["dh_last"])
+        np.testing.assert_array_equal(g.dc0, p["dc_last"])
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_nan_propagates(backend, cell):
+    p = gated_problem(cell, 4, 2, 3, 5)
+    p["x"][1, 0, 0] = np.nan
+    fwd = prf.lstm_forward if cell == "lstm" else prf.gru_forward
+    hs = fwd(p["x"], p["Wx"], p["Wh"], time_major=True, backend=backend).hs
+    assert np.isnan(hs[1:, 0]).all() and not np.isnan(hs[:, 1]).any() and not np.isnan(hs[0]).any()
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_workspace_false_same_outputs(backend, cell):
+    p = gated_problem(cell, 5, 3, 4, 6)
+    fwd = prf.lstm_forward if cell == "lstm" else prf.gru_forward
+    a = fwd(p["x"], p["Wx"], p["Wh"], p["b"], time_major=True, backend=backend)
+    b = fwd(p["x"], p["Wx"], p["Wh"], p["b"], time_major=True, workspace=False, backend=backend)
+    assert b.workspace is None and a.workspace is not None
+    np.testing.assert_array_equal(a.hs, b.hs)
+    np.testing.assert_array_equal(a.h_last, b.h_last)
+    T, N, H = 5, 3, 6
+    per_step = 5 if cell == "lstm" else 4
+    assert a.workspace.nbytes == T * N * per_step * H * 8
+    assert a.workspace.cell == cell.upper() and a.workspace.dims == (T, N, H)
+
+
+def test_inputs_not_modified_and_float32_stays_float32():
+    p = gated_problem("lstm", 4, 3, 2, 5, np.float32)
+    before = {k: None if v is None else v.copy() for k, v in p.items()}
+    out = prf.lstm_forward(p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], p["c0"], time_major=True)
+    g = prf.lstm_backward(p["dhs"], p["x"], p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"], p["c0"], time_major=True)
+    for k, v in p.items():
+        if v is not None:
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+    assert out.hs.dtype == np.float32 and all(a.dtype == np.float32 for a in g)

@@ -1,0 +1,136 @@
+"""Bad input to the gated cells' API: a clear ValueError/TypeError naming the argument, on
+every backend, before any kernel runs; a workspace that does not belong to the call is
+refused by name. And the compiled kernels' own checks (the binding), called directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from pyrnn_fast import _backends
+
+T, N, D, H = 4, 3, 5, 6
+
+
+def lstm_args(dtype=np.float64):
+    rng = np.random.default_rng(0)
+    return dict(
+        x=rng.standard_normal((N, T, D)).astype(dtype),
+        Wx=rng.standard_normal((D, 4 * H)).astype(dtype),
+        Wh=rng.standard_normal((H, 4 * H)).astype(dtype),
+    )
+
+
+def gru_args(dtype=np.float64):
+    a = lstm_args(dtype)
+    return dict(x=a["x"], Wx=a["Wx"][:, : 3 * H].copy(), Wh=a["Wh"][:, : 3 * H].copy())
+
+
+@pytest.mark.parametrize(
+    "cell,name,value,match",
+    [
+        ("lstm", "Wx", np.zeros((D, 3 * H)), r"Wx: expected shape \(D, 4H\)"),
+        ("lstm", "Wh", np.zeros((H, H)), r"Wh: expected shape \(H, 4H\)"),
+        ("lstm", "b", np.zeros(3 * H), r"b: expected shape \(4H,\) = \(24,\)"),
+        ("lstm", "h0", np.zeros((N + 1, H)), r"h0: expected shape \(N, H\)"),
+        ("lstm", "c0", np.zeros((N, H + 1)), r"c0: expected shape \(N, H\)"),
+        ("lstm", "x", np.zeros((N, T)), r"x: expected a 3-D array"),
+        ("gru", "Wx", np.zeros((D, 4 * H)), r"Wx: expected shape \(D, 3H\)"),
+        ("gru", "bh", np.zeros(4 * H), r"bh: expected shape \(3H,\)"),
+        ("gru", "b", np.zeros((3 * H, 1)), r"b: expected shape \(3H,\)"),
+    ],
+)
+def test_bad_shapes(backend, cell, name, value, match):
+    args = lstm_args() if cell == "lstm" else gru_args()
+    fwd = prf.lstm_forward if cell == "lstm" else prf.gru_forward
+    with pytest.raises(ValueError, match=match):
+        fwd(**{**args, name: value}, backend=backend)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bad_dtypes(cell):
+    args = lstm_args() if cell == "lstm" else gru_args()
+    fwd = prf.lstm_forward if cell == "lstm" else prf.gru_forward
+    with pytest.raises(TypeError, match="x: expected a real numeric array"):
+        fwd(**{**args, "x": args["x"].astype(complex)})
+    with pytest.raises(TypeError, match="Wh"):
+        fwd(**{**args, "Wh": np.array([["a"]])})
+    with pytest.raises(TypeError, match="time_major: expected a bool"):
+        fwd(**args, time_major="yes")
+
+
+def run_lstm(dtype=np.float64, time_major=False, n=N):
+    a = lstm_args(dtype)
+    x = a["x"][:n] if not time_major else np.ascontiguousarray(a["x"][:n].transpose(1, 0, 2))
+    return x, a, prf.lstm_forward(x, a["Wx"], a["Wh"], time_major=time_major)
+
+
+def test_workspace_checked():
+    x, a, out = run_lstm()
+    dhs = np.ones_like(out.hs)
+
+    def backward(ws, x=x, hs=out.hs, dhs=dhs, **kw):
+        return prf.lstm_backward(dhs, x, a["Wx"], a["Wh"], hs, ws, **kw)
+
+    backward(out.workspace)  # the right one is accepted
+    with pytest.raises(TypeError, match="workspace: expected the Workspace that lstm_forward"):
+        backward(None)
+    with pytest.raises(TypeError, match="workspace"):
+        backward((out.workspace,))
+    g = gru_args()
+    gru_ws = prf.gru_forward(g["x"], g["Wx"], g["Wh"]).workspace
+    with pytest.raises(ValueError, match="workspace: from gru_forward, expected the one lstm_forward returned"):
+        backward(gru_ws)
+    _, _, shorter = run_lstm(n=N - 1)  # another batch size
+    with pytest.raises(ValueError, match=r"workspace: from a call with \(T, N, H\) = \(4, 2, 6\)"):
+        backward(shorter.workspace)
+    _, _, single = run_lstm(np.float32)
+    with pytest.raises(ValueError, match="workspace: float32, but these inputs compute in float64"):
+        backward(single.workspace)
+    xt, _, tm = run_lstm(time_major=True)
+    with pytest.raises(ValueError, match="workspace: from a call with time_major=True"):
+        backward(tm.workspace)
+    with pytest.raises(AttributeError, match="read-only"):
+        out.workspace.cell = "GRU"  # type: ignore[misc]
+    assert "LSTM" in repr(out.workspace)
+
+
+def test_gru_refuses_lstm_workspace():
+    g = gru_args()
+    out = prf.gru_forward(g["x"], g["Wx"], g["Wh"])
+    _, _, lstm = run_lstm()
+    with pytest.raises(ValueError, match="workspace: from lstm_forward, expected the one gru_forward returned"):
+        prf.gru_backward(np.ones_like(out.hs), g["x"], g["Wx"], g["Wh"], out.hs, lstm.workspace)
+
+
+@pytest.mark.skipif("cpp" not in prf.backends(), reason="the compiled backend is not built")
+def test_binding_checks_every_array():
+    """The binding refuses what would make the kernel address memory out of bounds, even when
+    called directly (the API never passes such arrays)."""
+    core = _backends._core
+    xw, wh = np.zeros((T, N, 4 * H)), np.zeros((H, 4 * H))
+    hs, cs, gates = np.zeros((T, N, H)), np.zeros((T, N, H)), np.zeros((T, N, 4 * H))
+    core.lstm_forward(xw, wh, None, None, hs, cs, gates, 1)
+    with pytest.raises(ValueError, match=r"_core.lstm_forward: xw \(x @ Wx \+ b\): expected shape \(4, 3, 24\)"):
+        core.lstm_forward(xw[:, :, :-1], wh, None, None, hs, cs, gates, 1)
+    with pytest.raises(ValueError, match=r"_core.lstm_forward: wh \(Wh\): expected shape \(6, 24\)"):
+        core.lstm_forward(xw, wh[:-1], None, None, hs, cs, gates, 1)
+    with pytest.raises(ValueError, match=r"_core.lstm_forward: c0: expected shape \(3, 6\)"):
+        core.lstm_forward(xw, wh, None, np.zeros((2, H)), hs, cs, gates, 1)
+    with pytest.raises(ValueError, match="cs .cell states.: expected shape"):
+        core.lstm_forward(xw, wh, None, None, hs, cs[:-1], gates, 1)
+    with pytest.raises(TypeError, match="float64"):
+        core.lstm_forward(xw.astype(np.float32), wh, None, None, hs, cs, gates, 1)
+    with pytest.raises(ValueError, match="read-only"):
+        ro = gates.copy()
+        ro.flags.writeable = False
+        core.lstm_forward(xw, wh, None, None, hs, cs, ro, 1)
+    du, dv, dh0 = np.zeros((T, N, 3 * H)), np.zeros((T, N, 3 * H)), np.zeros((N, H))
+    with pytest.raises(ValueError, match=r"_core.gru_backward: dv \(recurrent-side gradient\): expected shape"):
+        core.gru_backward(hs, hs, None, gates, wh[:, : 3 * H], None, du, dv[:-1], dh0, 1)
+    with pytest.raises(ValueError, match="_core.gru_backward: dhs: expected a 3-D"):
+        core.gru_backward(hs[0], hs, None, gates, wh[:, : 3 * H], None, du, dv, dh0, 1)
+    with pytest.raises(ValueError, match="gates must not be the same array as xw"):
+        g = np.zeros((T, N, 4 * H))
+        core.gru_forward(g[:, :, : 3 * H], wh[:, : 3 * H], None, None, hs, g, 1)
