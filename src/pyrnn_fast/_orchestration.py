@@ -169,7 +169,8 @@ def _input_projection(kernel, x_tm, Wx, b, out, dtype):
 def _column_sums(a: np.ndarray, dtype) -> np.ndarray:
     """Σ over every row of a (..., P), in float64 (NumPy adds the rows one after another: in
     float32 a sum stalls at 2^24), rounded once to `dtype`."""
-    return a.reshape(-1, a.shape[-1]).sum(axis=0, dtype=np.float64).astype(dtype, copy=False)
+    rows = int(np.prod(a.shape[:-1]))  # not reshape(-1, P): -1 is ambiguous when P = 0
+    return a.reshape(rows, a.shape[-1]).sum(axis=0, dtype=np.float64).astype(dtype, copy=False)
 
 
 def _backward_gemms(kernel, x, x_tm, Wx, hs_tm, h0, du_tm, dv_tm, dtype, time_major):
