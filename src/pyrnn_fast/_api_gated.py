@@ -39,6 +39,12 @@ class Workspace:
     Read-only."""
 
     __slots__ = ("_cell", "_dims", "_dtype", "_time_major", "_gates", "_cs")
+    _cell: str
+    _dims: tuple[int, int, int]
+    _dtype: np.dtype
+    _time_major: bool
+    _gates: np.ndarray
+    _cs: np.ndarray | None
 
     def __init__(self, cell, dims, dtype, time_major, gates, cs):
         for name, value in zip(self.__slots__, (cell, dims, np.dtype(dtype), bool(time_major), gates, cs)):

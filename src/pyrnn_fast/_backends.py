@@ -142,10 +142,7 @@ def get_backend(name: str | None) -> Backend:
         # thread (see get_num_threads).
         threads = _core.get_num_threads
         backend = Backend(
-            "cpp",
-            *(_with_threads(getattr(_core, k), threads) for k in _KERNELS),
-            rows_gemm=_with_threads(_core.rows_gemm, threads),
-            reduce_gemm=_with_threads(_core.reduce_gemm, threads),
+            "cpp", *(_with_threads(getattr(_core, k), threads) for k in (*_KERNELS, "rows_gemm", "reduce_gemm"))
         )
     elif name == "numba":
         from . import _numba, _numba_gated

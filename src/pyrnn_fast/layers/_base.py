@@ -82,6 +82,16 @@ class _RecurrentLayer:
     def _configure_cell(self, **cell_options):
         """Check and set the options named in ``_cell_options``."""
 
+    # The cell's functional calls over one run (time-major), which _stack arranges:
+    def _run(self, x, W, state, keep=True):
+        """(hs, final state parts, what _grad needs); W in ``_param_kinds`` order, state a tuple
+        in ``_state_names`` order; `keep`: record what backward needs (False: a step)."""
+        raise NotImplementedError
+
+    def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
+        """(dx, parameter gradients in ``_param_kinds`` order, initial state gradients)."""
+        raise NotImplementedError
+
     def _param_shapes(self):
         """[(name, shape)] of every parameter, in the order of ``params``."""
         H, G = self.hidden_size, self._gates

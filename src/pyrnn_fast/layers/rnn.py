@@ -110,7 +110,7 @@ class RNN(_RecurrentLayer):
 
     # --- the cell's functional calls (_stack runs them per layer, direction and segment) ---
 
-    def _run(self, x, W, state):
+    def _run(self, x, W, state, keep=True):
         Wx, Wh, b = W
         hs, h = rnn_forward(x, Wx, Wh, b, state[0], activation=self.activation, time_major=True, backend=self.backend)
         return hs, (h,), None
@@ -181,12 +181,12 @@ class RNN(_RecurrentLayer):
         return self._checked_step(x_t)
 
     def _checked_step(self, x_t):
-        x_t, _ = self._step_input(x_t)
+        x_t, (state,) = self._step_input(x_t)
         N = x_t.shape[0]
         kernel = get_backend(self.backend)
         x = _c_array(x_t, self.dtype)
         if kernel.name == "cpp":
-            return self._compiled_step(x, self.state)
+            return self._compiled_step(x, state)
         # One time step of rnn_forward's orchestration per layer, written into buffers kept
         # across steps: nothing is allocated per step but the returned output.
         if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
@@ -195,9 +195,9 @@ class RNN(_RecurrentLayer):
         for layer in range(self.num_layers):
             Wx, Wh, b = self._weights(layer, "")
             out = self._step_buffer[layer]
-            h0 = _kernel_matrix(self.state[layer], self.dtype)
+            h0 = _kernel_matrix(state[layer], self.dtype)
             _forward_into(kernel, inp, Wx, Wh, b, h0, out, self.activation, self.dtype)
-            self.state[layer] = out[0]
+            state[layer] = out[0]
             inp = out
         return inp[0].copy()
 
