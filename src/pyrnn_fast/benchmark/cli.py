@@ -1,13 +1,14 @@
 """``python -m pyrnn_fast``: a self-check of every backend against the reference, then a benchmark.
 
-    python -m pyrnn_fast [--threads N] [--shapes tiny,typical] [--repeat K]
+    python -m pyrnn_fast [--threads N] [--shapes tiny,typical] [--cells rnn,lstm,gru] [--repeat K]
                          [--backends cpp,numpy] [--no-peers] [--json PATH] [--plot PATH]
                          [--allow-fallback]
 
-Prints the machine and versions; checks every backend's forward and all five gradients against
-``pyrnn_fast._reference`` (float64 and float32, tanh and relu); times each backend and, when
-installed, PyTorch's ``nn.RNN`` and a jitted JAX ``lax.scan`` on the shapes of docs/DESIGN.md
-(interleaved, shape by shape); and reports ms, GFLOP/s and speed-ups. Exits with status 1 if
+Prints the machine and versions; checks every backend's forward and all gradients against
+the NumPy references (float64 and float32; tanh and relu; LSTM and GRU); times each backend
+and, when installed, PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` and a jitted JAX
+``lax.scan`` of the same cell on the shapes of docs/DESIGN.md (interleaved, shape by shape);
+and reports ms, GFLOP/s and speed-ups. Exits with status 1 if
 the self-check failed, and with status 2 (printing the ImportError) without running anything if
 the compiled backend ``cpp`` cannot be imported, unless ``--allow-fallback`` asks to benchmark
 the fallback backends anyway. Its last line says which backend and instruction set ran.
@@ -20,10 +21,12 @@ import json
 import os
 import sys
 
+import numpy as np
+
 import pyrnn_fast as prf
 
 from .. import _backends
-from . import limits, runners, timing
+from . import gated, limits, runners, timing
 from .plot import write_plot
 from .report import machine_info, print_info, print_shape, ran_line, summarize
 from .selfcheck import TOLERANCE, print_self_check, self_check
@@ -37,6 +40,7 @@ def parse_args(argv):
         default=",".join(runners.SHAPES),
         help=f"comma-separated shape names from {list(runners.SHAPES)} (default: all)",
     )
+    p.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cells from rnn, lstm, gru (default: all)")
     p.add_argument("--repeat", type=int, default=5, help="timing rounds per measurement (default 5)")
     p.add_argument("--backends", help=f"comma-separated pyrnn_fast backends to time (default: all of {prf.backends()})")
     p.add_argument("--no-peers", action="store_true", help="do not time torch / jax")
@@ -61,6 +65,10 @@ def parse_args(argv):
     for s in args.shapes:
         if s not in runners.SHAPES:
             p.error(f"--shapes: unknown shape {s!r}; expected some of {list(runners.SHAPES)}")
+    args.cells = [c.strip().lower() for c in args.cells.split(",") if c.strip()]
+    for c in args.cells:
+        if c not in ("rnn", *gated.GATES):
+            p.error(f"--cells: unknown cell {c!r}; expected some of ['rnn', 'lstm', 'gru']")
     args.backends = (
         prf.backends() if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
     )
@@ -89,16 +97,21 @@ def ensure_threads(threads):
     os.execv(sys.executable, [sys.executable, "-m", "pyrnn_fast", *sys.argv[1:]])
 
 
-def benchmark_shape(shape, impls, repeat) -> tuple[dict, float | None]:
-    """Time every (impl, op) of one shape, interleaved. Returns ``{impl: {op: measurement}}`` and
-    the share of the CPU that other processes used meanwhile."""
-    calls = {(impl, op): runners.make_runner(impl, shape, op) for impl in impls for op in runners.OPS}
+def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | None]:
+    """Time every (impl, op) of one shape of `cell`, interleaved. Returns ``{impl: {op:
+    measurement}}`` and the share of the CPU that other processes used meanwhile."""
+    if cell == "rnn":
+        make, flops = runners.make_runner, runners.flops
+    else:
+        make = lambda impl, shape, op: gated.make_runner(impl, cell, shape, op)  # noqa: E731
+        flops = lambda shape, op: gated.flops(cell, shape, op)  # noqa: E731
+    calls = {(impl, op): make(impl, shape, op) for impl in impls for op in runners.OPS}
     since = timing.cpu_snapshot()
     timed = timing.time_interleaved(calls, repeat=repeat)
     out: dict[str, dict] = {impl: {} for impl in impls}
     load = timing.other_load(since)
     for (impl, op), (sec, rounds) in timed.items():
-        out[impl][op] = {"ms": sec * 1e3, "gflops": runners.flops(shape, op) / sec / 1e9, "rounds": rounds}
+        out[impl][op] = {"ms": sec * 1e3, "gflops": flops(shape, op) / sec / 1e9, "rounds": rounds}
     for op in runners.OPS:
         peer_ms = {p: out[p][op]["ms"] for p in runners.PEERS if p in out}
         best_peer = min(peer_ms, key=lambda k: peer_ms[k]) if peer_ms else None
@@ -124,6 +137,13 @@ def main(argv=None) -> int:
 
     errors, ok = self_check(prf.backends())
     print_self_check(errors)
+    gated_cells = [c for c in args.cells if c != "rnn"]
+    if gated_cells:
+        gated_errors, gated_ok = gated.self_check(prf.backends())
+        print_self_check(
+            gated_errors, "pyrnn_fast._reference_gated", "LSTM and GRU; hs, final states and every gradient"
+        )
+        errors, ok = {**errors, **gated_errors}, ok and gated_ok
 
     default = info["default_backend"]
     impls = list(args.backends) + peers
@@ -131,18 +151,24 @@ def main(argv=None) -> int:
         f"\nbenchmark: float32, time-major, median of {args.repeat} interleaved rounds; "
         "fwd+bwd = forward + backward of sum(hs), every gradient"
     )
-    results, summary, loads = {}, {}, {}
-    for shape in args.shapes:
-        res, load = benchmark_shape(shape, impls, args.repeat)
-        results[shape], loads[shape] = res, load
-        print_shape(shape, res, load)
-        summary[shape] = s = summarize(res, default)
-        if s:
-            among = "/".join(next(iter(s.values()))["among"])
-            print(
-                f"  => {default} vs the best of {among}: "
-                + ", ".join(f"{op} {v['speedup']:.2f}x (vs {v['vs']})" for op, v in s.items())
-            )
+    by_cell: dict[str, dict] = {}
+    for cell in args.cells:
+        results, summary, loads = by_cell.setdefault(cell, ({}, {}, {}))
+        for shape in args.shapes:
+            res, load = benchmark_shape(shape, impls, args.repeat, cell)
+            results[shape], loads[shape] = res, load
+            if cell == "rnn":
+                print_shape(shape, res, load)
+            else:
+                print_shape(shape, res, load, lambda s, op, c=cell: gated.flops(c, s, op), cell)
+            summary[shape] = s = summarize(res, default)
+            if s:
+                among = "/".join(next(iter(s.values()))["among"])
+                print(
+                    f"  => {default} vs the best of {among}: "
+                    + ", ".join(f"{op} {v['speedup']:.2f}x (vs {v['vs']})" for op, v in s.items())
+                )
+    results, summary, loads = by_cell.get("rnn", ({}, {}, {}))
 
     peak = runners.sgemm_peak(threads)
     print(
@@ -151,10 +177,20 @@ def main(argv=None) -> int:
         + f" -> {peak['max']:.1f} GFLOP/s"
         + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else "")
     )
-    frac, latency = None, {}
+    frac, latency, gated_frac = None, {}, {}
     if default == "cpp":  # the peak loop and the step's fast path are the compiled backend's
-        frac = limits.fraction_of_peak(results, default, threads, args.repeat)
-        limits.print_fraction_of_peak(frac, info["isa"], threads, default)
+        if "rnn" in args.cells:
+            frac = limits.fraction_of_peak(results, default, threads, args.repeat)
+            limits.print_fraction_of_peak(frac, info["isa"], threads, default)
+        peak32 = frac["float32"]["peak"] if frac else limits.fma_peak(np.float32, threads)
+        gated_frac = gated.fraction_of_peak({c: by_cell[c][0] for c in gated_cells}, default, peak32)
+        if gated_frac and not frac:
+            print(f"\nlarge vs the register-FMA peak ({info['isa']}, {threads} thread(s)): {peak32:.1f} GFLOP/s")
+        for cell, e in gated_frac.items():
+            print(
+                f"  {cell.upper()} float32: "
+                + ", ".join(f"{op} {v['gflops']:.1f} GFLOP/s = {100 * v['fraction']:.0f}%" for op, v in e.items())
+            )
         for dtype in ("float32", "float64"):
             latency[dtype] = limits.step_latency(default, peers, dtype)
             limits.print_step_latency(latency[dtype], threads, dtype)
@@ -168,6 +204,19 @@ def main(argv=None) -> int:
                     "repeat": args.repeat,
                     "sgemm_peak": peak,
                     "fma_peak_fraction": frac,
+                    "gated_fma_peak_fraction": gated_frac,
+                    "gated": {
+                        c: {
+                            s: {
+                                "gflop": {op: gated.flops(c, s, op) / 1e9 for op in runners.OPS},
+                                "results": by_cell[c][0][s],
+                                "summary": by_cell[c][1][s],
+                                "other_processes_cpu_share": by_cell[c][2][s],
+                            }
+                            for s in by_cell[c][0]
+                        }
+                        for c in gated_cells
+                    },
                     "step_latency_us": latency,
                     "shapes": {
                         s: {
@@ -184,7 +233,7 @@ def main(argv=None) -> int:
                 indent=1,
             )
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and results:
         write_plot(results, default, args.plot, threads)
         print(f"wrote {args.plot}")
     print(f"\n{ran_line(info, args.backends)}")

@@ -84,11 +84,12 @@ def _ratio(r):
     return "-" if r is None else f"{r:.2f}x"
 
 
-def print_shape(shape, res, load):
+def print_shape(shape, res, load, flops=runners.flops, cell="rnn"):
     T, N, D, H = runners.SHAPES[shape]
-    fl = {op: runners.flops(shape, op) / 1e9 for op in runners.OPS}
+    fl = {op: flops(shape, op) / 1e9 for op in runners.OPS}
+    name = "" if cell == "rnn" else f"{cell.upper()} "
     print(
-        f"\n{shape}: T={T} N={N} D={D} H={H}  ({fl['forward']:.3g} GFLOP forward, {fl['fwd+bwd']:.3g} fwd+bwd)"
+        f"\n{name}{shape}: T={T} N={N} D={D} H={H}  ({fl['forward']:.3g} GFLOP forward, {fl['fwd+bwd']:.3g} fwd+bwd)"
         "   speed-up = other's time / this row's time"
     )
     head = f"  {'impl':<7}" + "".join(

@@ -74,15 +74,16 @@ def self_check(backends) -> tuple[dict, bool]:
     return errors, ok
 
 
-def print_self_check(errors):
+def print_self_check(errors, what="pyrnn_fast._reference", checked="tanh+relu; hs, h_last and all 5 grads"):
     print(
-        "\nself-check against pyrnn_fast._reference (shapes T,N,D,H = "
-        f"{', '.join('x'.join(map(str, s)) for s in CHECK_SHAPES)}; tanh+relu; hs, h_last and all 5 grads)"
+        f"\nself-check against {what} (shapes T,N,D,H = "
+        f"{', '.join('x'.join(map(str, s)) for s in CHECK_SHAPES)}; {checked})"
     )
-    print(f"  {'backend':<8}" + "".join(f"{dt + ' max rel err':>24}" for dt in TOLERANCE))
+    width = max(8, *(len(name) for name in errors))
+    print(f"  {'backend':<{width}}" + "".join(f"{dt + ' max rel err':>24}" for dt in TOLERANCE))
     for name, per_dtype in errors.items():
         cells = [
             f"{err:.1e} {'ok' if err <= TOLERANCE[dt] else f'FAIL (> {TOLERANCE[dt]:.0e})'}"
             for dt, err in per_dtype.items()
         ]
-        print(f"  {name:<8}" + "".join(f"{c:>24}" for c in cells))
+        print(f"  {name:<{width}}" + "".join(f"{c:>24}" for c in cells))
