@@ -23,7 +23,7 @@ from ._api_gated import (
     lstm_forward,
 )
 from ._backends import backends, get_num_threads, isa, set_num_threads
-from .layers import GRU, LSTM, RNN, TimeRNN
+from .layers import GRU, LSTM, RNN, TimeLSTM, TimeRNN
 
 __version__ = "0.1.0"  # the one source of the version (pyproject.toml reads it)
 
@@ -35,6 +35,7 @@ __all__ = [
     "LSTMGrads",
     "LSTMOutput",
     "RNN",
+    "TimeLSTM",
     "TimeRNN",
     "RNNGrads",
     "Workspace",

@@ -1,23 +1,30 @@
-"""Layers on top of the functional API: ``RNN`` (stacked, bidirectional, variable-length,
-dropout, stateful, streaming, PyTorch/Keras interop) and ``TimeRNN`` (the textbook class).
+"""Layers on top of the functional API: ``RNN``, ``LSTM``, ``GRU`` (stacked, bidirectional,
+variable-length, dropout, stateful, streaming, PyTorch/Keras interop) and ``TimeRNN``,
+``TimeLSTM`` (the textbook classes).
 
-Every recurrence here is a call to ``rnn_forward`` / ``rnn_backward`` (``RNN.step`` calls the
-same orchestration, ``_orchestration._forward_into``, with buffers it keeps); these modules
-only arrange the calls (which samples, which time steps, which direction) and keep the caches.
+Every recurrence here is a call of the functional API (``rnn_forward``, ``lstm_forward``,
+``gru_forward`` and their backwards; ``RNN.step`` calls the same orchestration with buffers it
+keeps, or the compiled stepper); these modules only arrange the calls (which samples, which
+time steps, which direction) and keep the caches.
 
-    rnn        RNN: configuration, initialisation, forward, backward, step
-    time_rnn   TimeRNN
+    rnn        RNN: its option, initialisation, functional calls, compiled step
+    gated      LSTM, GRU: their initialisation, functional calls, signatures
+    _base      what every layer shares: configuration, parameters, repr, modes, checks
+    _stack     the stacked, bidirectional forward and backward of every cell
+    time_rnn   TimeRNN;  time_lstm  TimeLSTM
     _segments  variable lengths (runs by segments) and the reverse direction's time reversal
     _npz       save / load: the .npz format and its validation
-    _interop   torch.nn.RNN and Keras SimpleRNN weights
+    _interop   torch.nn.RNN/LSTM/GRU and Keras SimpleRNN/LSTM/GRU weights
     _checks    argument checks
 
-The segment runs, the file checks, the interop and the argument checks are kept apart from
-the layer math so that the gated cells to come (LSTM, GRU) share them with RNN.
+A cell's class says only what is particular to it (its options, initialisation, the two
+functional calls ``_run`` / ``_grad`` and its public signatures); the stack, the segment
+runs, the file checks, the interop and the argument checks serve all three cells.
 """
 
 from .gated import GRU, LSTM
 from .rnn import RNN
+from .time_lstm import TimeLSTM
 from .time_rnn import TimeRNN
 
-__all__ = ["GRU", "LSTM", "RNN", "TimeRNN"]
+__all__ = ["GRU", "LSTM", "RNN", "TimeLSTM", "TimeRNN"]

@@ -1,0 +1,75 @@
+"""``prf.TimeLSTM``: the textbook class, one ``lstm_forward`` / ``lstm_backward`` call per sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._api_gated import lstm_backward, lstm_forward
+from ._checks import _check_real
+
+# The textbook orders the gate blocks [f | g | i | o]; ours (PyTorch's) is [i | f | g | o].
+# Column block k of ours is block _OURS_FROM_BOOK[k] of the book's.
+_OURS_FROM_BOOK = (2, 0, 1, 3)
+_BOOK_FROM_OURS = tuple(_OURS_FROM_BOOK.index(k) for k in range(4))  # (1, 2, 0, 3)
+
+
+def _reorder(a, order):
+    """The gate blocks (last axis, 4 of H) of `a` in `order`."""
+    H = a.shape[-1] // 4
+    return np.concatenate([a[..., k * H : (k + 1) * H] for k in order], axis=-1)
+
+
+class TimeLSTM:
+    """A drop-in for the textbook ``TimeLSTM`` layer (T steps of the LSTM cell with
+    ``A = x·Wx + h·Wh + b`` split into the gate blocks [f | g | i | o]), with the whole
+    sequence in one ``lstm_forward`` / ``lstm_backward`` call.
+
+    ``params = [Wx, Wh, b]`` ((D, 4H), (H, 4H), (4H,), the book's gate order) are used as given
+    (an optimizer updating them in place is seen by the next forward: the columns are put in
+    our order [i | f | g | o] at each call, a copy cheap next to the recurrence);
+    ``grads = [dWx, dWh, db]`` are overwritten in place by ``backward``, in the book's order.
+    ``h``, ``c`` are the last states, ``dh`` the gradient w.r.t. the initial h from the last
+    backward. With ``stateful=False`` every forward starts from zeros; with ``stateful=True``
+    from ``h``, ``c`` (zeros after ``reset_state()``; ``set_state(h, c=None)`` sets them), and
+    backward stops at the start of the sequence (truncated BPTT).
+    """
+
+    def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
+        for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+            _check_real(name, a)
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.h, self.c, self.dh = None, None, None
+        self.stateful = stateful
+        self.backend = backend
+        self._cache = None
+
+    def set_state(self, h, c=None):
+        self.h, self.c = h, c
+
+    def reset_state(self):
+        self.h, self.c = None, None
+
+    def forward(self, xs):
+        """xs (N, T, D) -> hs (N, T, H)."""
+        xs = _check_real("xs", xs)
+        Wx, Wh, b = (_reorder(np.asarray(p), _OURS_FROM_BOOK) for p in self.params)
+        if not self.stateful:
+            self.h, self.c = None, None
+        h0, c0 = self.h, self.c
+        out = lstm_forward(xs, Wx, Wh, b, h0, c0, backend=self.backend)
+        self.h, self.c = out.h_last, out.c_last
+        self._cache = (xs, Wx, Wh, out, h0, c0)
+        return out.hs
+
+    def backward(self, dhs):
+        """dhs (N, T, H) -> dxs (N, T, D); fills grads in place and sets dh."""
+        if self._cache is None:
+            raise RuntimeError("backward: call forward first")
+        dhs = _check_real("dhs", dhs)
+        xs, Wx, Wh, out, h0, c0 = self._cache
+        g = lstm_backward(dhs, xs, Wx, Wh, out.hs, out.workspace, h0, c0, backend=self.backend)
+        for grad, d in zip(self.grads, (g.dWx, g.dWh, g.db)):
+            grad[...] = _reorder(d, _BOOK_FROM_OURS)
+        self.dh = g.dh0
+        return g.dx
