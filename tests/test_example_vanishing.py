@@ -1,0 +1,66 @@
+"""examples/vanishing_gradients.py: its fast mode runs and writes a PNG, and the gradient norms
+it plots are right (against central finite differences of the loss through the model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "vanishing_gradients.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("vanishing_gradients", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fast_mode_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "vg.png"
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--fast", "--out", str(out)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("RNN tanh", "RNN relu", "LSTM", "GRU"):
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("name", ["RNN tanh", "LSTM", "GRU"])
+def test_gradient_norms_match_finite_differences(name):
+    ex = load_example()
+    cls, options = ex.MODELS[name]
+    layer = cls(2, 3, dtype=np.float64, seed=1, **options)
+    for k in layer.params:  # non-zero biases
+        layer.params[k] += np.random.default_rng(2).standard_normal(layer.params[k].shape) * 0.1
+    x, _ = ex.adding_batch(np.random.default_rng(3), 2, 6)
+    x = x.astype(np.float64)
+    C = np.random.default_rng(4).standard_normal((2, 3))  # loss = Σ h_T · C, so dL/dh_T = C
+
+    hs, _ = ex.run_states(layer, x)
+    norms = ex.grad_norms(layer, x, C, [0, 2, 5])
+    eps = 1e-6
+    for d, norm in zip([0, 2, 5], norms):
+        t = 5 - d  # perturb h_t, run the remaining steps from it
+        grad = np.zeros((2, 3))
+        for n, j in np.ndindex(2, 3):
+            vals = []
+            for sign in (1, -1):
+                h = hs[:, t].copy()
+                h[n, j] += sign * eps
+                if name == "LSTM":  # c_t unchanged: dL/dh_t at fixed c_t, what backward's dh0 is
+                    c = ex.run_states(layer, x[:, : t + 1])[1].c_last
+                    h_end = ex.run_states(layer, x[:, t + 1 :], h, c)[0][:, -1] if t < 5 else h
+                else:
+                    h_end = ex.run_states(layer, x[:, t + 1 :], h)[0][:, -1] if t < 5 else h
+                vals.append(np.sum(h_end * C))
+            grad[n, j] = (vals[0] - vals[1]) / (2 * eps)
+        assert abs(np.linalg.norm(grad, axis=1).mean() - norm) < 1e-7 * max(1.0, norm), (name, d)
