@@ -26,3 +26,15 @@ prf.rnn_forward(x, Wx, Wh, activation="sigmoid")  # type: ignore[arg-type]
 prf.rnn_forward(x, Wx, Wh, time_major="yes")  # type: ignore[arg-type]
 prf.set_num_threads("2")  # type: ignore[arg-type]
 same: int = prf.isa()  # type: ignore[assignment]
+
+Wx4, Wh4 = np.zeros((4, 20), np.float32), np.zeros((5, 20), np.float32)
+lstm_out: prf.LSTMOutput = prf.lstm_forward(x, Wx4, Wh4, time_major=False, workspace=True)
+lstm_grads: prf.LSTMGrads = prf.lstm_backward(lstm_out.hs, x, Wx4, Wh4, lstm_out.hs, lstm_out.workspace)
+dc0: NDArray[np.floating] = lstm_grads.dc0
+gru_out: prf.GRUOutput = prf.gru_forward(x, Wx4[:, :15], Wh4[:, :15], bh=np.zeros(15))
+ws: prf.Workspace | None = gru_out.workspace
+dbh: NDArray[np.floating] = prf.gru_backward(gru_out.hs, x, Wx4[:, :15], Wh4[:, :15], gru_out.hs, ws).dbh
+layer_out, (h_n, c_n) = prf.LSTM(4, 5)(x, state=None)
+
+prf.lstm_forward(x, Wx4, Wh4, workspace="yes")  # type: ignore[arg-type]
+prf.gru_backward(gru_out.hs, x, Wx4, Wh4, gru_out.hs, "ws")  # type: ignore[arg-type]

@@ -182,7 +182,7 @@ def lstm_backward(
     Wx: ArrayLike,
     Wh: ArrayLike,
     hs: ArrayLike,
-    workspace: Workspace,
+    workspace: Workspace | None,
     h0: ArrayLike | None = None,
     c0: ArrayLike | None = None,
     *,
@@ -194,7 +194,8 @@ def lstm_backward(
     """Backpropagation through time for ``lstm_forward``.
 
     dhs like hs; x, Wx, Wh, h0, c0 as given to ``lstm_forward``; hs and workspace what it
-    returned; dh_last, dc_last (N, H), optional: gradients w.r.t. h_last and c_last.
+    returned (typed Optional as ``LSTMOutput.workspace`` is: None, from ``workspace=False``,
+    is a TypeError); dh_last, dc_last (N, H), optional: gradients w.r.t. h_last and c_last.
     Returns LSTMGrads(dx, dWx, dWh, db, dh0, dc0); db, dh0 and dc0 also when b, h0, c0 were None.
     """
     kernel = get_backend(backend)
@@ -267,7 +268,7 @@ def gru_backward(
     Wx: ArrayLike,
     Wh: ArrayLike,
     hs: ArrayLike,
-    workspace: Workspace,
+    workspace: Workspace | None,
     h0: ArrayLike | None = None,
     *,
     dh_last: ArrayLike | None = None,

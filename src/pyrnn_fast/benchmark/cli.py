@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any, Callable
 
 import numpy as np
 
@@ -100,6 +101,8 @@ def ensure_threads(threads):
 def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | None]:
     """Time every (impl, op) of one shape of `cell`, interleaved. Returns ``{impl: {op:
     measurement}}`` and the share of the CPU that other processes used meanwhile."""
+    make: Callable[..., Any]
+    flops: Callable[[str, str], float]
     if cell == "rnn":
         make, flops = runners.make_runner, runners.flops
     else:
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
         f"\nbenchmark: float32, time-major, median of {args.repeat} interleaved rounds; "
         "fwd+bwd = forward + backward of sum(hs), every gradient"
     )
-    by_cell: dict[str, dict] = {}
+    by_cell: dict[str, tuple[dict, dict, dict]] = {}
     for cell in args.cells:
         results, summary, loads = by_cell.setdefault(cell, ({}, {}, {}))
         for shape in args.shapes:

@@ -60,18 +60,18 @@ def pyrnn_runner(backend: str, cell, shape, op: str, seed=0, dtype=np.float32):
 
     def run():
         if cell == "lstm":
-            out = prf.lstm_forward(x, Wx, Wh, b, time_major=True, workspace=keep, backend=backend)
+            lstm = prf.lstm_forward(x, Wx, Wh, b, time_major=True, workspace=keep, backend=backend)
             if keep:
                 return prf.lstm_backward(
-                    np.ones_like(out.hs), x, Wx, Wh, out.hs, out.workspace, time_major=True, backend=backend
+                    np.ones_like(lstm.hs), x, Wx, Wh, lstm.hs, lstm.workspace, time_major=True, backend=backend
                 )
-            return out
-        out = prf.gru_forward(x, Wx, Wh, b, p["bh"], time_major=True, workspace=keep, backend=backend)
+            return lstm
+        gru = prf.gru_forward(x, Wx, Wh, b, p["bh"], time_major=True, workspace=keep, backend=backend)
         if keep:
             return prf.gru_backward(
-                np.ones_like(out.hs), x, Wx, Wh, out.hs, out.workspace, time_major=True, backend=backend
+                np.ones_like(gru.hs), x, Wx, Wh, gru.hs, gru.workspace, time_major=True, backend=backend
             )
-        return out
+        return gru
 
     return _keeping_openmp_nesting(run) if backend == "numba" else run
 
@@ -195,12 +195,13 @@ def self_check(backends) -> tuple[dict, bool]:
                     dhs = rng.standard_normal((T, N, H)).astype(dtype)
                     q = {k: v.astype(np.float64) for k, v in p.items()}
                     h64, d64 = h0.astype(np.float64), dhs.astype(np.float64)
+                    pairs: list
                     if cell == "lstm":
-                        out = prf.lstm_forward(
+                        lo = prf.lstm_forward(
                             p["x"], p["Wx"], p["Wh"], p["b"], h0, h0, time_major=True, backend=backend
                         )
-                        g = prf.lstm_backward(
-                            dhs, p["x"], p["Wx"], p["Wh"], out.hs, out.workspace, h0, h0, time_major=True,
+                        lg = prf.lstm_backward(
+                            dhs, p["x"], p["Wx"], p["Wh"], lo.hs, lo.workspace, h0, h0, time_major=True,
                             backend=backend,
                         )  # fmt: skip
                         hs, hl, cl, cs, gates = _reference_gated.lstm_model_forward(
@@ -209,19 +210,19 @@ def self_check(backends) -> tuple[dict, bool]:
                         ref = _reference_gated.lstm_model_backward(
                             d64, q["x"], q["Wx"], q["Wh"], hs, cs, gates, h64, h64
                         )
-                        pairs = [(out.hs, hs), (out.h_last, hl), (out.c_last, cl), *zip(g, ref)]
+                        pairs = [(lo.hs, hs), (lo.h_last, hl), (lo.c_last, cl), *zip(lg, ref)]
                     else:
-                        out = prf.gru_forward(
+                        go = prf.gru_forward(
                             p["x"], p["Wx"], p["Wh"], p["b"], p["bh"], h0, time_major=True, backend=backend
                         )
-                        g = prf.gru_backward(
-                            dhs, p["x"], p["Wx"], p["Wh"], out.hs, out.workspace, h0, time_major=True, backend=backend
+                        gg = prf.gru_backward(
+                            dhs, p["x"], p["Wx"], p["Wh"], go.hs, go.workspace, h0, time_major=True, backend=backend
                         )
                         hs, hl, gates = _reference_gated.gru_model_forward(
                             q["x"], q["Wx"], q["Wh"], q["b"], q["bh"], h64
                         )
                         ref = _reference_gated.gru_model_backward(d64, q["x"], q["Wx"], q["Wh"], hs, gates, h64)
-                        pairs = [(out.hs, hs), (out.h_last, hl), *zip(g, ref)]
+                        pairs = [(go.hs, hs), (go.h_last, hl), *zip(gg, ref)]
                     worst = max(worst, *(relative_error(a, r, dtype) for a, r in pairs))
                 errors[key][dtype] = worst
     ok = all(e <= TOLERANCE[dt] for errs in errors.values() for dt, e in errs.items())
