@@ -310,14 +310,14 @@ def test_a_compressed_copy_loads(saved, tmp_path):
 def test_load_does_not_initialise_weights(saved, monkeypatch):
     """A valid file loads in the time it takes to read it: no random (orthogonal: O(H³))
     initialisation that the file's weights then overwrite."""
-    from pyrnn_fast.layers import rnn
+    from pyrnn_fast.layers import _base
 
     path, layer, _, _ = saved
 
     def no_init(*args):
         raise AssertionError("load initialised weights")
 
-    monkeypatch.setattr(rnn, "_orthogonal", no_init)
+    monkeypatch.setattr(_base, "_orthogonal", no_init)
     loaded = prf.RNN.load(path)
     for k, v in layer.params.items():
         np.testing.assert_array_equal(loaded.params[k], v)

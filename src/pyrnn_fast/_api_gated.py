@@ -97,6 +97,26 @@ def _initial(a, dtype, N, H):
     return np.zeros((N, H), dtype) if a is None else a.copy()
 
 
+def _forward_inputs(named, time_major, gates) -> tuple[dict, np.dtype, tuple, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated inputs of a forward: (arrays, dtype, (T, N, D, H), x as the kernels take it,
+    hs to fill in the caller's layout, its time-major view)."""
+    arrays, dtype, dims = _prepare(named, ("x", "Wx", "Wh"), time_major, gates)
+    x = _kernel_seq(arrays["x"], dtype)
+    hs = np.empty(x.shape[:2] + (dims[3],), dtype)
+    return arrays, dtype, dims, x, hs, _tm(hs, time_major)
+
+
+def _backward_inputs(
+    named, time_major, gates, workspace, cell
+) -> tuple[dict, np.dtype, tuple, tuple, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated inputs of a backward: (arrays, dtype, (T, N, D, H), the workspace's arrays,
+    x, hs, dhs as the kernels take them)."""
+    arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates)
+    saved = _workspace_arrays(workspace, cell, (T, N, H), dtype, bool(time_major))
+    x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
+    return arrays, dtype, (T, N, D, H), saved, x, hs, dhs
+
+
 class LSTMOutput(NamedTuple):
     """``lstm_forward``'s result."""
 
@@ -159,13 +179,9 @@ def lstm_forward(
     dtype, layouts, backends and threads as for ``rnn_forward``.
     """
     kernel = get_backend(backend)
-    arrays, dtype, (T, N, D, H) = _prepare(
-        dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0), ("x", "Wx", "Wh"), time_major, gates=4
-    )
-    x = _kernel_seq(arrays["x"], dtype)
+    named = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0)
+    arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 4)
     h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
-    hs = np.empty(x.shape[:2] + (H,), dtype)
-    hs_tm = _tm(hs, time_major)
     gates = np.empty((T, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
     cs = np.empty((T, N, H), dtype)
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], gates, dtype)
@@ -200,9 +216,7 @@ def lstm_backward(
     """
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, c0=c0, dh_last=dh_last, dc_last=dc_last)
-    arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates=4)
-    gates, cs = _workspace_arrays(workspace, "LSTM", (T, N, H), dtype, bool(time_major))
-    x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
+    arrays, dtype, (T, N, D, H), (gates, cs), x, hs, dhs = _backward_inputs(named, time_major, 4, workspace, "LSTM")
     h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
     da = np.empty((T, N, 4 * H), dtype)
     dh0, dc0 = np.empty((N, H), dtype), np.empty((N, H), dtype)
@@ -246,13 +260,9 @@ def gru_forward(
     Returns GRUOutput(hs, h_last, workspace) (T·N·4H values; None with ``workspace=False``).
     """
     kernel = get_backend(backend)
-    arrays, dtype, (T, N, D, H) = _prepare(
-        dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0), ("x", "Wx", "Wh"), time_major, gates=3
-    )
-    x = _kernel_seq(arrays["x"], dtype)
+    named = dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0)
+    arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 3)
     h0 = _kernel_matrix(arrays["h0"], dtype)
-    hs = np.empty(x.shape[:2] + (H,), dtype)
-    hs_tm = _tm(hs, time_major)
     xw = np.empty((T, N, 3 * H), dtype)
     gates = np.empty((T, N, 4 * H), dtype)
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], xw, dtype)
@@ -279,9 +289,7 @@ def gru_backward(
     (b and bh are not needed: the workspace holds their effect)."""
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last)
-    arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates=3)
-    gates, _ = _workspace_arrays(workspace, "GRU", (T, N, H), dtype, bool(time_major))
-    x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
+    arrays, dtype, (T, N, D, H), (gates, _), x, hs, dhs = _backward_inputs(named, time_major, 3, workspace, "GRU")
     h0 = _kernel_matrix(arrays["h0"], dtype)
     hs_tm = _tm(hs, time_major)
     du, dv = np.empty((T, N, 3 * H), dtype), np.empty((T, N, 3 * H), dtype)

@@ -32,7 +32,58 @@ class _RecurrentLayer:
     _gates = 1  # column blocks of Wx, Wh and b (docs/DESIGN.md: 4 for LSTM, 3 for GRU)
     _param_kinds: tuple[str, ...] = ("Wx", "Wh", "b")  # per layer and direction; biases last
     _state_names: tuple[str, ...] = ("h",)  # the carried state's parts (LSTM: h and c)
-    params: dict[str, np.ndarray]  # set by the subclass's __init__ (or load)
+    _forget_bias = 0.0  # the initial bias of gate block 1 (LSTM: 1, its forget gate)
+    params: dict[str, np.ndarray]  # set by __init__ (or load)
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        *,
+        num_layers=1,
+        bias=True,
+        bidirectional=False,
+        dropout=0.0,
+        time_major=False,
+        stateful=False,
+        dtype=np.float32,
+        seed=None,
+        backend=None,
+        **cell_options,
+    ):
+        init_seq = self._configure(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            bias=bias,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            time_major=time_major,
+            stateful=stateful,
+            dtype=dtype,
+            seed=seed,
+            backend=backend,
+            **cell_options,
+        )
+        self.params = self._initial_params(np.random.default_rng(init_seq))
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def _initial_params(self, rng):
+        """Wx Glorot-uniform and Wh a random orthogonal matrix, per gate block; biases zero but
+        for gate block 1's ``_forget_bias``. With one block (RNN) that is the classic init."""
+        H, G = self.hidden_size, self._gates
+        params = {}
+        for name, shape in self._param_shapes():
+            if name.startswith("Wx_"):
+                limit = np.sqrt(6.0 / (shape[0] + H)) if shape[0] + H > 0 else 0.0
+                params[name] = rng.uniform(-limit, limit, shape).astype(self.dtype)
+            elif name.startswith("Wh_"):
+                params[name] = np.concatenate([_orthogonal(rng, H, self.dtype) for _ in range(G)], axis=1)
+            else:
+                params[name] = np.zeros(G * H, self.dtype)
+                if name.startswith("b_") and G > 1:
+                    params[name][H : 2 * H] = self._forget_bias
+        return params
 
     # --- configuration -------------------------------------------------------------------
 

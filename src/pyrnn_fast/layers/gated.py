@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _api_gated
 from . import _interop
-from ._base import _orthogonal, _RecurrentLayer
+from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
 
 _OPTIONS_DOC = """
@@ -33,50 +33,7 @@ _OPTIONS_DOC = """
 class _GatedLayer(_RecurrentLayer):
     """What LSTM and GRU share: construction, initialisation, the generic streaming step."""
 
-    _forget_bias = 0.0  # the initial bias of gate block 1 (LSTM: the forget gate)
-
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        *,
-        num_layers=1,
-        bias=True,
-        bidirectional=False,
-        dropout=0.0,
-        time_major=False,
-        stateful=False,
-        dtype=np.float32,
-        seed=None,
-        backend=None,
-    ):
-        init_seq = self._configure(
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            bias=bias,
-            bidirectional=bidirectional,
-            dropout=dropout,
-            time_major=time_major,
-            stateful=stateful,
-            dtype=dtype,
-            seed=seed,
-            backend=backend,
-        )
-        rng = np.random.default_rng(init_seq)
-        H, G = self.hidden_size, self._gates
-        self.params = {}
-        for name, shape in self._param_shapes():
-            if name.startswith("Wx_"):  # Glorot-uniform per gate block
-                limit = np.sqrt(6.0 / (shape[0] + H)) if shape[0] + H > 0 else 0.0
-                self.params[name] = rng.uniform(-limit, limit, shape).astype(self.dtype)
-            elif name.startswith("Wh_"):  # each gate block a random orthogonal matrix
-                self.params[name] = np.concatenate([_orthogonal(rng, H, self.dtype) for _ in range(G)], axis=1)
-            else:
-                self.params[name] = np.zeros(G * H, self.dtype)
-                if name.startswith("b_"):
-                    self.params[name][H : 2 * H] = self._forget_bias
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+    # __init__ and the initialisation are the base's (``_RecurrentLayer``).
 
     def step(self, x_t):
         """Advance a unidirectional stateful layer by one time step (streaming inference).

@@ -13,7 +13,7 @@ from .._api import rnn_backward, rnn_forward
 from .._backends import get_backend
 from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 from . import _interop
-from ._base import _orthogonal, _RecurrentLayer
+from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
 
 
@@ -76,7 +76,7 @@ class RNN(_RecurrentLayer):
         seed=None,
         backend=None,
     ):
-        init_seq = self._configure(
+        super().__init__(
             input_size,
             hidden_size,
             num_layers=num_layers,
@@ -90,18 +90,6 @@ class RNN(_RecurrentLayer):
             seed=seed,
             backend=backend,
         )
-        rng = np.random.default_rng(init_seq)
-        H = self.hidden_size
-        self.params = {}
-        for name, shape in self._param_shapes():
-            if name.startswith("Wx_"):
-                limit = np.sqrt(6.0 / (shape[0] + H)) if shape[0] + H > 0 else 0.0
-                self.params[name] = rng.uniform(-limit, limit, shape).astype(self.dtype)
-            elif name.startswith("Wh_"):
-                self.params[name] = _orthogonal(rng, H, self.dtype)
-            else:
-                self.params[name] = np.zeros(H, self.dtype)
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def _configure_cell(self, *, activation):  # type: ignore[override]  # each cell names its own options
         if activation not in ("tanh", "relu"):
