@@ -140,22 +140,24 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/vanishing_gradients.png")
     ap.add_argument("--fast", action="store_true", help="a tiny run: T 20, hidden 8, 20 steps")
+    ap.add_argument("--no-plot", action="store_true", help="train and print the summary only (no matplotlib)")
     args = ap.parse_args(argv)
     if args.fast:
         args.T, args.hidden, args.batch, args.steps = 20, 8, 16, 20
-    try:
-        import matplotlib
+    plt = None
+    if not args.no_plot:
+        try:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        sys.exit("this example needs matplotlib: pip install matplotlib (or the package's [bench] extra)")
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            sys.exit("the picture needs matplotlib: pip install matplotlib (or the [bench] extra), or pass --no-plot")
 
     rng = np.random.default_rng(args.seed)
     x_probe, y_probe = adding_batch(rng, args.batch, args.T)
     distances = np.unique(np.linspace(0, args.T - 1, min(args.T, 25)).astype(int))
-    fig, (ax_g, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
-    summary = []
+    summary, curves = [], []
     for name, (cls, options) in MODELS.items():
         model = Model(cls, options, args.hidden, args.seed)
         _, dh_T, _, _ = model.loss_and_dh(x_probe, y_probe)
@@ -168,12 +170,26 @@ def main(argv=None):
         seconds = time.perf_counter() - start
         _, dh_T, _, _ = model.loss_and_dh(x_probe, y_probe)
         trained = grad_norms(model.layer, x_probe, dh_T, distances)
+        curves.append((name, initial, trained, losses))
+        test_loss = model.loss_and_dh(*adding_batch(rng, 512, args.T))[0]
+        summary.append((name, initial[-1] / initial[0], trained[-1] / trained[0], test_loss, seconds))
+    if plt is not None:
+        plot(plt, curves, distances, args)
+    print("\n‖∂L/∂h_0‖ / ‖∂L/∂h_T-1‖ at initialisation and after training; test MSE (baseline 0.167)")
+    print(f"{'model':<9} {'at init':>9} {'trained':>9} {'test MSE':>9} {'train s':>8}")
+    for name, ratio0, ratio1, loss, sec in summary:
+        print(f"{name:<9} {ratio0:>9.1e} {ratio1:>9.1e} {loss:>9.4f} {sec:>8.1f}")
+    return summary
+
+
+def plot(plt, curves, distances, args):
+    """(a) the gradient norms through time, dotted at initialisation; (b) the training curves."""
+    fig, (ax_g, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, initial, trained, losses in curves:
         (line,) = ax_g.semilogy(distances, trained / trained[0], label=f"{name}, trained")
         ax_g.semilogy(distances, initial / initial[0], ls=":", color=line.get_color(), label=f"{name}, at init")
         smooth = np.convolve(losses, np.ones(25) / 25, mode="valid") if len(losses) >= 25 else losses
         ax_l.plot(smooth, label=name, color=line.get_color())
-        test_loss = model.loss_and_dh(*adding_batch(rng, 512, args.T))[0]
-        summary.append((name, initial[-1] / initial[0], trained[-1] / trained[0], test_loss, seconds))
     ax_g.set(
         xlabel="distance T - 1 - t from the loss (steps)",
         ylabel="‖∂L/∂h_t‖ / ‖∂L/∂h_{T-1}‖",
@@ -187,12 +203,7 @@ def main(argv=None):
     ax_l.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)
-    print("\n‖∂L/∂h_0‖ / ‖∂L/∂h_T-1‖ at initialisation and after training; test MSE (baseline 0.167)")
-    print(f"{'model':<9} {'at init':>9} {'trained':>9} {'test MSE':>9} {'train s':>8}")
-    for name, ratio0, ratio1, loss, sec in summary:
-        print(f"{name:<9} {ratio0:>9.1e} {ratio1:>9.1e} {loss:>9.4f} {sec:>8.1f}")
     print(f"wrote {args.out}")
-    return summary
 
 
 if __name__ == "__main__":
