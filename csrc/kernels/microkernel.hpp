@@ -170,13 +170,16 @@ template <class T, class Epi>
 static void panel_gemm(const StepBlock<T>& s, idx p0, idx p1, const Epi& epi) {
     const idx full = s.nrows - s.nrows % kMR;
     const idx group = imax(1, kGroupBytes / idx(imax(s.K, 1) * kNR<T> * sizeof(T)));
-    if (s.packed_a) {
-        for (idx pg = p0; pg < p1; pg += group)
-            for (idx r = 0; r < s.nrows; r += kMR) tiles_for_sliver<T>(s, pg, imin(pg + group, p1), r, epi);
-        return;
-    }
+    // Whole slivers from the packed copy when there is one; the last rows (fewer than kMR)
+    // from A in place with a tile of their own height, not a zero-padded sliver (at N = 32,
+    // two rows padded to six cost an eighth of the product).
     for (idx pg = p0; pg < p1; pg += group)
-        for (idx r = 0; r < full; r += kMR) tiles_for_rows<T, kMR>(s, pg, imin(pg + group, p1), r, epi);
+        for (idx r = 0; r < full; r += kMR) {
+            if (s.packed_a)
+                tiles_for_sliver<T>(s, pg, imin(pg + group, p1), r, epi);
+            else
+                tiles_for_rows<T, kMR>(s, pg, imin(pg + group, p1), r, epi);
+        }
     if (full < s.nrows) remainder_rows<T>(int(s.nrows - full), s, p0, p1, full, epi);
 }
 
