@@ -1,6 +1,7 @@
 """Where the time of forward+backward goes: each stage of the compiled backend, side by side
 with the same product done by NumPy's BLAS (np.matmul), on one shape (default `large`), each
-also as a fraction of the register-FMA peak of the instruction set in use, measured first.
+also as a fraction of the register-FMA peak of the instruction set in use, measured in the same
+run beside the micro-kernel's own ceiling (the same FMAs plus the loads of a tile).
 
     python bench/stages.py                 # all cores
     python bench/stages.py --shape typical
@@ -67,8 +68,10 @@ def main():
             best[name][1] = min(best[name][1], timing.best_seconds(theirs))
     threads = _core.max_threads()
     peak = limits.fma_peak(np.float32, threads)
+    ceiling = limits.microkernel_peak(np.float32, threads)
     print(f"{args.shape} {shape}, float32, {threads} OpenMP thread(s), best of {args.rounds} rounds")
     print(f"register-FMA peak ({_core.isa()}, {threads} thread(s)): {peak:.1f} GFLOP/s ('peak': fraction of it)")
+    print(f"micro-kernel on cache-resident operands (the GEMMs' ceiling): {ceiling:.1f} GFLOP/s = {ceiling / peak:.0%}")
     print(
         f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'peak':>5s} {'np.matmul ms':>13s} {'GFLOP/s':>8s}"
         f" {'peak':>5s} {'ratio':>6s}"

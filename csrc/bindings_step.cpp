@@ -155,17 +155,32 @@ class Stepper {
     std::atomic<bool> busy_{false};
 };
 
-// The floating-point operations per second of one call of the register-only FMA loop of the
-// current instruction set on `threads` threads, `iterations` rounds each.
+// (flops, seconds) of one call of a peak loop of the current instruction set (the register-only
+// FMA loop, or the micro-kernel on cache-resident operands) on `threads` threads, `iterations`
+// rounds each.
 template <class T>
-std::pair<double, double> fma_peak_typed(idx iterations, int threads) {
+std::pair<double, double> peak_typed(idx iterations, int threads, bool (*kernel)(const prf::PeakArgs<T>&)) {
     if (iterations < 1) throw py::value_error("iterations: expected >= 1, got " + std::to_string(iterations));
     double flops = 0;
     prf::PeakArgs<T> args{iterations, &flops, threads};
     const auto t0 = std::chrono::steady_clock::now();
-    run_kernel(args, prf::fma_peak<T>);
+    run_kernel(args, kernel);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return {flops, seconds};
+}
+
+// m.name(dtype, iterations, threads) -> (flops, seconds) of one call of a peak loop.
+void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<float>&),
+              bool (*k64)(const prf::PeakArgs<double>&), const char* doc) {
+    m.def(
+        name,
+        [k32, k64](const py::object& dtype, idx iterations, int threads) {
+            const py::dtype d = py::dtype::from_args(dtype);
+            if (d.equal(py::dtype::of<float>())) return peak_typed<float>(iterations, threads, k32);
+            if (d.equal(py::dtype::of<double>())) return peak_typed<double>(iterations, threads, k64);
+            throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
+        },
+        py::arg("dtype"), py::arg("iterations"), py::arg("threads"), doc);
 }
 
 }  // namespace
@@ -183,16 +198,11 @@ void bind_step(py::module_& m) {
              "Advance every layer by one step; returns the new top state (N, H), or None (nothing done) if the "
              "layer's arrays changed or x needs converting.");
 
-    m.def(
-        "fma_peak",
-        [](const py::object& dtype, idx iterations, int threads) {
-            const py::dtype d = py::dtype::from_args(dtype);
-            if (d.equal(py::dtype::of<float>())) return fma_peak_typed<float>(iterations, threads);
-            if (d.equal(py::dtype::of<double>())) return fma_peak_typed<double>(iterations, threads);
-            throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
-        },
-        py::arg("dtype"), py::arg("iterations"), py::arg("threads"),
-        "(flops, seconds) of the register-only FMA loop of the current instruction set: its peak.");
+    def_peak(m, "fma_peak", prf::fma_peak<float>, prf::fma_peak<double>,
+             "(flops, seconds) of the register-only FMA loop of the current instruction set: its peak.");
+    def_peak(m, "microkernel_peak", prf::microkernel_peak<float>, prf::microkernel_peak<double>,
+             "(flops, seconds) of the GEMM micro-kernel on cache-resident packed operands: the ceiling of the "
+             "GEMMs.");
 }
 
 }  // namespace prf_binding

@@ -193,6 +193,8 @@ struct StepArgs {
 // bar for GEMM-bound work): each thread runs `iterations` rounds of kPeakChains independent
 // vector FMAs (config.hpp) on registers. `flops` receives the floating-point operations
 // done, 2 per lane per FMA, summed over the threads that ran; time the call to get a rate.
+// The same arguments measure the micro-kernel's ceiling (microkernel_peak): `iterations`
+// sweeps of one packed sliver of A over a cache-resident group of packed panels of B.
 template <class T>
 struct PeakArgs {
     idx iterations;
@@ -214,7 +216,8 @@ struct PeakArgs {
     X(gru_backward, GruBackwardArgs)   \
     X(gemm, GemmArgs)                  \
     X(step, StepArgs)                  \
-    X(fma_peak, PeakArgs)
+    X(fma_peak, PeakArgs)              \
+    X(microkernel_peak, PeakArgs)
 
 // One table of kernels per dtype and instruction set: plain function pointers, so that the
 // tables compiled with AVX flags share no inline code with the portable one.

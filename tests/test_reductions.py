@@ -30,10 +30,11 @@ U = 2.0**-24  # unit roundoff of float32
 # h for each way the library sums N·T rows in float32:
 #   db: summed in float64 (error <= (N·T)·2^-53·Σ = 2^-28·Σ here, 0.004 u), then rounded to
 #       float32 once: h = 2 covers both.
-#   dWx, dWh on cpp: a micro-kernel lane adds kKC = 256 products (one rounding each, or two
-#       without FMA: +1), float32 C adds kWideK / kKC = 256 such blocks, then C goes into
-#       a double copy (negligible error) that is rounded to float32 once (+1):
-#       h = 256 + 1 + 256 + 1 = 514 (csrc/kernels/config.hpp, kWideK).
+#   dWx, dWh on cpp: a micro-kernel lane adds kKC products (one rounding each, or two
+#       without FMA: +1), float32 C adds kWideK / kKC such blocks, then C goes into a double
+#       copy (negligible error) that is rounded to float32 once (+1). kKC is 512 in the
+#       AVX-512 and portable builds: h = 512 + 1 + 128 + 1 = 642; 256 with AVX2: h = 514
+#       (csrc/kernels/config.hpp, kKC and kWideK). The larger covers both.
 #   dWx, dWh on numba and numpy: BLAS sums blocks of 4096 rows in float32 in its own order
 #       (at most 4096 roundings per term: its product and up to 4095 additions), the blocks
 #       are added in float64 and the total rounded to float32 once: h = 4097
@@ -41,7 +42,7 @@ U = 2.0**-24  # unit roundoff of float32
 # For comparison, the best blocked float32 summation of K = 2^25 terms (blocks of sqrt(K))
 # has h = 2·sqrt(K) = 11585; adding rows or blocks one after another has h ~ K or K/256.
 HEIGHT_DB = 2
-HEIGHT_GEMM = {"cpp": 514, "numba": 4097, "numpy": 4097}
+HEIGHT_GEMM = {"cpp": 642, "numba": 4097, "numpy": 4097}
 
 
 def gamma(h: int) -> float:

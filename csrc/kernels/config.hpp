@@ -65,7 +65,16 @@ constexpr int kPeakChains = 4;  // 64-byte vectors lowered to narrower registers
 // h_{t-1} is 512 KB): measured +3 % on its recurrences at 2 threads, up to +8 % on `typical`'s.
 constexpr idx kGroupBytes = idx(256) << 10;
 
-constexpr idx kKC = 256;  // depth of a packed GEMM block: an A sliver stays in L1
+// Depth of a packed GEMM block: an A sliver (kMR x kKC) stays in L1 while it sweeps a group
+// of panels. AVX-512 parts have 48 KB of L1 (Ice Lake and later): 512 deep (16 KB of float32
+// A) halves the passes over C of a 512-deep product; measured on Sapphire Rapids, `large`
+// float32, 1 thread, against kKC = 256: X·Wx 63 -> 69 % of the FMA peak, dx = dA·Wxᵀ 53 -> 61 %,
+// the other GEMMs within noise. AVX2: 256, as measured on Zen 3 (32 KB of L1).
+#if defined(PRF_ISA_AVX2)
+constexpr idx kKC = 256;
+#else
+constexpr idx kKC = 512;
+#endif
 // A recurrence step's product deeper than this is summed in blocks of this depth
 // (microkernel.hpp, step_product): kMR rows x kStepKC of A then stay in L1 (6 x 512 floats =
 // 12 KB of AVX2's 32 KB).
@@ -88,7 +97,8 @@ constexpr idx kMaxPanelsUnpackedA = 8;
 // float32 over at most kWideK rows of K, then added into a double copy of the thread's block
 // of C. Adding every kc block's tile into float32 C for the whole of K let the error grow
 // like (K/kc)*eps: measured 1.4e4 eps (8.5e-4 relative) at K = 2^25 on constant data. Now a
-// term goes through at most kKC + kWideK/kKC + 2 = 514 float32 roundings whatever K is. K up
+// term goes through at most kKC + kWideK/kKC + 2 float32 roundings whatever K is (514 with
+// kKC = 256, 642 with 512). K up
 // to kWideK (every benchmark shape) takes exactly the float32 path as before, at no cost.
 constexpr idx kWideK = idx(1) << 16;
 

@@ -4,6 +4,7 @@
 // it. This is the bar for GEMM-bound work (docs/DESIGN.md): a ratio to a peer's BLAS depends
 // on which BLAS the peer got.
 #pragma once
+#include "microkernel.hpp"
 #include "team.hpp"
 
 namespace prf {
@@ -30,6 +31,45 @@ static bool fma_peak_kernel(const PeakArgs<T>& a) {
     });
     *a.flops = 2.0 * kPeakChains * kLanes<T> * double(a.iterations) * ran;
     return true;
+}
+
+// The ceiling of the GEMMs and step products below that peak: the micro-kernel itself, fed
+// as the GEMM feeds it at its best (gemm.hpp): one packed sliver of A (kMR x kKC, in L1)
+// against an L2-sized group of packed panels of B (kGroupBytes), tiles stored to a small
+// buffer. It differs from fma_peak only by the loads the tile needs (kNV vectors of B and kMR
+// broadcasts of A per step of k): measured on Sapphire Rapids (AVX-512), loads beyond about
+// two per 16 FMAs cost FMA throughput even when no FMA waits for them, so this ceiling sits
+// near 80 % of fma_peak there whatever the tile's shape (docs/DESIGN.md, "Speed bars").
+template <class T>
+static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
+    constexpr int NR = kNR<T>;
+    constexpr idx kc = kKC;
+    const idx panels = imax(1, kGroupBytes / (kc * NR * idx(sizeof(T))));
+    int ran = 0;
+    bool ok = true;
+    run_team(a.threads, [&](int, int) {
+        T* pa = scratch<T, kGemmA>(kMR * kc);
+        T* pb = scratch<T, kGemmB>(panels * kc * NR);
+        if (!pa || !pb) {
+            __atomic_store_n(&ok, false, __ATOMIC_RELAXED);
+            return;
+        }
+        for (idx i = 0; i < kMR * kc; ++i) pa[i] = T(1e-3) * T(i % 7);
+        for (idx i = 0; i < panels * kc * NR; ++i) pb[i] = T(1e-3) * T(i % 5);
+        T tile[kMR * NR] __attribute__((aligned(64)));
+        const StoreEpilogue<T> epi{tile, NR};
+        for (idx it = 0; it < a.iterations; ++it)
+            for (idx p = 0; p < panels; ++p) {
+                micro_tile<T, kMR, 1>(PackedA<T>{pa}, kc, pb + p * kc * NR, kc * NR, 0, kMR, 0, NR, epi);
+                // Memory may have changed: every tile is computed again, none hoisted or merged.
+                __asm__ volatile("" : : "r"(tile) : "memory");
+            }
+        volatile T sink = tile[0];  // the result is used
+        (void)sink;
+        __atomic_add_fetch(&ran, 1, __ATOMIC_RELAXED);
+    });
+    *a.flops = 2.0 * kMR * NR * kc * double(panels) * double(a.iterations) * ran;
+    return ok;
 }
 
 }  // namespace PRF_ISA_NAMESPACE

@@ -186,13 +186,21 @@ def main(argv=None) -> int:
             frac = limits.fraction_of_peak(results, default, threads, args.repeat)
             limits.print_fraction_of_peak(frac, info["isa"], threads, default)
         peak32 = frac["float32"]["peak"] if frac else limits.fma_peak(np.float32, threads)
-        gated_frac = gated.fraction_of_peak({c: by_cell[c][0] for c in gated_cells}, default, peak32)
+        ceiling32 = frac["float32"]["ceiling"] if frac else limits.microkernel_peak(np.float32, threads)
+        gated_frac = gated.fraction_of_peak({c: by_cell[c][0] for c in gated_cells}, default, peak32, ceiling32)
         if gated_frac and not frac:
-            print(f"\nlarge vs the register-FMA peak ({info['isa']}, {threads} thread(s)): {peak32:.1f} GFLOP/s")
+            print(
+                f"\nlarge vs the register-FMA peak ({info['isa']}, {threads} thread(s)): {peak32:.1f} GFLOP/s,"
+                f" micro-kernel on cached operands {ceiling32:.1f}"
+            )
         for cell, e in gated_frac.items():
             print(
                 f"  {cell.upper()} float32: "
-                + ", ".join(f"{op} {v['gflops']:.1f} GFLOP/s = {100 * v['fraction']:.0f}%" for op, v in e.items())
+                + ", ".join(
+                    f"{op} {v['gflops']:.1f} GFLOP/s = {100 * v['fraction']:.0f}%"
+                    f" ({100 * v['of_ceiling']:.0f}% of the micro-kernel's)"
+                    for op, v in e.items()
+                )
             )
         for dtype in ("float32", "float64"):
             latency[dtype] = limits.step_latency(default, peers, dtype)

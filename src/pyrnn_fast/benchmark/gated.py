@@ -229,13 +229,18 @@ def self_check(backends) -> tuple[dict, bool]:
     return errors, ok
 
 
-def fraction_of_peak(results: dict, default: str, peak_gflops: float) -> dict:
-    """{cell: {op: {"gflops", "fraction"}}} of the ``large`` shape, float32, from the tables."""
+def fraction_of_peak(results: dict, default: str, peak_gflops: float, ceiling_gflops: float) -> dict:
+    """{cell: {op: {"gflops", "fraction", "of_ceiling"}}} of the ``large`` shape, float32, from
+    the tables: the fraction of the register-FMA peak and of the micro-kernel's ceiling."""
     out = {}
     for cell, shapes in results.items():
         if "large" in shapes and default in shapes["large"]:
             out[cell] = {
-                op: {"gflops": m["gflops"], "fraction": m["gflops"] / peak_gflops}
+                op: {
+                    "gflops": m["gflops"],
+                    "fraction": m["gflops"] / peak_gflops,
+                    "of_ceiling": m["gflops"] / ceiling_gflops,
+                }
                 for op, m in shapes["large"][default].items()
             }
     return out
