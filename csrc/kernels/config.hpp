@@ -123,8 +123,11 @@ constexpr idx kMinStepColumnsPerThread = 64;
 // interleaved: H = 256 float32 4.7 µs on one thread, 6.8 on two; H = 512 float32 26-34 vs
 // 27-43; H = 1024 (1.1e6 multiply-adds, weights from L3) float32 84-93 vs 82-120, float64
 // 198-223 vs 202-208: a second thread never paid. So only from 2^20 multiply-adds per thread.
-// On cores whose L2 holds half of a layer's weights but not all (1.25-2 MB on server parts),
-// two threads should pay much earlier: not measured (no such machine here).
+// On a core whose L2 holds all of them (Sapphire Rapids, 2 MB) a second thread did not pay
+// either: with this threshold at 2^15, N = 1, D = 32, one layer, interleaved, 1 vs 2 threads:
+// float32 H = 256 5.8 vs 8.8 µs, H = 512 20.6 vs 27.1 µs; float64 H = 256 10.9 vs 15.8,
+// H = 512 69 vs 55 (the one case that gained). A step there streams the weights from L2 at
+// ~50 GB/s, as NumPy's gemv does (H = 512 float32: 21.7 µs).
 constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
