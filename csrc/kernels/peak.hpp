@@ -39,7 +39,8 @@ static bool fma_peak_kernel(const PeakArgs<T>& a) {
 // buffer. It differs from fma_peak only by the loads the tile needs (kNV vectors of B and kMR
 // broadcasts of A per step of k): measured on Sapphire Rapids (AVX-512), loads beyond about
 // two per 16 FMAs cost FMA throughput even when no FMA waits for them, so this ceiling sits
-// near 80 % of fma_peak there whatever the tile's shape (docs/DESIGN.md, "Speed bars").
+// at ~84 % of fma_peak there whatever the tile's shape (docs/DESIGN.md, "How speed is
+// established").
 template <class T>
 static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
     constexpr int NR = kNR<T>;
