@@ -84,9 +84,13 @@ constexpr idx kStepKC = 512;
 // H = 1024 all in one L1 set). Measured on Zen 3, large (N = 128, H = 1024) float32, 2 threads,
 // two interleaved rounds: vanilla forward recurrence 128-138 -> 151-171 GFLOP/s, LSTM forward
 // 123-141 -> 132-144, LSTM backward 121 -> 132-141, GRU forward 101-133 -> 151-160; stream,
-// typical and tiny unchanged within their (large) noise. Below it (N = 1 streaming) the rows
-// are few and the copy would be pure overhead.
-constexpr idx kMinPackedRows = 24;
+// typical and tiny unchanged within their (large) noise. Below it the rows are few and the
+// copy is overhead: on Sapphire Rapids (AVX-512), `typical` (N = 32, rows 1 KB apart) ran
+// faster unpacked, 3 alternating processes each, 2 threads, best ms packed -> unpacked:
+// vanilla forward 3.76-3.89 -> 3.11-3.28, fwd+bwd 14.1-14.9 -> 12.4-12.8; LSTM forward
+// 13.6-14.0 -> 13.1-13.3, fwd+bwd 46.4-48.2 -> 43.4-46.0; GRU fwd+bwd 44.3-44.6 -> 42.2-43.3.
+// Hence 64 (was 24): `large` (N = 128, rows 4 KB apart) stays packed.
+constexpr idx kMinPackedRows = 64;
 constexpr idx kMC = 240;  // rows of a packed A block (multiple of 6 and 8)
 // Up to this many panels per thread, the rows GEMM reads A where it is instead of packing it:
 // few panels reuse each packed value of A too little to repay packing it (the stream and
