@@ -118,7 +118,12 @@ constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 // per step and the team's wake-up per call cost more than the split saves. Measured on two
 // cores with the spin barrier (recurrence.hpp): N = 1, H = 128 (8K per thread) runs 1.4x
 // faster on two threads, while N = 16, H = 32 (one 16-column panel each, 8 steps) ran slower.
-constexpr idx kMinStepWorkPerThread = idx(1) << 13;
+// That was Zen 3 (AVX2). The threshold is a time, so it scales with the vector width: 512-bit
+// vectors do a step's multiply-adds in half the time while the barrier costs the same. On
+// Sapphire Rapids (AVX-512), the same N = 1, H = 128 `stream` shape, 2 threads allowed, 3
+// alternating processes, best ms, 8K -> 16K per thread (i.e. one thread): forward 0.97-1.07
+// -> 0.66-0.67, fwd+bwd 2.93-3.13 -> 2.11-2.18.
+constexpr idx kMinStepWorkPerThread = (idx(1) << 13) * (kVecBytes / 32);
 constexpr idx kMinStepColumnsPerThread = 64;
 // A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per
 // step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), and a
