@@ -194,14 +194,7 @@ def main(argv=None) -> int:
                 f" micro-kernel on cached operands {ceiling32:.1f}"
             )
         for cell, e in gated_frac.items():
-            print(
-                f"  {cell.upper()} float32: "
-                + ", ".join(
-                    f"{op} {v['gflops']:.1f} GFLOP/s = {100 * v['fraction']:.0f}%"
-                    f" ({100 * v['of_ceiling']:.0f}% of the micro-kernel's)"
-                    for op, v in e.items()
-                )
-            )
+            print(f"  {cell.upper()} float32: " + ", ".join(limits.describe(op, v) for op, v in e.items()))
         for dtype in ("float32", "float64"):
             latency[dtype] = limits.step_latency(default, peers, dtype)
             limits.print_step_latency(latency[dtype], threads, dtype)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import _reference_gated
+from .limits import against_limits
 from .runners import _check_op, _jax, _keeping_openmp_nesting, dims
 from .selfcheck import CHECK_SHAPES, relative_error
 from .timing import num_threads
@@ -230,17 +231,13 @@ def self_check(backends) -> tuple[dict, bool]:
 
 
 def fraction_of_peak(results: dict, default: str, peak_gflops: float, ceiling_gflops: float) -> dict:
-    """{cell: {op: {"gflops", "fraction", "of_ceiling"}}} of the ``large`` shape, float32, from
-    the tables: the fraction of the register-FMA peak and of the micro-kernel's ceiling."""
+    """{cell: {op: ``limits.against_limits(..)``}} of the ``large`` shape, float32, from the
+    tables."""
     out = {}
     for cell, shapes in results.items():
         if "large" in shapes and default in shapes["large"]:
             out[cell] = {
-                op: {
-                    "gflops": m["gflops"],
-                    "fraction": m["gflops"] / peak_gflops,
-                    "of_ceiling": m["gflops"] / ceiling_gflops,
-                }
+                op: against_limits(m["gflops"], peak_gflops, ceiling_gflops)
                 for op, m in shapes["large"][default].items()
             }
     return out

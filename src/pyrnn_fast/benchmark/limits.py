@@ -4,8 +4,7 @@
   set the kernels run with (``_core.fma_peak``), measured in the same run, beside the ceiling
   that loads leave of it (the GEMM micro-kernel on cache-resident operands,
   ``_core.microkernel_peak``), and the fraction of both the default backend reaches on the
-  ``large`` shape, forward and forward+backward, float32
-  and float64;
+  ``large`` shape, forward and forward+backward, float32 and float64;
 - the latency of one streaming step, ``RNN.step`` (N = 1, D = 32), against the NumPy one-liner
   a user would write, ``h = np.tanh(x @ Wx + h @ Wh + b)``, and ``torch.nn.RNNCell``.
 """
@@ -23,14 +22,12 @@ STEP_SIZES = (64, 128, 256, 512)  # H of the step-latency table
 STEP_INPUT = 32  # D
 
 
-def fma_peak(dtype, threads: int, seconds=0.05, calls=5, kernel="fma_peak") -> float:
-    """GFLOP/s of the register-only FMA loop of the current instruction set on ``threads``
-    threads: the best of ``calls`` calls of about ``seconds`` each. ``kernel="microkernel_peak"``
-    measures the GEMM micro-kernel on cache-resident packed operands instead (the same FMAs
-    plus the loads a tile needs): the ceiling of any GEMM built on it."""
+def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5) -> float:
+    """GFLOP/s of ``_core.<loop_name>`` on ``threads`` threads: the best of ``calls`` calls
+    of about ``seconds`` each."""
     from .. import _core
 
-    loop = getattr(_core, kernel)
+    loop = getattr(_core, loop_name)
     iterations = 1 << 4
     while True:  # calibrate one call to about `seconds`
         flops, sec = loop(dtype, iterations, threads)
@@ -41,13 +38,32 @@ def fma_peak(dtype, threads: int, seconds=0.05, calls=5, kernel="fma_peak") -> f
     return max(f / s for f, s in (loop(dtype, iterations, threads) for _ in range(calls))) / 1e9
 
 
+def fma_peak(dtype, threads: int) -> float:
+    """GFLOP/s of the register-only FMA loop of the current instruction set."""
+    return _best_rate("fma_peak", dtype, threads)
+
+
 def microkernel_peak(dtype, threads: int) -> float:
-    """GFLOP/s of the GEMM micro-kernel on cache-resident operands (see ``fma_peak``)."""
-    return fma_peak(dtype, threads, kernel="microkernel_peak")
+    """GFLOP/s of the GEMM micro-kernel on cache-resident packed operands: the register peak's
+    FMAs plus the loads a tile needs, the ceiling of any GEMM built on it."""
+    return _best_rate("microkernel_peak", dtype, threads)
+
+
+def against_limits(gflops: float, peak: float, ceiling: float) -> dict:
+    """A rate as a fraction of the register peak and of the micro-kernel's ceiling."""
+    return {"gflops": gflops, "fraction": gflops / peak, "of_ceiling": gflops / ceiling}
+
+
+def describe(op: str, v: dict) -> str:
+    """One ``against_limits`` entry as the report prints it."""
+    return (
+        f"{op} {v['gflops']:.1f} GFLOP/s = {100 * v['fraction']:.0f}%"
+        f" ({100 * v['of_ceiling']:.0f}% of the micro-kernel's)"
+    )
 
 
 def fraction_of_peak(results, default: str, threads: int, repeat: int) -> dict:
-    """{dtype name: {"peak": GFLOP/s, op: {"gflops": .., "fraction": ..}}} for the ``large``
+    """{dtype name: {"peak", "ceiling", op: ``against_limits(..)``}} for the ``large``
     shape: float32 from the main table's ``results`` when it has it, float64 timed here."""
     out: dict[str, dict] = {}
     for dtype in (np.float32, np.float64):
@@ -59,7 +75,7 @@ def fraction_of_peak(results, default: str, threads: int, repeat: int) -> dict:
             else:
                 run = runners.pyrnn_runner(default, "large", op, dtype=dtype)
                 g = runners.flops("large", op) / time_interleaved({0: run}, repeat)[0][0] / 1e9
-            entry[op] = {"gflops": g, "fraction": g / entry["peak"], "of_ceiling": g / entry["ceiling"]}
+            entry[op] = against_limits(g, entry["peak"], entry["ceiling"])
         out[name] = entry
     return out
 
@@ -67,11 +83,7 @@ def fraction_of_peak(results, default: str, threads: int, repeat: int) -> dict:
 def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
     print(f"\nlarge vs the register-FMA peak ({isa}, {threads} thread(s)), {default} backend:")
     for name, e in frac.items():
-        cells = ", ".join(
-            f"{op} {e[op]['gflops']:.1f} GFLOP/s = {100 * e[op]['fraction']:.0f}%"
-            f" ({100 * e[op]['of_ceiling']:.0f}% of the micro-kernel's)"
-            for op in runners.OPS
-        )
+        cells = ", ".join(describe(op, e[op]) for op in runners.OPS)
         print(
             f"  {name}: peak {e['peak']:.1f} GFLOP/s, micro-kernel on cached operands {e['ceiling']:.1f}"
             f" ({100 * e['ceiling'] / e['peak']:.0f}%); {cells}"
@@ -141,6 +153,8 @@ def print_step_latency(lat, threads: int, dtype_name: str) -> None:
 __all__ = [
     "fma_peak",
     "microkernel_peak",
+    "against_limits",
+    "describe",
     "fraction_of_peak",
     "print_fraction_of_peak",
     "step_latency",
