@@ -172,6 +172,21 @@ void set_num_threads(int n) {
 #endif
 }
 
+// The calling thread's own setting, as threadpoolctl.threadpool_limits sets it: it wins over
+// set_num_threads's value in this thread (num_threads above) until it is restored to the
+// previous value. pyrnn_fast.dask limits each task's thread this way.
+int limit_calling_thread(int n) {
+#ifdef _OPENMP
+    num_threads();  // apply a pending set_num_threads first, so that "previous" is current
+    const int previous = omp_get_max_threads();
+    omp_set_num_threads(std::max(1, n));
+    return previous;
+#else
+    (void)n;
+    return 1;
+#endif
+}
+
 int num_threads() {
     if (g_forked_child.load(std::memory_order_relaxed)) return 1;
 #ifdef _OPENMP

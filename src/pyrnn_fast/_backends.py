@@ -22,12 +22,14 @@ h0, dh_last and bias may be None. Validation and the order of calls are shared, 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import operator
 import os
 import pathlib
+import threading
 import warnings
 from typing import Callable, NamedTuple
 
@@ -106,6 +108,7 @@ _KERNELS = ("forward", "backward", "lstm_forward", "lstm_backward", "gru_forward
 _core, _core_error = _load_core()
 _loaded: dict[str, Backend] = {}
 _num_threads: int | None = None  # set_num_threads's value when there is no _core (for numba)
+_thread_limit = threading.local()  # .n: calling_thread_limit's value when there is no _core
 
 
 def backends() -> list[str]:
@@ -200,7 +203,27 @@ def get_num_threads() -> int:
     """
     if _core is not None:
         return _core.get_num_threads()
-    return _num_threads or os.cpu_count() or 1
+    return getattr(_thread_limit, "n", None) or _num_threads or os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def calling_thread_limit(n: int):
+    """Inside the block the kernels called from this OS thread use at most `n` threads (>= 1),
+    whatever ``set_num_threads`` says; other threads are not affected. OpenMP's per-thread
+    setting, as ``threadpoolctl.threadpool_limits`` sets it, restored on exit."""
+    if _core is not None:
+        previous = _core.limit_calling_thread(n)
+        try:
+            yield
+        finally:
+            _core.limit_calling_thread(previous)
+    else:
+        previous = getattr(_thread_limit, "n", None)
+        _thread_limit.n = n
+        try:
+            yield
+        finally:
+            _thread_limit.n = previous
 
 
 def isa() -> str | None:

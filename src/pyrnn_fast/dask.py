@@ -1,0 +1,362 @@
+"""``pyrnn_fast.dask``: a layer's inference and data-parallel gradients over a Dask array of
+sequences, on a ``distributed`` cluster or Dask's default scheduler (``pip install
+"pyrnn_fast[dask]"``)::
+
+    import pyrnn_fast.dask as prfd
+    out = prfd.predict(layer, x)                              # lazy, like layer(x)[0]
+    loss, grads = prfd.value_and_grad(layer, x, y, loss_fn)   # computed: float, {name: array}
+
+x is split along its batch axis only (each chunk there is one task, one call of the layer);
+every other axis is made one chunk. The layer's weights are one key of the graph, so they
+travel to a worker once per call whatever the number of chunks, and the chunks' gradients are
+summed by a tree reduction on the cluster. The README's "Dask" section says how to size
+threads and workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import math
+import numbers
+import os
+import uuid
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
+    raise ImportError('pyrnn_fast.dask needs Dask: pip install "pyrnn_fast[dask]"') from e
+
+from . import _backends
+from .layers._base import _RecurrentLayer
+
+__all__ = ["predict", "value_and_grad"]
+
+
+def predict(layer, x, *, state=None, lengths=None, return_state=False, threads=None):
+    """``layer(x, state, lengths)`` on a Dask array of sequences: returns ``out``, a lazy
+    dask.array chunked like x along the batch axis (``(out, h_n)`` or ``(out, (h_n, c_n))``
+    with ``return_state``, the final states chunked along their axis 1).
+
+    layer : an ``RNN``, ``LSTM`` or ``GRU``, in its current mode (dropout in training mode:
+        each chunk draws its masks from a seed taken from the layer's generator).
+    x : dask.array (N, T, D), or (T, N, D) for a time-major layer (NumPy arrays are wrapped
+        with ``da.asarray``). Chunks of any sizes along the batch axis.
+    state : as the layer's call takes it (h0, or (h0, c0) for an LSTM), NumPy or Dask arrays
+        (num_layers·dirs, N, H); None: a stateful layer's carried state, else zeros.
+    lengths : (N,) ints, NumPy or Dask, as for the layer's call.
+    threads : how many threads one task's kernels may use (see ``value_and_grad``).
+
+    The weights are those of the layer at the time of the call. A stateful layer carries its
+    final state into its next call, as in-process: it must then know that state when predict
+    returns, so the job runs at once (``dask.persist``: ``out`` is backed by computed chunks,
+    kept on the cluster with ``distributed``) and ``layer.state`` is set.
+    """
+    job = _Job(layer, x, None, state, lengths, threads)
+    outs, finals = [], []
+    for i in range(job.chunks):
+        result = dask.delayed(_predict_chunk, nout=2, pure=False)(job.weights, *job.task_args(i))
+        outs.append(da.from_delayed(result[0], job.out_shape(i), dtype=layer.dtype))
+        finals.append(result[1])
+    out = da.concatenate(outs, axis=job.axis)
+    state_shapes = [(job.LD, n, layer.hidden_size) for n in job.sizes]
+    parts = tuple(
+        da.concatenate([da.from_delayed(f[k], s, dtype=layer.dtype) for f, s in zip(finals, state_shapes)], axis=1)
+        for k in range(len(layer._state_names))
+    )
+    if layer.stateful:
+        out, parts = dask.persist(out, parts)
+        layer._set_state_parts(tuple(np.asarray(p) for p in dask.compute(*parts)))
+    if not return_state:
+        return out
+    return out, (parts[0] if len(parts) == 1 else parts)
+
+
+def value_and_grad(layer, x, y, loss_fn, *, state=None, lengths=None, threads=None, y_axis=None, split_every=8):
+    """The loss of the layer's outputs and its gradient w.r.t. the parameters, summed over the
+    chunks of a Dask array of sequences: returns ``(loss, grads)``, computed (a float and a
+    dict with the keys and shapes of ``layer.grads``; ``layer.grads`` is left as it is).
+
+    loss_fn(out_chunk, y_chunk) -> (loss_sum, dout_chunk), both NumPy: the loss summed over
+        the chunk's samples and its gradient w.r.t. ``out_chunk`` (so that the chunks' sums
+        add up to the whole batch's). It runs in the tasks: it must be picklable.
+    y : Dask or NumPy array split like x along ``y_axis`` (default: x's batch axis, 1 for a
+        time-major layer), or None (``loss_fn`` then gets None).
+    x, state, lengths : as for ``predict``; a stateful layer's state is carried (``layer.state``
+        is the final state of every sample afterwards, as after an in-process call).
+    threads : how many threads one task's kernels may use. None: on a ``distributed`` worker
+        OpenMP's setting there (1 under Dask's nanny, which sets OMP_NUM_THREADS=1 as Dask runs
+        one task per core), with Dask's local schedulers the CPUs shared among the tasks that
+        run at once. At most the worker's CPUs divided by the tasks it runs at once (its
+        ``nthreads``): more is a ValueError, never an oversubscribed worker.
+    split_every : how many partial sums one task of the tree reduction adds.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a callable (out, y) -> (loss, dout), got {type(loss_fn).__name__}")
+    if isinstance(split_every, bool) or not isinstance(split_every, numbers.Integral) or split_every < 2:
+        raise ValueError(f"split_every: expected an int >= 2, got {split_every!r}")
+    split_every = int(split_every)
+    job = _Job(layer, x, (y, y_axis), state, lengths, threads)
+    partials, finals = [], []
+    for i in range(job.chunks):
+        result = dask.delayed(_grad_chunk, nout=2, pure=False)(job.weights, loss_fn, job.y_block(i), *job.task_args(i))
+        partials.append(result[0])
+        finals.append(result[1])
+    while len(partials) > 1:  # the tree reduction: each task adds up to split_every partial sums
+        groups = [partials[i : i + split_every] for i in range(0, len(partials), split_every)]
+        partials = [dask.delayed(_add, pure=True)(*group) for group in groups]
+    states = dask.delayed(_concatenate_states, pure=True)(*finals) if layer.stateful else None
+    (loss, grads), states = dask.compute(partials[0], states)
+    if layer.stateful:
+        layer._set_state_parts(states)
+    return float(loss), grads
+
+
+# --- the job: its arguments checked and split along the batch axis ---------------------------
+
+
+class _Job:
+    """What the tasks of one call read: the layer's weights as one graph key, x (and y, lengths,
+    the initial state) as blocks along the batch axis, and the per-chunk dropout seeds."""
+
+    def __init__(self, layer, x, y_spec, state, lengths, threads):
+        if not isinstance(layer, _RecurrentLayer):
+            raise TypeError(f"layer: expected a pyrnn_fast RNN, LSTM or GRU, got {type(layer).__name__}")
+        self.layer = layer
+        self.axis = 1 if layer.time_major else 0
+        layout = "(T, N, D)" if layer.time_major else "(N, T, D)"
+        x = _as_dask("x", x)
+        if x.ndim != 3 or x.shape[2] != layer.input_size:
+            raise ValueError(
+                f"x: expected a 3-D array {layout} with D = input_size = {layer.input_size}, got shape {x.shape}"
+            )
+        if any(math.isnan(c) for c in x.chunks[self.axis]):
+            raise ValueError("x: its chunk sizes along the batch axis are unknown; call x.compute_chunk_sizes() first")
+        self.x = x.rechunk({a: -1 for a in range(3) if a != self.axis})
+        self.sizes = self.x.chunks[self.axis]  # at least one chunk, of size 0 when N = 0
+        self.chunks = len(self.sizes)
+        self.N, self.T = x.shape[self.axis], x.shape[1 - self.axis]
+        self.LD = layer.num_layers * layer.num_directions
+        self.threads = _check_threads(threads)
+        self.slots = _local_slots(), _host_slots()
+        self.x_blocks = self._split(self.x, self.axis)
+        self.lengths = self._lengths(lengths)
+        self.state = self._state(state)
+        self.y = None if y_spec is None else self._y(*y_spec)
+        self.seeds: list[int | None] = [None] * self.chunks
+        if layer.training and layer.dropout > 0 and layer.num_layers > 1:  # the generator advances, as in-process
+            self.seeds = [int(s) for s in layer._dropout_rng.integers(2**63, size=self.chunks)]
+        # One key for the weights: the tasks depend on it, so that a worker receives it once.
+        self.weights = dask.delayed(_shippable(layer), name=f"pyrnn_fast-weights-{uuid.uuid4().hex}", traverse=False)
+
+    def _split(self, a, axis):
+        """The blocks of `a` (Dask) along `axis`, x's batch chunks there and one chunk elsewhere."""
+        a = a.rechunk({**dict.fromkeys(range(a.ndim), -1), axis: self.sizes})
+        return list(a.to_delayed().ravel())  # one block on every other axis: ravel goes along `axis`
+
+    def _lengths(self, lengths):
+        if lengths is None:
+            return None
+        if isinstance(lengths, da.Array):
+            if lengths.dtype.kind not in "iu":
+                raise TypeError(f"lengths: expected an integer array (N,), got dtype {lengths.dtype}")
+            if lengths.shape != (self.N,):
+                raise ValueError(f"lengths: expected shape (N,) = ({self.N},), got {lengths.shape}")
+        else:  # NumPy: every check now, with the layer's messages
+            lengths = da.from_array(self.layer._check_lengths(lengths, self.N, self.T), chunks=-1)
+        return self._split(lengths, 0)
+
+    def _state(self, state):
+        layer = self.layer
+        names = layer._state_names
+        if state is None:
+            if not (layer.stateful and layer.state is not None):
+                return None
+            parts = layer._state_parts()
+            if parts[0].shape[1] != self.N:
+                raise ValueError(
+                    f"x: a stateful layer carries a state for batch size {parts[0].shape[1]}, got batch "
+                    f"size {self.N}; call reset_state() first"
+                )
+        elif len(names) == 1:
+            parts = (state,)
+        elif isinstance(state, (tuple, list)) and len(state) == len(names):
+            parts = tuple(state)
+        else:
+            raise TypeError(f"state: expected None or a pair (h0, c0), got {type(state).__name__}")
+        shape = (self.LD, self.N, layer.hidden_size)
+        blocks = []
+        for name, part in zip(names, parts):
+            part = _as_dask(f"{name}0" if state is not None else "state", part)
+            if part.shape != shape:
+                raise ValueError(f"{name}0: expected shape (num_layers*dirs, N, H) = {shape}, got {part.shape}")
+            blocks.append(self._split(part, 1))
+        return list(zip(*blocks))
+
+    def _y(self, y, y_axis):
+        if y is None:
+            return None
+        y = _as_dask("y", y)
+        axis = self.axis if y_axis is None else y_axis
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not 0 <= int(axis) < max(y.ndim, 1):
+            raise ValueError(f"y_axis: expected an axis of y (ndim {y.ndim}), got {axis!r}")
+        axis = int(axis)
+        if y.shape[axis] != self.N:
+            hint = "; for targets (N, ...) of a time-major layer pass y_axis=0" if y_axis is None and self.axis else ""
+            raise ValueError(f"y: expected N = {self.N} along its axis {axis} (y_axis), got shape {y.shape}{hint}")
+        return self._split(y, axis)
+
+    def y_block(self, i):
+        return None if self.y is None else self.y[i]
+
+    def task_args(self, i):
+        return (
+            self.x_blocks[i],
+            None if self.lengths is None else self.lengths[i],
+            None if self.state is None else self.state[i],
+            self.seeds[i],
+            self.threads,
+            self.slots,
+        )
+
+    def out_shape(self, i):
+        H = self.layer.num_directions * self.layer.hidden_size
+        return (self.T, self.sizes[i], H) if self.axis else (self.sizes[i], self.T, H)
+
+
+def _as_dask(name, a):
+    if not isinstance(a, da.Array):
+        try:
+            a = da.asarray(np.asarray(a))
+        except Exception as e:
+            raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    return a
+
+
+def _check_threads(threads):
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
+    return int(threads)
+
+
+def _local_slots():
+    """How many tasks Dask's local scheduler would run at once in this process (1: synchronous)."""
+    scheduler = dask.config.get("scheduler", None) or dask.config.get("get", None)
+    if scheduler in ("sync", "synchronous", "single-threaded"):
+        return 1
+    return dask.config.get("num_workers", None) or os.cpu_count() or 1
+
+
+def _host_slots():
+    """{worker address: how many tasks the workers of its host run at once}, from the active
+    ``distributed`` client; None without one."""
+    try:
+        from distributed import default_client
+
+        workers = default_client().scheduler_info()["workers"]
+    except (ImportError, ValueError):
+        return None
+    per_host: collections.Counter[str] = collections.Counter()
+    for w in workers.values():
+        per_host[w["host"]] += w["nthreads"]
+    return {address: per_host[w["host"]] for address, w in workers.items()}
+
+
+def _shippable(layer):
+    """The layer without its state, caches and gradients, with a copy of its weights: what the
+    tasks need, taken at the time of the call."""
+    shipped = copy.copy(layer)
+    shipped.__dict__.update(
+        params={k: v.copy() for k, v in layer.params.items()},
+        grads={},
+        state=None,
+        stateful=False,  # the tasks get the initial state as an argument
+        _cache=None,
+        _step_buffer=None,
+        _stepper=None,
+        dh0=None,
+    )
+    shipped.__dict__.pop("dc0", None)
+    return shipped
+
+
+# --- the tasks --------------------------------------------------------------------------------
+
+
+def _task_threads(requested, slots):
+    """The thread count of this task's kernels (see value_and_grad's `threads`): `slots` is
+    (tasks the local scheduler runs at once, {worker address: tasks its host runs at once})."""
+    local_slots, host_slots = slots
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a distributed worker
+        at_once, where, default = local_slots, "Dask's local scheduler", None
+    else:  # a worker (re)started since the call is not in host_slots: it counts its own threads
+        at_once = (host_slots or {}).get(worker.address, worker.state.nthreads)
+        where = f"the host of Dask worker {worker.address}, whose workers"
+        default = _backends.get_num_threads()  # OMP_NUM_THREADS=1 under Dask's nanny
+    most = max(1, cpus // at_once)
+    if requested is None:
+        return min(default, most) if default else most
+    if requested > most:
+        raise ValueError(
+            f"threads: {requested} per task would oversubscribe {where} run {at_once} tasks at once "
+            f"on {cpus} CPUs: at most {most}"
+        )
+    return requested
+
+
+def _task_layer(shipped, seed):
+    """This task's own copy: the tasks of one worker share the object they receive."""
+    layer = copy.copy(shipped)
+    layer.grads = {k: np.zeros_like(v) for k, v in shipped.params.items()}
+    if seed is not None:
+        layer._dropout_rng = np.random.default_rng(seed)
+    return layer
+
+
+def _call(layer, x, lengths, state_parts):
+    state = None if state_parts is None else (state_parts[0] if len(state_parts) == 1 else tuple(state_parts))
+    out, final = layer(x, state, lengths)
+    return out, (final,) if len(layer._state_names) == 1 else tuple(final)
+
+
+def _predict_chunk(shipped, x, lengths, state_parts, seed, threads, slots):
+    layer = _task_layer(shipped, seed)
+    with _backends.calling_thread_limit(_task_threads(threads, slots)):
+        return _call(layer, x, lengths, state_parts)
+
+
+def _grad_chunk(shipped, loss_fn, y, x, lengths, state_parts, seed, threads, slots):
+    layer = _task_layer(shipped, seed)
+    with _backends.calling_thread_limit(_task_threads(threads, slots)):
+        out, final = _call(layer, x, lengths, state_parts)
+        result = loss_fn(out, y)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"loss_fn: expected it to return (loss, dout), got {type(result).__name__}")
+        loss, dout = result
+        if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
+            raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
+        layer.backward(dout)
+    return (float(loss), layer.grads), final
+
+
+def _add(*partials):
+    """One node of the tree reduction: (loss, grads) partial sums added."""
+    loss = sum(p[0] for p in partials)
+    grads = {k: sum((p[1][k] for p in partials[1:]), partials[0][1][k]) for k in partials[0][1]}
+    return loss, grads
+
+
+def _concatenate_states(*finals):
+    return tuple(np.concatenate([f[k] for f in finals], axis=1) for k in range(len(finals[0])))

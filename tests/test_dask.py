@@ -1,0 +1,341 @@
+"""pyrnn_fast.dask on a local ``distributed`` cluster (2 worker processes, 1 thread each) and
+on Dask's local schedulers: results equal the in-process call on the whole batch for every cell
+and option, with uneven chunks; state, lengths and dropout as in-process; the weights are one
+graph key; a worker killed in the middle of a job; threads per task; errors."""
+
+import copy
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+prfd = pytest.importorskip("pyrnn_fast.dask")
+
+# The workers cannot import this test module: its functions (loss_fn, the worker killer) travel
+# by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+N, T, D, H = 37, 5, 3, 4
+CHUNKS = (5, 20, 11, 1)  # uneven, with a trailing short chunk
+CPUS = len(os.sched_getaffinity(0))
+
+CASES = [
+    ("RNN", {}),
+    ("RNN", dict(num_layers=2, bidirectional=True)),
+    ("RNN", dict(time_major=True, activation="relu")),
+    ("LSTM", {}),
+    ("LSTM", dict(num_layers=2, bidirectional=True)),
+    ("LSTM", dict(time_major=True, bias=False)),
+    ("GRU", {}),
+    ("GRU", dict(num_layers=2, bidirectional=True)),
+    ("GRU", dict(time_major=True)),
+]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def make_layer(cell, options, dtype=np.float64, seed=0, **more):
+    return getattr(prf, cell)(D, H, dtype=dtype, seed=seed, **options, **more)
+
+
+def as_float64(layer):
+    """The same layer (weights, options) computing in float64: the exact reference of a float32 run."""
+    twin = copy.deepcopy(layer)
+    twin.dtype = np.dtype(np.float64)
+    twin.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
+    twin.grads = {k: np.zeros_like(v) for k, v in twin.params.items()}
+    return twin
+
+
+def data(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, N, D) if layer.time_major else (N, T, D))
+    out_shape = (T, N, layer.num_directions * H) if layer.time_major else (N, T, layer.num_directions * H)
+    y = rng.standard_normal(out_shape)
+    lengths = rng.integers(0, T + 1, N)
+    return x, y, lengths
+
+
+def chunked(layer, a, axis=None, chunks=CHUNKS):
+    """a as a Dask array split along the batch axis; its other axes split too (they are rechunked)."""
+    axis = (1 if layer.time_major else 0) if axis is None else axis
+    spec = [max(1, s // 2) for s in a.shape]
+    spec[axis] = chunks
+    return da.from_array(a, chunks=tuple(spec))
+
+
+def squared_error(out, y):
+    d = out - y
+    return 0.5 * float(np.sum(d.astype(np.float64) ** 2)), d
+
+
+def in_process(layer, x, y, lengths, state=None):
+    out, final = layer(x, state, lengths)
+    loss, dout = squared_error(out, y)
+    layer.backward(dout)
+    return out, final, loss, {k: v.copy() for k, v in layer.grads.items()}
+
+
+def assert_as_accurate(got, in_proc, exact, slack=0.0):
+    """`got` (float32, chunked) is as accurate as the in-process float32 result: its distance to
+    the float64 result is at most twice the in-process one, plus `slack` (rounding of a
+    re-associated sum)."""
+    err_got = np.abs(got.astype(np.float64) - exact).max(initial=0)
+    err_in = np.abs(in_proc.astype(np.float64) - exact).max(initial=0)
+    assert err_got <= 2 * err_in + np.max(slack, initial=0) + np.finfo(np.float32).tiny, (err_got, err_in)
+
+
+@pytest.mark.parametrize("use_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("cell,options", CASES, ids=[f"{c}-{'-'.join(o) or 'plain'}" for c, o in CASES])
+def test_predict_and_grad_equal_in_process_float64(client, cell, options, use_lengths):
+    layer = make_layer(cell, options)
+    x, y, lengths = data(layer)
+    lengths = lengths if use_lengths else None
+    out = prfd.predict(layer, chunked(layer, x), lengths=lengths)
+    assert out.chunks[1 if layer.time_major else 0] == CHUNKS
+    yd = chunked(layer, y, chunks=10)  # other chunks than x's: aligned by the call
+    loss, grads = prfd.value_and_grad(layer, chunked(layer, x), yd, squared_error, lengths=lengths)
+    out_ref, _, loss_ref, grads_ref = in_process(layer, x, y, lengths)
+    np.testing.assert_allclose(out.compute(), out_ref, rtol=1e-12, atol=1e-12)
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    assert grads.keys() == grads_ref.keys()
+    for k in grads:
+        scale = np.abs(grads_ref[k]).max()
+        np.testing.assert_allclose(grads[k], grads_ref[k], rtol=1e-12, atol=1e-12 * scale, err_msg=k)
+
+
+@pytest.mark.parametrize("cell,options", CASES, ids=[f"{c}-{'-'.join(o) or 'plain'}" for c, o in CASES])
+def test_predict_and_grad_float32_as_accurate_as_in_process(client, cell, options):
+    layer = make_layer(cell, options, np.float32)
+    exact = as_float64(layer)
+    x, y, lengths = data(layer)
+    out = prfd.predict(layer, chunked(layer, x), lengths=lengths).compute()
+    loss, grads = prfd.value_and_grad(layer, chunked(layer, x), chunked(layer, y), squared_error, lengths=lengths)
+    out_in, _, loss_in, grads_in = in_process(layer, x, y, lengths)
+    out_ex, _, loss_ex, grads_ex = in_process(exact, x, y, lengths)
+    assert out.dtype == np.float32
+    assert_as_accurate(out, out_in, out_ex)
+    # The chunks' gradients are added in another order than the in-process reductions: the
+    # rounding of that sum is at most (chunks - 1)·eps·Σ|chunk gradient| per entry.
+    parts = [in_process(exact, *chunk, None)[3] for chunk in _chunks_of(layer, x, y, lengths)]
+    eps = np.finfo(np.float32).eps
+    for k in grads:
+        slack = (len(CHUNKS) - 1) * eps * sum(np.abs(p[k]) for p in parts)
+        assert grads[k].dtype == np.float32
+        assert_as_accurate(grads[k], grads_in[k], grads_ex[k], slack)
+    assert loss == pytest.approx(loss_ex, rel=1e-5)
+
+
+def _chunks_of(layer, x, y, lengths):
+    axis, start = (1 if layer.time_major else 0), 0
+    for n in CHUNKS:
+        rows = slice(start, start + n)
+        index = (slice(None), rows) if axis else (rows,)
+        yield x[index], y[index], lengths[rows]
+        start += n
+
+
+def test_stateful_layer_carries_each_samples_state_across_calls(client):
+    for cell in ("RNN", "LSTM", "GRU"):
+        layer = make_layer(cell, dict(num_layers=2), stateful=True)
+        twin = copy.deepcopy(layer)
+        for call in range(2):
+            x, y, lengths = data(layer, seed=10 + call)
+            out = prfd.predict(layer, chunked(layer, x), lengths=lengths).compute()
+            out_ref, _ = twin(x, None, lengths)
+            np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+            for got, ref in zip(layer._state_parts(), twin._state_parts()):
+                np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+        # value_and_grad carries the state too, and starts from the carried one.
+        x, y, lengths = data(layer, seed=20)
+        loss, grads = prfd.value_and_grad(layer, chunked(layer, x), y, squared_error, lengths=lengths)
+        _, _, loss_ref, grads_ref = in_process(twin, x, y, lengths)
+        assert loss == pytest.approx(loss_ref, rel=1e-12)
+        np.testing.assert_allclose(grads["Wh_l1"], grads_ref["Wh_l1"], rtol=1e-12, atol=1e-14)
+        for got, ref in zip(layer._state_parts(), twin._state_parts()):
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+        bigger = np.zeros((N + 1, T, D))
+        with pytest.raises(ValueError, match="batch size 37.*reset_state"):
+            prfd.predict(layer, bigger)
+
+
+def test_explicit_state_in_and_out(client):
+    layer = make_layer("LSTM", dict(num_layers=2, bidirectional=True))
+    x, y, lengths = data(layer)
+    rng = np.random.default_rng(5)
+    h0, c0 = rng.standard_normal((2, 4, N, H))
+    state = (da.from_array(h0, chunks=(4, 9, H)), c0)  # Dask and NumPy
+    out, (h_n, c_n) = prfd.predict(layer, chunked(layer, x), state=state, return_state=True)
+    out_ref, (h_ref, c_ref) = layer(x, (h0, c0))
+    assert h_n.chunks[1] == CHUNKS
+    for got, ref in ((out, out_ref), (h_n, h_ref), (c_n, c_ref)):
+        np.testing.assert_allclose(got.compute(), ref, rtol=1e-12, atol=1e-12)
+    gru = make_layer("GRU", {})
+    out, h_n = prfd.predict(gru, chunked(gru, x), state=h0[:1], return_state=True)
+    np.testing.assert_allclose(h_n.compute(), gru(x, h0[:1])[1], rtol=1e-12, atol=1e-12)
+
+
+def test_dropout_is_applied_per_chunk_and_reproducible(client):
+    def run(dropout, training=True, seed=0):
+        layer = make_layer("GRU", dict(num_layers=2), dropout=dropout, seed=seed).train(training)
+        x, y, _ = data(layer)
+        return layer, x, y, prfd.value_and_grad(layer, chunked(layer, x), y, squared_error)
+
+    # dropout=1 zeroes every input of layer 2: deterministic, so equal to the in-process call.
+    layer, x, y, (loss, grads) = run(1.0)
+    _, _, loss_ref, grads_ref = in_process(make_layer("GRU", dict(num_layers=2), dropout=1.0), x, y, None)
+    assert loss == pytest.approx(loss_ref, rel=1e-12) and not grads["Wx_l1"].any()
+    np.testing.assert_allclose(grads["Wh_l0"], grads_ref["Wh_l0"], rtol=1e-12, atol=1e-14)
+    # dropout=0.5: the same seed gives the same masks; the next call of a layer new ones;
+    # eval mode none (the in-process result).
+    layer, x, y, (loss_a, _) = run(0.5)
+    assert run(0.5)[3][0] == loss_a
+    assert prfd.value_and_grad(layer, chunked(layer, x), y, squared_error)[0] != loss_a
+    loss_eval = run(0.5, training=False)[3][0]
+    assert loss_eval == pytest.approx(in_process(make_layer("GRU", dict(num_layers=2)), x, y, None)[2], rel=1e-12)
+    assert loss_a != pytest.approx(loss_eval, rel=1e-3)
+
+
+def test_weights_are_one_graph_key_that_every_chunk_task_reads():
+    layer = make_layer("RNN", {})
+    x, _, _ = data(layer)
+    out = prfd.predict(layer, chunked(layer, x))
+    graph = out.__dask_graph__()
+    dependencies = graph.get_all_dependencies()
+    weights = [k for k in graph if "weights" in str(k)]
+    assert len(weights) == 1
+    readers = [k for k, deps in dependencies.items() if weights[0] in deps]
+    assert len(readers) == len(CHUNKS)
+
+
+def _kill_worker_once(block, marker):
+    """Kill the worker process that runs the first block (once: the marker file says it happened)."""
+    if block.size == 0:  # Dask calling it on an empty array, in the client, to learn its output
+        return block
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return block
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_in_the_middle_of_a_job(client, tmp_path):
+    layer = make_layer("LSTM", dict(num_layers=2))
+    x, y, lengths = data(layer)
+    out_ref, _, loss_ref, grads_ref = in_process(layer, x, y, lengths)
+    for job in ("predict", "value_and_grad"):
+        marker = str(tmp_path / f"killed-{job}")
+        xd = chunked(layer, x).map_blocks(_kill_worker_once, marker=marker, meta=np.empty((0, 0, 0)))
+        if job == "predict":
+            out = client.compute(prfd.predict(layer, xd, lengths=lengths)).result(timeout=120)
+            np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+        else:
+            loss, grads = prfd.value_and_grad(layer, xd, y, squared_error, lengths=lengths)
+            assert loss == pytest.approx(loss_ref, rel=1e-12)
+            np.testing.assert_allclose(grads["Wx_l0"], grads_ref["Wx_l0"], rtol=1e-12, atol=1e-14)
+        assert os.path.exists(marker), "no worker was killed: the test proved nothing"
+
+
+def threads_in_task(out, y):
+    """A loss whose value is the thread count the task's kernels were given."""
+    return float(prf.get_num_threads()), np.zeros_like(out)
+
+
+def test_threads_per_task(client):
+    layer = make_layer("RNN", {})
+    x, _, _ = data(layer)
+    xd = chunked(layer, x)
+    before = prf.get_num_threads()
+    # On the cluster: Dask's nanny's OMP_NUM_THREADS=1; 2 workers x 1 thread share the host.
+    assert prfd.value_and_grad(layer, xd, None, threads_in_task)[0] == len(CHUNKS)
+    if CPUS >= 2:
+        assert prfd.value_and_grad(layer, xd, None, threads_in_task, threads=CPUS // 2)[0] == len(CHUNKS) * (CPUS // 2)
+    with pytest.raises(ValueError, match="oversubscribe"):
+        prfd.value_and_grad(layer, xd, None, threads_in_task, threads=CPUS // 2 + 1)
+    # Dask's local schedulers: the synchronous one runs one task at a time (all CPUs), the
+    # threaded one num_workers at once.
+    with dask.config.set(scheduler="sync"):
+        assert prfd.value_and_grad(layer, xd, None, threads_in_task)[0] == len(CHUNKS) * CPUS
+        assert prfd.value_and_grad(layer, xd, None, threads_in_task, threads=1)[0] == len(CHUNKS)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        expected = max(1, CPUS // 2)
+        assert prfd.value_and_grad(layer, xd, None, threads_in_task)[0] == len(CHUNKS) * expected
+        with pytest.raises(ValueError, match="oversubscribe"):
+            prfd.value_and_grad(layer, xd, None, threads_in_task, threads=expected + 1)
+    assert prf.get_num_threads() == before  # the limit was the tasks' threads' own
+
+
+def test_local_scheduler_and_numpy_input():
+    layer = make_layer("GRU", dict(bidirectional=True))
+    x, y, lengths = data(layer)
+    with dask.config.set(scheduler="threads"):
+        out = prfd.predict(layer, x, lengths=lengths)  # a NumPy x is wrapped
+        assert isinstance(out, da.Array)
+        np.testing.assert_allclose(out.compute(), layer(x, None, lengths)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(0, T, D), (N, 0, D)])
+def test_empty_batch_or_sequence(shape):
+    layer = make_layer("LSTM", {})
+    x = np.zeros(shape)
+    with dask.config.set(scheduler="sync"):
+        out = prfd.predict(layer, da.from_array(x)).compute()
+        assert out.shape == shape[:2] + (H,)
+        loss, grads = prfd.value_and_grad(layer, da.from_array(x), np.zeros(out.shape), squared_error)
+    assert loss == 0.0 and not any(g.any() for g in grads.values())
+
+
+def test_bad_arguments_are_clear_errors():
+    layer = make_layer("RNN", {})
+    x, y, lengths = data(layer)
+    xd = chunked(layer, x)
+    with pytest.raises(TypeError, match="layer: expected a pyrnn_fast RNN, LSTM or GRU"):
+        prfd.predict(prf.TimeRNN(np.zeros((D, H)), np.zeros((H, H)), np.zeros(H)), xd)
+    with pytest.raises(ValueError, match=r"x: expected a 3-D array \(N, T, D\) with D = input_size = 3"):
+        prfd.predict(layer, xd[..., :2])
+    with pytest.raises(TypeError, match="x: expected a real numeric array"):
+        prfd.predict(layer, da.from_array(x.astype(complex)))
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        prfd.predict(layer, xd[da.from_array(lengths) > 2])
+    with pytest.raises(ValueError, match=r"lengths: expected shape \(N,\) = \(37,\)"):
+        prfd.predict(layer, xd, lengths=lengths[:5])
+    with pytest.raises(ValueError, match="lengths: expected 0 <= lengths <= T"):
+        prfd.predict(layer, xd, lengths=lengths + T)
+    with pytest.raises(TypeError, match="lengths: expected an integer array"):
+        prfd.predict(layer, xd, lengths=da.from_array(lengths.astype(float)))
+    with pytest.raises(ValueError, match=r"h0: expected shape .* = \(1, 37, 4\)"):
+        prfd.predict(layer, xd, state=np.zeros((1, 36, H)))
+    with pytest.raises(TypeError, match=r"state: expected None or a pair \(h0, c0\)"):
+        prfd.predict(make_layer("LSTM", {}), xd, state=np.zeros((1, N, H)))
+    with pytest.raises(ValueError, match="y: expected N = 37 along its axis 0"):
+        prfd.value_and_grad(layer, xd, y[:3], squared_error)
+    with pytest.raises(ValueError, match="y_axis"):
+        prfd.value_and_grad(layer, xd, y, squared_error, y_axis=3)
+    with pytest.raises(TypeError, match="loss_fn: expected a callable"):
+        prfd.value_and_grad(layer, xd, y, "mse")
+    with pytest.raises(ValueError, match="threads: expected an int >= 1"):
+        prfd.predict(layer, xd, threads=0)
+    with pytest.raises(ValueError, match="split_every"):
+        prfd.value_and_grad(layer, xd, y, squared_error, split_every=1)
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(TypeError, match=r"loss_fn: expected it to return \(loss, dout\)"):
+            prfd.value_and_grad(layer, xd, y, lambda out, y: 0.0)
+        with pytest.raises(ValueError, match="dout: expected the shape of out"):
+            prfd.value_and_grad(layer, xd, y, lambda out, y: (0.0, out[:, :1]))
