@@ -170,6 +170,30 @@ def test_set_num_threads_is_what_threadpoolctl_reports():
         prf.set_num_threads(old)
 
 
+def test_calling_thread_limit_is_the_calling_threads_own():
+    # pyrnn_fast.dask limits each task's worker thread this way: the limit wins over
+    # set_num_threads in that thread only, and the thread is back to the setting afterwards.
+    old = prf.get_num_threads()
+    seen = {}
+
+    def other():
+        seen["other"] = prf.get_num_threads()
+        prf.set_num_threads(2)  # a newer process-wide setting, made elsewhere
+
+    try:
+        prf.set_num_threads(3)
+        with _backends.calling_thread_limit(1):
+            seen["inside"] = prf.get_num_threads()
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+            seen["after a newer setting"] = prf.get_num_threads()  # does not lift the limit here
+        seen["outside"] = prf.get_num_threads()  # back to the process-wide setting, the newer one
+    finally:
+        prf.set_num_threads(old)
+    assert seen == {"inside": 1, "other": 3, "after a newer setting": 1, "outside": 2}
+
+
 def test_omp_num_threads_is_the_default(tmp_path):
     # 3 on purpose: more than the CPUs of a small CI machine, so it is OpenMP's setting that is
     # reported, not a CPU count. None returns to that default after a set_num_threads.

@@ -56,12 +56,18 @@ def predict(layer, x, *, state=None, lengths=None, return_state=False, threads=N
     kept on the cluster with ``distributed``) and ``layer.state`` is set.
     """
     job = _Job(layer, x, None, state, lengths, threads)
-    outs, finals = [], []
-    for i in range(job.chunks):
-        result = dask.delayed(_predict_chunk, nout=2, pure=False)(job.weights, *job.task_args(i))
-        outs.append(da.from_delayed(result[0], job.out_shape(i), dtype=layer.dtype))
-        finals.append(result[1])
-    out = da.concatenate(outs, axis=job.axis)
+    with_state = return_state or layer.stateful
+    # Without the final states, a chunk is one task that returns its outputs: on a cluster
+    # each task costs ~1-4 ms of scheduling (README, "Dask"), a getitem task as much.
+    chunk_task = dask.delayed(_predict_chunk, nout=2 if with_state else None, pure=False)
+    tasks = [chunk_task(job.weights, with_state, *job.task_args(i)) for i in range(job.chunks)]
+    outs = [t[0] if with_state else t for t in tasks]
+    out = da.concatenate(
+        [da.from_delayed(o, job.out_shape(i), dtype=layer.dtype) for i, o in enumerate(outs)], axis=job.axis
+    )
+    if not with_state:
+        return out
+    finals = [t[1] for t in tasks]
     state_shapes = [(job.LD, n, layer.hidden_size) for n in job.sizes]
     parts = tuple(
         da.concatenate([da.from_delayed(f[k], s, dtype=layer.dtype) for f, s in zip(finals, state_shapes)], axis=1)
@@ -90,8 +96,8 @@ def value_and_grad(layer, x, y, loss_fn, *, state=None, lengths=None, threads=No
     threads : how many threads one task's kernels may use. None: on a ``distributed`` worker
         OpenMP's setting there (1 under Dask's nanny, which sets OMP_NUM_THREADS=1 as Dask runs
         one task per core), with Dask's local schedulers the CPUs shared among the tasks that
-        run at once. At most the worker's CPUs divided by the tasks it runs at once (its
-        ``nthreads``): more is a ValueError, never an oversubscribed worker.
+        run at once. At most a host's CPUs divided by the tasks its workers run at once
+        (their ``nthreads``, summed): more is a ValueError, never an oversubscribed host.
     split_every : how many partial sums one task of the tree reduction adds.
     """
     if not callable(loss_fn):
@@ -331,10 +337,11 @@ def _call(layer, x, lengths, state_parts):
     return out, (final,) if len(layer._state_names) == 1 else tuple(final)
 
 
-def _predict_chunk(shipped, x, lengths, state_parts, seed, threads, slots):
+def _predict_chunk(shipped, with_state, x, lengths, state_parts, seed, threads, slots):
     layer = _task_layer(shipped, seed)
     with _backends.calling_thread_limit(_task_threads(threads, slots)):
-        return _call(layer, x, lengths, state_parts)
+        out, final = _call(layer, x, lengths, state_parts)
+    return (out, final) if with_state else out
 
 
 def _grad_chunk(shipped, loss_fn, y, x, lengths, state_parts, seed, threads, slots):
