@@ -109,15 +109,16 @@ def main(argv=None):
     plans = {n: [n] * (args.sequences // n) + ([args.sequences % n] if args.sequences % n else []) for n in chunk_sizes}
     print(f"{cpu_name()}, {cpus} CPUs, kernel ISA {prf.isa()}; {args.cell.upper()} T={T} D={D} H={H} float32")
     print(f"{args.sequences:,} sequences in chunks of {args.chunks}", flush=True)
-    since = cpu_snapshot()
 
     seconds: dict = {n: {} for n in chunk_sizes}
     overhead = {}
+    since = cpu_snapshot()  # before any worker process exists: the load of other programs
     for threads in (1, cpus):
         name = f"in-process, {threads} thread{'s' * (threads > 1)}"
         for n in chunk_sizes:
             seconds[n][name] = in_process(layer, block, plans[n], threads)
             print(".", end="", file=sys.stderr, flush=True)
+    load = other_load(since)
     configs = [("1 worker, 1 thread/task", 1, 1), (f"1 worker, {cpus} threads/task", 1, cpus), ("2 workers x 1", 2, 1)]
     for name, workers, threads in configs:
         with (
@@ -129,7 +130,6 @@ def main(argv=None):
             for n in chunk_sizes:
                 seconds[n][name] = on_cluster(client, layer, block, plans[n], threads)
                 print(".", end="", file=sys.stderr, flush=True)
-    load = other_load(since)
     print(file=sys.stderr)
 
     timed = list(seconds[chunk_sizes[0]])
@@ -146,7 +146,7 @@ def main(argv=None):
         shares = [per_chunk / (seconds[n]["in-process, 1 thread"] / len(plans[n])) for n in chunk_sizes]
         print(f"| {name} | {per_chunk * 1e3:.2f} ms | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
     if load is not None:
-        print(f"\nother processes used {load:.0%} of the machine's CPU time meanwhile")
+        print(f"\nother processes used {load:.0%} of the machine's CPU time during the in-process runs")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -3,6 +3,8 @@ helpers.py, which the test modules import directly."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import pyrnn_fast as prf
@@ -22,3 +24,15 @@ def pytest_report_header(config):
 def backend(request):
     with use_backend(request.param) as name:
         yield name
+
+
+@pytest.fixture(autouse=True)
+def environment_left_as_found():
+    """Every test leaves os.environ as it found it. Dask's nanny sets OMP_NUM_THREADS=1 (and
+    MKL_, OPENBLAS_NUM_THREADS, MALLOC_TRIM_THRESHOLD_) in the process that starts a
+    LocalCluster, for good: later tests' child processes then ran with one OpenMP thread."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)

@@ -4,6 +4,7 @@ and option, with uneven chunks; state, lengths and dropout as in-process; the we
 graph key; a worker killed in the middle of a job; threads per task; errors."""
 
 import copy
+import importlib
 import os
 import signal
 import sys
@@ -42,6 +43,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def client():
+    # Set up before the per-test environment_left_as_found (conftest.py): restore here what
+    # the nanny sets in os.environ when it starts the workers.
+    environ = dict(os.environ)
     with (
         distributed.LocalCluster(
             processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=40
@@ -49,6 +53,8 @@ def client():
         distributed.Client(cluster) as c,
     ):
         yield c
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def make_layer(cell, options, dtype=np.float64, seed=0, **more):
@@ -332,6 +338,8 @@ def test_bad_arguments_are_clear_errors():
         prfd.value_and_grad(layer, xd, y, "mse")
     with pytest.raises(ValueError, match="threads: expected an int >= 1"):
         prfd.predict(layer, xd, threads=0)
+    with pytest.raises(TypeError, match="threads: expected an int >= 1 or None, got str"):
+        prfd.predict(layer, xd, threads="2")
     with pytest.raises(ValueError, match="split_every"):
         prfd.value_and_grad(layer, xd, y, squared_error, split_every=1)
     with dask.config.set(scheduler="sync"):
@@ -339,3 +347,10 @@ def test_bad_arguments_are_clear_errors():
             prfd.value_and_grad(layer, xd, y, lambda out, y: 0.0)
         with pytest.raises(ValueError, match="dout: expected the shape of out"):
             prfd.value_and_grad(layer, xd, y, lambda out, y: (0.0, out[:, :1]))
+
+
+def test_without_dask_the_import_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask", None)  # what `import dask` sees when it is not installed
+    monkeypatch.delitem(sys.modules, "pyrnn_fast.dask")
+    with pytest.raises(ImportError, match=r'pip install "pyrnn_fast\[dask\]"'):
+        importlib.import_module("pyrnn_fast.dask")

@@ -38,3 +38,19 @@ layer_out, (h_n, c_n) = prf.LSTM(4, 5)(x, state=None)
 
 prf.lstm_forward(x, Wx4, Wh4, workspace="yes")  # type: ignore[arg-type]
 prf.gru_backward(gru_out.hs, x, Wx4, Wh4, gru_out.hs, "ws")  # type: ignore[arg-type]
+
+# pyrnn_fast.dask (the [dask] extra)
+import pyrnn_fast.dask as prfd  # noqa: E402
+
+
+def _loss(out: NDArray[np.floating], y: object) -> tuple[float, NDArray[np.floating]]:
+    return 0.0, out
+
+
+rnn = prf.RNN(4, 5)
+scored = prfd.predict(rnn, x, threads=1)
+total, param_grads = prfd.value_and_grad(rnn, x, None, _loss, split_every=4)
+total_f: float = total
+grad_arrays: dict[str, np.ndarray] = param_grads
+prfd.predict(rnn, x, threads="2")  # type: ignore[arg-type]
+prfd.value_and_grad(rnn, x, None, "mse")  # type: ignore[arg-type]

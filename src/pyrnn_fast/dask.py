@@ -21,6 +21,7 @@ import math
 import numbers
 import os
 import uuid
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,7 +37,15 @@ from .layers._base import _RecurrentLayer
 __all__ = ["predict", "value_and_grad"]
 
 
-def predict(layer, x, *, state=None, lengths=None, return_state=False, threads=None):
+def predict(
+    layer: _RecurrentLayer,
+    x: Any,
+    *,
+    state: Any = None,
+    lengths: Any = None,
+    return_state: bool = False,
+    threads: int | None = None,
+) -> Any:
     """``layer(x, state, lengths)`` on a Dask array of sequences: returns ``out``, a lazy
     dask.array chunked like x along the batch axis (``(out, h_n)`` or ``(out, (h_n, c_n))``
     with ``return_state``, the final states chunked along their axis 1).
@@ -81,7 +90,18 @@ def predict(layer, x, *, state=None, lengths=None, return_state=False, threads=N
     return out, (parts[0] if len(parts) == 1 else parts)
 
 
-def value_and_grad(layer, x, y, loss_fn, *, state=None, lengths=None, threads=None, y_axis=None, split_every=8):
+def value_and_grad(
+    layer: _RecurrentLayer,
+    x: Any,
+    y: Any,
+    loss_fn: Callable[[np.ndarray, Any], tuple[float, np.ndarray]],
+    *,
+    state: Any = None,
+    lengths: Any = None,
+    threads: int | None = None,
+    y_axis: int | None = None,
+    split_every: int = 8,
+) -> tuple[float, dict[str, np.ndarray]]:
     """The loss of the layer's outputs and its gradient w.r.t. the parameters, summed over the
     chunks of a Dask array of sequences: returns ``(loss, grads)``, computed (a float and a
     dict with the keys and shapes of ``layer.grads``; ``layer.grads`` is left as it is).
@@ -247,7 +267,9 @@ def _as_dask(name, a):
 def _check_threads(threads):
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads: expected an int >= 1 or None, got {type(threads).__name__}")
+    if threads < 1:
         raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
     return int(threads)
 
