@@ -65,7 +65,8 @@ def in_process(layer, block, sizes, threads):
     try:
         layer(_chunk(block, sizes[0]))  # warm-up
         start = time.perf_counter()
-        scores = [layer(_chunk(block, n))[0][:, -1, :] for n in sizes]
+        # copied: a view would keep every chunk's whole output alive (GBs, as measured)
+        scores = [layer(_chunk(block, n))[0][:, -1, :].copy() for n in sizes]
         elapsed = time.perf_counter() - start
     finally:
         prf.set_num_threads(before)
