@@ -227,8 +227,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("max_threads", &prf::num_threads, "Same as get_num_threads (kept for bench/stages.py).");
     m.def("set_num_threads", &prf::set_num_threads, py::arg("n"),
           "omp_set_num_threads(n) here and, at their next call, in every other thread (n >= 1).");
-    m.def("limit_calling_thread", &prf::limit_calling_thread, py::arg("n"),
-          "omp_set_num_threads(n) in the calling thread only (n >= 1); returns its previous setting.");
+    m.def(
+        "limit_calling_thread", &prf::limit_calling_thread, py::arg("n"),
+        "n >= 1: at most n threads in the calling thread only, until lifted; 0: lift that limit. Returns the previous "
+        "limit (0: none).");
     m.def("default_num_threads", &prf::default_num_threads,
           "OpenMP's default thread count (OMP_NUM_THREADS, else the CPUs), as a new thread sees it.");
     prf::set_thread_shortfall_handler(&warn_thread_shortfall);

@@ -172,26 +172,18 @@ void set_num_threads(int n) {
 #endif
 }
 
-// The calling thread's own setting, as threadpoolctl.threadpool_limits sets it: it wins over
-// set_num_threads's value in this thread (num_threads above) until it is restored to the
-// previous value. pyrnn_fast.dask limits each task's thread this way.
-int limit_calling_thread(int n) {
-#ifdef _OPENMP
-    num_threads();  // apply a pending set_num_threads first, so that "previous" is current
-    const int previous = omp_get_max_threads();
-    omp_set_num_threads(std::max(1, n));
-    return previous;
-#else
-    (void)n;
-    return 1;
-#endif
-}
+// A limit of the calling thread alone (pyrnn_fast.dask limits each task's thread so): while it
+// is in force, newer set_num_threads values wait (a flag, not a value comparison, so a limit
+// equal to the process's setting holds too); lifting it restores the thread's setting from
+// before, and a value published meanwhile applies at the next call.
+static thread_local int t_limit = 0;  // 0: none
+static thread_local int t_setting_before_limit = 0;
 
 int num_threads() {
     if (g_forked_child.load(std::memory_order_relaxed)) return 1;
 #ifdef _OPENMP
     const unsigned long long setting = g_setting.load(std::memory_order_acquire);
-    if (unsigned(setting >> 32) != t_applied_generation) {
+    if (t_limit == 0 && unsigned(setting >> 32) != t_applied_generation) {
         const int ours = t_applied_value ? t_applied_value : default_num_threads();
         if (omp_get_max_threads() == ours) {  // else the thread's own setting wins (see above)
             t_applied_generation = unsigned(setting >> 32);
@@ -203,6 +195,26 @@ int num_threads() {
 #else
     return 1;
 #endif
+}
+
+int limit_calling_thread(int n) {
+    const int previous = t_limit;
+#ifdef _OPENMP
+    if (n >= 1) {
+        if (t_limit == 0) {
+            num_threads();  // apply a pending set_num_threads first: that is the setting to restore
+            t_setting_before_limit = omp_get_max_threads();
+        }
+        t_limit = n;
+        omp_set_num_threads(n);
+    } else if (t_limit != 0) {
+        t_limit = 0;
+        omp_set_num_threads(t_setting_before_limit);
+    }
+#else
+    (void)n;
+#endif
+    return previous;
 }
 
 // ---------------------------------------------------------------------------------------

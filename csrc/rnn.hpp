@@ -247,10 +247,11 @@ const char* isa_name(Isa isa);
 
 // Thread counts (csrc/dispatch.cpp). The kernels' `threads` is an upper bound, which dispatch
 // lowers to the CPUs not used by concurrent calls and to the threads that can be created.
-int num_threads();                // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
-void set_num_threads(int n);      // process-wide: every thread applies it at its next num_threads()
-int default_num_threads();        // OpenMP's setting in a thread that never changed it
-int limit_calling_thread(int n);  // omp_set_num_threads(n) in the calling thread only; returns its previous setting
+int num_threads();            // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
+void set_num_threads(int n);  // process-wide: every thread applies it at its next num_threads()
+int default_num_threads();    // OpenMP's setting in a thread that never changed it
+int limit_calling_thread(
+    int n);  // n >= 1: limit the calling thread only; 0: lift it; returns the previous limit (0: none)
 // Called once per process, in the calling thread, the first time a call gets fewer threads than
 // it asked for because threads could not be created (`error`: pthread_create's errno).
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);

@@ -118,10 +118,12 @@ def test_predict_and_grad_equal_in_process_float64(client, cell, options, use_le
     assert out.chunks[1 if layer.time_major else 0] == CHUNKS
     yd = chunked(layer, y, chunks=10)  # other chunks than x's: aligned by the call
     loss, grads = prfd.value_and_grad(layer, chunked(layer, x), yd, squared_error, lengths=lengths)
+    untouched = {k: v.copy() for k, v in layer.grads.items()}  # before the in-process backward
     out_ref, _, loss_ref, grads_ref = in_process(layer, x, y, lengths)
     np.testing.assert_allclose(out.compute(), out_ref, rtol=1e-12, atol=1e-12)
     assert loss == pytest.approx(loss_ref, rel=1e-12)
     assert grads.keys() == grads_ref.keys()
+    assert not any(g.any() for g in untouched.values()), "value_and_grad wrote layer.grads"
     for k in grads:
         scale = np.abs(grads_ref[k]).max()
         np.testing.assert_allclose(grads[k], grads_ref[k], rtol=1e-12, atol=1e-12 * scale, err_msg=k)
@@ -188,8 +190,9 @@ def test_explicit_state_in_and_out(client):
     rng = np.random.default_rng(5)
     h0, c0 = rng.standard_normal((2, 4, N, H))
     state = (da.from_array(h0, chunks=(4, 9, H)), c0)  # Dask and NumPy
-    out, (h_n, c_n) = prfd.predict(layer, chunked(layer, x), state=state, return_state=True)
-    out_ref, (h_ref, c_ref) = layer(x, (h0, c0))
+    dask_lengths = da.from_array(lengths, chunks=7)  # Dask, chunked unlike x
+    out, (h_n, c_n) = prfd.predict(layer, chunked(layer, x), state=state, lengths=dask_lengths, return_state=True)
+    out_ref, (h_ref, c_ref) = layer(x, (h0, c0), lengths)
     assert h_n.chunks[1] == CHUNKS
     for got, ref in ((out, out_ref), (h_n, h_ref), (c_n, c_ref)):
         np.testing.assert_allclose(got.compute(), ref, rtol=1e-12, atol=1e-12)
@@ -231,15 +234,21 @@ def test_weights_are_one_graph_key_that_every_chunk_task_reads():
     assert len(readers) == len(CHUNKS)
 
 
-def _kill_worker_once(block, marker):
-    """Kill the worker process that runs the first block (once: the marker file says it happened)."""
-    if block.size == 0:  # Dask calling it on an empty array, in the client, to learn its output
-        return block
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return block
-    os.kill(os.getpid(), signal.SIGKILL)
+class KillingLSTM(prf.LSTM):
+    """An LSTM whose second layer's call kills the worker process that runs it, once (the marker
+    file says it happened): a worker dies in the middle of a chunk's layer call."""
+
+    marker = ""
+
+    def _run(self, x, W, state, keep=True):
+        if W[0] is self.params["Wx_l1"]:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super()._run(x, W, state, keep)
 
 
 def test_a_worker_killed_in_the_middle_of_a_job(client, tmp_path):
@@ -247,16 +256,17 @@ def test_a_worker_killed_in_the_middle_of_a_job(client, tmp_path):
     x, y, lengths = data(layer)
     out_ref, _, loss_ref, grads_ref = in_process(layer, x, y, lengths)
     for job in ("predict", "value_and_grad"):
-        marker = str(tmp_path / f"killed-{job}")
-        xd = chunked(layer, x).map_blocks(_kill_worker_once, marker=marker, meta=np.empty((0, 0, 0)))
+        killer = KillingLSTM(D, H, num_layers=2, dtype=np.float64)
+        killer.params = {k: v.copy() for k, v in layer.params.items()}
+        killer.marker = str(tmp_path / f"killed-{job}")
         if job == "predict":
-            out = client.compute(prfd.predict(layer, xd, lengths=lengths)).result(timeout=120)
+            out = client.compute(prfd.predict(killer, chunked(layer, x), lengths=lengths)).result(timeout=120)
             np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
         else:
-            loss, grads = prfd.value_and_grad(layer, xd, y, squared_error, lengths=lengths)
+            loss, grads = prfd.value_and_grad(killer, chunked(layer, x), y, squared_error, lengths=lengths)
             assert loss == pytest.approx(loss_ref, rel=1e-12)
             np.testing.assert_allclose(grads["Wx_l0"], grads_ref["Wx_l0"], rtol=1e-12, atol=1e-14)
-        assert os.path.exists(marker), "no worker was killed: the test proved nothing"
+        assert os.path.exists(killer.marker), "no worker was killed: the test proved nothing"
 
 
 def threads_in_task(out, y):
@@ -273,8 +283,8 @@ def test_threads_per_task(client):
     assert prfd.value_and_grad(layer, xd, None, threads_in_task)[0] == len(CHUNKS)
     if CPUS >= 2:
         assert prfd.value_and_grad(layer, xd, None, threads_in_task, threads=CPUS // 2)[0] == len(CHUNKS) * (CPUS // 2)
-    with pytest.raises(ValueError, match="oversubscribe"):
-        prfd.value_and_grad(layer, xd, None, threads_in_task, threads=CPUS // 2 + 1)
+    with pytest.raises(ValueError, match="oversubscribe the host of Dask worker .* 2 tasks at once"):
+        prfd.value_and_grad(layer, xd, None, threads_in_task, threads=max(1, CPUS // 2) + 1)
     # Dask's local schedulers: the synchronous one runs one task at a time (all CPUs), the
     # threaded one num_workers at once.
     with dask.config.set(scheduler="sync"):
@@ -283,8 +293,11 @@ def test_threads_per_task(client):
     with dask.config.set(scheduler="threads", num_workers=2):
         expected = max(1, CPUS // 2)
         assert prfd.value_and_grad(layer, xd, None, threads_in_task)[0] == len(CHUNKS) * expected
-        with pytest.raises(ValueError, match="oversubscribe"):
+        with pytest.raises(ValueError, match="oversubscribe Dask's local scheduler, which runs 2 tasks"):
             prfd.value_and_grad(layer, xd, None, threads_in_task, threads=expected + 1)
+        # One chunk is one task at a time: it may use every CPU.
+        one = da.from_array(x, chunks=-1)
+        assert prfd.value_and_grad(layer, one, None, threads_in_task)[0] == CPUS
     assert prf.get_num_threads() == before  # the limit was the tasks' threads' own
 
 
@@ -334,6 +347,11 @@ def test_bad_arguments_are_clear_errors():
         prfd.value_and_grad(layer, xd, y[:3], squared_error)
     with pytest.raises(ValueError, match="y_axis"):
         prfd.value_and_grad(layer, xd, y, squared_error, y_axis=3)
+    with pytest.raises(ValueError, match="y: expected an array with a batch axis"):
+        prfd.value_and_grad(layer, xd, 1.0, squared_error)
+    tm = make_layer("RNN", dict(time_major=True))
+    with pytest.raises(ValueError, match=r"y: expected N = 37 along its axis 1, got shape \(37,\); pass y_axis=0"):
+        prfd.value_and_grad(tm, x.transpose(1, 0, 2), np.zeros(N), squared_error)
     with pytest.raises(TypeError, match="loss_fn: expected a callable"):
         prfd.value_and_grad(layer, xd, y, "mse")
     with pytest.raises(ValueError, match="threads: expected an int >= 1"):
@@ -354,3 +372,23 @@ def test_without_dask_the_import_says_what_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "pyrnn_fast.dask")
     with pytest.raises(ImportError, match=r'pip install "pyrnn_fast\[dask\]"'):
         importlib.import_module("pyrnn_fast.dask")
+
+
+def last_step_error(out, y):
+    """A time-major layer's last outputs against per-sequence targets y (N, H)."""
+    d = out[-1] - y
+    dout = np.zeros_like(out)
+    dout[-1] = d
+    return 0.5 * float(np.sum(d * d)), dout
+
+
+def test_per_sequence_targets_of_a_time_major_layer(client):
+    layer = make_layer("GRU", dict(time_major=True))
+    x, _, _ = data(layer)
+    y = np.random.default_rng(7).standard_normal((N, H))
+    loss, grads = prfd.value_and_grad(layer, chunked(layer, x), da.from_array(y, chunks=8), last_step_error, y_axis=0)
+    out, _ = layer(x)
+    loss_ref, dout = last_step_error(out, y)
+    layer.backward(dout)
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    np.testing.assert_allclose(grads["Wh_l0"], layer.grads["Wh_l0"], rtol=1e-12, atol=1e-14)

@@ -170,9 +170,12 @@ def test_set_num_threads_is_what_threadpoolctl_reports():
         prf.set_num_threads(old)
 
 
-def test_calling_thread_limit_is_the_calling_threads_own():
+@pytest.mark.parametrize("limit", [1, 3], ids=["below", "equal to the setting"])
+def test_calling_thread_limit_is_the_calling_threads_own(limit):
     # pyrnn_fast.dask limits each task's worker thread this way: the limit wins over
-    # set_num_threads in that thread only, and the thread is back to the setting afterwards.
+    # set_num_threads in that thread only (also when equal to it: then values alone cannot
+    # tell them apart), and the thread is back to the process's setting afterwards, also
+    # after an exception.
     old = prf.get_num_threads()
     seen = {}
 
@@ -182,16 +185,19 @@ def test_calling_thread_limit_is_the_calling_threads_own():
 
     try:
         prf.set_num_threads(3)
-        with _backends.calling_thread_limit(1):
+        with pytest.raises(KeyError), _backends.calling_thread_limit(limit):
             seen["inside"] = prf.get_num_threads()
             thread = threading.Thread(target=other)
             thread.start()
             thread.join()
             seen["after a newer setting"] = prf.get_num_threads()  # does not lift the limit here
+            raise KeyError("a task that fails")
         seen["outside"] = prf.get_num_threads()  # back to the process-wide setting, the newer one
+        prf.set_num_threads(1)
+        seen["and follows it"] = prf.get_num_threads()
     finally:
         prf.set_num_threads(old)
-    assert seen == {"inside": 1, "other": 3, "after a newer setting": 1, "outside": 2}
+    assert seen == {"inside": limit, "other": 3, "after a newer setting": limit, "outside": 2, "and follows it": 1}
 
 
 def test_omp_num_threads_is_the_default(tmp_path):

@@ -209,8 +209,8 @@ def get_num_threads() -> int:
 @contextlib.contextmanager
 def calling_thread_limit(n: int):
     """Inside the block the kernels called from this OS thread use at most `n` threads (>= 1),
-    whatever ``set_num_threads`` says; other threads are not affected. OpenMP's per-thread
-    setting, as ``threadpoolctl.threadpool_limits`` sets it, restored on exit."""
+    whatever ``set_num_threads`` says meanwhile elsewhere; other threads are not affected. The
+    thread's OpenMP setting is restored on exit (nested blocks restore the outer limit)."""
     if _core is not None:
         previous = _core.limit_calling_thread(n)
         try:

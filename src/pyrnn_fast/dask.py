@@ -28,6 +28,7 @@ import numpy as np
 try:
     import dask
     import dask.array as da
+    from dask.system import CPU_COUNT
 except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
     raise ImportError('pyrnn_fast.dask needs Dask: pip install "pyrnn_fast[dask]"') from e
 
@@ -116,7 +117,7 @@ def value_and_grad(
     threads : how many threads one task's kernels may use. None: on a ``distributed`` worker
         OpenMP's setting there (1 under Dask's nanny, which sets OMP_NUM_THREADS=1 as Dask runs
         one task per core), with Dask's local schedulers the CPUs shared among the tasks that
-        run at once. At most a host's CPUs divided by the tasks its workers run at once
+        run at once (at most one per chunk). At most a host's CPUs divided by the tasks its workers run at once
         (their ``nthreads``, summed): more is a ValueError, never an oversubscribed host.
     split_every : how many partial sums one task of the tree reduction adds.
     """
@@ -167,7 +168,7 @@ class _Job:
         self.N, self.T = x.shape[self.axis], x.shape[1 - self.axis]
         self.LD = layer.num_layers * layer.num_directions
         self.threads = _check_threads(threads)
-        self.slots = _local_slots(), _host_slots()
+        self.slots = min(_local_slots(), self.chunks), _host_slots()
         self.x_blocks = self._split(self.x, self.axis)
         self.lengths = self._lengths(lengths)
         self.state = self._state(state)
@@ -226,8 +227,12 @@ class _Job:
         if y is None:
             return None
         y = _as_dask("y", y)
+        if y.ndim == 0:
+            raise ValueError("y: expected an array with a batch axis of N, got a scalar")
         axis = self.axis if y_axis is None else y_axis
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not 0 <= int(axis) < max(y.ndim, 1):
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not 0 <= int(axis) < y.ndim:
+            if y_axis is None:  # a time-major layer's default axis 1, y (N,)
+                raise ValueError(f"y: expected N = {self.N} along its axis 1, got shape {y.shape}; pass y_axis=0")
             raise ValueError(f"y_axis: expected an axis of y (ndim {y.ndim}), got {axis!r}")
         axis = int(axis)
         if y.shape[axis] != self.N:
@@ -275,11 +280,11 @@ def _check_threads(threads):
 
 
 def _local_slots():
-    """How many tasks Dask's local scheduler would run at once in this process (1: synchronous)."""
+    """How many tasks Dask's local scheduler runs at once in this process (1: synchronous)."""
     scheduler = dask.config.get("scheduler", None) or dask.config.get("get", None)
     if scheduler in ("sync", "synchronous", "single-threaded"):
         return 1
-    return dask.config.get("num_workers", None) or os.cpu_count() or 1
+    return dask.config.get("num_workers", None) or CPU_COUNT
 
 
 def _host_slots():
@@ -288,9 +293,13 @@ def _host_slots():
     try:
         from distributed import default_client
 
-        workers = default_client().scheduler_info()["workers"]
+        client = default_client()
     except (ImportError, ValueError):
         return None
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"]  # some versions list 5 by default
+    except TypeError:  # versions without n_workers list them all
+        workers = client.scheduler_info()["workers"]
     per_host: collections.Counter[str] = collections.Counter()
     for w in workers.values():
         per_host[w["host"]] += w["nthreads"]
@@ -328,17 +337,17 @@ def _task_threads(requested, slots):
 
         worker = get_worker()
     except (ImportError, ValueError):  # not on a distributed worker
-        at_once, where, default = local_slots, "Dask's local scheduler", None
+        at_once, where, default = local_slots, "Dask's local scheduler, which runs", None
     else:  # a worker (re)started since the call is not in host_slots: it counts its own threads
         at_once = (host_slots or {}).get(worker.address, worker.state.nthreads)
-        where = f"the host of Dask worker {worker.address}, whose workers"
+        where = f"the host of Dask worker {worker.address}, whose workers run"
         default = _backends.get_num_threads()  # OMP_NUM_THREADS=1 under Dask's nanny
     most = max(1, cpus // at_once)
     if requested is None:
         return min(default, most) if default else most
     if requested > most:
         raise ValueError(
-            f"threads: {requested} per task would oversubscribe {where} run {at_once} tasks at once "
+            f"threads: {requested} per task would oversubscribe {where} {at_once} tasks at once "
             f"on {cpus} CPUs: at most {most}"
         )
     return requested
