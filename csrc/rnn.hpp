@@ -250,8 +250,8 @@ const char* isa_name(Isa isa);
 int num_threads();            // OpenMP's setting in the calling thread after set_num_threads; 1 in a forked child
 void set_num_threads(int n);  // process-wide: every thread applies it at its next num_threads()
 int default_num_threads();    // OpenMP's setting in a thread that never changed it
-int limit_calling_thread(
-    int n);  // n >= 1: limit the calling thread only; 0: lift it; returns the previous limit (0: none)
+// n >= 1: at most n threads in the calling thread only; 0: lift that; returns the previous limit (0: none)
+int limit_calling_thread(int n);
 // Called once per process, in the calling thread, the first time a call gets fewer threads than
 // it asked for because threads could not be created (`error`: pthread_create's errno).
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);

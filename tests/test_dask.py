@@ -356,7 +356,7 @@ def test_bad_arguments_are_clear_errors():
         prfd.value_and_grad(layer, xd, y, "mse")
     with pytest.raises(ValueError, match="threads: expected an int >= 1"):
         prfd.predict(layer, xd, threads=0)
-    with pytest.raises(TypeError, match="threads: expected an int >= 1 or None, got str"):
+    with pytest.raises(TypeError, match="threads: expected an int >= 1, got str"):
         prfd.predict(layer, xd, threads="2")
     with pytest.raises(ValueError, match="split_every"):
         prfd.value_and_grad(layer, xd, y, squared_error, split_every=1)

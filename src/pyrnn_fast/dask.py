@@ -34,6 +34,8 @@ except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
 
 from . import _backends
 from .layers._base import _RecurrentLayer
+from .layers._checks import _check_int, _check_real
+from .layers._stack import _initial_state
 
 __all__ = ["predict", "value_and_grad"]
 
@@ -123,15 +125,11 @@ def value_and_grad(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable (out, y) -> (loss, dout), got {type(loss_fn).__name__}")
-    if isinstance(split_every, bool) or not isinstance(split_every, numbers.Integral) or split_every < 2:
-        raise ValueError(f"split_every: expected an int >= 2, got {split_every!r}")
-    split_every = int(split_every)
+    split_every = _check_int("split_every", split_every, 2)
     job = _Job(layer, x, (y, y_axis), state, lengths, threads)
-    partials, finals = [], []
-    for i in range(job.chunks):
-        result = dask.delayed(_grad_chunk, nout=2, pure=False)(job.weights, loss_fn, job.y_block(i), *job.task_args(i))
-        partials.append(result[0])
-        finals.append(result[1])
+    chunk_task = dask.delayed(_grad_chunk, nout=2, pure=False)
+    tasks = [chunk_task(job.weights, loss_fn, job.y_block(i), *job.task_args(i)) for i in range(job.chunks)]
+    partials, finals = [t[0] for t in tasks], [t[1] for t in tasks]
     while len(partials) > 1:  # the tree reduction: each task adds up to split_every partial sums
         groups = [partials[i : i + split_every] for i in range(0, len(partials), split_every)]
         partials = [dask.delayed(_add, pure=True)(*group) for group in groups]
@@ -162,14 +160,13 @@ class _Job:
             )
         if any(math.isnan(c) for c in x.chunks[self.axis]):
             raise ValueError("x: its chunk sizes along the batch axis are unknown; call x.compute_chunk_sizes() first")
-        self.x = x.rechunk({a: -1 for a in range(3) if a != self.axis})
-        self.sizes = self.x.chunks[self.axis]  # at least one chunk, of size 0 when N = 0
+        self.sizes = x.chunks[self.axis]  # at least one chunk, of size 0 when N = 0
         self.chunks = len(self.sizes)
         self.N, self.T = x.shape[self.axis], x.shape[1 - self.axis]
         self.LD = layer.num_layers * layer.num_directions
-        self.threads = _check_threads(threads)
+        self.threads = None if threads is None else _check_int("threads", threads, 1)
         self.slots = min(_local_slots(), self.chunks), _host_slots()
-        self.x_blocks = self._split(self.x, self.axis)
+        self.x_blocks = self._split(x, self.axis)
         self.lengths = self._lengths(lengths)
         self.state = self._state(state)
         self.y = None if y_spec is None else self._y(*y_spec)
@@ -187,12 +184,9 @@ class _Job:
     def _lengths(self, lengths):
         if lengths is None:
             return None
-        if isinstance(lengths, da.Array):
-            if lengths.dtype.kind not in "iu":
-                raise TypeError(f"lengths: expected an integer array (N,), got dtype {lengths.dtype}")
-            if lengths.shape != (self.N,):
-                raise ValueError(f"lengths: expected shape (N,) = ({self.N},), got {lengths.shape}")
-        else:  # NumPy: every check now, with the layer's messages
+        if isinstance(lengths, da.Array):  # the layer's checks of dtype and shape; values in the tasks
+            self.layer._check_lengths(np.zeros(lengths.shape, lengths.dtype), self.N, self.T)
+        else:  # NumPy: every check now
             lengths = da.from_array(self.layer._check_lengths(lengths, self.N, self.T), chunks=-1)
         return self._split(lengths, 0)
 
@@ -202,12 +196,7 @@ class _Job:
         if state is None:
             if not (layer.stateful and layer.state is not None):
                 return None
-            parts = layer._state_parts()
-            if parts[0].shape[1] != self.N:
-                raise ValueError(
-                    f"x: a stateful layer carries a state for batch size {parts[0].shape[1]}, got batch "
-                    f"size {self.N}; call reset_state() first"
-                )
+            parts = _initial_state(layer, dict.fromkeys(names), self.N)  # the carried state, checked
         elif len(names) == 1:
             parts = (state,)
         elif isinstance(state, (tuple, list)) and len(state) == len(names):
@@ -259,24 +248,12 @@ class _Job:
 
 
 def _as_dask(name, a):
+    """A Dask array of real numbers (NumPy and array-likes wrapped), checked as the layers check."""
     if not isinstance(a, da.Array):
-        try:
-            a = da.asarray(np.asarray(a))
-        except Exception as e:
-            raise TypeError(f"{name}: cannot be converted to a numeric array ({e})") from None
+        return da.asarray(_check_real(name, a))
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
     return a
-
-
-def _check_threads(threads):
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
-        raise TypeError(f"threads: expected an int >= 1 or None, got {type(threads).__name__}")
-    if threads < 1:
-        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
-    return int(threads)
 
 
 def _local_slots():
