@@ -108,7 +108,7 @@ _KERNELS = ("forward", "backward", "lstm_forward", "lstm_backward", "gru_forward
 _core, _core_error = _load_core()
 _loaded: dict[str, Backend] = {}
 _num_threads: int | None = None  # set_num_threads's value when there is no _core (for numba)
-_thread_limit = threading.local()  # .n: calling_thread_limit's value when there is no _core
+_thread_limit = threading.local()  # .n: calling_thread_limit's value when there is no _core (0: none)
 
 
 def backends() -> list[str]:
@@ -203,7 +203,15 @@ def get_num_threads() -> int:
     """
     if _core is not None:
         return _core.get_num_threads()
-    return getattr(_thread_limit, "n", None) or _num_threads or os.cpu_count() or 1
+    return getattr(_thread_limit, "n", 0) or _num_threads or os.cpu_count() or 1
+
+
+def _limit_without_core(n: int) -> int:
+    """``_core.limit_calling_thread`` for the Numba backend alone: n >= 1 limits, 0 lifts;
+    returns the previous limit (0: none)."""
+    previous = getattr(_thread_limit, "n", 0)
+    _thread_limit.n = n
+    return previous
 
 
 @contextlib.contextmanager
@@ -211,19 +219,12 @@ def calling_thread_limit(n: int):
     """Inside the block the kernels called from this OS thread use at most `n` threads (>= 1),
     whatever ``set_num_threads`` says meanwhile elsewhere; other threads are not affected. The
     thread's OpenMP setting is restored on exit (nested blocks restore the outer limit)."""
-    if _core is not None:
-        previous = _core.limit_calling_thread(n)
-        try:
-            yield
-        finally:
-            _core.limit_calling_thread(previous)
-    else:
-        previous = getattr(_thread_limit, "n", None)
-        _thread_limit.n = n
-        try:
-            yield
-        finally:
-            _thread_limit.n = previous
+    limit = _core.limit_calling_thread if _core is not None else _limit_without_core
+    previous = limit(n)
+    try:
+        yield
+    finally:
+        limit(previous)
 
 
 def isa() -> str | None:
