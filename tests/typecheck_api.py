@@ -21,6 +21,7 @@ threads: int = prf.get_num_threads()
 prf.set_num_threads(None)
 names: list[str] = prf.backends()
 isa: str | None = prf.isa()
+freed: int = prf.release_buffers()
 
 prf.rnn_forward(x, Wx, Wh, activation="sigmoid")  # type: ignore[arg-type]
 prf.rnn_forward(x, Wx, Wh, time_major="yes")  # type: ignore[arg-type]

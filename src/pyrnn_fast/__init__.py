@@ -23,6 +23,7 @@ from ._api_gated import (
     lstm_forward,
 )
 from ._backends import backends, get_num_threads, isa, set_num_threads
+from ._orchestration import release_buffers
 from .layers import GRU, LSTM, RNN, TimeLSTM, TimeRNN
 
 __version__ = "0.1.0"  # the one source of the version (pyproject.toml reads it)
@@ -46,6 +47,7 @@ __all__ = [
     "backends",
     "get_num_threads",
     "isa",
+    "release_buffers",
     "rnn_backward",
     "rnn_forward",
     "set_num_threads",

@@ -24,6 +24,7 @@ from ._orchestration import (
     _kernel_seq,
     _kernel_weights,
     _prepare,
+    _temporary,
     _tm,
 )
 
@@ -130,7 +131,7 @@ def rnn_backward(
     h0 = _kernel_matrix(arrays["h0"], dtype)
     seq_shape = hs.shape
 
-    da = np.empty(seq_shape, dtype)  # in the caller's layout, C-contiguous
+    da = _temporary("da", seq_shape, dtype)  # in the caller's layout, C-contiguous
     dh0 = np.empty((N, H), dtype)
     hs_tm, da_tm = _tm(hs, time_major), _tm(da, time_major)
     kernel.backward(

@@ -1,0 +1,134 @@
+"""The temporaries a call takes from buffers its thread keeps and reuses (_orchestration.
+_temporary: a backward's gradients of the pre-activations, the GRU's input projection, a
+forward's gates without a workspace): no result shares memory with them, a later call never
+changes an earlier call's results, threads calling at once never share them, and
+release_buffers() frees them."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+from helpers import BACKEND_PARAMS, backend_id, use_backend
+from pyrnn_fast import _orchestration
+from test_gated_api import gated_problem
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def problem(cell, T, N, D, H, seed):
+    if cell == "rnn":
+        rng = np.random.default_rng(seed)
+        return {
+            "x": rng.standard_normal((T, N, D)),
+            "Wx": rng.standard_normal((D, H)) / np.sqrt(D),
+            "Wh": rng.standard_normal((H, H)) / np.sqrt(H),
+            "b": rng.standard_normal(H) * 0.3,
+            "h0": rng.standard_normal((N, H)) * 0.5,
+            "dhs": rng.standard_normal((T, N, H)),
+        }
+    return gated_problem(cell, T, N, D, H, seed=seed)
+
+
+def forward_backward(cell, p, backend, workspace=True):
+    """Every array a forward (and, with the workspace, its backward) returns."""
+    if cell == "rnn":
+        hs, h_last = prf.rnn_forward(p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], time_major=True, backend=backend)
+        g = prf.rnn_backward(p["dhs"], p["x"], p["Wx"], p["Wh"], hs, p["h0"], time_major=True, backend=backend)
+        return [hs, h_last, *g]
+    if cell == "lstm":
+        out = prf.lstm_forward(
+            p["x"], p["Wx"], p["Wh"], p["b"], p["h0"], p["c0"], time_major=True, workspace=workspace, backend=backend
+        )
+        if not workspace:
+            return [out.hs, out.h_last, out.c_last]
+        g = prf.lstm_backward(
+            p["dhs"], p["x"], p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"], p["c0"], time_major=True,
+            backend=backend,
+        )  # fmt: skip
+        return [out.hs, out.h_last, out.c_last, out.workspace._gates, out.workspace._cs, *g]
+    out = prf.gru_forward(
+        p["x"], p["Wx"], p["Wh"], p["b"], p["bh"], p["h0"], time_major=True, workspace=workspace, backend=backend
+    )
+    if not workspace:
+        return [out.hs, out.h_last]
+    g = prf.gru_backward(
+        p["dhs"], p["x"], p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"], time_major=True, backend=backend
+    )
+    return [out.hs, out.h_last, out.workspace._gates, *g]
+
+
+def kept_buffers():
+    return list(_orchestration._buffers.__dict__.values())
+
+
+@pytest.mark.parametrize("backend_param", BACKEND_PARAMS, ids=backend_id)
+@pytest.mark.parametrize("cell", CELLS)
+def test_later_calls_leave_earlier_results_alone(backend_param, cell):
+    with use_backend(backend_param) as backend:
+        p = problem(cell, 7, 5, 4, 6, seed=0)
+        first = forward_backward(cell, p, backend)
+        snapshot = [a.copy() for a in first]
+        # Later calls of every kind in this thread, the same shape, then larger (the buffers grow)
+        # and smaller ones, with and without a workspace.
+        for i, shape in enumerate([(7, 5, 4, 6), (9, 8, 4, 11), (3, 2, 4, 5)]):
+            q = problem(cell, *shape, seed=i + 1)
+            forward_backward(cell, q, backend, workspace=False)
+            forward_backward(cell, q, backend)
+        assert kept_buffers(), "the calls kept no buffer: nothing of this test ran"
+        for a, before in zip(first, snapshot):
+            assert np.array_equal(a, before)
+            assert not any(np.shares_memory(a, buf) for buf in kept_buffers())
+        # The earlier forward's results still give the earlier backward's gradients.
+        again = forward_backward(cell, p, backend)
+        for a, b in zip(again, snapshot):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_threads_calling_at_once_keep_their_own_buffers(cell):
+    # The compiled kernels run without the GIL, so calls from several threads overlap: were the
+    # buffers shared, one thread's gates would overwrite another's mid-call.
+    problems = [problem(cell, 40, 8, 16, 48, seed=s) for s in range(4)]
+    expected = [forward_backward(cell, p, None) + forward_backward(cell, p, None, workspace=False) for p in problems]
+    failures = []
+    start = threading.Barrier(len(problems))
+
+    def run(i):
+        start.wait()
+        for _ in range(15):
+            got = forward_backward(cell, problems[i], None) + forward_backward(cell, problems[i], None, workspace=False)
+            if not all(np.array_equal(a, b) for a, b in zip(got, expected[i])):
+                failures.append(i)
+                return
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(problems))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_release_buffers_frees_what_the_thread_keeps():
+    p = problem("gru", 6, 4, 3, 5, seed=0)
+    forward_backward("gru", p, None)
+    held = sum(b.nbytes for b in kept_buffers())
+    # The GRU's backward keeps du and dv (T, N, 3H), its forward the input projection like them.
+    assert held >= 3 * 6 * 4 * 15 * 8
+    assert prf.release_buffers() == held
+    assert kept_buffers() == [] and prf.release_buffers() == 0
+    # Another thread's buffers are its own: releasing them leaves this thread's alone.
+    forward_backward("gru", p, None)
+    mine = sum(b.nbytes for b in kept_buffers())
+    released = []
+    t = threading.Thread(target=lambda: released.append((forward_backward("gru", p, None), prf.release_buffers())))
+    t.start()
+    t.join()
+    assert released[0][1] == mine  # the same calls kept as much in the other thread
+    assert sum(b.nbytes for b in kept_buffers()) == mine
+    results = forward_backward("gru", p, None)
+    assert np.allclose(results[0], forward_backward("gru", p, "numpy")[0], rtol=1e-12, atol=0)
