@@ -35,8 +35,17 @@ static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* co
         for (int m = 0; m < M; ++m)
             for (int u = 0; u < U; ++u) am[m][u] = splat<T>(a[m][k + u]);
         const T* wk = w + k * ldw;
+        // The next U rows are prefetched while these are swept: the weights stream from L2 (or
+        // L3), and the hardware prefetchers alone kept one core at ~55 GB/s. Measured on
+        // Sapphire Rapids, one thread, N = 1, D = 32, interleaved with the NumPy one-liner,
+        // float32 µs: H = 128 2.09-2.33 -> 1.82-1.93, H = 512 17.8-18.1 -> 13.8-15.0; float64
+        // H = 128 3.4-3.5 -> 2.9-3.1. Two blocks ahead: the same; 8 rows per block: slower.
+        const bool ahead = k + 2 * U <= K;
         idx c = c0;
         for (; c + L <= c1; c += L) {
+            if (ahead)
+#pragma GCC unroll 8
+                for (int u = 0; u < U; ++u) __builtin_prefetch(wk + (U + u) * ldw + c);
             Vec<T> wv[U];
 #pragma GCC unroll 8
             for (int u = 0; u < U; ++u) wv[u] = load<T>(wk + u * ldw + c);
