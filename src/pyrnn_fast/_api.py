@@ -19,12 +19,12 @@ from ._orchestration import (
     _backward_gemms,
     _check_activation,
     _column_sums,
+    _empty,
     _forward_into,
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
     _prepare,
-    _temporary,
     _tm,
 )
 
@@ -81,7 +81,7 @@ def rnn_forward(
     arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), ("x", "Wx", "Wh"), time_major)
     x = _kernel_seq(arrays["x"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)
-    hs = np.empty(x.shape[:2] + (H,), dtype)
+    hs = _empty(x.shape[:2] + (H,), dtype)
     hs_tm = _tm(hs, time_major)
     _forward_into(kernel, _tm(x, time_major), arrays["Wx"], arrays["Wh"], arrays["b"], h0, hs_tm, act, dtype)
     if T > 0:
@@ -131,7 +131,7 @@ def rnn_backward(
     h0 = _kernel_matrix(arrays["h0"], dtype)
     seq_shape = hs.shape
 
-    da = _temporary("da", seq_shape, dtype)  # in the caller's layout, C-contiguous
+    da = _empty(seq_shape, dtype)  # in the caller's layout, C-contiguous
     dh0 = np.empty((N, H), dtype)
     hs_tm, da_tm = _tm(hs, time_major), _tm(da, time_major)
     kernel.backward(

@@ -19,12 +19,12 @@ from ._backends import get_backend
 from ._orchestration import (
     _backward_gemms,
     _column_sums,
+    _empty,
     _input_projection,
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
     _prepare,
-    _temporary,
     _tm,
 )
 
@@ -103,7 +103,7 @@ def _forward_inputs(named, time_major, gates) -> tuple[dict, np.dtype, tuple, np
     hs to fill in the caller's layout, its time-major view)."""
     arrays, dtype, dims = _prepare(named, ("x", "Wx", "Wh"), time_major, gates)
     x = _kernel_seq(arrays["x"], dtype)
-    hs = np.empty(x.shape[:2] + (dims[3],), dtype)
+    hs = _empty(x.shape[:2] + (dims[3],), dtype)
     return arrays, dtype, dims, x, hs, _tm(hs, time_major)
 
 
@@ -183,9 +183,8 @@ def lstm_forward(
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 4)
     h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
-    # x·Wx + b, then (in place) the activated gates; kept in the workspace or temporaries
-    gates = np.empty((T, N, 4 * H), dtype) if workspace else _temporary("gates", (T, N, 4 * H), dtype)
-    cs = np.empty((T, N, H), dtype) if workspace else _temporary("cs", (T, N, H), dtype)
+    gates = _empty((T, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
+    cs = _empty((T, N, H), dtype)
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], gates, dtype)
     kernel.lstm_forward(gates, _kernel_matrix(arrays["Wh"], dtype), h0, c0, hs_tm, cs, gates)
     h_last = hs_tm[-1].copy() if T > 0 else _initial(h0, dtype, N, H)
@@ -220,7 +219,7 @@ def lstm_backward(
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, c0=c0, dh_last=dh_last, dc_last=dc_last)
     arrays, dtype, (T, N, D, H), (gates, cs), x, hs, dhs = _backward_inputs(named, time_major, 4, workspace, "LSTM")
     h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
-    da = _temporary("da", (T, N, 4 * H), dtype)
+    da = _empty((T, N, 4 * H), dtype)
     dh0, dc0 = np.empty((N, H), dtype), np.empty((N, H), dtype)
     kernel.lstm_backward(
         _tm(dhs, time_major),
@@ -265,8 +264,8 @@ def gru_forward(
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 3)
     h0 = _kernel_matrix(arrays["h0"], dtype)
-    xw = _temporary("xw", (T, N, 3 * H), dtype)
-    gates = np.empty((T, N, 4 * H), dtype) if workspace else _temporary("gates", (T, N, 4 * H), dtype)
+    xw = _empty((T, N, 3 * H), dtype)
+    gates = _empty((T, N, 4 * H), dtype)
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], xw, dtype)
     kernel.gru_forward(xw, _kernel_matrix(arrays["Wh"], dtype), _kernel_matrix(arrays["bh"], dtype), h0, hs_tm, gates)
     h_last = hs_tm[-1].copy() if T > 0 else _initial(h0, dtype, N, H)
@@ -294,7 +293,7 @@ def gru_backward(
     arrays, dtype, (T, N, D, H), (gates, _), x, hs, dhs = _backward_inputs(named, time_major, 3, workspace, "GRU")
     h0 = _kernel_matrix(arrays["h0"], dtype)
     hs_tm = _tm(hs, time_major)
-    du, dv = _temporary("du", (T, N, 3 * H), dtype), _temporary("dv", (T, N, 3 * H), dtype)
+    du, dv = _empty((T, N, 3 * H), dtype), _empty((T, N, 3 * H), dtype)
     dh0 = np.empty((N, H), dtype)
     kernel.gru_backward(
         _tm(dhs, time_major),

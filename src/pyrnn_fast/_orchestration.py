@@ -7,6 +7,7 @@ import from here; this module imports neither, so the imports flow one way.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -168,41 +169,63 @@ def _input_projection(kernel, x_tm, Wx, b, out, dtype):
     kernel.rows_gemm(x_tm, _kernel_weights(Wx, dtype), _kernel_matrix(b, dtype), out)
 
 
-# --- temporaries ------------------------------------------------------------------------
-# What a call needs only while it runs (a backward's gradients of the pre-activations, the
-# GRU's input projection, a forward's gates and cell states without a workspace) comes from
-# buffers the calling thread keeps and reuses, one per kind, each as large as the largest
-# such temporary that thread has needed. A fresh array of that size (100-250 MB on the
-# `large` shape) is new memory the OS maps and zeroes page by page at its first touch, in
-# every call: on a virtual machine that cost swings with the host (0.05-0.5 s of system time
-# per `large` GRU forward) and grew with other libraries' memory churn in the same process.
-# Measured on Sapphire Rapids (2 vCPUs), LSTM `large` float32, alternating with torch.nn.LSTM
-# in one process, 5 calls each: forward 361-563 -> 328-367 ms, forward+backward 1189-1596 ->
-# 1014-1083 ms (torch 1060-1160). Threads keep their own buffers, so concurrent calls from
-# several threads never share one. release_buffers() frees the calling thread's.
-_buffers = threading.local()
+# --- large arrays ---------------------------------------------------------------------
+# The sequences a call allocates (hs, a workspace, backward's gradients of the pre-
+# activations and dx, the GRU's input projection, the gates of a forward without workspace)
+# come from a pool of buffers each thread keeps, reused once no array views them any more: a
+# fresh array of that size (100-250 MB on the `large` shape) is new memory that the OS maps
+# and zeroes page by page at its first touch, in every call. On a virtual machine that cost
+# swings with the host (0.05-0.5 s of system time per `large` GRU forward) and grew with other
+# libraries' memory churn in the same process. Measured on Sapphire Rapids (2 vCPUs), LSTM
+# `large` float32, alternating with torch.nn.LSTM in one process, 5 calls each, temporaries
+# reused: forward 361-563 -> 328-367 ms, forward+backward 1189-1596 -> 1014-1083 ms (torch
+# 1060-1160). In a loop that drops last iteration's results before the next call (training,
+# streaming inference), every array comes from the pool. A buffer is reused only when the
+# pool holds the one reference to it (an array's base, NumPy's view of a view included, is a
+# reference), so no array a caller holds ever changes; each thread has its own pool.
+_pool = threading.local()
+_POOL_MIN_BYTES = 1 << 20  # smaller arrays come from NumPy (the C allocator reuses them well)
+_POOL_MAX_BUFFERS = 16  # per thread; past it the oldest unused buffer goes, or none is kept
 
 
-def _temporary(kind: str, shape: tuple, dtype) -> np.ndarray:
-    """An uninitialised C-contiguous `dtype` array of `shape` that must not outlive the call:
-    a view of the calling thread's buffer for `kind` (grown when too small), which the
-    thread's next call asking for the same kind overwrites."""
+def _buffers() -> list:
+    if not hasattr(_pool, "buffers"):
+        _pool.buffers = []
+    return _pool.buffers
+
+
+def _empty(shape: tuple, dtype) -> np.ndarray:
+    """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large: the
+    smallest buffer no array views that holds it, at most twice its size (else a new one)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    kept = _buffers.__dict__
-    buf = kept.get(kind)
-    if buf is None or buf.nbytes < nbytes:
-        kept.pop(kind, None)  # the old buffer goes first (when no view holds it): never both
-        buf = kept[kind] = np.empty(nbytes, np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+    if nbytes < _POOL_MIN_BYTES:
+        return np.empty(shape, dtype)
+    bufs = _buffers()
+    best = -1
+    for i in range(len(bufs)):
+        # 2 references, the list's and getrefcount's argument: nothing else uses the buffer.
+        if sys.getrefcount(bufs[i]) == 2 and nbytes <= bufs[i].nbytes <= 2 * nbytes:
+            if best < 0 or bufs[i].nbytes < bufs[best].nbytes:
+                best = i
+    if best < 0:
+        if len(bufs) >= _POOL_MAX_BUFFERS:
+            unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
+            if not unused:
+                return np.empty(shape, dtype)
+            del bufs[unused[0]]
+        bufs.append(np.empty(nbytes, np.uint8))
+        best = len(bufs) - 1
+    return bufs[best][:nbytes].view(dtype).reshape(shape)
 
 
 def release_buffers() -> int:
-    """Free the buffers the calling thread keeps for its calls' temporaries (see the README,
-    "Memory"); returns how many bytes they held. The next call allocates them again."""
-    kept = _buffers.__dict__
-    held = sum(b.nbytes for b in kept.values())
-    kept.clear()
+    """Free the calling thread's pool of large buffers (see the README, "Memory"): those no
+    array uses any more are freed now, the others when their arrays go. Returns the bytes the
+    pool held. Later calls fill it again."""
+    bufs = _buffers()
+    held = sum(b.nbytes for b in bufs)
+    bufs.clear()
     return held
 
 
@@ -218,7 +241,7 @@ def _backward_gemms(kernel, x, x_tm, Wx, hs_tm, h0, du_tm, dv_tm, dtype, time_ma
     recurrent side (dv) of the pre-activations (the same array but for the GRU):
     dx = dU·Wxᵀ, dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0). Returns (dx in x's layout,
     dWx, dWh)."""
-    dx = np.empty(x.shape, dtype)
+    dx = _empty(x.shape, dtype)
     kernel.rows_gemm(du_tm, Wx.T, None, _tm(dx, time_major))
     dWx = np.empty((Wx.shape[0], du_tm.shape[2]), dtype)
     kernel.reduce_gemm(x_tm, du_tm, dWx, False)

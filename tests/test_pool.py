@@ -1,8 +1,8 @@
-"""The temporaries a call takes from buffers its thread keeps and reuses (_orchestration.
-_temporary: a backward's gradients of the pre-activations, the GRU's input projection, a
-forward's gates without a workspace): no result shares memory with them, a later call never
-changes an earlier call's results, threads calling at once never share them, and
-release_buffers() frees them."""
+"""The pool of large buffers each thread keeps (_orchestration._empty): a later call never
+changes an array an earlier call returned while it is held (whatever holds it: the array, a
+view, a workspace), a loop that drops its results reuses the same buffers, threads calling at
+once never share one, and release_buffers() frees them. The pool serves arrays from 1 MiB;
+the tests lower that to 0 so that small problems exercise it."""
 
 from __future__ import annotations
 
@@ -62,7 +62,15 @@ def forward_backward(cell, p, backend, workspace=True):
 
 
 def kept_buffers():
-    return list(_orchestration._buffers.__dict__.values())
+    return list(_orchestration._buffers())
+
+
+@pytest.fixture(autouse=True)
+def pool_every_array(monkeypatch):
+    monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", 0)
+    prf.release_buffers()
+    yield
+    prf.release_buffers()
 
 
 @pytest.mark.parametrize("backend_param", BACKEND_PARAMS, ids=backend_id)
@@ -81,7 +89,6 @@ def test_later_calls_leave_earlier_results_alone(backend_param, cell):
         assert kept_buffers(), "the calls kept no buffer: nothing of this test ran"
         for a, before in zip(first, snapshot):
             assert np.array_equal(a, before)
-            assert not any(np.shares_memory(a, buf) for buf in kept_buffers())
         # The earlier forward's results still give the earlier backward's gradients.
         again = forward_backward(cell, p, backend)
         for a, b in zip(again, snapshot):
@@ -132,3 +139,40 @@ def test_release_buffers_frees_what_the_thread_keeps():
     assert sum(b.nbytes for b in kept_buffers()) == mine
     results = forward_backward("gru", p, None)
     assert np.allclose(results[0], forward_backward("gru", p, "numpy")[0], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_loop_that_drops_its_results_reuses_the_buffers(cell):
+    p = problem(cell, 7, 5, 4, 6, seed=0)
+    expected = [a.copy() for a in forward_backward(cell, p, None)]
+    seen, count = None, 0
+    for _ in range(4):
+        results = forward_backward(cell, p, None)
+        for a, b in zip(results, expected):
+            assert np.array_equal(a, b)
+        bases = {id(a.base) for a in results if a.base is not None and a.base.dtype == np.uint8}
+        assert bases, "no result came from the pool"
+        del results
+        if seen is not None:  # from the second iteration on, the buffers are the same ones
+            assert bases <= seen and len(kept_buffers()) == count
+        seen, count = bases, len(kept_buffers())
+
+
+def test_held_results_are_never_reused_and_threshold(monkeypatch):
+    # A view is enough to keep a buffer: the transposed view of a batch-major hs, a row.
+    p = problem("lstm", 7, 5, 4, 6, seed=0)
+    out = prf.lstm_forward(p["x"], p["Wx"], p["Wh"], p["b"], time_major=True)
+    view, before = out.hs[2].T, out.hs[2].T.copy()
+    ws = out.workspace
+    gates_before = ws._gates.copy()
+    del out
+    q = problem("lstm", 7, 5, 4, 6, seed=1)
+    for _ in range(3):
+        prf.lstm_forward(q["x"], q["Wx"], q["Wh"], q["b"], time_major=True)
+    assert np.array_equal(view, before) and np.array_equal(ws._gates, gates_before)
+    # From _POOL_MIN_BYTES up only: smaller arrays are NumPy's own.
+    monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", 1 << 20)
+    prf.release_buffers()
+    assert _orchestration._empty((1000, 262), np.float32).base is None  # 1,048,000 bytes < 1 MiB
+    big = _orchestration._empty((1024, 256), np.float32)
+    assert big.base is not None and big.base.nbytes == 1 << 20 and big.flags.c_contiguous
