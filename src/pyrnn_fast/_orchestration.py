@@ -7,6 +7,7 @@ import from here; this module imports neither, so the imports flow one way.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -198,7 +199,7 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large: the
     smallest buffer no array views that holds it, at most twice its size (else a new one)."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
     if nbytes < _POOL_MIN_BYTES:
         return np.empty(shape, dtype)
     bufs = _buffers()
@@ -232,7 +233,7 @@ def release_buffers() -> int:
 def _column_sums(a: np.ndarray, dtype) -> np.ndarray:
     """Σ over every row of a (..., P), in float64 (NumPy adds the rows one after another: in
     float32 a sum stalls at 2^24), rounded once to `dtype`."""
-    rows = int(np.prod(a.shape[:-1]))  # not reshape(-1, P): -1 is ambiguous when P = 0
+    rows = math.prod(a.shape[:-1])  # not reshape(-1, P): -1 is ambiguous when P = 0
     return a.reshape(rows, a.shape[-1]).sum(axis=0, dtype=np.float64).astype(dtype, copy=False)
 
 
