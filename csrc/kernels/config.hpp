@@ -122,8 +122,13 @@ constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 // vectors do a step's multiply-adds in half the time while the barrier costs the same. On
 // Sapphire Rapids (AVX-512), the same N = 1, H = 128 `stream` shape, 2 threads allowed, 3
 // alternating processes, best ms, 8K -> 16K per thread (i.e. one thread): forward 0.97-1.07
-// -> 0.66-0.67, fwd+bwd 2.93-3.13 -> 2.11-2.18.
-constexpr idx kMinStepWorkPerThread = (idx(1) << 13) * (kVecBytes / 32);
+// -> 0.66-0.67, fwd+bwd 2.93-3.13 -> 2.11-2.18. And the gated cells' `stream` steps (N = 1,
+// H = 128: LSTM 64K multiply-adds, GRU 48K) ran faster on one thread too: 16K -> 64K per
+// thread, 2 threads allowed, 3 alternating processes, best ms: LSTM forward 2.90-2.93 ->
+// 2.62-2.65, fwd+bwd 6.90-7.02 -> 6.46-6.55; GRU forward 2.31-2.33 -> 1.91-1.99, fwd+bwd
+// 5.97-6.31 -> 5.00-5.20. (A barrier per step costs the same whatever the step's size: two
+// threads pay from about twice this work per step.)
+constexpr idx kMinStepWorkPerThread = (idx(1) << 15) * (kVecBytes / 32);
 constexpr idx kMinStepColumnsPerThread = 64;
 // A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per
 // step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), and a
