@@ -6,6 +6,8 @@ the tests lower that to 0 so that small problems exercise it."""
 
 from __future__ import annotations
 
+import inspect
+import sys
 import threading
 
 import numpy as np
@@ -97,8 +99,10 @@ def test_later_calls_leave_earlier_results_alone(backend_param, cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_threads_calling_at_once_keep_their_own_buffers(cell):
-    # The compiled kernels run without the GIL, so calls from several threads overlap: were the
-    # buffers shared, one thread's gates would overwrite another's mid-call.
+    # The compiled kernels run without the GIL, so calls from several threads overlap and every
+    # one of them must see only its own arrays. (A pool shared by the threads would pass this
+    # too: a call's arrays are referenced while it runs. Per-thread pools close the window
+    # between one thread's check of a buffer and the view that holds it, too short to test.)
     problems = [problem(cell, 40, 8, 16, 48, seed=s) for s in range(4)]
     expected = [forward_backward(cell, p, None) + forward_backward(cell, p, None, workspace=False) for p in problems]
     failures = []
@@ -137,8 +141,55 @@ def test_release_buffers_frees_what_the_thread_keeps():
     t.join()
     assert released[0][1] == mine  # the same calls kept as much in the other thread
     assert sum(b.nbytes for b in kept_buffers()) == mine
-    results = forward_backward("gru", p, None)
-    assert np.allclose(results[0], forward_backward("gru", p, "numpy")[0], rtol=1e-12, atol=0)
+
+
+def test_a_re_entering_call_gets_its_own_array(monkeypatch):
+    # Code run in the middle of _empty on the same thread (here a trace function, standing in
+    # for a signal handler or a finaliser of the garbage collector) that allocates through the
+    # pool must not be handed the buffer the outer call is about to take.
+    _orchestration._empty((1000,), np.float64)  # one unused buffer of 8000 bytes in the pool
+    inner = []
+    # Just before the outer call takes the buffer it chose: the latest moment to interfere.
+    lines, first = inspect.getsourcelines(_orchestration._empty)
+    take = first + next(i for i, line in enumerate(lines) if "bufs.pop(" in line)
+
+    def tracer(frame, event, arg):
+        if frame.f_code is _orchestration._empty.__code__ and event == "line" and frame.f_lineno == take:
+            if not inner:
+                inner.append(_orchestration._empty((1000,), np.float64))
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        outer = _orchestration._empty((1000,), np.float64)
+    finally:
+        sys.settrace(None)
+    assert inner and not np.shares_memory(inner[0], outer)
+
+
+def test_sizes_least_recently_used_and_a_full_pool():
+    held = [_orchestration._empty((1000,), np.float64)]  # 8000 bytes
+    # A buffer serves arrays down to 1/1.25 of its size only: a held result pins at most that.
+    del held[0]
+    small = _orchestration._empty((700,), np.float64)  # 5600 bytes: 8000 is too big for it
+    assert small.base.nbytes == 5600 and len(kept_buffers()) == 2
+    del small
+    # Least recently used goes first: 16 unused buffers, the oldest (8000 bytes) used again,
+    # then 15 new sizes take the places of the 15 others.
+    others = [_orchestration._empty((2000 + 100 * i,), np.float64) for i in range(14)]
+    assert len(kept_buffers()) == 16
+    del others
+    keep = _orchestration._empty((1000,), np.float64)  # the 8000-byte buffer again
+    del keep
+    for i in range(15):
+        _orchestration._empty((5000 + 100 * i,), np.float64)
+    assert len(kept_buffers()) == 16 and [b.nbytes for b in kept_buffers()].count(8000) == 1
+    keep = _orchestration._empty((1000,), np.float64)
+    # Every buffer in use: the array is NumPy's own, the pool unchanged.
+    in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(15)]
+    extra = _orchestration._empty((9999,), np.float64)
+    assert extra.base is None and len(kept_buffers()) == 16
+    assert len({id(a.base) for a in in_use} | {id(keep.base)}) == 16
 
 
 @pytest.mark.parametrize("cell", CELLS)

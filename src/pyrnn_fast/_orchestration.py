@@ -183,41 +183,50 @@ def _input_projection(kernel, x_tm, Wx, b, out, dtype):
 # 1060-1160). In a loop that drops last iteration's results before the next call (training,
 # streaming inference), every array comes from the pool. A buffer is reused only when the
 # pool holds the one reference to it (an array's base, NumPy's view of a view included, is a
-# reference), so no array a caller holds ever changes; each thread has its own pool.
+# reference), so no array a caller holds ever changes. Each thread has its own pool, so that
+# no other thread can take a buffer between the check and the view that holds it, and a call
+# re-entering from the same thread (a signal handler, a finaliser run by the garbage
+# collector) gets plain np.empty arrays.
 _pool = threading.local()
 _POOL_MIN_BYTES = 1 << 20  # smaller arrays come from NumPy (the C allocator reuses them well)
-_POOL_MAX_BUFFERS = 16  # per thread; past it the oldest unused buffer goes, or none is kept
+_POOL_MAX_BUFFERS = 16  # per thread; past it the least recently used unused buffer goes
+_POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
+_REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
 
 
 def _buffers() -> list:
+    """The calling thread's pool, least recently used first."""
     if not hasattr(_pool, "buffers"):
         _pool.buffers = []
+        _pool.busy = False
     return _pool.buffers
 
 
 def _empty(shape: tuple, dtype) -> np.ndarray:
     """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large: the
-    smallest buffer no array views that holds it, at most twice its size (else a new one)."""
+    smallest unused buffer that holds it with at most _POOL_SLACK to spare, else a new one."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
-    if nbytes < _POOL_MIN_BYTES:
-        return np.empty(shape, dtype)
     bufs = _buffers()
-    best = -1
-    for i in range(len(bufs)):
-        # 2 references, the list's and getrefcount's argument: nothing else uses the buffer.
-        if sys.getrefcount(bufs[i]) == 2 and nbytes <= bufs[i].nbytes <= 2 * nbytes:
-            if best < 0 or bufs[i].nbytes < bufs[best].nbytes:
-                best = i
-    if best < 0:
-        if len(bufs) >= _POOL_MAX_BUFFERS:
-            unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
-            if not unused:
-                return np.empty(shape, dtype)
-            del bufs[unused[0]]
-        bufs.append(np.empty(nbytes, np.uint8))
-        best = len(bufs) - 1
-    return bufs[best][:nbytes].view(dtype).reshape(shape)
+    if nbytes < _POOL_MIN_BYTES or _pool.busy or not _REFCOUNTS:
+        return np.empty(shape, dtype)
+    _pool.busy = True
+    try:
+        # Unused: 2 references, the list's and getrefcount's argument.
+        unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
+        fits = [i for i in unused if nbytes <= bufs[i].nbytes <= _POOL_SLACK * nbytes]
+        if fits:
+            buf = bufs.pop(min(fits, key=lambda i: bufs[i].nbytes))
+        else:
+            if len(bufs) >= _POOL_MAX_BUFFERS:
+                if not unused:
+                    return np.empty(shape, dtype)
+                del bufs[unused[0]]
+            buf = np.empty(nbytes, np.uint8)
+        bufs.append(buf)  # most recently used last
+        return buf[:nbytes].view(dtype).reshape(shape)
+    finally:
+        _pool.busy = False
 
 
 def release_buffers() -> int:

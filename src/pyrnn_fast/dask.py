@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
     raise ImportError('pyrnn_fast.dask needs Dask: pip install "pyrnn_fast[dask]"') from e
 
 from . import _backends
+from ._orchestration import release_buffers
 from .layers._base import _RecurrentLayer
 from .layers._checks import _check_int, _check_real
 from .layers._stack import _initial_state
@@ -347,22 +348,30 @@ def _call(layer, x, lengths, state_parts):
 
 def _predict_chunk(shipped, with_state, x, lengths, state_parts, seed, threads, slots):
     layer = _task_layer(shipped, seed)
-    with _backends.calling_thread_limit(_task_threads(threads, slots)):
-        out, final = _call(layer, x, lengths, state_parts)
+    try:
+        with _backends.calling_thread_limit(_task_threads(threads, slots)):
+            out, final = _call(layer, x, lengths, state_parts)
+    finally:
+        # A worker's memory is Dask's to count: the thread's pool of large buffers
+        # (_orchestration._empty) is not kept between tasks (the task's results are copies).
+        release_buffers()
     return (out, final) if with_state else out
 
 
 def _grad_chunk(shipped, loss_fn, y, x, lengths, state_parts, seed, threads, slots):
     layer = _task_layer(shipped, seed)
-    with _backends.calling_thread_limit(_task_threads(threads, slots)):
-        out, final = _call(layer, x, lengths, state_parts)
-        result = loss_fn(out, y)
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise TypeError(f"loss_fn: expected it to return (loss, dout), got {type(result).__name__}")
-        loss, dout = result
-        if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
-            raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
-        layer.backward(dout)
+    try:
+        with _backends.calling_thread_limit(_task_threads(threads, slots)):
+            out, final = _call(layer, x, lengths, state_parts)
+            result = loss_fn(out, y)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(f"loss_fn: expected it to return (loss, dout), got {type(result).__name__}")
+            loss, dout = result
+            if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
+                raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
+            layer.backward(dout)
+    finally:
+        release_buffers()  # as in _predict_chunk
     return (float(loss), layer.grads), final
 
 

@@ -42,6 +42,10 @@ def _initial_state(layer, given, N):
 
 def stack_forward(layer, x, given_state, lengths):
     """Run the layer: returns (out in the caller's layout, the final state parts)."""
+    # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
+    # _empty) instead of a second set beside them, and a call that fails leaves no stale
+    # record for backward.
+    layer._cache = None
     x_tm = _time_major_input(layer, x)
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers
