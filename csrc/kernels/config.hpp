@@ -127,8 +127,13 @@ constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 // thread, 2 threads allowed, 3 alternating processes, best ms: LSTM forward 2.90-2.93 ->
 // 2.62-2.65, fwd+bwd 6.90-7.02 -> 6.46-6.55; GRU forward 2.31-2.33 -> 1.91-1.99, fwd+bwd
 // 5.97-6.31 -> 5.00-5.20. (A barrier per step costs the same whatever the step's size: two
-// threads pay from about twice this work per step.)
-constexpr idx kMinStepWorkPerThread = (idx(1) << 15) * (kVecBytes / 32);
+// threads pay from about twice this work per step.) AVX2 keeps Zen 3's 8K (not re-measured);
+// the portable build shares the AVX-512 build's value as it shares its tiling.
+#if defined(PRF_ISA_AVX2)
+constexpr idx kMinStepWorkPerThread = idx(1) << 13;
+#else
+constexpr idx kMinStepWorkPerThread = idx(1) << 16;
+#endif
 constexpr idx kMinStepColumnsPerThread = 64;
 // A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per
 // step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), and a
