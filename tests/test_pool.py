@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import BACKEND_PARAMS, backend_id, use_backend
+from helpers import BACKEND_PARAMS, backend_id, make_problem, use_backend
 from pyrnn_fast import _orchestration
 from test_gated_api import gated_problem
 
@@ -22,17 +22,7 @@ CELLS = ("rnn", "lstm", "gru")
 
 
 def problem(cell, T, N, D, H, seed):
-    if cell == "rnn":
-        rng = np.random.default_rng(seed)
-        return {
-            "x": rng.standard_normal((T, N, D)),
-            "Wx": rng.standard_normal((D, H)) / np.sqrt(D),
-            "Wh": rng.standard_normal((H, H)) / np.sqrt(H),
-            "b": rng.standard_normal(H) * 0.3,
-            "h0": rng.standard_normal((N, H)) * 0.5,
-            "dhs": rng.standard_normal((T, N, H)),
-        }
-    return gated_problem(cell, T, N, D, H, seed=seed)
+    return make_problem(T, N, D, H, seed=seed) if cell == "rnn" else gated_problem(cell, T, N, D, H, seed=seed)
 
 
 def forward_backward(cell, p, backend, workspace=True):
