@@ -16,6 +16,7 @@ threads and workers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import math
 import numbers
@@ -346,32 +347,35 @@ def _call(layer, x, lengths, state_parts):
     return out, (final,) if len(layer._state_names) == 1 else tuple(final)
 
 
-def _predict_chunk(shipped, with_state, x, lengths, state_parts, seed, threads, slots):
+@contextlib.contextmanager
+def _task(shipped, seed, threads, slots):
+    """A chunk task's own layer, its kernels limited to the task's threads. On exit the
+    thread's pool of large buffers (_orchestration._empty) is released: a worker's memory is
+    Dask's to count, and the task's results are copies."""
     layer = _task_layer(shipped, seed)
     try:
         with _backends.calling_thread_limit(_task_threads(threads, slots)):
-            out, final = _call(layer, x, lengths, state_parts)
+            yield layer
     finally:
-        # A worker's memory is Dask's to count: the thread's pool of large buffers
-        # (_orchestration._empty) is not kept between tasks (the task's results are copies).
         release_buffers()
+
+
+def _predict_chunk(shipped, with_state, x, lengths, state_parts, seed, threads, slots):
+    with _task(shipped, seed, threads, slots) as layer:
+        out, final = _call(layer, x, lengths, state_parts)
     return (out, final) if with_state else out
 
 
 def _grad_chunk(shipped, loss_fn, y, x, lengths, state_parts, seed, threads, slots):
-    layer = _task_layer(shipped, seed)
-    try:
-        with _backends.calling_thread_limit(_task_threads(threads, slots)):
-            out, final = _call(layer, x, lengths, state_parts)
-            result = loss_fn(out, y)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise TypeError(f"loss_fn: expected it to return (loss, dout), got {type(result).__name__}")
-            loss, dout = result
-            if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
-                raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
-            layer.backward(dout)
-    finally:
-        release_buffers()  # as in _predict_chunk
+    with _task(shipped, seed, threads, slots) as layer:
+        out, final = _call(layer, x, lengths, state_parts)
+        result = loss_fn(out, y)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"loss_fn: expected it to return (loss, dout), got {type(result).__name__}")
+        loss, dout = result
+        if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
+            raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
+        layer.backward(dout)
     return (float(loss), layer.grads), final
 
 
