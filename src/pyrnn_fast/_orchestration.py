@@ -171,22 +171,12 @@ def _input_projection(kernel, x_tm, Wx, b, out, dtype):
 
 
 # --- large arrays ---------------------------------------------------------------------
-# The sequences a call allocates (hs, a workspace, backward's gradients of the pre-
-# activations and dx, the GRU's input projection, the gates of a forward without workspace)
-# come from a pool of buffers each thread keeps, reused once no array views them any more: a
-# fresh array of that size (100-250 MB on the `large` shape) is new memory that the OS maps
-# and zeroes page by page at its first touch, in every call. On a virtual machine that cost
-# swings with the host (0.05-0.5 s of system time per `large` GRU forward) and grew with other
-# libraries' memory churn in the same process. Measured on Sapphire Rapids (2 vCPUs), LSTM
-# `large` float32, alternating with torch.nn.LSTM in one process, 5 calls each, temporaries
-# reused: forward 361-563 -> 328-367 ms, forward+backward 1189-1596 -> 1014-1083 ms (torch
-# 1060-1160). In a loop that drops last iteration's results before the next call (training,
-# streaming inference), every array comes from the pool. A buffer is reused only when the
-# pool holds the one reference to it (an array's base, NumPy's view of a view included, is a
-# reference), so no array a caller holds ever changes. Each thread has its own pool, so that
-# no other thread can take a buffer between the check and the view that holds it, and a call
-# re-entering from the same thread (a signal handler, a finaliser run by the garbage
-# collector) gets plain np.empty arrays.
+# The sequences a call allocates come from a pool of buffers each thread keeps, reused once no
+# array views them any more (the pool holds the one reference): fresh arrays of 100-250 MB are
+# paged in and zeroed by the OS at every call, inside the kernels (why, measurements and the
+# rules below: docs/DESIGN.md, "Memory"). Per thread, so that no other thread can take a
+# buffer between the check and the view that holds it; a call re-entering on the same thread
+# (a signal handler, a garbage-collector finaliser) gets np.empty arrays.
 _pool = threading.local()
 _POOL_MIN_BYTES = 1 << 20  # smaller arrays come from NumPy (the C allocator reuses them well)
 _POOL_MAX_BUFFERS = 16  # per thread; past it the least recently used unused buffer goes
@@ -207,8 +197,10 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     smallest unused buffer that holds it with at most _POOL_SLACK to spare, else a new one."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
+    if nbytes < _POOL_MIN_BYTES or not _REFCOUNTS:
+        return np.empty(shape, dtype)
     bufs = _buffers()
-    if nbytes < _POOL_MIN_BYTES or _pool.busy or not _REFCOUNTS:
+    if _pool.busy:
         return np.empty(shape, dtype)
     _pool.busy = True
     try:
