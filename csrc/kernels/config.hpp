@@ -146,7 +146,12 @@ constexpr idx kMinStepColumnsPerThread = 64;
 // either: with this threshold at 2^15, N = 1, D = 32, one layer, interleaved, 1 vs 2 threads:
 // float32 H = 256 5.8 vs 8.8 µs, H = 512 20.6 vs 27.1 µs; float64 H = 256 10.9 vs 15.8,
 // H = 512 69 vs 55 (the one case that gained). A step there streams the weights from L2 at
-// ~50 GB/s, as NumPy's gemv does (H = 512 float32: 21.7 µs).
+// ~50 GB/s, as NumPy's gemv does (H = 512 float32: 21.7 µs). Those two-thread figures also
+// paid for the threads summing into shared lines of `out` (fixed since: step_rows); with that
+// fixed and the weights 64-byte aligned, a second thread still did not pay there (kernel alone,
+// float32, 1 vs 2 threads: H = 256 3.5 vs 5.5 µs, H = 512 11.0 vs 11.0): the team's start and
+// end cost ~1.2 µs, and each thread's half of the sweep ran 38-60 % slower than alone (H = 512:
+// 15.5K TSC cycles alone, 21.4K beside the other; H = 256: 4.9K vs 6.6-7.9K).
 constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,

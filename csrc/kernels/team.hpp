@@ -33,8 +33,8 @@ struct PackBuffer {
     ~PackBuffer() { std::free(data); }
 };
 // One buffer per (type, purpose, thread): the recurrence's packed weights and partial sums,
-// and the GEMM's packed blocks of A and B.
-enum Scratch { kRecurrenceWeights, kRecurrencePartial, kRecurrenceA, kGemmA, kGemmB, kGemmWide };
+// the GEMM's packed blocks of A and B, and the streaming step's sums.
+enum Scratch { kRecurrenceWeights, kRecurrencePartial, kRecurrenceA, kGemmA, kGemmB, kGemmWide, kStepSums };
 template <class T, int Purpose>
 static T* scratch(idx n) {
     static thread_local PackBuffer<T> buf;

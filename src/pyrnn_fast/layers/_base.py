@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from .._orchestration import aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
 
@@ -65,7 +66,7 @@ class _RecurrentLayer:
             backend=backend,
             **cell_options,
         )
-        self.params = self._initial_params(np.random.default_rng(init_seq))
+        self.params = {k: aligned_copy(v) for k, v in self._initial_params(np.random.default_rng(init_seq)).items()}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def _initial_params(self, rng):

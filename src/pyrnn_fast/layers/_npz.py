@@ -17,6 +17,8 @@ import zlib
 
 import numpy as np
 
+from .._orchestration import aligned_copy
+
 _FORMAT_VERSION = 1
 _CONFIG_KEY = "__config__"
 
@@ -186,7 +188,7 @@ def _read(cls, f, backend):
             for k in shapes
         }  # all before any data
         layer.params = {
-            k: np.ascontiguousarray(_read_member(zf, members[k], shapes[k], *headers[k]), dtype) for k in shapes
+            k: aligned_copy(np.asarray(_read_member(zf, members[k], shapes[k], *headers[k]), dtype)) for k in shapes
         }
     layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
     return layer
