@@ -153,6 +153,12 @@ constexpr idx kMinStepColumnsPerThread = 64;
 // end cost ~1.2 µs, and each thread's half of the sweep ran 38-60 % slower than alone (H = 512:
 // 15.5K TSC cycles alone, 21.4K beside the other; H = 256: 4.9K vs 6.6-7.9K).
 constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
+// ... but a step whose weights a core's L2 cannot hold (server cores: 1.25-2 MB) streams them
+// from L3, and spread over more cores they fit in their L2s: one thread per kStepCacheBytes
+// of weights. Sapphire Rapids (2 MB L2), float64 H = 512 (2.2 MB), one layer, N = 1, D = 32,
+// interleaved with NumPy's one-liner, 3 alternating processes: 54-62 µs on one thread (1.24-
+// 1.36x NumPy), 36-46 on two (1.80-1.91x); float32 H = 512 (1.1 MB) stays on one.
+constexpr idx kStepCacheBytes = idx(3) << 19;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
 // longer than a balanced step waits, short enough that an oversubscribed machine gets the
