@@ -133,7 +133,8 @@ static bool run_step(const StepArgs<T>& a) {
     }
     const idx most = imin(idx(a.threads < 1 ? 1 : a.threads), imin(vectors, H / kMinStepColumnsPerThread));
     // Enough threads for the work, and for the weights to stay in the threads' caches.
-    idx nt = imax(work / L / kMinStepCallWorkPerThread, (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes);
+    idx nt =
+        imax(work / L / kMinStepCallWorkPerThread, (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes);
     nt = imax(idx(1), imin(most, nt));
     // Each thread's sums (step_rows): kStepRows rows of its columns, whole 64-byte lines apart.
     constexpr idx kLine = 64 / sizeof(T);
