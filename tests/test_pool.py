@@ -157,12 +157,22 @@ def test_a_re_entering_call_gets_its_own_array(monkeypatch):
     assert inner and not np.shares_memory(inner[0], outer)
 
 
+def test_pool_arrays_start_on_a_cache_line():
+    """Kernel threads write their own columns of every row: a row starting inside a cache line
+    would have two cores write the line at their boundary."""
+    arrays = [_orchestration._empty(shape, dtype) for shape, dtype in [((7, 3, 5), np.float32), ((999,), np.float64)]]
+    for _ in range(3):  # reused buffers too
+        arrays = [_orchestration._empty(a.shape, a.dtype) for a in arrays]
+        assert all(a.base is not None and a.ctypes.data % 64 == 0 for a in arrays)
+        assert all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+
+
 def test_sizes_least_recently_used_and_a_full_pool():
     held = [_orchestration._empty((1000,), np.float64)]  # 8000 bytes
     # A buffer serves arrays down to 1/1.25 of its size only: a held result pins at most that.
     del held[0]
     small = _orchestration._empty((700,), np.float64)  # 5600 bytes: 8000 is too big for it
-    assert small.base.nbytes == 5600 and len(kept_buffers()) == 2
+    assert small.base.nbytes == 5600 + _orchestration._ALIGN and len(kept_buffers()) == 2
     del small
     # Least recently used goes first: 16 unused buffers, the oldest (8000 bytes) used again,
     # then 15 new sizes take the places of the 15 others.
@@ -173,7 +183,7 @@ def test_sizes_least_recently_used_and_a_full_pool():
     del keep
     for i in range(15):
         _orchestration._empty((5000 + 100 * i,), np.float64)
-    assert len(kept_buffers()) == 16 and [b.nbytes for b in kept_buffers()].count(8000) == 1
+    assert len(kept_buffers()) == 16 and [b.nbytes for b in kept_buffers()].count(8000 + _orchestration._ALIGN) == 1
     keep = _orchestration._empty((1000,), np.float64)
     # Every buffer in use: the array is NumPy's own, the pool unchanged.
     in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(15)]
@@ -216,4 +226,4 @@ def test_held_results_are_never_reused_and_threshold(monkeypatch):
     prf.release_buffers()
     assert _orchestration._empty((1000, 262), np.float32).base is None  # 1,048,000 bytes < 1 MiB
     big = _orchestration._empty((1024, 256), np.float32)
-    assert big.base is not None and big.base.nbytes == 1 << 20 and big.flags.c_contiguous
+    assert big.base is not None and big.base.nbytes == (1 << 20) + _orchestration._ALIGN and big.flags.c_contiguous

@@ -182,6 +182,11 @@ _POOL_MIN_BYTES = 1 << 20  # smaller arrays come from NumPy (the C allocator reu
 _POOL_MAX_BUFFERS = 16  # per thread; past it the least recently used unused buffer goes
 _POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
 _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
+# Pool arrays start on a cache line: each kernel thread writes its own columns of every row,
+# and where a row's thread boundary fell inside a line, both cores wrote that line at every
+# step (LSTM `typical` forward, 2 threads, Sapphire Rapids, 3 alternating processes, best ms:
+# 12.5-13.1 -> 11.4-12.0; GRU 9.4 -> 8.9-9.1).
+_ALIGN = 64
 
 
 def _buffers() -> list:
@@ -206,7 +211,7 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     try:
         # Unused: 2 references, the list's and getrefcount's argument.
         unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
-        fits = [i for i in unused if nbytes <= bufs[i].nbytes <= _POOL_SLACK * nbytes]
+        fits = [i for i in unused if nbytes <= bufs[i].nbytes - _ALIGN <= _POOL_SLACK * nbytes]
         if fits:
             buf = bufs.pop(min(fits, key=lambda i: bufs[i].nbytes))
         else:
@@ -214,9 +219,10 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
                 if not unused:
                     return np.empty(shape, dtype)
                 del bufs[unused[0]]
-            buf = np.empty(nbytes, np.uint8)
+            buf = np.empty(nbytes + _ALIGN, np.uint8)
         bufs.append(buf)  # most recently used last
-        return buf[:nbytes].view(dtype).reshape(shape)
+        start = -buf.ctypes.data % _ALIGN
+        return buf[start : start + nbytes].view(dtype).reshape(shape)
     finally:
         _pool.busy = False
 
