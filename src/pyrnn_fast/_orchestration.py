@@ -198,8 +198,9 @@ def _buffers() -> list:
 
 
 def _empty(shape: tuple, dtype) -> np.ndarray:
-    """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large: the
-    smallest unused buffer that holds it with at most _POOL_SLACK to spare, else a new one."""
+    """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large (then
+    starting on a cache line): the smallest unused buffer that holds it with at most
+    _POOL_SLACK to spare, else a new one."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
     if nbytes < _POOL_MIN_BYTES or not _REFCOUNTS:
@@ -221,21 +222,24 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
                 del bufs[unused[0]]
             buf = np.empty(nbytes + _ALIGN, np.uint8)
         bufs.append(buf)  # most recently used last
-        start = -buf.ctypes.data % _ALIGN
-        return buf[start : start + nbytes].view(dtype).reshape(shape)
+        return _aligned_view(buf, shape, dtype, nbytes)
     finally:
         _pool.busy = False
 
 
-def aligned_copy(a: np.ndarray, alignment: int = 64) -> np.ndarray:
-    """A C-contiguous copy of ``a`` whose data starts on an ``alignment``-byte boundary. The
-    layers keep their parameters so: the streaming step reads the weights in place with
-    64-byte vector loads, and NumPy's buffers start 16 bytes into a line, so that every load
-    straddled two lines (one layer, N = 1, D = 32, float32, the kernel alone, Sapphire Rapids:
-    H = 256 4.2 -> 3.3 µs, H = 512 14.1 -> 10.9 µs)."""
-    buf = np.empty(a.nbytes + alignment, np.uint8)
-    start = -buf.ctypes.data % alignment
-    out = buf[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+def _aligned_view(buf: np.ndarray, shape: tuple, dtype: np.dtype, nbytes: int) -> np.ndarray:
+    """An array of shape and dtype on the first cache line of ``buf`` (nbytes + _ALIGN bytes)."""
+    start = -buf.ctypes.data % _ALIGN
+    return buf[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts on a cache line. The layers keep their
+    parameters so: the streaming step reads the weights in place with 64-byte vector loads,
+    and NumPy's buffers start 16 bytes into a line, so that every load straddled two lines
+    (one layer, N = 1, D = 32, float32, the kernel alone, Sapphire Rapids: H = 256 4.2 -> 3.3
+    µs, H = 512 14.1 -> 10.9 µs)."""
+    out = _aligned_view(np.empty(a.nbytes + _ALIGN, np.uint8), a.shape, a.dtype, a.nbytes)
     out[...] = a
     return out
 
