@@ -18,6 +18,9 @@ _ACTIVATIONS = ("tanh", "relu")
 _SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _check_activation(activation) -> str:
     if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
@@ -46,7 +49,11 @@ def _as_arrays(required: tuple, **named) -> dict:
 
 
 def _result_dtype(arrays: dict) -> np.dtype:
-    dtype = np.result_type(*[a.dtype for a in arrays.values() if a is not None], np.float32)
+    dtypes = [a.dtype for a in arrays.values() if a is not None]
+    first = dtypes[0]
+    if (first == _F32 or first == _F64) and all(d == first for d in dtypes):
+        return first  # all float32 or all float64: np.result_type's answer, 2 µs sooner
+    dtype = np.result_type(*dtypes, np.float32)
     if dtype not in (np.float32, np.float64):
         names = [n for n, a in arrays.items() if a is not None and a.dtype.itemsize > 8]
         raise TypeError(f"{', '.join(names) or 'inputs'}: dtype {dtype} is not supported; use float32 or float64")
