@@ -63,16 +63,18 @@ def test_steps_match_the_reference(L, N, D, H, dtype, activation):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_thread_counts_give_bitwise_equal_states(dtype):
-    """Threads split the columns; every column is computed the same way whatever the split."""
+@pytest.mark.parametrize("N,H", [(3, 700), (8, 448)])
+def test_thread_counts_give_bitwise_equal_states(dtype, N, H):
+    """Threads split the columns; every column is computed the same way whatever the split.
+    (3, 700): a block of kStepRows rows and a row on its own; (8, 448): blocks only."""
     results = []
     for threads in (1, 2):
-        wx, wh, b, state = _stack(2, 3, 32, 700, dtype)
+        wx, wh, b, state = _stack(2, N, 32, H, dtype)
         old = core.get_num_threads()
         core.set_num_threads(threads)
         try:
             stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
-            x = np.ones((3, 32), dtype)
+            x = np.ones((N, 32), dtype)
             for _ in range(3):
                 assert stepper.step(x, {}, state) is not None
         finally:
