@@ -107,3 +107,19 @@ def test_from_keras_weights(bias):
         prf.RNN.from_keras_weights([kernel, rec, b[:2]])
     with pytest.raises(ValueError, match="weights"):
         prf.RNN.from_keras_weights([kernel])
+
+
+@pytest.mark.parametrize("cls", [prf.RNN, prf.LSTM, prf.GRU])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parameters_start_on_a_cache_line(cls, dtype, tmp_path):
+    """The streaming step reads the weights in place with 64-byte vector loads: the layers keep
+    their parameters aligned to 64 bytes, from the constructor and from load, and
+    `params[k][...] = v` (what from_torch and from_keras_weights do) keeps them there."""
+    layer = cls(5, 9, num_layers=2, bidirectional=cls is not prf.RNN, dtype=dtype, seed=0)
+    path = tmp_path / "layer.npz"
+    layer.save(path)
+    loaded = cls.load(path)
+    for a in (*layer.params.values(), *loaded.params.values()):
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.flags.writeable and a.dtype == dtype
+    for k in layer.params:
+        np.testing.assert_array_equal(loaded.params[k], layer.params[k])
