@@ -151,7 +151,11 @@ constexpr idx kMinStepColumnsPerThread = 64;
 // fixed and the weights 64-byte aligned, a second thread still did not pay there (kernel alone,
 // float32, 1 vs 2 threads: H = 256 3.5 vs 5.5 µs, H = 512 11.0 vs 11.0): the team's start and
 // end cost ~1.2 µs, and each thread's half of the sweep ran 38-60 % slower than alone (H = 512:
-// 15.5K TSC cycles alone, 21.4K beside the other; H = 256: 4.9K vs 6.6-7.9K).
+// 15.5K TSC cycles alone, 21.4K beside the other; H = 256: 4.9K vs 6.6-7.9K). Not from sharing
+// the weights or the cores' caches: swept back to back in a loop with no team start between,
+// a half of H = 512 took 4.5-4.8 µs whatever the other core did (idle, FMAs, reading its own
+// 512 KB, sweeping the other half of the same weights or of a copy). What a call's start costs
+// the sweep beyond that (cold prefetch streams?) is not known.
 constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 // ... but a step whose weights a core's L2 cannot hold (server cores: 1.25-2 MB) streams them
 // from L3, and spread over more cores they fit in their L2s: one thread per kStepCacheBytes
