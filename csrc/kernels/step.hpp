@@ -126,15 +126,13 @@ static bool run_step(const StepArgs<T>& a) {
     if (N == 0 || H == 0 || L == 0) return true;
     constexpr int W = kLanes<T>;
     const idx vectors = (H + W - 1) / W;  // the last one may be partial
-    idx work = 0, weights = 0;
-    for (idx l = 0; l < L; ++l) {
-        work += N * (a.layers[l].wx.rows + H) * H;
-        weights += (a.layers[l].wx.rows + H) * H;
-    }
+    // The weights of every layer; a step's work is N times as many multiply-adds.
+    idx weights = 0;
+    for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * H;
     const idx most = imin(idx(a.threads < 1 ? 1 : a.threads), imin(vectors, H / kMinStepColumnsPerThread));
     // Enough threads for the work, and for the weights to stay in the threads' caches.
-    idx nt =
-        imax(work / L / kMinStepCallWorkPerThread, (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes);
+    idx nt = imax(N * weights / L / kMinStepCallWorkPerThread,
+                  (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes);
     nt = imax(idx(1), imin(most, nt));
     // Each thread's sums (step_rows): kStepRows rows of its columns, whole 64-byte lines apart.
     constexpr idx kLine = 64 / sizeof(T);

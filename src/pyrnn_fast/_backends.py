@@ -134,7 +134,7 @@ def get_backend(name: str | None) -> Backend:
             return _loaded[_BEST]
         source = f"PYRNN_FAST_BACKEND={name!r}"
         if not name.strip():
-            name = backends()[0]
+            name = _BEST
     if not isinstance(name, str):
         raise TypeError(f"backend: expected a str or None, got {type(name).__name__}")
     name = name.strip().lower()
