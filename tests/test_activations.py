@@ -1,0 +1,78 @@
+"""The compiled kernels' tanh and sigmoid, element by element, against long-double truth.
+
+The kernels compute both through exp (csrc/kernels/activations.hpp); the parity tests see
+them only inside sums whose rounding hides an ulp or two, so here the activation is the
+whole computation, over its whole range and every vector tail:
+  - tanh: ``rnn_forward`` of one step with Wx = ones (1, H) and no bias: hs = tanh(x);
+  - sigmoid: ``lstm_forward`` of one step with the input gate's column of Wx = 1, the cell
+    gate's bias large (its tanh rounds to 1) and no c0: c_last = sigmoid(x) * 1.
+Each value's error is measured in ulps of the dtype at the true value."""
+
+import numpy as np
+import pytest
+
+import pyrnn_fast as prf
+
+H = 19  # one whole float32 vector of 16 lanes and a tail (float64: two vectors and a tail)
+
+# Within a few ulp: the kernels' documented accuracy (2.5 ulp measured, activations.hpp).
+MAX_ULP = 4.0
+
+
+def _arguments(dtype):
+    fine = np.linspace(-25.0, 25.0, 2001)
+    tiny = np.ldexp(1.0, -np.arange(1, 140, 3))  # down to float32 denormals
+    values = np.concatenate([fine, tiny, -tiny, [0.0, -0.0, 0.3, 0.549, 0.55, 60.0, -60.0, 85.0, -85.0]])
+    return values.astype(dtype)
+
+
+def _ulp_errors(actual, x, truth, dtype):
+    truth_rounded = truth.astype(dtype)
+    ulp = np.spacing(np.abs(truth_rounded)).astype(np.longdouble)
+    return np.abs(actual.astype(np.longdouble) - truth) / ulp
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_is_accurate_to_a_few_ulp(backend, dtype):
+    x = _arguments(dtype)
+    hs, _ = prf.rnn_forward(x[:, None, None], np.ones((1, H), dtype), np.zeros((H, H), dtype), backend=backend)
+    truth = np.tanh(x.astype(np.longdouble))
+    err = _ulp_errors(hs[:, 0, :], x, truth[:, None], dtype)
+    worst = int(np.argmax(err.max(axis=1)))
+    assert err.max() <= MAX_ULP, f"tanh({x[worst]!r}) = {hs[worst, 0, 0]!r}, {err.max():.2f} ulp from {truth[worst]}"
+    nonzero = x != 0  # the product x . Wx of -0.0 sums to +0.0
+    assert np.all(np.signbit(hs[nonzero, 0, :]) == np.signbit(x[nonzero])[:, None])  # odd
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_is_accurate_to_a_few_ulp(backend, dtype):
+    x = _arguments(dtype)
+    Wx = np.zeros((1, 4 * H), dtype)
+    Wx[0, :H] = 1  # the input gate i = sigmoid(x)
+    b = np.zeros(4 * H, dtype)
+    b[2 * H : 3 * H] = 100  # the cell gate g = tanh(100) = 1
+    out = prf.lstm_forward(x[:, None, None], Wx, np.zeros((H, 4 * H), dtype), b, workspace=False, backend=backend)
+    xl = x.astype(np.longdouble)
+    truth = 1 / (1 + np.exp(-xl))
+    # Below exp's range (sigmoid < ~1e-35 in float32) the kernels clamp the argument: the
+    # result is then tiny, not accurate in ulps.
+    tail = truth < np.finfo(dtype).tiny * 1e4
+    err = _ulp_errors(out.c_last[~tail], x[~tail], truth[~tail, None], dtype)
+    worst = int(np.argmax(err.max(axis=1)))
+    assert err.max() <= MAX_ULP, f"sigmoid({x[~tail][worst]!r}): {err.max():.2f} ulp"
+    assert np.all((out.c_last[tail] >= 0) & (out.c_last[tail] < 1e-30))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_of_infinities_and_nan(backend, dtype):
+    x = np.array([np.inf, -np.inf, np.nan, 1e30, -1e30], dtype)  # tanh
+    hs, _ = prf.rnn_forward(x[:, None, None], np.ones((1, H), dtype), np.zeros((H, H), dtype), backend=backend)
+    np.testing.assert_array_equal(hs[:, 0, 0], np.array([1, -1, np.nan, 1, -1], dtype))
+    x = np.array([np.nan, 1e30, -1e30], dtype)  # sigmoid (inf times the zeros of Wx would be NaN)
+    Wx = np.zeros((1, 4 * H), dtype)
+    Wx[0, :H] = 1
+    b = np.zeros(4 * H, dtype)
+    b[2 * H : 3 * H] = 100
+    out = prf.lstm_forward(x[:, None, None], Wx, np.zeros((H, 4 * H), dtype), b, workspace=False, backend=backend)
+    c = out.c_last[:, 0]
+    assert np.isnan(c[0]) and c[1] == 1 and 0 <= c[2] < 1e-30
