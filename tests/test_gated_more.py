@@ -51,10 +51,16 @@ def _run(cell, p):
 
 @pytest.mark.skipif("cpp" not in prf.backends(), reason="the compiled backend is not built")
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("shape", [(6, 32, 16, 256), (40, 1, 8, 160)], ids=["batch32", "stream"])
+@pytest.mark.parametrize(
+    "shape",
+    [(60, 32, 8, 64), (3, 24, 8, 512), (2, 64, 8, 512), (40, 1, 8, 160)],
+    ids=["rows", "columns", "columns-packed", "stream"],
+)
 def test_thread_counts_are_bitwise_identical(cell, shape):
-    """Threads split the hidden units (every gate of a unit on one thread) and the GEMMs' rows
-    or columns; every output element is computed by the same arithmetic whatever the split."""
+    """The recurrence splits the batch (rows: 64 KB of gated float32 weights fit every core's
+    cache) or the hidden units (every gate of a unit on one thread; 3-4 MB of weights fit no
+    core's L2 seen), as test_threads.THREAD_SPLIT_SHAPES explains, and the GEMMs their rows or
+    columns; every output element is computed by the same arithmetic whatever the split."""
     p = gated_problem(cell, *shape, np.float32, seed=4)
     old = prf.get_num_threads()
     try:

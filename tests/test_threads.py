@@ -61,14 +61,27 @@ def test_eight_python_threads_agree_with_one(dtype):
             np.testing.assert_array_equal(a, e)
 
 
+# Shapes (T, N, D, H) that run on a team in every build, each way the recurrence splits its
+# work (recurrence_split in csrc/kernels/recurrence.hpp):
+#  - by rows (samples), no barrier: 16 KB of float32 weights (H = 64) fit every core's cache,
+#    N = 32 gives each of 3 threads 8 rows or more, and the sequence is 13M multiply-adds;
+#  - by columns with many rows (read in place below 64, packed from 64): 4 MB of weights (H =
+#    1024) fit no core's L2 seen (at most 2 MB);
+#  - by columns, one row: a barrier per 1 x 384 step, the case the spin barrier was written
+#    for (up to 1 x 256 runs on one thread with 512-bit vectors, kMinStepWorkPerThread).
+THREAD_SPLIT_SHAPES = {
+    "rows": (100, 32, 8, 64),
+    "columns": (3, 24, 8, 1024),
+    "columns-packed": (2, 64, 8, 1024),
+    "stream": (200, 1, 8, 384),
+}
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-@pytest.mark.parametrize("shape", [(30, 40, 16, 300), (200, 1, 8, 384)], ids=["batch40", "stream"])
+@pytest.mark.parametrize("shape", list(THREAD_SPLIT_SHAPES.values()), ids=list(THREAD_SPLIT_SHAPES))
 def test_repeated_calls_and_thread_counts_are_bitwise_identical(activation, shape):
-    # The kernel splits hidden units between threads but every output element is computed by
-    # the same arithmetic whatever the split, so results do not depend on the thread count.
-    # Both shapes are big enough per step to run on a team in every build (the stream one: a
-    # barrier per 1 x 384 step, the case the spin barrier was written for; up to 1 x 256 runs on
-    # one thread with 512-bit vectors, kMinStepWorkPerThread in config.hpp).
+    # Every output element is computed by the same arithmetic whichever thread computes it and
+    # whichever way the work is split, so results do not depend on the thread count.
     p = make_problem(*shape, dtype=np.float32, seed=9)
     old = prf.get_num_threads()
     try:

@@ -18,9 +18,9 @@ struct GruForward {
         const idx off = b * a.hs.cols;
         return {a.bh ? a.bh + off : nullptr, a.gates.at(t, 0) + off, a.gates.row_stride};
     }
-    void after_products(idx t, idx j0, idx j1) const {
+    void after_products(idx t, idx n0, idx n1, idx j0, idx j1) const {
         const idx H = a.hs.cols;
-        for (idx n = 0; n < a.hs.rows; ++n) {
+        for (idx n = n0; n < n1; ++n) {
             const T* u = a.xw.at(t, n);
             T* g = a.gates.at(t, n);
             const T* h_prev = t > 0 ? a.hs.at(t - 1, n) : row_of(a.h0, n);
@@ -90,7 +90,7 @@ struct GruBackward {  // step i is time t = T-1-i
     const GruBackwardArgs<T>& a;
     StepOperand<T> operand(idx i) const { return next_gradient<T>(a.dv, i); }
     GruBackwardEpilogue<T> epilogue(idx i, int) const { return {a, a.dv.steps - 1 - i, i == 0}; }
-    void after_products(idx, idx, idx) const {}
+    void after_products(idx, idx, idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = dh_0 * z_0 (carried) + dv_0 . Wh^T
         sweep(StepOperand<T>{a.dv.at(0, 0), a.dv.row_stride, a.dv.cols},

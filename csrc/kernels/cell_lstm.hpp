@@ -18,9 +18,9 @@ struct LstmForward {
         const idx off = b * a.hs.cols;
         return {a.xw.at(t, 0) + off, a.xw.row_stride, a.gates.at(t, 0) + off, a.gates.row_stride};
     }
-    void after_products(idx t, idx j0, idx j1) const {
+    void after_products(idx t, idx n0, idx n1, idx j0, idx j1) const {
         const idx H = a.hs.cols;
-        for (idx n = 0; n < a.hs.rows; ++n) {
+        for (idx n = n0; n < n1; ++n) {
             T* g = a.gates.at(t, n);
             const T* c_prev = t > 0 ? a.cs.at(t - 1, n) : row_of(a.c0, n);
             T* c = a.cs.at(t, n);
@@ -87,7 +87,7 @@ struct LstmBackward {  // step i is time t = T-1-i
     const LstmBackwardArgs<T>& a;
     StepOperand<T> operand(idx i) const { return next_gradient<T>(a.da, i); }
     LstmBackwardEpilogue<T> epilogue(idx i, int) const { return {a, a.da.steps - 1 - i, i == 0}; }
-    void after_products(idx, idx, idx) const {}
+    void after_products(idx, idx, idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = da_0 . Wh^T (dc0 is already in place)
         sweep(StepOperand<T>{a.da.at(0, 0), a.da.row_stride, a.da.cols}, StoreEpilogue<T>{a.dh0.data, a.dh0.ld});

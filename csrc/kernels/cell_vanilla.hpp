@@ -97,7 +97,7 @@ struct VanillaForward {  // step i is time t = i: out_t = act(xw_t + out_{t-1} .
     ForwardEpilogue<T, Act> epilogue(idx t, int) const {
         return {a.xw.at(t, 0), a.xw.row_stride, a.out.at(t, 0), a.out.row_stride};
     }
-    void after_products(idx, idx, idx) const {}
+    void after_products(idx, idx, idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep&) const {}
 };
@@ -120,7 +120,7 @@ struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} .
                 a.da.at(t, 0), a.da.row_stride};
         // clang-format on
     }
-    void after_products(idx, idx, idx) const {}
+    void after_products(idx, idx, idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = da_0 . Wh^T
         sweep(StepOperand<T>{a.da.at(0, 0), a.da.row_stride, a.da.cols}, StoreEpilogue<T>{a.dh0.data, a.dh0.ld});

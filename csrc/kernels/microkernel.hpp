@@ -98,18 +98,18 @@ static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, id
     epi.template operator()<M, NVT>(acc, row0, nrows, col0, ncols);
 }
 
-// One block of depth of a step's product over a thread's panels: C[0:nrows, panels) =
-// epi(init + A . B) where A is (nrows x K) with leading dimension lda (already at the block's
-// first column) and panel p's block of B is at packed + p * panel_size.
+// One block of depth of a step's product over a thread's rows and panels: C[rows, panels) =
+// epi(init + A . B) for rows [row0, row0 + nrows) where A has leading dimension lda (`a` at row
+// 0 and the block's first column) and panel p's block of B is at packed + p * panel_size.
 template <class T>
 struct StepBlock {
     const T* a;
-    idx lda, nrows, K;
+    idx lda, row0, nrows, K;
     const T* packed;
     idx panel_size, ncols;
     const T* init;  // partial sums of the blocks before (null: none), the thread's tile columns
     idx init_ld;
-    const T* packed_a = nullptr;  // A packed in slivers of kMR rows (pack_rows), or null: read in place
+    const T* packed_a = nullptr;  // rows from row0 packed in slivers of kMR (pack_rows), or null: read in place
     idx sliver_stride = 0;        // between the slivers of packed_a
 };
 
@@ -154,12 +154,12 @@ static void remainder_rows(int m, const StepBlock<T>& s, idx p0, idx p1, idx row
     }
 }
 
-// All tiles of the packed sliver starting at row0 (rows past nrows are padding).
+// All tiles of the packed sliver starting at row0 (rows past the range are padding).
 template <class T, class Epi>
 static void tiles_for_sliver(const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
     constexpr int NR = kNR<T>;
-    const PackedA<T> sliver{s.packed_a + (row0 / kMR) * s.sliver_stride};
-    const int nrows = int(imin(kMR, s.nrows - row0));
+    const PackedA<T> sliver{s.packed_a + ((row0 - s.row0) / kMR) * s.sliver_stride};
+    const int nrows = int(imin(kMR, s.row0 + s.nrows - row0));
     for (idx p = p0; p < p1; ++p)
         micro_tile<T, kMR, 1>(sliver, s.K, s.packed + p * s.panel_size, s.panel_size, row0, nrows, p * NR,
                               s.ncols - p * NR, epi, s.init, s.init_ld);
@@ -168,19 +168,19 @@ static void tiles_for_sliver(const StepBlock<T>& s, idx p0, idx p1, idx row0, co
 // One block of a step's product over panels [p0, p1). Panel groups outer, rows inner.
 template <class T, class Epi>
 static void panel_gemm(const StepBlock<T>& s, idx p0, idx p1, const Epi& epi) {
-    const idx full = s.nrows - s.nrows % kMR;
+    const idx full = s.row0 + s.nrows - s.nrows % kMR;
     const idx group = imax(1, kGroupBytes / idx(imax(s.K, 1) * kNR<T> * sizeof(T)));
     // Whole slivers from the packed copy when there is one; the last rows (fewer than kMR)
     // from A in place with a tile of their own height, not a zero-padded sliver (at N = 32,
     // two rows padded to six cost an eighth of the product).
     for (idx pg = p0; pg < p1; pg += group)
-        for (idx r = 0; r < full; r += kMR) {
+        for (idx r = s.row0; r < full; r += kMR) {
             if (s.packed_a)
                 tiles_for_sliver<T>(s, pg, imin(pg + group, p1), r, epi);
             else
                 tiles_for_rows<T, kMR>(s, pg, imin(pg + group, p1), r, epi);
         }
-    if (full < s.nrows) remainder_rows<T>(int(s.nrows - full), s, p0, p1, full, epi);
+    if (full < s.row0 + s.nrows) remainder_rows<T>(int(s.row0 + s.nrows - full), s, p0, p1, full, epi);
 }
 
 template <class T>
@@ -195,16 +195,17 @@ struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffe
     }
 };
 
-// One step's product C[0:nrows, panels [p0, p1)) = epi(A . B), B packed over its full depth K
-// (panel p at packed + p * K * NR). Deeper than kStepKC (a gated cell's backward: 3H or 4H),
-// it is summed in blocks of kStepKC, the sums between blocks in `partial` (nrows x partial_ld,
-// the thread's panel columns), so that a block of the rows of A stays in L1 while the panels
-// stream: the whole rows (4H of them) do not fit, and came from L3 once per panel.
+// One step's product C[rows [row0, row0 + nrows), panels [p0, p1)) = epi(A . B), B packed over
+// its full depth K (panel p at packed + p * K * NR), `a_packed` (or null) those rows of A.
+// Deeper than kStepKC (a gated cell's backward: 3H or 4H), it is summed in blocks of kStepKC,
+// the sums between blocks in `partial` (all rows x partial_ld; the thread writes its rows and
+// panel columns), so that a block of the rows of A stays in L1 while the panels stream: the
+// whole rows (4H of them) do not fit, and came from L3 once per panel.
 template <class T, class Epi>
-static void step_product(const T* a, idx lda, const T* a_packed, idx nrows, idx K, const T* packed, idx ncols, idx p0,
-                         idx p1, T* partial, idx partial_ld, const Epi& epi) {
+static void step_product(const T* a, idx lda, const T* a_packed, idx row0, idx nrows, idx K, const T* packed, idx ncols,
+                         idx p0, idx p1, T* partial, idx partial_ld, const Epi& epi) {
     constexpr int NR = kNR<T>;
-    StepBlock<T> s{a, lda, nrows, K, packed, K * NR, ncols, nullptr, 0, a_packed, K * kMR};
+    StepBlock<T> s{a, lda, row0, nrows, K, packed, K * NR, ncols, nullptr, 0, a_packed, K * kMR};
     if (K <= kStepKC || !partial) {
         panel_gemm<T>(s, p0, p1, epi);
         return;

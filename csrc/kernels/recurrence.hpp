@@ -1,26 +1,32 @@
 // The recurrence driver: one template over the cell, for forward and backward through time.
 //
 // Structure of one call:
-//   - one OpenMP parallel region for the whole sequence; thread i owns a contiguous range
-//     of column panels of the output (hidden units);
-//   - each thread packs its own panels of the recurrent weights once (Wh forward, Wh^T
-//     backward): panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values,
-//     zero padded, so the micro-kernel streams them;
+//   - one OpenMP parallel region for the whole sequence, its work split one of two ways
+//     (recurrence_split): by column panels of the output (hidden units), thread i owning a
+//     contiguous range of them, or by rows (samples), thread i owning a range of the batch;
+//   - the threads pack the recurrent weights once (Wh forward, Wh^T backward), each its own
+//     panels: panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values, zero
+//     padded, so the micro-kernel streams them;
 //   - per step, register-blocked micro-kernels compute MR rows x NR columns of the step's
 //     product (h_{t-1} . Wh forward, da_{t+1} . Wh^T backward) and the cell's epilogue
 //     finishes the tile in registers (forward: add xw_t, activation; backward: add dh_t,
-//     times the activation's derivative) before a single store; one barrier per step,
-//     because step t reads every column of step t-1.
+//     times the activation's derivative) before a single store. Split by columns, one barrier
+//     per step, because step t reads every column of step t-1; split by rows, none: a sample's
+//     recurrence reads only its own row.
 // A cell (cell_vanilla.hpp) says only what is particular to it: the step's left factor and
 // its epilogue, and anything to do after the last step.
 #pragma once
 #include "microkernel.hpp"
 #include "team.hpp"
 
+#include <unistd.h>  // sysconf
+
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
-// How the team of a recurrence leaves early, every thread after the same step. Thread 0 records
+// How the team of a recurrence leaves early, every thread after the same step when split by
+// columns (a row split's threads depend on no other thread: each one leaves after the step
+// it is on, or has finished, when it sees the record). Thread 0 records
 // how many steps are done (`after`) before arriving at that step's barrier; every thread checks
 // (`now`) right after the barrier, so it sees the record. A thread still behind can never see
 // a later record too early: thread 0 records only the count of the step it is on, which is
@@ -32,12 +38,47 @@ struct StepStop {
     bool now(idx done) const { return __atomic_load_n(&steps_done, __ATOMIC_RELAXED) <= done; }
 };
 
-static int team_size(int requested, idx step_work, idx columns, idx panels) {
-    idx t = requested < 1 ? 1 : requested;
-    t = imin(t, panels);
-    t = imin(t, columns / kMinStepColumnsPerThread);
-    t = imin(t, step_work / kMinStepWorkPerThread);
-    return t < 1 ? 1 : int(t);
+// How a recurrence's team shares the work: `threads` threads, each owning a range of column
+// panels (by_rows false) or of rows, kMR at a time (by_rows true).
+struct Split {
+    int threads;
+    bool by_rows;
+};
+
+// The cache a core has to itself (its L2), as the C library reports it; 512 KB (the smallest
+// seen on the machines this was measured on, Zen 3) when it does not say.
+static inline idx core_cache_bytes() {
+    static const idx bytes = [] {
+        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        return l2 > 0 ? idx(l2) : idx(512) << 10;
+    }();
+    return bytes;
+}
+
+// Split by columns, each thread reads its share of the weights every step and all of the
+// step before's output: a barrier per step, and the other threads' columns of h_{t-1} cross
+// between cores. Split by rows, each thread reads all of the weights every step and only its
+// own rows: no barrier and nothing shared after the packing, which pays when all the packed
+// weights stay in each core's cache (kRowSplitCachePercent of it) and every thread gets
+// kMinRowsPerThread rows (config.hpp has the measurements). The row split takes the place of
+// the column split when it can use as many threads; a row split of a sequence pays for the
+// team's start once (a GEMM's worth of work per thread), not a barrier per step.
+template <class T>
+static Split recurrence_split(int requested, idx steps, idx N, idx H, idx K, int blocks, idx panels) {
+    const idx want = requested < 1 ? 1 : requested;
+    const idx step_work = N * K * H * blocks;
+    idx by_cols = imin(want, panels);
+    by_cols = imin(by_cols, H / kMinStepColumnsPerThread);
+    by_cols = imin(by_cols, step_work / kMinStepWorkPerThread);
+    by_cols = imax(by_cols, 1);
+    const idx weights_bytes = blocks * panels * kNR<T> * K * idx(sizeof(T));
+    idx by_rows = 1;
+    if (weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
+        by_rows = imin(want, N / kMinRowsPerThread);
+        by_rows = imin(by_rows, steps * step_work / kMinGemmWorkPerThread);
+    }
+    if (by_rows > 1 && by_rows >= by_cols) return {int(by_rows), true};
+    return {int(by_cols), false};
 }
 
 // The left factor of one step's product: rows of A (N x K, leading dimension lda). K = 0 when
@@ -65,12 +106,12 @@ struct RecurrenceShape {
 };
 
 // Runs the `steps` steps of `cell` in order: step i computes, for each block b of B,
-// cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's columns, then
-// cell.after_products(i, j0, j1) on the thread's hidden units [j0, j1) (a gated cell's
-// elementwise update, which needs every gate of a unit: a thread owns all gates of its units);
-// one barrier per step. Then cell.finish(sweep) may run more products (sweep(operand,
-// epilogue), block 0) unless the call was interrupted. Returns false only when the packed
-// weights cannot be allocated.
+// cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's rows and columns, then
+// cell.after_products(i, n0, n1, j0, j1) on the thread's rows [n0, n1) and hidden units
+// [j0, j1) (a gated cell's elementwise update, which needs every gate of a unit: a thread owns
+// all gates of its units); split by columns, one barrier per step. Then cell.finish(sweep) may run more products
+// (sweep(operand, epilogue), block 0) unless the call was interrupted. Returns false only when the packed weights
+// cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx steps = s.steps, N = s.rows, H = s.cols, K = s.depth;
@@ -83,16 +124,15 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx partial_ld = panels * NR;
     T* partial = K > kStepKC ? scratch<T, kRecurrencePartial>(N * partial_ld) : nullptr;
     if (!packed || (K > kStepKC && !partial)) return false;
+    const Split split = recurrence_split<T>(s.threads, steps, N, H, K, s.blocks, panels);
     const idx step_work = N * K * H * s.blocks;
-    const int nt = team_size(s.threads, step_work, H, panels);
     StepBarrier step_barrier;
     StepStop stop{steps};
-    run_team(nt, [&](int team, int tid) {
+    run_team(split.threads, [&](int team, int tid) {
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
         step_barrier.join(team);
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
-        // Each thread packs and then only reads its own panels: no barrier needed here.
         for (int b = 0; b < s.blocks; ++b) {
             if (s.transposed)
                 pack_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld, 1, s.weights.ld, K, H,
@@ -100,27 +140,40 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             else
                 pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, 1, K, H, p0, p1);
         }
-        // This thread's copy of the step's left factor in slivers, packed once per product
-        // (null: read in place, for few rows or when it cannot be allocated).
-        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((N + kMR - 1) / kMR) * kMR * K) : nullptr;
+        // The thread's rows (all of them, split by columns) and its panels (all of them, split
+        // by rows, once every thread has packed its share: the only barrier of a row split).
+        idx n0 = 0, n1 = N;
+        if (split.by_rows) {
+            thread_range((N + kMR - 1) / kMR, team, tid, n0, n1);
+            n0 *= kMR;
+            n1 = imin(n1 * kMR, N);
+            p0 = 0;
+            p1 = panels;
+            step_barrier.wait();
+        }
+        const idx rows = n1 - n0;
+        // This thread's copy of its rows of the step's left factor in slivers, packed once per
+        // product (null: read in place, for few rows or when it cannot be allocated).
+        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((rows + kMR - 1) / kMR) * kMR * K) : nullptr;
         auto pack = [&](const StepOperand<T>& op) -> const T* {
             if (!abuf || op.K == 0) return nullptr;
-            pack_rows<T>(abuf, op.a, op.lda, N, op.K);
+            pack_rows<T>(abuf, op.a + n0 * op.lda, op.lda, rows, op.K);
             return abuf;
         };
         auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
-            step_product<T>(op.a, op.lda, pack(op), N, op.K, packed, H, p0, p1, partial, partial_ld, epi);
+            step_product<T>(op.a, op.lda, pack(op), n0, rows, op.K, packed, H, p0, p1, partial, partial_ld, epi);
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
+        const bool barrier_per_step = team > 1 && !split.by_rows;
         for (idx i = 0; i < steps; ++i) {
             const StepOperand<T> op = cell.operand(i);
             const T* a_packed = pack(op);
             for (int b = 0; b < s.blocks; ++b)
-                step_product<T>(op.a, op.lda, a_packed, N, op.K, packed + b * block_size, H, p0, p1, partial,
+                step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, packed + b * block_size, H, p0, p1, partial,
                                 partial_ld, cell.epilogue(i, b));
-            cell.after_products(i, j0, j1);
-            if (poll(step_work)) stop.after(i + 1);
-            if (team > 1) step_barrier.wait();
+            cell.after_products(i, n0, n1, j0, j1);
+            if (poll(step_work * rows / N)) stop.after(i + 1);
+            if (barrier_per_step) step_barrier.wait();
             if (stop.now(i + 1)) break;
         }
         if (!stop.now(steps)) cell.finish(sweep);
