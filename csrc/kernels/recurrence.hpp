@@ -24,13 +24,12 @@
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
-// How the team of a recurrence leaves early, every thread after the same step when split by
-// columns (a row split's threads depend on no other thread: each one leaves after the step
-// it is on, or has finished, when it sees the record). Thread 0 records
-// how many steps are done (`after`) before arriving at that step's barrier; every thread checks
-// (`now`) right after the barrier, so it sees the record. A thread still behind can never see
-// a later record too early: thread 0 records only the count of the step it is on, which is
-// larger than the count that thread checks.
+// How the team of a recurrence leaves early. Split by columns, every thread leaves after the
+// same step: thread 0 records how many steps are done (`after`) before arriving at that step's
+// barrier; every thread checks (`now`) right after the barrier, so it sees the record. A thread
+// still behind can never see a later record too early: thread 0 records only the count of the
+// step it is on, which is larger than the count that thread checks. Split by rows, no thread
+// waits for another: each leaves after the step it is on when it sees the record (or finishes).
 struct StepStop {
     idx steps_done;  // initially the number of steps + 1: never
     explicit StepStop(idx steps) : steps_done(steps + 1) {}
@@ -109,9 +108,9 @@ struct RecurrenceShape {
 // cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's rows and columns, then
 // cell.after_products(i, n0, n1, j0, j1) on the thread's rows [n0, n1) and hidden units
 // [j0, j1) (a gated cell's elementwise update, which needs every gate of a unit: a thread owns
-// all gates of its units); split by columns, one barrier per step. Then cell.finish(sweep) may run more products
-// (sweep(operand, epilogue), block 0) unless the call was interrupted. Returns false only when the packed weights
-// cannot be allocated.
+// all gates of its units); split by columns, one barrier per step. Then cell.finish(sweep) may
+// run more products (sweep(operand, epilogue), block 0) unless the call was interrupted.
+// Returns false only when the packed weights cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx steps = s.steps, N = s.rows, H = s.cols, K = s.depth;
