@@ -53,8 +53,8 @@ def _run(cell, p):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize(
     "shape",
-    [(60, 32, 8, 64), (3, 24, 8, 512), (2, 64, 8, 512), (40, 1, 8, 160)],
-    ids=["rows", "columns", "columns-packed", "stream"],
+    [(60, 32, 8, 64), (200, 8, 8, 64), (3, 24, 8, 512), (2, 64, 8, 512), (40, 1, 8, 160)],
+    ids=["rows", "rows-few", "columns", "columns-packed", "stream"],
 )
 def test_thread_counts_are_bitwise_identical(cell, shape):
     """The recurrence splits the batch (rows: 64 KB of gated float32 weights fit every core's

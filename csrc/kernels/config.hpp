@@ -136,13 +136,18 @@ constexpr idx kMinStepWorkPerThread = idx(1) << 16;
 #endif
 constexpr idx kMinStepColumnsPerThread = 64;
 // A recurrence splits its batch (rows) between threads instead of its hidden units when each
-// thread gets at least kMinRowsPerThread rows and all the packed recurrent weights fit in
-// kRowSplitCachePercent of a core's L2 (recurrence.hpp, recurrence_split). Measured on
-// Sapphire Rapids (2 MB L2), LSTM forward recurrence, T = 100, N = 32, H = 256 float32 (1 MB
-// of weights), 2 threads, C++ harness: 7.9 ms split by columns (each thread's product ran 15 %
-// slower than alone, reading the other core's half of h_{t-1}, and one waited 3-19K cycles a
-// step at the barrier for the other), 6.0 ms split by rows.
-constexpr idx kMinRowsPerThread = 8;
+// thread gets at least kMinRowsPerThread rows (in multiples of it) and all the packed recurrent
+// weights fit in kRowSplitCachePercent of a core's L2 (recurrence.hpp, recurrence_split).
+// Measured on Sapphire Rapids (2 MB L2), LSTM forward recurrence, T = 100, N = 32, H = 256
+// float32 (1 MB of weights), 2 threads, C++ harness: 7.9 ms split by columns (each thread's
+// product ran 15 % slower than alone, reading the other core's half of h_{t-1}, and one waited
+// 3-19K cycles a step at the barrier for the other), 6.0 ms split by rows. 4 rows rather than
+// 8 (alternating builds, 2 threads, float32 forward, best ms): LSTM (T, N, D, H) = (100, 8, 64,
+// 256) 2.53-2.65 -> 2.24-2.30, GRU 1.89-1.97 -> 1.71, LSTM (100, 12, 64, 128) 1.64-1.74 ->
+// 1.25-1.29; N = 20 and 32 unchanged. The weights' limit: float64 with 2 MB of weights (100 %
+// of L2), rows against columns, LSTM `typical` 21.2-21.4 vs 21.8-22.0 ms but vanilla H = 512
+// 15.8-16.1 vs 15.0-15.2: from a full L2 on it is a toss-up, so 75 %.
+constexpr idx kMinRowsPerThread = 4;
 constexpr idx kRowSplitCachePercent = 75;
 
 // A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per

@@ -38,7 +38,7 @@ struct StepStop {
 };
 
 // How a recurrence's team shares the work: `threads` threads, each owning a range of column
-// panels (by_rows false) or of rows, kMR at a time (by_rows true).
+// panels (by_rows false) or of rows, kMinRowsPerThread at a time (by_rows true).
 struct Split {
     int threads;
     bool by_rows;
@@ -143,9 +143,10 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         // by rows, once every thread has packed its share: the only barrier of a row split).
         idx n0 = 0, n1 = N;
         if (split.by_rows) {
-            thread_range((N + kMR - 1) / kMR, team, tid, n0, n1);
-            n0 *= kMR;
-            n1 = imin(n1 * kMR, N);
+            constexpr idx unit = kMinRowsPerThread;
+            thread_range((N + unit - 1) / unit, team, tid, n0, n1);
+            n0 *= unit;
+            n1 = imin(n1 * unit, N);
             p0 = 0;
             p1 = panels;
             step_barrier.wait();
