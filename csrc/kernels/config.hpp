@@ -94,8 +94,19 @@ constexpr idx kMinPackedRows = 64;
 constexpr idx kMC = 240;  // rows of a packed A block (multiple of 6 and 8)
 // Up to this many panels per thread, the rows GEMM reads A where it is instead of packing it:
 // few panels reuse each packed value of A too little to repay packing it (the stream and
-// typical shapes' dx = dA·Wxᵀ spent more time packing A than computing).
+// typical shapes' dx = dA·Wxᵀ spent more time packing A than computing). Measured on Zen 3
+// (AVX2). With AVX-512 (Sapphire Rapids, 48 KB 12-way L1) reading A in place never lost: C++
+// harness on gemm_kernel, float32, best of 10, GFLOP/s packed -> in place: (M, K, P) = 1024³
+// 1 thread 146-149 -> 158-161; (6400, 1024, 512) 2 threads 277-280 -> 312-314; (6400, 512,
+// 1024) 1 thread 153 -> 158, 2 threads 305 -> 307-318; (3200, 128, 1024) 2 threads 321-322 ->
+// 315-330. Packing A was 7 % of the 1024³ product (a scalar scatter into slivers), more than
+// the strided reads of 8 rows cost the micro-kernel. The portable build shares the AVX-512
+// value (and the AVX2 build keeps the packing path tested).
+#if defined(PRF_ISA_AVX2)
 constexpr idx kMaxPanelsUnpackedA = 8;
+#else
+constexpr idx kMaxPanelsUnpackedA = idx(1) << 40;
+#endif
 
 // Accuracy of long float32 sums (the reduction GEMMs sum over N*T rows): C is accumulated in
 // float32 over at most kWideK rows of K, then added into a double copy of the thread's block
