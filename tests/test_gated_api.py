@@ -95,8 +95,8 @@ def test_matches_reference(backend, cell, dtype, time_major, optional):
     ],
 )
 def test_shapes(backend, cell, T, N, D, H):
-    """Odd H (partial vectors and panels), N = 1 (the streaming tile), N >= 64 (packed rows, the
-    last sliver partial in every build: kMinPackedRows in config.hpp),
+    """Odd H (partial vectors and panels), N = 1 (the streaming tile), N >= 64 (packed rows in the
+    AVX2 build, the last sliver partial: kMinPackedRows in config.hpp),
     H >= 128 (two threads where two CPUs are free), and the empty cases."""
     check_cell(cell, gated_problem(cell, T, N, D, H, seed=T + H), backend, time_major=False)
 

@@ -54,7 +54,7 @@ def _run(cell, p):
 @pytest.mark.parametrize(
     "shape",
     [(60, 32, 8, 64), (200, 8, 8, 64), (3, 24, 8, 512), (2, 64, 8, 512), (40, 1, 8, 160)],
-    ids=["rows", "rows-few", "columns", "columns-packed", "stream"],
+    ids=["rows", "rows-few", "columns", "columns-64rows", "stream"],
 )
 def test_thread_counts_are_bitwise_identical(cell, shape):
     """The recurrence splits the batch (rows: 64 KB of gated float32 weights fit every core's

@@ -66,7 +66,7 @@ def test_eight_python_threads_agree_with_one(dtype):
 #  - by rows (samples), no barrier: 16 KB of float32 weights (H = 64) fit every core's cache,
 #    N = 32 gives each of 3 threads 8 rows or more, and the sequence is 13M multiply-adds; N = 8
 #    gives 2 threads 4 rows each (tiles shorter than the micro-kernel's 6 or 8 rows);
-#  - by columns with many rows (read in place below 64, packed from 64): 4 MB of weights (H =
+#  - by columns with many rows (packed from 64 in the AVX2 build): 4 MB of weights (H =
 #    1024) fit no core's L2 seen (at most 2 MB);
 #  - by columns, one row: a barrier per 1 x 384 step, the case the spin barrier was written
 #    for (up to 1 x 256 runs on one thread with 512-bit vectors, kMinStepWorkPerThread).
@@ -74,7 +74,7 @@ THREAD_SPLIT_SHAPES = {
     "rows": (100, 32, 8, 64),
     "rows-few": (400, 8, 8, 64),
     "columns": (3, 24, 8, 1024),
-    "columns-packed": (2, 64, 8, 1024),
+    "columns-64rows": (2, 64, 8, 1024),
     "stream": (200, 1, 8, 384),
 }
 

@@ -89,8 +89,16 @@ constexpr idx kStepKC = 512;
 // faster unpacked, 3 alternating processes each, 2 threads, best ms packed -> unpacked:
 // vanilla forward 3.76-3.89 -> 3.11-3.28, fwd+bwd 14.1-14.9 -> 12.4-12.8; LSTM forward
 // 13.6-14.0 -> 13.1-13.3, fwd+bwd 46.4-48.2 -> 43.4-46.0; GRU fwd+bwd 44.3-44.6 -> 42.2-43.3.
-// Hence 64 (was 24): `large` (N = 128, rows 4 KB apart) stays packed.
+// Hence 64 (was 24) for AVX2. With AVX-512 `large` (N = 128, rows 4 KB apart) runs faster
+// unpacked too (48 KB 12-way L1), 2 alternating builds, 2 threads, best ms packed -> unpacked:
+// vanilla forward 68.5-69.0 -> 67.7, fwd+bwd 219-220 -> 215.6-216.2; LSTM forward 279 -> 275,
+// fwd+bwd 878 -> 853: never packed there (nor in the portable build, which shares its tiling;
+// the AVX2 build keeps the packed path tested).
+#if defined(PRF_ISA_AVX2)
 constexpr idx kMinPackedRows = 64;
+#else
+constexpr idx kMinPackedRows = idx(1) << 40;
+#endif
 constexpr idx kMC = 240;  // rows of a packed A block (multiple of 6 and 8)
 // Up to this many panels per thread, the rows GEMM reads A where it is instead of packing it:
 // few panels reuse each packed value of A too little to repay packing it (the stream and
