@@ -202,7 +202,7 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1, Int
             if (interrupted(g.interrupt) || poll(mc * imax(kc, 1) * (j1 - j0))) return true;
             // Few panels reuse each packed value of A too little to repay packing it (the
             // stream and typical shapes' dx = dA·Wxᵀ spent more time packing A than computing):
-            // rows of A are then read where they are.
+            // rows of A are then read where they are (with AVX-512 always: kMaxPanelsUnpackedA).
             const bool pack = !A_ROWS || panels > kMaxPanelsUnpackedA;
             if (pack) pack_a<T, A_ROWS>(abuf, arow, g.M, ib, mc, k0, kc);
             // Panels inner, slivers outer, over an L2-sized group of panels: a sliver of A stays

@@ -153,7 +153,8 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         }
         const idx rows = n1 - n0;
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
-        // product (null: read in place, for few rows or when it cannot be allocated).
+        // product (null: read in place, for few rows, with AVX-512, or when it cannot be
+        // allocated; kMinPackedRows).
         T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((rows + kMR - 1) / kMR) * kMR * K) : nullptr;
         auto pack = [&](const StepOperand<T>& op) -> const T* {
             if (!abuf || op.K == 0) return nullptr;
