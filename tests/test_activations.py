@@ -26,7 +26,26 @@ def _arguments(dtype):
     return values.astype(dtype)
 
 
-def _ulp_errors(actual, x, truth, dtype):
+def _tanh(x, backend):
+    """tanh of each value of x, (len(x), H), by the kernels: one step with Wx = ones, no bias."""
+    dtype = x.dtype
+    hs, _ = prf.rnn_forward(x[:, None, None], np.ones((1, H), dtype), np.zeros((H, H), dtype), backend=backend)
+    return hs[:, 0, :]
+
+
+def _sigmoid(x, backend):
+    """sigmoid of each value of x, (len(x), H), by the kernels: c_last = i * g of one LSTM step
+    with the input gate's column of Wx = 1 and the cell gate g = tanh(100) = 1."""
+    dtype = x.dtype
+    Wx = np.zeros((1, 4 * H), dtype)
+    Wx[0, :H] = 1
+    b = np.zeros(4 * H, dtype)
+    b[2 * H : 3 * H] = 100
+    out = prf.lstm_forward(x[:, None, None], Wx, np.zeros((H, 4 * H), dtype), b, workspace=False, backend=backend)
+    return out.c_last
+
+
+def _ulp_errors(actual, truth, dtype):
     truth_rounded = truth.astype(dtype)
     ulp = np.spacing(np.abs(truth_rounded)).astype(np.longdouble)
     return np.abs(actual.astype(np.longdouble) - truth) / ulp
@@ -35,44 +54,34 @@ def _ulp_errors(actual, x, truth, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tanh_is_accurate_to_a_few_ulp(backend, dtype):
     x = _arguments(dtype)
-    hs, _ = prf.rnn_forward(x[:, None, None], np.ones((1, H), dtype), np.zeros((H, H), dtype), backend=backend)
+    t = _tanh(x, backend)
     truth = np.tanh(x.astype(np.longdouble))
-    err = _ulp_errors(hs[:, 0, :], x, truth[:, None], dtype)
+    err = _ulp_errors(t, truth[:, None], dtype)
     worst = int(np.argmax(err.max(axis=1)))
-    assert err.max() <= MAX_ULP, f"tanh({x[worst]!r}) = {hs[worst, 0, 0]!r}, {err.max():.2f} ulp from {truth[worst]}"
+    assert err.max() <= MAX_ULP, f"tanh({x[worst]!r}) = {t[worst, 0]!r}, {err.max():.2f} ulp from {truth[worst]}"
     nonzero = x != 0  # the product x . Wx of -0.0 sums to +0.0
-    assert np.all(np.signbit(hs[nonzero, 0, :]) == np.signbit(x[nonzero])[:, None])  # odd
+    assert np.all(np.signbit(t[nonzero]) == np.signbit(x[nonzero])[:, None])  # odd
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_is_accurate_to_a_few_ulp(backend, dtype):
     x = _arguments(dtype)
-    Wx = np.zeros((1, 4 * H), dtype)
-    Wx[0, :H] = 1  # the input gate i = sigmoid(x)
-    b = np.zeros(4 * H, dtype)
-    b[2 * H : 3 * H] = 100  # the cell gate g = tanh(100) = 1
-    out = prf.lstm_forward(x[:, None, None], Wx, np.zeros((H, 4 * H), dtype), b, workspace=False, backend=backend)
+    s = _sigmoid(x, backend)
     xl = x.astype(np.longdouble)
     truth = 1 / (1 + np.exp(-xl))
     # Below exp's range (sigmoid < ~1e-35 in float32) the kernels clamp the argument: the
     # result is then tiny, not accurate in ulps.
     tail = truth < np.finfo(dtype).tiny * 1e4
-    err = _ulp_errors(out.c_last[~tail], x[~tail], truth[~tail, None], dtype)
+    err = _ulp_errors(s[~tail], truth[~tail, None], dtype)
     worst = int(np.argmax(err.max(axis=1)))
     assert err.max() <= MAX_ULP, f"sigmoid({x[~tail][worst]!r}): {err.max():.2f} ulp"
-    assert np.all((out.c_last[tail] >= 0) & (out.c_last[tail] < 1e-30))
+    assert np.all((s[tail] >= 0) & (s[tail] < 1e-30))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_activations_of_infinities_and_nan(backend, dtype):
-    x = np.array([np.inf, -np.inf, np.nan, 1e30, -1e30], dtype)  # tanh
-    hs, _ = prf.rnn_forward(x[:, None, None], np.ones((1, H), dtype), np.zeros((H, H), dtype), backend=backend)
-    np.testing.assert_array_equal(hs[:, 0, 0], np.array([1, -1, np.nan, 1, -1], dtype))
-    x = np.array([np.nan, 1e30, -1e30], dtype)  # sigmoid (inf times the zeros of Wx would be NaN)
-    Wx = np.zeros((1, 4 * H), dtype)
-    Wx[0, :H] = 1
-    b = np.zeros(4 * H, dtype)
-    b[2 * H : 3 * H] = 100
-    out = prf.lstm_forward(x[:, None, None], Wx, np.zeros((H, 4 * H), dtype), b, workspace=False, backend=backend)
-    c = out.c_last[:, 0]
+    t = _tanh(np.array([np.inf, -np.inf, np.nan, 1e30, -1e30], dtype), backend)
+    np.testing.assert_array_equal(t[:, 0], np.array([1, -1, np.nan, 1, -1], dtype))
+    # sigmoid: not of ±inf, which times the zeros of Wx would be NaN
+    c = _sigmoid(np.array([np.nan, 1e30, -1e30], dtype), backend)[:, 0]
     assert np.isnan(c[0]) and c[1] == 1 and 0 <= c[2] < 1e-30

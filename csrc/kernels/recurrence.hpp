@@ -62,15 +62,13 @@ static inline idx core_cache_bytes() {
 // kMinRowsPerThread rows (config.hpp has the measurements). The row split takes the place of
 // the column split when it can use as many threads; a row split of a sequence pays for the
 // team's start once (a GEMM's worth of work per thread), not a barrier per step.
-template <class T>
-static Split recurrence_split(int requested, idx steps, idx N, idx H, idx K, int blocks, idx panels) {
+// `step_work`: multiply-adds per step; `weights_bytes`: all the packed panels.
+static Split recurrence_split(int requested, idx steps, idx N, idx H, idx panels, idx step_work, idx weights_bytes) {
     const idx want = requested < 1 ? 1 : requested;
-    const idx step_work = N * K * H * blocks;
     idx by_cols = imin(want, panels);
     by_cols = imin(by_cols, H / kMinStepColumnsPerThread);
     by_cols = imin(by_cols, step_work / kMinStepWorkPerThread);
     by_cols = imax(by_cols, 1);
-    const idx weights_bytes = blocks * panels * kNR<T> * K * idx(sizeof(T));
     idx by_rows = 1;
     if (weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
         by_rows = imin(want, N / kMinRowsPerThread);
@@ -119,12 +117,13 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx panels = (H + NR - 1) / NR;
     const idx block_size = panels * NR * K;  // one block's packed panels
     T* packed = scratch<T, kRecurrenceWeights>(s.blocks * block_size);
-    // Partial sums of a product deeper than one block (step_product), each thread in its columns.
+    // Partial sums of a product deeper than one block (step_product), each thread in its rows and columns.
     const idx partial_ld = panels * NR;
     T* partial = K > kStepKC ? scratch<T, kRecurrencePartial>(N * partial_ld) : nullptr;
     if (!packed || (K > kStepKC && !partial)) return false;
-    const Split split = recurrence_split<T>(s.threads, steps, N, H, K, s.blocks, panels);
     const idx step_work = N * K * H * s.blocks;
+    const Split split =
+        recurrence_split(s.threads, steps, N, H, panels, step_work, s.blocks * block_size * idx(sizeof(T)));
     StepBarrier step_barrier;
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {
