@@ -2,6 +2,7 @@
 (OMP_NUM_THREADS, threadpoolctl, prf.set_num_threads), determinism. Fork and a shortage of
 memory for thread stacks are in test_fork_and_stacks.py."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -165,6 +166,34 @@ def test_threadpool_limits_one_keeps_calls_on_one_thread(tmp_path):
     assert int(limited) == int(before), "a call inside threadpool_limits(1) started an OpenMP thread"
     assert int(after) == int(before) + 1, "the control call outside the limit did not start a second thread"
     assert int(unlimited) >= 2
+
+
+@needs_two_cpus
+def test_helper_threads_keep_off_the_calling_threads_cpu(tmp_path):
+    # run_team (team.hpp): a helper leaves each region with its CPU mask = what it was allowed
+    # minus the CPU the calling thread ran on, so that a later wake-up cannot put it on the
+    # caller's CPU (seen in a VM: both threads on one vCPU, a 0.1 ms region took 3-8 ms). The
+    # calling thread's own mask is never changed. (Which CPU the caller was on is not checked:
+    # pinning it to one would also limit the call to one thread.)
+    lines = run_python(
+        """
+        import json
+        before = set(os.listdir("/proc/self/task"))
+        allowed = sorted(os.sched_getaffinity(0))
+        forward()
+        helpers = [int(t) for t in set(os.listdir("/proc/self/task")) - before]
+        masks = [sorted(os.sched_getaffinity(t)) for t in helpers]
+        print(json.dumps([allowed, sorted(os.sched_getaffinity(0)), masks], separators=(",", ":")))
+    """,
+        tmp_path,
+        env={"OMP_NUM_THREADS": None},
+    )
+    allowed, caller, helper_masks = json.loads(lines[-1])
+    assert caller == allowed, "the calling thread's mask was changed"
+    assert helper_masks, "the call started no helper thread"
+    for mask in helper_masks:
+        excluded = set(allowed) - set(mask)
+        assert set(mask) <= set(allowed) and len(excluded) == 1, (allowed, mask)
 
 
 def test_set_num_threads_is_what_threadpoolctl_reports():

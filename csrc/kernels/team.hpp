@@ -67,14 +67,48 @@ static inline int team_threads() {
 // ~1 µs, more than half of a small streaming step's whole call. (The team is passed, not read
 // with omp_get_num_threads() in the body: a caller inside someone else's parallel region
 // would read that region's team.)
+//
+// Each helper thread, as it leaves a region, keeps itself off the CPU the calling thread ran on
+// (keep_off_cpu). Found on a 2-vCPU KVM guest: a region that starts after the helper has slept
+// (more than ~1 ms of one-thread work, e.g. an N = 1 recurrence, or an idle pause) had the
+// guest kernel wake the helper on the *caller's* vCPU about half the time (the idle vCPU looks
+// preempted to the scheduler), and the two threads then took turns on one vCPU: a region of
+// 0.1 ms per thread took 3-8 ms (C++ test: 13 of 20 regions after 150 ms idle, mean 2.9 ms;
+// with the helper's mask excluding the caller's CPU, 0 of 20, mean 0.25 ms). Not a pinning: a
+// helper may run on any CPU it was allowed but that one, and the calling thread (the user's
+// Python thread) is never touched.
+struct CpuAvoidance {
+    bool read = false, usable = false;
+    int avoided = -1;
+    cpu_set_t allowed;  // the helper's own mask before we changed it
+};
+static inline void keep_off_cpu(int cpu) {
+    static thread_local CpuAvoidance s;
+    if (cpu == s.avoided) return;  // the usual case: one compare per region
+    if (!s.read) {
+        s.read = true;
+        s.usable = sched_getaffinity(0, sizeof s.allowed, &s.allowed) == 0;
+    }
+    s.avoided = cpu;
+    if (!s.usable || cpu < 0 || cpu >= CPU_SETSIZE) return;
+    cpu_set_t mask = s.allowed;
+    if (CPU_ISSET(cpu, &mask) && CPU_COUNT(&mask) > 1) CPU_CLR(cpu, &mask);
+    sched_setaffinity(0, sizeof mask, &mask);  // a failure only leaves the scheduler's choice
+}
+
 template <class Body>
 static void run_team(idx nt, const Body& body) {
     if (nt <= 1) {
         body(1, 0);
         return;
     }
+    const int caller_cpu = sched_getcpu();
 #pragma omp parallel num_threads(int(nt))
-    body(team_threads(), thread_id());
+    {
+        const int tid = thread_id();
+        body(team_threads(), tid);
+        if (tid != 0) keep_off_cpu(caller_cpu);
+    }
 }
 
 // The per-step barrier of the recurrence (and of the streaming step, between layers). libgomp's `omp barrier` makes a
