@@ -196,6 +196,29 @@ def test_helper_threads_keep_off_the_calling_threads_cpu(tmp_path):
         assert set(mask) <= set(allowed) and len(excluded) == 1, (allowed, mask)
 
 
+@needs_two_cpus
+def test_a_step_after_a_pause_runs_on_one_thread_back_to_back_steps_on_two(tmp_path):
+    # step.hpp (kStepTeamIdleNs): waking a sleeping helper costs more than a step, so only a
+    # step that follows the previous one closely starts the team. Observable as the OS threads
+    # of a fresh process: the first step (no step before it) starts none.
+    before, first, loop = run_python(
+        """
+        layer = prf.RNN(32, 512, stateful=True, dtype=np.float32, seed=0)  # 1.1 MB of weights: 2 threads
+        xs = np.ones((1, 32), np.float32)
+        before = os_threads()
+        layer.step(xs)
+        first = os_threads()
+        for _ in range(50):
+            layer.step(xs)
+        print(before, first, os_threads())
+    """,
+        tmp_path,
+        env={"OMP_NUM_THREADS": None},
+    )
+    assert int(first) == int(before), "the first step started a team"
+    assert int(loop) == int(before) + 1, "back-to-back steps did not use a second thread"
+
+
 def test_set_num_threads_is_what_threadpoolctl_reports():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     old = prf.get_num_threads()

@@ -195,8 +195,20 @@ constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 // from L3, and spread over more cores they fit in their L2s: one thread per kStepCacheBytes
 // of weights. Sapphire Rapids (2 MB L2), float64 H = 512 (2.2 MB), one layer, N = 1, D = 32,
 // interleaved with NumPy's one-liner, 3 alternating processes: 54-62 µs on one thread (1.24-
-// 1.36x NumPy), 36-46 on two (1.80-1.91x); float32 H = 512 (1.1 MB) stays on one.
-constexpr idx kStepCacheBytes = idx(3) << 19;
+// 1.36x NumPy), 36-46 on two (1.80-1.91x). Float32 H = 512 (1.1 MB) stayed on one thread
+// under the 1.5 MB this was until the helper threads kept off the caller's CPU (team.hpp,
+// keep_off_cpu); since, on two it takes 7.9-8.6 µs against 10.0-10.1 on one (the main job's
+// step table, 2 alternating builds), while float32 H = 256 (295 KB) still lost on two (3.2 ->
+// 4.0 µs): hence 1 MB, half that L2. Not measured on a 512 KB L2 (Zen 3).
+constexpr idx kStepCacheBytes = idx(1) << 20;
+// A step uses more than one thread only when the calling thread's previous step ended less
+// than this long ago: libgomp's idle helpers spin about 1-1.5 ms after a region (measured
+// here), then sleep, and waking a sleeping one costs more than a step (a virtual CPU's wake-up:
+// 0.05-0.3 ms seen, several ms on a busy host). A sensor's frames 20 ms apart, float32 H = 512,
+// median µs per step, 1 vs 2 threads: 91 vs 151 (float64: 126 vs 162); back to back: 11.1 vs
+// 8.2. So a stream of calls in a loop gets the team from its second step, and a step after a
+// pause runs on one thread.
+constexpr long long kStepTeamIdleNs = 500 * 1000;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
 // longer than a balanced step waits, short enough that an oversubscribed machine gets the

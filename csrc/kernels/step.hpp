@@ -134,6 +134,9 @@ static bool run_step(const StepArgs<T>& a) {
     idx nt = imax(N * weights / L / kMinStepCallWorkPerThread,
                   (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes);
     nt = imax(idx(1), imin(most, nt));
+    // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
+    static thread_local long long previous_step_end_ns = 0;
+    if (nt > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) nt = 1;
     // Each thread's sums (step_rows): kStepRows rows of its columns, whole 64-byte lines apart.
     constexpr idx kLine = 64 / sizeof(T);
     const idx sums_ld = ((vectors + nt - 1) / nt * W + kLine - 1) / kLine * kLine;
@@ -155,6 +158,7 @@ static bool run_step(const StepArgs<T>& a) {
             }
         }
     });
+    previous_step_end_ns = monotonic_ns();
     return true;
 }
 
