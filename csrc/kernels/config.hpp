@@ -204,10 +204,13 @@ constexpr idx kStepCacheBytes = idx(1) << 20;
 // A step uses more than one thread only when the calling thread's previous step ended less
 // than this long ago: libgomp's idle helpers spin about 1-1.5 ms after a region (measured
 // here), then sleep, and waking a sleeping one costs more than a step (a virtual CPU's wake-up:
-// 0.05-0.3 ms seen, several ms on a busy host). A sensor's frames 20 ms apart, float32 H = 512,
-// median µs per step, 1 vs 2 threads: 91 vs 151 (float64: 126 vs 162); back to back: 11.1 vs
-// 8.2. So a stream of calls in a loop gets the team from its second step, and a step after a
-// pause runs on one thread.
+// 0.05-0.3 ms seen, several ms on a busy host). `python bench/step_pauses.py` (1 and 2 threads
+// alternating call by call, Sapphire Rapids, median µs) on a build that started the team
+// whatever the pause: float32 H = 512 after a 3 ms pause 51 on one thread vs 83 on two, after
+// 20 ms 144 vs 219; float32 H = 256: 20 vs 68, 110 vs 178; float64 H = 512 (before this rule):
+// 91 vs 106, 246 vs 276. With the rule both settings take the same time after a pause, and a
+// stream of calls in a loop gets the team from its second step (back to back: float32 H = 512
+// 10.0 -> 8.3, float64 43.0 -> 28.1).
 constexpr long long kStepTeamIdleNs = 500 * 1000;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,

@@ -1,0 +1,55 @@
+"""The streaming step's latency back to back and after a pause (a sensor's frames some
+milliseconds apart), with one thread allowed and with two, alternating call by call so that
+both settings see the same machine.
+
+    python bench/step_pauses.py                   # pauses of 0, 3 and 20 ms
+    python bench/step_pauses.py --pauses 0,5 --calls 200
+
+A step uses a second thread only while steps come back to back (step.hpp, kStepTeamIdleNs):
+libgomp's idle helpers spin about a millisecond after a region and then sleep, and waking a
+sleeping one costs more than a step. So after a pause both settings should take the same time
+(one thread ran), and back to back two threads should be faster where the weights are large
+(one thread per 1 MB of weights, kStepCacheBytes).
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+import pyrnn_fast as prf
+
+
+def measure(dtype, H, pause_s, calls):
+    layer = prf.RNN(32, H, stateful=True, dtype=dtype, seed=0)
+    x = np.ones((1, 32), dtype)
+    times = {1: [], 2: []}
+    for _ in range(calls):
+        for threads in times:
+            prf.set_num_threads(threads)
+            if pause_s:
+                time.sleep(pause_s)
+            else:
+                layer.step(x)  # the step before, back to back with the timed one
+            t0 = time.perf_counter()
+            layer.step(x)
+            times[threads].append(time.perf_counter() - t0)
+    prf.set_num_threads(None)
+    return {threads: np.percentile(t, [25, 50, 75]) * 1e6 for threads, t in times.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pauses", default="0,3,20", help="comma-separated pauses before each call, ms")
+    p.add_argument("--calls", type=int, default=100)
+    args = p.parse_args()
+    print(f"µs per step (25th / 50th / 75th percentile), N = 1, D = 32, {prf.isa()} kernels")
+    for dtype, H in ((np.float32, 256), (np.float32, 512), (np.float64, 512)):
+        for pause in (float(v) for v in args.pauses.split(",")):
+            r = measure(dtype, H, pause / 1e3, args.calls)
+            cols = "   ".join(f"{t} thread(s) " + " / ".join(f"{v:6.1f}" for v in r[t]) for t in r)
+            print(f"{np.dtype(dtype).name:>7} H = {H:4d}, pause {pause:4.0f} ms:   {cols}")
+
+
+if __name__ == "__main__":
+    main()
