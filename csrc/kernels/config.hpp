@@ -154,6 +154,22 @@ constexpr idx kMinStepWorkPerThread = idx(1) << 13;
 constexpr idx kMinStepWorkPerThread = idx(1) << 16;
 #endif
 constexpr idx kMinStepColumnsPerThread = 64;
+// ... or when each thread gets at least this many of the step's weights (K x its columns,
+// every gate block counted), whatever the batch: a step's time is mostly the sweep over its
+// weights when the batch is small. Sapphire Rapids, 2 threads allowed, once the helper threads
+// kept off the caller's CPU (team.hpp), 3 alternating builds, best ms, forward, 2^16 -> 2^14
+// multiply-adds per thread: the LSTM `stream` (N = 1, H = 128: 32K weights per thread) 2.64-
+// 2.69 -> 2.47-2.60, fwd+bwd 6.44-6.75 -> 5.90-6.21; GRU (24K) 2.37-2.42 -> 2.04-2.12, 5.59-6.41
+// -> 5.21-5.61; vanilla (T, N, H) = (500, 1, 256) (32K) 1.10-1.15 -> 0.86-0.90; but vanilla
+// H = 128 (8K per thread) lost at every batch: N = 1 0.65 -> 0.82-0.91 (the `stream` shape),
+// N = 2 0.40-0.42 -> 0.46-0.53, N = 4 0.71-0.75 -> 0.85-0.89. The weights, not the batch's
+// multiply-adds, tell them apart: from 16K per thread (AVX2: never, its work threshold is
+// already low).
+#if defined(PRF_ISA_AVX2)
+constexpr idx kMinStepWeightsPerThread = idx(1) << 40;
+#else
+constexpr idx kMinStepWeightsPerThread = idx(1) << 14;
+#endif
 // A recurrence splits its batch (rows) between threads instead of its hidden units when each
 // thread gets at least kMinRowsPerThread rows (in multiples of it) and all the packed recurrent
 // weights fit in kRowSplitCachePercent of a core's L2 (recurrence.hpp, recurrence_split).

@@ -67,7 +67,7 @@ static Split recurrence_split(int requested, idx steps, idx N, idx H, idx panels
     const idx want = requested < 1 ? 1 : requested;
     idx by_cols = imin(want, panels);
     by_cols = imin(by_cols, H / kMinStepColumnsPerThread);
-    by_cols = imin(by_cols, step_work / kMinStepWorkPerThread);
+    by_cols = imin(by_cols, imax(step_work / kMinStepWorkPerThread, step_work / N / kMinStepWeightsPerThread));
     by_cols = imax(by_cols, 1);
     idx by_rows = 1;
     if (weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
