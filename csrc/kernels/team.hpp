@@ -76,7 +76,9 @@ static inline int team_threads() {
 // 0.1 ms per thread took 3-8 ms (C++ test: 13 of 20 regions after 150 ms idle, mean 2.9 ms;
 // with the helper's mask excluding the caller's CPU, 0 of 20, mean 0.25 ms). Not a pinning: a
 // helper may run on any CPU it was allowed but that one, and the calling thread (the user's
-// Python thread) is never touched.
+// Python thread) is never touched. "Allowed" is the helper's mask when it first left a region:
+// a later change of every thread's mask from outside (taskset -a -p on the running process) is
+// undone for a helper the next time the caller's CPU changes.
 struct CpuAvoidance {
     bool read = false, usable = false;
     int avoided = -1;
