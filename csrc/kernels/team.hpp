@@ -71,10 +71,11 @@ static inline int team_threads() {
 // Each helper thread, as it leaves a region, keeps itself off the CPU the calling thread ran on
 // (keep_off_cpu). Found on a 2-vCPU KVM guest: a region that starts after the helper has slept
 // (more than ~1 ms of one-thread work, e.g. an N = 1 recurrence, or an idle pause) had the
-// guest kernel wake the helper on the *caller's* vCPU about half the time (the idle vCPU looks
-// preempted to the scheduler), and the two threads then took turns on one vCPU: a region of
-// 0.1 ms per thread took 3-8 ms (C++ test: 13 of 20 regions after 150 ms idle, mean 2.9 ms;
-// with the helper's mask excluding the caller's CPU, 0 of 20, mean 0.25 ms). Not a pinning: a
+// guest kernel wake the helper on the *caller's* vCPU about half the time (why was not
+// established: an idle, halted vCPU may look preempted to it), and the two threads then took
+// turns on one vCPU: a region of 0.1 ms per thread took 3-8 ms (bench/omp_wake.c: 13 of 20
+// regions after 150 ms idle, mean 2.9-3.3 ms; with the helper's mask excluding the caller's
+// CPU, 0 of 20, mean 0.25 ms). Not a pinning: a
 // helper may run on any CPU it was allowed but that one, and the calling thread (the user's
 // Python thread) is never touched. "Allowed" is the helper's mask when it first left a region:
 // a later change of every thread's mask from outside (taskset -a -p on the running process) is
