@@ -130,6 +130,9 @@ constexpr idx kWideK = idx(1) << 16;
 // second thread costs microseconds on bare metal but can cost a scheduler time slice when
 // that core is busy (another library's spinning pool, a virtual CPU the host took away):
 // measured on the `stream` shape, 2-thread GEMMs of 4M multiply-adds made fwd+bwd 4x slower.
+// (Probably the helper woken on the caller's vCPU, fixed since: team.hpp, keep_off_cpu. After
+// that fix, 2^21 instead of 2^22 was within noise on `stream`: vanilla fwd+bwd 1.72-1.84 vs
+// 1.79-1.90 ms, 2 alternating builds; so 2^22 stays.)
 constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
 
 // A second thread pays for itself in a recurrence when each thread gets at least this many
