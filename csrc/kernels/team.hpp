@@ -75,11 +75,11 @@ static inline int team_threads() {
 // established: an idle, halted vCPU may look preempted to it), and the two threads then took
 // turns on one vCPU: a region of 0.1 ms per thread took 3-8 ms (bench/omp_wake.c: 13 of 20
 // regions after 150 ms idle, mean 2.9-3.3 ms; with the helper's mask excluding the caller's
-// CPU, 0 of 20, mean 0.25 ms). Not a pinning: a
-// helper may run on any CPU it was allowed but that one, and the calling thread (the user's
-// Python thread) is never touched. "Allowed" is the helper's mask when it first left a region:
-// a later change of every thread's mask from outside (taskset -a -p on the running process) is
-// undone for a helper the next time the caller's CPU changes.
+// CPU, 0 of 20, mean 0.25 ms). Not a pinning: a helper may run on any CPU it was allowed but
+// that one, and the calling thread (the user's Python thread) is never touched. "Allowed" is
+// the helper's mask when it first left a region: a later change of every thread's mask from
+// outside (taskset -a -p on the running process) is undone for a helper the next time the
+// caller's CPU changes.
 struct CpuAvoidance {
     bool read = false, usable = false;
     int avoided = -1;
