@@ -46,8 +46,11 @@ def _reference_step(x, wx, wh, b, state, activation):
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize(
     "L,N,D,H",
-    [(1, 1, 32, 64), (1, 1, 3, 1), (2, 3, 5, 37), (3, 5, 32, 130), (1, 2, 1, 17), (2, 4, 7, 512), (1, 1, 0, 9)],
-)
+    [
+        (1, 1, 32, 64), (1, 1, 3, 1), (2, 3, 5, 37), (3, 5, 32, 130), (1, 2, 1, 17), (2, 4, 7, 512), (1, 1, 0, 9),
+        (1, 11, 20, 600), (2, 61, 32, 192),
+    ],
+)  # fmt: skip
 def test_steps_match_the_reference(L, N, D, H, dtype, activation):
     wx, wh, b, state = _stack(L, N, D, H, dtype, bias_every=2)
     out = np.empty_like(state)
@@ -63,11 +66,14 @@ def test_steps_match_the_reference(L, N, D, H, dtype, activation):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,H", [(3, 700), (8, 448)])
+@pytest.mark.parametrize("N,H", [(1, 700), (3, 700), (8, 448), (61, 192)])
 def test_thread_counts_give_bitwise_equal_states(dtype, N, H):
-    """Threads split the columns; every column is computed the same way whatever the split.
-    (3, 700): a block of kStepRows rows and a row on its own; (8, 448): blocks only. (The first
-    step after a pause runs on one thread, kStepTeamIdleNs: the later ones on two.)"""
+    """Threads split the weights' rows into chunks fixed by the shape, summed along one fixed
+    binary tree, and take separate blocks of rows: every value is computed the same way
+    whatever the split. (1, 700), (3, 700), (8, 448): several chunks (the weights need more
+    than one core's cache), one block of rows, with kStepRows rows and a row on its own;
+    (61, 192): one chunk, blocks of rows split between the threads. (The first step after a
+    pause runs on one thread, kStepTeamIdleNs: the later ones on two.)"""
     results = []
     for threads in (1, 2):
         wx, wh, b, state = _stack(2, N, 32, H, dtype)

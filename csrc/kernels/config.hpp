@@ -46,6 +46,13 @@ constexpr int panels_for_rows() {
 // of AVX2's 16) for kStepRows rows of x at a time (each vector of weights read serves them).
 constexpr int kStepSweepRows = 4;
 constexpr int kStepRows = 2;
+// A step's stacked weight rows are summed in at most kStepChunks chunks (a power of two,
+// 2^kStepChunkLevels) of at least kStepChunkMinRows rows (step.hpp, step_chunks), whole
+// chunks per thread, for kStepBlockRows rows of x at a time.
+constexpr int kStepChunkLevels = 4;
+constexpr idx kStepChunks = idx(1) << kStepChunkLevels;
+constexpr idx kStepChunkMinRows = 16;
+constexpr idx kStepBlockRows = 8;
 
 // The FMA peak loop (peak.hpp): independent chains per thread, at least latency x ports
 // (4-5 cycles x 2 ports on Zen 3/4/5, Ice Lake and Sapphire Rapids servers) and within the

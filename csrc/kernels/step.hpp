@@ -4,8 +4,16 @@
 // sweep over the weights as they are in memory: packing them (what the recurrence does once
 // per sequence) would cost as much as the step itself.
 //
-// Thread i owns a contiguous range of whole vectors of columns (hidden units) in every layer;
-// layer l+1 reads every column of layer l, so the team meets at a barrier between layers.
+// Threads split a layer's stacked weights [wx; wh] by rows, in chunks: each thread sweeps its
+// chunks' rows over all the columns, contiguous memory that stays in its own cache from step
+// to step, and sums them pairwise into the root of its subtree of a binary tree over the chunks;
+// after a barrier each thread adds the roots for its own columns (hidden units) and applies the
+// activation. The chunks and the tree depend on the shape only, so every thread count gives the
+// same bits. Threads beyond the chunks take other blocks of rows of x. Layer l+1 reads every
+// column of layer l: the team meets at a barrier between layers. (A split by columns, each thread
+// a slice of every row, ran float64 H = 512 at 24-32 µs on two threads, this one at 14-16: a
+// slice is half a page, too short for the prefetchers, and at 4 KB strides it maps to half
+// the cache sets.)
 #pragma once
 #include "activations.hpp"
 #include "team.hpp"
@@ -13,58 +21,64 @@
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
-// What one layer's step reads and writes, for M rows starting at row n.
-template <class T, int M>
-struct StepRows {
-    const T* in[M];  // the layer's input rows (x, or the layer below's new state)
-    const T* h[M];   // the carried state's rows
-    T* out[M];       // the new state's rows
-};
-
-// out[m][c0:c1] += a[m][0:K] . w[0:K, c0:c1], sweeping the weights row by row, kStepSweepRows
-// rows at a time, each row from c0 to c1: the weights are read in memory order, as the
-// hardware prefetchers expect, and each vector of them serves the M rows. (Sweeping a tile of
-// columns down all rows instead, with the sums in registers, jumps a row, often a page, per
-// read: it ran at half of NumPy's speed on weights that come from L3, float64 H = 512.)
-template <class T, int M>
-static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* const (&out)[M], idx c0, idx c1) {
+// out[m][c0:c1] += a[m][0:K] . w[0:K, c0:c1] (`fresh`: out = ...; K >= kStepSweepRows then),
+// sweeping the weights row by row, kStepSweepRows rows at a time, each row from c0 to c1: the
+// weights are read in memory order, as the hardware prefetchers expect, and each vector of them
+// serves the M rows. (Sweeping a tile of columns down all rows instead, with the sums in
+// registers, jumps a row, often a page, per read: it ran at half of NumPy's speed on weights
+// that come from L3, float64 H = 512.) `rows_in_memory` (>= K) rows of w exist: the prefetch
+// runs on past K into the rows the next sweep reads.
+template <class T, int M, bool Fresh>
+static inline void step_sweep_block(const T* const (&a)[M], idx k, const T* w, idx ldw, T* const (&out)[M], idx c0,
+                                    idx c1, bool ahead) {
     constexpr int L = kLanes<T>, U = kStepSweepRows;
     static_assert(U % 2 == 0, "the sums run in two chains, even and odd rows");
-    idx k = 0;
-    for (; k + U <= K; k += U) {
-        Vec<T> am[M][U];
-        for (int m = 0; m < M; ++m)
-            for (int u = 0; u < U; ++u) am[m][u] = splat<T>(a[m][k + u]);
-        const T* wk = w + k * ldw;
+    Vec<T> am[M][U];
+    for (int m = 0; m < M; ++m)
+        for (int u = 0; u < U; ++u) am[m][u] = splat<T>(a[m][k + u]);
+    const T* wk = w + k * ldw;
+    idx c = c0;
+    for (; c + L <= c1; c += L) {
         // The next U rows are prefetched while these are swept: the weights stream from L2 (or
         // L3), and the hardware prefetchers alone kept one core at ~55 GB/s. Measured on
         // Sapphire Rapids, one thread, N = 1, D = 32, interleaved with the NumPy one-liner,
         // float32 µs: H = 128 2.09-2.33 -> 1.82-1.93, H = 512 17.8-18.1 -> 13.8-15.0; float64
         // H = 128 3.4-3.5 -> 2.9-3.1. Two blocks ahead: the same; 8 rows per block: slower.
-        const bool ahead = k + 2 * U <= K;
-        idx c = c0;
-        for (; c + L <= c1; c += L) {
-            if (ahead)
+        if (ahead)
 #pragma GCC unroll 8
-                for (int u = 0; u < U; ++u) __builtin_prefetch(wk + (U + u) * ldw + c);
-            Vec<T> wv[U];
+            for (int u = 0; u < U; ++u) __builtin_prefetch(wk + (U + u) * ldw + c);
+        Vec<T> wv[U];
 #pragma GCC unroll 8
-            for (int u = 0; u < U; ++u) wv[u] = load<T>(wk + u * ldw + c);
+        for (int u = 0; u < U; ++u) wv[u] = load<T>(wk + u * ldw + c);
 #pragma GCC unroll 4
-            for (int m = 0; m < M; ++m) {  // two chains of sums: half the latency of one
-                Vec<T> even = load<T>(out[m] + c), odd = {};
+        for (int m = 0; m < M; ++m) {  // two chains of sums: half the latency of one
+            Vec<T> even = Fresh ? Vec<T>{} : load<T>(out[m] + c), odd = {};
 #pragma GCC unroll 8
-                for (int u = 0; u < U; u += 2) {
-                    even += am[m][u] * wv[u];
-                    odd += am[m][u + 1] * wv[u + 1];
-                }
-                store<T>(out[m] + c, even + odd);
+            for (int u = 0; u < U; u += 2) {
+                even += am[m][u] * wv[u];
+                odd += am[m][u + 1] * wv[u + 1];
             }
+            store<T>(out[m] + c, even + odd);
         }
-        for (; c < c1; ++c)
-            for (int m = 0; m < M; ++m)
-                for (int u = 0; u < U; ++u) out[m][c] += a[m][k + u] * wk[u * ldw + c];
     }
+    for (; c < c1; ++c)
+        for (int m = 0; m < M; ++m) {
+            T sum = Fresh ? T(0) : out[m][c];
+            for (int u = 0; u < U; ++u) sum += a[m][k + u] * wk[u * ldw + c];
+            out[m][c] = sum;
+        }
+}
+
+template <class T, int M>
+static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* const (&out)[M], idx c0, idx c1,
+                       bool fresh, idx rows_in_memory) {
+    constexpr int L = kLanes<T>, U = kStepSweepRows;
+    idx k = 0;
+    if (fresh && K >= U) {
+        step_sweep_block<T, M, true>(a, 0, w, ldw, out, c0, c1, 2 * U <= rows_in_memory);
+        k = U;
+    }
+    for (; k + U <= K; k += U) step_sweep_block<T, M, false>(a, k, w, ldw, out, c0, c1, k + 2 * U <= rows_in_memory);
     for (; k < K; ++k)
         for (int m = 0; m < M; ++m) {
             const T x = a[m][k];
@@ -75,49 +89,122 @@ static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* co
         }
 }
 
-// Columns [c0, c1) of M rows: out = act(in . wx + h . wh + b). The sums are kept in this
-// thread's own scratch (`acc`, M rows of `ld` elements, 64-byte aligned) and out is written
-// once. Summed in out itself, every block of weight rows stored to lines of out that the next
-// thread's columns share (out's columns need not start a cache line), and the two cores
-// passed those lines back and forth: one layer, N = 1, D = 32, float32, 2 threads (the
-// threshold below lowered to allow them), the kernel alone, Sapphire Rapids: H = 256
-// 8.0-8.7 -> 4.6-5.3 µs, H = 512 12.8-20.2 -> 11.7-11.9.
-template <class T, class Act, int M>
-static void step_rows(const StepLayer<T>& layer, const StepRows<T, M>& r, idx c0, idx c1, T* acc, idx ld) {
-    constexpr int L = kLanes<T>;
-    const idx width = c1 - c0;
-    T* sums[M];
-    for (int m = 0; m < M; ++m) {
-        sums[m] = acc + m * ld;
-        for (idx c = 0; c < width; ++c) sums[m][c] = layer.b ? layer.b[c0 + c] : T(0);
+// Rows [k0, k1) of the layer's stacked weights [wx; wh] (D + H rows, each H wide) times the
+// same entries of the rows' stacked inputs [in; h], for M rows: part[m][0:H] = that sum.
+template <class T, int M>
+static void step_rows_part(const StepLayer<T>& layer, const T* const (&in)[M], const T* const (&h)[M], idx k0, idx k1,
+                           T* const (&part)[M], idx H) {
+    const idx D = layer.wx.rows;
+    bool fresh = imin(k1, D) - k0 >= kStepSweepRows || (k0 >= D && k1 - k0 >= kStepSweepRows);
+    if (!fresh)
+        for (int m = 0; m < M; ++m)
+            for (idx c = 0; c < H; ++c) part[m][c] = T(0);
+    if (k0 < D) {
+        const idx e = imin(k1, D);
+        const T* a[M];
+        for (int m = 0; m < M; ++m) a[m] = in[m] + k0;
+        step_sweep<T, M>(a, e - k0, layer.wx.data + k0 * layer.wx.ld, layer.wx.ld, part, 0, H, fresh, D - k0);
+        fresh = false;
     }
-    step_sweep<T, M>(r.in, layer.wx.rows, layer.wx.data + c0, layer.wx.ld, sums, 0, width);
-    step_sweep<T, M>(r.h, layer.wh.rows, layer.wh.data + c0, layer.wh.ld, sums, 0, width);
-    for (int m = 0; m < M; ++m) {
-        T* s = sums[m];
-        for (idx c = width; c % L != 0; ++c) s[c] = T(0);  // the last vector's padding (ld holds it)
-        for (idx c = 0; c < width; c += L) store<T>(s + c, Act::template apply<T>(load<T>(s + c)));
-        for (idx c = 0; c < width; ++c) r.out[m][c0 + c] = s[c];
+    if (k1 > D) {
+        const idx s = imax(k0, D) - D;
+        const T* a[M];
+        for (int m = 0; m < M; ++m) a[m] = h[m] + s;
+        step_sweep<T, M>(a, k1 - D - s, layer.wh.data + s * layer.wh.ld, layer.wh.ld, part, 0, H, fresh, H - s);
     }
 }
 
-template <class T, class Act, int M>
-static void step_row_block(const StepArgs<T>& a, idx l, idx n, idx c0, idx c1, T* acc, idx ld) {
-    StepRows<T, M> r;
+template <class T, int M>
+static void step_block_part(const StepArgs<T>& a, idx l, idx n, idx k0, idx k1, T* part, idx ld) {
+    const T *in[M], *h[M];
+    T* p[M];
     for (int m = 0; m < M; ++m) {
-        r.in[m] = l == 0 ? a.x.data + (n + m) * a.x.ld : a.out.at(l - 1, n + m);
-        r.h[m] = a.h.at(l, n + m);
-        r.out[m] = a.out.at(l, n + m);
+        in[m] = l == 0 ? a.x.data + (n + m) * a.x.ld : a.out.at(l - 1, n + m);
+        h[m] = a.h.at(l, n + m);
+        p[m] = part + m * ld;
     }
-    step_rows<T, Act, M>(a.layers[l], r, c0, c1, acc, ld);
+    step_rows_part<T, M>(a.layers[l], in, h, k0, k1, p, a.h.cols);
 }
 
-template <class T, class Act>
-static void step_layer_columns(const StepArgs<T>& a, idx l, idx c0, idx c1, T* acc, idx ld) {
-    const idx N = a.x.rows;
+// How a layer's K stacked weight rows [wx; wh] are cut: `count` chunks, the power of two at
+// least `team` (the most threads the step's shape can use), but at most kStepChunks and each
+// chunk at least kStepChunkMinRows rows of whole kStepSweepRows blocks; chunk j is rows
+// [begin(j), begin(j + 1)). It depends on the shape only, never on the team that runs it. (Each
+// chunk costs ~70 cycles more than sweeping on: 16 chunks where one thread does all the work
+// made float32 H = 256 3.15 -> 3.6 µs.)
+struct StepChunks {
+    idx K, blocks, count;
+    idx begin(idx j) const { return imin(K, blocks * j / count * kStepSweepRows); }
+};
+static inline StepChunks step_chunks(idx K, idx team) {
+    idx count = 1;
+    while (count < team && count * 2 <= kStepChunks && count * 2 * kStepChunkMinRows <= K) count *= 2;
+    return {K, (K + kStepSweepRows - 1) / kStepSweepRows, count};
+}
+
+// Rows [n0, n0 + rows) of layer l, chunk j: part (rows x ld) = the chunk's sums.
+template <class T>
+static void step_chunk(const StepArgs<T>& a, idx l, const StepChunks& ch, idx j, idx n0, idx rows, T* part, idx ld) {
+    const idx k0 = ch.begin(j), k1 = ch.begin(j + 1);
     idx n = 0;
-    for (; n + kStepRows <= N; n += kStepRows) step_row_block<T, Act, kStepRows>(a, l, n, c0, c1, acc, ld);
-    for (; n < N; ++n) step_row_block<T, Act, 1>(a, l, n, c0, c1, acc, ld);
+    for (; n + kStepRows <= rows; n += kStepRows)
+        step_block_part<T, kStepRows>(a, l, n0 + n, k0, k1, part + n * ld, ld);
+    for (; n < rows; ++n) step_block_part<T, 1>(a, l, n0 + n, k0, k1, part + n * ld, ld);
+}
+
+template <class T>
+static void add_rows(T* dst, const T* src, idx rows, idx ld, idx H) {
+    for (idx n = 0; n < rows; ++n)
+        for_each_vector<T>(0, H,
+                           [&](const auto& io) { io.put(dst + n * ld, io.get(dst + n * ld) + io.get(src + n * ld)); });
+}
+
+// A thread's chunks [j0, j1) (an aligned run of a power of two of them) summed pairwise, as the
+// nodes of a binary tree over all the layer's chunks: a stack of partial sums, the two on top
+// added whenever they are sibling nodes of the same size. The root of the thread's subtree ends
+// in `root`; `stack` holds the others (log2(j1 - j0) blocks of rows x ld).
+template <class T>
+static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx j0, idx j1, idx n0, idx rows, T* root,
+                         T* stack, idx ld) {
+    const idx block = rows * ld;
+    idx size[kStepChunkLevels + 1];
+    int depth = 0;
+    for (idx j = j0; j < j1; ++j) {
+        T* top = depth == 0 ? root : stack + (depth - 1) * block;
+        step_chunk<T>(a, l, ch, j, n0, rows, top, ld);
+        size[depth++] = 1;
+        while (depth >= 2 && size[depth - 1] == size[depth - 2]) {
+            T* left = depth == 2 ? root : stack + (depth - 3) * block;
+            add_rows<T>(left, stack + (depth - 2) * block, rows, ld, a.h.cols);
+            size[depth - 2] *= 2;
+            --depth;
+        }
+    }
+}
+
+// Columns [c0, c1) of rows [n0, n0 + rows) of layer l's new state: the team's subtree roots
+// (`roots`, `root_stride` apart) added pairwise, the bias and the activation, stored to out and
+// to the carried state.
+template <class T, class Act>
+static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, idx ld, idx n0,
+                        idx rows, idx c0, idx c1) {
+    const T* b = a.layers[l].b;
+    for (idx n = 0; n < rows; ++n) {
+        T* out = a.out.at(l, n0 + n);
+        T* h = a.h.at(l, n0 + n);
+        const T* part = roots + n * ld;
+        for_each_vector<T>(c0, c1, [&](const auto& io) {
+            Vec<T> v[kStepChunks];
+            for (int t = 0; t < team; ++t) v[t] = io.get(part + t * root_stride);
+            for (int w = 1; w < team; w *= 2)
+                for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
+            Vec<T> s = v[0];
+            if (b) s += io.get(b);
+            s = Act::template apply<T>(s);
+            io.put(out, s);
+            io.put(h, s);
+        });
+    }
 }
 
 template <class T, class Act>
@@ -129,33 +216,54 @@ static bool run_step(const StepArgs<T>& a) {
     // The weights of every layer; a step's work is N times as many multiply-adds.
     idx weights = 0;
     for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * H;
-    const idx most = imin(idx(a.threads < 1 ? 1 : a.threads), imin(vectors, H / kMinStepColumnsPerThread));
-    // Enough threads for the work, and for the weights to stay in the threads' caches.
-    idx nt = imax(N * weights / L / kMinStepCallWorkPerThread,
-                  (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes);
-    nt = imax(idx(1), imin(most, nt));
+    // Chunks enough for the weights to stay in the caches of the threads that share them; and
+    // threads enough for the work too: those beyond the chunks take other blocks of rows.
+    const idx cache_team = (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes;
+    const idx work_team = N * weights / L / kMinStepCallWorkPerThread;
+    idx fewest_chunks = kStepChunks;
+    for (idx l = 0; l < L; ++l)
+        fewest_chunks = imin(fewest_chunks, step_chunks(a.layers[l].wx.rows + H, cache_team).count);
+    const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;
+    const idx wanted = imax(1, imin(idx(a.threads < 1 ? 1 : a.threads), imax(work_team, cache_team)));
+    idx chunk_team = 1;  // threads per row block: a power of two, so that each one's chunks are a subtree
+    while (chunk_team * 2 <= imin(imin(wanted, fewest_chunks), vectors)) chunk_team *= 2;
+    idx groups = imax(1, imin(wanted / chunk_team, row_blocks));
     // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
     static thread_local long long previous_step_end_ns = 0;
-    if (nt > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) nt = 1;
-    // Each thread's sums (step_rows): kStepRows rows of its columns, whole 64-byte lines apart.
+    if (chunk_team * groups > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) chunk_team = groups = 1;
+    // Rows are taken kStepBlockRows at a time, by `groups` groups of chunk_team threads; the
+    // roots of a round of blocks in one of two sets while the next round's are summed into the
+    // other (one barrier per round). Rows of whole 64-byte lines.
     constexpr idx kLine = 64 / sizeof(T);
-    const idx sums_ld = ((vectors + nt - 1) / nt * W + kLine - 1) / kLine * kLine;
-    T* sums = scratch<T, kStepSums>(nt * kStepRows * sums_ld);
-    if (!sums) return false;
+    const idx ld = (H + kLine - 1) / kLine * kLine, rows = imin(N, kStepBlockRows), block = rows * ld;
+    const idx nt = chunk_team * groups, per_thread = kStepChunkLevels * block;  // a thread's stack
+    T* roots = scratch<T, kStepSums>(2 * nt * block + nt * per_thread);
+    if (!roots) return false;
+    T* stacks = roots + 2 * nt * block;
     StepBarrier barrier;
     run_team(nt, [&](int team, int tid) {
         barrier.join(team);
+        // A runtime that gave fewer threads than asked: the groups that are whole work, the
+        // other threads only meet the barriers.
+        const idx kt = team == nt ? chunk_team : 1, gt = team == nt ? groups : 1;
+        const idx g = tid / kt, k = tid % kt;
+        const bool works = g < gt;
         idx v0, v1;
-        thread_range(vectors, team, tid, v0, v1);
+        thread_range(vectors, kt, k, v0, v1);
         const idx c0 = v0 * W, c1 = imin(v1 * W, H);
+        int set = 0;
         for (idx l = 0; l < L; ++l) {
-            step_layer_columns<T, Act>(a, l, c0, c1, sums + tid * kStepRows * sums_ld, sums_ld);
-            if (team > 1) barrier.wait();  // layer l's new state is complete and h[l] read by all
-            for (idx n = 0; n < N; ++n) {  // this thread's columns of the carried state
-                const T* o = a.out.at(l, n);
-                T* h = a.h.at(l, n);
-                for (idx j = c0; j < c1; ++j) h[j] = o[j];
+            const StepChunks ch = step_chunks(a.layers[l].wx.rows + H, cache_team);
+            idx j0, j1;
+            thread_range(ch.count, kt, k, j0, j1);
+            for (idx first = 0; first < row_blocks; first += gt, set ^= 1) {
+                const idx n0 = (first + g) * rows, r = works ? imax(0, imin(rows, N - n0)) : 0;
+                T* group_roots = roots + (set * team + g * kt) * block;
+                if (r) step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld);
+                if (team > 1) barrier.wait();  // every subtree of these rows is summed
+                if (r) step_finish<T, Act>(a, l, kt, group_roots, block, ld, n0, r, c0, c1);
             }
+            if (team > 1 && l + 1 < L) barrier.wait();  // layer l's new state is complete
         }
     });
     previous_step_end_ns = monotonic_ns();
