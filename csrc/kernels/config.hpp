@@ -226,6 +226,9 @@ constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 // keep_off_cpu); since, on two it takes 7.9-8.6 µs against 10.0-10.1 on one (the main job's
 // step table, 2 alternating builds), while float32 H = 256 (295 KB) still lost on two (3.2 ->
 // 4.0 µs): hence 1 MB, half that L2. Not measured on a 512 KB L2 (Zen 3).
+// It also sets how finely a step's weights are cut for its threads (step.hpp, step_chunks): the
+// power of two at least one chunk per kStepCacheBytes, so that each thread's rows stay in its
+// L2 (float32 H = 512: 2 chunks; float64 H = 512: 4).
 constexpr idx kStepCacheBytes = idx(1) << 20;
 // A step uses more than one thread only when the calling thread's previous step ended less
 // than this long ago: libgomp's idle helpers spin about 1-1.5 ms after a region (measured
