@@ -26,21 +26,24 @@ namespace {
 class Stepper {
   public:
     Stepper(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
-            const std::string& activation, const py::dict& params)
-        : act_(parse_activation(activation)), f64_(is_dtype(state, py::dtype::of<double>())) {
+            const std::string& activation, const py::dict& params, const py::object& cell_state,
+            const py::object& state_key)
+        : act_(parse_activation(activation)),
+          f64_(is_dtype(state, py::dtype::of<double>())),
+          state_key_(state_key.is_none() ? py::object(state) : state_key) {
         for (auto item : params) params_.push_back(py::reinterpret_borrow<py::object>(item.second));
         if (!f64_ && !is_dtype(state, py::dtype::of<float>()))
             throw py::type_error("_core.Stepper: state: expected float32 or float64, got dtype " +
                                  py::str(state.dtype()).cast<std::string>());
         if (f64_)
-            build<double>(wx, wh, b, state, out);
+            build<double>(wx, wh, b, state, out, cell_state);
         else
-            build<float>(wx, wh, b, state, out);
+            build<float>(wx, wh, b, state, out, cell_state);
     }
 
     // Whether `state` and the values of `params` are the objects this stepper was built from.
     bool current(const py::dict& params, const py::object& state) const {
-        if (state.ptr() != keep_.front().ptr() || size_t(PyDict_Size(params.ptr())) != params_.size()) return false;
+        if (state.ptr() != state_key_.ptr() || size_t(PyDict_Size(params.ptr())) != params_.size()) return false;
         Py_ssize_t pos = 0, i = 0;
         PyObject *key, *value;
         while (PyDict_Next(params.ptr(), &pos, &key, &value))
@@ -58,8 +61,8 @@ class Stepper {
 
   private:
     template <class T>
-    void build(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state,
-               const py::array& out) {
+    void build(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
+               const py::object& cell_state) {
         if (state.ndim() != 3)
             throw py::value_error("_core.Stepper: state: expected a 3-D (L, N, H) array, got shape " +
                                   shape_str(state));
@@ -71,6 +74,16 @@ class Stepper {
         const auto ss = checked<T>(state, "_core.Stepper: state", {L, N, H}, true);
         const auto so = checked<T>(out, "_core.Stepper: out", {L, N, H}, true);
         keep_ = {state, out};
+        // An LSTM: its cell state, and gate blocks [i | f | g | o] as the weights' columns.
+        const bool lstm = !cell_state.is_none();
+        const idx G = lstm ? 4 : 1;
+        py::array c;
+        std::vector<idx> sc;
+        if (lstm) {
+            c = py::cast<py::array>(cell_state);
+            sc = checked<T>(c, "_core.Stepper: cell_state", {L, N, H}, true);
+            keep_.push_back(c);
+        }
         auto& layers = layers_<T>();
         layers.clear();
         for (idx l = 0; l < L; ++l) {
@@ -79,13 +92,13 @@ class Stepper {
             if (w.ndim() != 2) throw py::value_error("_core.Stepper: wx" + at + ": expected a 2-D array");
             const idx Din = l == 0 ? w.shape(0) : H;
             if (l == 0) D_ = Din;
-            const auto sw = checked<T>(w, ("_core.Stepper: wx" + at).c_str(), {Din, H}, false);
-            const auto su = checked<T>(u, ("_core.Stepper: wh" + at).c_str(), {H, H}, false);
+            const auto sw = checked<T>(w, ("_core.Stepper: wx" + at).c_str(), {Din, G * H}, false);
+            const auto su = checked<T>(u, ("_core.Stepper: wh" + at).c_str(), {H, G * H}, false);
             py::array bl;
-            const T* bias = optional_array<T>(b[l], bl, "_core.Stepper: b" + at, {H});
+            const T* bias = optional_array<T>(b[l], bl, "_core.Stepper: b" + at, {G * H});
             keep_.insert(keep_.end(), {w, u, bl});
-            layers.push_back({{static_cast<const T*>(w.data()), Din, H, sw[0]},
-                              {static_cast<const T*>(u.data()), H, H, su[0]},
+            layers.push_back({{static_cast<const T*>(w.data()), Din, G * H, sw[0]},
+                              {static_cast<const T*>(u.data()), H, G * H, su[0]},
                               bias});
         }
         auto& a = args<T>();
@@ -96,6 +109,7 @@ class Stepper {
                              seq<T>(static_cast<T*>(py::array(out).mutable_data()), {L, N, H}, so),
                              act_,
                              1};
+        if (lstm) a.c = seq<T>(static_cast<T*>(c.mutable_data()), {L, N, H}, sc);
     }
 
     template <class T>
@@ -146,7 +160,8 @@ class Stepper {
     prf::Activation act_;
     bool f64_;
     idx D_ = 0;
-    std::vector<py::object> keep_;    // state, out, then per layer wx, wh, b
+    py::object state_key_;            // the object `current` compares the caller's state with
+    std::vector<py::object> keep_;    // state, out, (cell_state,) then per layer wx, wh, b
     std::vector<py::object> params_;  // the values of the layer's params dict, in its order
     std::vector<prf::StepLayer<float>> l32_;
     std::vector<prf::StepLayer<double>> l64_;
@@ -189,9 +204,12 @@ void bind_step(py::module_& m) {
     py::class_<Stepper>(m, "Stepper",
                         "One time step of a stack of unidirectional layers, weights and state read in place.")
         .def(py::init<const py::list&, const py::list&, const py::list&, const py::array&, const py::array&,
-                      const std::string&, const py::dict&>(),
+                      const std::string&, const py::dict&, const py::object&, const py::object&>(),
              py::arg("wx"), py::arg("wh"), py::arg("b"), py::arg("state").noconvert(), py::arg("out").noconvert(),
-             py::arg("activation"), py::arg("params"))
+             py::arg("activation"), py::arg("params"), py::arg("cell_state") = py::none(),
+             py::arg("state_key") = py::none(),
+             "An LSTM's stack when cell_state (L, N, H) is given (weights' columns [i | f | g | o]); "
+             "state_key: the object step() and current() are passed as `state` (default: state itself).")
         .def("current", &Stepper::current, py::arg("params"), py::arg("state"),
              "Whether state and params' values are the objects the stepper was built from.")
         .def("step", &Stepper::step, py::arg("x"), py::arg("params"), py::arg("state"),

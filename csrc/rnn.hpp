@@ -184,9 +184,12 @@ struct StepArgs {
     Mat<const T> x;  // (N, D)
     Seq<T> h;        // (L, N, H) the carried state
     Seq<T> out;      // (L, N, H) every layer's new state
-    Activation act;
+    Activation act;  // the vanilla cell's
     int threads;
     Interrupt* interrupt = nullptr;  // unused: a step takes microseconds
+    // An LSTM's carried cell state (L, N, H), its weights' columns the gate blocks [i | f | g | o]
+    // (wx (D_l, 4H), wh (H, 4H), b (4H,)); data null for the vanilla cell.
+    Seq<T> c{};
 };
 
 // The register-only FMA loop that measures the instruction set's floating-point peak (the

@@ -244,3 +244,66 @@ def test_dropout_only_in_training(cell):
     c, _ = layer(x)
     d, _ = layer(x)
     np.testing.assert_array_equal(c, d)
+
+
+def _lstm_one_step_reference(layer, x, h, c):
+    """Every layer's next (h, c) from the reference, in float64."""
+    from pyrnn_fast import _reference_gated
+
+    hs_new, cs_new, inp = [], [], x.astype(np.float64)
+    for k in range(layer.num_layers):
+        b = layer.params.get(f"b_l{k}")
+        _, h_k, c_k, _, _ = _reference_gated.lstm_model_forward(
+            inp[None],
+            layer.params[f"Wx_l{k}"].astype(np.float64),
+            layer.params[f"Wh_l{k}"].astype(np.float64),
+            None if b is None else b.astype(np.float64),
+            h[k].astype(np.float64),
+            c[k].astype(np.float64),
+        )
+        hs_new.append(h_k)
+        cs_new.append(c_k)
+        inp = h_k
+    return np.stack(hs_new), np.stack(cs_new)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_step_follows_every_change_to_the_layer(backend, dtype):
+    """The LSTM's step (on the compiled backend, a kernel that checks the layer's arrays once
+    and then only x_t) against the reference, after every kind of change between steps."""
+    D, H, N = 5, 37, 3
+    layer = prf.LSTM(D, H, num_layers=2, stateful=True, dtype=dtype, seed=1, backend=backend)
+    rng = np.random.default_rng(2)
+    tol = SELF_TOL if dtype == np.float64 else 1e-5
+
+    def check_step(x, what):
+        if layer.state is None:
+            before = (np.zeros((2, N, H), dtype), np.zeros((2, N, H), dtype))
+        else:
+            before = tuple(p.copy() for p in layer.state)
+        h_ref, c_ref = _lstm_one_step_reference(layer, np.asarray(x, dtype=dtype), *before)
+        y = layer.step(x)
+        close(layer.state[0], h_ref, tol, f"{what}: h")
+        close(layer.state[1], c_ref, tol, f"{what}: c")
+        close(y, h_ref[-1], tol, f"{what}: output")
+        assert not np.shares_memory(y, layer.state[0])
+
+    x = rng.standard_normal((N, D)).astype(dtype)
+    check_step(x, "first step")
+    state = layer.state
+    check_step(x, "second step")
+    assert layer.state is state  # updated in place
+    layer.params["Wh_l1"] *= 0.5  # in place
+    check_step(x, "after an in-place change")
+    layer.params["Wx_l0"] = rng.standard_normal((D, 4 * H)).astype(dtype)  # rebound
+    check_step(x, "after rebinding a parameter")
+    layer.params["b_l0"] = np.asfortranarray(rng.standard_normal((1, 4 * H)).astype(np.float64))[0]  # other dtype
+    check_step(x, "after a parameter of another dtype")
+    layer.state = (layer.state[0].copy(), rng.standard_normal((2, N, H)).astype(dtype))  # another state
+    check_step(x, "after replacing the state")
+    layer.state[1][...] = 0.25  # the cell state changed in place
+    check_step(x, "after changing c in place")
+    check_step(x.astype(np.float64 if dtype == np.float32 else np.float32), "x_t of the other dtype")
+    check_step(np.asfortranarray(x), "x_t in Fortran order")
+    layer.reset_state()
+    check_step(x, "after reset_state")

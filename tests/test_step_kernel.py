@@ -185,3 +185,77 @@ def test_peak_loops_reject_bad_arguments(loop):
         peak(np.float32, 0, 1)
     with pytest.raises(TypeError, match="dtype"):
         peak(np.int32, 10, 1)
+
+
+def _lstm_stack(L, N, D, H, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    wx = [
+        (rng.standard_normal((D if l == 0 else H, 4 * H)) / np.sqrt(D if l == 0 else H)).astype(dtype) for l in range(L)
+    ]
+    wh = [(0.5 * rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(dtype) for _ in range(L)]
+    b = [rng.standard_normal(4 * H).astype(dtype) if l % 2 == 0 else None for l in range(L)]
+    h, c = (rng.standard_normal((L, N, H)).astype(dtype) for _ in range(2))
+    return wx, wh, b, h, c
+
+
+def _lstm_reference_step(x, wx, wh, b, h, c):
+    """Every layer's new (h, c), with the reference's LSTM in float64."""
+    from pyrnn_fast import _reference_gated
+
+    hs, cs, inp = [], [], x.astype(np.float64)
+    for l in range(len(wx)):
+        _, h_l, c_l, _, _ = _reference_gated.lstm_model_forward(
+            inp[None], wx[l].astype(np.float64), wh[l].astype(np.float64),
+            None if b[l] is None else b[l].astype(np.float64), h[l].astype(np.float64), c[l].astype(np.float64),
+        )  # fmt: skip
+        hs.append(h_l)
+        cs.append(c_l)
+        inp = h_l
+    return np.stack(hs), np.stack(cs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("L,N,D,H", [(1, 1, 32, 64), (2, 3, 5, 37), (1, 11, 20, 300), (2, 1, 7, 17)])
+def test_lstm_steps_match_the_reference(L, N, D, H, dtype):
+    """An LSTM stack (cell_state given): gate blocks [i | f | g | o], h and c carried. (1, 11,
+    20, 300): weights over 1 MB (chunks split between threads) and two blocks of rows."""
+    wx, wh, b, h, c = _lstm_stack(L, N, D, H, dtype)
+    stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, cell_state=c)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal((N, D)).astype(dtype)
+        h_ref, c_ref = _lstm_reference_step(x, wx, wh, b, h.copy(), c.copy())
+        top = stepper.step(x, {}, h)
+        assert_close(h, h_ref, dtype, "h")
+        assert_close(c, c_ref, dtype, "c")
+        assert_close(top, h_ref[-1], dtype, "returned top h")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_thread_counts_give_bitwise_equal_states(dtype):
+    results = []
+    for threads in (1, 2):
+        wx, wh, b, h, c = _lstm_stack(2, 3, 32, 300, dtype)
+        old = core.get_num_threads()
+        core.set_num_threads(threads)
+        try:
+            stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, cell_state=c)
+            for _ in range(5):
+                assert stepper.step(np.ones((3, 32), dtype), {}, h) is not None
+        finally:
+            core.set_num_threads(old)
+        results.append((h, c))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_lstm_stepper_refuses_wrong_shapes():
+    wx, wh, b, h, c = _lstm_stack(1, 2, 3, 4, np.float64)
+    with pytest.raises(ValueError, match="cell_state"):
+        core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, cell_state=c[:, :1])
+    with pytest.raises(ValueError, match="wh"):
+        core.Stepper(wx, [w[:, :4] for w in wh], b, h, np.empty_like(h), "tanh", {}, cell_state=c)
+    with pytest.raises(ValueError, match="b"):
+        core.Stepper(wx, wh, [np.zeros(4)], h, np.empty_like(h), "tanh", {}, cell_state=c)
+    with pytest.raises(TypeError, match="cell_state"):
+        core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, cell_state=c.astype(np.float32))

@@ -123,7 +123,7 @@ static void step_block_part(const StepArgs<T>& a, idx l, idx n, idx k0, idx k1, 
         h[m] = a.h.at(l, n + m);
         p[m] = part + m * ld;
     }
-    step_rows_part<T, M>(a.layers[l], in, h, k0, k1, p, a.h.cols);
+    step_rows_part<T, M>(a.layers[l], in, h, k0, k1, p, a.layers[l].wh.cols);
 }
 
 // How a layer's K stacked weight rows [wx; wh] are cut: `count` chunks, the power of two at
@@ -175,7 +175,7 @@ static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx 
         size[depth++] = 1;
         while (depth >= 2 && size[depth - 1] == size[depth - 2]) {
             T* left = depth == 2 ? root : stack + (depth - 3) * block;
-            add_rows<T>(left, stack + (depth - 2) * block, rows, ld, a.h.cols);
+            add_rows<T>(left, stack + (depth - 2) * block, rows, ld, a.layers[l].wh.cols);
             size[depth - 2] *= 2;
             --depth;
         }
@@ -183,39 +183,53 @@ static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx 
 }
 
 // Columns [c0, c1) of rows [n0, n0 + rows) of layer l's new state: the team's subtree roots
-// (`roots`, `root_stride` apart) added pairwise, the bias and the activation, stored to out and
-// to the carried state.
-template <class T, class Act>
+// (`roots`, `root_stride` apart) added pairwise, the bias, and the cell: the vanilla cell's
+// activation, or an LSTM's gates (blocks H apart) and cell update; stored to out and to the
+// carried state.
+template <class T, class Act, bool Lstm>
 static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, idx ld, idx n0,
                         idx rows, idx c0, idx c1) {
     const T* b = a.layers[l].b;
+    const idx H = a.h.cols;
     for (idx n = 0; n < rows; ++n) {
         T* out = a.out.at(l, n0 + n);
         T* h = a.h.at(l, n0 + n);
         const T* part = roots + n * ld;
         for_each_vector<T>(c0, c1, [&](const auto& io) {
-            Vec<T> v[kStepChunks];
-            for (int t = 0; t < team; ++t) v[t] = io.get(part + t * root_stride);
-            for (int w = 1; w < team; w *= 2)
-                for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
-            Vec<T> s = v[0];
-            if (b) s += io.get(b);
-            s = Act::template apply<T>(s);
-            io.put(out, s);
-            io.put(h, s);
+            auto sum = [&](idx gate) {  // gate block `gate`'s pre-activation
+                Vec<T> v[kStepChunks];
+                for (int t = 0; t < team; ++t) v[t] = io.get(part + gate * H + t * root_stride);
+                for (int w = 1; w < team; w *= 2)
+                    for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
+                return b ? v[0] + io.get(b + gate * H) : v[0];
+            };
+            if constexpr (Lstm) {
+                T* c = a.c.at(l, n0 + n);
+                const Vec<T> i = vsigmoid<T>(sum(0)), f = vsigmoid<T>(sum(1)), g = vtanh<T>(sum(2));
+                const Vec<T> o = vsigmoid<T>(sum(3));
+                const Vec<T> cn = f * io.get(c) + i * g, hn = o * vtanh<T>(cn);
+                io.put(c, cn);
+                io.put(out, hn);
+                io.put(h, hn);
+            } else {
+                const Vec<T> s = Act::template apply<T>(sum(0));
+                io.put(out, s);
+                io.put(h, s);
+            }
         });
     }
 }
 
-template <class T, class Act>
+template <class T, class Act, bool Lstm>
 static bool run_step(const StepArgs<T>& a) {
     const idx N = a.x.rows, H = a.h.cols, L = a.num_layers;
     if (N == 0 || H == 0 || L == 0) return true;
     constexpr int W = kLanes<T>;
     const idx vectors = (H + W - 1) / W;  // the last one may be partial
-    // The weights of every layer; a step's work is N times as many multiply-adds.
+    // The weights of every layer (all gate blocks); a step's work is N times as many multiply-adds.
+    const idx width = a.layers[0].wh.cols;  // H, or 4H for an LSTM
     idx weights = 0;
-    for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * H;
+    for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * width;
     // Chunks enough for the weights to stay in the caches of the threads that share them; and
     // threads enough for the work too: those beyond the chunks take other blocks of rows.
     const idx cache_team = (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes;
@@ -235,7 +249,7 @@ static bool run_step(const StepArgs<T>& a) {
     // roots of a round of blocks in one of two sets while the next round's are summed into the
     // other (one barrier per round). Rows of whole 64-byte lines.
     constexpr idx kLine = 64 / sizeof(T);
-    const idx ld = (H + kLine - 1) / kLine * kLine, rows = imin(N, kStepBlockRows), block = rows * ld;
+    const idx ld = (width + kLine - 1) / kLine * kLine, rows = imin(N, kStepBlockRows), block = rows * ld;
     const idx nt = chunk_team * groups, per_thread = kStepChunkLevels * block;  // a thread's stack
     T* roots = scratch<T, kStepSums>(2 * nt * block + nt * per_thread);
     if (!roots) return false;
@@ -261,7 +275,7 @@ static bool run_step(const StepArgs<T>& a) {
                 T* group_roots = roots + (set * team + g * kt) * block;
                 if (r) step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld);
                 if (team > 1) barrier.wait();  // every subtree of these rows is summed
-                if (r) step_finish<T, Act>(a, l, kt, group_roots, block, ld, n0, r, c0, c1);
+                if (r) step_finish<T, Act, Lstm>(a, l, kt, group_roots, block, ld, n0, r, c0, c1);
             }
             if (team > 1 && l + 1 < L) barrier.wait();  // layer l's new state is complete
         }
@@ -272,7 +286,8 @@ static bool run_step(const StepArgs<T>& a) {
 
 template <class T>
 static bool step_kernel(const StepArgs<T>& a) {
-    return a.act == Activation::relu ? run_step<T, ActRelu>(a) : run_step<T, ActTanh>(a);
+    if (a.c.data) return run_step<T, ActIdentity, true>(a);
+    return a.act == Activation::relu ? run_step<T, ActRelu, false>(a) : run_step<T, ActTanh, false>(a);
 }
 
 }  // namespace PRF_ISA_NAMESPACE

@@ -10,9 +10,16 @@ import numbers
 
 import numpy as np
 
+from .. import _backends
 from .._orchestration import aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
+
+
+def _c_array(a, dtype):
+    """``a`` as a C-contiguous, aligned array of ``dtype`` (copied only if it is not one)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.aligned else a.copy()
 
 
 def _orthogonal(rng, n, dtype):
@@ -275,6 +282,63 @@ class _RecurrentLayer:
                 f"x_t: the carried state is for batch size {parts[0].shape[1]}, got {N}; call reset_state() first"
             )
         return x_t, parts
+
+    # --- the compiled streaming step (RNN and LSTM) ----------------------------------------
+
+    def _step_settings(self):
+        """What a compiled stepper is built for besides the arrays: backend and activation."""
+        return (self.backend, getattr(self, "activation", "tanh"))
+
+    def _fast_step(self, x_t):
+        """The top layer's new state from the kept compiled stepper, or None (nothing done)
+        when there is none, the settings or arrays changed, or x_t needs converting."""
+        fast = self._stepper
+        if fast is not None and self.stateful and fast[1] == self._step_settings():
+            return fast[0].step(x_t, self.params, self.state)
+        return None
+
+    def _compiled_step(self, x, parts):
+        """One step with the compiled backend's stepper (x checked, parts the carried state's
+        arrays: (h,), or an LSTM's (h, c)). The stepper is kept (``self._stepper``) while the
+        layer holds the same state and parameter objects and settings, when it can read them
+        in place (the layer's dtype, C-contiguous, aligned, a writable state); otherwise this
+        step runs on converted copies (the state written back), so the results are the same in
+        every layout, and changes in place are still seen."""
+        settings = self._step_settings()
+        fast = self._stepper
+        if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
+            return fast[0].step(x, self.params, self.state)
+        self._stepper = None
+        weights = [self._weights(layer, "") for layer in range(self.num_layers)]
+        arrays = [a for w in weights for a in w if a is not None] + list(parts)
+        in_place = all(p.flags.writeable for p in parts) and all(
+            type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned for a in arrays
+        )
+        originals = parts
+        if not in_place:
+            weights = [tuple(None if a is None else _c_array(a, self.dtype) for a in w) for w in weights]
+            parts = tuple(np.array(p, dtype=self.dtype, order="C") for p in parts)
+        key = self.state if in_place else parts[0]
+        stepper = _backends._core.Stepper(
+            [w[0] for w in weights],
+            [w[1] for w in weights],
+            [w[2] for w in weights],
+            parts[0],
+            np.empty_like(parts[0]),
+            settings[1],
+            self.params,
+            cell_state=parts[1] if len(parts) > 1 else None,
+            state_key=key,
+        )
+        top = stepper.step(x, self.params, key)
+        if top is None:  # cannot happen: x and every array were made what the kernel takes
+            raise RuntimeError("pyrnn_fast internal error: the compiled step refused checked arguments")
+        if in_place:
+            self._stepper = (stepper, settings)
+        else:
+            for original, copy in zip(originals, parts):
+                original[...] = copy
+        return top
 
     def _state_or_zeros(self, name, a, shape, meaning):
         """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _api_gated
+from .._backends import get_backend
 from . import _interop
-from ._base import _RecurrentLayer
+from ._base import _c_array, _RecurrentLayer
 from ._stack import stack_backward, stack_forward
 
 _OPTIONS_DOC = """
@@ -40,8 +41,18 @@ class _GatedLayer(_RecurrentLayer):
 
         x_t : (N, D). Returns the top layer's new h (N, H). The state is ``self.state``, the one
         ``__call__`` carries, updated in place (zeros when there is none yet). No dropout,
-        nothing recorded for backward."""
+        nothing recorded for backward.
+
+        An LSTM on the compiled backend advances its whole stack in one call of the step kernel
+        that ``RNN.step`` uses (weights read in place, checked at the first step, then only x_t
+        and that the layer's arrays and settings are the same). A GRU, and the other backends,
+        run the functional forward with T = 1 for each layer."""
+        top = self._fast_step(x_t)
+        if top is not None:
+            return top
         x_t, parts = self._step_input(x_t)
+        if self._name == "LSTM" and get_backend(self.backend).name == "cpp":
+            return self._compiled_step(_c_array(x_t, self.dtype), parts)
         inp = np.asarray(x_t, dtype=self.dtype)[None]
         for layer in range(self.num_layers):
             hs, new, _ = self._run(inp, self._weights(layer, ""), tuple(p[layer] for p in parts), keep=False)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _backends
 from .._api import rnn_backward, rnn_forward
 from .._backends import get_backend
 from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 from . import _interop
-from ._base import _RecurrentLayer
+from ._base import _c_array, _RecurrentLayer
 from ._stack import stack_backward, stack_forward
-
-
-def _c_array(a, dtype):
-    """``a`` as a C-contiguous, aligned array of ``dtype`` (copied only if it is not one)."""
-    a = np.ascontiguousarray(a, dtype=dtype)
-    return a if a.flags.aligned else a.copy()
 
 
 class RNN(_RecurrentLayer):
@@ -161,12 +154,8 @@ class RNN(_RecurrentLayer):
         the same state, parameter arrays and settings: anything else goes through the checks
         again (and ``x_t`` of another dtype or layout is converted there, at a cost).
         """
-        fast = self._stepper
-        if fast is not None and self.stateful and fast[1] == (self.backend, self.activation):
-            top = fast[0].step(x_t, self.params, self.state)
-            if top is not None:
-                return top
-        return self._checked_step(x_t)
+        top = self._fast_step(x_t)
+        return top if top is not None else self._checked_step(x_t)
 
     def _checked_step(self, x_t):
         x_t, (state,) = self._step_input(x_t)
@@ -174,7 +163,7 @@ class RNN(_RecurrentLayer):
         kernel = get_backend(self.backend)
         x = _c_array(x_t, self.dtype)
         if kernel.name == "cpp":
-            return self._compiled_step(x, state)
+            return self._compiled_step(x, (state,))
         # One time step of rnn_forward's orchestration per layer, written into buffers kept
         # across steps: nothing is allocated per step but the returned output.
         if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
@@ -188,43 +177,6 @@ class RNN(_RecurrentLayer):
             state[layer] = out[0]
             inp = out
         return inp[0].copy()
-
-    def _compiled_step(self, x, state):
-        """One step with the compiled backend's stepper. The stepper is kept (``self._stepper``)
-        while the layer holds the same state and parameter objects and settings, when it can
-        read them in place (the layer's dtype, C-contiguous, aligned, a writable state);
-        otherwise this step runs on converted copies (the state written back), so the results
-        are the same in every layout, and changes in place are still seen."""
-        settings = (self.backend, self.activation)
-        fast = self._stepper
-        if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
-            return fast[0].step(x, self.params, self.state)
-        self._stepper = None
-        weights = [self._weights(layer, "") for layer in range(self.num_layers)]
-        arrays = [a for w in weights for a in w if a is not None] + [state]
-        in_place = state.flags.writeable and all(
-            type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned for a in arrays
-        )
-        if not in_place:
-            weights = [tuple(None if a is None else _c_array(a, self.dtype) for a in w) for w in weights]
-            state, original_state = np.array(state, dtype=self.dtype, order="C"), state
-        stepper = _backends._core.Stepper(
-            [w[0] for w in weights],
-            [w[1] for w in weights],
-            [w[2] for w in weights],
-            state,
-            np.empty_like(state),
-            self.activation,
-            self.params,
-        )
-        top = stepper.step(x, self.params, state)
-        if top is None:  # cannot happen: x and every array were made what the kernel takes
-            raise RuntimeError("pyrnn_fast internal error: the compiled step refused checked arguments")
-        if in_place:
-            self._stepper = (stepper, settings)
-        else:
-            original_state[...] = state
-        return top
 
     # --- interop (_interop) -----------------------------------------------------------
 
