@@ -27,7 +27,7 @@ class Stepper {
   public:
     Stepper(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
             const std::string& activation, const py::dict& params, const py::object& cell_state,
-            const py::object& state_key)
+            const py::object& state_key, const py::object& bh)
         : act_(parse_activation(activation)),
           f64_(is_dtype(state, py::dtype::of<double>())),
           state_key_(state_key.is_none() ? py::object(state) : state_key) {
@@ -36,9 +36,9 @@ class Stepper {
             throw py::type_error("_core.Stepper: state: expected float32 or float64, got dtype " +
                                  py::str(state.dtype()).cast<std::string>());
         if (f64_)
-            build<double>(wx, wh, b, state, out, cell_state);
+            build<double>(wx, wh, b, state, out, cell_state, bh);
         else
-            build<float>(wx, wh, b, state, out, cell_state);
+            build<float>(wx, wh, b, state, out, cell_state, bh);
     }
 
     // Whether `state` and the values of `params` are the objects this stepper was built from.
@@ -62,7 +62,7 @@ class Stepper {
   private:
     template <class T>
     void build(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
-               const py::object& cell_state) {
+               const py::object& cell_state, const py::object& bh) {
         if (state.ndim() != 3)
             throw py::value_error("_core.Stepper: state: expected a 3-D (L, N, H) array, got shape " +
                                   shape_str(state));
@@ -74,9 +74,15 @@ class Stepper {
         const auto ss = checked<T>(state, "_core.Stepper: state", {L, N, H}, true);
         const auto so = checked<T>(out, "_core.Stepper: out", {L, N, H}, true);
         keep_ = {state, out};
-        // An LSTM: its cell state, and gate blocks [i | f | g | o] as the weights' columns.
-        const bool lstm = !cell_state.is_none();
-        const idx G = lstm ? 4 : 1;
+        // An LSTM: its cell state, and gate blocks [i | f | g | o] as the weights' columns; a
+        // GRU: its recurrent biases (entries may be None), and gate blocks [r | z | n].
+        const bool lstm = !cell_state.is_none(), gru = !bh.is_none();
+        if (lstm && gru) throw py::value_error("_core.Stepper: cell_state and bh: an LSTM or a GRU, not both");
+        const py::list bhs = gru ? py::cast<py::list>(bh) : py::list();
+        if (gru && idx(py::len(bhs)) != L)
+            throw py::value_error("_core.Stepper: bh: expected one entry per layer of state (" + std::to_string(L) +
+                                  ")");
+        const idx G = lstm ? 4 : (gru ? 3 : 1);
         py::array c;
         std::vector<idx> sc;
         if (lstm) {
@@ -96,10 +102,13 @@ class Stepper {
             const auto su = checked<T>(u, ("_core.Stepper: wh" + at).c_str(), {H, G * H}, false);
             py::array bl;
             const T* bias = optional_array<T>(b[l], bl, "_core.Stepper: b" + at, {G * H});
-            keep_.insert(keep_.end(), {w, u, bl});
+            py::array bhl;
+            const T* rbias = gru ? optional_array<T>(bhs[l], bhl, "_core.Stepper: bh" + at, {G * H}) : nullptr;
+            keep_.insert(keep_.end(), {w, u, bl, bhl});
             layers.push_back({{static_cast<const T*>(w.data()), Din, G * H, sw[0]},
                               {static_cast<const T*>(u.data()), H, G * H, su[0]},
-                              bias});
+                              bias,
+                              rbias});
         }
         auto& a = args<T>();
         a = prf::StepArgs<T>{layers.data(),
@@ -110,6 +119,7 @@ class Stepper {
                              act_,
                              1};
         if (lstm) a.c = seq<T>(static_cast<T*>(c.mutable_data()), {L, N, H}, sc);
+        a.cell = lstm ? prf::StepCell::lstm : (gru ? prf::StepCell::gru : prf::StepCell::vanilla);
     }
 
     template <class T>
@@ -161,7 +171,7 @@ class Stepper {
     bool f64_;
     idx D_ = 0;
     py::object state_key_;            // the object `current` compares the caller's state with
-    std::vector<py::object> keep_;    // state, out, (cell_state,) then per layer wx, wh, b
+    std::vector<py::object> keep_;    // state, out, (cell_state,) then per layer wx, wh, b, bh
     std::vector<py::object> params_;  // the values of the layer's params dict, in its order
     std::vector<prf::StepLayer<float>> l32_;
     std::vector<prf::StepLayer<double>> l64_;
@@ -204,11 +214,12 @@ void bind_step(py::module_& m) {
     py::class_<Stepper>(m, "Stepper",
                         "One time step of a stack of unidirectional layers, weights and state read in place.")
         .def(py::init<const py::list&, const py::list&, const py::list&, const py::array&, const py::array&,
-                      const std::string&, const py::dict&, const py::object&, const py::object&>(),
+                      const std::string&, const py::dict&, const py::object&, const py::object&, const py::object&>(),
              py::arg("wx"), py::arg("wh"), py::arg("b"), py::arg("state").noconvert(), py::arg("out").noconvert(),
              py::arg("activation"), py::arg("params"), py::arg("cell_state") = py::none(),
-             py::arg("state_key") = py::none(),
-             "An LSTM's stack when cell_state (L, N, H) is given (weights' columns [i | f | g | o]); "
+             py::arg("state_key") = py::none(), py::arg("bh") = py::none(),
+             "An LSTM's stack when cell_state (L, N, H) is given (weights' columns [i | f | g | o]); a GRU's "
+             "when bh (a list of recurrent biases, entries may be None) is given (columns [r | z | n]); "
              "state_key: the object step() and current() are passed as `state` (default: state itself).")
         .def("current", &Stepper::current, py::arg("params"), py::arg("state"),
              "Whether state and params' values are the objects the stepper was built from.")

@@ -173,10 +173,12 @@ struct GemmArgs {
 // change them in place between steps.
 template <class T>
 struct StepLayer {
-    Mat<const T> wx;  // (D_l, H)
-    Mat<const T> wh;  // (H, H)
-    const T* b;       // (H,), may be null
+    Mat<const T> wx;        // (D_l, G·H): G gate blocks (1 vanilla, 4 LSTM, 3 GRU)
+    Mat<const T> wh;        // (H, G·H)
+    const T* b;             // (G·H,), may be null
+    const T* bh = nullptr;  // a GRU's recurrent bias (3H,), may be null
 };
+enum class StepCell { vanilla, lstm, gru };
 template <class T>
 struct StepArgs {
     const StepLayer<T>* layers;
@@ -187,8 +189,9 @@ struct StepArgs {
     Activation act;  // the vanilla cell's
     int threads;
     Interrupt* interrupt = nullptr;  // unused: a step takes microseconds
-    // An LSTM's carried cell state (L, N, H), its weights' columns the gate blocks [i | f | g | o]
-    // (wx (D_l, 4H), wh (H, 4H), b (4H,)); data null for the vanilla cell.
+    // The cell: an LSTM's weights' columns are the gate blocks [i | f | g | o] and `c` its
+    // carried cell state (L, N, H); a GRU's are [r | z | n] (PyTorch's form, b and bh apart).
+    StepCell cell = StepCell::vanilla;
     Seq<T> c{};
 };
 

@@ -307,3 +307,62 @@ def test_lstm_step_follows_every_change_to_the_layer(backend, dtype):
     check_step(np.asfortranarray(x), "x_t in Fortran order")
     layer.reset_state()
     check_step(x, "after reset_state")
+
+
+def _gru_one_step_reference(layer, x, h):
+    """Every layer's next h from the reference GRU, in float64."""
+    from pyrnn_fast import _reference_gated
+
+    new, inp = [], x.astype(np.float64)
+    for k in range(layer.num_layers):
+        b, bh = (layer.params.get(f"{name}_l{k}") for name in ("b", "bh"))
+        _, h_k, _ = _reference_gated.gru_model_forward(
+            inp[None],
+            layer.params[f"Wx_l{k}"].astype(np.float64),
+            layer.params[f"Wh_l{k}"].astype(np.float64),
+            None if b is None else b.astype(np.float64),
+            None if bh is None else bh.astype(np.float64),
+            h[k].astype(np.float64),
+        )
+        new.append(h_k)
+        inp = h_k
+    return np.stack(new)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gru_step_follows_every_change_to_the_layer(backend, dtype, bias):
+    """The GRU's step (on the compiled backend, the step kernel with x·Wx and h·Wh summed
+    apart for the n gate) against the reference, after every kind of change between steps."""
+    D, H, N = 5, 37, 3
+    layer = prf.GRU(D, H, num_layers=2, bias=bias, stateful=True, dtype=dtype, seed=1, backend=backend)
+    rng = np.random.default_rng(3)
+    tol = SELF_TOL if dtype == np.float64 else 1e-5
+
+    def check_step(x, what):
+        before = layer.state.copy() if layer.state is not None else np.zeros((2, N, H), dtype)
+        expected = _gru_one_step_reference(layer, np.asarray(x, dtype=dtype), before)
+        y = layer.step(x)
+        close(layer.state, expected, tol, f"{what}: h")
+        close(y, expected[-1], tol, f"{what}: output")
+        assert not np.shares_memory(y, layer.state)
+
+    x = rng.standard_normal((N, D)).astype(dtype)
+    check_step(x, "first step")
+    state = layer.state
+    check_step(x, "second step")
+    assert layer.state is state  # updated in place
+    layer.params["Wh_l1"] *= 0.5  # in place
+    check_step(x, "after an in-place change")
+    layer.params["Wx_l0"] = rng.standard_normal((D, 3 * H)).astype(dtype)  # rebound
+    check_step(x, "after rebinding a parameter")
+    if bias:
+        layer.params["bh_l1"][...] = 0.3  # the recurrent bias in place
+        check_step(x, "after changing bh in place")
+        layer.params["bh_l0"] = np.asfortranarray(rng.standard_normal((1, 3 * H)))[0]  # other dtype, rebound
+        check_step(x, "after a recurrent bias of another dtype")
+    layer.state = rng.standard_normal((2, N, H)).astype(dtype)  # another state array
+    check_step(x, "after replacing the state")
+    check_step(np.asfortranarray(x), "x_t in Fortran order")
+    layer.reset_state()
+    check_step(x, "after reset_state")

@@ -259,3 +259,75 @@ def test_lstm_stepper_refuses_wrong_shapes():
         core.Stepper(wx, wh, [np.zeros(4)], h, np.empty_like(h), "tanh", {}, cell_state=c)
     with pytest.raises(TypeError, match="cell_state"):
         core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, cell_state=c.astype(np.float32))
+
+
+def _gru_stack(L, N, D, H, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    fan_in = [D if l == 0 else H for l in range(L)]
+    wx = [(rng.standard_normal((k, 3 * H)) / np.sqrt(k)).astype(dtype) for k in fan_in]
+    wh = [(0.5 * rng.standard_normal((H, 3 * H)) / np.sqrt(H)).astype(dtype) for _ in range(L)]
+    b = [rng.standard_normal(3 * H).astype(dtype) if l % 2 == 0 else None for l in range(L)]
+    bh = [rng.standard_normal(3 * H).astype(dtype) if l % 3 != 1 else None for l in range(L)]
+    h = rng.standard_normal((L, N, H)).astype(dtype)
+    return wx, wh, b, bh, h
+
+
+def _gru_reference_step(x, wx, wh, b, bh, h):
+    """Every layer's new h, with the reference's GRU in float64."""
+    from pyrnn_fast import _reference_gated
+
+    f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    hs, inp = [], x.astype(np.float64)
+    for l in range(len(wx)):
+        _, h_l, _ = _reference_gated.gru_model_forward(
+            inp[None], f64(wx[l]), f64(wh[l]), f64(b[l]), f64(bh[l]), f64(h[l])
+        )
+        hs.append(h_l)
+        inp = h_l
+    return np.stack(hs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("L,N,D,H", [(1, 1, 32, 64), (3, 3, 5, 37), (1, 11, 20, 300), (2, 1, 0, 17)])
+def test_gru_steps_match_the_reference(L, N, D, H, dtype):
+    """A GRU stack (bh given; None entries: no bias there): x·Wx + b and h·Wh + bh apart for
+    the n gate. (1, 11, 20, 300): weights over 1 MB (chunks split between threads) and two
+    blocks of rows; D = 0: no input."""
+    wx, wh, b, bh, h = _gru_stack(L, N, D, H, dtype)
+    stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, bh=bh)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal((N, D)).astype(dtype)
+        expected = _gru_reference_step(x, wx, wh, b, bh, h.copy())
+        top = stepper.step(x, {}, h)
+        assert_close(h, expected, dtype, "h")
+        assert_close(top, expected[-1], dtype, "returned top h")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gru_thread_counts_give_bitwise_equal_states(dtype):
+    results = []
+    for threads in (1, 2):
+        wx, wh, b, bh, h = _gru_stack(2, 3, 32, 300, dtype)
+        old = core.get_num_threads()
+        core.set_num_threads(threads)
+        try:
+            stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, bh=bh)
+            for _ in range(5):
+                assert stepper.step(np.ones((3, 32), dtype), {}, h) is not None
+        finally:
+            core.set_num_threads(old)
+        results.append(h)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_gru_stepper_refuses_wrong_arguments():
+    wx, wh, b, bh, h = _gru_stack(1, 2, 3, 4, np.float64)
+    with pytest.raises(ValueError, match="bh"):
+        core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, bh=[np.zeros(4)])
+    with pytest.raises(ValueError, match="bh"):
+        core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, bh=bh + bh)
+    with pytest.raises(ValueError, match="not both"):
+        core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, bh=bh, cell_state=h.copy())
+    with pytest.raises(ValueError, match="wh"):
+        core.Stepper(wx, [w[:, :4] for w in wh], b, h, np.empty_like(h), "tanh", {}, bh=bh)

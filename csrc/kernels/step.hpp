@@ -133,13 +133,13 @@ static void step_block_part(const StepArgs<T>& a, idx l, idx n, idx k0, idx k1, 
 // chunk costs ~70 cycles more than sweeping on: 16 chunks where one thread does all the work
 // made float32 H = 256 3.15 -> 3.6 µs.)
 struct StepChunks {
-    idx K, blocks, count;
-    idx begin(idx j) const { return imin(K, blocks * j / count * kStepSweepRows); }
+    idx K, blocks, count, offset;  // K rows from stacked row `offset`
+    idx begin(idx j) const { return offset + imin(K, blocks * j / count * kStepSweepRows); }
 };
-static inline StepChunks step_chunks(idx K, idx team) {
+static inline StepChunks step_chunks(idx K, idx team, idx offset = 0) {
     idx count = 1;
     while (count < team && count * 2 <= kStepChunks && count * 2 * kStepChunkMinRows <= K) count *= 2;
-    return {K, (K + kStepSweepRows - 1) / kStepSweepRows, count};
+    return {K, (K + kStepSweepRows - 1) / kStepSweepRows, count, offset};
 }
 
 // Rows [n0, n0 + rows) of layer l, chunk j: part (rows x ld) = the chunk's sums.
@@ -184,11 +184,11 @@ static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx 
 
 // Columns [c0, c1) of rows [n0, n0 + rows) of layer l's new state: the team's subtree roots
 // (`roots`, `root_stride` apart) added pairwise, the bias, and the cell: the vanilla cell's
-// activation, or an LSTM's gates (blocks H apart) and cell update; stored to out and to the
-// carried state.
-template <class T, class Act, bool Lstm>
-static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, idx ld, idx n0,
-                        idx rows, idx c0, idx c1) {
+// activation, an LSTM's gates (blocks H apart) and cell update, or a GRU's (its roots sum
+// h·Wh only; `x_root` holds x·Wx); stored to out and to the carried state.
+template <class T, class Act, StepCell Cell>
+static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, const T* x_root, idx ld,
+                        idx n0, idx rows, idx c0, idx c1) {
     const T* b = a.layers[l].b;
     const idx H = a.h.cols;
     for (idx n = 0; n < rows; ++n) {
@@ -203,7 +203,28 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
                     for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
                 return b ? v[0] + io.get(b + gate * H) : v[0];
             };
-            if constexpr (Lstm) {
+            if constexpr (Cell == StepCell::gru) {
+                const T* bh = a.layers[l].bh;
+                const T* xr = x_root + n * ld;
+                auto recurrent = [&](idx gate) {  // h_{t-1}·Wh + bh of gate block `gate`
+                    Vec<T> v[kStepChunks];
+                    for (int t = 0; t < team; ++t) v[t] = io.get(part + gate * H + t * root_stride);
+                    for (int w = 1; w < team; w *= 2)
+                        for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
+                    return bh ? v[0] + io.get(bh + gate * H) : v[0];
+                };
+                auto input = [&](idx gate) {  // x_t·Wx + b
+                    const Vec<T> u = io.get(xr + gate * H);
+                    return b ? u + io.get(b + gate * H) : u;
+                };
+                const T one = 1;
+                const Vec<T> r = vsigmoid<T>(input(0) + recurrent(0));
+                const Vec<T> z = vsigmoid<T>(input(1) + recurrent(1));
+                const Vec<T> nn = vtanh<T>(input(2) + r * recurrent(2));
+                const Vec<T> hn = z * io.get(h) + (one - z) * nn;
+                io.put(out, hn);
+                io.put(h, hn);
+            } else if constexpr (Cell == StepCell::lstm) {
                 T* c = a.c.at(l, n0 + n);
                 const Vec<T> i = vsigmoid<T>(sum(0)), f = vsigmoid<T>(sum(1)), g = vtanh<T>(sum(2));
                 const Vec<T> o = vsigmoid<T>(sum(3));
@@ -220,14 +241,21 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
     }
 }
 
-template <class T, class Act, bool Lstm>
+template <class T, class Act, StepCell Cell>
 static bool run_step(const StepArgs<T>& a) {
     const idx N = a.x.rows, H = a.h.cols, L = a.num_layers;
     if (N == 0 || H == 0 || L == 0) return true;
     constexpr int W = kLanes<T>;
     const idx vectors = (H + W - 1) / W;  // the last one may be partial
     // The weights of every layer (all gate blocks); a step's work is N times as many multiply-adds.
-    const idx width = a.layers[0].wh.cols;  // H, or 4H for an LSTM
+    const idx width = a.layers[0].wh.cols;  // G·H
+    // A GRU's chunks cover h·Wh only (its n gate needs x·Wx apart): x·Wx is one chunk of its
+    // own, summed by the first thread of each group.
+    constexpr bool split_x = Cell == StepCell::gru;
+    auto layer_chunks = [&](idx l, idx team) {
+        const idx D = a.layers[l].wx.rows;
+        return split_x ? step_chunks(H, team, D) : step_chunks(D + H, team);
+    };
     idx weights = 0;
     for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * width;
     // Chunks enough for the weights to stay in the caches of the threads that share them; and
@@ -235,8 +263,7 @@ static bool run_step(const StepArgs<T>& a) {
     const idx cache_team = (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes;
     const idx work_team = N * weights / L / kMinStepCallWorkPerThread;
     idx fewest_chunks = kStepChunks;
-    for (idx l = 0; l < L; ++l)
-        fewest_chunks = imin(fewest_chunks, step_chunks(a.layers[l].wx.rows + H, cache_team).count);
+    for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, cache_team).count);
     const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;
     const idx wanted = imax(1, imin(idx(a.threads < 1 ? 1 : a.threads), imax(work_team, cache_team)));
     idx chunk_team = 1;  // threads per row block: a power of two, so that each one's chunks are a subtree
@@ -251,9 +278,10 @@ static bool run_step(const StepArgs<T>& a) {
     constexpr idx kLine = 64 / sizeof(T);
     const idx ld = (width + kLine - 1) / kLine * kLine, rows = imin(N, kStepBlockRows), block = rows * ld;
     const idx nt = chunk_team * groups, per_thread = kStepChunkLevels * block;  // a thread's stack
-    T* roots = scratch<T, kStepSums>(2 * nt * block + nt * per_thread);
+    T* roots = scratch<T, kStepSums>(2 * nt * block + nt * per_thread + (split_x ? 2 * groups * block : 0));
     if (!roots) return false;
     T* stacks = roots + 2 * nt * block;
+    T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: two sets of one per group
     StepBarrier barrier;
     run_team(nt, [&](int team, int tid) {
         barrier.join(team);
@@ -267,15 +295,19 @@ static bool run_step(const StepArgs<T>& a) {
         const idx c0 = v0 * W, c1 = imin(v1 * W, H);
         int set = 0;
         for (idx l = 0; l < L; ++l) {
-            const StepChunks ch = step_chunks(a.layers[l].wx.rows + H, cache_team);
+            const StepChunks ch = layer_chunks(l, cache_team);
             idx j0, j1;
             thread_range(ch.count, kt, k, j0, j1);
             for (idx first = 0; first < row_blocks; first += gt, set ^= 1) {
                 const idx n0 = (first + g) * rows, r = works ? imax(0, imin(rows, N - n0)) : 0;
                 T* group_roots = roots + (set * team + g * kt) * block;
+                T* x_root = x_roots + (set * (team == nt ? groups : 1) + g) * block;
                 if (r) step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld);
+                if (split_x && r && k == 0)
+                    step_subtree<T>(a, l, step_chunks(a.layers[l].wx.rows, 1), 0, 1, n0, r, x_root,
+                                    stacks + tid * per_thread, ld);
                 if (team > 1) barrier.wait();  // every subtree of these rows is summed
-                if (r) step_finish<T, Act, Lstm>(a, l, kt, group_roots, block, ld, n0, r, c0, c1);
+                if (r) step_finish<T, Act, Cell>(a, l, kt, group_roots, block, x_root, ld, n0, r, c0, c1);
             }
             if (team > 1 && l + 1 < L) barrier.wait();  // layer l's new state is complete
         }
@@ -286,8 +318,10 @@ static bool run_step(const StepArgs<T>& a) {
 
 template <class T>
 static bool step_kernel(const StepArgs<T>& a) {
-    if (a.c.data) return run_step<T, ActIdentity, true>(a);
-    return a.act == Activation::relu ? run_step<T, ActRelu, false>(a) : run_step<T, ActTanh, false>(a);
+    if (a.cell == StepCell::lstm) return run_step<T, ActIdentity, StepCell::lstm>(a);
+    if (a.cell == StepCell::gru) return run_step<T, ActIdentity, StepCell::gru>(a);
+    return a.act == Activation::relu ? run_step<T, ActRelu, StepCell::vanilla>(a)
+                                     : run_step<T, ActTanh, StepCell::vanilla>(a);
 }
 
 }  // namespace PRF_ISA_NAMESPACE

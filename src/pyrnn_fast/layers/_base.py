@@ -329,6 +329,7 @@ class _RecurrentLayer:
             self.params,
             cell_state=parts[1] if len(parts) > 1 else None,
             state_key=key,
+            bh=[w[3] for w in weights] if len(weights[0]) > 3 else None,  # a GRU's recurrent biases
         )
         top = stepper.step(x, self.params, key)
         if top is None:  # cannot happen: x and every array were made what the kernel takes

@@ -43,15 +43,15 @@ class _GatedLayer(_RecurrentLayer):
         ``__call__`` carries, updated in place (zeros when there is none yet). No dropout,
         nothing recorded for backward.
 
-        An LSTM on the compiled backend advances its whole stack in one call of the step kernel
-        that ``RNN.step`` uses (weights read in place, checked at the first step, then only x_t
-        and that the layer's arrays and settings are the same). A GRU, and the other backends,
-        run the functional forward with T = 1 for each layer."""
+        On the compiled backend the whole stack advances in one call of the step kernel that
+        ``RNN.step`` uses (weights read in place, checked at the first step, then only x_t and
+        that the layer's arrays and settings are the same). The other backends run the
+        functional forward with T = 1 for each layer."""
         top = self._fast_step(x_t)
         if top is not None:
             return top
         x_t, parts = self._step_input(x_t)
-        if self._name == "LSTM" and get_backend(self.backend).name == "cpp":
+        if get_backend(self.backend).name == "cpp":
             return self._compiled_step(_c_array(x_t, self.dtype), parts)
         inp = np.asarray(x_t, dtype=self.dtype)[None]
         for layer in range(self.num_layers):
