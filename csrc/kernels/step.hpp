@@ -196,27 +196,20 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
         T* h = a.h.at(l, n0 + n);
         const T* part = roots + n * ld;
         for_each_vector<T>(c0, c1, [&](const auto& io) {
-            auto sum = [&](idx gate) {  // gate block `gate`'s pre-activation
+            // Gate block `gate` of the roots' sum (added pairwise); `biased` adds a bias's block.
+            auto roots_sum = [&](idx gate) {
                 Vec<T> v[kStepChunks];
                 for (int t = 0; t < team; ++t) v[t] = io.get(part + gate * H + t * root_stride);
                 for (int w = 1; w < team; w *= 2)
                     for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
-                return b ? v[0] + io.get(b + gate * H) : v[0];
+                return v[0];
             };
+            auto biased = [&](Vec<T> s, const T* bias, idx gate) { return bias ? s + io.get(bias + gate * H) : s; };
+            auto sum = [&](idx gate) { return biased(roots_sum(gate), b, gate); };  // x·Wx + h·Wh + b
             if constexpr (Cell == StepCell::gru) {
-                const T* bh = a.layers[l].bh;
                 const T* xr = x_root + n * ld;
-                auto recurrent = [&](idx gate) {  // h_{t-1}·Wh + bh of gate block `gate`
-                    Vec<T> v[kStepChunks];
-                    for (int t = 0; t < team; ++t) v[t] = io.get(part + gate * H + t * root_stride);
-                    for (int w = 1; w < team; w *= 2)
-                        for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
-                    return bh ? v[0] + io.get(bh + gate * H) : v[0];
-                };
-                auto input = [&](idx gate) {  // x_t·Wx + b
-                    const Vec<T> u = io.get(xr + gate * H);
-                    return b ? u + io.get(b + gate * H) : u;
-                };
+                auto input = [&](idx gate) { return biased(io.get(xr + gate * H), b, gate); };             // x·Wx + b
+                auto recurrent = [&](idx gate) { return biased(roots_sum(gate), a.layers[l].bh, gate); };  // h·Wh + bh
                 const T one = 1;
                 const Vec<T> r = vsigmoid<T>(input(0) + recurrent(0));
                 const Vec<T> z = vsigmoid<T>(input(1) + recurrent(1));
