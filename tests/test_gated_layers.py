@@ -267,48 +267,6 @@ def _lstm_one_step_reference(layer, x, h, c):
     return np.stack(hs_new), np.stack(cs_new)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_lstm_step_follows_every_change_to_the_layer(backend, dtype):
-    """The LSTM's step (on the compiled backend, a kernel that checks the layer's arrays once
-    and then only x_t) against the reference, after every kind of change between steps."""
-    D, H, N = 5, 37, 3
-    layer = prf.LSTM(D, H, num_layers=2, stateful=True, dtype=dtype, seed=1, backend=backend)
-    rng = np.random.default_rng(2)
-    tol = SELF_TOL if dtype == np.float64 else 1e-5
-
-    def check_step(x, what):
-        if layer.state is None:
-            before = (np.zeros((2, N, H), dtype), np.zeros((2, N, H), dtype))
-        else:
-            before = tuple(p.copy() for p in layer.state)
-        h_ref, c_ref = _lstm_one_step_reference(layer, np.asarray(x, dtype=dtype), *before)
-        y = layer.step(x)
-        close(layer.state[0], h_ref, tol, f"{what}: h")
-        close(layer.state[1], c_ref, tol, f"{what}: c")
-        close(y, h_ref[-1], tol, f"{what}: output")
-        assert not np.shares_memory(y, layer.state[0])
-
-    x = rng.standard_normal((N, D)).astype(dtype)
-    check_step(x, "first step")
-    state = layer.state
-    check_step(x, "second step")
-    assert layer.state is state  # updated in place
-    layer.params["Wh_l1"] *= 0.5  # in place
-    check_step(x, "after an in-place change")
-    layer.params["Wx_l0"] = rng.standard_normal((D, 4 * H)).astype(dtype)  # rebound
-    check_step(x, "after rebinding a parameter")
-    layer.params["b_l0"] = np.asfortranarray(rng.standard_normal((1, 4 * H)).astype(np.float64))[0]  # other dtype
-    check_step(x, "after a parameter of another dtype")
-    layer.state = (layer.state[0].copy(), rng.standard_normal((2, N, H)).astype(dtype))  # another state
-    check_step(x, "after replacing the state")
-    layer.state[1][...] = 0.25  # the cell state changed in place
-    check_step(x, "after changing c in place")
-    check_step(x.astype(np.float64 if dtype == np.float32 else np.float32), "x_t of the other dtype")
-    check_step(np.asfortranarray(x), "x_t in Fortran order")
-    layer.reset_state()
-    check_step(x, "after reset_state")
-
-
 def _gru_one_step_reference(layer, x, h):
     """Every layer's next h from the reference GRU, in float64."""
     from pyrnn_fast import _reference_gated
@@ -331,21 +289,29 @@ def _gru_one_step_reference(layer, x, h):
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gru_step_follows_every_change_to_the_layer(backend, dtype, bias):
-    """The GRU's step (on the compiled backend, the step kernel with x·Wx and h·Wh summed
-    apart for the n gate) against the reference, after every kind of change between steps."""
-    D, H, N = 5, 37, 3
-    layer = prf.GRU(D, H, num_layers=2, bias=bias, stateful=True, dtype=dtype, seed=1, backend=backend)
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gated_step_follows_every_change_to_the_layer(cell, backend, dtype, bias):
+    """The gated cells' step (on the compiled backend, the step kernel, which checks the
+    layer's arrays once and then only x_t) against the reference, after every kind of change
+    between steps."""
+    D, H, N, G = 5, 37, 3, 4 if cell == "LSTM" else 3
+    layer = CELLS[cell](D, H, num_layers=2, bias=bias, stateful=True, dtype=dtype, seed=1, backend=backend)
     rng = np.random.default_rng(3)
     tol = SELF_TOL if dtype == np.float64 else 1e-5
 
     def check_step(x, what):
-        before = layer.state.copy() if layer.state is not None else np.zeros((2, N, H), dtype)
-        expected = _gru_one_step_reference(layer, np.asarray(x, dtype=dtype), before)
+        before = layer._state_parts() or (np.zeros((2, N, H), dtype),) * (2 if cell == "LSTM" else 1)
+        before = tuple(p.copy() for p in before)
+        x64 = np.asarray(x, dtype=dtype)
+        if cell == "LSTM":
+            expected = _lstm_one_step_reference(layer, x64, *before)
+        else:
+            expected = (_gru_one_step_reference(layer, x64, *before),)
         y = layer.step(x)
-        close(layer.state, expected, tol, f"{what}: h")
-        close(y, expected[-1], tol, f"{what}: output")
-        assert not np.shares_memory(y, layer.state)
+        for part, ref, name in zip(layer._state_parts(), expected, ("h", "c")):
+            close(part, ref, tol, f"{what}: {name}")
+        close(y, expected[0][-1], tol, f"{what}: output")
+        assert not np.shares_memory(y, layer._state_parts()[0])
 
     x = rng.standard_normal((N, D)).astype(dtype)
     check_step(x, "first step")
@@ -354,15 +320,21 @@ def test_gru_step_follows_every_change_to_the_layer(backend, dtype, bias):
     assert layer.state is state  # updated in place
     layer.params["Wh_l1"] *= 0.5  # in place
     check_step(x, "after an in-place change")
-    layer.params["Wx_l0"] = rng.standard_normal((D, 3 * H)).astype(dtype)  # rebound
+    layer.params["Wx_l0"] = rng.standard_normal((D, G * H)).astype(dtype)  # rebound
     check_step(x, "after rebinding a parameter")
     if bias:
-        layer.params["bh_l1"][...] = 0.3  # the recurrent bias in place
-        check_step(x, "after changing bh in place")
-        layer.params["bh_l0"] = np.asfortranarray(rng.standard_normal((1, 3 * H)))[0]  # other dtype, rebound
-        check_step(x, "after a recurrent bias of another dtype")
-    layer.state = rng.standard_normal((2, N, H)).astype(dtype)  # another state array
+        layer.params["b_l1"][...] = 0.3  # a bias in place
+        check_step(x, "after changing a bias in place")
+        last = "bh_l0" if cell == "GRU" else "b_l0"
+        layer.params[last] = np.asfortranarray(rng.standard_normal((1, G * H)))[0]  # other dtype, rebound
+        check_step(x, "after a bias of another dtype")
+    new = rng.standard_normal((2, N, H)).astype(dtype)
+    layer.state = (layer.state[0].copy(), new) if cell == "LSTM" else new  # another state
     check_step(x, "after replacing the state")
+    if cell == "LSTM":
+        layer.state[1][...] = 0.25  # the cell state changed in place
+        check_step(x, "after changing c in place")
+    check_step(x.astype(np.float64 if dtype == np.float32 else np.float32), "x_t of the other dtype")
     check_step(np.asfortranarray(x), "x_t in Fortran order")
     layer.reset_state()
     check_step(x, "after reset_state")

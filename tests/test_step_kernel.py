@@ -231,24 +231,6 @@ def test_lstm_steps_match_the_reference(L, N, D, H, dtype):
         assert_close(top, h_ref[-1], dtype, "returned top h")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_lstm_thread_counts_give_bitwise_equal_states(dtype):
-    results = []
-    for threads in (1, 2):
-        wx, wh, b, h, c = _lstm_stack(2, 3, 32, 300, dtype)
-        old = core.get_num_threads()
-        core.set_num_threads(threads)
-        try:
-            stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, cell_state=c)
-            for _ in range(5):
-                assert stepper.step(np.ones((3, 32), dtype), {}, h) is not None
-        finally:
-            core.set_num_threads(old)
-        results.append((h, c))
-    np.testing.assert_array_equal(results[0][0], results[1][0])
-    np.testing.assert_array_equal(results[0][1], results[1][1])
-
-
 def test_lstm_stepper_refuses_wrong_shapes():
     wx, wh, b, h, c = _lstm_stack(1, 2, 3, 4, np.float64)
     with pytest.raises(ValueError, match="cell_state"):
@@ -305,20 +287,28 @@ def test_gru_steps_match_the_reference(L, N, D, H, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gru_thread_counts_give_bitwise_equal_states(dtype):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_thread_counts_give_bitwise_equal_states(cell, dtype):
+    """As for the vanilla cell: chunks over 1 MB of weights, split between two threads or not."""
     results = []
     for threads in (1, 2):
-        wx, wh, b, bh, h = _gru_stack(2, 3, 32, 300, dtype)
+        if cell == "lstm":
+            wx, wh, b, h, c = _lstm_stack(2, 3, 32, 300, dtype)
+            kind, carried = {"cell_state": c}, (h, c)
+        else:
+            wx, wh, b, bh, h = _gru_stack(2, 3, 32, 300, dtype)
+            kind, carried = {"bh": bh}, (h,)
         old = core.get_num_threads()
         core.set_num_threads(threads)
         try:
-            stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, bh=bh)
+            stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, **kind)
             for _ in range(5):
                 assert stepper.step(np.ones((3, 32), dtype), {}, h) is not None
         finally:
             core.set_num_threads(old)
-        results.append(h)
-    np.testing.assert_array_equal(results[0], results[1])
+        results.append(carried)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
 
 
 def test_gru_stepper_refuses_wrong_arguments():
