@@ -311,6 +311,7 @@ def test_gated_step_follows_every_change_to_the_layer(cell, backend, dtype, bias
         for part, ref, name in zip(layer._state_parts(), expected, ("h", "c")):
             close(part, ref, tol, f"{what}: {name}")
         close(y, expected[0][-1], tol, f"{what}: output")
+        assert y.dtype == dtype, f"{what}: output of dtype {y.dtype}, the layer's is {np.dtype(dtype)}"
         assert not np.shares_memory(y, layer._state_parts()[0])
 
     x = rng.standard_normal((N, D)).astype(dtype)

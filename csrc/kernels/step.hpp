@@ -294,7 +294,7 @@ static bool run_step(const StepArgs<T>& a) {
             for (idx first = 0; first < row_blocks; first += gt, set ^= 1) {
                 const idx n0 = (first + g) * rows, r = works ? imax(0, imin(rows, N - n0)) : 0;
                 T* group_roots = roots + (set * team + g * kt) * block;
-                T* x_root = x_roots + (set * (team == nt ? groups : 1) + g) * block;
+                T* x_root = x_roots + (set * gt + g) * block;
                 if (r) step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld);
                 if (split_x && r && k == 0)
                     step_subtree<T>(a, l, step_chunks(a.layers[l].wx.rows, 1), 0, 1, n0, r, x_root,

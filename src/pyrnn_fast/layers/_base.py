@@ -283,11 +283,12 @@ class _RecurrentLayer:
             )
         return x_t, parts
 
-    # --- the compiled streaming step (RNN and LSTM) ----------------------------------------
+    # --- the compiled streaming step (RNN, LSTM and GRU) ----------------------------------
 
     def _step_settings(self):
-        """What a compiled stepper is built for besides the arrays: backend and activation."""
-        return (self.backend, getattr(self, "activation", "tanh"))
+        """What a compiled stepper is built for besides the arrays: backend and activation
+        (the gated cells have none of their own: the stepper's is unused, RNN overrides)."""
+        return (self.backend, "tanh")
 
     def _fast_step(self, x_t):
         """The top layer's new state from the kept compiled stepper, or None (nothing done)

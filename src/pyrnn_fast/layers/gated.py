@@ -55,7 +55,9 @@ class _GatedLayer(_RecurrentLayer):
             return self._compiled_step(_c_array(x_t, self.dtype), parts)
         inp = np.asarray(x_t, dtype=self.dtype)[None]
         for layer in range(self.num_layers):
-            hs, new, _ = self._run(inp, self._weights(layer, ""), tuple(p[layer] for p in parts), keep=False)
+            # In the layer's dtype whatever the parameters were rebound to, as on the compiled path.
+            W = tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, ""))
+            hs, new, _ = self._run(inp, W, tuple(p[layer] for p in parts), keep=False)
             for p, v in zip(parts, new):
                 p[layer] = v
             inp = hs

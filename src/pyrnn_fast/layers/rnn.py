@@ -89,6 +89,9 @@ class RNN(_RecurrentLayer):
             raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
 
+    def _step_settings(self):
+        return (self.backend, self.activation)
+
     # --- the cell's functional calls (_stack runs them per layer, direction and segment) ---
 
     def _run(self, x, W, state, keep=True):
