@@ -46,6 +46,28 @@ constexpr int panels_for_rows() {
 // of AVX2's 16) for kStepRows rows of x at a time (each vector of weights read serves them).
 constexpr int kStepSweepRows = 4;
 constexpr int kStepRows = 2;
+// ... except where a row of the weights is at most kStepRegisterTiles x kStepRegisterVectors
+// whole vectors (for kStepRows rows of x: half as many each): the sums then stay in registers
+// while all the rows are swept (step_sweep_registers), in column tiles of kStepRegisterVectors,
+// instead of a load and a store of each vector of sums per kStepSweepRows rows (a chain of
+// store-to-load forwarding). Measured on Sapphire Rapids (AVX-512), 2 threads, N = 1, D = 32,
+// RNN.step interleaved with the NumPy one-liner, 3 rounds, 2 alternating builds, µs before ->
+// after: float32 H = 64 0.85 -> 0.73-0.80, 128 1.33-1.37 -> 1.18-1.26, 256 2.88-3.00 ->
+// 2.57-2.61, 512 8.5-9.2 -> 6.8-7.2 (2 tiles); float64 H = 64 1.11-1.18 -> 1.03-1.06, 128
+// 1.97-2.04 -> 1.83-1.92, 256 5.4-5.6 -> 4.7-5.0, 512 13.5-14.3 -> 12.4-13.0 (4 tiles of 1 KB in
+// 4 KB rows); LSTM.step float32 H = 128 3.6 -> 3.2, 256 9.2 -> 7.8; GRU H = 256 7.7-8.0 ->
+// 6.9-7.1. AVX2 keeps 12 (16 ymm: room for the broadcast and a load; measured only as the AVX2
+// build on that AVX-512 machine: float32 H = 64 0.90-0.99 -> 0.82-0.84, the rest unchanged).
+#if defined(PRF_ISA_AVX512)
+constexpr int kStepRegisterVectors = 16;
+#elif defined(PRF_ISA_AVX2)
+constexpr int kStepRegisterVectors = 12;
+#else
+// None in the portable build: its 64-byte vectors lowered to SSE2 take 4 registers each, and
+// the sums spilled (float32 H = 64..256 10-45 % slower with 16 or 4 vectors, measured).
+constexpr int kStepRegisterVectors = 0;
+#endif
+constexpr int kStepRegisterTiles = 4;
 // A step's stacked weight rows are summed in at most kStepChunks chunks (a power of two,
 // 2^kStepChunkLevels) of at least kStepChunkMinRows rows (step.hpp, step_chunks), whole
 // chunks per thread, for kStepBlockRows rows of x at a time.

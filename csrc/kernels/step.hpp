@@ -69,10 +69,77 @@ static inline void step_sweep_block(const T* const (&a)[M], idx k, const T* w, i
         }
 }
 
+// The same sum for a range of columns of NV whole vectors, at most kStepRegisterVectors for M
+// rows: the sums stay in registers over all K rows, which are read in memory order all the same
+// (the whole range of each row, one row after the other). The sweep above loads and stores
+// `out` once per block of kStepSweepRows rows: a chain of store-to-load forwarding through each
+// vector of `out`, which is what limits it where a row is only a few vectors (float32 H = 64:
+// four vectors, so four such chains in flight).
+template <class T, int M, int NV>
+static void step_sweep_registers(const T* const (&a)[M], idx K, const T* w, idx ldw, T* const (&out)[M], idx c0,
+                                 bool fresh, idx rows_in_memory) {
+    constexpr int L = kLanes<T>, U = kStepSweepRows;
+    constexpr int C = M * NV >= 8 ? 1 : 2;  // chains per sum: enough of them in flight to hide the FMA latency
+    Vec<T> acc[C][M][NV];
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+        for (int i = 0; i < NV; ++i) {
+            acc[0][m][i] = fresh ? Vec<T>{} : load<T>(out[m] + c0 + i * L);
+            if constexpr (C == 2) acc[1][m][i] = Vec<T>{};
+        }
+    const T* wk = w + c0;
+    idx k = 0;
+    for (; k + C <= K; k += C, wk += C * ldw) {
+#pragma GCC unroll 2
+        for (int c = 0; c < C; ++c) {
+            if (k + c + U < rows_in_memory)  // as above: the hardware prefetchers alone fell behind
+#pragma GCC unroll 16
+                for (int i = 0; i < NV; ++i) __builtin_prefetch(wk + (c + U) * ldw + i * L);
+#pragma GCC unroll 2
+            for (int m = 0; m < M; ++m) {
+                const Vec<T> x = splat<T>(a[m][k + c]);
+#pragma GCC unroll 16
+                for (int i = 0; i < NV; ++i) acc[c][m][i] += x * load<T>(wk + c * ldw + i * L);
+            }
+        }
+    }
+    for (; k < K; ++k, wk += ldw)
+#pragma GCC unroll 2
+        for (int m = 0; m < M; ++m) {
+            const Vec<T> x = splat<T>(a[m][k]);
+#pragma GCC unroll 16
+            for (int i = 0; i < NV; ++i) acc[0][m][i] += x * load<T>(wk + i * L);
+        }
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+        for (int i = 0; i < NV; ++i) store<T>(out[m] + c0 + i * L, C == 2 ? acc[0][m][i] + acc[1][m][i] : acc[0][m][i]);
+}
+
+// step_sweep_registers for nv (> 0) vectors, if that is at most kStepRegisterVectors / M.
+template <class T, int M, int NV = 1>
+static bool sweep_in_registers(int nv, const T* const (&a)[M], idx K, const T* w, idx ldw, T* const (&out)[M], idx c0,
+                               bool fresh, idx rows_in_memory) {
+    if constexpr (NV * M > kStepRegisterVectors) {
+        return false;
+    } else {
+        if (nv != NV) return sweep_in_registers<T, M, NV + 1>(nv, a, K, w, ldw, out, c0, fresh, rows_in_memory);
+        step_sweep_registers<T, M, NV>(a, K, w, ldw, out, c0, fresh, rows_in_memory);
+        return true;
+    }
+}
+
 template <class T, int M>
 static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* const (&out)[M], idx c0, idx c1,
                        bool fresh, idx rows_in_memory) {
     constexpr int L = kLanes<T>, U = kStepSweepRows;
+    if (c1 > c0 && (c1 - c0) % L == 0 && (c1 - c0) / L <= kStepRegisterTiles * kStepRegisterVectors / M) {
+        const idx tile = kStepRegisterVectors / M * L;
+        for (idx c = c0; c < c1; c += tile)
+            sweep_in_registers<T, M>(int(imin(c1 - c, tile) / L), a, K, w, ldw, out, c, fresh, rows_in_memory);
+        return;
+    }
     idx k = 0;
     if (fresh && K >= U) {
         step_sweep_block<T, M, true>(a, 0, w, ldw, out, c0, c1, 2 * U <= rows_in_memory);
