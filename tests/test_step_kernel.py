@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import assert_close
+from helpers import BACKEND_PARAMS, assert_close, backend_id, use_backend
 from pyrnn_fast import _backends, _reference
 
 core = _backends._core
 pytestmark = pytest.mark.skipif(core is None, reason="the compiled backend is not installed")
+# Every instruction set this build has (the register blocking of the step differs per ISA).
+CPP_PARAMS = [p for p in BACKEND_PARAMS if p[0] == "cpp"]
 
 
 def _params(wx, wh, b) -> dict:
@@ -48,10 +50,16 @@ def _reference_step(x, wx, wh, b, state, activation):
     "L,N,D,H",
     [
         (1, 1, 32, 64), (1, 1, 3, 1), (2, 3, 5, 37), (3, 5, 32, 130), (1, 2, 1, 17), (2, 4, 7, 512), (1, 1, 0, 9),
-        (1, 11, 20, 600), (2, 61, 32, 192),
+        (1, 11, 20, 600), (2, 61, 32, 192), (1, 3, 16, 256), (1, 3, 8, 1024), (1, 3, 8, 1040),
     ],
 )  # fmt: skip
-def test_steps_match_the_reference(L, N, D, H, dtype, activation):
+@pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
+def test_steps_match_the_reference(L, N, D, H, dtype, activation, backend):
+    with use_backend(backend):
+        _check_steps(L, N, D, H, dtype, activation)
+
+
+def _check_steps(L, N, D, H, dtype, activation):
     wx, wh, b, state = _stack(L, N, D, H, dtype, bias_every=2)
     out = np.empty_like(state)
     stepper = core.Stepper(wx, wh, b, state, out, activation, params := _params(wx, wh, b))
@@ -66,28 +74,36 @@ def test_steps_match_the_reference(L, N, D, H, dtype, activation):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,H", [(1, 700), (3, 700), (8, 448), (61, 192)])
-def test_thread_counts_give_bitwise_equal_states(dtype, N, H):
+@pytest.mark.parametrize("N,H", [(1, 700), (3, 700), (8, 448), (61, 192), (3, 256)])
+@pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
+def test_thread_counts_give_bitwise_equal_states(dtype, N, H, backend):
     """Threads split the weights' rows into chunks fixed by the shape, summed along one fixed
     binary tree, and take separate blocks of rows: every value is computed the same way
     whatever the split. (1, 700), (3, 700), (8, 448): several chunks (the weights need more
     than one core's cache), one block of rows, with kStepRows rows and a row on its own;
-    (61, 192): one chunk, blocks of rows split between the threads. (The first step after a
-    pause runs on one thread, kStepTeamIdleNs: the later ones on two.)"""
+    (61, 192): one chunk, blocks of rows split between the threads; (3, 256): rows swept with
+    the sums in registers, in one or more column tiles. (The first step after a pause runs on
+    one thread, kStepTeamIdleNs: the later ones on two.)"""
     results = []
     for threads in (1, 2):
         wx, wh, b, state = _stack(2, N, 32, H, dtype)
-        old = core.get_num_threads()
-        core.set_num_threads(threads)
-        try:
-            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
-            x = np.ones((N, 32), dtype)
-            for _ in range(5):
-                assert stepper.step(x, {}, state) is not None
-        finally:
-            core.set_num_threads(old)
-        results.append(state)
+        with use_backend(backend):
+            results.append(_steps_on(threads, wx, wh, b, state, N, dtype))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def _steps_on(threads, wx, wh, b, state, N, dtype):
+    """The state after 5 steps of x = ones on `threads` threads."""
+    old = core.get_num_threads()
+    core.set_num_threads(threads)
+    try:
+        stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+        x = np.ones((N, 32), dtype)
+        for _ in range(5):
+            assert stepper.step(x, {}, state) is not None
+    finally:
+        core.set_num_threads(old)
+    return state
 
 
 def test_weights_changed_in_place_are_seen():
