@@ -51,13 +51,13 @@ constexpr int kStepRows = 2;
 // while all the rows are swept (step_sweep_registers), in column tiles of kStepRegisterVectors,
 // instead of a load and a store of each vector of sums per kStepSweepRows rows (a chain of
 // store-to-load forwarding). Measured on Sapphire Rapids (AVX-512), 2 threads, N = 1, D = 32,
-// RNN.step interleaved with the NumPy one-liner, 3 rounds, 2 alternating builds, µs before ->
-// after: float32 H = 64 0.85 -> 0.73-0.80, 128 1.33-1.37 -> 1.18-1.26, 256 2.88-3.00 ->
-// 2.57-2.61, 512 8.5-9.2 -> 6.8-7.2 (2 tiles); float64 H = 64 1.11-1.18 -> 1.03-1.06, 128
-// 1.97-2.04 -> 1.83-1.92, 256 5.4-5.6 -> 4.7-5.0, 512 13.5-14.3 -> 12.4-13.0 (4 tiles of 1 KB in
-// 4 KB rows); LSTM.step float32 H = 128 3.6 -> 3.2, 256 9.2 -> 7.8; GRU H = 256 7.7-8.0 ->
-// 6.9-7.1. AVX2 keeps 12 (16 ymm: room for the broadcast and a load; measured only as the AVX2
-// build on that AVX-512 machine: float32 H = 64 0.90-0.99 -> 0.82-0.84, the rest unchanged).
+// the main job's step table, 2 alternating builds, µs before -> after: float32 H = 64 0.81-0.84
+// -> 0.68, 128 1.31-1.34 -> 1.19-1.22, 256 2.89-2.93 -> 2.46-2.49, 512 7.9-8.5 -> 6.3-6.5 (2
+// tiles); float64 H = 64 1.06-1.10 -> 0.99, 128 1.95-2.00 -> 1.75, 256 5.14 -> 4.50, 512
+// 12.9-13.4 -> 11.4-11.7 (4 tiles of 1 KB in 4 KB rows); LSTM.step float32 H = 128 3.5-3.8 ->
+// 3.1-3.2, 256 9.6-10.0 -> 7.5-8.5. AVX2 keeps 12 (16 ymm: room for the broadcast and a load;
+// measured only as the AVX2 build on that AVX-512 machine: float32 H = 64 0.90-0.99 ->
+// 0.82-0.84, the rest unchanged).
 #if defined(PRF_ISA_AVX512)
 constexpr int kStepRegisterVectors = 16;
 #elif defined(PRF_ISA_AVX2)
