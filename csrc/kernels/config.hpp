@@ -17,20 +17,30 @@ namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
 // ---- Register blocking (micro-kernel) ---------------------------------------------------------
-// A tile of kMR rows x kNV vectors lives in registers while it is computed: kMR * kNV
-// accumulators, plus kNV vectors of B and one broadcast of A.
+// What depends on the instruction set's registers, in one table: a GEMM tile of kMR rows x kNV
+// vectors lives in registers while it is computed (kMR * kNV accumulators, plus kNV vectors of
+// B and one broadcast of A); the streaming step's register sums (kStepRegisterVectors, below);
+// the FMA peak loop's independent chains (kPeakChains, below).
 #if defined(PRF_ISA_AVX512)
 constexpr int kVecBytes = 64;  // 32 zmm registers: 8 rows x 2 vectors = 16 accumulators
 constexpr int kMR = 8;
+constexpr int kStepRegisterVectors = 16;
+constexpr int kPeakChains = 24;
 #elif defined(PRF_ISA_AVX2)
 constexpr int kVecBytes = 32;  // 16 ymm registers: 6 rows x 2 vectors = 12 accumulators
 constexpr int kMR = 6;
+constexpr int kStepRegisterVectors = 12;
+constexpr int kPeakChains = 12;
 #else
 // Portable build: the same vector width and blocking as the AVX-512 build (GCC lowers the
 // 64-byte vectors to whatever the target has), so the AVX-512 path's tiling logic is
-// exercised by the test suite on machines without AVX-512.
+// exercised by the test suite on machines without AVX-512. No register sums in the step: its
+// vectors lowered to SSE2 take 4 registers each, and the sums spilled (float32 H = 64..256
+// 10-45 % slower with 16 or 4 vectors, measured); the peak loop's chains likewise.
 constexpr int kVecBytes = 64;
 constexpr int kMR = 8;
+constexpr int kStepRegisterVectors = 0;
+constexpr int kPeakChains = 4;
 #endif
 constexpr int kNV = 2;  // vectors per packed panel (kNR<T> = kNV * lanes columns, simd.hpp)
 
@@ -57,16 +67,7 @@ constexpr int kStepRows = 2;
 // 12.9-13.4 -> 11.4-11.7 (4 tiles of 1 KB in 4 KB rows); LSTM.step float32 H = 128 3.5-3.8 ->
 // 3.1-3.2, 256 9.6-10.0 -> 7.5-8.5. AVX2 keeps 12 (16 ymm: room for the broadcast and a load;
 // measured only as the AVX2 build on that AVX-512 machine: float32 H = 64 0.90-0.99 ->
-// 0.82-0.84, the rest unchanged).
-#if defined(PRF_ISA_AVX512)
-constexpr int kStepRegisterVectors = 16;
-#elif defined(PRF_ISA_AVX2)
-constexpr int kStepRegisterVectors = 12;
-#else
-// None in the portable build: its 64-byte vectors lowered to SSE2 take 4 registers each, and
-// the sums spilled (float32 H = 64..256 10-45 % slower with 16 or 4 vectors, measured).
-constexpr int kStepRegisterVectors = 0;
-#endif
+// 0.82-0.84, the rest unchanged). The portable build has none (the table above).
 constexpr int kStepRegisterTiles = 4;
 // A step's stacked weight rows are summed in at most kStepChunks chunks (a power of two,
 // 2^kStepChunkLevels) of at least kStepChunkMinRows rows (step.hpp, step_chunks), whole
@@ -76,16 +77,10 @@ constexpr idx kStepChunks = idx(1) << kStepChunkLevels;
 constexpr idx kStepChunkMinRows = 16;
 constexpr idx kStepBlockRows = 8;
 
-// The FMA peak loop (peak.hpp): independent chains per thread, at least latency x ports
-// (4-5 cycles x 2 ports on Zen 3/4/5, Ice Lake and Sapphire Rapids servers) and within the
-// registers (16 ymm with AVX2, 32 zmm with AVX-512).
-#if defined(PRF_ISA_AVX512)
-constexpr int kPeakChains = 24;
-#elif defined(PRF_ISA_AVX2)
-constexpr int kPeakChains = 12;
-#else
-constexpr int kPeakChains = 4;  // 64-byte vectors lowered to narrower registers
-#endif
+// The FMA peak loop (peak.hpp): kPeakChains (the table above) independent chains per thread,
+// at least latency x ports (4-5 cycles x 2 ports on Zen 3/4/5, Ice Lake and Sapphire Rapids
+// servers) and within the registers (16 ymm with AVX2, 32 zmm with AVX-512; the portable
+// build's 64-byte vectors are lowered to narrower registers: 4).
 
 // ---- Cache blocking ---------------------------------------------------------------------------
 // Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A
