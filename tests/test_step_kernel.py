@@ -303,25 +303,38 @@ def test_gru_steps_match_the_reference(L, N, D, H, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [32, 8])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_gated_thread_counts_give_bitwise_equal_states(cell, dtype):
-    """As for the vanilla cell: chunks over 1 MB of weights, split between two threads or not."""
+def test_gated_thread_counts_give_bitwise_equal_states(cell, D, dtype):
+    """As for the vanilla cell: chunks over 1 MB of weights, split between two threads or not,
+    and the two-thread states against the reference. A GRU's x·Wx has chunks of its own: D = 32
+    gives layer 0 two (one per thread), D = 8 one (the second thread has none); layer 1 (D = H)
+    four."""
     results = []
     for threads in (1, 2):
         if cell == "lstm":
-            wx, wh, b, h, c = _lstm_stack(2, 3, 32, 300, dtype)
+            wx, wh, b, h, c = _lstm_stack(2, 3, D, 300, dtype)
             kind, carried = {"cell_state": c}, (h, c)
         else:
-            wx, wh, b, bh, h = _gru_stack(2, 3, 32, 300, dtype)
+            wx, wh, b, bh, h = _gru_stack(2, 3, D, 300, dtype)
             kind, carried = {"bh": bh}, (h,)
+        expected = tuple(a.copy() for a in carried)
+        x = np.ones((3, D), dtype)
+        for _ in range(5):
+            if cell == "lstm":
+                expected = _lstm_reference_step(x, wx, wh, b, *expected)
+            else:
+                expected = (_gru_reference_step(x, wx, wh, b, bh, expected[0]),)
         old = core.get_num_threads()
         core.set_num_threads(threads)
         try:
             stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, **kind)
             for _ in range(5):
-                assert stepper.step(np.ones((3, 32), dtype), {}, h) is not None
+                assert stepper.step(x, {}, h) is not None
         finally:
             core.set_num_threads(old)
+        for part, ref in zip(carried, expected):
+            assert_close(part, ref, dtype, f"{cell}, {threads} thread(s)")
         results.append(carried)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)

@@ -252,10 +252,11 @@ static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx 
 // Columns [c0, c1) of rows [n0, n0 + rows) of layer l's new state: the team's subtree roots
 // (`roots`, `root_stride` apart) added pairwise, the bias, and the cell: the vanilla cell's
 // activation, an LSTM's gates (blocks H apart) and cell update, or a GRU's (its roots sum
-// h·Wh only; `x_root` holds x·Wx); stored to out and to the carried state.
+// h·Wh only; x·Wx is the pairwise sum of the `x_team` roots at `x_roots`, as far apart);
+// stored to out and to the carried state.
 template <class T, class Act, StepCell Cell>
-static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, const T* x_root, idx ld,
-                        idx n0, idx rows, idx c0, idx c1) {
+static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, int x_team,
+                        const T* x_roots, idx ld, idx n0, idx rows, idx c0, idx c1) {
     const T* b = a.layers[l].b;
     const idx H = a.h.cols;
     for (idx n = 0; n < rows; ++n) {
@@ -263,19 +264,21 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
         T* h = a.h.at(l, n0 + n);
         const T* part = roots + n * ld;
         for_each_vector<T>(c0, c1, [&](const auto& io) {
-            // Gate block `gate` of the roots' sum (added pairwise); `biased` adds a bias's block.
-            auto roots_sum = [&](idx gate) {
+            // Gate block `gate` of the sum of `count` roots from `first` (added pairwise);
+            // `biased` adds a bias's block.
+            auto pairwise = [&](const T* first, int count, idx gate) {
                 Vec<T> v[kStepChunks];
-                for (int t = 0; t < team; ++t) v[t] = io.get(part + gate * H + t * root_stride);
-                for (int w = 1; w < team; w *= 2)
-                    for (int t = 0; t + w < team; t += 2 * w) v[t] += v[t + w];
+                for (int t = 0; t < count; ++t) v[t] = io.get(first + gate * H + t * root_stride);
+                for (int w = 1; w < count; w *= 2)
+                    for (int t = 0; t + w < count; t += 2 * w) v[t] += v[t + w];
                 return v[0];
             };
+            auto roots_sum = [&](idx gate) { return pairwise(part, team, gate); };
             auto biased = [&](Vec<T> s, const T* bias, idx gate) { return bias ? s + io.get(bias + gate * H) : s; };
             auto sum = [&](idx gate) { return biased(roots_sum(gate), b, gate); };  // x·Wx + h·Wh + b
             if constexpr (Cell == StepCell::gru) {
-                const T* xr = x_root + n * ld;
-                auto input = [&](idx gate) { return biased(io.get(xr + gate * H), b, gate); };             // x·Wx + b
+                const T* xr = x_roots + n * ld;
+                auto input = [&](idx gate) { return biased(pairwise(xr, x_team, gate), b, gate); };        // x·Wx + b
                 auto recurrent = [&](idx gate) { return biased(roots_sum(gate), a.layers[l].bh, gate); };  // h·Wh + bh
                 const T one = 1;
                 const Vec<T> r = vsigmoid<T>(input(0) + recurrent(0));
@@ -309,8 +312,8 @@ static bool run_step(const StepArgs<T>& a) {
     const idx vectors = (H + W - 1) / W;  // the last one may be partial
     // The weights of every layer (all gate blocks); a step's work is N times as many multiply-adds.
     const idx width = a.layers[0].wh.cols;  // G·H
-    // A GRU's chunks cover h·Wh only (its n gate needs x·Wx apart): x·Wx is one chunk of its
-    // own, summed by the first thread of each group.
+    // A GRU's chunks cover h·Wh only (its n gate needs x·Wx apart): x·Wx has chunks and roots
+    // of its own, cut and summed the same way.
     constexpr bool split_x = Cell == StepCell::gru;
     auto layer_chunks = [&](idx l, idx team) {
         const idx D = a.layers[l].wx.rows;
@@ -338,10 +341,10 @@ static bool run_step(const StepArgs<T>& a) {
     constexpr idx kLine = 64 / sizeof(T);
     const idx ld = (width + kLine - 1) / kLine * kLine, rows = imin(N, kStepBlockRows), block = rows * ld;
     const idx nt = chunk_team * groups, per_thread = kStepChunkLevels * block;  // a thread's stack
-    T* roots = scratch<T, kStepSums>(2 * nt * block + nt * per_thread + (split_x ? 2 * groups * block : 0));
+    T* roots = scratch<T, kStepSums>((split_x ? 4 : 2) * nt * block + nt * per_thread);
     if (!roots) return false;
     T* stacks = roots + 2 * nt * block;
-    T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: two sets of one per group
+    T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: laid out as roots
     StepBarrier barrier;
     run_team(nt, [&](int team, int tid) {
         barrier.join(team);
@@ -358,16 +361,22 @@ static bool run_step(const StepArgs<T>& a) {
             const StepChunks ch = layer_chunks(l, cache_team);
             idx j0, j1;
             thread_range(ch.count, kt, k, j0, j1);
+            // A GRU's x·Wx chunks: as many as its D rows take, so fewer than the team's threads
+            // when D is small; then thread k < count takes chunk k, and the others none.
+            const StepChunks xch = step_chunks(split_x ? a.layers[l].wx.rows : 0, cache_team);
+            const int x_team = int(imin(xch.count, kt));
+            idx x0 = imin(k, xch.count), x1 = imin(k + 1, xch.count);
+            if (xch.count >= kt) thread_range(xch.count, kt, k, x0, x1);
             for (idx first = 0; first < row_blocks; first += gt, set ^= 1) {
                 const idx n0 = (first + g) * rows, r = works ? imax(0, imin(rows, N - n0)) : 0;
                 T* group_roots = roots + (set * team + g * kt) * block;
-                T* x_root = x_roots + (set * gt + g) * block;
+                T* group_x_roots = x_roots + (set * team + g * kt) * block;
                 if (r) step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld);
-                if (split_x && r && k == 0)
-                    step_subtree<T>(a, l, step_chunks(a.layers[l].wx.rows, 1), 0, 1, n0, r, x_root,
-                                    stacks + tid * per_thread, ld);
+                if (split_x && r && x0 < x1)
+                    step_subtree<T>(a, l, xch, x0, x1, n0, r, group_x_roots + k * block, stacks + tid * per_thread, ld);
                 if (team > 1) barrier.wait();  // every subtree of these rows is summed
-                if (r) step_finish<T, Act, Cell>(a, l, kt, group_roots, block, x_root, ld, n0, r, c0, c1);
+                if (r)
+                    step_finish<T, Act, Cell>(a, l, kt, group_roots, block, x_team, group_x_roots, ld, n0, r, c0, c1);
             }
             if (team > 1 && l + 1 < L) barrier.wait();  // layer l's new state is complete
         }
