@@ -254,7 +254,7 @@ static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx 
 // activation, an LSTM's gates (blocks H apart) and cell update, or a GRU's (its roots sum
 // h·Wh only; x·Wx is the pairwise sum of the `x_team` roots at `x_roots`, as far apart);
 // stored to out and to the carried state.
-template <class T, class Act, StepCell Cell>
+template <class T, StepCell Cell, class Act>
 static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, idx root_stride, int x_team,
                         const T* x_roots, idx ld, idx n0, idx rows, idx c0, idx c1) {
     const T* b = a.layers[l].b;
@@ -304,7 +304,8 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
     }
 }
 
-template <class T, class Act, StepCell Cell>
+// Act: the vanilla cell's activation (the gated cells have their own nonlinearities).
+template <class T, StepCell Cell, class Act = ActIdentity>
 static bool run_step(const StepArgs<T>& a) {
     const idx N = a.x.rows, H = a.h.cols, L = a.num_layers;
     if (N == 0 || H == 0 || L == 0) return true;
@@ -376,7 +377,7 @@ static bool run_step(const StepArgs<T>& a) {
                     step_subtree<T>(a, l, xch, x0, x1, n0, r, group_x_roots + k * block, stacks + tid * per_thread, ld);
                 if (team > 1) barrier.wait();  // every subtree of these rows is summed
                 if (r)
-                    step_finish<T, Act, Cell>(a, l, kt, group_roots, block, x_team, group_x_roots, ld, n0, r, c0, c1);
+                    step_finish<T, Cell, Act>(a, l, kt, group_roots, block, x_team, group_x_roots, ld, n0, r, c0, c1);
             }
             if (team > 1 && l + 1 < L) barrier.wait();  // layer l's new state is complete
         }
@@ -387,10 +388,10 @@ static bool run_step(const StepArgs<T>& a) {
 
 template <class T>
 static bool step_kernel(const StepArgs<T>& a) {
-    if (a.cell == StepCell::lstm) return run_step<T, ActIdentity, StepCell::lstm>(a);
-    if (a.cell == StepCell::gru) return run_step<T, ActIdentity, StepCell::gru>(a);
-    return a.act == Activation::relu ? run_step<T, ActRelu, StepCell::vanilla>(a)
-                                     : run_step<T, ActTanh, StepCell::vanilla>(a);
+    if (a.cell == StepCell::lstm) return run_step<T, StepCell::lstm>(a);
+    if (a.cell == StepCell::gru) return run_step<T, StepCell::gru>(a);
+    return a.act == Activation::relu ? run_step<T, StepCell::vanilla, ActRelu>(a)
+                                     : run_step<T, StepCell::vanilla, ActTanh>(a);
 }
 
 }  // namespace PRF_ISA_NAMESPACE
