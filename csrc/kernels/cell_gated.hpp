@@ -36,6 +36,7 @@ struct AddBiasEpilogue {  // out = acc (+ bias, indexed by column, when not null
     void prefetch(idx, int, idx) const {}
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             T* o = out + (row0 + r) * out_ld;
             for_tile_vectors<T, NVT>(acc[r], col0, ncols,

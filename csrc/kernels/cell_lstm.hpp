@@ -52,6 +52,7 @@ struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's re
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         const idx H = a.cs.cols;
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             const idx n = row0 + r;
             const T* dh_out = a.dhs.at(t, n);

@@ -20,6 +20,7 @@ struct ForwardEpilogue {  // out = act(acc + xw)
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             const T* x = xw + (row0 + r) * xw_ld + col0;
             T* o = out + (row0 + r) * out_ld + col0;
@@ -54,6 +55,7 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             const T* g = dh + (row0 + r) * dh_ld + col0;
             const T* hv = h + (row0 + r) * h_ld + col0;

@@ -130,6 +130,7 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
         RowCursor<T> c(crow, row0);
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r, c.next()) {
             T* o = c.get() + col0;
             T buf[NVT * W] __attribute__((aligned(64)));

@@ -24,8 +24,14 @@ static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, 
 }
 
 // Epilogues finish an M x (NVT vectors) tile held in registers and store it once: the tile's
-// last use before memory (the cells' epilogues are in recurrence.hpp, the GEMM's in gemm.hpp).
+// last use before memory (the cells' epilogues are in cell_*.hpp, the GEMM's in gemm.hpp).
 // `row0` and `col0` locate the tile; only `ncols` columns are valid (the rest is padding).
+// Their loops over the tile's rows are unrolled (PRF_UNROLL_TILE_ROWS): with a row index
+// known at compile time the accumulators stay in registers; a rolled loop indexes them, so
+// GCC stored all of them to the stack after every tile and loaded them back. Measured on
+// Sapphire Rapids (AVX-512), 2 threads, two builds in one process, alternating calls, median
+// of the ratios: vanilla forward recurrence (T, N, H) = (100, 32, 256) 0.91-0.93x the time,
+// (50, 128, 512) 0.96-0.98x, the LSTM `typical` recurrence 0.97-0.98x, `large` within 1 %.
 template <class T>
 struct StoreEpilogue {  // out = acc
     T* out;
@@ -34,6 +40,7 @@ struct StoreEpilogue {  // out = acc
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         constexpr int W = kLanes<T>;
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             T* o = out + (row0 + r) * out_ld + col0;
             if (ncols >= NVT * W) {
@@ -190,6 +197,7 @@ struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffe
     void prefetch(idx, int, idx) const {}
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx) const {
+        PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r)
             for (int i = 0; i < NVT; ++i) store(buf + (row0 + r) * ld + col0 + i * kLanes<T>, acc[r][i]);
     }
