@@ -5,6 +5,8 @@ arguments are taken without conversion (py::arg(...).noconvert()): they must alr
 float32/float64 arrays in a layout the kernels can address (pyrnn_fast._api makes them so).
 """
 
+from collections.abc import Callable
+
 import numpy as np
 
 openmp: bool
@@ -95,3 +97,5 @@ class Stepper:
     ) -> None: ...
     def current(self, params: dict, state: object) -> bool: ...
     def step(self, x: object, params: dict, state: object) -> np.ndarray | None: ...
+    @property
+    def call(self) -> Callable[[object, dict, object], np.ndarray | None]: ...
