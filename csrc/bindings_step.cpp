@@ -211,6 +211,8 @@ PyObject* stepper_fastcall(PyObject* capsule, PyObject* const* args, Py_ssize_t 
             .ptr();
     } catch (py::error_already_set& e) {
         e.restore();
+    } catch (const py::builtin_exception& e) {  // py::value_error and the like: their Python type
+        e.set_error();
     } catch (const std::bad_alloc&) {
         PyErr_NoMemory();
     } catch (const std::exception& e) {
