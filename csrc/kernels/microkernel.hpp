@@ -30,8 +30,8 @@ static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, 
 // known at compile time the accumulators stay in registers; a rolled loop indexes them, so
 // GCC stored all of them to the stack after every tile and loaded them back. Measured on
 // Sapphire Rapids (AVX-512), 2 threads, two builds in one process, alternating calls, median
-// of the ratios: vanilla forward recurrence (T, N, H) = (100, 32, 256) 0.91-0.93x the time,
-// (50, 128, 512) 0.96-0.98x, the LSTM `typical` recurrence 0.97-0.98x, `large` within 1 %.
+// of the ratios: vanilla forward recurrence (T, N, H) = (100, 32, 256) 0.91-0.96x the time,
+// (50, 128, 512) 0.96-0.98x, the LSTM `typical` recurrence 0.97-0.98x, `large` within 1-2 %.
 template <class T>
 struct StoreEpilogue {  // out = acc
     T* out;
