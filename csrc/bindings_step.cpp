@@ -192,13 +192,13 @@ class Stepper {
     std::atomic<bool> busy_{false};
 };
 
-// Stepper.step without pybind11's dispatcher: a METH_FASTCALL function whose `self` is a
-// capsule of the Stepper (holding a reference to its Python object). At N = 1, H = 8 the call
-// through pybind11 took ~0.5 µs, of which the kernel ~0.1: its dispatch (the self argument's
-// type lookup, argument casters) is a third of what is left.
+// Stepper.step is not a pybind11 method but a METH_FASTCALL function whose `self` is a capsule
+// of the Stepper (holding a reference to its Python object). At N = 1, H = 8 the call through
+// pybind11 took ~0.5 µs, of which the kernel ~0.1: its dispatch (the self argument's type
+// lookup, argument casters) was a third of what was left.
 PyObject* stepper_fastcall(PyObject* capsule, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "Stepper.call: expected (x, params: dict, state)");
+        PyErr_SetString(PyExc_TypeError, "Stepper.step: expected (x, params: dict, state)");
         return nullptr;
     }
     auto* stepper = static_cast<Stepper*>(PyCapsule_GetPointer(capsule, nullptr));
@@ -221,11 +221,14 @@ PyObject* stepper_fastcall(PyObject* capsule, PyObject* const* args, Py_ssize_t 
     return nullptr;
 }
 
-PyMethodDef stepper_call_def = {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(stepper_fastcall)),
-                                METH_FASTCALL, "call(x, params, state): step(x, params, state), called directly."};
+PyMethodDef stepper_step_def = {
+    "step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(stepper_fastcall)), METH_FASTCALL,
+    "step(x, params, state), positional: advance every layer by one step; returns the new top state (N, H), or "
+    "None (nothing done) if the layer's arrays changed or x needs converting."};
 
-// The fast-call function of the Stepper `self` (kept alive by it).
-py::object stepper_call(const py::object& self) {
+// The step function of the Stepper `self` (which it keeps alive): a new object per attribute
+// read, so a caller stepping in a loop keeps one.
+py::object stepper_step(const py::object& self) {
     Stepper* stepper = self.cast<Stepper*>();
     PyObject* capsule = PyCapsule_New(stepper, nullptr,
                                       [](PyObject* c) { Py_XDECREF(static_cast<PyObject*>(PyCapsule_GetContext(c))); });
@@ -235,7 +238,7 @@ py::object stepper_call(const py::object& self) {
         throw py::error_already_set();
     }
     Py_INCREF(self.ptr());
-    PyObject* f = PyCFunction_New(&stepper_call_def, capsule);
+    PyObject* f = PyCFunction_New(&stepper_step_def, capsule);
     Py_DECREF(capsule);
     if (!f) throw py::error_already_set();
     return py::reinterpret_steal<py::object>(f);
@@ -284,12 +287,11 @@ void bind_step(py::module_& m) {
              "state_key: the object step() and current() are passed as `state` (default: state itself).")
         .def("current", &Stepper::current, py::arg("params"), py::arg("state"),
              "Whether state and params' values are the objects the stepper was built from.")
-        .def("step", &Stepper::step, py::arg("x"), py::arg("params"), py::arg("state"),
-             "Advance every layer by one step; returns the new top state (N, H), or None (nothing done) if the "
-             "layer's arrays changed or x needs converting.")
-        .def_property_readonly("call", &stepper_call,
-                               "step as a plain function of (x, params, state), positional only: the same "
-                               "call without pybind11's dispatch, for the streaming loop.");
+        .def_property_readonly("step", &stepper_step,
+                               "step(x, params, state): advance every layer by one step; returns the new top "
+                               "state (N, H), or None (nothing done) if the layer's arrays changed or x needs "
+                               "converting. A plain function (positional arguments, no pybind11 dispatch): keep "
+                               "it to call it in a loop.");
 
     def_peak(m, "fma_peak", prf::fma_peak<float>, prf::fma_peak<double>,
              "(flops, seconds) of the register-only FMA loop of the current instruction set: its peak.");

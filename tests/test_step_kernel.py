@@ -66,10 +66,10 @@ def _check_steps(L, N, D, H, dtype, activation):
     out = np.empty_like(state)
     stepper = core.Stepper(wx, wh, b, state, out, activation, params := _params(wx, wh, b))
     rng = np.random.default_rng(1)
-    for entry in (stepper.step, stepper.call, stepper.step):  # the method, and its direct form
+    for _ in range(3):
         x = rng.standard_normal((N, D)).astype(dtype)
         expected = _reference_step(x, wx, wh, b, state.copy(), activation)
-        top = entry(x, params, state)
+        top = stepper.step(x, params, state)
         assert_close(state, expected, dtype, "state")
         assert_close(top, expected[-1], dtype, "returned top state")
         assert top.dtype == dtype and top.shape == (N, H)
@@ -151,30 +151,29 @@ def test_arrays_replaced_in_the_layer_make_the_stepper_refuse():
         [[1.0, 1.0, 1.0, 1.0]],  # not an array
     ],
 )
-@pytest.mark.parametrize("entry", ["step", "call"])
-def test_step_returns_none_for_what_it_cannot_take_as_it_is(x, entry):
+def test_step_returns_none_for_what_it_cannot_take_as_it_is(x):
     wx, wh, b, state = _stack(1, 1, 4, 8, np.float64)
     before = state.copy()
     stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
-    assert getattr(stepper, entry)(x, {}, state) is None
+    assert stepper.step(x, {}, state) is None
     np.testing.assert_array_equal(state, before)
 
 
-def test_call_is_positional_checks_params_and_keeps_the_stepper_alive():
+def test_step_is_positional_checks_params_and_keeps_the_stepper_alive():
     wx, wh, b, state = _stack(1, 1, 4, 8, np.float64)
     stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
-    call = stepper.call
+    step = stepper.step
     x = np.ones((1, 4))
     with pytest.raises(TypeError, match=r"expected \(x, params: dict, state\)"):
-        call(x, {})
+        step(x, {})
     with pytest.raises(TypeError, match=r"expected \(x, params: dict, state\)"):
-        call(x, [], state)
+        step(x, [], state)
     with pytest.raises(TypeError):
-        call(x=x, params={}, state=state)
+        step(x=x, params={}, state=state)
     expected = _reference_step(x, wx, wh, b, state.copy(), "tanh")
     del stepper
     gc.collect()
-    np.testing.assert_allclose(call(x, {}, state), expected[-1], rtol=1e-14)
+    np.testing.assert_allclose(step(x, {}, state), expected[-1], rtol=1e-14)
 
 
 def test_stepper_checks_every_argument():

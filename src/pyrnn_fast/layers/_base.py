@@ -133,7 +133,7 @@ class _RecurrentLayer:
         self.dh0 = None
         self._cache = None  # what the last call keeps for backward
         self._step_buffer = None  # the generic step's outputs, kept across steps
-        self._stepper = None  # the compiled step: (stepper, settings it was built for, stepper.call), see RNN.step
+        self._stepper = None  # the compiled step: (stepper, settings it was built for, its step function), see RNN.step
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
         return init_seq
@@ -295,7 +295,7 @@ class _RecurrentLayer:
         when there is none, the settings or arrays changed, or x_t needs converting."""
         fast = self._stepper
         if fast is not None and self.stateful and fast[1] == self._step_settings():
-            return fast[2](x_t, self.params, self.state)  # stepper.step without pybind11's dispatch
+            return fast[2](x_t, self.params, self.state)
         return None
 
     def _compiled_step(self, x, parts):
@@ -332,11 +332,12 @@ class _RecurrentLayer:
             state_key=key,
             bh=[w[3] for w in weights] if len(weights[0]) > 3 else None,  # a GRU's recurrent biases
         )
-        top = stepper.step(x, self.params, key)
+        step = stepper.step  # a new function object per read: kept
+        top = step(x, self.params, key)
         if top is None:  # cannot happen: x and every array were made what the kernel takes
             raise RuntimeError("pyrnn_fast internal error: the compiled step refused checked arguments")
         if in_place:
-            self._stepper = (stepper, settings, stepper.call)
+            self._stepper = (stepper, settings, step)
         else:
             for original, copy in zip(originals, parts):
                 original[...] = copy
