@@ -133,6 +133,48 @@ def test_isa_controls():
         core.set_isa(previous)
 
 
+GUARD = 19  # columns of NaN beside an output, more than a vector's lanes in every build
+
+
+@pytest.mark.parametrize("isa", core.available_isas() if core is not None else [])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H", [1, 5, 13, 37])
+def test_recurrences_stay_in_their_columns(isa, dtype, H):
+    """The vanilla recurrences on hidden sizes that end in a part of a vector, their outputs
+    views into wider buffers of NaN: equal to a NumPy loop, and nothing written past column H."""
+    rng = np.random.default_rng(H)
+    T, N = 4, 11
+    previous = core.isa()
+    core.set_isa(isa)
+    try:
+        xw = rng.standard_normal((T, N, H)).astype(dtype)
+        Wh = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+        hs_buf = np.full((T, N, H + GUARD), np.nan, dtype)
+        hs = hs_buf[..., :H]
+        core.forward(xw, Wh, None, hs, "tanh", 2)
+        h, expected = np.zeros((N, H)), []
+        for t in range(T):
+            h = np.tanh(xw[t] + h @ Wh)
+            expected.append(h)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(hs, np.array(expected), rtol=tol, atol=tol)
+        assert np.isnan(hs_buf[..., H:]).all(), "forward wrote past the hidden units"
+
+        dhs = rng.standard_normal((T, N, H)).astype(dtype)
+        da_buf = np.full((T, N, H + GUARD), np.nan, dtype)
+        da, dh0 = da_buf[..., :H], np.empty((N, H), dtype)
+        core.backward(dhs, hs, Wh, None, da, dh0, "tanh", 2)
+        dh, expected = np.zeros((N, H)), [None] * T
+        for t in reversed(range(T)):
+            expected[t] = (dhs[t] + dh) * (1 - hs[t].astype(np.float64) ** 2)
+            dh = expected[t] @ Wh.T
+        np.testing.assert_allclose(da, np.array(expected), rtol=tol, atol=tol)
+        np.testing.assert_allclose(dh0, dh, rtol=tol, atol=tol)
+        assert np.isnan(da_buf[..., H:]).all(), "backward wrote past the hidden units"
+    finally:
+        core.set_isa(previous)
+
+
 @pytest.mark.parametrize("isa", core.available_isas() if core is not None else [])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
@@ -151,20 +193,27 @@ def test_gemms_match_numpy(isa, dtype, M, K, P):
         b_full = rng.standard_normal((P, K)).astype(dtype)
         b = b_full.T  # (K, P) with a column stride
         bias = rng.standard_normal(P).astype(dtype)
-        out = np.empty((2, M, P), dtype).transpose(1, 0, 2)  # non-contiguous (S, N, P) view
+        # Outputs are views into wider buffers of NaN: the columns past P must stay untouched
+        # (the last vector of a row is a masked store of its first lanes).
+        out_buf = np.full((2, M, P + GUARD), np.nan, dtype)
+        out = out_buf[:, :, :P].transpose(1, 0, 2)  # non-contiguous (S, N, P) view
         core.rows_gemm(a, b, bias, out, 2)
         tol = 1e-5 if dtype == np.float32 else 1e-12
         expected = a.astype(np.float64) @ b.astype(np.float64) + bias
         np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * max(1, np.sqrt(K)))
+        assert np.isnan(out_buf[:, :, P:]).all(), "rows_gemm wrote past the output's columns"
 
         c = rng.standard_normal((M, 2, P)).astype(dtype)
-        acc = rng.standard_normal((K, P)).astype(dtype)
+        acc_buf = np.full((K, P + GUARD), np.nan, dtype)
+        acc = acc_buf[:, :P]
+        acc[...] = rng.standard_normal((K, P))
         before = acc.astype(np.float64)
         core.reduce_gemm(a, c, acc, True, 2)
         expected = before + np.tensordot(a.astype(np.float64), c.astype(np.float64), axes=([0, 1], [0, 1]))
         np.testing.assert_allclose(acc, expected, rtol=tol, atol=tol * max(1, np.sqrt(2 * M)))
         core.reduce_gemm(a, c, acc, False, 1)
         np.testing.assert_allclose(acc, expected - before, rtol=tol, atol=tol * max(1, np.sqrt(2 * M)))
+        assert np.isnan(acc_buf[:, P:]).all(), "reduce_gemm wrote past the output's columns"
     finally:
         core.set_isa(previous)
 

@@ -14,20 +14,6 @@ static inline T* row_of(const Mat<T>& m, idx n) {
     return m.data ? m.data + n * m.ld : nullptr;
 }
 
-// Runs f(io, v) for each vector v of one row of a tile (columns col0 .. col0 + ncols), io
-// addressing those columns as in for_each_vector (simd.hpp).
-template <class T, int NVT, class F>
-static inline void for_tile_vectors(const Vec<T> (&acc)[NVT], idx col0, idx ncols, const F& f) {
-    constexpr int W = kLanes<T>;
-    for (int i = 0; i < NVT && i * W < ncols; ++i) {
-        const idx rem = ncols - i * W;
-        if (rem >= W)
-            f(WholeVector<T>{col0 + i * W}, acc[i]);
-        else
-            f(PartialVector<T>{col0 + i * W, int(rem)}, acc[i]);
-    }
-}
-
 template <class T>
 struct AddBiasEpilogue {  // out = acc (+ bias, indexed by column, when not null)
     const T* bias;

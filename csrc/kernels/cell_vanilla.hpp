@@ -22,16 +22,15 @@ struct ForwardEpilogue {  // out = act(acc + xw)
         constexpr int W = kLanes<T>;
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
-            const T* x = xw + (row0 + r) * xw_ld + col0;
-            T* o = out + (row0 + r) * out_ld + col0;
-            if (ncols >= NVT * W) {
-                for (int i = 0; i < NVT; ++i) store(o + i * W, Act::template apply<T>(acc[r][i] + load(x + i * W)));
-            } else {
-                T buf[NVT * W] __attribute__((aligned(64)));
-                for (idx j = 0; j < NVT * W; ++j) buf[j] = j < ncols ? x[j] : T(0);
-                for (int i = 0; i < NVT; ++i) store(buf + i * W, Act::template apply<T>(acc[r][i] + load(buf + i * W)));
-                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
-            }
+            const T* x = xw + (row0 + r) * xw_ld;
+            T* o = out + (row0 + r) * out_ld;
+            if (ncols >= NVT * W)
+                for (int i = 0; i < NVT; ++i)
+                    store(o + col0 + i * W, Act::template apply<T>(acc[r][i] + load(x + col0 + i * W)));
+            else
+                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) {
+                    io.put(o, Act::template apply<T>(v + io.get(x)));
+                });
         }
     }
 };
@@ -57,31 +56,23 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
         constexpr int W = kLanes<T>;
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
-            const T* g = dh + (row0 + r) * dh_ld + col0;
-            const T* hv = h + (row0 + r) * h_ld + col0;
-            const T* e = extra ? extra + (row0 + r) * extra_ld + col0 : nullptr;
-            T* o = da + (row0 + r) * da_ld + col0;
+            const T* g = dh + (row0 + r) * dh_ld;
+            const T* hv = h + (row0 + r) * h_ld;
+            const T* e = extra ? extra + (row0 + r) * extra_ld : nullptr;
+            T* o = da + (row0 + r) * da_ld;
             if (ncols >= NVT * W) {
                 for (int i = 0; i < NVT; ++i) {
-                    Vec<T> s = acc[r][i] + load(g + i * W);
-                    if (e) s = s + load(e + i * W);
-                    store(o + i * W, s * Act::template grad<T>(load(hv + i * W)));
+                    const idx j = col0 + i * W;
+                    Vec<T> s = acc[r][i] + load(g + j);
+                    if (e) s = s + load(e + j);
+                    store(o + j, s * Act::template grad<T>(load(hv + j)));
                 }
             } else {
-                T bg[NVT * W] __attribute__((aligned(64)));
-                T bh[NVT * W] __attribute__((aligned(64)));
-                T be[NVT * W] __attribute__((aligned(64)));
-                for (idx j = 0; j < NVT * W; ++j) {
-                    bg[j] = j < ncols ? g[j] : T(0);
-                    bh[j] = j < ncols ? hv[j] : T(0);
-                    be[j] = (e && j < ncols) ? e[j] : T(0);
-                }
-                for (int i = 0; i < NVT; ++i) {
-                    Vec<T> s = acc[r][i] + load(bg + i * W);
-                    if (e) s = s + load(be + i * W);
-                    store(bg + i * W, s * Act::template grad<T>(load(bh + i * W)));
-                }
-                for (idx j = 0; j < ncols; ++j) o[j] = bg[j];
+                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> s) {
+                    s += io.get(g);
+                    if (e) s = s + io.get(e);
+                    io.put(o, s * Act::template grad<T>(io.get(hv)));
+                });
             }
         }
     }

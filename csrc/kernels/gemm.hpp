@@ -132,24 +132,24 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
         RowCursor<T> c(crow, row0);
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r, c.next()) {
-            T* o = c.get() + col0;
-            T buf[NVT * W] __attribute__((aligned(64)));
-            const bool full = ncols >= NVT * W;
-            T* dst = full ? o : buf;
-            if (!full)
-                for (idx j = 0; j < ncols; ++j) buf[j] = o[j];
-            for (int i = 0; i < NVT; ++i) {
-                Vec<T> v = acc[r][i];
-                if (accumulate)
-                    v += load(dst + i * W);
-                else if (bias)
-                    v += full ? load(bias + col0 + i * W) : Vec<T>{};
-                store(dst + i * W, v);
-            }
-            if (!full) {
-                if (bias && !accumulate)
-                    for (idx j = 0; j < ncols; ++j) buf[j] += bias[col0 + j];
-                for (idx j = 0; j < ncols; ++j) o[j] = buf[j];
+            T* o = c.get();
+            if (ncols >= NVT * W) {
+                for (int i = 0; i < NVT; ++i) {
+                    Vec<T> v = acc[r][i];
+                    if (accumulate)
+                        v += load(o + col0 + i * W);
+                    else if (bias)
+                        v += load(bias + col0 + i * W);
+                    store(o + col0 + i * W, v);
+                }
+            } else {
+                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) {
+                    if (accumulate)
+                        v += io.get(o);
+                    else if (bias)
+                        v += io.get(bias);
+                    io.put(o, v);
+                });
             }
         }
     }
