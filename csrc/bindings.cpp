@@ -119,6 +119,19 @@ void reduce_gemm_typed(const py::array& a, const py::array& b, py::array& out, b
     run_kernel(g, prf::gemm<T>);
 }
 
+template <class T>
+void column_sums_typed(const py::array& a, py::array& out, int threads) {
+    if (a.ndim() != 3)
+        throw py::value_error("_core.column_sums: a (the (S, N, P) rows to sum): expected a 3-D array, got shape " +
+                              shape_str(a));
+    const idx S = a.shape(0), N = a.shape(1), P = a.shape(2);
+    auto sa = checked<T>(a, "_core.column_sums: a (the (S, N, P) rows to sum)", {S, N, P}, false);
+    checked<T>(out, "_core.column_sums: out (the (P,) sums)", {P}, true);
+    prf::ColumnSumArgs<T> g{
+        {static_cast<const T*>(a.data()), S, N, P, sa[0], sa[1]}, static_cast<T*>(out.mutable_data()), threads};
+    run_kernel(g, prf::column_sums<T>);
+}
+
 // The instruction sets of PRF_ISAS (rnn.hpp), best first.
 std::vector<prf::Isa> isas_best_first() {
     std::vector<prf::Isa> out;
@@ -201,6 +214,15 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(), py::arg("accumulate"),
         py::arg("threads"), "out (+)= sum over s, n of outer(a[s, n], b[s, n]): a (S, N, M), b (S, N, P), out (M, P).");
+
+    m.def(
+        "column_sums",
+        [](const py::array& a, py::array& out, int threads) {
+            by_dtype(a, "_core.column_sums: a (the (S, N, P) rows to sum)",
+                     [&](auto t) { column_sums_typed<decltype(t)>(a, out, threads); });
+        },
+        py::arg("a").noconvert(), py::arg("out").noconvert(), py::arg("threads"),
+        "out = sum over s, n of a[s, n], summed in double: a (S, N, P), out (P,).");
 
     bind_gated(m);
     bind_step(m);

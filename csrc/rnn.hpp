@@ -166,6 +166,16 @@ struct GemmArgs {
     Interrupt* interrupt = nullptr;
 };
 
+// out[j] = sum over s, n of a[s, n, j], summed in double and rounded once (the bias gradients:
+// a float32 sum of many rows loses the small terms once it is large).
+template <class T>
+struct ColumnSumArgs {
+    Seq<const T> a;  // (S, N, P)
+    T* out;          // (P,)
+    int threads;
+    Interrupt* interrupt = nullptr;  // unused: one pass over a, at memory speed
+};
+
 // One time step of a stack of unidirectional layers (streaming inference): for l = 0..L-1
 //   out[l] = act(in_l . wx[l] + h[l] . wh[l] + b[l]),   in_0 = x,  in_l = out[l-1],
 // then h[l] = out[l] (the carried state, updated in place). The weights are read where they
@@ -221,6 +231,7 @@ struct PeakArgs {
     X(gru_forward, GruForwardArgs)     \
     X(gru_backward, GruBackwardArgs)   \
     X(gemm, GemmArgs)                  \
+    X(column_sums, ColumnSumArgs)      \
     X(step, StepArgs)                  \
     X(fma_peak, PeakArgs)              \
     X(microkernel_peak, PeakArgs)

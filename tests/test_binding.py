@@ -218,6 +218,58 @@ def test_gemms_match_numpy(isa, dtype, M, K, P):
         core.set_isa(previous)
 
 
+@pytest.mark.parametrize("isa", core.available_isas() if core is not None else [])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("S,N,P", [(3, 5, 37), (1, 1, 1), (40, 64, 300), (2, 3, 0), (0, 4, 5), (4, 0, 5)])
+def test_column_sums_match_numpy(isa, dtype, S, N, P):
+    """Sums over the rows of an (S, N, P) view, at widths that split between threads in whole
+    cache lines and end in part of one, against NumPy's float64 sum; nothing written past P."""
+    rng = np.random.default_rng(S + N + P)
+    previous = core.isa()
+    core.set_isa(isa)
+    try:
+        a = rng.standard_normal((N, S, P)).astype(dtype).transpose(1, 0, 2)  # a batch-major array, time-major view
+        out_buf = np.full(P + GUARD, np.nan, dtype)
+        for threads in (1, 2):
+            out = out_buf[:P]
+            core.column_sums(a, out, threads)
+            expected = a.astype(np.float64).sum(axis=(0, 1))
+            np.testing.assert_allclose(out, expected, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-12)
+            assert np.isnan(out_buf[P:]).all(), "column_sums wrote past its output"
+    finally:
+        core.set_isa(previous)
+
+
+def test_column_sums_add_in_double():
+    """float32 rows summed in double: 1000 ones after 1e8 are kept (a float32 running sum stays at
+    1e8: its spacing there is 8)."""
+    a = np.ones((1001, 1, 3), np.float32)
+    a[0] = 1e8
+    out = np.empty(3, np.float32)
+    core.column_sums(a, out, 2)
+    np.testing.assert_array_equal(out, np.float32(1e8 + 1000))
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        ((np.zeros((2, 3), np.float32), np.zeros(3, np.float32)), "3-D"),
+        ((np.zeros((2, 3, 4), np.float32), np.zeros(5, np.float32)), r"out.*expected shape \(4,\)"),
+        ((np.zeros((2, 3, 4), np.float32), np.zeros(4, np.float64)), "out.*float32"),
+        ((np.zeros((2, 3, 4), np.float32), np.zeros(8, np.float32)[::2]), "contiguous"),
+        ((np.zeros((2, 3, 4), np.float32)[..., ::2], np.zeros(2, np.float32)), "contiguous"),
+        ((np.zeros((2, 3, 4), np.int32), np.zeros(4, np.int32)), "float"),
+    ],
+)
+def test_column_sums_rejects(args, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        core.column_sums(*args, 1)
+    ro = np.zeros(4, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        core.column_sums(np.zeros((2, 3, 4), np.float32), ro, 1)
+
+
 @pytest.mark.parametrize(
     "call,pattern",
     [

@@ -167,6 +167,9 @@ constexpr idx kWideK = idx(1) << 16;
 // that fix, 2^21 instead of 2^22 was within noise on `stream`: vanilla fwd+bwd 1.72-1.84 vs
 // 1.79-1.90 ms, 2 alternating builds; so 2^22 stays.)
 constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
+// Elements per thread of a column sum (gemm.hpp, column_sums_kernel): one read of each, at
+// memory speed, so a second thread pays for its start only on a large array.
+constexpr idx kMinSumsPerThread = idx(1) << 16;
 
 // A second thread pays for itself in a recurrence when each thread gets at least this many
 // multiply-adds per step and this many hidden units (whole panels): below that, the barrier

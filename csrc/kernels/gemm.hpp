@@ -264,5 +264,33 @@ static bool gemm_kernel(const GemmArgs<T>& g) {
     return !failed;
 }
 
+// The column sums (ColumnSumArgs): each thread sums its range of columns over all rows, one row
+// after the other (contiguous reads, the sums in L1), into double sums in its scratch.
+template <class T>
+static bool column_sums_kernel(const ColumnSumArgs<T>& g) {
+    const idx S = g.a.steps, N = g.a.rows, P = g.a.cols;
+    constexpr idx unit = 64 / idx(sizeof(T));  // columns per share: whole cache lines of a row
+    const idx units = (P + unit - 1) / unit;
+    idx nt = imin(idx(g.threads < 1 ? 1 : g.threads), units);
+    nt = imax(1, imin(nt, S * N * P / kMinSumsPerThread));
+    int failed = 0;
+    run_team(int(nt), [&](int team, int tid) {
+        idx u0, u1;
+        thread_range(units, team, tid, u0, u1);
+        const idx j0 = u0 * unit, j1 = imin(u1 * unit, P), n = j1 - j0;
+        if (n <= 0) return;
+        double* sums = scratch<double, kColumnSums>(n);
+        if (!sums) return __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+        for (idx j = 0; j < n; ++j) sums[j] = 0;
+        for (idx s = 0; s < S; ++s)
+            for (idx r = 0; r < N; ++r) {
+                const T* row = g.a.at(s, r) + j0;
+                for (idx j = 0; j < n; ++j) sums[j] += double(row[j]);
+            }
+        for (idx j = 0; j < n; ++j) g.out[j0 + j] = T(sums[j]);
+    });
+    return !failed;
+}
+
 }  // namespace PRF_ISA_NAMESPACE
 }  // namespace prf

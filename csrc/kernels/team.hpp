@@ -33,8 +33,17 @@ struct PackBuffer {
     ~PackBuffer() { std::free(data); }
 };
 // One buffer per (type, purpose, thread): the recurrence's packed weights and partial sums,
-// the GEMM's packed blocks of A and B, and the streaming step's sums.
-enum Scratch { kRecurrenceWeights, kRecurrencePartial, kRecurrenceA, kGemmA, kGemmB, kGemmWide, kStepSums };
+// the GEMM's packed blocks of A and B, the column sums and the streaming step's sums.
+enum Scratch {
+    kRecurrenceWeights,
+    kRecurrencePartial,
+    kRecurrenceA,
+    kGemmA,
+    kGemmB,
+    kGemmWide,
+    kColumnSums,
+    kStepSums
+};
 template <class T, int Purpose>
 static T* scratch(idx n) {
     static thread_local PackBuffer<T> buf;

@@ -237,7 +237,7 @@ def lstm_backward(
     dx, dWx, dWh = _backward_gemms(
         kernel, x, _tm(x, time_major), Wx, _tm(hs, time_major), h0, da, da, dtype, time_major
     )
-    return LSTMGrads(dx, dWx, dWh, _column_sums(da, dtype), dh0, dc0)
+    return LSTMGrads(dx, dWx, dWh, _column_sums(kernel, da, dtype), dh0, dc0)
 
 
 def gru_forward(
@@ -308,4 +308,4 @@ def gru_backward(
     )
     Wx = _kernel_weights(arrays["Wx"], dtype)
     dx, dWx, dWh = _backward_gemms(kernel, x, _tm(x, time_major), Wx, hs_tm, h0, du, dv, dtype, time_major)
-    return GRUGrads(dx, dWx, dWh, _column_sums(du, dtype), _column_sums(dv, dtype), dh0)
+    return GRUGrads(dx, dWx, dWh, _column_sums(kernel, du, dtype), _column_sums(kernel, dv, dtype), dh0)

@@ -16,6 +16,10 @@ brings its own, faster than NumPy's bundled BLAS and on the kernels' own threads
     rows_gemm(a, b, bias, out)            # out[s, n] = a[s, n] @ b (+ bias)
     reduce_gemm(a, b, out, accumulate)    # out (+)= Σ_{s,n} a[s, n]ᵀ b[s, n]
 
+and the bias gradients' sums (NumPy's by default):
+
+    column_sums(a, out)                   # out = Σ_{s,n} a[s, n], summed in float64
+
 All (T, N, ·) arguments are time-major views (possibly non-contiguous, last axis contiguous);
 h0, dh_last and bias may be None. Validation and the order of calls are shared, in ``_api``.
 """
@@ -48,6 +52,7 @@ class Backend(NamedTuple):
     gru_backward: Callable
     rows_gemm: Callable = _reference.rows_gemm
     reduce_gemm: Callable = _reference.reduce_gemm
+    column_sums: Callable = _reference.column_sums
 
 
 def _with_threads(fn, threads: Callable[[], int]) -> Callable:
@@ -149,9 +154,8 @@ def get_backend(name: str | None) -> Backend:
         # The thread count is read in the calling thread at each call: OpenMP's setting is per
         # thread (see get_num_threads).
         threads = _core.get_num_threads
-        backend = Backend(
-            "cpp", *(_with_threads(getattr(_core, k), threads) for k in (*_KERNELS, "rows_gemm", "reduce_gemm"))
-        )
+        kernels = (*_KERNELS, "rows_gemm", "reduce_gemm", "column_sums")
+        backend = Backend("cpp", *(_with_threads(getattr(_core, k), threads) for k in kernels))
     elif name == "numba":
         from . import _numba, _numba_gated
 

@@ -261,11 +261,12 @@ def release_buffers() -> int:
     return held
 
 
-def _column_sums(a: np.ndarray, dtype) -> np.ndarray:
-    """Σ over every row of a (..., P), in float64 (NumPy adds the rows one after another: in
-    float32 a sum stalls at 2^24), rounded once to `dtype`."""
-    rows = math.prod(a.shape[:-1])  # not reshape(-1, P): -1 is ambiguous when P = 0
-    return a.reshape(rows, a.shape[-1]).sum(axis=0, dtype=np.float64).astype(dtype, copy=False)
+def _column_sums(kernel, a_tm: np.ndarray, dtype) -> np.ndarray:
+    """Σ over every row of the time-major (T, N, P) a_tm, in float64, rounded once to `dtype`
+    (the backend's column_sums)."""
+    out = np.empty(a_tm.shape[2], dtype)
+    kernel.column_sums(a_tm, out)
+    return out
 
 
 def _backward_gemms(kernel, x, x_tm, Wx, hs_tm, h0, du_tm, dv_tm, dtype, time_major):

@@ -89,6 +89,12 @@ def reduce_gemm(a, b, out, accumulate):
     out[...] = total
 
 
+def column_sums(a, out):
+    """out = Σ_{s,n} a[s, n] for (S, N, P) a, (P,) out: summed in float64 (NumPy adds the rows
+    one after another: in float32 a long sum stalls at 2^24), rounded once to out's dtype."""
+    out[...] = a.sum(axis=(0, 1), dtype=np.float64)
+
+
 # --- the whole model, time-major: x (T, N, D) ------------------------------------------
 
 
