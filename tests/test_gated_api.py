@@ -149,6 +149,40 @@ def test_workspace_false_same_outputs(backend, cell):
     assert a.workspace.cell == cell.upper() and a.workspace.dims == (T, N, H)
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("time_major", [True, False])
+@pytest.mark.parametrize("scratch_steps", [1, 3])
+def test_inference_in_bounded_scratch(backend, cell, time_major, scratch_steps, monkeypatch):
+    """workspace=False runs the sequence in calls of as many steps as the inference scratch
+    holds, each carrying the state on: the same bits as one call over all steps (with h0, c0,
+    a bias, both layouts, T not a multiple of the steps per call)."""
+    from pyrnn_fast import _api_gated
+
+    T, N, H = 7, 3, 6
+    p = gated_problem(cell, T, N, 4, H, np.float32)
+    x = to_layout(p["x"], time_major)
+    step_bytes = N * (5 if cell == "lstm" else 7) * H * 4  # what the forward keeps per step
+    fwd = prf.lstm_forward if cell == "lstm" else prf.gru_forward
+    args = (
+        (x, p["Wx"], p["Wh"], p["b"], p["h0"], p["c0"])
+        if cell == "lstm"
+        else (x, p["Wx"], p["Wh"], p["b"], p["bh"], p["h0"])
+    )
+
+    def run():
+        return fwd(*args, time_major=time_major, workspace=False, backend=backend)
+
+    whole = run()
+    monkeypatch.setattr(_api_gated, "INFERENCE_SCRATCH_BYTES", scratch_steps * step_bytes)
+    assert _api_gated._steps_per_call(T, step_bytes, False) == scratch_steps
+    chunked = run()
+    for got, want in zip(chunked, whole):
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
+    expected = check_cell(cell, p, backend, time_major)  # and one call against the reference
+    np.testing.assert_array_equal(chunked.hs, expected.hs)
+
+
 def test_inputs_not_modified_and_float32_stays_float32():
     p = gated_problem("lstm", 4, 3, 2, 5, np.float32)
     before = {k: None if v is None else v.copy() for k, v in p.items()}

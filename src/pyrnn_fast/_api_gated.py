@@ -20,7 +20,6 @@ from ._orchestration import (
     _backward_gemms,
     _column_sums,
     _empty,
-    _input_projection,
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
@@ -96,6 +95,21 @@ def _workspace_arrays(workspace, cell, dims, dtype, time_major):
 
 def _initial(a, dtype, N, H):
     return np.zeros((N, H), dtype) if a is None else a.copy()
+
+
+# Inference (workspace=False) keeps at most this many bytes of per-step scratch (the input
+# projection, the gates, an LSTM's cell states) whatever T: the forward then runs in calls of
+# that many steps, each carrying the state on. A call more costs packing Wh again and starting
+# the team: at this size well under 0.1 % of the steps' work for any H.
+INFERENCE_SCRATCH_BYTES = 256 << 20
+
+
+def _steps_per_call(T: int, step_bytes: int, workspace: bool) -> int:
+    """Steps per kernel call of a forward: all T with a workspace (backward needs all steps'
+    gates), else as many as INFERENCE_SCRATCH_BYTES holds (at least 1, at most T)."""
+    if workspace or step_bytes == 0:
+        return T
+    return min(T, max(1, INFERENCE_SCRATCH_BYTES // step_bytes))
 
 
 def _forward_inputs(named, time_major, gates) -> tuple[dict, np.dtype, tuple, np.ndarray, np.ndarray, np.ndarray]:
@@ -176,19 +190,27 @@ def lstm_forward(
 
     x (N, T, D) (or (T, N, D) with time_major), Wx (D, 4H), Wh (H, 4H), b (4H,), h0, c0 (N, H).
     Returns LSTMOutput(hs, h_last, c_last, workspace): hs in x's layout; workspace is what
-    ``lstm_backward`` needs (T·N·5H values), None with ``workspace=False`` (inference).
+    ``lstm_backward`` needs (T·N·5H values), None with ``workspace=False`` (inference, which
+    then keeps at most INFERENCE_SCRATCH_BYTES of scratch besides hs, whatever T).
     dtype, layouts, backends and threads as for ``rnn_forward``.
     """
     kernel = get_backend(backend)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 4)
-    h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
-    gates = _empty((T, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
-    cs = _empty((T, N, H), dtype)
-    _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], gates, dtype)
-    kernel.lstm_forward(gates, _kernel_matrix(arrays["Wh"], dtype), h0, c0, hs_tm, cs, gates)
-    h_last = hs_tm[-1].copy() if T > 0 else _initial(h0, dtype, N, H)
-    c_last = cs[-1].copy() if T > 0 else _initial(c0, dtype, N, H)
+    Wx, b, Wh = _kernel_weights(arrays["Wx"], dtype), _kernel_matrix(arrays["b"], dtype), arrays["Wh"]
+    Wh = _kernel_matrix(Wh, dtype)
+    h, c = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
+    x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 5 * H * dtype.itemsize, workspace)
+    gates = _empty((steps, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
+    cs = _empty((steps, N, H), dtype)
+    for t0 in range(0, T, max(steps, 1)):
+        t1 = min(T, t0 + steps)
+        g, c_seq = gates[: t1 - t0], cs[: t1 - t0]
+        kernel.rows_gemm(x_tm[t0:t1], Wx, b, g)
+        kernel.lstm_forward(g, Wh, h, c, hs_tm[t0:t1], c_seq, g)
+        h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), c_seq[-1].copy()  # copies: c_seq is reused
+    h_last = hs_tm[-1].copy() if T > 0 else _initial(h, dtype, N, H)
+    c_last = c if T > 0 else _initial(c, dtype, N, H)
     ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs) if workspace else None
     return LSTMOutput(hs, h_last, c_last, ws)
 
@@ -258,17 +280,24 @@ def gru_forward(
     n = tanh(u_n + r ⊙ v_n);  h_t = (1 − z) ⊙ n + z ⊙ h_{t-1};  h_{-1} = h0 (zeros if None).
 
     x (N, T, D) (or (T, N, D)), Wx (D, 3H), Wh (H, 3H), b, bh (3H,), h0 (N, H).
-    Returns GRUOutput(hs, h_last, workspace) (T·N·4H values; None with ``workspace=False``).
+    Returns GRUOutput(hs, h_last, workspace) (T·N·4H values; None with ``workspace=False``,
+    which bounds the scratch as for ``lstm_forward``).
     """
     kernel = get_backend(backend)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 3)
-    h0 = _kernel_matrix(arrays["h0"], dtype)
-    xw = _empty((T, N, 3 * H), dtype)
-    gates = _empty((T, N, 4 * H), dtype)
-    _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], xw, dtype)
-    kernel.gru_forward(xw, _kernel_matrix(arrays["Wh"], dtype), _kernel_matrix(arrays["bh"], dtype), h0, hs_tm, gates)
-    h_last = hs_tm[-1].copy() if T > 0 else _initial(h0, dtype, N, H)
+    Wx, b, Wh = _kernel_weights(arrays["Wx"], dtype), _kernel_matrix(arrays["b"], dtype), arrays["Wh"]
+    Wh, bh = _kernel_matrix(Wh, dtype), _kernel_matrix(arrays["bh"], dtype)
+    h = _kernel_matrix(arrays["h0"], dtype)
+    x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 7 * H * dtype.itemsize, workspace)
+    xw = _empty((steps, N, 3 * H), dtype)
+    gates = _empty((steps, N, 4 * H), dtype)
+    for t0 in range(0, T, max(steps, 1)):
+        t1 = min(T, t0 + steps)
+        kernel.rows_gemm(x_tm[t0:t1], Wx, b, xw[: t1 - t0])
+        kernel.gru_forward(xw[: t1 - t0], Wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0])
+        h = _kernel_matrix(hs_tm[t1 - 1], dtype)
+    h_last = hs_tm[-1].copy() if T > 0 else _initial(h, dtype, N, H)
     ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None) if workspace else None
     return GRUOutput(hs, h_last, ws)
 
