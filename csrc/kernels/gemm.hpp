@@ -280,7 +280,10 @@ static bool column_sums_kernel(const ColumnSumArgs<T>& g) {
         const idx j0 = u0 * unit, j1 = imin(u1 * unit, P), n = j1 - j0;
         if (n <= 0) return;
         double* sums = scratch<double, kColumnSums>(n);
-        if (!sums) return __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+        if (!sums) {
+            __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
         for (idx j = 0; j < n; ++j) sums[j] = 0;
         for (idx s = 0; s < S; ++s)
             for (idx r = 0; r < N; ++r) {
