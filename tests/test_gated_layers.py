@@ -339,3 +339,33 @@ def test_gated_step_follows_every_change_to_the_layer(cell, backend, dtype, bias
     check_step(np.asfortranarray(x), "x_t in Fortran order")
     layer.reset_state()
     check_step(x, "after reset_state")
+
+
+@pytest.mark.parametrize("cell", ["RNN", *sorted(CELLS)])
+@pytest.mark.parametrize("use_lengths", [False, True])
+def test_record_false_is_inference(cell, use_lengths, backend):
+    """layer(x, record=False): the same outputs and final states (bits) as a recording call,
+    the carried state of a stateful layer too; nothing kept for backward, which then raises."""
+    make = prf.RNN if cell == "RNN" else CELLS[cell]
+    kw = dict(num_layers=2, bidirectional=True, seed=3, backend=backend)
+    x = rng_arrays(0, (5, 6, 4))[0]
+    lengths = LENGTHS if use_lengths else None
+    recording, inference = make(4, 7, **kw), make(4, 7, **kw)
+    want_out, want_state = recording(x, None, lengths)
+    got_out, got_state = inference(x, None, lengths, record=False)
+    np.testing.assert_array_equal(got_out, want_out)
+    for got, want in zip(*(s if isinstance(s, tuple) else (s,) for s in (got_state, want_state))):
+        np.testing.assert_array_equal(got, want)
+    assert recording._cache is not None and inference._cache is None
+    with pytest.raises(RuntimeError, match="record=True"):
+        inference.backward(np.ones_like(got_out))
+    recording.backward(np.ones_like(want_out))  # the recording layer's backward still runs
+    with pytest.raises(TypeError, match="record: expected a bool"):
+        inference(x, record="no")
+
+    stateful = [make(4, 7, num_layers=1, stateful=True, seed=5, backend=backend) for _ in range(2)]
+    for chunk in (x[:, :3], x[:, 3:]):
+        a, b = stateful[0](chunk)[0], stateful[1](chunk, record=False)[0]
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(stateful[0]._state_parts(), stateful[1]._state_parts()):
+        np.testing.assert_array_equal(a, b)

@@ -341,9 +341,9 @@ def _task_layer(shipped, seed):
     return layer
 
 
-def _call(layer, x, lengths, state_parts):
+def _call(layer, x, lengths, state_parts, record=True):
     state = None if state_parts is None else (state_parts[0] if len(state_parts) == 1 else tuple(state_parts))
-    out, final = layer(x, state, lengths)
+    out, final = layer(x, state, lengths, record=record)
     return out, (final,) if len(layer._state_names) == 1 else tuple(final)
 
 
@@ -362,7 +362,7 @@ def _task(shipped, seed, threads, slots):
 
 def _predict_chunk(shipped, with_state, x, lengths, state_parts, seed, threads, slots):
     with _task(shipped, seed, threads, slots) as layer:
-        out, final = _call(layer, x, lengths, state_parts)
+        out, final = _call(layer, x, lengths, state_parts, record=False)  # no backward follows
     return (out, final) if with_state else out
 
 

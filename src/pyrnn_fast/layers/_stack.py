@@ -40,8 +40,12 @@ def _initial_state(layer, given, N):
     return tuple(layer._state_or_zeros(name, a, shape, "shape (num_layers*dirs, N, H)") for name, a in given.items())
 
 
-def stack_forward(layer, x, given_state, lengths):
-    """Run the layer: returns (out in the caller's layout, the final state parts)."""
+def stack_forward(layer, x, given_state, lengths, record=True):
+    """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
+    keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
+    keep no workspace)."""
+    if not isinstance(record, (bool, np.bool_)):
+        raise TypeError(f"record: expected a bool, got {type(record).__name__}")
     # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
     # _empty) instead of a second set beside them, and a call that fails leaves no stale
     # record for backward.
@@ -68,16 +72,18 @@ def stack_forward(layer, x, given_state, lengths):
             W = layer._weights(layer_idx, suffix)
             k = layer_idx * dirs + d
             x_run = inp if d == 0 else _reverse(inp, rev)
-            hs, final, record = _run_forward(
-                lambda xs, st, W=W: layer._run(xs, W, st), x_run, tuple(s[k] for s in state0), segs
+            hs, final, saved = _run_forward(
+                lambda xs, st, W=W: layer._run(xs, W, st, keep=record), x_run, tuple(s[k] for s in state0), segs
             )
             for s, f in zip(state_n, final):
                 s[k] = f
-            runs.append(dict(x=x_run, hs=hs, record=record))
+            if record:
+                runs.append(dict(x=x_run, hs=hs, record=saved))
             outs.append(hs if d == 0 else _reverse(hs, rev))
-        cache["layers"].append(dict(runs=runs, mask=mask))
+        if record:
+            cache["layers"].append(dict(runs=runs, mask=mask))
         inp = outs[0] if dirs == 1 else np.concatenate(outs, axis=-1)
-    layer._cache = cache
+    layer._cache = cache if record else None
     if layer.stateful:
         layer._set_state_parts(tuple(s.copy() for s in state_n))
     out = inp.copy() if layer.time_major else np.ascontiguousarray(inp.transpose(1, 0, 2))
@@ -90,7 +96,7 @@ def stack_backward(layer, dout, given_dstate):
     array or None}, the gradients w.r.t. the final state parts."""
     cache = layer._cache
     if cache is None:
-        raise RuntimeError("backward: call the layer (forward) first")
+        raise RuntimeError("backward: call the layer (forward) first, with record=True (the default)")
     T, N = cache["T"], cache["N"]
     H, dirs, L = layer.hidden_size, layer.num_directions, layer.num_layers
     dout = _check_real("dout", dout)

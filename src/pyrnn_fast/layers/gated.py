@@ -104,13 +104,14 @@ class LSTM(_GatedLayer):
         )  # fmt: skip
         return g.dx, (g.dWx, g.dWh, g.db), (g.dh0, g.dc0)
 
-    def __call__(self, x, state=None, lengths=None):
+    def __call__(self, x, state=None, lengths=None, *, record=True):
         """Run the layer: returns ``out, (h_n, c_n)``.
 
         x : (N, T, D), or (T, N, D) with time_major.
         state : None (zeros; a stateful layer's carried state) or a pair (h0, c0), each
             (num_layers·dirs, N, H).
         lengths : (N,) ints in [0, T], optional (PyTorch's packed sequences: see ``RNN``).
+        record : keep what ``backward`` needs (default); False for inference (see ``RNN``).
 
         out : (N, T, dirs·H) (or time-major), the top layer's h, [forward, reverse].
         h_n, c_n : (num_layers·dirs, N, H), the final states, index ``layer·dirs + direction``.
@@ -121,7 +122,7 @@ class LSTM(_GatedLayer):
             h0, c0 = state
         else:
             raise TypeError(f"state: expected None or a pair (h0, c0), got {type(state).__name__}")
-        out, (h_n, c_n) = stack_forward(self, x, {"h0": h0, "c0": c0}, lengths)
+        out, (h_n, c_n) = stack_forward(self, x, {"h0": h0, "c0": c0}, lengths, record)
         return out, (h_n, c_n)
 
     forward = __call__
@@ -187,9 +188,9 @@ class GRU(_GatedLayer):
         )
         return g.dx, (g.dWx, g.dWh, g.db, g.dbh), (g.dh0,)
 
-    def __call__(self, x, h0=None, lengths=None):
+    def __call__(self, x, h0=None, lengths=None, *, record=True):
         """Run the layer: returns ``out, h_n`` (as ``RNN``)."""
-        out, (h_n,) = stack_forward(self, x, {"h0": h0}, lengths)
+        out, (h_n,) = stack_forward(self, x, {"h0": h0}, lengths, record)
         return out, h_n
 
     forward = __call__

@@ -117,7 +117,7 @@ class RNN(_RecurrentLayer):
 
     # --- forward and backward -------------------------------------------------------------
 
-    def __call__(self, x, h0=None, lengths=None):
+    def __call__(self, x, h0=None, lengths=None, *, record=True):
         """Run the layer: returns ``out, h_n``.
 
         x : (N, T, D), or (T, N, D) with time_major.
@@ -125,11 +125,13 @@ class RNN(_RecurrentLayer):
         lengths : (N,) ints in [0, T], optional: steps at or past a sample's length leave its
             state unchanged and give zero outputs; the reverse direction starts from each
             sample's own last valid step (PyTorch's packed sequences).
+        record : keep what ``backward`` needs (default); False for inference: nothing is
+            kept (the gated cells then also run in bounded scratch) and backward raises.
 
         out : (N, T, dirs·H) (or time-major), the top layer's outputs, [forward, reverse].
         h_n : (num_layers·dirs, N, H), the final states, index ``layer·dirs + direction``.
         """
-        out, (h_n,) = stack_forward(self, x, {"h0": h0}, lengths)
+        out, (h_n,) = stack_forward(self, x, {"h0": h0}, lengths, record)
         return out, h_n
 
     forward = __call__
