@@ -19,18 +19,13 @@ struct ForwardEpilogue {  // out = act(acc + xw)
     }
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
-        constexpr int W = kLanes<T>;
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             const T* x = xw + (row0 + r) * xw_ld;
             T* o = out + (row0 + r) * out_ld;
-            if (ncols >= NVT * W)
-                for (int i = 0; i < NVT; ++i)
-                    store(o + col0 + i * W, Act::template apply<T>(acc[r][i] + load(x + col0 + i * W)));
-            else
-                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) {
-                    io.put(o, Act::template apply<T>(v + io.get(x)));
-                });
+            for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) {
+                io.put(o, Act::template apply<T>(v + io.get(x)));
+            });
         }
     }
 };
@@ -53,27 +48,17 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
     }
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
-        constexpr int W = kLanes<T>;
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             const T* g = dh + (row0 + r) * dh_ld;
             const T* hv = h + (row0 + r) * h_ld;
             const T* e = extra ? extra + (row0 + r) * extra_ld : nullptr;
             T* o = da + (row0 + r) * da_ld;
-            if (ncols >= NVT * W) {
-                for (int i = 0; i < NVT; ++i) {
-                    const idx j = col0 + i * W;
-                    Vec<T> s = acc[r][i] + load(g + j);
-                    if (e) s = s + load(e + j);
-                    store(o + j, s * Act::template grad<T>(load(hv + j)));
-                }
-            } else {
-                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> s) {
-                    s += io.get(g);
-                    if (e) s = s + io.get(e);
-                    io.put(o, s * Act::template grad<T>(io.get(hv)));
-                });
-            }
+            for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> s) {
+                s += io.get(g);
+                if (e) s = s + io.get(e);
+                io.put(o, s * Act::template grad<T>(io.get(hv)));
+            });
         }
     }
 };

@@ -128,29 +128,17 @@ struct GemmEpilogue {  // C = acc + bias (first k block), C += acc (later blocks
     }
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
-        constexpr int W = kLanes<T>;
         RowCursor<T> c(crow, row0);
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r, c.next()) {
             T* o = c.get();
-            if (ncols >= NVT * W) {
-                for (int i = 0; i < NVT; ++i) {
-                    Vec<T> v = acc[r][i];
-                    if (accumulate)
-                        v += load(o + col0 + i * W);
-                    else if (bias)
-                        v += load(bias + col0 + i * W);
-                    store(o + col0 + i * W, v);
-                }
-            } else {
-                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) {
-                    if (accumulate)
-                        v += io.get(o);
-                    else if (bias)
-                        v += io.get(bias);
-                    io.put(o, v);
-                });
-            }
+            for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) {
+                if (accumulate)
+                    v += io.get(o);
+                else if (bias)
+                    v += io.get(bias);
+                io.put(o, v);
+            });
         }
     }
 };

@@ -33,10 +33,15 @@ static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, 
 // of the ratios: vanilla forward recurrence (T, N, H) = (100, 32, 256) 0.91-0.96x the time,
 // (50, 128, 512) 0.96-0.98x, the LSTM `typical` recurrence 0.97-0.98x, `large` within 1-2 %.
 // Runs f(io, v) for each vector v of one row of a tile (columns col0 .. col0 + ncols), io
-// addressing those columns as in for_each_vector (simd.hpp).
+// addressing those columns as in for_each_vector (simd.hpp): every epilogue's one formula for
+// whole tiles (no test per vector) and for a tile that ends in part of a vector.
 template <class T, int NVT, class F>
 static inline void for_tile_vectors(const Vec<T> (&acc)[NVT], idx col0, idx ncols, const F& f) {
     constexpr int W = kLanes<T>;
+    if (ncols >= NVT * W) {
+        for (int i = 0; i < NVT; ++i) f(WholeVector<T>{col0 + i * W}, acc[i]);
+        return;
+    }
     for (int i = 0; i < NVT && i * W < ncols; ++i) {
         const idx rem = ncols - i * W;
         if (rem >= W)
@@ -53,14 +58,10 @@ struct StoreEpilogue {  // out = acc
     void prefetch(idx, int, idx) const {}
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
-        constexpr int W = kLanes<T>;
         PRF_UNROLL_TILE_ROWS
         for (int r = 0; r < M && r < nrows; ++r) {
             T* o = out + (row0 + r) * out_ld;
-            if (ncols >= NVT * W)
-                for (int i = 0; i < NVT; ++i) store(o + col0 + i * W, acc[r][i]);
-            else
-                for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) { io.put(o, v); });
+            for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> v) { io.put(o, v); });
         }
     }
 };
