@@ -108,7 +108,7 @@ struct RecurrenceShape {
 // [j0, j1) (a gated cell's elementwise update, which needs every gate of a unit: a thread owns
 // all gates of its units); split by columns, one barrier per step. Then cell.finish(sweep) may
 // run more products (sweep(operand, epilogue), block 0) unless the call was interrupted.
-// Returns false only when the packed weights cannot be allocated.
+// Returns false only when its scratch memory (packed weights, barrier) cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx steps = s.steps, N = s.rows, H = s.cols, K = s.depth;
@@ -124,12 +124,12 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx step_work = N * K * H * s.blocks;
     const Split split =
         recurrence_split(s.threads, steps, N, H, panels, step_work, s.blocks * block_size * idx(sizeof(T)));
-    StepBarrier step_barrier;
+    StepBarrier step_barrier(split.threads);
+    if (!step_barrier) return false;
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
-        step_barrier.join(team);
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
         for (int b = 0; b < s.blocks; ++b) {
             if (s.transposed)
@@ -148,7 +148,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             n1 = imin(n1 * unit, N);
             p0 = 0;
             p1 = panels;
-            step_barrier.wait();
+            step_barrier.wait(team, tid);
         }
         const idx rows = n1 - n0;
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
@@ -173,7 +173,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
                                 partial_ld, cell.epilogue(i, b));
             cell.after_products(i, n0, n1, j0, j1);
             if (poll(step_work * rows / N)) stop.after(i + 1);
-            if (barrier_per_step) step_barrier.wait();
+            if (barrier_per_step) step_barrier.wait(team, tid);
             if (stop.now(i + 1)) break;
         }
         if (!stop.now(steps)) cell.finish(sweep);

@@ -346,9 +346,9 @@ static bool run_step(const StepArgs<T>& a) {
     if (!roots) return false;
     T* stacks = roots + 2 * nt * block;
     T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: laid out as roots
-    StepBarrier barrier;
+    StepBarrier barrier(nt);
+    if (!barrier) return false;
     run_team(nt, [&](int team, int tid) {
-        barrier.join(team);
         // A runtime that gave fewer threads than asked: the groups that are whole work, the
         // other threads only meet the barriers.
         const idx kt = team == nt ? chunk_team : 1, gt = team == nt ? groups : 1;
@@ -375,11 +375,11 @@ static bool run_step(const StepArgs<T>& a) {
                 if (r) step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld);
                 if (split_x && r && x0 < x1)
                     step_subtree<T>(a, l, xch, x0, x1, n0, r, group_x_roots + k * block, stacks + tid * per_thread, ld);
-                if (team > 1) barrier.wait();  // every subtree of these rows is summed
+                if (team > 1) barrier.wait(team, tid);  // every subtree of these rows is summed
                 if (r)
                     step_finish<T, Cell, Act>(a, l, kt, group_roots, block, x_team, group_x_roots, ld, n0, r, c0, c1);
             }
-            if (team > 1 && l + 1 < L) barrier.wait();  // layer l's new state is complete
+            if (team > 1 && l + 1 < L) barrier.wait(team, tid);  // layer l's new state is complete
         }
     });
     previous_step_end_ns = monotonic_ns();

@@ -33,7 +33,8 @@ struct PackBuffer {
     ~PackBuffer() { std::free(data); }
 };
 // One buffer per (type, purpose, thread): the recurrence's packed weights and partial sums,
-// the GEMM's packed blocks of A and B, the column sums and the streaming step's sums.
+// the GEMM's packed blocks of A and B, the column sums, the streaming step's sums and the
+// barriers' slots.
 enum Scratch {
     kRecurrenceWeights,
     kRecurrencePartial,
@@ -42,7 +43,8 @@ enum Scratch {
     kGemmB,
     kGemmWide,
     kColumnSums,
-    kStepSums
+    kStepSums,
+    kBarrierSlots
 };
 template <class T, int Purpose>
 static T* scratch(idx n) {
@@ -123,33 +125,41 @@ static void run_team(idx nt, const Body& body) {
     }
 }
 
-// The per-step barrier of the recurrence (and of the streaming step, between layers). libgomp's `omp barrier` makes a
-// futex_wake system call at every barrier, even when every thread is spinning, which costs more than a whole step of a
-// small recurrence (measured: N = 1, H = 128 took 1.07 µs/step on two threads against 0.86 on one). This one costs a
-// cache-line transfer: threads spin on a generation counter, and after a bounded spin yield the core (a descheduled
-// teammate, an oversubscribed machine), never sleeping on a futex. GCC's __atomic builtins on a plain int, not
-// std::atomic: no standard-library template may be instantiated here (kernels_isa.cpp).
+// The per-step barrier of the recurrence (and of the streaming step). libgomp's `omp barrier` makes a futex_wake system
+// call at every barrier, even when every thread is spinning, which costs more than a whole step of a small recurrence
+// (measured: N = 1, H = 128 took 1.07 µs/step on two threads against 0.86 on one). Here each thread announces its
+// arrival in a cache line of its own (an epoch, one more per barrier) with a plain store and spins until every other
+// thread's epoch has caught up: the last thread to arrive is released by one read of the others' lines and releases
+// them with one store, where a shared counter costs a locked read-modify-write of a line another core holds, then a
+// store to a second line the waiters read (two transfers, each ~150 ns between this VM's cores). Two threads on
+// Sapphire Rapids (KVM), TSC cycles per barrier: back to back 514-547 -> 375-381, the threads arriving 2000 cycles
+// apart 590-690 -> ~370 beyond the wait. After a bounded spin a waiter yields the core (a descheduled teammate, an
+// oversubscribed machine), never sleeping on a futex. GCC's __atomic builtins on a plain int, not std::atomic: no
+// standard-library template may be instantiated here (kernels_isa.cpp).
+struct alignas(64) BarrierSlot {
+    unsigned epoch;  // wraps around harmlessly: compared by difference
+};
 struct StepBarrier {
-    alignas(64) int arrived = 0;
-    alignas(64) int generation = 0;
-    int team = 1;
-    // Every thread of the team stores the same size before its first wait, so each one reads
-    // its own store or an identical one: no extra barrier needed to publish it.
-    void join(int size) { __atomic_store_n(&team, size, __ATOMIC_RELAXED); }
-    void wait() {
-        const int gen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
-        if (__atomic_add_fetch(&arrived, 1, __ATOMIC_ACQ_REL) == __atomic_load_n(&team, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&arrived, 0, __ATOMIC_RELAXED);  // nobody touches it until gen moves
-            __atomic_store_n(&generation, gen + 1, __ATOMIC_RELEASE);
-            return;
-        }
-        for (unsigned spins = 0; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == gen; ++spins) {
-            if (spins < kSpinsBeforeYield) {
+    BarrierSlot* slots;  // one per thread of the team; null when they could not be allocated
+    // The calling thread, before its region: slots for a team of up to `threads`.
+    explicit StepBarrier(idx threads) : slots(scratch<BarrierSlot, kBarrierSlots>(threads)) {
+        for (idx t = 0; slots && t < threads; ++t) slots[t].epoch = 0;
+    }
+    explicit operator bool() const { return slots != nullptr; }
+    // Thread `tid` of a team of `team`.
+    void wait(int team, int tid) const {
+        const unsigned epoch = slots[tid].epoch + 1;  // only this thread writes its slot
+        __atomic_store_n(&slots[tid].epoch, epoch, __ATOMIC_RELEASE);
+        for (int t = 0; t < team; ++t) {
+            if (t == tid) continue;
+            for (unsigned spins = 0; int(epoch - __atomic_load_n(&slots[t].epoch, __ATOMIC_ACQUIRE)) > 0; ++spins) {
+                if (spins < kSpinsBeforeYield) {
 #if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
+                    __builtin_ia32_pause();
 #endif
-            } else {
-                sched_yield();
+                } else {
+                    sched_yield();
+                }
             }
         }
     }
