@@ -1,6 +1,7 @@
 """The main job's self-check and the tests share one comparison (selfcheck.relative_error) and
 one tolerance table (selfcheck.TOLERANCE): the self-check passes every backend here and
-fails a backend that is off by more than the tolerance."""
+fails a backend that is off by more than the tolerance. (And the main job's hardware limits
+keep the best rate measured in the run.)"""
 
 from __future__ import annotations
 
@@ -47,3 +48,24 @@ def test_self_check_fails_a_wrong_backend(monkeypatch, dtype):
     other = "float32" if dtype == "float64" else "float64"
     assert errors["numpy"][dtype] > selfcheck.TOLERANCE[dtype]
     assert errors["numpy"][other] <= selfcheck.TOLERANCE[other]
+
+
+@pytest.mark.parametrize("loop", ["fma_peak", "microkernel_peak"])
+def test_limits_are_the_best_rate_seen_in_the_run(monkeypatch, loop):
+    # A limit is the most the hardware gives: a later, slower measurement (a moment of
+    # contention on a shared machine) must not lower it, a faster one raises it.
+    from pyrnn_fast import _core
+    from pyrnn_fast.benchmark import limits
+
+    rates = iter([100.0] * 6 + [40.0] * 6 + [250.0] * 6)  # per measurement: 1 calibrating call + 5
+
+    def fake(dtype, iterations, threads):  # (flops, seconds): rate GFLOP/s, each call 1 s
+        return next(rates) * 1e9, 1.0
+
+    monkeypatch.setattr(_core, loop, fake)
+    monkeypatch.setattr(limits, "_best_seen", {})
+    measure = getattr(limits, loop)
+    assert measure(np.float32, 3) == pytest.approx(100.0)
+    assert measure(np.float32, 3) == pytest.approx(100.0)  # 40 measured, 100 kept
+    assert measure(np.float32, 3) == pytest.approx(250.0)
+    assert limits._best_seen == {(loop, "float32", 3): pytest.approx(250.0)}

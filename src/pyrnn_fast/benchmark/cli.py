@@ -149,6 +149,8 @@ def main(argv=None) -> int:
         errors, ok = {**errors, **gated_errors}, ok and gated_ok
 
     default = info["default_backend"]
+    if default == "cpp":  # the limits, once before the benchmarks too (limits._best_seen)
+        limits.measure_limits(threads)
     impls = list(args.backends) + peers
     print(
         f"\nbenchmark: float32, time-major, median of {args.repeat} interleaved rounds; "
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
         gated_frac = gated.fraction_of_peak({c: by_cell[c][0] for c in gated_cells}, default, peak32, ceiling32)
         if gated_frac and not frac:
             print(
-                f"\nlarge vs the register-FMA peak ({info['isa']}, {threads} thread(s)): {peak32:.1f} GFLOP/s,"
+                f"\nlarge vs the register-FMA peak ({info['isa']}, {threads} thread(s); limits: best of the run's"
+                f" start and end): {peak32:.1f} GFLOP/s,"
                 f" micro-kernel on cached operands {ceiling32:.1f}"
             )
         for cell, e in gated_frac.items():
