@@ -133,3 +133,37 @@ def test_a_handler_that_does_not_raise_lets_the_call_finish():
     assert ran_at - sent < LATENCY_BOUND_S and ran_at < ends[0]["t"], (ran_at - sent, latencies)
     assert nested == "nested call refused"
     assert done["residual"] < TOLERANCE[np.dtype(np.float64)]  # every step of the finished call is right
+
+
+STEP_IN_HANDLER_CHILD = r"""
+import os, signal, sys
+import numpy as np
+import pyrnn_fast as prf
+prf.set_num_threads(2)
+rng = np.random.default_rng(0)
+T, N, D, H = 60000, 1, 16, 128  # split by hidden units on two threads: a barrier per step
+x = rng.standard_normal((T, N, D)).astype(np.float32)
+Wx = (rng.standard_normal((D, 4 * H)) * 0.3).astype(np.float32)
+Wh = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(np.float32)
+expected = prf.lstm_forward(x, Wx, Wh, time_major=True, backend="cpp", workspace=False).hs
+layer = prf.RNN(4, 32, stateful=True, seed=1)
+steps = []
+signal.signal(signal.SIGALRM, lambda *_: steps.append(layer.step(np.ones((1, 4), np.float32))))
+signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+got = prf.lstm_forward(x, Wx, Wh, time_major=True, backend="cpp", workspace=False).hs
+signal.setitimer(signal.ITIMER_REAL, 0)
+print(len(steps), bool(np.array_equal(got, expected)), flush=True)
+"""
+
+
+def test_a_step_from_a_signal_handler_leaves_the_interrupted_call_intact():
+    # The handler runs inside the call (at its next poll, on the calling thread, while the
+    # other thread waits at the per-step barrier) and advances a layer by a step: that step's
+    # kernel must not touch what the interrupted call's threads share (its barrier's slots).
+    if "cpp" not in prf.backends() or prf.get_num_threads() < 2:
+        pytest.skip("needs the compiled backend and two threads")
+    proc = subprocess.run([sys.executable, "-c", STEP_IN_HANDLER_CHILD], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    steps, equal = proc.stdout.split()
+    assert int(steps) > 0, "no handler ran during the call: nothing was tested"
+    assert equal == "True", f"{steps} steps in handlers changed the interrupted call's results"

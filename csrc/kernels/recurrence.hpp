@@ -124,7 +124,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx step_work = N * K * H * s.blocks;
     const Split split =
         recurrence_split(s.threads, steps, N, H, panels, step_work, s.blocks * block_size * idx(sizeof(T)));
-    StepBarrier step_barrier(split.threads);
+    StepBarrier step_barrier(scratch<BarrierSlot, kRecurrenceBarrier>(split.threads), split.threads);
     if (!step_barrier) return false;
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {

@@ -346,7 +346,7 @@ static bool run_step(const StepArgs<T>& a) {
     if (!roots) return false;
     T* stacks = roots + 2 * nt * block;
     T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: laid out as roots
-    StepBarrier barrier(nt);
+    StepBarrier barrier(scratch<BarrierSlot, kStepBarrier>(nt), nt);
     if (!barrier) return false;
     run_team(nt, [&](int team, int tid) {
         // A runtime that gave fewer threads than asked: the groups that are whole work, the

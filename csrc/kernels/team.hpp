@@ -44,7 +44,8 @@ enum Scratch {
     kGemmWide,
     kColumnSums,
     kStepSums,
-    kBarrierSlots
+    kRecurrenceBarrier,
+    kStepBarrier
 };
 template <class T, int Purpose>
 static T* scratch(idx n) {
@@ -139,10 +140,15 @@ static void run_team(idx nt, const Body& body) {
 struct alignas(64) BarrierSlot {
     unsigned epoch;  // wraps around harmlessly: compared by difference
 };
+//
+// The slots are the calling thread's scratch, one buffer per kind of kernel (Purpose): a step
+// may run inside a signal handler that a recurrence on the same thread runs at its poll
+// (binding_helpers.hpp refuses the other kernels there), and must not reset the slots that the
+// recurrence's other threads are waiting on (a test hung that way when they were shared).
 struct StepBarrier {
     BarrierSlot* slots;  // one per thread of the team; null when they could not be allocated
     // The calling thread, before its region: slots for a team of up to `threads`.
-    explicit StepBarrier(idx threads) : slots(scratch<BarrierSlot, kBarrierSlots>(threads)) {
+    StepBarrier(BarrierSlot* for_team, idx threads) : slots(for_team) {
         for (idx t = 0; slots && t < threads; ++t) slots[t].epoch = 0;
     }
     explicit operator bool() const { return slots != nullptr; }
