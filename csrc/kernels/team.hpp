@@ -126,6 +126,11 @@ static void run_team(idx nt, const Body& body) {
     }
 }
 
+// A thread's line in a StepBarrier.
+struct alignas(64) BarrierSlot {
+    unsigned epoch;  // wraps around harmlessly: compared by difference
+};
+
 // The per-step barrier of the recurrence (and of the streaming step). libgomp's `omp barrier` makes a futex_wake system
 // call at every barrier, even when every thread is spinning, which costs more than a whole step of a small recurrence
 // (measured: N = 1, H = 128 took 1.07 µs/step on two threads against 0.86 on one). Here each thread announces its
@@ -137,9 +142,6 @@ static void run_team(idx nt, const Body& body) {
 // apart 590-690 -> ~370 beyond the wait. After a bounded spin a waiter yields the core (a descheduled teammate, an
 // oversubscribed machine), never sleeping on a futex. GCC's __atomic builtins on a plain int, not std::atomic: no
 // standard-library template may be instantiated here (kernels_isa.cpp).
-struct alignas(64) BarrierSlot {
-    unsigned epoch;  // wraps around harmlessly: compared by difference
-};
 //
 // The slots are the calling thread's scratch, one buffer per kind of kernel (Purpose): a step
 // may run inside a signal handler that a recurrence on the same thread runs at its poll
