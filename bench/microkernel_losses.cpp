@@ -94,8 +94,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     T* B = filled(panels * panel_size);
-    T* h = filled(N * H);       // h_{t-1}: rows H apart
-    T* slivers = filled(N * K); // the same rows packed
+    T* h = filled(N * H);        // h_{t-1}: rows H apart
+    T* slivers = filled(N * K);  // the same rows packed
     T* xw = filled(N * 4 * H);
     T* out = filled(N * 4 * H);
     T tile[kMR * NR] __attribute__((aligned(64)));
