@@ -119,38 +119,24 @@ int main(int argc, char** argv) {
     };
     const double tile_flops = 2.0 * kMR * NR * K;
     auto keep = [&] { __asm__ volatile("" : : "r"(tile) : "memory"); };
-    report("1 ceiling: one packed sliver, one 256 KB group", [&] {
+    // `rounds` sweeps of one group of panels by the row tiles from rows [0, rows); a_at(r) is
+    // the A operand of the tile at row r.
+    auto one_group = [&](int rounds, idx rows, auto a_at) {
         double f = 0;
-        for (int it = 0; it < 200; ++it)
-            for (idx p = 0; p < group; ++p, f += tile_flops, keep())
-                micro_tile<T, kMR, 1>(PackedA<T>{slivers}, K, B + p * panel_size, panel_size, 0, kMR, 0, NR, to_tile);
-        return f;
-    });
-    report("2 one row tile in place (rows 4 KB apart), one group", [&] {
-        double f = 0;
-        for (int it = 0; it < 200; ++it)
-            for (idx p = 0; p < group; ++p, f += tile_flops, keep())
-                micro_tile<T, kMR, 1>(StridedRowsA<T>{h, H}, K, B + p * panel_size, panel_size, 0, kMR, 0, NR, to_tile);
-        return f;
-    });
-    report("3 all 16 row tiles in place, one group", [&] {
-        double f = 0;
-        for (int it = 0; it < 12; ++it)
-            for (idx r = 0; r < N; r += kMR)
+        for (int it = 0; it < rounds; ++it)
+            for (idx r = 0; r < rows; r += kMR)
                 for (idx p = 0; p < group; ++p, f += tile_flops, keep())
-                    micro_tile<T, kMR, 1>(StridedRowsA<T>{h + r * H, H}, K, B + p * panel_size, panel_size, 0, kMR, 0,
-                                          NR, to_tile);
+                    micro_tile<T, kMR, 1>(a_at(r), K, B + p * panel_size, panel_size, 0, kMR, 0, NR, to_tile);
         return f;
-    });
-    report("4 all 16 row tiles as packed slivers, one group", [&] {
-        double f = 0;
-        for (int it = 0; it < 12; ++it)
-            for (idx r = 0; r < N; r += kMR)
-                for (idx p = 0; p < group; ++p, f += tile_flops, keep())
-                    micro_tile<T, kMR, 1>(PackedA<T>{slivers + (r / kMR) * kMR * K}, K, B + p * panel_size, panel_size,
-                                          0, kMR, 0, NR, to_tile);
-        return f;
-    });
+    };
+    report("1 ceiling: one packed sliver, one 256 KB group",
+           [&] { return one_group(200, kMR, [&](idx) { return PackedA<T>{slivers}; }); });
+    report("2 one row tile in place (rows 4 KB apart), one group",
+           [&] { return one_group(200, kMR, [&](idx) { return StridedRowsA<T>{h, H}; }); });
+    report("3 all 16 row tiles in place, one group",
+           [&] { return one_group(12, N, [&](idx r) { return StridedRowsA<T>{h + r * H, H}; }); });
+    report("4 all 16 row tiles as packed slivers, one group",
+           [&] { return one_group(12, N, [&](idx r) { return PackedA<T>{slivers + (r / kMR) * kMR * K}; }); });
     // One step's sweep: groups outer, row tiles inner, as panel_gemm runs them.
     auto sweep = [&](auto epi, bool at_tile) {
         double f = 0;
