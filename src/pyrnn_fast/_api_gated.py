@@ -199,15 +199,16 @@ def lstm_forward(
     kernel = get_backend(backend)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 4)
-    wh = _kernel_matrix(arrays["Wh"], dtype)
-    h, c = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
+    # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
+    wx = _kernel_weights(arrays["Wx"], dtype)
+    bias, wh, h, c = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "h0", "c0"))
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 5 * H * dtype.itemsize, workspace)
     gates = _empty((steps, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
     cs = _empty((steps, N, H), dtype)
     for t0 in range(0, T, max(steps, 1)):
         t1 = min(T, t0 + steps)
         g, c_seq = gates[: t1 - t0], cs[: t1 - t0]
-        _input_projection(kernel, x_tm[t0:t1], arrays["Wx"], arrays["b"], g, dtype)
+        _input_projection(kernel, x_tm[t0:t1], wx, bias, g, dtype)
         kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g)
         h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), c_seq[-1].copy()  # copies: c_seq is reused
     h_last, c_last = _initial(h, dtype, N, H), _initial(c, dtype, N, H)  # copies (or zeros at T = 0)
@@ -286,13 +287,15 @@ def gru_forward(
     kernel = get_backend(backend)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 3)
-    wh, bh, h = (_kernel_matrix(arrays[k], dtype) for k in ("Wh", "bh", "h0"))
+    # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
+    wx = _kernel_weights(arrays["Wx"], dtype)
+    bias, wh, bh, h = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "bh", "h0"))
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 7 * H * dtype.itemsize, workspace)
     xw = _empty((steps, N, 3 * H), dtype)
     gates = _empty((steps, N, 4 * H), dtype)
     for t0 in range(0, T, max(steps, 1)):
         t1 = min(T, t0 + steps)
-        _input_projection(kernel, x_tm[t0:t1], arrays["Wx"], arrays["b"], xw[: t1 - t0], dtype)
+        _input_projection(kernel, x_tm[t0:t1], wx, bias, xw[: t1 - t0], dtype)
         kernel.gru_forward(xw[: t1 - t0], wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0])
         h = _kernel_matrix(hs_tm[t1 - 1], dtype)
     h_last = _initial(h, dtype, N, H)  # a copy (or zeros at T = 0)
