@@ -37,9 +37,8 @@ static bool fma_peak_kernel(const PeakArgs<T>& a) {
 // as the GEMM feeds it at its best (gemm.hpp): one packed sliver of A (kMR x kKC, in L1)
 // against an L2-sized group of packed panels of B (kGroupBytes), tiles stored to a small
 // buffer. It differs from fma_peak only by the loads the tile needs (kNV vectors of B and kMR
-// broadcasts of A per step of k): measured on Sapphire Rapids (AVX-512), loads beyond about
-// two per 16 FMAs cost FMA throughput even when no FMA waits for them, so this ceiling sits
-// at ~84 % of fma_peak there whatever the tile's shape (docs/DESIGN.md, "How speed is
+// broadcasts of A per step of k): measured on Sapphire Rapids VMs (AVX-512), 96-97 % of
+// fma_peak on a quiet host, 82-88 % on busy ones (docs/DESIGN.md, "How speed is
 // established").
 template <class T>
 static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
