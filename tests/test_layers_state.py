@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -210,3 +212,30 @@ def test_a_stepping_layer_can_be_copied_and_pickled(backend):
     for c in copies:
         np.testing.assert_array_equal(c.step(x), expected)
         assert not np.shares_memory(c.state, layer.state)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_parameter_rebound_to_a_wrong_shape_is_an_error_naming_it(cell, backend):
+    """A parameter may be rebound between steps or calls: one of the wrong shape, or a missing
+    one, is a ValueError naming it on every backend, for `step` and for a call, and the layer
+    steps as before once it is restored. (The Numba backend's RNN step had taken a Wh of shape
+    (H, H - 1) and returned a result computed past its last column.)"""
+    cls = getattr(prf, cell)
+    layer = cls(5, 7, num_layers=2, stateful=True, seed=2, backend=backend)
+    twin = cls(5, 7, num_layers=2, stateful=True, seed=2, backend=backend)
+    x_t = np.random.default_rng(4).standard_normal((3, 5)).astype(np.float32)
+    close(layer.step(x_t), twin.step(x_t), 0, "first step")
+    for name in ("Wx_l0", "Wh_l1", "b_l1"):
+        good = layer.params[name]
+        layer.params[name] = np.zeros(good.shape[:-1] + (good.shape[-1] - 1,), np.float32)
+        with pytest.raises(ValueError, match=re.escape(f"{name}: expected shape {good.shape}")):
+            layer.step(x_t)
+        with pytest.raises(ValueError, match=re.escape(f"{name}: expected shape {good.shape}")):
+            layer(np.ones((3, 4, 5), np.float32))
+        layer.params[name] = good
+        close(layer.step(x_t), twin.step(x_t), 0, f"step after restoring {name}")
+    good = layer.params.pop("Wh_l0")
+    with pytest.raises(ValueError, match="'Wh_l0' is missing"):
+        layer.step(x_t)
+    layer.params["Wh_l0"] = good
+    close(layer.step(x_t), twin.step(x_t), 0, "step after restoring Wh_l0")

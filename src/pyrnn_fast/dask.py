@@ -295,7 +295,6 @@ def _shippable(layer):
         state=None,
         stateful=False,  # the tasks get the initial state as an argument
         _cache=None,
-        _step_buffer=None,
         _stepper=None,
         dh0=None,
     )

@@ -132,8 +132,7 @@ class _RecurrentLayer:
         self.state = None
         self.dh0 = None
         self._cache = None  # what the last call keeps for backward
-        self._step_buffer = None  # the generic step's outputs, kept across steps
-        self._stepper = None  # the compiled step: (stepper, settings it was built for, its step function), see RNN.step
+        self._stepper = None  # the compiled step: (stepper, settings it was built for, its step function), see step
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
         return init_seq
@@ -163,6 +162,17 @@ class _RecurrentLayer:
                 if self.bias:
                     out += [(f"{kind}_{name}", (G * H,)) for kind in self._param_kinds[2:]]
         return out
+
+    def _check_params(self):
+        """Every parameter the configuration implies is in ``params``, a real numeric array of
+        its shape (they may be rebound between calls), else an error naming it: the functional
+        calls would only see a Wx and a Wh that disagree, not which of the layer's arrays."""
+        for name, shape in self._param_shapes():
+            if name not in self.params:
+                raise ValueError(f"params: {name!r} is missing (expected an array of shape {shape})")
+            a = _check_real(name, self.params[name])
+            if a.shape != shape:
+                raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
 
     def _weights(self, layer, suffix):
         """The parameters of one layer and direction in ``_param_kinds`` order (None: no bias)."""
@@ -268,6 +278,7 @@ class _RecurrentLayer:
             raise ValueError(
                 f"step: the layer must be stateful ({self._name}(..., stateful=True), or set layer.stateful = True)"
             )
+        self._check_params()
         x_t = _check_real("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
             raise ValueError(f"x_t: expected shape (N, D) with D = input_size = {self.input_size}, got {x_t.shape}")
@@ -282,6 +293,38 @@ class _RecurrentLayer:
                 f"x_t: the carried state is for batch size {parts[0].shape[1]}, got {N}; call reset_state() first"
             )
         return x_t, parts
+
+    # --- streaming: one step (RNN, LSTM and GRU) -------------------------------------------
+
+    def step(self, x_t):
+        """Advance a unidirectional stateful layer by one time step (streaming inference).
+
+        x_t : (N, D). Returns the top layer's new h (N, H). The state is ``self.state``, the one
+        ``__call__`` carries, updated in place (zeros when there is none yet). No dropout,
+        nothing recorded for backward.
+
+        With the compiled backend the whole stack advances in one call of a step kernel that
+        reads the weights where they are (changes made to them in place are seen). Everything
+        is checked at the first step; later steps check only x_t and that the layer still has
+        the same state, parameter arrays and settings: anything else goes through the checks
+        again (and ``x_t`` of another dtype or layout is converted there, at a cost). The other
+        backends run the functional forward with T = 1 for each layer, which checks every
+        argument at every step."""
+        top = self._fast_step(x_t)
+        if top is not None:
+            return top
+        x_t, parts = self._step_input(x_t)
+        if _backends.get_backend(self.backend).name == "cpp":
+            return self._compiled_step(_c_array(x_t, self.dtype), parts)
+        inp = np.asarray(x_t, dtype=self.dtype)[None]
+        for layer in range(self.num_layers):
+            # In the layer's dtype whatever the parameters were rebound to, as on the compiled path.
+            W = tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, ""))
+            hs, new, _ = self._run(inp, W, tuple(p[layer] for p in parts), keep=False)
+            for p, v in zip(parts, new):
+                p[layer] = v
+            inp = hs
+        return inp[0].copy()
 
     # --- the compiled streaming step (RNN, LSTM and GRU) ----------------------------------
 

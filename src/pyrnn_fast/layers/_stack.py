@@ -50,6 +50,7 @@ def stack_forward(layer, x, given_state, lengths, record=True):
     # _empty) instead of a second set beside them, and a call that fails leaves no stale
     # record for backward.
     layer._cache = None
+    layer._check_params()
     x_tm = _time_major_input(layer, x)
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers

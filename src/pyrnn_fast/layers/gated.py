@@ -5,12 +5,9 @@ with RNN (``_base``, ``_stack``, ``_segments``, ``_npz``, ``_interop``)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _api_gated
-from .._backends import get_backend
 from . import _interop
-from ._base import _c_array, _RecurrentLayer
+from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
 
 _OPTIONS_DOC = """
@@ -31,40 +28,7 @@ _OPTIONS_DOC = """
 """
 
 
-class _GatedLayer(_RecurrentLayer):
-    """What LSTM and GRU share: construction, initialisation, the generic streaming step."""
-
-    # __init__ and the initialisation are the base's (``_RecurrentLayer``).
-
-    def step(self, x_t):
-        """Advance a unidirectional stateful layer by one time step (streaming inference).
-
-        x_t : (N, D). Returns the top layer's new h (N, H). The state is ``self.state``, the one
-        ``__call__`` carries, updated in place (zeros when there is none yet). No dropout,
-        nothing recorded for backward.
-
-        On the compiled backend the whole stack advances in one call of the step kernel that
-        ``RNN.step`` uses (weights read in place, checked at the first step, then only x_t and
-        that the layer's arrays and settings are the same). The other backends run the
-        functional forward with T = 1 for each layer."""
-        top = self._fast_step(x_t)
-        if top is not None:
-            return top
-        x_t, parts = self._step_input(x_t)
-        if get_backend(self.backend).name == "cpp":
-            return self._compiled_step(_c_array(x_t, self.dtype), parts)
-        inp = np.asarray(x_t, dtype=self.dtype)[None]
-        for layer in range(self.num_layers):
-            # In the layer's dtype whatever the parameters were rebound to, as on the compiled path.
-            W = tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, ""))
-            hs, new, _ = self._run(inp, W, tuple(p[layer] for p in parts), keep=False)
-            for p, v in zip(parts, new):
-                p[layer] = v
-            inp = hs
-        return inp[0].copy()
-
-
-class LSTM(_GatedLayer):
+class LSTM(_RecurrentLayer):
     __doc__ = (
         """A (stacked, optionally bidirectional) LSTM layer, PyTorch's cell with the gates as
     column blocks [i | f | g | o] (row-vector convention, a_t = x_t·Wx + h_{t-1}·Wh + b):
@@ -152,7 +116,7 @@ class LSTM(_GatedLayer):
         return _interop.from_keras_weights(cls, weights, None, time_major, stateful, dtype, backend)
 
 
-class GRU(_GatedLayer):
+class GRU(_RecurrentLayer):
     __doc__ = (
         """A (stacked, optionally bidirectional) GRU layer, PyTorch's cell (the reset gate applied
     after the recurrent product, Keras's reset_after=True) with blocks [r | z | n]:

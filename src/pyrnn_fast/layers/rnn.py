@@ -9,10 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._api import rnn_backward, rnn_forward
-from .._backends import get_backend
-from .._orchestration import _forward_into, _kernel_matrix, _kernel_seq
 from . import _interop
-from ._base import _c_array, _RecurrentLayer
+from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
 
 
@@ -143,45 +141,6 @@ class RNN(_RecurrentLayer):
         w.r.t. ``h_n``. A stateful layer stops at the chunk boundary (truncated BPTT)."""
         dx, (self.dh0,) = stack_backward(self, dout, {"dh_n": dh_n})
         return dx
-
-    # --- streaming -----------------------------------------------------------------------
-
-    def step(self, x_t):
-        """Advance a unidirectional stateful layer by one time step (streaming inference).
-
-        x_t : (N, D). Returns the top layer's new state (N, H). The state is ``self.state``,
-        the one ``__call__`` carries, updated in place (zeros when there is none yet). No
-        dropout, nothing recorded for backward.
-
-        With the compiled backend the whole stack advances in one call of a kernel that reads
-        the weights where they are (changes made to them in place are seen). Everything is
-        checked at the first step; later steps check only x_t and that the layer still has
-        the same state, parameter arrays and settings: anything else goes through the checks
-        again (and ``x_t`` of another dtype or layout is converted there, at a cost).
-        """
-        top = self._fast_step(x_t)
-        return top if top is not None else self._checked_step(x_t)
-
-    def _checked_step(self, x_t):
-        x_t, (state,) = self._step_input(x_t)
-        N = x_t.shape[0]
-        kernel = get_backend(self.backend)
-        x = _c_array(x_t, self.dtype)
-        if kernel.name == "cpp":
-            return self._compiled_step(x, (state,))
-        # One time step of rnn_forward's orchestration per layer, written into buffers kept
-        # across steps: nothing is allocated per step but the returned output.
-        if self._step_buffer is None or self._step_buffer.shape[2] != N or self._step_buffer.dtype != self.dtype:
-            self._step_buffer = np.empty((self.num_layers, 1, N, self.hidden_size), self.dtype)
-        inp = _kernel_seq(x[None], self.dtype)  # (1, N, D), time-major
-        for layer in range(self.num_layers):
-            Wx, Wh, b = self._weights(layer, "")
-            out = self._step_buffer[layer]
-            h0 = _kernel_matrix(state[layer], self.dtype)
-            _forward_into(kernel, inp, Wx, Wh, b, h0, out, self.activation, self.dtype)
-            state[layer] = out[0]
-            inp = out
-        return inp[0].copy()
 
     # --- interop (_interop) -----------------------------------------------------------
 
