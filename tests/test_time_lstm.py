@@ -139,3 +139,21 @@ def test_params_updated_in_place_are_seen_and_state_api():
     close(layer.forward(xs), book.forward(xs), 1e-10, "from set_state(h)")
     with pytest.raises(RuntimeError, match="call forward first"):
         prf.TimeLSTM(Wx, Wh, b).backward(np.zeros((2, 3, 4)))
+
+
+def test_weights_without_gate_blocks_or_of_integer_dtype_are_errors_naming_them():
+    """A b without a last axis, or a last axis that is not 4 gate blocks, is a ValueError
+    naming it (a 0-d b raised IndexError); integer weights are a TypeError (their gradients
+    would be truncated into integer arrays)."""
+    Wx, Wh, b = weights(np.float64)
+    xs = np.ones((2, 3, 3))
+    for i, name in enumerate(("Wx", "Wh", "b")):
+        given = [Wx, Wh, b]
+        given[i] = np.ones(given[i].shape[:-1] + (given[i].shape[-1] - 1,))
+        with pytest.raises(ValueError, match=rf"^{name}: expected 4H values"):
+            prf.TimeLSTM(*given).forward(xs)
+        given[i] = given[i].astype(np.int64)
+        with pytest.raises(TypeError, match=rf"^{name}: expected a floating-point array"):
+            prf.TimeLSTM(*given)
+    with pytest.raises(ValueError, match=r"^b: expected 4H values"):
+        prf.TimeLSTM(Wx, Wh, np.float64(0.0)).forward(xs)

@@ -127,3 +127,15 @@ def test_time_rnn_matches_the_textbook(dtype, stateful):
     assert ours.h is None
     xs = rng.standard_normal((N, T, D)).astype(dtype)
     close(ours.forward(xs), book.forward(xs), tol, "after reset")
+
+
+def test_integer_weights_are_a_typeerror_naming_them():
+    """Integer weights would get integer gradient arrays, into which backward's gradients
+    were silently truncated: they are refused, naming the weight."""
+    Wx, Wh, b = np.ones((3, 4)), np.ones((4, 4)), np.ones(4)
+    for i, name in enumerate(("Wx", "Wh", "b")):
+        given = [Wx, Wh, b]
+        given[i] = given[i].astype(np.int32)
+        with pytest.raises(TypeError, match=rf"^{name}: expected a floating-point array"):
+            prf.TimeRNN(*given)
+    prf.TimeRNN(Wx.astype(np.float32), Wh.astype(np.float32), b.astype(np.float32))  # float32 is fine

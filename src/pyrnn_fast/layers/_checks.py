@@ -20,6 +20,15 @@ def _check_real(name, a):
     return a
 
 
+def _check_float_param(name, a):
+    """A textbook layer's parameter: a real array of a floating-point dtype (its gradient array
+    is made in that dtype, where integer gradients would be silently truncated)."""
+    a = _check_real(name, a)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point array (its gradient takes its dtype), got dtype {a.dtype}")
+    return a
+
+
 def _check_dtype(dtype):
     try:
         dt = np.dtype(dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._api_gated import lstm_backward, lstm_forward
-from ._checks import _check_real
+from ._checks import _check_float_param, _check_real
 
 # The textbook orders the gate blocks [f | g | i | o]; ours (PyTorch's) is [i | f | g | o].
 # Column block k of ours is block _OURS_FROM_BOOK[k] of the book's.
@@ -17,6 +17,15 @@ def _reorder(a, order):
     """The gate blocks (last axis, 4 of H) of `a` in `order`."""
     H = a.shape[-1] // 4
     return np.concatenate([a[..., k * H : (k + 1) * H] for k in order], axis=-1)
+
+
+def _in_our_order(name, a):
+    """A parameter in the book's gate order [f | g | i | o] (4H values on its last axis), its
+    columns put in ours; the functional call then checks the shapes against each other."""
+    a = _check_real(name, a)
+    if a.ndim == 0 or a.shape[-1] % 4:
+        raise ValueError(f"{name}: expected 4H values on its last axis (blocks [f | g | i | o]), got shape {a.shape}")
+    return _reorder(a, _OURS_FROM_BOOK)
 
 
 class TimeLSTM:
@@ -36,7 +45,7 @@ class TimeLSTM:
 
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
         for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
-            _check_real(name, a)
+            _check_float_param(name, a)
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.c, self.dh = None, None, None
@@ -53,7 +62,7 @@ class TimeLSTM:
     def forward(self, xs):
         """xs (N, T, D) -> hs (N, T, H)."""
         xs = _check_real("xs", xs)
-        Wx, Wh, b = (_reorder(np.asarray(p), _OURS_FROM_BOOK) for p in self.params)
+        Wx, Wh, b = (_in_our_order(name, p) for name, p in zip(("Wx", "Wh", "b"), self.params))
         if not self.stateful:
             self.h, self.c = None, None
         h0, c0 = self.h, self.c

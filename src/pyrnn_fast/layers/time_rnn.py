@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._api import rnn_backward, rnn_forward
-from ._checks import _check_real
+from ._checks import _check_float_param, _check_real
 
 
 class TimeRNN:
@@ -22,7 +22,7 @@ class TimeRNN:
 
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
         for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
-            _check_real(name, a)
+            _check_float_param(name, a)
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.dh = None, None
