@@ -86,3 +86,26 @@ def test_bad_input_errors():
         layer.backward(np.zeros((4, 5, 6)))
     with pytest.raises(ValueError, match="dh_n"):
         layer.backward(np.zeros((4, 5, 3)), np.zeros((1, 4, 3)))
+
+
+@pytest.mark.parametrize("make", ["RNN", "LSTM", "GRU", "TimeRNN", "TimeLSTM"])
+def test_a_backend_that_is_none_of_ours_is_an_error_when_the_layer_is_made(make):
+    """A typo in `backend` fails where the layer is made, naming the argument, not at its first
+    call; a known name is taken as written (availability is the call's to check)."""
+    if make.startswith("Time"):
+        G = 4 if make == "TimeLSTM" else 1
+        weights = (np.ones((3, 4 * G)), np.ones((4, 4 * G)), np.ones(4 * G))
+
+        def build(backend):
+            return getattr(prf, make)(*weights, backend=backend)
+    else:
+
+        def build(backend):
+            return getattr(prf, make)(3, 4, backend=backend)
+
+    with pytest.raises(ValueError, match=r"^backend: expected one of \['cpp', 'numba', 'numpy'\] or None, got 'gpu'"):
+        build("gpu")
+    with pytest.raises(TypeError, match=r"^backend: expected a str or None, got int"):
+        build(3)
+    assert build(" NumPy ").backend == " NumPy "
+    assert build(None).backend is None

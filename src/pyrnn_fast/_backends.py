@@ -130,6 +130,17 @@ def backends() -> list[str]:
 _BEST = backends()[0]  # what backend=None means without PYRNN_FAST_BACKEND (fixed at import)
 
 
+def check_backend_name(name: str | None) -> str | None:
+    """A layer's ``backend`` argument, checked when the layer is made: None or the name of a
+    backend this package has (a typo fails there, not at the first call). Whether it is
+    available is left to the call, which may run elsewhere (a Dask worker)."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"backend: expected a str or None, got {type(name).__name__}")
+    if name is not None and name.strip().lower() not in PREFERENCE:
+        raise ValueError(f"backend: expected one of {list(PREFERENCE)} or None, got {name!r}")
+    return name
+
+
 def get_backend(name: str | None) -> Backend:
     """The backend called `name`; None means ``$PYRNN_FAST_BACKEND`` or else the best available."""
     source = "backend"  # what the user set, for the error messages

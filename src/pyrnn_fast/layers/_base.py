@@ -127,7 +127,7 @@ class _RecurrentLayer:
         self.stateful = bool(stateful)
         self.dtype = _check_dtype(dtype)
         self.seed = seed
-        self.backend = backend
+        self.backend = _backends.check_backend_name(backend)
         self.training = True
         self.state = None
         self.dh0 = None

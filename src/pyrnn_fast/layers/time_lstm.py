@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _backends
 from .._api_gated import lstm_backward, lstm_forward
 from ._checks import _check_float_param, _check_real
 
@@ -50,7 +51,7 @@ class TimeLSTM:
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.c, self.dh = None, None, None
         self.stateful = stateful
-        self.backend = backend
+        self.backend = _backends.check_backend_name(backend)
         self._cache = None
 
     def set_state(self, h, c=None):
