@@ -239,3 +239,42 @@ def test_a_parameter_rebound_to_a_wrong_shape_is_an_error_naming_it(cell, backen
         layer.step(x_t)
     layer.params["Wh_l0"] = good
     close(layer.step(x_t), twin.step(x_t), 0, "step after restoring Wh_l0")
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_carried_state_that_is_not_one_is_an_error_naming_it(cell, backend):
+    """`layer.state` may be set by the user between calls; what is not a floating-point array
+    (a pair of them for the LSTM) of shape (num_layers*dirs, N, H) is an error naming it, for a
+    call and for a step. A step had taken a state with one layer too many (ignoring it) and a
+    complex one (dropping its imaginary part), and stepped an integer state in place
+    (truncating the new state into it); junk (a str, an int) raised AttributeError."""
+    layer = getattr(prf, cell)(3, 4, num_layers=2, stateful=True, seed=1, backend=backend)
+    x, x_t = np.ones((2, 5, 3), np.float32), np.ones((2, 3), np.float32)
+    good = np.zeros((2, 2, 4), np.float32)
+
+    def carried(h):
+        return (h, good.copy()) if cell == "LSTM" else h
+
+    label = r"state\[0\] \(h\)" if cell == "LSTM" else "state"
+    cases = [
+        (carried(np.zeros((3, 2, 4), np.float32)), ValueError, rf"^{label}: expected shape"),
+        (carried(np.zeros((2, 2, 5), np.float32)), ValueError, rf"^{label}: expected shape"),
+        (carried(np.zeros((2, 4), np.float32)), ValueError, rf"^{label}: expected shape"),
+        (carried(np.zeros((2, 2, 4), np.int64)), TypeError, rf"^{label}: expected a floating-point"),
+        (carried(np.zeros((2, 2, 4), np.complex64)), TypeError, rf"^{label}: expected a floating-point"),
+        (carried("h"), TypeError, rf"^{label}: expected a floating-point"),
+    ]
+    if cell == "LSTM":
+        cases += [(good, TypeError, r"^state: expected a tuple \(h, c\)"), ((good,), TypeError, r"^state: expected")]
+    else:
+        cases += [(3, TypeError, r"^state: expected a floating-point")]
+    for state, error, message in cases:
+        layer.state = state
+        with pytest.raises(error, match=message):
+            layer(x)
+        layer.state = state
+        with pytest.raises(error, match=message):
+            layer.step(x_t)
+    layer.state = carried(good.copy())
+    expected = getattr(prf, cell)(3, 4, num_layers=2, stateful=True, seed=1, backend=backend).step(x_t)
+    close(layer.step(x_t), expected, 0, "a step from a valid state set by hand")

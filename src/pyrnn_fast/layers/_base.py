@@ -245,10 +245,31 @@ class _RecurrentLayer:
 
     def _state_parts(self):
         """The carried state as a tuple in ``_state_names`` order, or None. ``state`` itself is
-        an array for a cell with one state part (RNN, GRU), a tuple (h, c) for the LSTM."""
+        an array for a cell with one state part (RNN, GRU), a tuple (h, c) for the LSTM: the
+        layer's own, or what the user put there, checked here (its batch size is the caller's
+        to check). A step updates it in place, so each part must be a floating-point array: an
+        integer one would have the new state truncated into it."""
         if self.state is None:
             return None
-        return (self.state,) if len(self._state_names) == 1 else tuple(self.state)
+        names, L, H = self._state_names, self.num_layers * self.num_directions, self.hidden_size
+        expected = f"(num_layers*dirs, N, H) = ({L}, N, {H})"
+        if len(names) == 1:
+            parts, labels = (self.state,), ("state",)
+        elif isinstance(self.state, (tuple, list)) and len(self.state) == len(names):
+            parts, labels = tuple(self.state), tuple(f"state[{i}] ({n})" for i, n in enumerate(names))
+        else:
+            raise TypeError(
+                f"state: expected a tuple ({', '.join(names)}) of arrays {expected}, got {type(self.state).__name__}"
+            )
+        for label, part in zip(labels, parts):
+            if not isinstance(part, np.ndarray) or part.dtype.kind != "f":
+                got = f"dtype {part.dtype}" if isinstance(part, np.ndarray) else type(part).__name__
+                raise TypeError(f"{label}: expected a floating-point NumPy array {expected}, got {got}")
+            if part.ndim != 3 or part.shape[0] != L or part.shape[2] != H:
+                raise ValueError(f"{label}: expected shape {expected}, got {part.shape}")
+        if any(part.shape != parts[0].shape for part in parts):
+            raise ValueError(f"state: its parts differ in shape: {[part.shape for part in parts]}")
+        return parts
 
     def _set_state_parts(self, parts):
         self.state = parts[0] if len(parts) == 1 else tuple(parts)
