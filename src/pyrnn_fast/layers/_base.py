@@ -253,6 +253,7 @@ class _RecurrentLayer:
             return None
         names, L, H = self._state_names, self.num_layers * self.num_directions, self.hidden_size
         expected = f"(num_layers*dirs, N, H) = ({L}, N, {H})"
+        labels: tuple[str, ...]
         if len(names) == 1:
             parts, labels = (self.state,), ("state",)
         elif isinstance(self.state, (tuple, list)) and len(self.state) == len(names):
