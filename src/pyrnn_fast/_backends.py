@@ -130,14 +130,24 @@ def backends() -> list[str]:
 _BEST = backends()[0]  # what backend=None means without PYRNN_FAST_BACKEND (fixed at import)
 
 
+def _backend_name(name: object, source: str = "backend") -> str:
+    """`name` (what `source` set) as the backends are keyed: stripped, lower case, one of
+    PREFERENCE; else the TypeError or ValueError naming `source`."""
+    if not isinstance(name, str):
+        raise TypeError(f"{source}: expected a str or None, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in PREFERENCE:
+        or_none = " or None" if source == "backend" else ""  # the argument may be None, not the variable
+        raise ValueError(f"{source}: expected one of {list(PREFERENCE)}{or_none}, got {name!r}")
+    return key
+
+
 def check_backend_name(name: str | None) -> str | None:
     """A layer's ``backend`` argument, checked when the layer is made: None or the name of a
     backend this package has (a typo fails there, not at the first call). Whether it is
     available is left to the call, which may run elsewhere (a Dask worker)."""
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"backend: expected a str or None, got {type(name).__name__}")
-    if name is not None and name.strip().lower() not in PREFERENCE:
-        raise ValueError(f"backend: expected one of {list(PREFERENCE)} or None, got {name!r}")
+    if name is not None:
+        _backend_name(name)
     return name
 
 
@@ -151,13 +161,9 @@ def get_backend(name: str | None) -> Backend:
         source = f"PYRNN_FAST_BACKEND={name!r}"
         if not name.strip():
             name = _BEST
-    if not isinstance(name, str):
-        raise TypeError(f"backend: expected a str or None, got {type(name).__name__}")
-    name = name.strip().lower()
+    name = _backend_name(name, source)
     if name in _loaded:
         return _loaded[name]
-    if name not in PREFERENCE:
-        raise ValueError(f"{source}: expected one of {list(PREFERENCE)}, got {name!r}")
     if name not in backends():
         why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else "numba is not installed"
         raise ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
