@@ -109,3 +109,46 @@ def test_a_backend_that_is_none_of_ours_is_an_error_when_the_layer_is_made(make)
         build(3)
     assert build(" NumPy ").backend == " NumPy "
     assert build(None).backend is None
+
+
+@pytest.mark.parametrize("make", ["RNN", "LSTM", "GRU", "TimeRNN", "TimeLSTM"])
+def test_a_yes_no_option_that_is_not_a_bool_is_an_error_naming_it(make):
+    """bool() would read the string "False" as True and take any array or None as an answer:
+    a yes/no option takes True or False (a NumPy bool too), anything else is a TypeError naming
+    it, for the layers, their train(mode), and the functional API's time_major and workspace."""
+    if make.startswith("Time"):
+        G = 4 if make == "TimeLSTM" else 1
+        weights = (np.ones((3, 4 * G)), np.ones((4, 4 * G)), np.ones(4 * G))
+
+        def build(**flag):
+            return getattr(prf, make)(*weights, **flag)
+
+        names = ["stateful"]
+    else:
+
+        def build(**flag):
+            return getattr(prf, make)(3, 4, **flag)
+
+        names = ["bias", "bidirectional", "time_major", "stateful"]
+    for name in names:
+        for bad in ("False", 0, 1, None, np.array([True])):
+            with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got {type(bad).__name__}$"):
+                build(**{name: bad})
+        assert getattr(build(**{name: np.bool_(True)}), name) is True
+        assert getattr(build(**{name: False}), name) is False
+    if not make.startswith("Time"):
+        layer = build()
+        with pytest.raises(TypeError, match=r"^mode: expected a bool, got str$"):
+            layer.train("eval")
+        assert layer.train(np.bool_(False)).training is False
+
+
+@pytest.mark.parametrize("forward", [prf.rnn_forward, prf.lstm_forward, prf.gru_forward])
+def test_the_functional_apis_yes_no_options_take_bools_only(forward):
+    G = {prf.rnn_forward: 1, prf.lstm_forward: 4, prf.gru_forward: 3}[forward]
+    x, Wx, Wh = np.ones((2, 3, 5), np.float32), np.ones((5, 4 * G), np.float32), np.ones((4, 4 * G), np.float32)
+    names = ["time_major"] + (["workspace"] if G > 1 else [])
+    for name in names:
+        with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got str$"):
+            forward(x, Wx, Wh, **{name: "False"})
+        forward(x, Wx, Wh, **{name: np.bool_(True)})

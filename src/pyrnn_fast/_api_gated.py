@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._backends import get_backend
 from ._orchestration import (
     _backward_gemms,
+    _check_flag,
     _column_sums,
     _empty,
     _input_projection,
@@ -197,6 +198,7 @@ def lstm_forward(
     dtype, layouts, backends and threads as for ``rnn_forward``.
     """
     kernel = get_backend(backend)
+    workspace = _check_flag("workspace", workspace)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 4)
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
@@ -285,6 +287,7 @@ def gru_forward(
     which bounds the scratch as for ``lstm_forward``).
     """
     kernel = get_backend(backend)
+    workspace = _check_flag("workspace", workspace)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0)
     arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 3)
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).

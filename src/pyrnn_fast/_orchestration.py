@@ -27,6 +27,14 @@ def _check_activation(activation) -> str:
     return activation
 
 
+def _check_flag(name: str, value) -> bool:
+    """A yes/no option: True or False (a NumPy bool too). Anything else is a TypeError naming
+    it, where bool() would have read the string "False", or a stray array, as an answer."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 def _as_arrays(required: tuple, **named) -> dict:
     """np.asarray each non-None input and reject what the library cannot compute with: a
     missing required argument, non-numeric objects, and dtypes other than real numbers."""
@@ -109,11 +117,10 @@ def _validate(arrays: dict, time_major: bool, gates: int = 1) -> tuple[int, int,
 
 
 def _prepare(named: dict, required: tuple, time_major, gates: int = 1) -> tuple[dict, np.dtype, tuple]:
-    if not isinstance(time_major, (bool, np.bool_)):
-        raise TypeError(f"time_major: expected a bool, got {type(time_major).__name__}")
+    time_major = _check_flag("time_major", time_major)
     arrays = _as_arrays(required, **named)
     dtype = _result_dtype(arrays)
-    dims = _validate(arrays, bool(time_major), gates)
+    dims = _validate(arrays, time_major, gates)
     return arrays, dtype, dims
 
 

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from .. import _backends
-from .._orchestration import aligned_copy
+from .._orchestration import _check_flag, aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
 
@@ -118,13 +118,13 @@ class _RecurrentLayer:
         self.num_layers = _check_int("num_layers", num_layers, 1)
         # Here, so that with several bad arguments the first one in the signature is reported.
         self._configure_cell(**cell_options)
-        self.bias = bool(bias)
-        self.bidirectional = bool(bidirectional)
+        self.bias = _check_flag("bias", bias)
+        self.bidirectional = _check_flag("bidirectional", bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) <= 1:
             raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
-        self.time_major = bool(time_major)
-        self.stateful = bool(stateful)
+        self.time_major = _check_flag("time_major", time_major)
+        self.stateful = _check_flag("stateful", stateful)
         self.dtype = _check_dtype(dtype)
         self.seed = seed
         self.backend = _backends.check_backend_name(backend)
@@ -232,7 +232,7 @@ class _RecurrentLayer:
 
     def train(self, mode=True):
         """Training mode (dropout active); returns self."""
-        self.training = bool(mode)
+        self.training = _check_flag("mode", mode)
         return self
 
     def eval(self):

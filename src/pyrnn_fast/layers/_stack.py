@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._orchestration import _check_flag
 from ._checks import _check_real
 from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
 
@@ -44,8 +45,7 @@ def stack_forward(layer, x, given_state, lengths, record=True):
     """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
     keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
     keep no workspace)."""
-    if not isinstance(record, (bool, np.bool_)):
-        raise TypeError(f"record: expected a bool, got {type(record).__name__}")
+    _check_flag("record", record)
     # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
     # _empty) instead of a second set beside them, and a call that fails leaves no stale
     # record for backward.

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _backends
 from .._api_gated import lstm_backward, lstm_forward
+from .._orchestration import _check_flag
 from ._checks import _check_float_param, _check_real
 
 # The textbook orders the gate blocks [f | g | i | o]; ours (PyTorch's) is [i | f | g | o].
@@ -50,7 +51,7 @@ class TimeLSTM:
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.c, self.dh = None, None, None
-        self.stateful = stateful
+        self.stateful = _check_flag("stateful", stateful)
         self.backend = _backends.check_backend_name(backend)
         self._cache = None
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _backends
 from .._api import rnn_backward, rnn_forward
+from .._orchestration import _check_flag
 from ._checks import _check_float_param, _check_real
 
 
@@ -27,7 +28,7 @@ class TimeRNN:
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.dh = None, None
-        self.stateful = stateful
+        self.stateful = _check_flag("stateful", stateful)
         self.backend = _backends.check_backend_name(backend)
         self._cache = None
 
