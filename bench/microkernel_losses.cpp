@@ -12,6 +12,8 @@
  *   6 as 5, the tiles stored to the output rows
  *   7 as 6, xw added in the epilogue (the recurrences' forward epilogue)
  *   8 as 5, the next group prefetched to L2 (prefetcht1) one line every 8 k-steps
+ *   9 the roles swapped: the weights as packed A slivers (8 hidden units x 512), each read from
+ *     L3 once and kept in L1 while it meets the 4 panels of h_{t-1}^T (128 samples, in L2)
  *
  *     g++ -O3 -std=c++17 -ffp-contract=fast -fno-math-errno -fno-trapping-math -Wno-psabi \
  *         -mavx512f -mavx512dq -mavx2 -mfma -Icsrc bench/microkernel_losses.cpp -o /tmp/mk_losses
@@ -22,6 +24,13 @@
  * first touched); 8 77-78 %, 2-4 points below 5 (an earlier form with a test per k-step: 66-67
  * % against 76-77 % without the prefetch). Noisy: a run while another process builds reads
  * everything 15-20 points lower, or over 100 % when the register loop was the one disturbed.
+ * Thirteenth session (same VM type, a busier host), 8 runs: 1 84-91 %; at `cols` 1024 (2 MB of
+ * weights per thread and depth block, as vanilla `large`'s two blocks of its 4 MB Wh on 2
+ * threads) 5 76-85 %, 9 83-89 % (9 - 5: +1 to +7 points within a run, +4 typical); at 2048
+ * (LSTM) 5 77-83 %, 9 82-86 %; at 512 (1 MB, all in L2) both 84-90 %. What 5 loses is the
+ * first pass over each group: a tile reads its panels' 128 bytes per k-step (16 per cycle at
+ * the FMA rate, more than L3 gives one core), where 9's broadcast operand takes 32 (docs/
+ * DESIGN.md, "Recurrence").
  * Needs AVX-512 (F, DQ). */
 #define PRF_ISA_AVX512 1
 #define PRF_ISA_NAMESPACE isa_avx512
@@ -89,7 +98,7 @@ int main(int argc, char** argv) {
     const idx cols = argc > 1 ? std::atol(argv[1]) : 2048;
     const idx panels = cols / NR, panel_size = K * NR;
     const idx group = kGroupBytes / (K * NR * idx(sizeof(T)));
-    if (panels < group) {
+    if (panels < group || cols % kMR) {
         std::fprintf(stderr, "cols: at least %ld\n", long(group * NR));
         return 2;
     }
@@ -163,6 +172,17 @@ int main(int argc, char** argv) {
                     tile_prefetching(StridedRowsA<T>{h + r * H, H}, K, B + p * panel_size, to_tile,
                                      next + t * (group * panel_size / tiles_per_group), 8);
         }
+        return f;
+    });
+    // One step's sweep with the roles swapped: for each sliver of the weights, the 4 panels of
+    // h_{t-1}^T (the first 256 KB of B stand for them).
+    T* weight_slivers = filled(cols * K);
+    report("9 roles swapped: weight slivers from L3 once, h^T in L2", [&] {
+        double f = 0;
+        for (idx s = 0; s < cols / kMR; ++s)
+            for (idx p = 0; p < N / NR; ++p, f += tile_flops, keep())
+                micro_tile<T, kMR, 1>(PackedA<T>{weight_slivers + s * kMR * K}, K, B + p * panel_size, panel_size, 0,
+                                      kMR, 0, NR, to_tile);
         return f;
     });
     return 0;
