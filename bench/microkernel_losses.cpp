@@ -29,8 +29,9 @@
  * threads) 5 76-85 %, 9 83-89 % (9 - 5: +1 to +7 points within a run, +4 typical); at 2048
  * (LSTM) 5 77-83 %, 9 82-86 %; at 512 (1 MB, all in L2) both 84-90 %. What 5 loses is the
  * first pass over each group: a tile reads its panels' 128 bytes per k-step (16 per cycle at
- * the FMA rate, more than L3 gives one core), where 9's broadcast operand takes 32 (docs/
- * DESIGN.md, "Recurrence").
+ * the FMA rate, more than L3 gives one core), where 9's broadcast operand takes 32. Built as
+ * a whole forward recurrence (transposes, tanh, a barrier per step), 9's order was 5-17 %
+ * slower than the library's (docs/DESIGN.md, "Recurrence"): this harness misses what counts.
  * Needs AVX-512 (F, DQ). */
 #define PRF_ISA_AVX512 1
 #define PRF_ISA_NAMESPACE isa_avx512
