@@ -38,6 +38,24 @@ struct RowCursor {
     }
 };
 
+// The row kPackAhead rows ahead of a pack's current one (of rows [k0, k0 + kc)), prefetched to
+// L2 as the pack moves on: a pack's operand is read from memory (config.hpp, kPackAhead).
+template <class T>
+struct RowsAhead {
+    RowCursor<const T> row;
+    idx left;  // rows still to prefetch
+    RowsAhead(const SeqRows<const T>& rows, idx k0, idx kc) : row(rows, k0), left(kc - kPackAhead) {
+        for (idx k = 0; k < kPackAhead && k < kc; ++k) row.next();
+    }
+    void fetch(idx col0, idx cols) {  // once per row packed: columns [col0, col0 + cols) of the row ahead
+        if (left <= 0) return;
+        const char* f = reinterpret_cast<const char*>(row.get() + col0);
+        for (idx b = 0; b < cols * idx(sizeof(T)); b += 64) __builtin_prefetch(f + b, 0, 2);
+        row.next();
+        --left;
+    }
+};
+
 // Pack A(i, k) for i in [i0, i0+mc), k in [k0, k0+kc) into slivers dst[s][k][r].
 // A_ROWS: A(i, k) = arow(i)[k] (rows GEMM); otherwise A(i, k) = arow(k)[i] (reduction GEMM).
 template <class T, bool A_ROWS>
@@ -60,9 +78,11 @@ static void pack_a(T* dst, const SeqRows<const T>& arow, idx M, idx i0, idx mc, 
             }
     } else {
         RowCursor<const T> row(arow, k0);
+        RowsAhead<T> ahead(arow, k0, kc);
         const idx full = mc / kMR;  // slivers with no padding: a fixed-length copy
         for (idx k = 0; k < kc; ++k, row.next()) {
             const T* src = row.get() + i0;
+            ahead.fetch(i0, mc);
             for (idx s = 0; s < full; ++s) {
                 T* d = dst + s * kc * kMR + k * kMR;
                 for (int r = 0; r < kMR; ++r) d[r] = src[s * kMR + r];
@@ -104,8 +124,10 @@ static void pack_b(T* dst, const SeqRows<const T>& brow, idx sj, idx k0, idx kc,
         return;
     }
     RowCursor<const T> row(brow, k0);
+    RowsAhead<T> ahead(brow, k0, kc);
     for (idx k = 0; k < kc; ++k, row.next()) {
         const T* src = row.get();
+        ahead.fetch(j0, j1 - j0);
         for (idx p = 0; p < panels; ++p) {
             T* d = dst + p * kc * NR + k * NR;
             const idx jb = j0 + p * NR, nj = imin(NR, j1 - jb);
