@@ -358,6 +358,8 @@ def test_bad_arguments_are_clear_errors():
         prfd.predict(layer, xd, threads=0)
     with pytest.raises(TypeError, match="threads: expected an int >= 1, got str"):
         prfd.predict(layer, xd, threads="2")
+    with pytest.raises(TypeError, match="^return_state: expected a bool, got str$"):
+        prfd.predict(layer, xd, return_state="False")
     with pytest.raises(ValueError, match="split_every"):
         prfd.value_and_grad(layer, xd, y, squared_error, split_every=1)
     with dask.config.set(scheduler="sync"):

@@ -34,7 +34,7 @@ except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
     raise ImportError('pyrnn_fast.dask needs Dask: pip install "pyrnn_fast[dask]"') from e
 
 from . import _backends
-from ._orchestration import release_buffers
+from ._orchestration import _check_flag, release_buffers
 from .layers._base import _RecurrentLayer
 from .layers._checks import _check_int, _check_real
 from .layers._stack import _initial_state
@@ -69,6 +69,7 @@ def predict(
     returns, so the job runs at once (``dask.persist``: ``out`` is backed by computed chunks,
     kept on the cluster with ``distributed``) and ``layer.state`` is set.
     """
+    return_state = _check_flag("return_state", return_state)
     job = _Job(layer, x, None, state, lengths, threads)
     with_state = return_state or layer.stateful
     # Without the final states, a chunk is one task that returns its outputs: on a cluster
