@@ -88,20 +88,21 @@ def test_bad_input_errors():
         layer.backward(np.zeros((4, 5, 3)), np.zeros((1, 4, 3)))
 
 
+def _build(make, **options):
+    """A layer of class `make` (D = 3, H = 4): a textbook one from weights, else from sizes."""
+    if make.startswith("Time"):
+        G = 4 if make == "TimeLSTM" else 1
+        return getattr(prf, make)(np.ones((3, 4 * G)), np.ones((4, 4 * G)), np.ones(4 * G), **options)
+    return getattr(prf, make)(3, 4, **options)
+
+
 @pytest.mark.parametrize("make", ["RNN", "LSTM", "GRU", "TimeRNN", "TimeLSTM"])
 def test_a_backend_that_is_none_of_ours_is_an_error_when_the_layer_is_made(make):
     """A typo in `backend` fails where the layer is made, naming the argument, not at its first
     call; a known name is taken as written (availability is the call's to check)."""
-    if make.startswith("Time"):
-        G = 4 if make == "TimeLSTM" else 1
-        weights = (np.ones((3, 4 * G)), np.ones((4, 4 * G)), np.ones(4 * G))
 
-        def build(backend):
-            return getattr(prf, make)(*weights, backend=backend)
-    else:
-
-        def build(backend):
-            return getattr(prf, make)(3, 4, backend=backend)
+    def build(backend):
+        return _build(make, backend=backend)
 
     with pytest.raises(ValueError, match=r"^backend: expected one of \['cpp', 'numba', 'numpy'\] or None, got 'gpu'"):
         build("gpu")
@@ -116,20 +117,11 @@ def test_a_yes_no_option_that_is_not_a_bool_is_an_error_naming_it(make):
     """bool() would read the string "False" as True and take any array or None as an answer:
     a yes/no option takes True or False (a NumPy bool too), anything else is a TypeError naming
     it, for the layers, their train(mode), and the functional API's time_major and workspace."""
-    if make.startswith("Time"):
-        G = 4 if make == "TimeLSTM" else 1
-        weights = (np.ones((3, 4 * G)), np.ones((4, 4 * G)), np.ones(4 * G))
+    names = ["stateful"] if make.startswith("Time") else ["bias", "bidirectional", "time_major", "stateful"]
 
-        def build(**flag):
-            return getattr(prf, make)(*weights, **flag)
+    def build(**flag):
+        return _build(make, **flag)
 
-        names = ["stateful"]
-    else:
-
-        def build(**flag):
-            return getattr(prf, make)(3, 4, **flag)
-
-        names = ["bias", "bidirectional", "time_major", "stateful"]
     for name in names:
         for bad in ("False", 0, 1, None, np.array([True])):
             with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got {type(bad).__name__}$"):

@@ -130,14 +130,15 @@ def backends() -> list[str]:
 _BEST = backends()[0]  # what backend=None means without PYRNN_FAST_BACKEND (fixed at import)
 
 
-def _backend_name(name: object, source: str = "backend") -> str:
+def _backend_name(name: object, source: str = "backend", none_allowed: bool = True) -> str:
     """`name` (what `source` set) as the backends are keyed: stripped, lower case, one of
-    PREFERENCE; else the TypeError or ValueError naming `source`."""
+    PREFERENCE; else the TypeError or ValueError naming `source` (and saying that None would do,
+    as it does for the argument, not for the environment variable)."""
     if not isinstance(name, str):
         raise TypeError(f"{source}: expected a str or None, got {type(name).__name__}")
     key = name.strip().lower()
     if key not in PREFERENCE:
-        or_none = " or None" if source == "backend" else ""  # the argument may be None, not the variable
+        or_none = " or None" if none_allowed else ""
         raise ValueError(f"{source}: expected one of {list(PREFERENCE)}{or_none}, got {name!r}")
     return key
 
@@ -153,15 +154,15 @@ def check_backend_name(name: str | None) -> str | None:
 
 def get_backend(name: str | None) -> Backend:
     """The backend called `name`; None means ``$PYRNN_FAST_BACKEND`` or else the best available."""
-    source = "backend"  # what the user set, for the error messages
-    if name is None:
+    source, from_env = "backend", name is None  # what the user set, for the error messages
+    if from_env:
         name = os.environ.get("PYRNN_FAST_BACKEND", "")
         if not name and _BEST in _loaded:  # the common case, in a fraction of a µs
             return _loaded[_BEST]
         source = f"PYRNN_FAST_BACKEND={name!r}"
         if not name.strip():
             name = _BEST
-    name = _backend_name(name, source)
+    name = _backend_name(name, source, none_allowed=not from_env)
     if name in _loaded:
         return _loaded[name]
     if name not in backends():
