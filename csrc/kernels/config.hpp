@@ -251,8 +251,10 @@ constexpr idx kRowSplitCachePercent = 75;
 // 15.5K TSC cycles alone, 21.4K beside the other; H = 256: 4.9K vs 6.6-7.9K). Not from sharing
 // the weights or the cores' caches: swept back to back in a loop with no team start between,
 // a half of H = 512 took 4.5-4.8 µs whatever the other core did (idle, FMAs, reading its own
-// 512 KB, sweeping the other half of the same weights or of a copy). What a call's start costs
-// the sweep beyond that (cold prefetch streams?) is not known.
+// 512 KB, sweeping the other half of the same weights or of a copy). Timed inside the kernel
+// since (docs/DESIGN.md, "Streaming step"): libgomp's region start and end ~1K TSC cycles each,
+// the finish reading the other thread's sums ~0.7K more than alone, the helper's half sweep
+// ~15 % slower than the caller's; a line moving between this VM's cores costs ~400 cycles.
 constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 // ... but a step whose weights a core's L2 cannot hold (server cores: 1.25-2 MB) streams them
 // from L3, and spread over more cores they fit in their L2s: one thread per kStepCacheBytes
