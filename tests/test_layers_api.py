@@ -112,6 +112,20 @@ def test_a_backend_that_is_none_of_ours_is_an_error_when_the_layer_is_made(make)
     assert build(None).backend is None
 
 
+@pytest.mark.parametrize("make", ["RNN", "LSTM", "GRU"])
+def test_a_keyword_the_layer_does_not_take_is_an_error_naming_it(make):
+    """A misspelt option must not build a layer without it (the gated cells' constructor takes
+    the cells' own options as keywords and once dropped any it did not know), and `activation`
+    is the vanilla cell's only."""
+    cls = getattr(prf, make)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'num_layer'"):
+        cls(4, 8, num_layer=2)
+    if make != "RNN":
+        with pytest.raises(TypeError, match=rf"^{make}\(\) got an unexpected keyword argument 'activation'$"):
+            cls(4, 8, activation="relu")
+    assert cls(4, 8, num_layers=2).num_layers == 2
+
+
 @pytest.mark.parametrize("make", ["RNN", "LSTM", "GRU", "TimeRNN", "TimeLSTM"])
 def test_a_yes_no_option_that_is_not_a_bool_is_an_error_naming_it(make):
     """bool() would read the string "False" as True and take any array or None as an answer:

@@ -138,7 +138,12 @@ class _RecurrentLayer:
         return init_seq
 
     def _configure_cell(self, **cell_options):
-        """Check and set the options named in ``_cell_options``."""
+        """Check and set the options named in ``_cell_options`` (a cell with options overrides
+        this). The gated cells have none, and their constructor is this class's, which takes
+        ``**cell_options``: anything left here is a keyword they do not take (a misspelt
+        ``num_layer=2``, an ``activation``), an error rather than silently dropped."""
+        if cell_options:
+            raise TypeError(f"{self._name}() got an unexpected keyword argument {next(iter(cell_options))!r}")
 
     # The cell's functional calls over one run (time-major), which _stack arranges:
     def _run(self, x, W, state, keep=True):
