@@ -9,10 +9,12 @@ import pyrnn_fast as prf
 from helpers import SELF_TOL, close, rng_arrays
 
 
+# The second: every sample either empty or whole (one segment, with a selection of rows).
+@pytest.mark.parametrize("lengths", [[0, 5, 2, 5, 6, 3], [0, 6, 6, 0, 6, 6]])
 @pytest.mark.parametrize("time_major", [False, True])
-def test_lengths_equal_each_sample_alone(time_major):
+def test_lengths_equal_each_sample_alone(time_major, lengths):
     T, N, D, H = 6, 6, 3, 4
-    lengths = np.array([0, 5, 2, 5, 6, 3])
+    lengths = np.array(lengths)
     x, h0, dout, dh_n = rng_arrays(40, (N, T, D), (4, N, H), (N, T, 2 * H), (4, N, H))
     layer = prf.RNN(D, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=7, time_major=time_major)
 

@@ -51,7 +51,9 @@ def _rows(sel):
 
 
 def _one_call(segs, T):
-    return len(segs) == 1 and segs[0] == (0, T, None)
+    # Not `segs[0] == (0, T, None)`: a segment's selection may be an index array, which
+    # tuple equality would compare elementwise.
+    return len(segs) == 1 and segs[0][0] == 0 and segs[0][1] == T and segs[0][2] is None
 
 
 def _run_forward(run, x, state0, segs):
