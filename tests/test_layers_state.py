@@ -215,6 +215,31 @@ def test_a_stepping_layer_can_be_copied_and_pickled(backend):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_layer_copied_or_pickled_after_a_call_runs_its_backward(cell, backend):
+    """What a call keeps for backward (the gated cells' Workspace among it) survives deepcopy and
+    pickle: the copies' backward gives the original's bits. (A Workspace, read-only, could be
+    pickled but not unpickled: pickle set its slots through the __setattr__ that refuses.)"""
+    import copy
+    import pickle
+
+    layer = getattr(prf, cell)(4, 6, num_layers=2, seed=5, backend=backend)
+    x = np.arange(3 * 5 * 4, dtype=np.float32).reshape(3, 5, 4) / 60
+    out = layer(x)[0]
+    dout = np.cos(out)
+    copies = [copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))]
+    expected = layer.backward(dout)
+    for c in copies:
+        np.testing.assert_array_equal(c.backward(dout), expected)
+        for k, g in layer.grads.items():
+            np.testing.assert_array_equal(c.grads[k], g, err_msg=k)
+    if cell != "RNN":
+        forward = prf.lstm_forward if cell == "LSTM" else prf.gru_forward
+        ws = forward(x, layer.params["Wx_l0"], layer.params["Wh_l0"], backend=backend).workspace
+        for twin in (copy.deepcopy(ws), pickle.loads(pickle.dumps(ws))):
+            assert repr(twin) == repr(ws)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_a_parameter_rebound_to_a_wrong_shape_is_an_error_naming_it(cell, backend):
     """A parameter may be rebound between steps or calls: one of the wrong shape, or a missing
     one, is a ValueError naming it on every backend, for `step` and for a call, and the layer

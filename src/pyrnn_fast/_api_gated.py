@@ -55,6 +55,11 @@ class Workspace:
     def __setattr__(self, name, value):
         raise AttributeError("a Workspace is read-only")
 
+    def __reduce__(self):
+        # Rebuilt through __init__: pickle's and copy's default would set the slots one by
+        # one through __setattr__, which refuses (a layer holding one could not be unpickled).
+        return (Workspace, (self._cell, self._dims, self._dtype, self._time_major, self._gates, self._cs))
+
     cell = property(lambda self: self._cell, doc="'LSTM' or 'GRU'")
     dims = property(lambda self: self._dims, doc="(T, N, H) of the forward call")
     dtype = property(lambda self: self._dtype, doc="the forward call's dtype")
