@@ -70,6 +70,15 @@ def test_bad_input_errors():
         prf.RNN(2, 3, num_layers=0)
     with pytest.raises(ValueError, match="dropout"):
         prf.RNN(2, 3, dropout=1.5)
+    with pytest.raises(TypeError, match="^dropout: expected a probability in \\[0, 1\\], got str$"):
+        prf.RNN(2, 3, dropout="0.5")
+    with pytest.raises(TypeError, match="^dtype: expected float32 or float64, got None$"):
+        prf.RNN(2, 3, dtype=None)  # NumPy's None would be float64
+    for bad, err in (("a", TypeError), (-1, ValueError), ([1, 2], TypeError), (1.0, TypeError)):
+        with pytest.raises(err, match="^seed: expected an int >= 0"):
+            prf.LSTM(2, 3, seed=bad)
+    layer = prf.GRU(2, 3, seed=np.int64(7))
+    assert type(layer.seed) is int and layer.seed == 7  # saved as JSON (a NumPy int was not)
     layer = prf.RNN(2, 3, num_layers=2)
     with pytest.raises(ValueError, match="x"):
         layer(np.zeros((4, 5, 3)))

@@ -74,7 +74,7 @@ def test_save_and_load(tmp_path):
         time_major=True,
         stateful=True,
         dtype=np.float64,
-        seed=9,
+        seed=np.int64(9),  # a NumPy int (from rng.integers, say): the saved config is JSON
     )
     path = tmp_path / "rnn.npz"
     layer.save(path)

@@ -120,13 +120,16 @@ class _RecurrentLayer:
         self._configure_cell(**cell_options)
         self.bias = _check_flag("bias", bias)
         self.bidirectional = _check_flag("bidirectional", bidirectional)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) <= 1:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout: expected a probability in [0, 1], got {type(dropout).__name__}")
+        if not 0 <= float(dropout) <= 1:
             raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
         self.time_major = _check_flag("time_major", time_major)
         self.stateful = _check_flag("stateful", stateful)
         self.dtype = _check_dtype(dtype)
-        self.seed = seed
+        # An int (a NumPy one too, kept as Python's: the saved config is JSON) or None.
+        self.seed = None if seed is None else _check_int("seed", seed, 0)
         self.backend = _backends.check_backend_name(backend)
         self.training = True
         self.state = None

@@ -30,6 +30,8 @@ def _check_float_param(name, a):
 
 
 def _check_dtype(dtype):
+    if dtype is None:  # np.dtype(None) is float64: not the layers' float32 default
+        raise TypeError("dtype: expected float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
