@@ -215,6 +215,37 @@ def test_a_stepping_layer_can_be_copied_and_pickled(backend):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_step_with_an_empty_batch_or_a_state_set_by_hand(cell, backend):
+    """step() on every backend alike: an empty batch gives (0, H) (the compiled path raised an
+    internal error); a state set by hand in float64 on a float32 layer computes in float32 (the
+    NumPy and Numba paths computed in float64) and is written back into; a read-only one is an
+    error naming the state (it was NumPy's "assignment destination is read-only")."""
+    cls = getattr(prf, cell)
+
+    def make(state):
+        layer = cls(2, 3, num_layers=2, stateful=True, seed=4, backend=backend)
+        if state is not None:
+            layer.state = state if cell != "LSTM" else (state, state.copy())
+        return layer
+
+    for _ in range(2):  # the second after a first empty step
+        y = make(None).step(np.zeros((0, 2), np.float32))
+        assert y.shape == (0, 3) and y.dtype == np.float32
+    start = np.linspace(-0.5, 0.5, 2 * 3 * 3).reshape(2, 3, 3)
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)
+    by_hand, twin = make(start), make(start.astype(np.float32))
+    y = by_hand.step(x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, twin.step(x))
+    h = by_hand.state if cell != "LSTM" else by_hand.state[0]
+    assert h.dtype == np.float64  # the array set by hand, updated in place
+    np.testing.assert_array_equal(h[-1], y)
+    read_only = np.broadcast_to(np.zeros((2, 1, 3), np.float32), (2, 1, 3))
+    with pytest.raises(ValueError, match=r"^state: step\(\) updates the carried state in place, got a read-only"):
+        make(read_only).step(x[:1])
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_a_layer_copied_or_pickled_after_a_call_runs_its_backward(cell, backend):
     """What a call keeps for backward (the gated cells' Workspace among it) survives deepcopy and
     pickle: the copies' backward gives the original's bits. (A Workspace, read-only, could be

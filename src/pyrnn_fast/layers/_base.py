@@ -322,6 +322,11 @@ class _RecurrentLayer:
             raise ValueError(
                 f"x_t: the carried state is for batch size {parts[0].shape[1]}, got {N}; call reset_state() first"
             )
+        if not all(p.flags.writeable for p in parts):
+            raise ValueError(
+                "state: step() updates the carried state in place, got a read-only array "
+                "(set a writable one, or call reset_state())"
+            )
         return x_t, parts
 
     # --- streaming: one step (RNN, LSTM and GRU) -------------------------------------------
@@ -350,13 +355,17 @@ class _RecurrentLayer:
             if top is not None:
                 return top
         x_t, parts = self._step_input(x_t)
+        if x_t.shape[0] == 0:  # an empty batch: nothing to advance (the compiled stepper takes none)
+            return np.zeros((0, self.hidden_size), self.dtype)
         if _backends.get_backend(self.backend).name == "cpp":
             return self._compiled_step(_c_array(x_t, self.dtype), parts)
         inp = np.asarray(x_t, dtype=self.dtype)[None]
         for layer in range(self.num_layers):
             # In the layer's dtype whatever the parameters were rebound to, as on the compiled path.
             W = tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, ""))
-            hs, new, _ = self._run(inp, W, tuple(p[layer] for p in parts), keep=False)
+            # The state too: one set by hand may be of another dtype (written back into it).
+            state = tuple(np.asarray(p[layer], self.dtype) for p in parts)
+            hs, new, _ = self._run(inp, W, state, keep=False)
             for p, v in zip(parts, new):
                 p[layer] = v
             inp = hs
