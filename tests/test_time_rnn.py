@@ -113,6 +113,7 @@ def test_time_rnn_matches_the_textbook(dtype, stateful):
         hs = ours.forward(xs)
         close(hs, book.forward(xs), tol, f"hs {it}")
         assert hs.dtype == dtype
+        hs *= 0.5  # a caller's change to the returned hs must not reach backward (the book's hs is its own)
         close(ours.h, book.h, tol, f"h {it}")
         dxs = ours.backward(dhs)
         close(dxs, book.backward(dhs), tol, f"dxs {it}")
@@ -139,3 +140,14 @@ def test_integer_weights_are_a_typeerror_naming_them():
         with pytest.raises(TypeError, match=rf"^{name}: expected a floating-point array"):
             prf.TimeRNN(*given)
     prf.TimeRNN(Wx.astype(np.float32), Wh.astype(np.float32), b.astype(np.float32))  # float32 is fine
+
+
+@pytest.mark.parametrize("make", ["TimeRNN", "TimeLSTM"])
+def test_an_input_that_does_not_fit_the_weights_is_named(make):
+    """The weights are the layer's: a wrong xs is the error, not Wx (as the functional API,
+    which takes D from x, had said)."""
+    G = 4 if make == "TimeLSTM" else 1
+    layer = getattr(prf, make)(np.ones((4, 3 * G)), np.ones((3, 3 * G)), np.ones(3 * G))
+    for xs in (np.ones((2, 5, 6)), np.ones((2, 4))):
+        with pytest.raises(ValueError, match=r"^xs: expected shape \(N, T, D\) with D = Wx.shape\[0\] = 4, got"):
+            layer.forward(xs)

@@ -47,3 +47,10 @@ def _check_int(name, v, minimum):
     if v < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
     return int(v)
+
+
+def _check_xs(xs, Wx):
+    """A textbook layer's (TimeRNN, TimeLSTM) weights are given: a wrong xs is named as such,
+    not as a mismatched Wx (the functional API's view, which takes D from x)."""
+    if xs.ndim != 3 or xs.shape[2] != Wx.shape[0]:
+        raise ValueError(f"xs: expected shape (N, T, D) with D = Wx.shape[0] = {Wx.shape[0]}, got {xs.shape}")

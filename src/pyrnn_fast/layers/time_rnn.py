@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api import rnn_backward, rnn_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real
+from ._checks import _check_float_param, _check_real, _check_xs
 
 
 class TimeRNN:
@@ -42,12 +42,15 @@ class TimeRNN:
         """xs (N, T, D) -> hs (N, T, H)."""
         xs = _check_real("xs", xs)
         Wx, Wh, b = self.params
+        _check_xs(xs, Wx)
         if not self.stateful:
             self.h = None
         h0 = self.h
         hs, self.h = rnn_forward(xs, Wx, Wh, b, h0, backend=self.backend)
         self._cache = (xs, hs, h0)
-        return hs
+        # A copy, as the textbook's hs is its own array: backward reads the kept one, which a
+        # caller changing the returned hs in place (hs *= mask) must not change.
+        return hs.copy()
 
     def backward(self, dhs):
         """dhs (N, T, H) -> dxs (N, T, D); fills grads in place and sets dh."""
