@@ -215,6 +215,29 @@ def test_a_stepping_layer_can_be_copied_and_pickled(backend):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_parameter_rebound_to_another_dtype_computes_in_the_layers(cell, backend):
+    """A float32 layer whose Wh was rebound to a float64 array computes in float32, as if given
+    that array cast (its outputs had come back float64 while h_n and the gradients stayed
+    float32), for a call, its backward and a step alike."""
+    cls = getattr(prf, cell)
+    rebound, cast = (cls(3, 5, num_layers=2, seed=6, backend=backend) for _ in range(2))
+    wh = rebound.params["Wh_l1"].astype(np.float64) * 0.9
+    rebound.params["Wh_l1"] = wh
+    cast.params["Wh_l1"] = wh.astype(np.float32)
+    x = np.linspace(-1, 1, 2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    results = []
+    for layer in (rebound, cast):
+        out, final = layer(x)
+        dx = layer.backward(np.sin(out))
+        layer.stateful = True
+        y = layer.step(x[:, 0])
+        results.append([out, *(final if cell == "LSTM" else (final,)), dx, y, *layer.grads.values()])
+    for a, b in zip(*results):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_step_with_an_empty_batch_or_a_state_set_by_hand(cell, backend):
     """step() on every backend alike: an empty batch gives (0, H) (the compiled path raised an
     internal error); a state set by hand in float64 on a float32 layer computes in float32 (the

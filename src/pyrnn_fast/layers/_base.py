@@ -187,6 +187,11 @@ class _RecurrentLayer:
         name = f"l{layer}{suffix}"
         return tuple(self.params.get(f"{kind}_{name}") for kind in self._param_kinds)
 
+    def _weights_as_computed(self, layer, suffix):
+        """``_weights`` in the layer's dtype, whatever the parameters were rebound to: the
+        computation's dtype, so that outputs, states and gradients all have it."""
+        return tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, suffix))
+
     def _set_params(self, weights):
         """Copy {name: array} into ``params`` (same shapes; cast to the layer's dtype)."""
         for k, v in weights.items():
@@ -361,8 +366,7 @@ class _RecurrentLayer:
             return self._compiled_step(_c_array(x_t, self.dtype), parts)
         inp = np.asarray(x_t, dtype=self.dtype)[None]
         for layer in range(self.num_layers):
-            # In the layer's dtype whatever the parameters were rebound to, as on the compiled path.
-            W = tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, ""))
+            W = self._weights_as_computed(layer, "")  # as on the compiled path
             # The state too: one set by hand may be of another dtype (written back into it).
             state = tuple(np.asarray(p[layer], self.dtype) for p in parts)
             hs, new, _ = self._run(inp, W, state, keep=False)

@@ -70,7 +70,7 @@ def stack_forward(layer, x, given_state, lengths, record=True):
             inp = inp * mask
         runs, outs = [], []
         for d, suffix in enumerate(layer._suffixes):
-            W = layer._weights(layer_idx, suffix)
+            W = layer._weights_as_computed(layer_idx, suffix)
             k = layer_idx * dirs + d
             x_run = inp if d == 0 else _reverse(inp, rev)
             hs, final, saved = _run_forward(
@@ -114,7 +114,7 @@ def stack_backward(layer, dout, given_dstate):
         entry = cache["layers"][layer_idx]
         d_in = None
         for d, suffix in enumerate(layer._suffixes):
-            W = layer._weights(layer_idx, suffix)
+            W = layer._weights_as_computed(layer_idx, suffix)
             run = entry["runs"][d]
             k = layer_idx * dirs + d
             dhs = d_tm[..., d * H : (d + 1) * H]
