@@ -96,6 +96,33 @@ def test_workspace_checked():
     assert "LSTM" in repr(out.workspace)
 
 
+@pytest.mark.parametrize("backend", prf.backends())
+def test_a_workspace_built_by_hand_is_checked_array_by_array(backend):
+    """Workspace is public: one built with the right (T, N, H) but arrays of another shape,
+    dtype or layout is refused by name on every backend (the Numba backend had read past a
+    (1, 1, 4) array of gates, the compiled one named its own internal argument)."""
+    x, a, out = run_lstm()
+    gates, cs = out.workspace._gates, out.workspace._cs
+
+    def backward(*arrays):
+        ws = prf.Workspace("LSTM", (T, N, H), np.float64, False, *arrays)
+        return prf.lstm_backward(np.ones_like(out.hs), x, a["Wx"], a["Wh"], out.hs, ws, backend=backend)
+
+    expected = backward(gates.copy(), cs.copy())  # the right arrays, copied: the same answer
+    np.testing.assert_array_equal(expected.dx, backward(gates, cs).dx)
+    gates_msg = r"^workspace: its gates must be a C-contiguous float64 array of shape \(4, 3, 24\)"
+    for bad in (gates[:1, :1, :4], gates.astype(np.float32), np.asfortranarray(gates), gates.tolist()):
+        with pytest.raises(ValueError, match=gates_msg):
+            backward(bad, cs)
+    with pytest.raises(ValueError, match=r"^workspace: its cell states must be a C-contiguous float64 array"):
+        backward(gates, None)
+    g = gru_args()
+    gru = prf.gru_forward(g["x"], g["Wx"], g["Wh"])
+    ws = prf.Workspace("GRU", (T, N, H), np.float64, False, gru.workspace._gates, cs)
+    with pytest.raises(ValueError, match=r"^workspace: its cell states must be None"):
+        prf.gru_backward(np.ones_like(gru.hs), g["x"], g["Wx"], g["Wh"], gru.hs, ws, backend=backend)
+
+
 def test_gru_refuses_lstm_workspace():
     g = gru_args()
     out = prf.gru_forward(g["x"], g["Wx"], g["Wh"])

@@ -87,6 +87,19 @@ class Workspace:
             raise ValueError(
                 f"workspace: from a call with time_major={self._time_major}, this one has time_major={time_major}"
             )
+        # The arrays too, not only what the workspace says of them: one built by hand (the class
+        # is public) must not send a backend reading past them (Numba's kernels index freely).
+        T, N, H = dims
+        cs_shape = (T, N, H) if cell == "LSTM" else None
+        for what, a, shape in (("gates", self._gates, (T, N, 4 * H)), ("cell states", self._cs, cs_shape)):
+            if shape is None:
+                ok = a is None
+            else:
+                ok = type(a) is np.ndarray and a.shape == shape and a.dtype == dtype
+                ok = ok and a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative
+            if not ok:
+                expected = "None" if shape is None else f"a C-contiguous {np.dtype(dtype).name} array of shape {shape}"
+                raise ValueError(f"workspace: its {what} must be {expected} ({forward} makes them so)")
         return self._gates, self._cs
 
 
