@@ -228,8 +228,20 @@ PyMethodDef stepper_step_def = {
 
 // The step function of the Stepper `self` (which it keeps alive): a new object per attribute
 // read, so a caller stepping in a loop keeps one.
+// The Stepper held by `self`, or a TypeError when there is none: an instance made by
+// Stepper.__new__ without __init__ holds no constructed Stepper, and pybind11's casts would hand
+// out uninitialised storage for it (a crash reading stale pointers, found by fuzzing).
+Stepper& constructed(const py::handle& self) {
+    if (py::isinstance<Stepper>(self)) {
+        auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+        py::detail::value_and_holder v_h = inst->get_value_and_holder(py::detail::get_type_info(typeid(Stepper)));
+        if (v_h.holder_constructed()) return *v_h.value_ptr<Stepper>();
+    }
+    throw py::type_error("Stepper: not constructed (made by Stepper.__new__ without __init__)");
+}
+
 py::object stepper_step(const py::object& self) {
-    Stepper* stepper = self.cast<Stepper*>();
+    Stepper* stepper = &constructed(self);
     PyObject* capsule = PyCapsule_New(stepper, nullptr,
                                       [](PyObject* c) { Py_XDECREF(static_cast<PyObject*>(PyCapsule_GetContext(c))); });
     if (!capsule) throw py::error_already_set();
@@ -285,8 +297,13 @@ void bind_step(py::module_& m) {
              "An LSTM's stack when cell_state (L, N, H) is given (weights' columns [i | f | g | o]); a GRU's "
              "when bh (a list of recurrent biases, entries may be None) is given (columns [r | z | n]); "
              "state_key: the object step() and current() are passed as `state` (default: state itself).")
-        .def("current", &Stepper::current, py::arg("params"), py::arg("state"),
-             "Whether state and params' values are the objects the stepper was built from.")
+        .def(
+            "current",
+            [](const py::object& self, const py::dict& params, const py::object& state) {
+                return constructed(self).current(params, state);
+            },
+            py::arg("params"), py::arg("state"),
+            "Whether state and params' values are the objects the stepper was built from.")
         .def_property_readonly("step", &stepper_step,
                                "step(x, params, state): advance every layer by one step; returns the new top "
                                "state (N, H), or None (nothing done) if the layer's arrays changed or x needs "

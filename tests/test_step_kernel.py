@@ -6,6 +6,8 @@ accepts and refuses. The layer's step() built on it is tested in test_layers_sta
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,6 +176,32 @@ def test_step_is_positional_checks_params_and_keeps_the_stepper_alive():
     del stepper
     gc.collect()
     np.testing.assert_allclose(step(x, {}, state), expected[-1], rtol=1e-14)
+
+
+def test_a_stepper_never_constructed_is_an_error_not_a_crash():
+    """Stepper.__new__ without __init__ makes an instance with no Stepper in it; pybind11 hands
+    a method uninitialised storage for it, whose stale pointers (freed Steppers' memory) crashed
+    the process when stepped. Every entry point refuses it. In a child process, so that a crash
+    fails this test rather than ending the run."""
+    code = """if True:
+        import numpy as np
+        from pyrnn_fast import _core as C
+        st, out, p = np.zeros((1, 2, 4)), np.zeros((1, 2, 4)), {}
+        live = [C.Stepper([np.ones((3, 4))], [np.ones((4, 4))], [None], st, out, "tanh", p) for _ in range(20)]
+        del live  # freed Steppers leave their bytes behind
+        refused = 0
+        for s in [C.Stepper.__new__(C.Stepper) for _ in range(20)]:
+            for use in (lambda: s.current(p, st), lambda: s.step(np.ones((2, 3)), p, st)):
+                try:
+                    use()
+                except TypeError as e:
+                    assert "not constructed" in str(e), e
+                    refused += 1
+        print(refused)
+    """
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["40"]
 
 
 def test_stepper_checks_every_argument():
