@@ -73,7 +73,7 @@ def rnn_forward(
     h_last : array (N, H), the last hidden state (h0, or zeros, when T = 0)
 
     The result dtype is ``np.result_type(<inputs>, np.float32)`` (float32 stays float32, any
-    float64 gives float64, integers give float64), computed natively in that dtype. Inputs
+    float64 gives float64, integers as NumPy promotes them), computed natively in that dtype. Inputs
     are never modified.
     """
     act = _check_activation(activation)
