@@ -3,6 +3,8 @@ in test_load.py), and that importing the package imports neither torch nor numba
 
 from __future__ import annotations
 
+import copy
+import pickle
 import subprocess
 import sys
 
@@ -119,7 +121,10 @@ def test_parameters_start_on_a_cache_line(cls, dtype, tmp_path):
     path = tmp_path / "layer.npz"
     layer.save(path)
     loaded = cls.load(path)
-    for a in (*layer.params.values(), *loaded.params.values()):
+    copied = copy.deepcopy(layer)  # pickle and deepcopy rebuild the arrays in NumPy's buffers
+    unpickled = pickle.loads(pickle.dumps(layer))
+    for a in (*layer.params.values(), *loaded.params.values(), *copied.params.values(), *unpickled.params.values()):
         assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.flags.writeable and a.dtype == dtype
     for k in layer.params:
-        np.testing.assert_array_equal(loaded.params[k], layer.params[k])
+        for other in (loaded, copied, unpickled):
+            np.testing.assert_array_equal(other.params[k], layer.params[k])

@@ -443,6 +443,15 @@ class _RecurrentLayer:
         state["_stepper"] = None
         return state
 
+    def __setstate__(self, state):
+        # Pickle and deepcopy rebuild the parameters in NumPy's own buffers, which start 16
+        # bytes into a cache line: aligned again, as the constructor and load make them.
+        params = state.get("params", {})
+        for k, v in params.items():
+            if type(v) is np.ndarray and v.ctypes.data % 64:
+                params[k] = aligned_copy(v)
+        self.__dict__.update(state)
+
     # --- save / load (_npz) --------------------------------------------------------------
 
     def save(self, path):
