@@ -92,8 +92,8 @@ class Workspace:
         T, N, H = dims
         cs_shape = (T, N, H) if cell == "LSTM" else None
         for what, a, shape in (("gates", self._gates, (T, N, 4 * H)), ("cell states", self._cs, cs_shape)):
-            if shape is None:
-                ok = a is None
+            if shape is None or a is None:
+                ok = shape is None and a is None
             else:
                 ok = type(a) is np.ndarray and a.shape == shape and a.dtype == dtype
                 ok = ok and a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative
