@@ -214,6 +214,26 @@ def test_a_stepping_layer_can_be_copied_and_pickled(backend):
         assert not np.shares_memory(c.state, layer.state)
 
 
+@pytest.mark.parametrize("N, T", [(1, 5), (3, 1), (3, 5)])
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_changing_the_returned_output_in_place_does_not_change_backward(cell, N, T):
+    """out is the caller's: a loss that writes into it (out[...] = 0) must not reach backward.
+    Batch-major with N = 1 or T = 1, out had been a view of the hs backward reads (found
+    through pyrnn_fast.dask, whose chunks of one sample gave other gradients)."""
+    make = getattr(prf, cell)
+    x = np.linspace(-1, 1, N * T * 3).reshape(N, T, 3)
+    grads = []
+    for scribble in (False, True):
+        layer = make(3, 4, num_layers=2, seed=1, dtype=np.float64)
+        out, _ = layer(x)
+        dout = np.cos(out)
+        if scribble:
+            out[...] = 123.0
+        grads.append([layer.backward(dout), *layer.grads.values()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_a_parameter_rebound_to_another_dtype_computes_in_the_layers(cell, backend):
     """A float32 layer whose Wh was rebound to a float64 array computes in float32, as if given

@@ -87,7 +87,10 @@ def stack_forward(layer, x, given_state, lengths, record=True):
     layer._cache = cache if record else None
     if layer.stateful:
         layer._set_state_parts(tuple(s.copy() for s in state_n))
-    out = inp.copy() if layer.time_major else np.ascontiguousarray(inp.transpose(1, 0, 2))
+    # Always a copy: backward reads the kept hs (inp), which a caller changing out in place must
+    # not change. (np.ascontiguousarray returned a view where N = 1 or T = 1, whose transpose is
+    # contiguous already: out[...] = 0 then changed the gradients.)
+    out = np.array(inp if layer.time_major else inp.transpose(1, 0, 2), order="C")
     return out, state_n
 
 
