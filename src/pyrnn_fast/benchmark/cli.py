@@ -62,6 +62,10 @@ def parse_args(argv):
             f"pyrnn-fast, or pip install . from a clone), or pass --allow-fallback to benchmark "
             f"{', '.join(prf.backends())} instead.\n",
         )
+    try:  # a bad PYRNN_FAST_BACKEND: the library's ValueError names it; an error line here
+        _backends.get_backend(None)
+    except ValueError as e:
+        p.error(str(e))
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     for s in args.shapes:
         if s not in runners.SHAPES:
@@ -76,10 +80,21 @@ def parse_args(argv):
     for b in args.backends:
         if b not in prf.backends():
             p.error(f"--backends: {b!r} is not available; available: {prf.backends()}")
-    if args.threads is not None and not 1 <= args.threads <= (os.cpu_count() or 1):
-        p.error(f"--threads: expected 1..{os.cpu_count()}, got {args.threads}")
+    for option, chosen in (("--shapes", args.shapes), ("--cells", args.cells), ("--backends", args.backends)):
+        if not chosen:  # "--backends=" would time nothing for minutes
+            p.error(f"{option}: expected at least one name")
+    # The CPUs this process may run on (taskset, a container's CPU set), not os.cpu_count():
+    # ensure_threads re-execs until the affinity holds that many, which more could never reach.
+    usable = timing.num_threads()
+    if args.threads is not None and not 1 <= args.threads <= usable:
+        p.error(f"--threads: expected 1..{usable} (the CPUs this process may run on), got {args.threads}")
     if args.repeat < 1:
         p.error("--repeat: expected >= 1")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        # Checked now, not when the run (minutes) is over and would be lost.
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if path and (os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK)):
+            p.error(f"{option}: cannot write {path!r} (is its folder there and writable?)")
     if args.plot:
         try:
             import matplotlib  # noqa: F401

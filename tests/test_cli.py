@@ -1,0 +1,41 @@
+"""The main job's options (python -m pyrnn_fast): what a typo or a setting of the machine would
+otherwise cost is refused at once, before minutes of benchmarks (parse_args, in process)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyrnn_fast.benchmark import cli, timing
+
+
+def refused(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("option", ["--shapes", "--cells", "--backends"])
+def test_an_empty_list_is_refused(option, capsys):
+    for value in ("", ",", " , "):
+        assert refused([f"{option}={value}"], capsys).endswith(f"error: {option}: expected at least one name")
+
+
+def test_more_threads_than_the_process_may_use_is_refused(monkeypatch, capsys):
+    """os.cpu_count() counted CPUs a taskset or a container's CPU set left out: the job then
+    re-executed itself forever, waiting for an affinity of that many CPUs."""
+    monkeypatch.setattr(timing, "num_threads", lambda: 1)
+    assert "--threads: expected 1..1 (the CPUs this process may run on), got 2" in refused(["--threads", "2"], capsys)
+    assert cli.parse_args(["--threads", "1"]).threads == 1
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(tmp_path, capsys):
+    for option in ("--json", "--plot"):
+        for path in (tmp_path / "missing" / "x.out", tmp_path):
+            assert f"error: {option}: cannot write" in refused([option, str(path)], capsys)
+    assert cli.parse_args(["--json", str(tmp_path / "run.json")]).json == str(tmp_path / "run.json")
+
+
+def test_a_bad_backend_variable_is_an_error_line_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("PYRNN_FAST_BACKEND", "foo")
+    assert "error: PYRNN_FAST_BACKEND='foo': expected one of" in refused([], capsys)
