@@ -157,6 +157,30 @@ def test_keras_gru_reset_before_is_refused():
         prf.GRU.from_keras_weights([kernel, recurrent, bias])
     with pytest.raises(ValueError, match=r"weights\[0\] \(kernel\): expected shape \(D, 4H\)"):
         prf.LSTM.from_keras_weights([np.zeros((3, 6)), np.zeros((1, 6))])
+    # A Keras LSTM's weights (H = 3) given to the GRU: its kernel fits a GRU of H = 4, and the
+    # message is about the recurrent kernel that does not, not about reset_after.
+    with pytest.raises(
+        ValueError, match=r"^weights\[1\] \(recurrent_kernel\): expected shape \(4, 12\), got \(3, 12\)$"
+    ):
+        prf.GRU.from_keras_weights([np.zeros((2, 12)), np.zeros((3, 12)), np.zeros(12)])
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_to_torch_checks_the_parameters_and_from_torch_a_meta_module(cell):
+    """to_torch exports only what the layer would run (torch's copy_ had broadcast a scalar bias
+    or a (1, 3H) Wx into the module, and a removed Wh was an AttributeError); a module on the
+    'meta' device has no data: an error naming the module, not torch's."""
+    torch = pytest.importorskip("torch")
+    layer = CELLS[cell](3, 5)
+    layer.params["b_l0"] = np.float32(0.5)
+    with pytest.raises(ValueError, match=r"^b_l0: expected shape"):
+        layer.to_torch()
+    del layer.params["Wh_l0"]
+    with pytest.raises(ValueError, match="Wh_l0"):
+        layer.to_torch()
+    module = getattr(torch.nn, cell)(4, 6, device="meta")
+    with pytest.raises(ValueError, match=r"^module: its parameters are on the 'meta' device"):
+        CELLS[cell].from_torch(module)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

@@ -28,6 +28,8 @@ def from_torch(cls, module, backend):
     w0 = module.weight_ih_l0
     if w0.dtype not in dtypes:
         raise TypeError(f"module: dtype {w0.dtype} is not supported; use float32 or float64")
+    if any(p.is_meta for p in module.parameters()):
+        raise ValueError("module: its parameters are on the 'meta' device (no data to copy); materialise it first")
     options = dict(activation=module.nonlinearity) if cls._name == "RNN" else {}
     layer = cls(
         module.input_size,
@@ -66,6 +68,10 @@ def from_torch(cls, module, backend):
 def to_torch(layer):
     """What ``RNN.to_torch`` (LSTM's, GRU's) does."""
     import torch
+
+    # The layer's own check first (a rebound or removed parameter is an error naming it, as
+    # for a call): torch's copy_ would broadcast a wrong shape into the module without a word.
+    layer._check_params()
 
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[layer.dtype]
     options = dict(nonlinearity=layer.activation) if layer._name == "RNN" else {}
@@ -127,6 +133,10 @@ def from_keras_weights(cls, weights, activation, time_major, stateful, dtype, ba
     if kernel.ndim != 2 or kernel.shape[1] % G:
         raise ValueError(f"weights[0] (kernel): expected shape (D, {gh}), got {kernel.shape}")
     D, H = kernel.shape[0], kernel.shape[1] // G
+    # The recurrent kernel before the bias: another cell's weights (an LSTM's, with a (4H',)
+    # bias) are told by their shapes, not taken for a reset_after=False GRU.
+    if arrays[1].shape != (H, G * H):
+        raise ValueError(f"weights[1] (recurrent_kernel): expected shape {(H, G * H)}, got {arrays[1].shape}")
     if cls._name == "GRU" and len(arrays) == 3 and arrays[2].shape == (G * H,):
         raise ValueError(
             f"weights[2] (bias): shape {arrays[2].shape} is a Keras GRU with reset_after=False, another cell "

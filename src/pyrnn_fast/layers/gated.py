@@ -179,5 +179,6 @@ class GRU(_RecurrentLayer):
         """A one-layer GRU from a Keras ``GRU(reset_after=True)``'s ``get_weights()``: [kernel
         (D, 3H), recurrent_kernel (H, 3H), bias (2, 3H)], gate blocks [z, r, h] (reordered to
         ours, [r, z, n]); bias[0] is the input bias b, bias[1] the recurrent bias bh. Weights of
-        ``reset_after=False`` (a (3H,) bias) are another cell: a ValueError."""
+        ``reset_after=False`` (a (3H,) bias) are another cell: a ValueError. (Without a bias the
+        two cells' arrays have the same shapes: that case cannot be told apart.)"""
         return _interop.from_keras_weights(cls, weights, None, time_major, stateful, dtype, backend)
