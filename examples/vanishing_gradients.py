@@ -4,7 +4,7 @@ on a step near the start of a long sequence, and saves one PNG with (a) the norm
 dLoss/dh_t against the distance from the loss, at initialisation and after training, and (b)
 the training curves.
 
-    python examples/vanishing_gradients.py                # T = 100, a few minutes on 2 cores
+    python examples/vanishing_gradients.py                # T = 100, ~2 min on 2 cores
     python examples/vanishing_gradients.py --fast         # a tiny run (what the tests do)
 
 The adding problem (Hochreiter & Schmidhuber 1997): each step carries (value, marker) with
@@ -16,6 +16,7 @@ target is the sum of the two marked values. Always answering the mean (1.0) give
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import time
 
@@ -130,20 +131,35 @@ def progress(name, i, n, loss, start):
     sys.stderr.flush()
 
 
+# The README's picture, wherever the script is run from.
+DEFAULT_OUT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vanishing_gradients.png"
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--T", type=int, default=100, help="sequence length (default 100)")
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=2000, help="training iterations per model")
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--T", type=int, default=100, help="sequence length, >= 2 (default 100)")
+    ap.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
+    ap.add_argument("--batch", type=int, default=64, help="sequences per iteration (default 64)")
+    ap.add_argument("--steps", type=int, default=2000, help="training iterations per model (default 2000)")
+    ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate (default 3e-3)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="docs/vanishing_gradients.png")
-    ap.add_argument("--fast", action="store_true", help="a tiny run: T 20, hidden 8, 20 steps")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"the PNG to write (default {DEFAULT_OUT})")
+    ap.add_argument(
+        "--fast", action="store_true", help="a tiny run: T 20, hidden 8, batch 16, 20 steps (these four set so)"
+    )
     ap.add_argument("--no-plot", action="store_true", help="train and print the summary only (no matplotlib)")
     args = ap.parse_args(argv)
     if args.fast:
         args.T, args.hidden, args.batch, args.steps = 20, 8, 16, 20
+    for name, least in (("T", 2), ("hidden", 1), ("batch", 1), ("steps", 1)):  # two marked steps need T >= 2
+        if getattr(args, name) < least:
+            ap.error(f"--{name}: expected >= {least}, got {getattr(args, name)}")
+    if not args.lr > 0:
+        ap.error(f"--lr: expected > 0, got {args.lr}")
+    if not args.no_plot:  # checked before minutes of training, not when the picture is written
+        folder = pathlib.Path(args.out).resolve().parent
+        if not folder.is_dir() or pathlib.Path(args.out).is_dir():
+            ap.error(f"--out: cannot write {args.out!r} (is its folder there?)")
     plt = None
     if not args.no_plot:
         try:

@@ -72,3 +72,22 @@ def test_gradient_norms_match_finite_differences(name):
                 vals.append(np.sum(h_end * C))
             grad[n, j] = (vals[0] - vals[1]) / (2 * eps)
         assert abs(np.linalg.norm(grad, axis=1).mean() - norm) < 1e-7 * max(1.0, norm), (name, d)
+
+
+def test_bad_options_are_refused_before_training(tmp_path, capsys):
+    """A length that leaves no room for the two marked steps, an empty batch or model, no
+    iterations, or a picture that cannot be written: an error at once (they had ended in a
+    traceback, a table of NaN, or a FileNotFoundError after minutes of training)."""
+    main = load_example().main
+    for argv, message in (
+        (["--T", "1"], "--T: expected >= 2, got 1"),
+        (["--batch", "0"], "--batch: expected >= 1, got 0"),
+        (["--hidden", "0"], "--hidden: expected >= 1, got 0"),
+        (["--steps", "-1"], "--steps: expected >= 1, got -1"),
+        (["--lr", "0"], "--lr: expected > 0, got 0.0"),
+        (["--out", str(tmp_path / "missing" / "vg.png")], "--out: cannot write"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
