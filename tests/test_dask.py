@@ -333,6 +333,12 @@ def test_bad_arguments_are_clear_errors():
         prfd.predict(layer, da.from_array(x.astype(complex)))
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         prfd.predict(layer, xd[da.from_array(lengths) > 2])
+    unknown = da.from_array(lengths, chunks=8)
+    unknown = unknown[unknown >= 0]  # every value, in chunks of unknown size
+    with pytest.raises(ValueError, match=r"^lengths: its chunk sizes are unknown; call lengths.compute_chunk_sizes"):
+        prfd.predict(layer, xd, lengths=unknown)  # was NumPy's TypeError about a float
+    with pytest.raises(ValueError, match=r"^y: its chunk sizes are unknown"):
+        prfd.value_and_grad(layer, xd, unknown.astype(float), squared_error)
     with pytest.raises(ValueError, match=r"lengths: expected shape \(N,\) = \(37,\)"):
         prfd.predict(layer, xd, lengths=lengths[:5])
     with pytest.raises(ValueError, match="lengths: expected 0 <= lengths <= T"):

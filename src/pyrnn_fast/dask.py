@@ -188,6 +188,7 @@ class _Job:
         if lengths is None:
             return None
         if isinstance(lengths, da.Array):  # the layer's checks of dtype and shape; values in the tasks
+            lengths = _as_dask("lengths", lengths)
             self.layer._check_lengths(np.zeros(lengths.shape, lengths.dtype), self.N, self.T)
         else:  # NumPy: every check now
             lengths = da.from_array(self.layer._check_lengths(lengths, self.N, self.T), chunks=-1)
@@ -256,6 +257,8 @@ def _as_dask(name, a):
         return da.asarray(_check_real(name, a))
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    if any(math.isnan(n) for n in a.shape):  # a shape check would read "got (nan, ...)"
+        raise ValueError(f"{name}: its chunk sizes are unknown; call {name}.compute_chunk_sizes() first")
     return a
 
 
