@@ -92,8 +92,10 @@ def parse_args(argv):
         p.error("--repeat: expected >= 1")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         # Checked now, not when the run (minutes) is over and would be lost.
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if path and (os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK)):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             p.error(f"{option}: cannot write {path!r} (is its folder there and writable?)")
     if args.plot:
         try:
