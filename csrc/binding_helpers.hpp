@@ -108,10 +108,16 @@ class SignalPoll {
   private:
     bool thread_checked = false, polling = true;
 
-    static bool on_main_thread() {  // with the GIL
+    // With the GIL. Runs Python code, so a pending signal handler may run in it: what it raises
+    // (KeyboardInterrupt) is kept as the call's exception, not dropped.
+    bool on_main_thread() {
         try {
             auto ident = py::module_::import("threading").attr("main_thread")().attr("ident");
             return ident.cast<unsigned long>() == PyThread_get_thread_ident();
+        } catch (py::error_already_set& e) {
+            e.restore();
+            raised = true;
+            return true;
         } catch (...) {
             return true;  // polling anyway is harmless
         }
@@ -121,15 +127,16 @@ class SignalPoll {
         auto* self = static_cast<SignalPoll*>(ctx);
         if (!self->polling) return 0;
         PyGILState_STATE gil = PyGILState_Ensure();
+        // Set before any Python code runs, the thread check's included: a handler may run in it,
+        // and one that calls us must be refused (found by a review: a handler's call at the first
+        // poll ran on this thread's scratch, and the interrupted call gave other bits or hung).
+        t_running_signal_handlers = true;
         if (!self->thread_checked) {  // handlers run only on the main thread: elsewhere, never poll again
             self->thread_checked = true;
-            self->polling = on_main_thread();
+            self->polling = self->on_main_thread();
         }
-        if (self->polling) {
-            t_running_signal_handlers = true;
-            if (PyErr_CheckSignals() != 0) self->raised = true;
-            t_running_signal_handlers = false;
-        }
+        if (self->polling && !self->raised && PyErr_CheckSignals() != 0) self->raised = true;
+        t_running_signal_handlers = false;
         PyGILState_Release(gil);
         return self->raised;
     }

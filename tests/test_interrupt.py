@@ -171,3 +171,52 @@ def test_a_step_from_a_signal_handler_leaves_the_interrupted_call_intact():
     steps, equal = proc.stdout.split()
     assert int(steps) > 0, "no handler stepped the layer during the call: nothing was tested"
     assert equal == "True", f"{steps} steps in handlers changed the interrupted call's results"
+
+
+# A handler due before the kernel's first poll (~50 ms of work) runs inside that poll's first
+# Python code, the check that this is the main thread: it must be refused like any other
+# handler's call of the compiled backend, and what it raises must not be lost. Both had failed
+# there (the call gave other bits or hung; a Ctrl-C in the first 50 ms was dropped).
+EARLY_HANDLER_CHILD = """if True:
+    import os, signal, threading, time
+    import numpy as np
+    import pyrnn_fast as prf
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 3000, 16)).astype(np.float32)  # ~0.3 s a call, 1 ms to set up
+    Wx = rng.standard_normal((16, 128)).astype(np.float32) / 4
+    Wh = rng.standard_normal((128, 128)).astype(np.float32) / 12
+    small = (np.ones((2, 3, 8)), np.ones((8, 16)), np.ones((16, 16)))
+    expected = prf.rnn_forward(x, Wx, Wh)[0].copy()
+    counts = {"refused": 0, "ran": 0}
+    def handler(signum, frame):
+        try:
+            prf.rnn_forward(*small)
+            counts["ran"] += 1
+        except RuntimeError:
+            counts["refused"] += 1
+    signal.signal(signal.SIGALRM, handler)
+    same = True
+    for _ in range(3):
+        signal.setitimer(signal.ITIMER_REAL, 0.03, 0)  # inside the recurrence, before its first poll
+        same = same and np.array_equal(prf.rnn_forward(x, Wx, Wh)[0], expected)
+    interrupted = 0
+    for _ in range(3):
+        threading.Timer(0.03, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            prf.rnn_forward(x, Wx, Wh)
+            time.sleep(0.3)  # a KeyboardInterrupt still pending would surface here
+        except KeyboardInterrupt:
+            interrupted += 1
+    print(counts["refused"], same, interrupted)
+"""
+
+
+def test_a_handler_due_before_the_first_poll_is_refused_and_ctrl_c_is_not_lost():
+    if "cpp" not in prf.backends():
+        pytest.skip("needs the compiled backend")
+    proc = subprocess.run([sys.executable, "-c", EARLY_HANDLER_CHILD], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    refused, same, interrupted = proc.stdout.split()
+    assert int(refused) >= 1, "no handler ran inside a call: nothing was tested"
+    assert same == "True", "a handler's call inside the first poll changed the interrupted call's results"
+    assert interrupted == "3", f"only {interrupted} of 3 early Ctrl-Cs raised KeyboardInterrupt"
