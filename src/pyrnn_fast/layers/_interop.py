@@ -133,27 +133,24 @@ def from_keras_weights(cls, weights, activation, time_major, stateful, dtype, ba
     if kernel.ndim != 2 or kernel.shape[1] % G:
         raise ValueError(f"weights[0] (kernel): expected shape (D, {gh}), got {kernel.shape}")
     D, H = kernel.shape[0], kernel.shape[1] // G
-    # The recurrent kernel before the bias: another cell's weights (an LSTM's, with a (4H',)
-    # bias) are told by their shapes, not taken for a reset_after=False GRU.
-    if arrays[1].shape != (H, G * H):
-        raise ValueError(f"weights[1] (recurrent_kernel): expected shape {(H, G * H)}, got {arrays[1].shape}")
-    if cls._name == "GRU" and len(arrays) == 3 and arrays[2].shape == (G * H,):
-        raise ValueError(
-            f"weights[2] (bias): shape {arrays[2].shape} is a Keras GRU with reset_after=False, another cell "
-            f"(the reset gate before the recurrent product); expected reset_after=True's bias (2, {gh})"
-        )
+    # Checked in order, before a layer is made: another cell's weights (an LSTM's, whose bias is
+    # (4H',)) fail at their recurrent kernel, not taken for a reset_after=False GRU at the bias.
+    expected = [(D, G * H), (H, G * H), (2, G * H) if cls._name == "GRU" else (G * H,)]
+    for i, (a, shape) in enumerate(zip(arrays, expected)):
+        if a.shape == shape:
+            continue
+        if i == 2 and cls._name == "GRU" and a.shape == (G * H,):
+            raise ValueError(
+                f"weights[2] (bias): shape {a.shape} is a Keras GRU with reset_after=False, another cell "
+                f"(the reset gate before the recurrent product); expected reset_after=True's bias (2, {gh})"
+            )
+        raise ValueError(f"weights[{i}] ({names[i]}): expected shape {shape}, got {a.shape}")
     if dtype is None:
         dtype = kernel.dtype if kernel.dtype in (np.float32, np.float64) else np.float32
     options = dict(activation=activation) if cls._name == "RNN" else {}
     layer = cls(
         D, H, **options, bias=len(arrays) == 3, time_major=time_major, stateful=stateful, dtype=dtype, backend=backend
     )
-    expected = [layer.params["Wx_l0"].shape, layer.params["Wh_l0"].shape]
-    if len(arrays) == 3:
-        expected.append((2, G * H) if cls._name == "GRU" else (G * H,))
-    for i, (a, shape) in enumerate(zip(arrays, expected)):
-        if a.shape != shape:
-            raise ValueError(f"weights[{i}] ({names[i]}): expected shape {shape}, got {a.shape}")
     blocks = _KERAS_BLOCKS.get(cls._name)
 
     def ours(a):  # Keras's gate blocks (last axis) in our order
