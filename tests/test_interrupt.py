@@ -182,9 +182,13 @@ EARLY_HANDLER_CHILD = """if True:
     import numpy as np
     import pyrnn_fast as prf
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((256, 3000, 16)).astype(np.float32)  # ~0.3 s a call, 1 ms to set up
-    Wx = rng.standard_normal((16, 128)).astype(np.float32) / 4
-    Wh = rng.standard_normal((128, 128)).astype(np.float32) / 12
+    # 134 GFLOP in a 262 MB output: ~0.4 s a call on a busy 2-vCPU Sapphire Rapids, so still
+    # long after the alarm at 30 ms and the first poll at 50 ms on a machine several times
+    # faster (a 25 GFLOP call had ended before its first poll on one CI machine: the handlers
+    # then ran after the calls and nothing was tested).
+    x = rng.standard_normal((32, 2000, 16)).astype(np.float32)
+    Wx = rng.standard_normal((16, 1024)).astype(np.float32) / 4
+    Wh = rng.standard_normal((1024, 1024)).astype(np.float32) / 32
     small = (np.ones((2, 3, 8)), np.ones((8, 16)), np.ones((16, 16)))
     expected = prf.rnn_forward(x, Wx, Wh)[0].copy()
     counts = {"refused": 0, "ran": 0}
@@ -195,10 +199,12 @@ EARLY_HANDLER_CHILD = """if True:
         except RuntimeError:
             counts["refused"] += 1
     signal.signal(signal.SIGALRM, handler)
-    same = True
+    same, seconds = True, []
     for _ in range(3):
         signal.setitimer(signal.ITIMER_REAL, 0.03, 0)  # inside the recurrence, before its first poll
+        start = time.perf_counter()
         same = same and np.array_equal(prf.rnn_forward(x, Wx, Wh)[0], expected)
+        seconds.append(round(time.perf_counter() - start, 3))
     interrupted = 0
     for _ in range(3):
         threading.Timer(0.03, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -207,7 +213,7 @@ EARLY_HANDLER_CHILD = """if True:
             time.sleep(0.3)  # a KeyboardInterrupt still pending would surface here
         except KeyboardInterrupt:
             interrupted += 1
-    print(counts["refused"], same, interrupted)
+    print(counts["refused"], counts["ran"], same, interrupted, ",".join(map(str, seconds)))
 """
 
 
@@ -216,7 +222,7 @@ def test_a_handler_due_before_the_first_poll_is_refused_and_ctrl_c_is_not_lost()
         pytest.skip("needs the compiled backend")
     proc = subprocess.run([sys.executable, "-c", EARLY_HANDLER_CHILD], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    refused, same, interrupted = proc.stdout.split()
-    assert int(refused) >= 1, "no handler ran inside a call: nothing was tested"
+    refused, ran, same, interrupted, seconds = proc.stdout.split()
+    assert int(refused) >= 1, f"no handler ran inside a call ({ran} after it, calls of {seconds} s): nothing was tested"
     assert same == "True", "a handler's call inside the first poll changed the interrupted call's results"
     assert interrupted == "3", f"only {interrupted} of 3 early Ctrl-Cs raised KeyboardInterrupt"
