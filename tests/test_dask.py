@@ -353,6 +353,9 @@ def test_bad_arguments_are_clear_errors():
         prfd.value_and_grad(layer, xd, y[:3], squared_error)
     with pytest.raises(ValueError, match="y_axis"):
         prfd.value_and_grad(layer, xd, y, squared_error, y_axis=3)
+    for bad in ("0", 0.0, True):
+        with pytest.raises(TypeError, match=r"y_axis: expected an int or None, got"):
+            prfd.value_and_grad(layer, xd, y, squared_error, y_axis=bad)
     with pytest.raises(ValueError, match="y: expected an array with a batch axis"):
         prfd.value_and_grad(layer, xd, 1.0, squared_error)
     tm = make_layer("RNN", dict(time_major=True))

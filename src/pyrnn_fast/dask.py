@@ -222,8 +222,10 @@ class _Job:
         y = _as_dask("y", y)
         if y.ndim == 0:
             raise ValueError("y: expected an array with a batch axis of N, got a scalar")
-        axis = self.axis if y_axis is None else y_axis
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not 0 <= int(axis) < y.ndim:
+        if y_axis is not None and (isinstance(y_axis, bool) or not isinstance(y_axis, numbers.Integral)):
+            raise TypeError(f"y_axis: expected an int or None, got {type(y_axis).__name__} {y_axis!r}")
+        axis = self.axis if y_axis is None else int(y_axis)
+        if not 0 <= axis < y.ndim:
             if y_axis is None:  # a time-major layer's default axis 1, y (N,)
                 raise ValueError(f"y: expected N = {self.N} along its axis 1, got shape {y.shape}; pass y_axis=0")
             raise ValueError(f"y_axis: expected an axis of y (ndim {y.ndim}), got {axis!r}")
