@@ -32,6 +32,13 @@ class Stepper {
           f64_(is_dtype(state, py::dtype::of<double>())),
           state_key_(state_key.is_none() ? py::object(state) : state_key) {
         for (auto item : params) params_.push_back(py::reinterpret_borrow<py::object>(item.second));
+        // A list's items can be replaced while it stays the same object (`layer.state[1] =
+        // new_c`): its items are compared too (found by a review: the stepper went on with the
+        // old arrays). A tuple's cannot.
+        key_is_list_ = PyList_Check(state_key_.ptr());
+        if (key_is_list_)
+            for (auto item : py::reinterpret_borrow<py::list>(state_key_))
+                key_items_.push_back(py::reinterpret_borrow<py::object>(item));
         if (!f64_ && !is_dtype(state, py::dtype::of<float>()))
             throw py::type_error("_core.Stepper: state: expected float32 or float64, got dtype " +
                                  py::str(state.dtype()).cast<std::string>());
@@ -44,6 +51,12 @@ class Stepper {
     // Whether `state` and the values of `params` are the objects this stepper was built from.
     bool current(const py::dict& params, const py::object& state) const {
         if (state.ptr() != state_key_.ptr() || size_t(PyDict_Size(params.ptr())) != params_.size()) return false;
+        if (key_is_list_) {
+            PyObject* list = state.ptr();
+            if (size_t(PyList_GET_SIZE(list)) != key_items_.size()) return false;
+            for (size_t i = 0; i < key_items_.size(); ++i)
+                if (PyList_GET_ITEM(list, Py_ssize_t(i)) != key_items_[i].ptr()) return false;
+        }
         Py_ssize_t pos = 0, i = 0;
         PyObject *key, *value;
         while (PyDict_Next(params.ptr(), &pos, &key, &value))
@@ -182,9 +195,11 @@ class Stepper {
     prf::Activation act_;
     bool f64_;
     idx D_ = 0;
-    py::object state_key_;            // the object `current` compares the caller's state with
-    std::vector<py::object> keep_;    // state, out, (cell_state,) then per layer wx, wh, b, bh
-    std::vector<py::object> params_;  // the values of the layer's params dict, in its order
+    py::object state_key_;  // the object `current` compares the caller's state with
+    bool key_is_list_ = false;
+    std::vector<py::object> key_items_;  // a list key's items when built (held: no address reused)
+    std::vector<py::object> keep_;       // state, out, (cell_state,) then per layer wx, wh, b, bh
+    std::vector<py::object> params_;     // the values of the layer's params dict, in its order
     std::vector<prf::StepLayer<float>> l32_;
     std::vector<prf::StepLayer<double>> l64_;
     prf::StepArgs<float> a32_{};
