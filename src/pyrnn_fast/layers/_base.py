@@ -22,14 +22,6 @@ def _c_array(a, dtype):
     return a if a.flags.aligned else a.copy()
 
 
-def _overlap(a, b):
-    """Whether two arrays share memory (when that is too hard to tell exactly: assumed so)."""
-    try:
-        return np.shares_memory(a, b, max_work=10_000)
-    except getattr(np, "exceptions", np).TooHardError:  # np.TooHardError before NumPy 1.25
-        return True
-
-
 def _orthogonal(rng, n, dtype):
     """A uniformly distributed (Haar) random orthogonal n×n matrix."""
     if n == 0:
@@ -340,11 +332,11 @@ class _RecurrentLayer:
                 "state: step() updates the carried state in place, got a read-only array "
                 "(set a writable one, or call reset_state())"
             )
-        if any(_overlap(parts[i], parts[j]) for i in range(len(parts)) for j in range(i)):
-            # (h, c) set as one array (`state = (z, z)`): updated in place, each part would
-            # overwrite the other. As NumPy does for overlapping operands, the later parts are
-            # copied (the state then holds them; the user's array keeps h).
-            parts = tuple(p if not any(_overlap(p, q) for q in parts[:i]) else p.copy() for i, p in enumerate(parts))
+        if len(parts) == 2 and np.shares_memory(*parts):  # exact: small 3-D arrays
+            # An LSTM's (h, c) set as one array (`state = (z, z)`): updated in place, each would
+            # overwrite the other. As NumPy does for overlapping operands, c is copied (the
+            # state then holds the copy; the user's array keeps h).
+            parts = (parts[0], parts[1].copy())
             self._set_state_parts(parts)
         return x_t, parts
 
