@@ -91,6 +91,39 @@ def test_save_and_load(tmp_path):
         assert set(f.files) == {"__config__"} | set(layer.params)
 
 
+def test_save_refuses_what_load_would_and_load_names_a_bad_backend(tmp_path):
+    """Found by a review: save() wrote a params entry of the user's own, or a parameter rebound
+    to another shape, into a file load() then refused (the checkpoint lost, found out when
+    needed); load(backend="cuda") blamed a good file, and backend=5 was not a TypeError."""
+    layer = prf.GRU(3, 4, seed=0)
+    good = tmp_path / "good.npz"
+    layer.save(good)
+    layer.params["Wx_l0_momentum"] = np.zeros((3, 12), np.float32)
+    with pytest.raises(ValueError, match=r"^params: 'Wx_l0_momentum' is not a parameter of this layer"):
+        layer.save(tmp_path / "extra.npz")
+    del layer.params["Wx_l0_momentum"]
+    layer.params["Wh_l0"] = np.zeros((4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^Wh_l0: expected shape \(4, 12\), got \(4, 4\)"):
+        layer.save(tmp_path / "shape.npz")
+    assert not (tmp_path / "extra.npz").exists() and not (tmp_path / "shape.npz").exists()
+    with pytest.raises(ValueError, match=r"^backend: expected one of"):
+        prf.GRU.load(good, backend="cuda")
+    with pytest.raises(TypeError, match=r"^backend: expected a str or None, got int"):
+        prf.GRU.load(good, backend=5)
+
+
+def test_to_torch_of_a_parameter_rebound_to_another_byte_order():
+    """The layer's calls take a parameter rebound to a big-endian array; to_torch failed on it
+    with torch's error naming no parameter (found by a review)."""
+    torch = pytest.importorskip("torch")
+    layer = prf.GRU(3, 4, seed=0)
+    layer.params["Wh_l0"] = layer.params["Wh_l0"].astype(">f4")
+    module = layer.to_torch()
+    np.testing.assert_array_equal(module.weight_hh_l0.detach().numpy(), layer.params["Wh_l0"].T)
+    x = np.ones((1, 2, 3), np.float32)
+    close(layer(x)[0], module(torch.tensor(x))[0].detach().numpy(), TOL[np.dtype(np.float32)], "out")
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_from_keras_weights(bias):
     rng = np.random.default_rng(0)

@@ -88,7 +88,9 @@ def to_torch(layer):
     )
 
     def put(name, a):
-        getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(a)))
+        # In the layer's dtype: a parameter rebound to another byte order or dtype (which the
+        # layer's calls take) is not one torch.from_numpy takes.
+        getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(a, dtype=layer.dtype)))
 
     with torch.no_grad():
         for layer_idx in range(layer.num_layers):

@@ -17,6 +17,7 @@ import zlib
 
 import numpy as np
 
+from .. import _backends
 from .._orchestration import aligned_copy
 
 _FORMAT_VERSION = 1
@@ -128,7 +129,19 @@ def save(layer, path):
     )
     if layer._name != "RNN":
         config["cell"] = layer._name
-    weights = {k: np.asarray(v, dtype=layer.dtype) for k, v in layer.params.items()}
+    # The parameters the configuration implies, checked: a file that load() would refuse (a
+    # parameter rebound to another shape, an entry of the user's own in params) is refused here,
+    # when it can still be mended, not found out when the checkpoint is needed.
+    layer._check_params()
+    names = [name for name, _ in layer._param_shapes()]
+    extra = sorted(set(layer.params) - set(names))
+    if extra:
+        raise ValueError(
+            f"params: {', '.join(map(repr, extra))} {'is not a parameter' if len(extra) == 1 else 'are not parameters'}"
+            f" of this layer (save() writes "
+            f"the layer's own: {', '.join(names)}); keep other arrays outside layer.params"
+        )
+    weights = {k: np.asarray(layer.params[k], dtype=layer.dtype) for k in names}
     # numpy's stub types **kwds as if they could be allow_pickle (a bool): arrays are what we pass
     np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config)), **weights})  # type: ignore[arg-type]
 
@@ -137,6 +150,7 @@ def load(cls, path, backend):
     """What ``RNN.load`` does: a ``cls`` layer (its ``_configure`` and ``_param_shapes``) from the file."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    _backends.check_backend_name(backend)  # the caller's argument: its error is not the file's
     with open(path, "rb") as f:  # a missing file is the usual FileNotFoundError
         try:
             return _read(cls, f, backend)
