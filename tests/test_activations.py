@@ -69,13 +69,23 @@ def test_sigmoid_is_accurate_to_a_few_ulp(backend, dtype):
     s = _sigmoid(x, backend)
     xl = x.astype(np.longdouble)
     truth = 1 / (1 + np.exp(-xl))
-    # Below exp's range (sigmoid < ~1e-35 in float32) the kernels clamp the argument: the
-    # result is then tiny, not accurate in ulps.
-    tail = truth < np.finfo(dtype).tiny * 1e4
+    # Where the truth is below the least normal number (x < -87.3 in float32, -708.4 in
+    # float64) the kernels give it to within that number: 0 below x = -88 (-708), as IEEE's
+    # 1 / (1 + exp(-x)) does once exp overflows. (A floor of 1.8e-35 there had left saturated
+    # gates never 0: inf times them was inf where the reference has NaN.)
+    tiny = np.finfo(dtype).tiny
+    tail = truth < tiny
     err = _ulp_errors(s[~tail], truth[~tail, None], dtype)
     worst = int(np.argmax(err.max(axis=1)))
     assert err.max() <= MAX_ULP, f"sigmoid({x[~tail][worst]!r}): {err.max():.2f} ulp"
-    assert np.all((s[tail] >= 0) & (s[tail] < 1e-30))
+    assert np.all(np.abs(s[tail] - truth[tail, None]) <= tiny)
+    far = _sigmoid(
+        np.array([-89.0, -100.0, -1e30] if dtype == np.float32 else [-709.0, -800.0, -1e300], dtype), backend
+    )
+    far = far[:, 0]
+    if backend.startswith("cpp"):
+        assert not far.any()
+    assert np.all(far <= tiny)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -84,4 +94,36 @@ def test_activations_of_infinities_and_nan(backend, dtype):
     np.testing.assert_array_equal(t[:, 0], np.array([1, -1, np.nan, 1, -1], dtype))
     # sigmoid: not of ±inf, which times the zeros of Wx would be NaN
     c = _sigmoid(np.array([np.nan, 1e30, -1e30], dtype), backend)[:, 0]
-    assert np.isnan(c[0]) and c[1] == 1 and 0 <= c[2] < 1e-30
+    assert np.isnan(c[0]) and c[1] == 1 and c[2] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_saturated_gate_meeting_inf_gives_the_references_nan(backend, dtype):
+    """An inf in a GRU's h0 makes v = h0 . Wh infinite; where the reset gate is sigmoid(-inf) = 0,
+    n = tanh(u + 0 * inf) is NaN in the reference (and torch). With sigmoid floored at 1.8e-35
+    the compiled backend gave +-1 there (found by a review)."""
+    rng = np.random.default_rng(0)
+    D, H = 3, 4
+    x = rng.standard_normal((1, 1, D)).astype(dtype)
+    Wx, Wh = rng.standard_normal((D, 3 * H)).astype(dtype), rng.standard_normal((H, 3 * H)).astype(dtype)
+    h0 = np.zeros((1, H), dtype)
+    h0[0, 1] = np.inf
+    with np.errstate(invalid="ignore"):  # the reference's inf * 0, on purpose
+        got = prf.gru_forward(x, Wx, Wh, None, None, h0, backend=backend).hs
+        expected = prf.gru_forward(x, Wx, Wh, None, None, h0, backend="numpy").hs
+    assert np.isnan(expected).any() and not np.isnan(expected).all()  # the case is what it claims
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_of_infinities_and_signed_zeros(backend, dtype):
+    """relu(-inf) = +0, relu(-1) = +0 (not -0) and relu'(inf) = 1 on every backend: Numba's
+    kernels computed v * 0 and h * 0 + 1, NaN at the infinities (found by a review)."""
+    b = np.array([-np.inf, np.inf, -1.0, 2.0, np.nan], dtype)  # the pre-activations: x = 0
+    x, Wx, Wh = np.zeros((1, 1, 1), dtype), np.zeros((1, 5), dtype), np.zeros((5, 5), dtype)
+    hs, _ = prf.rnn_forward(x, Wx, Wh, b, activation="relu", backend=backend)
+    np.testing.assert_array_equal(hs.ravel(), np.array([0, np.inf, 0, 2, np.nan], dtype))
+    assert not np.signbit(hs.ravel()[[0, 2]]).any()
+    g = prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, activation="relu", backend=backend)
+    np.testing.assert_array_equal(g.db, np.array([0, 1, 0, 1, np.nan], dtype))

@@ -27,8 +27,8 @@ CHUNK_WORK = 1 << 25
 
 @njit(cache=True, nogil=True, inline="always")
 def _act(v, relu):
-    if relu:
-        return v if not v < 0 else v * 0  # keeps NaN: relu(NaN) = NaN
+    if relu:  # keeps NaN: relu(NaN) = NaN; +0.0 (v * 0 was -0.0, and NaN at -inf)
+        return v if not v < 0 else 0.0
     return math.tanh(v)
 
 
@@ -36,8 +36,8 @@ def _act(v, relu):
 def _act_grad(h, relu):
     if relu:
         if h > 0:
-            return h * 0 + 1
-        return h if h != h else h * 0  # NaN in, NaN out
+            return 1.0  # of h = inf too (h * 0 + 1 was NaN there)
+        return h if h != h else 0.0  # NaN in, NaN out
     return 1 - h * h
 
 
