@@ -141,11 +141,24 @@ import numpy as np
 import pyrnn_fast as prf
 prf.set_num_threads(2)
 rng = np.random.default_rng(0)
-T, N, D, H = 60000, 1, 16, 128  # split by hidden units on two threads: a barrier per step
-x = rng.standard_normal((T, N, D)).astype(np.float32)
+N, D, H = 1, 16, 128  # split by hidden units on two threads: a barrier per step
 Wx = (rng.standard_normal((D, 4 * H)) * 0.3).astype(np.float32)
 Wh = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(np.float32)
-expected = prf.lstm_forward(x, Wx, Wh, time_major=True, backend="cpp", workspace=False).hs
+def run(x):
+    return prf.lstm_forward(x, Wx, Wh, time_major=True, backend="cpp", workspace=False).hs
+# Handlers run only at the kernel's polls, one every 50 ms of the call: a call of 60000 steps
+# took 0.13-0.3 s here but would end before its first poll on a machine a few times faster
+# (then no handler runs inside it). Its length is sized to this machine: ~0.5 s (~10 polls)
+# at the fastest rate measured, 60000 steps at least, 300000 at most (150 MB of hs).
+probe = rng.standard_normal((6000, N, D)).astype(np.float32)
+per_step = []
+for _ in range(3):
+    start = time.perf_counter()
+    run(probe)
+    per_step.append((time.perf_counter() - start) / len(probe))
+T = int(min(300000, max(60000, 0.5 / min(per_step))))
+x = rng.standard_normal((T, N, D)).astype(np.float32)
+expected = run(x)
 layer = prf.RNN(4, 32, stateful=True, seed=1)
 stepped_at = []
 def handler(*_):
@@ -153,10 +166,12 @@ def handler(*_):
     stepped_at.append(time.perf_counter())
 signal.signal(signal.SIGALRM, handler)
 signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
-got = prf.lstm_forward(x, Wx, Wh, time_major=True, backend="cpp", workspace=False).hs
+called_at = time.perf_counter()
+got = run(x)
 returned_at = time.perf_counter()
 signal.setitimer(signal.ITIMER_REAL, 0)
-print(sum(t < returned_at for t in stepped_at), bool(np.array_equal(got, expected)), flush=True)
+inside = sum(t < returned_at for t in stepped_at)
+print(inside, bool(np.array_equal(got, expected)), T, round(returned_at - called_at, 3), flush=True)
 """
 
 
@@ -166,10 +181,10 @@ def test_a_step_from_a_signal_handler_leaves_the_interrupted_call_intact():
     # kernel must not touch what the interrupted call's threads share (its barrier's slots).
     if "cpp" not in prf.backends() or prf.get_num_threads() < 2:
         pytest.skip("needs the compiled backend and two threads")
-    proc = subprocess.run([sys.executable, "-c", STEP_IN_HANDLER_CHILD], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", STEP_IN_HANDLER_CHILD], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    steps, equal = proc.stdout.split()
-    assert int(steps) > 0, "no handler stepped the layer during the call: nothing was tested"
+    steps, equal, T, seconds = proc.stdout.split()
+    assert int(steps) > 0, f"no handler stepped the layer during the call ({T} steps, {seconds} s): nothing was tested"
     assert equal == "True", f"{steps} steps in handlers changed the interrupted call's results"
 
 
@@ -182,13 +197,19 @@ EARLY_HANDLER_CHILD = """if True:
     import numpy as np
     import pyrnn_fast as prf
     rng = np.random.default_rng(0)
-    # 134 GFLOP in a 262 MB output: ~0.4 s a call on a busy 2-vCPU Sapphire Rapids, so still
-    # long after the alarm at 30 ms and the first poll at 50 ms on a machine several times
-    # faster (a 25 GFLOP call had ended before its first poll on one CI machine: the handlers
-    # then ran after the calls and nothing was tested).
-    x = rng.standard_normal((32, 2000, 16)).astype(np.float32)
-    Wx = rng.standard_normal((16, 1024)).astype(np.float32) / 4
-    Wh = rng.standard_normal((1024, 1024)).astype(np.float32) / 32
+    # 137 GFLOP: ~0.4-1 s a call on a busy 2-vCPU Sapphire Rapids, so still long after the
+    # alarms (10-45 ms) and the first poll at 50 ms on a machine several times faster (a 25
+    # GFLOP call had ended before its first poll on one CI machine: the handlers then ran after
+    # the calls and nothing was tested). A call starts with its own compiled input projection
+    # x·Wx, which writes the whole output: a handler due during it but before its first poll
+    # runs in Python after it, between the two compiled calls, where a nested call is allowed.
+    # With H = 1024 (T = 2000) that projection wrote 262 MB, 12 ms here on 2 threads, 21-31 on
+    # one, longer on a busier or slower machine, and the alarm at 30 ms then fell in it in every
+    # call. H = 4096 does the recurrence's work in a quarter of that output (3 ms here, 6 on one
+    # thread), and the three calls' alarms are spread over the 50 ms before the first poll.
+    x = rng.standard_normal((32, 128, 16)).astype(np.float32)
+    Wx = rng.standard_normal((16, 4096)).astype(np.float32) / 4
+    Wh = rng.standard_normal((4096, 4096)).astype(np.float32) / 64
     small = (np.ones((2, 3, 8)), np.ones((8, 16)), np.ones((16, 16)))
     expected = prf.rnn_forward(x, Wx, Wh)[0].copy()
     counts = {"refused": 0, "ran": 0}
@@ -200,8 +221,8 @@ EARLY_HANDLER_CHILD = """if True:
             counts["refused"] += 1
     signal.signal(signal.SIGALRM, handler)
     same, seconds = True, []
-    for _ in range(3):
-        signal.setitimer(signal.ITIMER_REAL, 0.03, 0)  # inside the recurrence, before its first poll
+    for delay in (0.01, 0.03, 0.045):
+        signal.setitimer(signal.ITIMER_REAL, delay, 0)  # inside the recurrence, before its first poll
         start = time.perf_counter()
         same = same and np.array_equal(prf.rnn_forward(x, Wx, Wh)[0], expected)
         seconds.append(round(time.perf_counter() - start, 3))

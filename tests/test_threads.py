@@ -3,6 +3,7 @@
 memory for thread stacks are in test_fork_and_stacks.py."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -111,15 +112,27 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
         before = gomp.omp_get_max_active_levels()
         run()
         import numba
-        print(numba.threading_layer(), before, gomp.omp_get_max_active_levels())
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no parallel region ran (one thread: the serial kernels)
+            layer = "none"
+        print(layer, before, gomp.omp_get_max_active_levels())
     """)
     # cwd away from the source tree: `python -c` imports from its cwd first, and the tests must
-    # exercise the installed package (the source tree has no compiled _core).
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # exercise the installed package (the source tree has no compiled _core). Without the
+    # caller's OMP_NUM_THREADS, like the other tests that start threads: with one thread (that
+    # setting, or one CPU) the numba backend runs its serial kernels and numba never starts a
+    # threading layer (numba.threading_layer() then raised "Threading layer is not initialized").
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
     if out.returncode != 0 and "OSError" in out.stderr:
         pytest.skip("no libgomp.so.1 on this system")
     assert out.returncode == 0, out.stderr
     layer, before, after = out.stdout.split()
+    if layer == "none":
+        pytest.skip("the numba runner ran on one thread (one CPU here): no threading layer started")
     if layer != "omp":
         pytest.skip(f"numba uses its {layer} threading layer here, which leaves OpenMP alone")
     assert after == before
