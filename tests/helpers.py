@@ -82,12 +82,21 @@ def reference(p, activation):
     return f64, hs, h_last
 
 
-def assert_close(actual, expected, dtype, what=""):
+def assert_close(actual, expected, dtype, what="", plain=None):
+    """Within TOLERANCE of the float64 ``expected`` (relative to its largest value). ``plain``,
+    the same result computed by the plain NumPy reference in ``dtype``, is the yardstick where
+    the problem itself is ill-conditioned in that precision (a sum that nearly cancels, a state
+    decayed to 1e-11 or to subnormals: hypothesis finds such in ~1 % of its runs): then the
+    error may be up to 4 times the plain computation's own. A real bug is off by 1e-3 or more,
+    far beyond both."""
     dtype = np.dtype(dtype)
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
     err = selfcheck.relative_error(actual, expected, dtype)
-    assert err <= TOLERANCE[dtype], f"{what}: relative error {err:.2e} > {TOLERANCE[dtype]:.0e}"
+    bound = TOLERANCE[dtype]
+    if err > bound and plain is not None:
+        bound = max(bound, 4 * selfcheck.relative_error(np.asarray(plain, dtype), expected, dtype))
+    assert err <= bound, f"{what}: relative error {err:.2e} > {bound:.1e}"
 
 
 def to_layout(a, time_major):
@@ -101,16 +110,24 @@ def check_against_reference(p, activation, backend, time_major=True, dtype=None)
     dtype), so that relu's derivative sees identical signs."""
     dtype = np.dtype(dtype or p["x"].dtype)
     f64, hs_ref, hl_ref = reference(p, activation)
+    # The plain reference in the inputs' own dtype: the yardstick of what that precision allows.
+    plain = {k: None if v is None else v.astype(dtype) for k, v in p.items()}
+    hs_plain, hl_plain = _reference.rnn_forward(
+        plain["x"], plain["Wx"], plain["Wh"], plain["b"], plain["h0"], activation
+    )
     x = to_layout(p["x"], time_major)
     hs, h_last = prf.rnn_forward(
         x, p["Wx"], p["Wh"], p["b"], p["h0"], activation=activation, time_major=time_major, backend=backend
     )
-    assert_close(hs, to_layout(hs_ref, time_major), dtype, "hs")
-    assert_close(h_last, hl_ref, dtype, "h_last")
+    assert_close(hs, to_layout(hs_ref, time_major), dtype, "hs", to_layout(hs_plain, time_major))
+    assert_close(h_last, hl_ref, dtype, "h_last", hl_plain)
 
     hs_in = hs_ref.astype(dtype)
     g_ref = _reference.rnn_backward(
         f64["dhs"], f64["x"], f64["Wx"], f64["Wh"], hs_in.astype(np.float64), f64["h0"], f64["dh_last"], activation
+    )
+    g_plain = _reference.rnn_backward(
+        plain["dhs"], plain["x"], plain["Wx"], plain["Wh"], hs_in, plain["h0"], plain["dh_last"], activation
     )
     g = prf.rnn_backward(
         to_layout(p["dhs"], time_major),
@@ -127,8 +144,10 @@ def check_against_reference(p, activation, backend, time_major=True, dtype=None)
     assert isinstance(g, prf.RNNGrads)
     expected = dict(zip(prf.RNNGrads._fields, g_ref))
     expected["dx"] = to_layout(expected["dx"], time_major)
+    yardstick = dict(zip(prf.RNNGrads._fields, g_plain))
+    yardstick["dx"] = to_layout(yardstick["dx"], time_major)
     for name in prf.RNNGrads._fields:
-        assert_close(getattr(g, name), expected[name], dtype, name)
+        assert_close(getattr(g, name), expected[name], dtype, name, yardstick[name])
 
 
 # --- layers -------------------------------------------------------------------------------------

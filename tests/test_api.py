@@ -1,6 +1,8 @@
 """The public API's contract: dtypes, layouts, odd memory layouts, empty sizes, NaN, bad input."""
 
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -238,6 +240,91 @@ def test_import_does_not_import_numba(tmp_path):
     code = "import sys, pyrnn_fast; assert 'numba' not in sys.modules, 'numba imported'; print(pyrnn_fast.backends())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+
+
+BROKEN_NUMBA_CHILD = """if True:
+    import warnings
+    warnings.simplefilter("error")  # nothing to warn about: the compiled backend is there
+    import numpy as np
+    import pyrnn_fast as prf
+    before = prf.backends()
+    x, Wx, Wh = np.ones((2, 3, 4)), np.ones((4, 5)), np.ones((5, 5))
+    try:
+        prf.rnn_forward(x, Wx, Wh, backend="numba")
+        print("no error")
+    except ValueError as e:
+        print(e)
+    print(before, prf.backends())
+"""
+
+
+def test_a_numba_that_fails_to_import_is_a_clear_error_and_then_not_listed(tmp_path):
+    """numba installed but failing at import (a numba too old for the NumPy beside it): the
+    backend raised numba's raw ImportError and the main job's self-check died on it even with
+    `--backends cpp` (found by a review)."""
+    fake = tmp_path / "numba"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise ImportError("Numba needs NumPy 2.3 or less (simulated)")\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(
+        [sys.executable, "-c", BROKEN_NUMBA_CHILD], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    error, listed = out.stdout.splitlines()
+    assert error.startswith("backend: 'numba' is not available here (numba is installed but could not be imported: ")
+    assert "Numba needs NumPy 2.3 or less (simulated)" in error
+    if _backends._core is not None:
+        assert listed == "['cpp', 'numba', 'numpy'] ['cpp', 'numpy']"
+    main_job = [sys.executable, "-m", "pyrnn_fast", "--shapes", "tiny", "--cells", "rnn", "--repeat", "1", "--no-peers"]
+    if _backends._core is not None:
+        out = subprocess.run(
+            [*main_job, "--backends", "cpp"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "self-check: numba skipped: backend: 'numba' is not available here" in out.stdout
+
+
+def test_numba_without_a_writable_cache_compiles_and_says_so(tmp_path):
+    """A read-only install with no writable home (a container, a service user): numba's
+    cache=True raised "cannot cache function" at import and the numba backend could not be used
+    at all (found by a review). It now compiles without a cache, with a RuntimeWarning."""
+    pytest.importorskip("numba")
+    ro = tmp_path / "ro"
+    shutil.copytree(
+        pathlib.Path(prf.__file__).resolve().parent, ro / "pyrnn_fast", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for p in [ro, *ro.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "NUMBA_CACHE_DIR")}
+    env.update(HOME=str(ro), PYTHONPATH=str(ro))
+    as_user = []  # root writes whatever the permission bits say: drop that capability
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: a read-only directory cannot be simulated")
+        as_user = [
+            "setpriv",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--",
+        ]
+    code = (
+        "import numpy as np, pyrnn_fast as prf; print(prf.__file__); "
+        "print(prf.rnn_forward(np.ones((2, 3, 4)), np.ones((4, 5)) / 4, np.eye(5) / 2, backend='numba')[1].sum())"
+    )
+    try:
+        out = subprocess.run(
+            [*as_user, sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+        )
+    finally:
+        for p in [ro, *ro.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)  # so that pytest can remove it
+    if out.returncode != 0 and "Operation not permitted" in out.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith(str(ro)), out.stdout
+    expected = prf.rnn_forward(np.ones((2, 3, 4)), np.ones((4, 5)) / 4, np.eye(5) / 2, backend="numpy")[1].sum()
+    assert abs(float(out.stdout.splitlines()[1]) - expected) < 1e-12
+    assert "numba cannot cache its compiled kernels here" in out.stderr and "NUMBA_CACHE_DIR" in out.stderr
 
 
 def test_forcing_an_unsupported_isa_is_a_clear_error(tmp_path):

@@ -67,10 +67,11 @@ def _load_core():
         _core = importlib.import_module(f"{__package__}._core")
     except ImportError as e:
         why = f"{type(e).__name__}: {e}"
+        _check_numba_imports()  # numba is then the default: known to work, or not the default
         if not _never_built(e):
             warnings.warn(
                 f"pyrnn_fast: the compiled backend 'cpp' could not be loaded, so the slower "
-                f"{'numba' if _numba_installed else 'numpy'} backend is used instead. "
+                f"{'numba' if _numba_error is None else 'numpy'} backend is used instead. "
                 f"The import of pyrnn_fast._core failed with {why}",
                 RuntimeWarning,
                 stacklevel=2,
@@ -108,8 +109,27 @@ def _never_built(error: ImportError) -> bool:
     )
 
 
-_numba_installed = importlib.util.find_spec("numba") is not None
+# Whether numba is installed is known without importing it (slow); whether it imports, at the
+# first use of the backend: _numba_error then says why not, and backends() leaves it out.
+_numba_error = None if importlib.util.find_spec("numba") is not None else "numba is not installed"
 _KERNELS = ("forward", "backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward")
+
+
+def _check_numba_imports():
+    """Import numba now (slow, so only where the compiled backend is missing and numba would be
+    the default): one that is installed but fails to import is then not the default."""
+    global _numba_error
+    if _numba_error is None:
+        try:
+            importlib.import_module("numba")
+        except Exception as e:
+            _numba_error = _numba_broken(e)
+
+
+def _numba_broken(e: Exception) -> str:
+    return f"numba is installed but could not be imported: {type(e).__name__}: {e}"
+
+
 _core, _core_error = _load_core()
 _loaded: dict[str, Backend] = {}
 _num_threads: int | None = None  # set_num_threads's value when there is no _core (for numba)
@@ -123,7 +143,7 @@ def backends() -> list[str]:
     the reason (the ImportError's text) is then in the error that ``backend="cpp"`` raises, and
     a RuntimeWarning says so at import unless the package is an uninstalled source tree that
     was never built."""
-    available = {"cpp": _core is not None, "numba": _numba_installed, "numpy": True}
+    available = {"cpp": _core is not None, "numba": _numba_error is None, "numpy": True}
     return [name for name in PREFERENCE if available[name]]
 
 
@@ -154,6 +174,7 @@ def check_backend_name(name: str | None) -> str | None:
 
 def get_backend(name: str | None) -> Backend:
     """The backend called `name`; None means ``$PYRNN_FAST_BACKEND`` or else the best available."""
+    global _numba_error  # set when numba, installed, fails to import
     source, from_env = "backend", name is None  # what the user set, for the error messages
     if from_env:
         name = os.environ.get("PYRNN_FAST_BACKEND", "")
@@ -166,7 +187,7 @@ def get_backend(name: str | None) -> Backend:
     if name in _loaded:
         return _loaded[name]
     if name not in backends():
-        why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else "numba is not installed"
+        why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else _numba_error
         raise ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
     if name == "cpp":
         # The thread count is read in the calling thread at each call: OpenMP's setting is per
@@ -175,8 +196,12 @@ def get_backend(name: str | None) -> Backend:
         kernels = (*_KERNELS, "rows_gemm", "reduce_gemm", "column_sums")
         backend = Backend("cpp", *(_with_threads(getattr(_core, k), threads) for k in kernels))
     elif name == "numba":
-        from . import _numba, _numba_gated
-
+        try:
+            from . import _numba, _numba_gated
+        except Exception as e:  # installed, but cannot be imported (a numba too old for this NumPy, say)
+            _numba_error = _numba_broken(e)
+            why = f"{source}: 'numba' is not available here ({_numba_error})"
+            raise ValueError(f"{why}; available: {backends()}") from e
         modules = (_numba, _numba) + (_numba_gated,) * 4
         backend = Backend("numba", *(_with_threads(getattr(m, k), get_num_threads) for m, k in zip(modules, _KERNELS)))
     else:

@@ -13,9 +13,32 @@ parallel region per step would cost more than the step.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads
+
+
+def _cache_probe():
+    return 0
+
+
+# numba caches compiled kernels beside this file or in the user's cache directory; where neither
+# is writable (a read-only install and home: a container, a service user) `cache=True` raised
+# at import, and the backend could not be used at all (found by a review). Then the kernels
+# are compiled in each process instead, and the user is told.
+try:
+    njit(cache=True)(_cache_probe)
+    CACHE = True
+except RuntimeError as e:
+    CACHE = False
+    warnings.warn(
+        f"pyrnn_fast: numba cannot cache its compiled kernels here ({e}): the numba backend compiles "
+        "them in each process (seconds at the first call of each); set NUMBA_CACHE_DIR to a writable "
+        "directory to keep them",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 ROWS = 4  # rows of h per pass over the weights
 PARALLEL_MIN_STEP_WORK = 1 << 18  # multiply-adds per step below which one thread is used
@@ -25,14 +48,14 @@ PARALLEL_MIN_STEP_WORK = 1 << 18  # multiply-adds per step below which one threa
 CHUNK_WORK = 1 << 25
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _act(v, relu):
     if relu:  # keeps NaN: relu(NaN) = NaN; +0.0 (v * 0 was -0.0, and NaN at -inf)
         return v if not v < 0 else 0.0
     return math.tanh(v)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _act_grad(h, relu):
     if relu:
         if h > 0:
@@ -41,7 +64,7 @@ def _act_grad(h, relu):
     return 1 - h * h
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _rows_times(src, r0, r1, w, acc):
     """acc[0:r1-r0] = src[r0:r1] @ w."""
     H = w.shape[1]
@@ -54,7 +77,7 @@ def _rows_times(src, r0, r1, w, acc):
                 acc[r, j] += a * w[k, j]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _forward_rows(xw, wh, hprev, out, t, b, relu, acc):
     N, H = hprev.shape
     r0 = b * ROWS
@@ -65,7 +88,7 @@ def _forward_rows(xw, wh, hprev, out, t, b, relu, acc):
             out[t, r0 + r, j] = _act(acc[r, j] + xw[t, r0 + r, j], relu)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _forward_serial(xw, wh, h0, out, relu):
     T, N, H = out.shape
     acc = np.empty((ROWS, H), dtype=out.dtype)
@@ -75,7 +98,7 @@ def _forward_serial(xw, wh, h0, out, relu):
             _forward_rows(xw, wh, hprev, out, t, b, relu, acc)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=CACHE, nogil=True, parallel=True)
 def _forward_parallel(xw, wh, h0, out, relu):
     T, N, H = out.shape
     blocks = (N + ROWS - 1) // ROWS
@@ -86,7 +109,7 @@ def _forward_parallel(xw, wh, h0, out, relu):
             _forward_rows(xw, wh, hprev, out, t, b, relu, acc)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc):
     T, N, H = da.shape
     r0 = b * ROWS
@@ -101,7 +124,7 @@ def _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc):
             da[t, r0 + r, j] = (dh[t, r0 + r, j] + acc[r, j]) * _act_grad(h[t, r0 + r, j], relu)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _dh0(da, wh_t, dh_last, dh0):
     T, N, H = da.shape
     if T == 0:
@@ -115,7 +138,7 @@ def _dh0(da, wh_t, dh_last, dh0):
         dh0[r0:r1] = acc[: r1 - r0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _backward_serial(dh, h, wh_t, dh_last, da, dh0, relu):
     T, N, H = da.shape
     acc = np.empty((ROWS, H), dtype=da.dtype)
@@ -125,7 +148,7 @@ def _backward_serial(dh, h, wh_t, dh_last, da, dh0, relu):
     _dh0(da, wh_t, dh_last, dh0)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=CACHE, nogil=True, parallel=True)
 def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu):
     T, N, H = da.shape
     blocks = (N + ROWS - 1) // ROWS

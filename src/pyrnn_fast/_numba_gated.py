@@ -12,10 +12,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._numba import CHUNK_WORK, ROWS, _parallel, _rows_times
+from ._numba import CACHE, CHUNK_WORK, ROWS, _parallel, _rows_times
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _sig(v):
     if v >= 0:
         return 1 / (1 + math.exp(-v))
@@ -26,7 +26,7 @@ def _sig(v):
 # --- LSTM ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc):
     N, H = hprev.shape
     r0 = b * ROWS
@@ -45,7 +45,7 @@ def _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc):
             hs[t, n, j] = o * math.tanh(c)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _lstm_forward_serial(xw, wh, h0, c0, hs, cs, gates):
     T, N, H = hs.shape
     acc = np.empty((ROWS, 4 * H), dtype=hs.dtype)
@@ -55,7 +55,7 @@ def _lstm_forward_serial(xw, wh, h0, c0, hs, cs, gates):
             _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=CACHE, nogil=True, parallel=True)
 def _lstm_forward_parallel(xw, wh, h0, c0, hs, cs, gates):
     T, N, H = hs.shape
     for t in range(T):
@@ -65,7 +65,7 @@ def _lstm_forward_parallel(xw, wh, h0, c0, hs, cs, gates):
             _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc):
     T, N, H = dhs.shape
     r0 = b * ROWS
@@ -90,7 +90,7 @@ def _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc):
             dc[n, j] = d * f
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _state_grad(d0, wh_t, dh_last, dh0):
     """dh0 = d0 @ wh_t by row blocks (dh_last when there is no step)."""
     N, H = dh0.shape
@@ -105,7 +105,7 @@ def _state_grad(d0, wh_t, dh_last, dh0):
         dh0[r0:r1] = acc[: r1 - r0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _lstm_backward_serial(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0):
     T, N, H = dhs.shape
     acc = np.empty((ROWS, H), dtype=dhs.dtype)
@@ -115,7 +115,7 @@ def _lstm_backward_serial(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0):
     _state_grad(da[:1], wh_t, dh_last, dh0)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=CACHE, nogil=True, parallel=True)
 def _lstm_backward_parallel(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0):
     T, N, H = dhs.shape
     for t in range(T - 1, -1, -1):
@@ -128,7 +128,7 @@ def _lstm_backward_parallel(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0):
 # --- GRU -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc):
     N, H = hprev.shape
     r0 = b * ROWS
@@ -145,7 +145,7 @@ def _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc):
             hs[t, n, j] = (1 - z) * nn + z * hprev[n, j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _gru_forward_serial(xw, wh, bh, h0, hs, gates):
     T, N, H = hs.shape
     acc = np.empty((ROWS, 3 * H), dtype=hs.dtype)
@@ -155,7 +155,7 @@ def _gru_forward_serial(xw, wh, bh, h0, hs, gates):
             _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=CACHE, nogil=True, parallel=True)
 def _gru_forward_parallel(xw, wh, bh, h0, hs, gates):
     T, N, H = hs.shape
     for t in range(T):
@@ -165,7 +165,7 @@ def _gru_forward_parallel(xw, wh, bh, h0, hs, gates):
             _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc):
     T, N, H = dhs.shape
     r0 = b * ROWS
@@ -188,7 +188,7 @@ def _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc):
             carry[n, j] = dh * z
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _gru_backward_serial(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0):
     T, N, H = dhs.shape
     acc = np.empty((ROWS, H), dtype=dhs.dtype)
@@ -200,7 +200,7 @@ def _gru_backward_serial(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0):
         dh0 += carry
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=CACHE, nogil=True, parallel=True)
 def _gru_backward_parallel(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0):
     T, N, H = dhs.shape
     for t in range(T - 1, -1, -1):
