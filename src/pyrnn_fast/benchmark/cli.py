@@ -160,8 +160,8 @@ def main(argv=None) -> int:
         try:
             _backends.get_backend(name)
             checked.append(name)
-        except ValueError as e:
-            print(f"self-check: {name} skipped: {e}")
+        except ValueError as unusable:
+            print(f"self-check: {name} skipped: {unusable}")
     errors, ok = self_check(checked)
     print_self_check(errors)
     gated_cells = [c for c in args.cells if c != "rnn"]
