@@ -362,3 +362,25 @@ def test_set_num_threads_rejects_bad_counts_and_keeps_working(bad, exc):
         prf.set_num_threads(bad)
     assert prf.get_num_threads() == old
     _run(make_problem(3, 4, 5, 6, seed=2))
+
+
+@needs_two_cpus
+def test_the_numba_backend_gives_back_the_callers_numba_thread_count():
+    """numba's thread count is a setting of the calling thread (the user's own parallel numba
+    code reads it): a parallel numba-backend call set it to its own and left it there (found
+    by a review). The call itself still runs on the package's setting."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2 or prf.get_num_threads() < 2:
+        pytest.skip("needs numba and pyrnn_fast to have two threads")
+    x, Wx, Wh = (
+        np.full((64, 3, 8), 0.01, np.float32),
+        np.full((8, 256), 0.01, np.float32),
+        np.eye(256, dtype=np.float32),
+    )
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        prf.rnn_forward(x, Wx, Wh, backend="numba")  # 64 rows, H = 256: the parallel kernels
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)

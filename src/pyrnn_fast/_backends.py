@@ -126,6 +126,19 @@ def _check_numba_imports():
             _numba_error = _numba_broken(e)
 
 
+def _restoring_numba_threads(kernel: Callable) -> Callable:
+    """A numba kernel that gives the caller back its numba thread count (see _numba._parallel)."""
+    from . import _numba
+
+    def run(*args):
+        try:
+            return kernel(*args)
+        finally:
+            _numba.restore_threads()
+
+    return run
+
+
 def _numba_broken(e: Exception) -> str:
     return f"numba is installed but could not be imported: {type(e).__name__}: {e}"
 
@@ -203,7 +216,13 @@ def get_backend(name: str | None) -> Backend:
             why = f"{source}: 'numba' is not available here ({_numba_error})"
             raise ValueError(f"{why}; available: {backends()}") from e
         modules = (_numba, _numba) + (_numba_gated,) * 4
-        backend = Backend("numba", *(_with_threads(getattr(m, k), get_num_threads) for m, k in zip(modules, _KERNELS)))
+        backend = Backend(
+            "numba",
+            *(
+                _with_threads(_restoring_numba_threads(getattr(m, k)), get_num_threads)
+                for m, k in zip(modules, _KERNELS)
+            ),
+        )
     else:
         modules = (_reference,) * 2 + (_reference_gated,) * 4
         backend = Backend(

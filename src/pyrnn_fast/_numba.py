@@ -13,6 +13,7 @@ parallel region per step would cost more than the step.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -159,15 +160,31 @@ def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu):
     _dh0(da, wh_t, dh_last, dh0)
 
 
+# numba's thread count is a setting of the calling thread, which may be the user's own for their
+# own parallel code: a kernel that changes it gives it back (restore_threads, after each call).
+_caller = threading.local()
+
+
 def _parallel(N, H, num_threads) -> bool:
     n = min(num_threads, (N + ROWS - 1) // ROWS)
     if n < 2 or N * H * H < PARALLEL_MIN_STEP_WORK:
         return False
-    if get_num_threads() != n:
+    before = get_num_threads()
+    if before != n:
         from numba import config
 
+        if getattr(_caller, "threads", None) is None:
+            _caller.threads = before
         set_num_threads(min(n, config.NUMBA_NUM_THREADS))
     return True
+
+
+def restore_threads():
+    """Give the calling thread back the numba thread count it had before a kernel changed it."""
+    n = getattr(_caller, "threads", None)
+    if n is not None:
+        _caller.threads = None
+        set_num_threads(n)
 
 
 def _chunk_steps(N, H) -> int:
