@@ -1,5 +1,6 @@
 """The public API's contract: dtypes, layouts, odd memory layouts, empty sizes, NaN, bad input."""
 
+import functools
 import os
 import pathlib
 import shutil
@@ -344,3 +345,47 @@ def test_forcing_an_unsupported_isa_is_a_clear_error(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode == 0 and out.stdout.strip() == "generic", out.stderr
+
+
+NO_CORE_CHILD = """if True:
+    import os, numpy as np, pyrnn_fast as prf
+    print(prf.backends()[0], prf.get_num_threads(), flush=True)
+    x, Wx, Wh = np.full((64, 3, 8), 0.01), np.full((8, 256), 0.01), np.eye(256) / 2
+    prf.rnn_forward(x, Wx, Wh)  # 64 rows, H = 256: numba's parallel kernels where it has 2 threads
+    pid = os.fork()
+    if pid == 0:
+        print(prf.get_num_threads(), flush=True)
+        prf.rnn_forward(x, Wx, Wh)
+        os._exit(0)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_without_the_compiled_backend_threads_follow_openmp_and_a_forked_child_runs(tmp_path):
+    """A source tree never built, on the Numba backend (found by a review): the thread count was
+    os.cpu_count(), whatever OMP_NUM_THREADS or the CPU affinity said, and a child forked
+    after a parallel call ran numba's OpenMP kernels and was killed ("fork() called from a
+    process already using GNU OpenMP"). Now OpenMP's default, and 1 in a forked child."""
+    pytest.importorskip("numba")
+    if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
+        pytest.skip("needs fork and sched_getaffinity")
+    copy = tmp_path / "src"
+    shutil.copytree(
+        pathlib.Path(prf.__file__).resolve().parent,
+        copy / "pyrnn_fast",
+        ignore=shutil.ignore_patterns("__pycache__", "_core.*.so", "_core.*.pyd"),
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PYRNN_FAST_BACKEND")}
+    env["PYTHONPATH"] = str(copy)
+    run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = run([sys.executable, "-c", NO_CORE_CHILD], env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert lines[:2] == ["numba", str(len(os.sched_getaffinity(0)))] and lines[2:] == ["1", "0"], (
+        out.stdout + out.stderr
+    )
+    out = run(
+        [sys.executable, "-c", "import pyrnn_fast as prf; print(prf.get_num_threads())"],
+        env=dict(env, OMP_NUM_THREADS="1,1"),
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stdout + out.stderr

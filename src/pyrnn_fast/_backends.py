@@ -274,7 +274,35 @@ def get_num_threads() -> int:
     """
     if _core is not None:
         return _core.get_num_threads()
-    return getattr(_thread_limit, "n", 0) or _num_threads or os.cpu_count() or 1
+    if _forked_without_core:
+        return 1
+    return getattr(_thread_limit, "n", 0) or _num_threads or _openmp_default()
+
+
+def _openmp_default() -> int:
+    """What OpenMP's default would be, for the Numba backend where _core is missing (it read
+    os.cpu_count(), ignoring OMP_NUM_THREADS and the CPUs the process may run on): the first
+    entry of OMP_NUM_THREADS, else the CPUs this process may run on."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) >= 1:
+        return int(first)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+# Without _core, a forked child runs the Numba kernels on one thread too (_core's atfork
+# handler does it otherwise): numba's OpenMP layer kills a child forked after a parallel call.
+_forked_without_core = False
+
+
+def _mark_forked() -> None:
+    global _forked_without_core
+    _forked_without_core = True
+
+
+if _core is None and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
 
 
 def _limit_without_core(n: int) -> int:
