@@ -39,3 +39,12 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(tmp_pat
 def test_a_bad_backend_variable_is_an_error_line_not_a_traceback(monkeypatch, capsys):
     monkeypatch.setenv("PYRNN_FAST_BACKEND", "foo")
     assert "error: PYRNN_FAST_BACKEND='foo': expected one of" in refused([], capsys)
+
+
+def test_backend_names_are_read_as_the_environment_variable_reads_them(capsys):
+    """`--backends CPP` said "'CPP' is not available" and `--backends bogus` the same, where the
+    name is unknown, not unavailable (found by a review); PYRNN_FAST_BACKEND takes any case."""
+    assert refused(["--backends", "bogus"], capsys).endswith(
+        "error: --backends: expected one of ['cpp', 'numba', 'numpy'], got 'bogus'"
+    )
+    assert cli.parse_args(["--backends", " NumPy"]).backends == ["numpy"]

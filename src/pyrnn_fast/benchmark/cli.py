@@ -74,9 +74,15 @@ def parse_args(argv):
     for c in args.cells:
         if c not in ("rnn", *gated.GATES):
             p.error(f"--cells: unknown cell {c!r}; expected some of ['rnn', 'lstm', 'gru']")
-    args.backends = (
-        prf.backends() if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
-    )
+    names = [] if args.backends is None else [b for b in args.backends.split(",") if b.strip()]
+    try:  # as PYRNN_FAST_BACKEND reads them: any case, spaces around (an unknown one said so)
+        args.backends = (
+            prf.backends()
+            if args.backends is None
+            else [_backends._backend_name(b, "--backends", False) for b in names]
+        )
+    except ValueError as unknown:
+        p.error(str(unknown))
     for b in args.backends:
         if b not in prf.backends():
             p.error(f"--backends: {b!r} is not available; available: {prf.backends()}")
