@@ -123,6 +123,30 @@ def test_a_workspace_built_by_hand_is_checked_array_by_array(backend):
         prf.gru_backward(np.ones_like(gru.hs), g["x"], g["Wx"], g["Wh"], gru.hs, ws, backend=backend)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_workspace_from_another_call_of_the_same_shapes_is_refused(cell, backend):
+    """Found by a review: the workspace of another forward call with the same cell, shapes,
+    dtype and layout was taken, and the gradients were off by 50-160 %. A copy of the right hs
+    (and NaN in it) is still accepted, with the same answer."""
+    a = lstm_args() if cell == "lstm" else gru_args()
+    forward, backward = getattr(prf, f"{cell}_forward"), getattr(prf, f"{cell}_backward")
+    first = forward(a["x"], a["Wx"], a["Wh"], backend=backend)
+    second = forward(a["x"] * 0.5, a["Wx"], a["Wh"], backend=backend)
+    dhs = np.ones_like(first.hs)
+    with pytest.raises(
+        ValueError, match=rf"^workspace: from another {cell}_forward call than the one that computed hs"
+    ):
+        backward(dhs, a["x"] * 0.5, a["Wx"], a["Wh"], second.hs, first.workspace, backend=backend)
+    right = backward(dhs, a["x"] * 0.5, a["Wx"], a["Wh"], second.hs, second.workspace, backend=backend)
+    again = backward(dhs, a["x"] * 0.5, a["Wx"], a["Wh"], second.hs.copy(), second.workspace, backend=backend)
+    np.testing.assert_array_equal(right.dWh, again.dWh)
+    x = a["x"].copy()
+    x[0, -1, 0] = np.nan  # NaN in hs's last step: the check takes NaN as equal to NaN
+    nan = forward(x, a["Wx"], a["Wh"], backend=backend)
+    assert np.isnan(nan.hs[0, -1]).any()
+    backward(dhs, x, a["Wx"], a["Wh"], nan.hs, nan.workspace, backend=backend)
+
+
 def test_gru_refuses_lstm_workspace():
     g = gru_args()
     out = prf.gru_forward(g["x"], g["Wx"], g["Wh"])

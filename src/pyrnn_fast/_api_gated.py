@@ -37,19 +37,22 @@ class Workspace:
     (T, N, 4H) and, for the LSTM, the cell states (T, N, H) — (T·N·5H) values for the LSTM,
     (T·N·4H) for the GRU (r, z, n and the recurrent part of n's pre-activation), in the call's
     dtype. Returned by ``lstm_forward`` / ``gru_forward``; pass it to the matching backward,
-    which checks that it comes from a call with the same cell, (T, N, H), dtype and layout.
+    which checks that it comes from a call with the same cell, (T, N, H), dtype and layout,
+    and the very call whose hs it is given (by hs's last step, which it keeps: N·H values).
     Read-only."""
 
-    __slots__ = ("_cell", "_dims", "_dtype", "_time_major", "_gates", "_cs")
+    __slots__ = ("_cell", "_dims", "_dtype", "_time_major", "_gates", "_cs", "_h_last")
     _cell: str
     _dims: tuple[int, int, int]
     _dtype: np.dtype
     _time_major: bool
     _gates: np.ndarray
     _cs: np.ndarray | None
+    _h_last: np.ndarray | None
 
-    def __init__(self, cell, dims, dtype, time_major, gates, cs):
-        for name, value in zip(self.__slots__, (cell, dims, np.dtype(dtype), bool(time_major), gates, cs)):
+    def __init__(self, cell, dims, dtype, time_major, gates, cs, h_last=None):
+        values = (cell, dims, np.dtype(dtype), bool(time_major), gates, cs, h_last)
+        for name, value in zip(self.__slots__, values):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -58,7 +61,7 @@ class Workspace:
     def __reduce__(self):
         # Rebuilt through __init__: pickle's and copy's default would set the slots one by
         # one through __setattr__, which refuses (a layer holding one could not be unpickled).
-        return (Workspace, (self._cell, self._dims, self._dtype, self._time_major, self._gates, self._cs))
+        return (Workspace, tuple(getattr(self, name) for name in self.__slots__))
 
     cell = property(lambda self: self._cell, doc="'LSTM' or 'GRU'")
     dims = property(lambda self: self._dims, doc="(T, N, H) of the forward call")
@@ -67,7 +70,7 @@ class Workspace:
 
     @property
     def nbytes(self) -> int:
-        return int(self._gates.nbytes + (0 if self._cs is None else self._cs.nbytes))
+        return int(sum(a.nbytes for a in (self._gates, self._cs, self._h_last) if a is not None))
 
     def __repr__(self):
         return (
@@ -101,6 +104,16 @@ class Workspace:
                 expected = "None" if shape is None else f"a C-contiguous {np.dtype(dtype).name} array of shape {shape}"
                 raise ValueError(f"workspace: its {what} must be {expected} ({forward} makes them so)")
         return self._gates, self._cs
+
+    def _check_hs(self, hs_tm, forward):
+        """That time-major hs ends as the forward call that made this workspace ended: a
+        workspace of another call with the same shapes gave gradients off by 50-160 % (found by a
+        review). Not for a workspace built by hand without it."""
+        if self._h_last is not None and len(hs_tm) and not np.array_equal(hs_tm[-1], self._h_last, equal_nan=True):
+            raise ValueError(
+                f"workspace: from another {forward} call than the one that computed hs (hs's last step differs "
+                "from that call's); pass the workspace returned with this hs"
+            )
 
 
 def _workspace_arrays(workspace, cell, dims, dtype, time_major):
@@ -150,6 +163,7 @@ def _backward_inputs(
     arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates)
     saved = _workspace_arrays(workspace, cell, (T, N, H), dtype, bool(time_major))
     x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
+    workspace._check_hs(_tm(hs, time_major), f"{cell.lower()}_forward")
     return arrays, dtype, (T, N, D, H), saved, x, hs, dhs
 
 
@@ -232,7 +246,7 @@ def lstm_forward(
         kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g)
         h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), c_seq[-1].copy()  # copies: c_seq is reused
     h_last, c_last = _initial(h, dtype, N, H), _initial(c, dtype, N, H)  # copies (or zeros at T = 0)
-    ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs) if workspace else None
+    ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs, h_last.copy()) if workspace else None
     return LSTMOutput(hs, h_last, c_last, ws)
 
 
@@ -320,7 +334,7 @@ def gru_forward(
         kernel.gru_forward(xw[: t1 - t0], wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0])
         h = _kernel_matrix(hs_tm[t1 - 1], dtype)
     h_last = _initial(h, dtype, N, H)  # a copy (or zeros at T = 0)
-    ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None) if workspace else None
+    ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None, h_last.copy()) if workspace else None
     return GRUOutput(hs, h_last, ws)
 
 
