@@ -39,7 +39,7 @@ struct ExpConst<float> {
 template <>
 struct ExpConst<double> {
     static constexpr double sigmoid_high = 40.0;  // sigmoid(40) rounds to 1
-    static constexpr double sigmoid_low = 708.0;  // exp(708) < DBL_MAX; sigmoid(-708) = 3.3e-308, near the least normal
+    static constexpr double sigmoid_low = 709.0;  // 2^1023 exp(r) < DBL_MAX; sigmoid(-709) = 1.2e-308, subnormal
     static constexpr double tanh_clamp = 20.0;    // tanh(20) rounds to 1 in double
     static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
     static constexpr double ln2_hi = 6.93147180369123816490e-01;
