@@ -283,6 +283,14 @@ def test_a_numba_that_fails_to_import_is_a_clear_error_and_then_not_listed(tmp_p
         )
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         assert "self-check: numba skipped: backend: 'numba' is not available here" in out.stdout
+        # By default the job times every usable backend and says which it skipped (it timed the
+        # broken numba too, and died); asked for by name, that backend is an error line.
+        out = subprocess.run(main_job, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "numba skipped: backend: 'numba' is not available here" in out.stderr
+        assert "timed: cpp, numpy" in out.stdout
+        out = subprocess.run([*main_job, "--backends", "numba"], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert out.returncode == 2 and "error: --backends: backend: 'numba' is not available here" in out.stderr
 
 
 def test_numba_without_a_writable_cache_compiles_and_says_so(tmp_path):
