@@ -27,6 +27,7 @@ h0, dh_last and bias may be None. Validation and the order of calls are shared, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -123,7 +124,7 @@ def _check_numba_imports():
         try:
             importlib.import_module("numba")
         except Exception as e:
-            _numba_error = _numba_broken(e)
+            _numba_error = f"numba is installed but could not be imported: {type(e).__name__}: {e}"
 
 
 def _restoring_numba_threads(kernel: Callable) -> Callable:
@@ -137,10 +138,6 @@ def _restoring_numba_threads(kernel: Callable) -> Callable:
             _numba.restore_threads()
 
     return run
-
-
-def _numba_broken(e: Exception) -> str:
-    return f"numba is installed but could not be imported: {type(e).__name__}: {e}"
 
 
 _core, _core_error = _load_core()
@@ -209,10 +206,14 @@ def get_backend(name: str | None) -> Backend:
         kernels = (*_KERNELS, "rows_gemm", "reduce_gemm", "column_sums")
         backend = Backend("cpp", *(_with_threads(getattr(_core, k), threads) for k in kernels))
     elif name == "numba":
+        _check_numba_imports()  # installed, but it may not import (a numba too old for this NumPy)
         try:
+            if _numba_error is not None:
+                raise ImportError(_numba_error)
             from . import _numba, _numba_gated
-        except Exception as e:  # installed, but cannot be imported (a numba too old for this NumPy, say)
-            _numba_error = _numba_broken(e)
+        except Exception as e:  # numba's failure, or our kernels' (a warning made an error, say)
+            if _numba_error is None:
+                _numba_error = f"the numba backend could not be loaded: {type(e).__name__}: {e}"
             why = f"{source}: 'numba' is not available here ({_numba_error})"
             raise ValueError(f"{why}; available: {backends()}") from e
         modules = (_numba, _numba) + (_numba_gated,) * 4
@@ -279,12 +280,13 @@ def get_num_threads() -> int:
     return getattr(_thread_limit, "n", 0) or _num_threads or _openmp_default()
 
 
+@functools.cache  # read once, as OpenMP reads them at start-up
 def _openmp_default() -> int:
     """What OpenMP's default would be, for the Numba backend where _core is missing (it read
     os.cpu_count(), ignoring OMP_NUM_THREADS and the CPUs the process may run on): the first
     entry of OMP_NUM_THREADS, else the CPUs this process may run on."""
     first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if first.isdigit() and int(first) >= 1:
+    if first.isdecimal() and int(first) >= 1:
         return int(first)
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1

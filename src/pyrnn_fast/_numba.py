@@ -38,7 +38,7 @@ except RuntimeError as e:
         "them in each process (seconds at the first call of each); set NUMBA_CACHE_DIR to a writable "
         "directory to keep them",
         RuntimeWarning,
-        stacklevel=2,
+        stacklevel=1,  # this module's import, which the backend's first use makes
     )
 
 ROWS = 4  # rows of h per pass over the weights

@@ -83,18 +83,18 @@ def parse_args(argv):
         )
     except ValueError as unknown:
         p.error(str(unknown))
-    explicit, usable = bool(names), []
+    explicit, runnable = bool(names), []
     for b in args.backends:
         if b not in prf.backends():
             p.error(f"--backends: {b!r} is not available; available: {prf.backends()}")
         try:  # listed but broken (a numba that fails to import): an error if asked for, else said
             _backends.get_backend(b)
-            usable.append(b)
+            runnable.append(b)
         except ValueError as unusable:
             if explicit:
                 p.error(f"--backends: {unusable}")
             print(f"{p.prog}: {b} skipped: {unusable}", file=sys.stderr)
-    args.backends = usable
+    args.backends = runnable
     for option, chosen in (("--shapes", args.shapes), ("--cells", args.cells), ("--backends", args.backends)):
         if not chosen:  # "--backends=" would time nothing for minutes
             p.error(f"{option}: expected at least one name")
