@@ -127,17 +127,22 @@ def _check_numba_imports():
             _numba_error = f"numba is installed but could not be imported: {type(e).__name__}: {e}"
 
 
-def _restoring_numba_threads(kernel: Callable) -> Callable:
-    """A numba kernel that gives the caller back its numba thread count (see _numba._parallel)."""
-    from . import _numba
+def _numba_kernel(kernel: Callable, module) -> Callable:
+    """A numba kernel as _with_threads makes it, which then gives the calling thread back its own
+    numba thread count (see _numba._parallel)."""
 
     def run(*args):
         try:
-            return kernel(*args)
+            return kernel(*args, get_num_threads())
         finally:
-            _numba.restore_threads()
+            module.restore_threads()
 
     return run
+
+
+def _unavailable(source: str, name: str) -> ValueError:
+    why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else _numba_error
+    return ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
 
 
 _core, _core_error = _load_core()
@@ -196,9 +201,10 @@ def get_backend(name: str | None) -> Backend:
     name = _backend_name(name, source, none_allowed=not from_env)
     if name in _loaded:
         return _loaded[name]
+    if name == "numba":
+        _check_numba_imports()  # installed, but it may not import (a numba too old for this NumPy)
     if name not in backends():
-        why = f"pyrnn_fast._core could not be imported: {_core_error}" if name == "cpp" else _numba_error
-        raise ValueError(f"{source}: {name!r} is not available here ({why}); available: {backends()}")
+        raise _unavailable(source, name)
     if name == "cpp":
         # The thread count is read in the calling thread at each call: OpenMP's setting is per
         # thread (see get_num_threads).
@@ -206,24 +212,13 @@ def get_backend(name: str | None) -> Backend:
         kernels = (*_KERNELS, "rows_gemm", "reduce_gemm", "column_sums")
         backend = Backend("cpp", *(_with_threads(getattr(_core, k), threads) for k in kernels))
     elif name == "numba":
-        _check_numba_imports()  # installed, but it may not import (a numba too old for this NumPy)
         try:
-            if _numba_error is not None:
-                raise ImportError(_numba_error)
             from . import _numba, _numba_gated
-        except Exception as e:  # numba's failure, or our kernels' (a warning made an error, say)
-            if _numba_error is None:
-                _numba_error = f"the numba backend could not be loaded: {type(e).__name__}: {e}"
-            why = f"{source}: 'numba' is not available here ({_numba_error})"
-            raise ValueError(f"{why}; available: {backends()}") from e
+        except Exception as e:  # numba imports, but our kernels do not (a warning made an error, say)
+            _numba_error = f"the numba backend could not be loaded: {type(e).__name__}: {e}"
+            raise _unavailable(source, name) from e
         modules = (_numba, _numba) + (_numba_gated,) * 4
-        backend = Backend(
-            "numba",
-            *(
-                _with_threads(_restoring_numba_threads(getattr(m, k)), get_num_threads)
-                for m, k in zip(modules, _KERNELS)
-            ),
-        )
+        backend = Backend("numba", *(_numba_kernel(getattr(m, k), _numba) for m, k in zip(modules, _KERNELS)))
     else:
         modules = (_reference,) * 2 + (_reference_gated,) * 4
         backend = Backend(
