@@ -83,18 +83,15 @@ def parse_args(argv):
         )
     except ValueError as unknown:
         p.error(str(unknown))
-    explicit, runnable = bool(names), []
     for b in args.backends:
         if b not in prf.backends():
             p.error(f"--backends: {b!r} is not available; available: {prf.backends()}")
-        try:  # listed but broken (a numba that fails to import): an error if asked for, else said
-            _backends.get_backend(b)
-            runnable.append(b)
-        except ValueError as unusable:
-            if explicit:
-                p.error(f"--backends: {unusable}")
-            print(f"{p.prog}: {b} skipped: {unusable}", file=sys.stderr)
-    args.backends = runnable
+    # Listed but broken (a numba that fails to import): an error if asked for by name, else said.
+    args.backends, broken = loadable(args.backends)
+    for b, why in broken.items():
+        if names:
+            p.error(f"--backends: {why}")
+        print(f"{p.prog}: {b} skipped: {why}", file=sys.stderr)
     for option, chosen in (("--shapes", args.shapes), ("--cells", args.cells), ("--backends", args.backends)):
         if not chosen:  # "--backends=" would time nothing for minutes
             p.error(f"{option}: expected at least one name")
@@ -158,6 +155,18 @@ def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | Non
     return out, load
 
 
+def loadable(names) -> tuple[list[str], dict[str, ValueError]]:
+    """The backends among `names` that load, and why each other one does not."""
+    ok, broken = [], {}
+    for name in names:
+        try:
+            _backends.get_backend(name)
+            ok.append(name)
+        except ValueError as why:
+            broken[name] = why
+    return ok, broken
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     ensure_threads(args.threads)
@@ -170,13 +179,9 @@ def main(argv=None) -> int:
     print_info(info)
     print(ran_line(info, args.backends))
 
-    checked = []
-    for name in prf.backends():  # a backend listed but broken (numba that fails to import) is said, not fatal
-        try:
-            _backends.get_backend(name)
-            checked.append(name)
-        except ValueError as unusable:
-            print(f"self-check: {name} skipped: {unusable}")
+    checked, broken = loadable(prf.backends())  # a listed but broken one is said, not fatal
+    for name, why in broken.items():
+        print(f"self-check: {name} skipped: {why}")
     errors, ok = self_check(checked)
     print_self_check(errors)
     gated_cells = [c for c in args.cells if c != "rnn"]
