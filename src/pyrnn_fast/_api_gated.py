@@ -78,8 +78,9 @@ class Workspace:
             f"time_major={self._time_major}, nbytes={self.nbytes})"
         )
 
-    def _check(self, cell, dims, dtype, time_major, forward):
-        """This workspace's arrays for a backward of `cell` over (T, N, H) `dims`."""
+    def _check(self, cell, dims, dtype, time_major, forward, hs_tm):
+        """This workspace's arrays for a backward of `cell` over (T, N, H) `dims` given the
+        time-major `hs_tm`."""
         if self._cell != cell:
             raise ValueError(f"workspace: from {self._cell.lower()}_forward, expected the one {forward} returned")
         if self._dims != dims:
@@ -103,27 +104,25 @@ class Workspace:
             if not ok:
                 expected = "None" if shape is None else f"a C-contiguous {np.dtype(dtype).name} array of shape {shape}"
                 raise ValueError(f"workspace: its {what} must be {expected} ({forward} makes them so)")
-        return self._gates, self._cs
-
-    def _check_hs(self, hs_tm, forward):
-        """That time-major hs ends as the forward call that made this workspace ended: a
-        workspace of another call with the same shapes gave gradients off by 50-160 % (found by a
-        review). Not for a workspace built by hand without it."""
-        if self._h_last is not None and len(hs_tm) and not np.array_equal(hs_tm[-1], self._h_last, equal_nan=True):
+        # hs must end as the call that made this workspace ended: a workspace of another call with
+        # the same shapes gave gradients off by 50-160 % (found by a review). (One built by hand
+        # may lack it.)
+        if self._h_last is not None and T and not np.array_equal(hs_tm[-1], self._h_last, equal_nan=True):
             raise ValueError(
                 f"workspace: from another {forward} call than the one that computed hs (hs's last step differs "
                 "from that call's); pass the workspace returned with this hs"
             )
+        return self._gates, self._cs
 
 
-def _workspace_arrays(workspace, cell, dims, dtype, time_major):
+def _workspace_arrays(workspace, cell, dims, dtype, time_major, hs_tm):
     forward = f"{cell.lower()}_forward"
     if not isinstance(workspace, Workspace):
         raise TypeError(
             f"workspace: expected the Workspace that {forward}(..., workspace=True) returned, "
             f"got {type(workspace).__name__}"
         )
-    return workspace._check(cell, dims, dtype, time_major, forward)
+    return workspace._check(cell, dims, dtype, time_major, forward, hs_tm)
 
 
 def _initial(a, dtype, N, H):
@@ -161,9 +160,8 @@ def _backward_inputs(
     """Validated inputs of a backward: (arrays, dtype, (T, N, D, H), the workspace's arrays,
     x, hs, dhs as the kernels take them)."""
     arrays, dtype, (T, N, D, H) = _prepare(named, ("dhs", "x", "Wx", "Wh", "hs"), time_major, gates)
-    saved = _workspace_arrays(workspace, cell, (T, N, H), dtype, bool(time_major))
     x, hs, dhs = (_kernel_seq(arrays[k], dtype) for k in ("x", "hs", "dhs"))
-    workspace._check_hs(_tm(hs, time_major), f"{cell.lower()}_forward")
+    saved = _workspace_arrays(workspace, cell, (T, N, H), dtype, bool(time_major), _tm(hs, time_major))
     return arrays, dtype, (T, N, D, H), saved, x, hs, dhs
 
 
