@@ -406,3 +406,23 @@ def test_a_carried_state_that_is_not_one_is_an_error_naming_it(cell, backend):
     layer.state = carried(good.copy())
     expected = getattr(prf, cell)(3, 4, num_layers=2, stateful=True, seed=1, backend=backend).step(x_t)
     close(layer.step(x_t), expected, 0, "a step from a valid state set by hand")
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_backward_uses_the_weight_arrays_the_forward_read(cell):
+    """params rebound between a call and its backward (layer.params[k] = W - lr * g) must not
+    enter the gradients of the call that ran (backward had read the current params)."""
+    cls = getattr(prf, cell)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    (x,) = rng_arrays(40, (2, 5, 3))
+    lengths = np.array([5, 2])
+    out, _ = layer(x, lengths=lengths)
+    dout = np.cos(np.arange(out.size)).reshape(out.shape)
+    dx_ref = layer.backward(dout).copy()
+    grads_ref = {k: v.copy() for k, v in layer.grads.items()}
+    layer(x, lengths=lengths)
+    for k in list(layer.params):
+        layer.params[k] = layer.params[k] * 1.5
+    np.testing.assert_array_equal(layer.backward(dout), dx_ref)
+    for k, g in grads_ref.items():
+        np.testing.assert_array_equal(layer.grads[k], g, err_msg=k)

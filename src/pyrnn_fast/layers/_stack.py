@@ -79,7 +79,9 @@ def stack_forward(layer, x, given_state, lengths, record=True):
             for s, f in zip(state_n, final):
                 s[k] = f
             if record:
-                runs.append(dict(x=x_run, hs=hs, record=saved))
+                # W: the arrays this run read (references, no copy), so that backward
+                # differentiates this forward even if params are rebound in between.
+                runs.append(dict(x=x_run, hs=hs, record=saved, W=W))
             outs.append(hs if d == 0 else _reverse(hs, rev))
         if record:
             cache["layers"].append(dict(runs=runs, mask=mask))
@@ -117,8 +119,8 @@ def stack_backward(layer, dout, given_dstate):
         entry = cache["layers"][layer_idx]
         d_in = None
         for d, suffix in enumerate(layer._suffixes):
-            W = layer._weights_as_computed(layer_idx, suffix)
             run = entry["runs"][d]
+            W = run["W"]
             k = layer_idx * dirs + d
             dhs = d_tm[..., d * H : (d + 1) * H]
             if d == 1:
