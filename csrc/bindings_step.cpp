@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -61,7 +62,7 @@ class Stepper {
         PyObject *key, *value;
         while (PyDict_Next(params.ptr(), &pos, &key, &value))
             if (value != params_[size_t(i++)].ptr()) return false;
-        return true;
+        return layouts_unchanged();
     }
 
     // The new top-layer state (N, H), a new array; None, with nothing done, when the layer's
@@ -73,6 +74,37 @@ class Stepper {
     }
 
   private:
+    // What the kernel addresses of an array it keeps, as it was when built. The same object can
+    // change in place (`a.shape = ...`, `a.strides = ...`, `a.flags.writeable = False`,
+    // `a.resize(..., refcheck=False)`), which comparing identities cannot see (found by fuzzing:
+    // a state made read-only after the first step was still written by later steps, and a
+    // parameter reshaped in place was still read with its old shape).
+    struct Layout {
+        const char* data;
+        std::vector<ssize_t> dims, strides;
+        bool writeable;
+    };
+    static Layout layout_of(PyObject* a) {
+        const auto* p = py::detail::array_proxy(a);
+        return {p->data, std::vector<ssize_t>(p->dimensions, p->dimensions + p->nd),
+                std::vector<ssize_t>(p->strides, p->strides + p->nd),
+                (p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0};
+    }
+    // Every kept array still has the data, shape and strides it had when built, and the outputs
+    // (state, out, cell_state) are still writable.
+    bool layouts_unchanged() const {
+        for (size_t i = 0; i < layouts_.size(); ++i) {
+            const auto* p = py::detail::array_proxy(keep_[i].ptr());
+            const Layout& l = layouts_[i];
+            if (p->data != l.data || size_t(p->nd) != l.dims.size() ||
+                !std::equal(l.dims.begin(), l.dims.end(), p->dimensions) ||
+                !std::equal(l.strides.begin(), l.strides.end(), p->strides) ||
+                (l.writeable && !(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)))
+                return false;
+        }
+        return true;
+    }
+
     template <class T>
     void build(const py::list& wx, const py::list& wh, const py::list& b, const py::array& state, const py::array& out,
                const py::object& cell_state, const py::object& bh) {
@@ -133,6 +165,8 @@ class Stepper {
                              1};
         if (lstm) a.c = seq<T>(static_cast<T*>(c.mutable_data()), {L, N, H}, sc);
         a.cell = lstm ? prf::StepCell::lstm : (gru ? prf::StepCell::gru : prf::StepCell::vanilla);
+        layouts_.clear();
+        for (const auto& kept : keep_) layouts_.push_back(layout_of(kept.ptr()));
     }
 
     template <class T>
@@ -200,6 +234,7 @@ class Stepper {
     std::vector<py::object> key_items_;  // a list key's items when built (held: no address reused)
     std::vector<py::object> keep_;       // state, out, (cell_state,) then per layer wx, wh, b, bh
     std::vector<py::object> params_;     // the values of the layer's params dict, in its order
+    std::vector<Layout> layouts_;        // of keep_'s arrays, when built (layouts_unchanged)
     std::vector<prf::StepLayer<float>> l32_;
     std::vector<prf::StepLayer<double>> l64_;
     prf::StepArgs<float> a32_{};

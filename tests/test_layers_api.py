@@ -3,6 +3,8 @@ repr, and the errors for bad arguments."""
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -167,3 +169,29 @@ def test_the_functional_apis_yes_no_options_take_bools_only(forward):
         with pytest.raises(TypeError, match=rf"^{name}: expected a bool, got str$"):
             forward(x, Wx, Wh, **{name: "False"})
         forward(x, Wx, Wh, **{name: np.bool_(True)})
+
+
+@pytest.mark.parametrize("params", [types.MappingProxyType, lambda d: list(d.values()), None])
+def test_params_that_is_not_a_dict_is_an_error_naming_it(params):
+    layer = prf.RNN(2, 3, stateful=True)
+    layer.params = params(dict(layer.params)) if params else None
+    with pytest.raises(TypeError, match="params: expected a dict"):
+        layer(np.ones((1, 2, 2)))
+    with pytest.raises(TypeError, match="params: expected a dict"):
+        layer.step(np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("activation", [np.array("tanh"), np.array(["tanh", "relu"]), b"tanh"])
+def test_an_activation_that_is_not_a_str_is_an_error_naming_it(activation):
+    with pytest.raises(ValueError, match="activation: expected 'tanh' or 'relu'"):
+        prf.RNN(2, 3, activation=activation)
+
+
+def test_save_takes_bytes_paths_and_names_a_bad_path(tmp_path):
+    layer = prf.GRU(2, 3, seed=0)
+    path = tmp_path / "g.npz"
+    layer.save(bytes(path))
+    np.testing.assert_array_equal(prf.GRU.load(path).params["Wh_l0"], layer.params["Wh_l0"])
+    for bad in (5, None):
+        with pytest.raises(TypeError, match="path: expected"):
+            layer.save(bad)

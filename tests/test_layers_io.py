@@ -112,14 +112,15 @@ def test_save_refuses_what_load_would_and_load_names_a_bad_backend(tmp_path):
         prf.GRU.load(good, backend=5)
 
 
-def test_to_torch_of_a_parameter_rebound_to_another_byte_order():
-    """The layer's calls take a parameter rebound to a big-endian array; to_torch failed on it
-    with torch's error naming no parameter (found by a review)."""
+@pytest.mark.parametrize("rebind", [lambda W: W.astype(">f4"), lambda W: W.tolist()])
+def test_to_torch_of_a_parameter_rebound_to_another_byte_order_or_a_list(rebind):
+    """The layer's calls take a parameter rebound to a big-endian array or a list; to_torch
+    failed on them (torch's error naming no parameter; an AttributeError for the list)."""
     torch = pytest.importorskip("torch")
     layer = prf.GRU(3, 4, seed=0)
-    layer.params["Wh_l0"] = layer.params["Wh_l0"].astype(">f4")
+    layer.params["Wh_l0"] = rebind(layer.params["Wh_l0"])
     module = layer.to_torch()
-    np.testing.assert_array_equal(module.weight_hh_l0.detach().numpy(), layer.params["Wh_l0"].T)
+    np.testing.assert_array_equal(module.weight_hh_l0.detach().numpy(), np.asarray(layer.params["Wh_l0"]).T)
     x = np.ones((1, 2, 3), np.float32)
     close(layer(x)[0], module(torch.tensor(x))[0].detach().numpy(), TOL[np.dtype(np.float32)], "out")
 

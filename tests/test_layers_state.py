@@ -426,3 +426,47 @@ def test_backward_uses_the_weight_arrays_the_forward_read(cell):
     np.testing.assert_array_equal(layer.backward(dout), dx_ref)
     for k, g in grads_ref.items():
         np.testing.assert_array_equal(layer.grads[k], g, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_step_sees_arrays_it_keeps_changed_in_place(cell):
+    """The compiled stepper kept by a layer compared only the identity of the state and
+    parameter objects: a state made read-only, or a parameter or state reshaped in place (the
+    same object), after the first step was still written or read with its old layout (and an
+    array resized in place would have been read after NumPy freed its memory)."""
+    N, D, H = 2, 3, 4
+    x = np.ones((N, D), np.float32)
+    layer = getattr(prf, cell)(D, H, stateful=True, seed=0, backend="cpp")
+    layer.step(x)
+    h = layer.state[0] if cell == "LSTM" else layer.state
+    h.flags.writeable = False
+    before = h.copy()
+    with pytest.raises(ValueError, match="state"):
+        layer.step(x)
+    np.testing.assert_array_equal(h, before)
+    layer = getattr(prf, cell)(D, H, stateful=True, seed=0, backend="cpp")
+    layer.step(x)
+    Wh = layer.params["Wh_l0"]
+    Wh.shape = (Wh.size,)
+    with pytest.raises(ValueError, match="Wh_l0"):
+        layer.step(x)
+    layer = prf.RNN(D, H, stateful=True, seed=0, backend="cpp")
+    layer.step(x)
+    layer.state.shape = (1, 1, N * H)
+    with pytest.raises(ValueError, match="state"):
+        layer.step(x)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_step_of_an_empty_array_whose_data_is_not_aligned(cell):
+    """NumPy flags every empty array aligned; the compiled step checks the pointer itself and
+    refused one with 'internal error' (input_size 0, an x_t from a buffer at an odd offset)."""
+    layer = getattr(prf, cell)(0, 4, stateful=True, backend="cpp")
+    x_t = np.frombuffer(bytearray(1), np.float32, count=0, offset=1).reshape(2, 0)
+    out = layer.step(x_t)
+    expected = getattr(prf, cell)(0, 4, stateful=True, backend="cpp").step(np.zeros((2, 0), np.float32))
+    np.testing.assert_array_equal(out, expected)
+    layer = getattr(prf, cell)(0, 4, stateful=True, backend="cpp")
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[cell]
+    layer.params["Wx_l0"] = np.frombuffer(bytearray(1), np.float32, count=0, offset=1).reshape(0, 4 * G)
+    np.testing.assert_array_equal(layer.step(np.zeros((2, 0), np.float32)), expected)

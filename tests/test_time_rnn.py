@@ -140,6 +140,18 @@ def test_integer_weights_are_a_typeerror_naming_them():
         with pytest.raises(TypeError, match=rf"^{name}: expected a floating-point array"):
             prf.TimeRNN(*given)
     prf.TimeRNN(Wx.astype(np.float32), Wh.astype(np.float32), b.astype(np.float32))  # float32 is fine
+    for dtype in (np.float16, np.longdouble):  # float16 gradients were rounded; longdouble failed at forward
+        with pytest.raises(TypeError, match=r"^Wx: expected a floating-point array, float32 or float64"):
+            prf.TimeRNN(Wx.astype(dtype), Wh, b)
+    with pytest.raises(TypeError, match=r"^Wx: expected a floating-point array"):
+        prf.TimeLSTM(np.ones((3, 16), np.float16), np.ones((4, 16)), np.ones(16))
+
+
+def test_weights_given_as_lists_are_taken():
+    """A list Wx passed the constructor's check, then TimeRNN.forward raised AttributeError."""
+    Wx, Wh, b = np.full((2, 3), 0.1), np.eye(3) * 0.5, np.zeros(3)
+    x = np.ones((1, 4, 2))
+    np.testing.assert_array_equal(prf.TimeRNN(Wx.tolist(), Wh, b).forward(x), prf.TimeRNN(Wx, Wh, b).forward(x))
 
 
 @pytest.mark.parametrize("make", ["TimeRNN", "TimeLSTM"])

@@ -16,10 +16,17 @@ from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
 
 
+def _aligned(a):
+    """Whether the data of ``a`` is aligned to its item size as the compiled step checks it: NumPy
+    flags every empty array aligned, whatever its data pointer (a zero-size slice of a packed
+    structured array, ``np.frombuffer(..., offset=1, count=0)``)."""
+    return a.flags.aligned and a.ctypes.data % a.dtype.alignment == 0
+
+
 def _c_array(a, dtype):
     """``a`` as a C-contiguous, aligned array of ``dtype`` (copied only if it is not one)."""
     a = np.ascontiguousarray(a, dtype=dtype)
-    return a if a.flags.aligned else a.copy()
+    return a if _aligned(a) else a.copy()
 
 
 def _orthogonal(rng, n, dtype):
@@ -175,6 +182,8 @@ class _RecurrentLayer:
         """Every parameter the configuration implies is in ``params``, a real numeric array of
         its shape (they may be rebound between calls), else an error naming it: the functional
         calls would only see a Wx and a Wh that disagree, not which of the layer's arrays."""
+        if not isinstance(self.params, dict):
+            raise TypeError(f"params: expected a dict {{name: array}}, got {type(self.params).__name__}")
         for name, shape in self._param_shapes():
             if name not in self.params:
                 raise ValueError(f"params: {name!r} is missing (expected an array of shape {shape})")
@@ -403,7 +412,7 @@ class _RecurrentLayer:
         weights = [self._weights(layer, "") for layer in range(self.num_layers)]
         arrays = [a for w in weights for a in w if a is not None] + list(parts)
         in_place = all(p.flags.writeable for p in parts) and all(
-            type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned for a in arrays
+            type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and _aligned(a) for a in arrays
         )
         originals = parts
         if not in_place:

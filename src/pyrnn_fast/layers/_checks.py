@@ -24,8 +24,11 @@ def _check_float_param(name, a):
     """A textbook layer's parameter: a real array of a floating-point dtype (its gradient array
     is made in that dtype, where integer gradients would be silently truncated)."""
     a = _check_real(name, a)
-    if a.dtype.kind != "f":
-        raise TypeError(f"{name}: expected a floating-point array (its gradient takes its dtype), got dtype {a.dtype}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{name}: expected a floating-point array, float32 or float64 (its gradient takes its dtype), "
+            f"got dtype {a.dtype}"
+        )
     return a
 
 
@@ -52,5 +55,6 @@ def _check_int(name, v, minimum):
 def _check_xs(xs, Wx):
     """A textbook layer's (TimeRNN, TimeLSTM) weights are given: a wrong xs is named as such,
     not as a mismatched Wx (the functional API's view, which takes D from x)."""
-    if xs.ndim != 3 or xs.shape[2] != Wx.shape[0]:
-        raise ValueError(f"xs: expected shape (N, T, D) with D = Wx.shape[0] = {Wx.shape[0]}, got {xs.shape}")
+    D = np.shape(Wx)[0] if np.ndim(Wx) else None  # a list of rows too (the functional call names a bad Wx)
+    if xs.ndim != 3 or xs.shape[2] != D:
+        raise ValueError(f"xs: expected shape (N, T, D) with D = Wx.shape[0] = {D}, got {xs.shape}")

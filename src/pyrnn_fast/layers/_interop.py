@@ -97,8 +97,8 @@ def to_torch(layer):
             for suffix in layer._suffixes:
                 k = f"l{layer_idx}{suffix}"
                 W = dict(zip(layer._param_kinds, layer._weights(layer_idx, suffix)))
-                put(f"weight_ih_{k}", W["Wx"].T)
-                put(f"weight_hh_{k}", W["Wh"].T)
+                put(f"weight_ih_{k}", np.asarray(W["Wx"]).T)
+                put(f"weight_hh_{k}", np.asarray(W["Wh"]).T)
                 if layer.bias:
                     put(f"bias_ih_{k}", W["b"])
                     if "bh" in W:

@@ -122,6 +122,10 @@ def _read_config(zf, info, cls) -> dict:
 
 def save(layer, path):
     """What ``RNN.save`` does (and LSTM's, GRU's)."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)  # np.savez fails on bytes ("endswith first arg must be bytes")
+    elif not isinstance(path, (str, os.PathLike)) and not hasattr(path, "write"):
+        raise TypeError(f"path: expected a str, os.PathLike or a writable file object, got {type(path).__name__}")
     config = dict(
         layer._config(),
         format_version=_FORMAT_VERSION,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._api import rnn_backward, rnn_forward
+from .._api import Activation, rnn_backward, rnn_forward
 from . import _interop
 from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
@@ -83,9 +83,10 @@ class RNN(_RecurrentLayer):
         )
 
     def _configure_cell(self, *, activation):  # type: ignore[override]  # each cell names its own options
-        if activation not in ("tanh", "relu"):
+        # (a str first: `in` on an array is NumPy's elementwise comparison)
+        if not isinstance(activation, str) or activation not in ("tanh", "relu"):
             raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
-        self.activation = activation
+        self.activation: Activation = activation  # type: ignore[assignment]  # checked above
 
     def _step_settings(self):
         return (self.backend, self.activation)
