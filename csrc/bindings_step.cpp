@@ -3,7 +3,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -79,28 +78,30 @@ class Stepper {
     // `a.resize(..., refcheck=False)`), which comparing identities cannot see (found by fuzzing:
     // a state made read-only after the first step was still written by later steps, and a
     // parameter reshaped in place was still read with its old shape).
-    struct Layout {
-        const char* data;
-        std::vector<ssize_t> dims, strides;
-        bool writeable;
-    };
-    static Layout layout_of(PyObject* a) {
+    // Each kept array's data pointer, writability (of those the kernel writes), rank, shape and
+    // strides, one after another in one flat vector: compared in one pass at every step.
+    static void append_layout(std::vector<Py_intptr_t>& sig, PyObject* a) {
         const auto* p = py::detail::array_proxy(a);
-        return {p->data, std::vector<ssize_t>(p->dimensions, p->dimensions + p->nd),
-                std::vector<ssize_t>(p->strides, p->strides + p->nd),
-                (p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0};
+        sig.push_back(reinterpret_cast<Py_intptr_t>(p->data));
+        sig.push_back(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_);
+        sig.push_back(p->nd);
+        sig.insert(sig.end(), p->dimensions, p->dimensions + p->nd);
+        sig.insert(sig.end(), p->strides, p->strides + p->nd);
     }
-    // Every kept array still has the data, shape and strides it had when built, and the outputs
-    // (state, out, cell_state) are still writable.
+    // Every kept array still has the data, shape and strides it had when built, and those that
+    // were writable (the state and outputs the kernel writes) still are.
     bool layouts_unchanged() const {
-        for (size_t i = 0; i < layouts_.size(); ++i) {
-            const auto* p = py::detail::array_proxy(keep_[i].ptr());
-            const Layout& l = layouts_[i];
-            if (p->data != l.data || size_t(p->nd) != l.dims.size() ||
-                !std::equal(l.dims.begin(), l.dims.end(), p->dimensions) ||
-                !std::equal(l.strides.begin(), l.strides.end(), p->strides) ||
-                (l.writeable && !(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)))
+        const Py_intptr_t* l = layouts_.data();
+        for (const auto& kept : keep_) {
+            const auto* p = py::detail::array_proxy(kept.ptr());
+            if (reinterpret_cast<Py_intptr_t>(p->data) != l[0] ||
+                (l[1] && !(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)) || p->nd != l[2])
                 return false;
+            const int nd = p->nd;
+            l += 3;
+            for (int d = 0; d < nd; ++d)
+                if (p->dimensions[d] != l[d] || p->strides[d] != l[nd + d]) return false;
+            l += 2 * nd;
         }
         return true;
     }
@@ -166,7 +167,7 @@ class Stepper {
         if (lstm) a.c = seq<T>(static_cast<T*>(c.mutable_data()), {L, N, H}, sc);
         a.cell = lstm ? prf::StepCell::lstm : (gru ? prf::StepCell::gru : prf::StepCell::vanilla);
         layouts_.clear();
-        for (const auto& kept : keep_) layouts_.push_back(layout_of(kept.ptr()));
+        for (const auto& kept : keep_) append_layout(layouts_, kept.ptr());
     }
 
     template <class T>
@@ -234,7 +235,7 @@ class Stepper {
     std::vector<py::object> key_items_;  // a list key's items when built (held: no address reused)
     std::vector<py::object> keep_;       // state, out, (cell_state,) then per layer wx, wh, b, bh
     std::vector<py::object> params_;     // the values of the layer's params dict, in its order
-    std::vector<Layout> layouts_;        // of keep_'s arrays, when built (layouts_unchanged)
+    std::vector<Py_intptr_t> layouts_;   // of keep_'s arrays, when built (append_layout)
     std::vector<prf::StepLayer<float>> l32_;
     std::vector<prf::StepLayer<double>> l64_;
     prf::StepArgs<float> a32_{};
