@@ -195,3 +195,10 @@ def test_save_takes_bytes_paths_and_names_a_bad_path(tmp_path):
     for bad in (5, None):
         with pytest.raises(TypeError, match="path: expected"):
             layer.save(bad)
+
+
+@pytest.mark.parametrize("make", [prf.RNN, prf.LSTM, prf.GRU])
+def test_a_layer_too_large_to_allocate_is_an_error_naming_its_sizes(make):
+    """NumPy's "array is too big" / "Maximum allowed dimension exceeded" named no argument."""
+    with pytest.raises(ValueError, match=r"^input_size=2, hidden_size=4611686018427387904, num_layers=1: "):
+        make(2, 2**62)

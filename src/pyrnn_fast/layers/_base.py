@@ -6,6 +6,7 @@ its initialisation and its math (``__call__``, ``backward``, ``step``)."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -80,7 +81,15 @@ class _RecurrentLayer:
             backend=backend,
             **cell_options,
         )
-        self.params = {k: aligned_copy(v) for k, v in self._initial_params(np.random.default_rng(init_seq)).items()}
+        try:
+            initial = self._initial_params(np.random.default_rng(init_seq))
+        except (ValueError, MemoryError) as e:  # NumPy's "array is too big", naming no argument
+            count = sum(math.prod(shape) for _, shape in self._param_shapes())
+            raise type(e)(
+                f"input_size={self.input_size}, hidden_size={self.hidden_size}, num_layers={self.num_layers}: "
+                f"{count} parameters of {self.dtype} cannot be allocated ({e})"
+            ) from e
+        self.params = {k: aligned_copy(v) for k, v in initial.items()}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def _initial_params(self, rng):
