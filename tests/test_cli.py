@@ -48,3 +48,19 @@ def test_backend_names_are_read_as_the_environment_variable_reads_them(capsys):
         "error: --backends: expected one of ['cpp', 'numba', 'numpy'], got 'bogus'"
     )
     assert cli.parse_args(["--backends", " NumPy"]).backends == ["numpy"]
+
+
+def test_a_plot_without_the_vanilla_cell_is_refused(tmp_path, capsys):
+    """The chart is the vanilla cell's: --plot with --cells lstm ran and wrote nothing, silently."""
+    assert refused(["--plot", str(tmp_path / "c.png"), "--cells", "lstm,gru"], capsys).endswith(
+        "error: --plot: charts the vanilla cell's results; add rnn to --cells"
+    )
+
+
+def test_no_peers_times_no_jax_for_the_sgemm_peak():
+    """--no-peers still imported and timed JAX for the sgemm line."""
+    pytest.importorskip("jax")
+    from pyrnn_fast.benchmark import runners
+
+    assert runners.sgemm_peak(1, n=64, calls=2, peers=())["jax"] is None
+    assert runners.sgemm_peak(1, n=64, calls=2, peers=("jax",))["jax"] is not None

@@ -199,6 +199,13 @@ def test_explicit_state_in_and_out(client):
     gru = make_layer("GRU", {})
     out, h_n = prfd.predict(gru, chunked(gru, x), state=h0[:1], return_state=True)
     np.testing.assert_allclose(h_n.compute(), gru(x, h0[:1])[1], rtol=1e-12, atol=1e-12)
+    # A part given as None is zeros, as in the layer's own call (it was "c0: expected an array").
+    for part in (0, 1):
+        given = (None, c0) if part == 0 else (h0, None)
+        out, (h_n, c_n) = prfd.predict(layer, chunked(layer, x), state=given, return_state=True)
+        out_ref, (h_ref, c_ref) = layer(x, given)
+        for got, ref in ((out, out_ref), (h_n, h_ref), (c_n, c_ref)):
+            np.testing.assert_allclose(got.compute(), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_dropout_is_applied_per_chunk_and_reproducible(client):

@@ -218,6 +218,14 @@ def test_lstm_state_argument():
         layer(x, h0)
     with pytest.raises(ValueError, match="c0: expected shape"):
         layer(x, (h0, np.zeros((2, N_, H_))))
+    # On a stateful layer a pair is a state given: its None parts are zeros, also both of them
+    # ((None, None) had taken the carried state, (h0, None) zeros for c).
+    stateful = prf.LSTM(D_, H_, dtype=np.float64, seed=2, stateful=True)
+    stateful(x)
+    zeros = np.zeros((1, N_, H_))
+    np.testing.assert_array_equal(stateful(x, (None, None))[0], layer(x, (zeros, zeros))[0])
+    stateful(x)
+    np.testing.assert_array_equal(stateful(x, (h0, None))[0], out_h)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

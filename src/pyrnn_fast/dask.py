@@ -210,6 +210,8 @@ class _Job:
         shape = (self.LD, self.N, layer.hidden_size)
         blocks = []
         for name, part in zip(names, parts):
+            if part is None and state is not None and len(names) > 1:  # (h0, None): zeros, as layer(x, state)
+                part = da.zeros(shape, dtype=layer.dtype, chunks=((self.LD,), self.sizes, (layer.hidden_size,)))
             part = _as_dask(f"{name}0" if state is not None else "state", part)
             if part.shape != shape:
                 raise ValueError(f"{name}0: expected shape (num_layers*dirs, N, H) = {shape}, got {part.shape}")

@@ -109,6 +109,8 @@ def parse_args(argv):
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             p.error(f"{option}: cannot write {path!r} (is its folder there and writable?)")
+    if args.plot and "rnn" not in args.cells:  # the chart is the vanilla cell's; it was skipped without a word
+        p.error("--plot: charts the vanilla cell's results; add rnn to --cells")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -219,7 +221,7 @@ def main(argv=None) -> int:
                 )
     results, summary, loads = by_cell.get("rnn", ({}, {}, {}))
 
-    peak = runners.sgemm_peak(threads)
+    peak = runners.sgemm_peak(threads, peers=peers)  # --no-peers: no JAX here either
     print(
         f"\nsgemm peak (1024x1024 float32, {threads} thread(s)): numpy {peak['numpy']:.1f} GFLOP/s"
         + (f", jax {peak['jax']:.1f}" if peak["jax"] else "")

@@ -26,12 +26,13 @@ def _time_major_input(layer, x):
     return np.array(x if layer.time_major else x.transpose(1, 0, 2), dtype=layer.dtype, order="C")
 
 
-def _initial_state(layer, given, N):
+def _initial_state(layer, given, N, carry=True):
     """The (layers·dirs, N, H) arrays the call starts from: `given` ({name: array or None},
-    one per part of the state), else a stateful layer's carried state, else zeros."""
+    one per part of the state), else a stateful layer's carried state (when `carry`: the caller
+    passed no state at all), else zeros."""
     shape = (layer.num_layers * layer.num_directions, N, layer.hidden_size)
     carried = layer._state_parts()
-    if all(v is None for v in given.values()) and layer.stateful and carried is not None:
+    if carry and all(v is None for v in given.values()) and layer.stateful and carried is not None:
         if carried[0].shape[1] != N:
             raise ValueError(
                 f"x: a stateful layer carries a state for batch size {carried[0].shape[1]}, got batch "
@@ -41,7 +42,7 @@ def _initial_state(layer, given, N):
     return tuple(layer._state_or_zeros(name, a, shape, "shape (num_layers*dirs, N, H)") for name, a in given.items())
 
 
-def stack_forward(layer, x, given_state, lengths, record=True):
+def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
     keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
     keep no workspace)."""
@@ -55,7 +56,7 @@ def stack_forward(layer, x, given_state, lengths, record=True):
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers
     lengths = layer._check_lengths(lengths, N, T)
-    state0 = _initial_state(layer, given_state, N)
+    state0 = _initial_state(layer, given_state, N, carry)
     segs = _segments(lengths, T)
     rev = None if lengths is None else _reverse_index(lengths, T, N)
     state_n = tuple(np.empty_like(s) for s in state0)

@@ -86,7 +86,8 @@ class LSTM(_RecurrentLayer):
             h0, c0 = state
         else:
             raise TypeError(f"state: expected None or a pair (h0, c0), got {type(state).__name__}")
-        out, (h_n, c_n) = stack_forward(self, x, {"h0": h0, "c0": c0}, lengths, record)
+        # A pair is a state given, also (None, None): zeros, not the carried state (README).
+        out, (h_n, c_n) = stack_forward(self, x, {"h0": h0, "c0": c0}, lengths, record, carry=state is None)
         return out, (h_n, c_n)
 
     forward = __call__
