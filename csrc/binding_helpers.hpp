@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "rnn.hpp"
 
 namespace prf_binding {
@@ -91,6 +93,9 @@ inline prf::Activation parse_activation(const std::string& s) {
 // kernel stops at its next step or block, and run_kernel raises it once the GIL is back. A
 // handler that does not raise (the user's own) lets the call go on.
 inline thread_local bool t_running_signal_handlers = false;
+// The ident of the thread Python runs signal handlers on (threading.main_thread()): set when
+// _core is imported, and in a child made by fork, whose one thread is its main thread.
+inline unsigned long g_main_thread = 0;
 
 class SignalPoll {
   public:
@@ -106,40 +111,57 @@ class SignalPoll {
     bool raised = false;
 
   private:
-    bool thread_checked = false, polling = true;
-
-    // With the GIL. Runs Python code, so a pending signal handler may run in it: what it raises
-    // (KeyboardInterrupt) is kept as the call's exception, not dropped.
-    bool on_main_thread() {
-        try {
-            auto ident = py::module_::import("threading").attr("main_thread")().attr("ident");
-            return ident.cast<unsigned long>() == PyThread_get_thread_ident();
-        } catch (py::error_already_set& e) {
-            e.restore();
-            raised = true;
-            return true;
-        } catch (...) {
-            return true;  // polling anyway is harmless
-        }
-    }
     // Called by the kernel without the GIL, inside its OpenMP region: must not throw.
     static int poll(void* ctx) {
         auto* self = static_cast<SignalPoll*>(ctx);
-        if (!self->polling) return 0;
+        // Handlers run only on the main thread: elsewhere the GIL is never taken here. (It was,
+        // once per call, to ask which thread this is: a daemon thread doing so while the
+        // interpreter finalized was ended by CPython with pthread_exit inside the OpenMP
+        // region, std::terminate, found by a review.) The main thread is the one finalizing.
+        if (PyThread_get_thread_ident() != g_main_thread) return 0;
         PyGILState_STATE gil = PyGILState_Ensure();
-        // Set before any Python code runs, the thread check's included: a handler may run in it,
-        // and one that calls us must be refused (found by a review: a handler's call at the first
-        // poll ran on this thread's scratch, and the interrupted call gave other bits or hung).
+        // Set before any Python code runs: a handler may run, and one that calls us must be
+        // refused (found by a review: a handler's call at the first poll ran on this thread's
+        // scratch, and the interrupted call gave other bits or hung).
         t_running_signal_handlers = true;
-        if (!self->thread_checked) {  // handlers run only on the main thread: elsewhere, never poll again
-            self->thread_checked = true;
-            self->polling = self->on_main_thread();
-        }
-        if (self->polling && !self->raised && PyErr_CheckSignals() != 0) self->raised = true;
+        if (!self->raised && PyErr_CheckSignals() != 0) self->raised = true;
         t_running_signal_handlers = false;
         PyGILState_Release(gil);
         return self->raised;
     }
+};
+
+// Releases the GIL (when `release`) until the end of its scope. Not pybind11's
+// gil_scoped_release, which takes the GIL back in a noexcept destructor: when the interpreter
+// has begun finalizing meanwhile (the main thread returned while a daemon thread's call ran),
+// CPython ends the thread inside PyEval_RestoreThread with pthread_exit, whose forced unwind
+// through a noexcept destructor is std::terminate ("terminate called without an active
+// exception": the process aborted at exit, found by a review). Such a thread is parked for
+// good instead (what Python 3.14 does itself); should finalization begin while it waits for
+// the GIL, the destructor lets the forced unwind through (pybind11 rethrows it). The main
+// thread is the one finalizing (a call from an atexit handler or a finaliser there): it
+// takes the GIL back as usual.
+class GilReleased {
+  public:
+    explicit GilReleased(bool release = true) : state_(release ? PyEval_SaveThread() : nullptr) {}
+    ~GilReleased() noexcept(false) {
+        if (!state_) return;
+        if (finalizing() && PyThread_get_thread_ident() != g_main_thread)
+            for (;;) pause();
+        PyEval_RestoreThread(state_);
+    }
+    GilReleased(const GilReleased&) = delete;
+    GilReleased& operator=(const GilReleased&) = delete;
+
+  private:
+    static bool finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+        return Py_IsFinalizing();
+#else
+        return _Py_IsFinalizing();
+#endif
+    }
+    PyThreadState* state_;
 };
 
 // Runs kernel(args) without the GIL, interruptible by signals; raises what a signal handler
@@ -150,7 +172,7 @@ void run_kernel(Args& args, Kernel kernel) {
     args.interrupt = &signals.interrupt;
     bool ok;
     {
-        py::gil_scoped_release release;
+        GilReleased release;
         ok = kernel(args);
     }
     if (signals.raised) throw py::error_already_set();

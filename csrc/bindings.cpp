@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include <pthread.h>
+
 #include "binding_helpers.hpp"
 
 using namespace prf_binding;
@@ -256,6 +258,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("default_num_threads", &prf::default_num_threads,
           "OpenMP's default thread count (OMP_NUM_THREADS, else the CPUs), as a new thread sees it.");
     prf::set_thread_shortfall_handler(&warn_thread_shortfall);
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    pthread_atfork(nullptr, nullptr, [] { g_main_thread = PyThread_get_thread_ident(); });
 #ifdef _OPENMP
     m.attr("openmp") = true;
 #else

@@ -197,8 +197,7 @@ class Stepper {
         {
             // A step takes microseconds: releasing the GIL would cost a sizeable part of it.
             // Long ones (many streams) let other Python threads run.
-            std::unique_ptr<py::gil_scoped_release> release;
-            if (N * (D + H) * H * a.num_layers > (idx(1) << 20)) release.reset(new py::gil_scoped_release);
+            GilReleased release(N * (D + H) * H * a.num_layers > (idx(1) << 20));
             ok = prf::step<T>(a);
         }
         busy_ = false;

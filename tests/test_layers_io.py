@@ -162,3 +162,19 @@ def test_parameters_start_on_a_cache_line(cls, dtype, tmp_path):
     for k in layer.params:
         for other in (loaded, copied, unpickled):
             np.testing.assert_array_equal(other.params[k], layer.params[k])
+
+
+def test_a_shallow_copy_leaves_the_originals_parameters_alone():
+    """copy.copy(layer) realigned parameters in the original's own params dict (which the copy
+    shares): a user's array that is not 64-byte aligned was replaced there by a copy, and the
+    user's in-place updates of it no longer reached the original layer (found by a review)."""
+    layer = prf.RNN(4, 8, seed=0)
+    mine = np.empty(8 * 8 + 1, np.float32)[1:].reshape(8, 8)  # 4 bytes off a 64-byte boundary
+    mine[...] = 0.1
+    assert mine.ctypes.data % 64
+    layer.params["Wh_l0"] = mine
+    copied = copy.copy(layer)
+    assert layer.params["Wh_l0"] is mine
+    mine *= 0
+    np.testing.assert_array_equal(layer.params["Wh_l0"], mine)
+    assert copied.params["Wh_l0"].ctypes.data % 64 == 0  # the copy's own, aligned

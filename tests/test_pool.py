@@ -230,3 +230,34 @@ def test_held_results_are_never_reused_and_threshold(monkeypatch):
     big = _orchestration._empty((1024, 256), np.float32)
     assert kept_buffers() == [big.base] and big.base.nbytes == (1 << 20) + _orchestration._ALIGN
     assert big.flags.c_contiguous
+
+
+def test_release_buffers_while_the_pool_picks_a_buffer():
+    """release_buffers() from a signal handler or a finaliser can run while the same thread is
+    inside _empty, between its choice of a buffer (an index into the pool's list) and its use:
+    clearing that list made the call raise IndexError (found by a review)."""
+    p = make_problem(T=40, N=64, D=16, H=128, dtype=np.float32, seed=3)
+    x, Wx, Wh = p["x"], p["Wx"], p["Wh"]
+    expected = prf.rnn_forward(x, Wx, Wh, backend="cpp")[0].copy()  # leaves an unused buffer in the pool
+    src, first = inspect.getsourcelines(_orchestration._empty)
+    line = first + next(i for i, s in enumerate(src) if s.strip().startswith("fits = ["))
+    fired = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not _orchestration._empty.__code__:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == line and not fired:
+                fired.append(prf.release_buffers())  # as a handler running there would
+            return local
+
+        return local
+
+    sys.settrace(tracer)
+    try:
+        got = prf.rnn_forward(x, Wx, Wh, backend="cpp")[0]
+    finally:
+        sys.settrace(None)
+    assert fired, "the pool's choice of a buffer was never reached: nothing was tested"
+    np.testing.assert_array_equal(got, expected)

@@ -133,7 +133,8 @@ def _numba_kernel(kernel: Callable, module) -> Callable:
 
     def run(*args):
         try:
-            return kernel(*args, get_num_threads())
+            with module.parallel_guard():
+                return kernel(*args, get_num_threads())
         finally:
             module.restore_threads()
 

@@ -12,6 +12,7 @@ parallel region per step would cost more than the step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import warnings
@@ -177,6 +178,28 @@ def _parallel(N, H, num_threads) -> bool:
             _caller.threads = before
         set_num_threads(min(n, config.NUMBA_NUM_THREADS))
     return True
+
+
+# numba's workqueue threading layer (NUMBA_THREADING_LAYER=workqueue, which the README suggests
+# beside PyTorch, or numba's own fallback where neither TBB nor OpenMP loads) is not thread-safe:
+# two Python threads launching parallel kernels at once abort the process. There, the kernels
+# of concurrent calls take turns.
+_launch_lock = threading.RLock()  # re-entrant: a signal handler may call us between two chunks
+_threading_layer: str | None = None
+
+
+def parallel_guard():
+    """A context in which to run a kernel: the lock under the workqueue layer, and until numba
+    has picked its layer (at its first parallel launch), nothing otherwise."""
+    global _threading_layer
+    if _threading_layer is None:
+        import numba
+
+        try:
+            _threading_layer = numba.threading_layer()
+        except ValueError:  # no parallel kernel has run yet: numba has not picked its layer
+            return _launch_lock
+    return _launch_lock if _threading_layer == "workqueue" else contextlib.nullcontext()
 
 
 def restore_threads():

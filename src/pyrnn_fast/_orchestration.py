@@ -264,7 +264,10 @@ def release_buffers() -> int:
     pool held. Later calls fill it again."""
     bufs = _buffers()
     held = sum(b.nbytes for b in bufs)
-    bufs.clear()
+    # A new list rather than bufs.clear(): this may run while the same thread is inside _empty
+    # (a signal handler, a garbage-collector finaliser), which holds indices into the old list;
+    # it then finishes on that list, and what it hands out is the caller's alone.
+    _pool.buffers = []
     return held
 
 

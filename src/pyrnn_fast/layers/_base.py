@@ -470,10 +470,14 @@ class _RecurrentLayer:
     def __setstate__(self, state):
         # Pickle and deepcopy rebuild the parameters in NumPy's own buffers, which start 16
         # bytes into a cache line: aligned again, as the constructor and load make them.
-        params = state.get("params", {})
-        for k, v in params.items():
-            if type(v) is np.ndarray and v.ctypes.data % 64:
-                params[k] = aligned_copy(v)
+        # A new dict: copy.copy passes the original layer's own dict here, whose arrays (the
+        # user's, which the original reads in place) must stay as they are.
+        if "params" in state:
+            state = dict(state)
+            state["params"] = {
+                k: aligned_copy(v) if type(v) is np.ndarray and v.ctypes.data % 64 else v
+                for k, v in state["params"].items()
+            }
         self.__dict__.update(state)
 
     # --- save / load (_npz) --------------------------------------------------------------
