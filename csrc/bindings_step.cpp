@@ -78,27 +78,35 @@ class Stepper {
     // `a.resize(..., refcheck=False)`), which comparing identities cannot see (found by fuzzing:
     // a state made read-only after the first step was still written by later steps, and a
     // parameter reshaped in place was still read with its old shape).
-    // Each kept array's data pointer, writability (of those the kernel writes), rank, shape and
-    // strides, one after another in one flat vector: compared in one pass at every step.
+    // Each kept array's data pointer, writability (recorded for all; required only of those that
+    // were writable when built), rank, dtype (type number and byte order), shape and strides,
+    // one after another in one flat vector: compared in one pass at every step.
     static void append_layout(std::vector<Py_intptr_t>& sig, PyObject* a) {
         const auto* p = py::detail::array_proxy(a);
+        const auto* d = py::detail::array_descriptor_proxy(p->descr);
         sig.push_back(reinterpret_cast<Py_intptr_t>(p->data));
         sig.push_back(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_);
         sig.push_back(p->nd);
+        // The dtype too: `a.dtype = np.int32` (or a byte-swapped float) keeps data, shape and
+        // strides; the kernel would then read integer bits as floats (or write floats into it).
+        sig.push_back(d->type_num);
+        sig.push_back(d->byteorder);
         sig.insert(sig.end(), p->dimensions, p->dimensions + p->nd);
         sig.insert(sig.end(), p->strides, p->strides + p->nd);
     }
-    // Every kept array still has the data, shape and strides it had when built, and those that
-    // were writable (the state and outputs the kernel writes) still are.
+    // Every kept array still has the data, dtype, shape and strides it had when built, and those
+    // that were writable (the state and outputs the kernel writes) still are.
     bool layouts_unchanged() const {
         const Py_intptr_t* l = layouts_.data();
         for (const auto& kept : keep_) {
             const auto* p = py::detail::array_proxy(kept.ptr());
+            const auto* d = py::detail::array_descriptor_proxy(p->descr);
             if (reinterpret_cast<Py_intptr_t>(p->data) != l[0] ||
-                (l[1] && !(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)) || p->nd != l[2])
+                (l[1] && !(p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)) || p->nd != l[2] ||
+                d->type_num != l[3] || d->byteorder != l[4])
                 return false;
             const int nd = p->nd;
-            l += 3;
+            l += 5;
             for (int d = 0; d < nd; ++d)
                 if (p->dimensions[d] != l[d] || p->strides[d] != l[nd + d]) return false;
             l += 2 * nd;

@@ -179,6 +179,12 @@ def test_params_that_is_not_a_dict_is_an_error_naming_it(params):
         layer(np.ones((1, 2, 2)))
     with pytest.raises(TypeError, match="params: expected a dict"):
         layer.step(np.ones((1, 2)))
+    # also once the compiled stepper is kept (its own "Stepper.step: expected (x, params: dict, state)")
+    layer = prf.RNN(2, 3, stateful=True, backend="cpp")
+    layer.step(np.ones((1, 2), np.float32))
+    layer.params = params(dict(layer.params)) if params else None
+    with pytest.raises(TypeError, match="params: expected a dict"):
+        layer.step(np.ones((1, 2), np.float32))
 
 
 @pytest.mark.parametrize("activation", [np.array("tanh"), np.array(["tanh", "relu"]), b"tanh"])
@@ -192,6 +198,14 @@ def test_save_takes_bytes_paths_and_names_a_bad_path(tmp_path):
     path = tmp_path / "g.npz"
     layer.save(bytes(path))
     np.testing.assert_array_equal(prf.GRU.load(path).params["Wh_l0"], layer.params["Wh_l0"])
+    np.testing.assert_array_equal(prf.GRU.load(bytes(path)).params["Wh_l0"], layer.params["Wh_l0"])
+
+    class BytesPath:  # an os.PathLike whose __fspath__ gives bytes
+        def __fspath__(self):
+            return bytes(tmp_path / "h.npz")
+
+    layer.save(BytesPath())
+    np.testing.assert_array_equal(prf.GRU.load(tmp_path / "h.npz").params["Wh_l0"], layer.params["Wh_l0"])
     for bad in (5, None):
         with pytest.raises(TypeError, match="path: expected"):
             layer.save(bad)
@@ -202,3 +216,11 @@ def test_a_layer_too_large_to_allocate_is_an_error_naming_its_sizes(make):
     """NumPy's "array is too big" / "Maximum allowed dimension exceeded" named no argument."""
     with pytest.raises(ValueError, match=r"^input_size=2, hidden_size=4611686018427387904, num_layers=1: "):
         make(2, 2**62)
+
+
+def test_a_layer_too_large_for_memory_is_a_memoryerror_naming_its_sizes():
+    """NumPy's MemoryError (_ArrayMemoryError) cannot be rebuilt as type(e)(message): that raised
+    a TypeError about its constructor. Wh (H, H) float64 here needs 2**59 bytes: no allocator
+    gives it (more than any address space), and NumPy's own size limit lets it through."""
+    with pytest.raises(MemoryError, match=r"^input_size=0, hidden_size=268435456, num_layers=1: "):
+        prf.RNN(0, 2**28)

@@ -470,3 +470,46 @@ def test_step_of_an_empty_array_whose_data_is_not_aligned(cell):
     G = {"RNN": 1, "LSTM": 4, "GRU": 3}[cell]
     layer.params["Wx_l0"] = np.frombuffer(bytearray(1), np.float32, count=0, offset=1).reshape(0, 4 * G)
     np.testing.assert_array_equal(layer.step(np.zeros((2, 0), np.float32)), expected)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("target", ["Wh_l0", "state"])
+@pytest.mark.parametrize("dtype", [np.int32, ">f4"])
+def test_step_sees_a_dtype_changed_in_place(cell, target, dtype):
+    """`a.dtype = ...` keeps data, shape and strides: the kept stepper read int32 or byte-swapped
+    bits as native floats (and wrote native floats into such a state); the full checks convert
+    the weights and refuse an integer state."""
+    N, D, H = 2, 3, 4
+    x = np.linspace(-1, 1, N * D, dtype=np.float32).reshape(N, D)
+    layer = getattr(prf, cell)(D, H, stateful=True, seed=0, backend="cpp")
+    layer.step(x)
+    a = layer.params[target] if target != "state" else (layer.state[0] if cell == "LSTM" else layer.state)
+    a.dtype = np.dtype(dtype)
+    ref = getattr(prf, cell)(D, H, stateful=True, seed=0, backend="numpy")
+    ref.params = {k: np.array(v) for k, v in layer.params.items()}
+    ref.state = tuple(np.array(p) for p in layer.state) if cell == "LSTM" else np.array(layer.state)
+    if target == "state" and np.dtype(dtype).kind == "i":
+        with pytest.raises(TypeError, match="state"):
+            layer.step(x)
+        return
+    close(layer.step(x), ref.step(x), 1e-5, "a step after the dtype changed in place")
+
+
+@pytest.mark.parametrize("change", ["activation", "time_major"])
+def test_backward_uses_the_settings_of_the_call(change):
+    """An RNN's activation (or the layout) changed between a call and its backward entered the
+    gradients: backward read the layer's current setting, not the call's."""
+    layer = prf.RNN(2, 4, dtype=np.float64, seed=0)
+    (x,) = rng_arrays(41, (3, 3, 2))  # N = T: a flipped layout would go unnoticed by the shape check
+    out, _ = layer(x)
+    dout = np.cos(np.arange(out.size)).reshape(out.shape)
+    dx_ref = layer.backward(dout).copy()
+    grads_ref = {k: v.copy() for k, v in layer.grads.items()}
+    layer(x)
+    if change == "activation":
+        layer.activation = "relu"
+    else:
+        layer.time_major = True
+    np.testing.assert_array_equal(layer.backward(dout), dx_ref)
+    for k, g in grads_ref.items():
+        np.testing.assert_array_equal(layer.grads[k], g, err_msg=k)

@@ -145,6 +145,9 @@ def test_integer_weights_are_a_typeerror_naming_them():
             prf.TimeRNN(Wx.astype(dtype), Wh, b)
     with pytest.raises(TypeError, match=r"^Wx: expected a floating-point array"):
         prf.TimeLSTM(np.ones((3, 16), np.float16), np.ones((4, 16)), np.ones(16))
+    # float32 and float64 in either byte order (a '>f8' from a file): dtype == compares it
+    xs = np.ones((1, 2, 3))
+    np.testing.assert_array_equal(prf.TimeRNN(Wx.astype(">f8"), Wh, b).forward(xs), prf.TimeRNN(Wx, Wh, b).forward(xs))
 
 
 def test_weights_given_as_lists_are_taken():

@@ -21,7 +21,9 @@ def _aligned(a):
     """Whether the data of ``a`` is aligned to its item size as the compiled step checks it: NumPy
     flags every empty array aligned, whatever its data pointer (a zero-size slice of a packed
     structured array, ``np.frombuffer(..., offset=1, count=0)``)."""
-    return a.flags.aligned and a.ctypes.data % a.dtype.alignment == 0
+    # (the pointer read only for an empty array: `a.ctypes` costs ~0.8 µs, a sixth of a step
+    # whose x_t is converted, e.g. float64 readings into a float32 layer)
+    return a.flags.aligned and (a.size != 0 or a.ctypes.data % a.dtype.alignment == 0)
 
 
 def _c_array(a, dtype):
@@ -85,7 +87,8 @@ class _RecurrentLayer:
             initial = self._initial_params(np.random.default_rng(init_seq))
         except (ValueError, MemoryError) as e:  # NumPy's "array is too big", naming no argument
             count = sum(math.prod(shape) for _, shape in self._param_shapes())
-            raise type(e)(
+            # Not type(e)(...): NumPy's MemoryError (_ArrayMemoryError) takes (shape, dtype).
+            raise (MemoryError if isinstance(e, MemoryError) else ValueError)(
                 f"input_size={self.input_size}, hidden_size={self.hidden_size}, num_layers={self.num_layers}: "
                 f"{count} parameters of {self.dtype} cannot be allocated ({e})"
             ) from e
@@ -380,7 +383,10 @@ class _RecurrentLayer:
         # step's time.
         fast = self._stepper
         if fast is not None and self.stateful and fast[1] == self._step_settings():
-            top = fast[2](x_t, self.params, self.state)
+            try:  # (free in Python 3.11+ when nothing is raised)
+                top = fast[2](x_t, self.params, self.state)
+            except TypeError:  # `params` rebound to a non-dict: the checks below name it
+                top = None
             if top is not None:
                 return top
         x_t, parts = self._step_input(x_t)

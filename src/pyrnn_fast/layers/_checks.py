@@ -24,7 +24,7 @@ def _check_float_param(name, a):
     """A textbook layer's parameter: a real array of a floating-point dtype (its gradient array
     is made in that dtype, where integer gradients would be silently truncated)."""
     a = _check_real(name, a)
-    if a.dtype not in (np.float32, np.float64):
+    if a.dtype.type not in (np.float32, np.float64):  # either byte order (dtype == compares it)
         raise TypeError(
             f"{name}: expected a floating-point array, float32 or float64 (its gradient takes its dtype), "
             f"got dtype {a.dtype}"

@@ -122,9 +122,10 @@ def _read_config(zf, info, cls) -> dict:
 
 def save(layer, path):
     """What ``RNN.save`` does (and LSTM's, GRU's)."""
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)  # np.savez fails on bytes ("endswith first arg must be bytes")
-    elif not isinstance(path, (str, os.PathLike)) and not hasattr(path, "write"):
+    if isinstance(path, (bytes, os.PathLike)):
+        # np.savez fails on bytes, also from a PathLike's __fspath__ ("endswith first arg must be bytes")
+        path = os.fsdecode(path)
+    elif not isinstance(path, str) and not hasattr(path, "write"):
         raise TypeError(f"path: expected a str, os.PathLike or a writable file object, got {type(path).__name__}")
     config = dict(
         layer._config(),
@@ -152,14 +153,15 @@ def save(layer, path):
 
 def load(cls, path, backend):
     """What ``RNN.load`` does: a ``cls`` layer (its ``_configure`` and ``_param_shapes``) from the file."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(path, (str, bytes, os.PathLike)):  # bytes too, as save takes them
+        raise TypeError(f"path: expected a str, bytes or os.PathLike, got {type(path).__name__}")
+    path = os.fsdecode(path)  # a str from here on (the errors below quote it)
     _backends.check_backend_name(backend)  # the caller's argument: its error is not the file's
     with open(path, "rb") as f:  # a missing file is the usual FileNotFoundError
         try:
             return _read(cls, f, backend)
         except _BadFile as e:
-            raise ValueError(f"{os.fspath(path)}: not a pyrnn_fast {cls._name} file: {e}") from None
+            raise ValueError(f"{path}: not a pyrnn_fast {cls._name} file: {e}") from None
         except (
             zipfile.BadZipFile,
             zipfile.LargeZipFile,
@@ -172,7 +174,7 @@ def load(cls, path, backend):
             RuntimeError,
         ) as e:  # what zipfile and np.lib.format raise
             raise ValueError(
-                f"{os.fspath(path)}: not a pyrnn_fast {cls._name} file (corrupt or truncated: {type(e).__name__}: {e})"
+                f"{path}: not a pyrnn_fast {cls._name} file (corrupt or truncated: {type(e).__name__}: {e})"
             ) from None
 
 

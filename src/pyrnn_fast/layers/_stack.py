@@ -60,7 +60,7 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     segs = _segments(lengths, T)
     rev = None if lengths is None else _reverse_index(lengths, T, N)
     state_n = tuple(np.empty_like(s) for s in state0)
-    cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N)
+    cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N, time_major=layer.time_major)
     inp = x_tm
     for layer_idx in range(L):
         mask = None
@@ -105,12 +105,13 @@ def stack_backward(layer, dout, given_dstate):
     if cache is None:
         raise RuntimeError("backward: call the layer (forward) first, with record=True (the default)")
     T, N = cache["T"], cache["N"]
+    time_major = cache["time_major"]  # the layout of the call's out (and x), whatever the layer's now
     H, dirs, L = layer.hidden_size, layer.num_directions, layer.num_layers
     dout = _check_real("dout", dout)
-    expected = (T, N, dirs * H) if layer.time_major else (N, T, dirs * H)
+    expected = (T, N, dirs * H) if time_major else (N, T, dirs * H)
     if dout.shape != expected:
         raise ValueError(f"dout: expected the shape of out = {expected}, got {dout.shape}")
-    d_tm = np.asarray(dout if layer.time_major else dout.transpose(1, 0, 2), dtype=layer.dtype)
+    d_tm = np.asarray(dout if time_major else dout.transpose(1, 0, 2), dtype=layer.dtype)
     shape = (L * dirs, N, H)
     dstate_n = tuple(layer._state_or_zeros(name, a, shape, "the shape of h_n") for name, a in given_dstate.items())
 
@@ -148,4 +149,4 @@ def stack_backward(layer, dout, given_dstate):
             d_in = d_in * entry["mask"]
         assert d_in is not None  # every layer has at least one direction
         d_tm = d_in
-    return (d_tm if layer.time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))), dstate0
+    return (d_tm if time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))), dstate0

@@ -96,7 +96,7 @@ class RNN(_RecurrentLayer):
     def _run(self, x, W, state, keep=True):
         Wx, Wh, b = W
         hs, h = rnn_forward(x, Wx, Wh, b, state[0], activation=self.activation, time_major=True, backend=self.backend)
-        return hs, (h,), None
+        return hs, (h,), self.activation  # what backward needs: the call's activation, not the current one
 
     def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
         Wx, Wh, _ = W
@@ -108,7 +108,7 @@ class RNN(_RecurrentLayer):
             hs,
             state0[0],
             dh_last=dstate_n[0],
-            activation=self.activation,
+            activation=saved,
             time_major=True,
             backend=self.backend,
         )
