@@ -13,12 +13,14 @@ without its tanh); the four big GEMMs with one matmul each. Figures are the best
 """
 
 import argparse
+import time
 
 import numpy as np
 
 from pyrnn_fast import _core
 from pyrnn_fast._backends import get_backend
 from pyrnn_fast.benchmark import limits, runners, timing
+from pyrnn_fast.benchmark.report import numpy_blas_threads
 
 
 def stages(shape):
@@ -30,14 +32,20 @@ def stages(shape):
     dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
     cpp = get_backend("cpp")
     x2, hs2, dA2 = x.reshape(-1, D), hs.reshape(-1, H), dA.reshape(-1, H)
+    xw = np.empty_like(hs2)  # NumPy's output made once, as ours (hs) is: no page faults timed
     mm = np.matmul
     # name: (ours, numpy's, multiply-adds)
     return {
-        "X·Wx + b": (lambda: cpp.rows_gemm(x, Wx, b, hs), lambda: mm(x2, Wx) + b, T * N * D * H),
+        "X·Wx + b": (
+            lambda: cpp.rows_gemm(x, Wx, b, hs),
+            lambda: np.add(mm(x2, Wx, out=xw), b, out=xw),
+            T * N * D * H,
+        ),
+        # h0 = None: the kernel skips t = 0's product (K = 0), so T - 1 products on both sides
         "forward recurrence": (
             lambda: cpp.forward(hs, Wh, None, hs, "tanh"),
-            lambda: [mm(hs[t], Wh) for t in range(T)],
-            T * N * H * H,
+            lambda: [mm(hs[t], Wh) for t in range(T - 1)],
+            (T - 1) * N * H * H,
         ),
         "backward recurrence": (
             lambda: cpp.backward(dhs, hs, Wh, None, dA, dh0, "tanh"),
@@ -61,17 +69,30 @@ def main():
     args = p.parse_args()
     shape = runners.SHAPES[args.shape]
     work = stages(shape)
+    threads = _core.max_threads()
+    limits.measure_limits(threads)  # the limits: best of the run's start and end, as the main job's
     best = {name: [float("inf"), float("inf")] for name in work}
     for _ in range(args.rounds):
         for name, (ours, theirs, _) in work.items():
+            # Settle first, as the main job does: OpenBLAS's helpers spin ~0.1 s after NumPy's
+            # product and would take a core from ours (README, "Threads and NumPy's BLAS").
+            time.sleep(timing.SETTLE_SECONDS)
             best[name][0] = min(best[name][0], timing.best_seconds(ours))
+            time.sleep(timing.SETTLE_SECONDS)
             best[name][1] = min(best[name][1], timing.best_seconds(theirs))
-    threads = _core.max_threads()
     peak = limits.fma_peak(np.float32, threads)
     ceiling = limits.microkernel_peak(np.float32, threads)
-    print(f"{args.shape} {shape}, float32, {threads} OpenMP thread(s), best of {args.rounds} rounds")
+    blas = numpy_blas_threads()
+    print(
+        f"{args.shape} {shape}, float32, {threads} OpenMP thread(s), NumPy's BLAS {blas or '?'} thread(s),"
+        f" best of {args.rounds} rounds"
+    )
+    if blas not in (None, threads):
+        print(f"WARNING: np.matmul runs on {blas} thread(s), ours on {threads}: the columns are not comparable")
     print(f"register-FMA peak ({_core.isa()}, {threads} thread(s)): {peak:.1f} GFLOP/s ('peak': fraction of it)")
     print(f"micro-kernel on cache-resident operands (the GEMMs' ceiling): {ceiling:.1f} GFLOP/s = {ceiling / peak:.0%}")
+    if ceiling > peak:
+        print("WARNING: the micro-kernel beat the register peak: the peak was measured on a busy CPU")
     print(
         f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'peak':>5s} {'np.matmul ms':>13s} {'GFLOP/s':>8s}"
         f" {'peak':>5s} {'ratio':>6s}"

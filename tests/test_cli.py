@@ -64,3 +64,23 @@ def test_no_peers_times_no_jax_for_the_sgemm_peak():
 
     assert runners.sgemm_peak(1, n=64, calls=2, peers=())["jax"] is None
     assert runners.sgemm_peak(1, n=64, calls=2, peers=("jax",))["jax"] is not None
+
+
+def test_a_peer_that_fails_is_left_out_of_the_timings():
+    """One peer failing (out of memory on a shape) aborted the whole run of the main job."""
+
+    def broken():
+        raise MemoryError("no room")
+
+    errors: dict = {}
+    timed = timing.time_interleaved({"ok": lambda: None, "broken": broken}, repeat=2, min_time=0, errors=errors)
+    assert list(timed) == ["ok"] and isinstance(errors["broken"], MemoryError)
+    with pytest.raises(MemoryError):  # without `errors`, as before: ours failing is a bug
+        timing.time_interleaved({"broken": broken}, repeat=1, min_time=0)
+
+
+def test_a_plot_without_the_default_backend_is_refused(tmp_path, capsys):
+    """The chart is the default backend's speed-ups: without it among --backends it was empty."""
+    assert refused(["--plot", str(tmp_path / "c.png"), "--backends", "numpy"], capsys).endswith(
+        "error: --plot: charts the default backend's speed-ups; add it to --backends"
+    )

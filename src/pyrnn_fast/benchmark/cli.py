@@ -111,6 +111,8 @@ def parse_args(argv):
             p.error(f"{option}: cannot write {path!r} (is its folder there and writable?)")
     if args.plot and "rnn" not in args.cells:  # the chart is the vanilla cell's; it was skipped without a word
         p.error("--plot: charts the vanilla cell's results; add rnn to --cells")
+    if args.plot and _backends.get_backend(None).name not in args.backends:  # an empty chart otherwise
+        p.error("--plot: charts the default backend's speed-ups; add it to --backends")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -139,17 +141,31 @@ def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | Non
     else:
         make = lambda impl, shape, op: gated.make_runner(impl, cell, shape, op)  # noqa: E731
         flops = lambda shape, op: gated.flops(cell, shape, op)  # noqa: E731
-    calls = {(impl, op): make(impl, shape, op) for impl in impls for op in runners.OPS}
+    calls, failed = {}, {}
+    for impl in impls:
+        for op in runners.OPS:
+            try:
+                calls[(impl, op)] = make(impl, shape, op)
+            except Exception as e:  # a peer that cannot run this shape: left out, said
+                if impl not in runners.PEERS:
+                    raise
+                failed[(impl, op)] = e
     since = timing.cpu_snapshot()
-    timed = timing.time_interleaved(calls, repeat=repeat)
-    out: dict[str, dict] = {impl: {} for impl in impls}
+    timed = timing.time_interleaved(calls, repeat=repeat, errors=failed)
+    for (impl, op), error in failed.items():
+        if impl not in runners.PEERS:  # ours failing is a bug, not a missing figure
+            raise error
+        print(f"  {impl} {op} on {shape} failed ({type(error).__name__}: {error}): left out", file=sys.stderr)
+    ok = [impl for impl in impls if all((impl, op) in timed for op in runners.OPS)]
+    out: dict[str, dict] = {impl: {} for impl in ok}
     load = timing.other_load(since)
     for (impl, op), (sec, rounds) in timed.items():
-        out[impl][op] = {"ms": sec * 1e3, "gflops": flops(shape, op) / sec / 1e9, "rounds": rounds}
+        if impl in out:
+            out[impl][op] = {"ms": sec * 1e3, "gflops": flops(shape, op) / sec / 1e9, "rounds": rounds}
     for op in runners.OPS:
         peer_ms = {p: out[p][op]["ms"] for p in runners.PEERS if p in out}
         best_peer = min(peer_ms, key=lambda k: peer_ms[k]) if peer_ms else None
-        for impl in impls:
+        for impl in ok:
             m = out[impl][op]
             m["vs_numpy"] = out["numpy"][op]["ms"] / m["ms"] if "numpy" in out else None
             m["best_peer"] = best_peer
@@ -209,9 +225,9 @@ def main(argv=None) -> int:
             res, load = benchmark_shape(shape, impls, args.repeat, cell)
             results[shape], loads[shape] = res, load
             if cell == "rnn":
-                print_shape(shape, res, load)
+                print_shape(shape, res, load, repeat=args.repeat)
             else:
-                print_shape(shape, res, load, lambda s, op, c=cell: gated.flops(c, s, op), cell)
+                print_shape(shape, res, load, lambda s, op, c=cell: gated.flops(c, s, op), cell, args.repeat)
             summary[shape] = s = summarize(res, default)
             if s:
                 among = "/".join(next(iter(s.values()))["among"])

@@ -58,20 +58,23 @@ def pyrnn_runner(backend: str, cell, shape, op: str, seed=0, dtype=np.float32):
     p = make_inputs(cell, shape, dtype, seed)
     x, Wx, Wh, b = p["x"], p["Wx"], p["Wh"], p["b"]
     keep = op != "forward"
+    T, N, _, H = dims(shape)
+    # Zero initial states passed, as torch (hx=None) and the JAX scan compute from them: with
+    # None the kernels skip the t = 0 product and dWh's h0 term, which flops() counts.
+    h0, c0 = np.zeros((N, H), dtype), np.zeros((N, H), dtype)
+    dhs = np.ones((T, N, H), dtype)  # d sum(hs) / d hs, made once like the inputs
 
     def run():
         if cell == "lstm":
-            lstm = prf.lstm_forward(x, Wx, Wh, b, time_major=True, workspace=keep, backend=backend)
+            lstm = prf.lstm_forward(x, Wx, Wh, b, h0, c0, time_major=True, workspace=keep, backend=backend)
             if keep:
                 return prf.lstm_backward(
-                    np.ones_like(lstm.hs), x, Wx, Wh, lstm.hs, lstm.workspace, time_major=True, backend=backend
+                    dhs, x, Wx, Wh, lstm.hs, lstm.workspace, h0, c0, time_major=True, backend=backend
                 )
             return lstm
-        gru = prf.gru_forward(x, Wx, Wh, b, p["bh"], time_major=True, workspace=keep, backend=backend)
+        gru = prf.gru_forward(x, Wx, Wh, b, p["bh"], h0, time_major=True, workspace=keep, backend=backend)
         if keep:
-            return prf.gru_backward(
-                np.ones_like(gru.hs), x, Wx, Wh, gru.hs, gru.workspace, time_major=True, backend=backend
-            )
+            return prf.gru_backward(dhs, x, Wx, Wh, gru.hs, gru.workspace, h0, time_major=True, backend=backend)
         return gru
 
     return _keeping_openmp_nesting(run) if backend == "numba" else run

@@ -110,6 +110,8 @@ def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
             f"  {name}: peak {e['peak']:.1f} GFLOP/s, micro-kernel on cached operands {e['ceiling']:.1f}"
             f" ({100 * e['ceiling'] / e['peak']:.0f}%); {cells}"
         )
+        if e["ceiling"] > e["peak"]:  # loads cannot make FMAs faster: the peak was measured under load
+            print(f"  WARNING: {name} micro-kernel above the register peak: the peak was measured on a busy CPU")
 
 
 def _interleaved_us(impls: dict, calls=2000, rounds=7) -> dict:

@@ -49,12 +49,23 @@ def machine_info(threads, peers) -> dict:
         "peers": peers,
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+    info["numpy_blas_threads"] = numpy_blas_threads()
     if "torch" in peers:
         import torch
 
         torch.set_num_threads(threads)
         info["torch_threads"] = torch.get_num_threads()
     return info
+
+
+def numpy_blas_threads():
+    """The thread count of the BLAS NumPy calls (threadpoolctl, when installed), else None."""
+    try:
+        import threadpoolctl  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas" and "numpy" in p["filepath"]]
+    return pools[0]["num_threads"] if pools else None
 
 
 def ran_line(info, timed) -> str:
@@ -74,8 +85,11 @@ def print_info(info):
         f"CPU: {info['cpu_model']} ({info['cpus']} CPUs);  threads: {info['threads']} "
         f"(pyrnn_fast kernel {info['kernel_threads']}"
         + (f", torch {info['torch_threads']}" if "torch_threads" in info else "")
+        + (f", NumPy's BLAS {info['numpy_blas_threads']}" if info.get("numpy_blas_threads") else "")
         + ")"
     )
+    if info.get("numpy_blas_threads") not in (None, info["threads"]):
+        print(f"WARNING: NumPy's BLAS runs {info['numpy_blas_threads']} thread(s), not {info['threads']}")
     peers = [f"{name} {info[name]}" for name in ("numba", "torch", "jax") if info[name]]
     print(f"optional: {', '.join(peers) or 'none'};  peers timed: {', '.join(info['peers']) or 'none'}")
 
@@ -84,7 +98,7 @@ def _ratio(r):
     return "-" if r is None else f"{r:.2f}x"
 
 
-def print_shape(shape, res, load, flops=runners.flops, cell="rnn"):
+def print_shape(shape, res, load, flops=runners.flops, cell="rnn", repeat=None):
     T, N, D, H = runners.SHAPES[shape]
     fl = {op: flops(shape, op) / 1e9 for op in runners.OPS}
     name = "" if cell == "rnn" else f"{cell.upper()} "
@@ -102,11 +116,11 @@ def print_shape(shape, res, load, flops=runners.flops, cell="rnn"):
         for op in runners.OPS:
             m = ops[op]
             peer = "-" if m["best_peer"] is None else f"{_ratio(m['vs_best_peer'])} ({m['best_peer']})"
-            ms = f"{m['ms']:.3f}" + ("*" if m["rounds"] == 1 else "")
+            ms = f"{m['ms']:.3f}" + ("*" if repeat and m["rounds"] < repeat else "")
             cells.append(f" | {ms:>13} {m['gflops']:>8.1f} {_ratio(m['vs_numpy']):>8} {peer:>15}")
         print(f"  {impl:<7}" + "".join(cells))
-    if any(ops[op]["rounds"] == 1 for ops in res.values() for op in runners.OPS):
-        print("  * one round only (slow call)")
+    if repeat and any(ops[op]["rounds"] < repeat for ops in res.values() for op in runners.OPS):
+        print(f"  * fewer than {repeat} rounds (slow call)")
     if load is not None and load > BUSY:
         print(f"  WARNING: other processes used {100 * load:.0f}% of the CPU meanwhile: these timings are unreliable")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import time
 
 import numpy as np
 
 from .._backends import backends, get_backend
-from .timing import best_seconds, num_threads
+from .timing import SETTLE_SECONDS, best_seconds, num_threads
 
 #: (T, N, D, H) of each named benchmark shape.
 SHAPES = {
@@ -72,13 +73,14 @@ def pyrnn_runner(backend: str, shape, op: str, seed=0, dtype=np.float32):
 
     _check_op(op)
     x, Wx, Wh, b, h0 = make_inputs(shape, dtype=dtype, seed=seed)
+    dhs = np.ones(x.shape[:2] + Wh.shape[1:], dtype)  # d sum(hs) / d hs, made once like the inputs
 
     def run():
         out = prf.rnn_forward(x, Wx, Wh, b, h0, time_major=True, backend=backend)
         if op == "forward":
             return out
         hs = out[0]
-        return prf.rnn_backward(np.ones_like(hs), x, Wx, Wh, hs, h0, time_major=True, backend=backend)
+        return prf.rnn_backward(dhs, x, Wx, Wh, hs, h0, time_major=True, backend=backend)
 
     return _keeping_openmp_nesting(run) if backend == "numba" else run
 
@@ -227,6 +229,7 @@ def sgemm_peak(threads=None, n=1024, calls=10, peers=None) -> dict:
 
     out = {"numpy": best(lambda: np.matmul(a, b)), "jax": None, "threads": threads}
     if "jax" in (available_peers() if peers is None else peers):
+        time.sleep(SETTLE_SECONDS)  # OpenBLAS's helpers spin ~0.1 s after NumPy's product
         jax = _jax()
         mm = jax.jit(jax.numpy.matmul)
         ja, jb = jax.numpy.asarray(a), jax.numpy.asarray(b)
@@ -236,5 +239,6 @@ def sgemm_peak(threads=None, n=1024, calls=10, peers=None) -> dict:
     if "cpp" in backends():
         c = np.empty((1, n, n), np.float32)
         rows_gemm = get_backend("cpp").rows_gemm
+        time.sleep(SETTLE_SECONDS)
         out["cpp"] = best(lambda: rows_gemm(a[None], b, None, c))
     return out

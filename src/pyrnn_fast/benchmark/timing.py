@@ -29,7 +29,9 @@ SETTLE_SECONDS = 0.15
 WARM_UP_BELOW_SECONDS = 0.1
 
 
-def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=SETTLE_SECONDS) -> dict:
+def time_interleaved(
+    fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=SETTLE_SECONDS, errors: dict | None = None
+) -> dict:
     """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
 
     Each callable is first called once untimed (JIT compilation excluded) and once more to
@@ -39,21 +41,29 @@ def time_interleaved(fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
     Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
     shorter than WARM_UP_BELOW_SECONDS, one untimed call. Returns ``{key: (median_seconds, rounds)}``.
+    With ``errors`` (a dict), a callable that raises in its first two calls is left out and its
+    exception stored there under its key; without, the exception propagates.
     """
     plan = {}
-    for key, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        est = time.perf_counter() - t0
-        if est < max_time:
+    for key, fn in list(fns.items()):
+        try:
             t0 = time.perf_counter()
             fn()
             est = time.perf_counter() - t0
+            if est < max_time:
+                t0 = time.perf_counter()
+                fn()
+                est = time.perf_counter() - t0
+        except Exception as e:
+            if errors is None:
+                raise
+            errors[key] = e
+            continue
         number = max(1, math.ceil(min_time / max(est, 1e-9)))
         rounds = max(1, min(repeat, int(max_time / max(est * number, 1e-9))))
         plan[key] = (number, rounds, est < WARM_UP_BELOW_SECONDS)
-    samples: dict = {key: [] for key in fns}
-    keys = list(fns)
+    samples: dict = {key: [] for key in plan}
+    keys = list(plan)
     for r in range(repeat if keys else 0):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             number, rounds, warm_up = plan[key]
@@ -88,15 +98,26 @@ def best_seconds(fn, calls=3) -> float:
 
 
 def cpu_snapshot():
-    """(wall seconds, CPU seconds used by all processes, CPU seconds used by this one), for ``other_load``."""
+    """(wall seconds, CPU seconds used on this process's CPUs by all processes, CPU seconds used
+    by this one, how many CPUs), for ``other_load``. Only the CPUs this process may run on:
+    load elsewhere (``--threads 1`` on 2 CPUs) does not slow it, and a container's few CPUs
+    are not averaged with the host's many."""
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
+        ticks, seen = 0, 0
         with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+            for line in f:
+                name, *values = line.split()
+                if not name.startswith("cpu") or name == "cpu" or (mine is not None and int(name[3:]) not in mine):
+                    continue
+                fields = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+                ticks += sum(fields) - fields[3] - fields[4]
+                seen += 1
+        busy = ticks / os.sysconf("SC_CLK_TCK") if seen else None
     except (OSError, ValueError):
-        busy = None
+        busy, seen = None, 0
     t = os.times()
-    return time.perf_counter(), busy, t.user + t.system
+    return time.perf_counter(), busy, t.user + t.system, seen
 
 
 def other_load(since) -> float | None:
@@ -107,7 +128,7 @@ def other_load(since) -> float | None:
     if since[1] is None or now[1] is None or now[0] <= since[0]:
         return None
     other = (now[1] - since[1]) - (now[2] - since[2])
-    return max(0.0, other / ((now[0] - since[0]) * (os.cpu_count() or 1)))
+    return max(0.0, other / ((now[0] - since[0]) * max(now[3], 1)))
 
 
 def num_threads() -> int:
