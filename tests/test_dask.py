@@ -410,3 +410,32 @@ def test_per_sequence_targets_of_a_time_major_layer(client):
     layer.backward(dout)
     assert loss == pytest.approx(loss_ref, rel=1e-12)
     np.testing.assert_allclose(grads["Wh_l0"], layer.grads["Wh_l0"], rtol=1e-12, atol=1e-14)
+
+
+def test_parameters_rebound_to_other_dtypes_or_lists():
+    """Parameters may be rebound to any real arrays: the tasks made their gradients with
+    zeros_like(param), so integer parameters had their gradients truncated (75 % off) and
+    float16 ones rounded; a list failed ('list' object has no attribute 'copy')."""
+    with dask.config.set(scheduler="sync"):
+        for convert in (lambda v: np.round(v * 4).astype(np.int64), lambda v: v.astype(np.float16), np.ndarray.tolist):
+            layer = make_layer("RNN", {})
+            layer.params = {k: convert(v) for k, v in layer.params.items()}
+            x, y, lengths = data(layer)
+            loss, grads = prfd.value_and_grad(layer, chunked(layer, x), y, squared_error, lengths=lengths)
+            _, _, loss_ref, grads_ref = in_process(layer, x, y, lengths)
+            assert loss == pytest.approx(loss_ref, rel=1e-12)
+            for k, g in grads_ref.items():
+                assert grads[k].dtype == layer.dtype
+                np.testing.assert_allclose(grads[k], g, rtol=1e-10, atol=1e-12, err_msg=k)
+        layer = make_layer("RNN", {})
+        layer.params = list(layer.params.values())
+        with pytest.raises(TypeError, match="params: expected a dict"):
+            prfd.predict(layer, chunked(layer, data(layer)[0]))
+
+
+def test_y_axis_counted_from_the_end():
+    layer = make_layer("GRU", {})
+    x, y, _ = data(layer)
+    with dask.config.set(scheduler="sync"):
+        got = prfd.value_and_grad(layer, chunked(layer, x), y, squared_error, y_axis=-3)
+        assert got[0] == prfd.value_and_grad(layer, chunked(layer, x), y, squared_error, y_axis=0)[0]

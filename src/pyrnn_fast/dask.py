@@ -34,7 +34,7 @@ except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
     raise ImportError('pyrnn_fast.dask needs Dask: pip install "pyrnn_fast[dask]"') from e
 
 from . import _backends
-from ._orchestration import _check_flag, release_buffers
+from ._orchestration import _check_flag, aligned_copy, release_buffers
 from .layers._base import _RecurrentLayer
 from .layers._checks import _check_int, _check_real
 from .layers._stack import _initial_state
@@ -169,6 +169,7 @@ class _Job:
         self.LD = layer.num_layers * layer.num_directions
         self.threads = None if threads is None else _check_int("threads", threads, 1)
         self.slots = min(_local_slots(), self.chunks), _host_slots()
+        layer._check_params()  # as the layer's call would (not an AttributeError in _shippable)
         self.x_blocks = self._split(x, self.axis)
         self.lengths = self._lengths(lengths)
         self.state = self._state(state)
@@ -189,7 +190,10 @@ class _Job:
             return None
         if isinstance(lengths, da.Array):  # the layer's checks of dtype and shape; values in the tasks
             lengths = _as_dask("lengths", lengths)
-            self.layer._check_lengths(np.zeros(lengths.shape, lengths.dtype), self.N, self.T)
+            # (its messages; not on np.zeros(lengths.shape): N values allocated on the client)
+            self.layer._check_lengths(np.zeros(0, lengths.dtype), 0, self.T)
+            if lengths.shape != (self.N,):
+                raise ValueError(f"lengths: expected shape (N,) = ({self.N},), got {lengths.shape}")
         else:  # NumPy: every check now
             lengths = da.from_array(self.layer._check_lengths(lengths, self.N, self.T), chunks=-1)
         return self._split(lengths, 0)
@@ -227,6 +231,8 @@ class _Job:
         if y_axis is not None and (isinstance(y_axis, bool) or not isinstance(y_axis, numbers.Integral)):
             raise TypeError(f"y_axis: expected an int or None, got {type(y_axis).__name__} {y_axis!r}")
         axis = self.axis if y_axis is None else int(y_axis)
+        if y_axis is not None and -y.ndim <= axis < 0:  # from the end, as NumPy counts
+            axis += y.ndim
         if not 0 <= axis < y.ndim:
             if y_axis is None:  # a time-major layer's default axis 1, y (N,)
                 raise ValueError(f"y: expected N = {self.N} along its axis 1, got shape {y.shape}; pass y_axis=0")
@@ -298,7 +304,7 @@ def _shippable(layer):
     tasks need, taken at the time of the call."""
     shipped = copy.copy(layer)
     shipped.__dict__.update(
-        params={k: v.copy() for k, v in layer.params.items()},
+        params={k: _param_copy(v) for k, v in layer.params.items()},
         grads={},
         state=None,
         stateful=False,  # the tasks get the initial state as an argument
@@ -308,6 +314,13 @@ def _shippable(layer):
     )
     shipped.__dict__.pop("dc0", None)
     return shipped
+
+
+def _param_copy(v):
+    """A copy of a parameter to ship (a list or tuple too, as the layer's call takes them),
+    aligned as the layer's own (so that no task copies it again)."""
+    a = np.asarray(v)
+    return aligned_copy(a) if a.dtype.kind in "biuf" else a.copy()
 
 
 # --- the tasks --------------------------------------------------------------------------------
@@ -342,7 +355,9 @@ def _task_threads(requested, slots):
 def _task_layer(shipped, seed):
     """This task's own copy: the tasks of one worker share the object they receive."""
     layer = copy.copy(shipped)
-    layer.grads = {k: np.zeros_like(v) for k, v in shipped.params.items()}
+    # The layer's dtype, as its own grads (zeros_like(params) took the dtype of params rebound
+    # to other arrays: int parameters had their gradients truncated).
+    layer.grads = {k: np.zeros(np.shape(v), shipped.dtype) for k, v in shipped.params.items()}
     if seed is not None:
         layer._dropout_rng = np.random.default_rng(seed)
     return layer
