@@ -205,7 +205,8 @@ class Stepper {
         {
             // A step takes microseconds: releasing the GIL would cost a sizeable part of it.
             // Long ones (many streams) let other Python threads run.
-            GilReleased release(N * (D + H) * H * a.num_layers > (idx(1) << 20));
+            // In double: N can be huge (a zero-stride x and state), and the product overflowed.
+            GilReleased release(double(N) * double(D + H) * double(H) * double(a.num_layers) > double(1 << 20));
             ok = prf::step<T>(a);
         }
         busy_ = false;

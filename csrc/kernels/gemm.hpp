@@ -255,7 +255,7 @@ static bool gemm_kernel(const GemmArgs<T>& g) {
     const bool split_rows = g.M >= g.P;
     const idx units = split_rows ? (g.M + kMR - 1) / kMR : (g.P + NR - 1) / NR;
     idx nt = imin(idx(g.threads < 1 ? 1 : g.threads), units);
-    nt = imin(nt, (g.M * g.P * (g.K ? g.K : 1)) / kMinGemmWorkPerThread);
+    nt = imin(nt, mul_sat(mul_sat(g.M, g.P), g.K ? g.K : 1) / kMinGemmWorkPerThread);
     if (nt < 1) nt = 1;
     int failed = 0;
     run_team(nt, [&](int team, int tid) {

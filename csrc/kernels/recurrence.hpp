@@ -72,7 +72,7 @@ static Split recurrence_split(int requested, idx steps, idx N, idx H, idx panels
     idx by_rows = 1;
     if (weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
         by_rows = imin(want, N / kMinRowsPerThread);
-        by_rows = imin(by_rows, steps * step_work / kMinGemmWorkPerThread);
+        by_rows = imin(by_rows, mul_sat(steps, step_work) / kMinGemmWorkPerThread);
     }
     if (by_rows > 1 && by_rows >= by_cols) return {int(by_rows), true};
     return {int(by_cols), false};
@@ -121,7 +121,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx partial_ld = panels * NR;
     T* partial = K > kStepKC ? scratch<T, kRecurrencePartial>(N * partial_ld) : nullptr;
     if (!packed || (K > kStepKC && !partial)) return false;
-    const idx step_work = N * K * H * s.blocks;
+    const idx step_work = mul_sat(mul_sat(mul_sat(N, K), H), s.blocks);
     const Split split =
         recurrence_split(s.threads, steps, N, H, panels, step_work, s.blocks * block_size * idx(sizeof(T)));
     StepBarrier step_barrier(scratch<BarrierSlot, kRecurrenceBarrier>(split.threads), split.threads);
@@ -172,7 +172,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
                 step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, packed + b * block_size, H, p0, p1, partial,
                                 partial_ld, cell.epilogue(i, b));
             cell.after_products(i, n0, n1, j0, j1);
-            if (poll(step_work * rows / N)) stop.after(i + 1);
+            if (poll(step_work / N * rows)) stop.after(i + 1);
             if (barrier_per_step) step_barrier.wait(team, tid);
             if (stop.now(i + 1)) break;
         }

@@ -37,6 +37,12 @@ constexpr int kNR = kNV * kLanes<T>;  // columns per packed panel
 
 static inline idx imin(idx a, idx b) { return a < b ? a : b; }
 static inline idx imax(idx a, idx b) { return a > b ? a : b; }
+// a * b for a, b >= 0, saturated at the largest idx: the work estimates that pick thread counts
+// multiply sizes of different arrays, whose product can exceed 2^63 for zero-stride views.
+static inline idx mul_sat(idx a, idx b) {
+    idx r;
+    return __builtin_mul_overflow(a, b, &r) ? idx(__PTRDIFF_MAX__) : r;
+}
 
 template <class T>
 static inline Vec<T> load(const T* p) {

@@ -325,7 +325,7 @@ static bool run_step(const StepArgs<T>& a) {
     // Chunks enough for the weights to stay in the caches of the threads that share them; and
     // threads enough for the work too: those beyond the chunks take other blocks of rows.
     const idx cache_team = (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes;
-    const idx work_team = N * weights / L / kMinStepCallWorkPerThread;
+    const idx work_team = mul_sat(N, weights) / L / kMinStepCallWorkPerThread;
     idx fewest_chunks = kStepChunks;
     for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, cache_team).count);
     const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;

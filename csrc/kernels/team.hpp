@@ -53,9 +53,13 @@ static T* scratch(idx n) {
     return buf.get(n);
 }
 
+// floor(n * tid / nt) without forming n * tid, which overflows for n near 2^63 / nt: a GEMM of
+// S*N rows, S at stride 0, has units ~2^57, and from tid 64 on the range was negative (rows
+// before the arrays were read and written).
+static inline idx share_start(idx n, int nt, int tid) { return n / nt * tid + n % nt * tid / nt; }
 static inline void thread_range(idx n, int nt, int tid, idx& lo, idx& hi) {
-    lo = n * tid / nt;
-    hi = n * (tid + 1) / nt;
+    lo = share_start(n, nt, tid);
+    hi = share_start(n, nt, tid + 1);
 }
 
 static inline int thread_id() {
