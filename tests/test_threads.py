@@ -5,6 +5,7 @@ memory for thread stacks are in test_fork_and_stacks.py."""
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -449,3 +450,60 @@ def test_numba_workqueue_layer_with_two_calling_threads(tmp_path):
     """
     env = {"NUMBA_THREADING_LAYER": "workqueue", "OMP_NUM_THREADS": "2"}
     assert run_python(code, tmp_path, timeout=300, env=env) == ["done", "0"]
+
+
+# An LD_PRELOAD shim that makes omp_get_num_procs() report FAKE_CPUS CPUs, so that a call is
+# granted the threads a machine with that many CPUs would give it.
+FAKE_CPUS_C = """
+#include <stdlib.h>
+int omp_get_num_procs(void) { const char* s = getenv("FAKE_CPUS"); return s ? atoi(s) : 128; }
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not (shutil.which("cc") or shutil.which("gcc")),
+    reason="needs Linux and a C compiler for the LD_PRELOAD shim",
+)
+def test_forty_threads_split_a_view_of_2_to_the_61_rows_within_its_bounds(tmp_path):
+    # Each thread's share of n rows was n*tid/nt in int64: with n ~ 2^61 (a stride-0 view
+    # costs no memory) n*tid overflowed from thread 32 on, whose negative range read and
+    # wrote the rows before the arrays. The canary: `out`'s rows sit in a larger array whose
+    # elements before them must stay untouched. The call is stopped after 0.5 s by a signal
+    # handler that raises (the kernels' Ctrl-C path), which first counts the process's threads
+    # to show that the call did run on more than 32.
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    shim = tmp_path / "fake_cpus.so"
+    src = tmp_path / "fake_cpus.c"
+    src.write_text(FAKE_CPUS_C)
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(shim), str(src)], check=True)
+    out = run_python(
+        """
+        import signal
+        from numpy.lib.stride_tricks import as_strided
+        from pyrnn_fast import _core
+
+        S, N = (2**61 - 1) // 7, 7
+        a = as_strided(np.ones(N, np.float32), shape=(S, N, 1), strides=(0, 4, 4), writeable=False)
+        b = np.ones((1, 1), np.float32)
+        big = np.full(3 * N, 12345.0, np.float32)
+        out = as_strided(big[N:], shape=(S, N, 1), strides=(0, 4, 4))
+        threads = []
+
+        def stop(signum, frame):
+            threads.append(len(os.listdir("/proc/self/task")))
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            _core.rows_gemm(a, b, None, out, 256)
+        except KeyboardInterrupt:
+            pass
+        print(threads[0], int((big[:N] != 12345).sum()), int((big[2 * N :] != 12345).sum()))
+        """,
+        tmp_path,
+        env={"FAKE_CPUS": "40", "OMP_NUM_THREADS": "40", "LD_PRELOAD": str(shim)},
+    )
+    threads, written_before, written_after = map(int, out)
+    assert threads > 33, f"the call ran on {threads - 1} threads at most: the shim did not take"
+    assert (written_before, written_after) == (0, 0), "rows outside `out` were written"
