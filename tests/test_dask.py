@@ -241,6 +241,33 @@ def test_weights_are_one_graph_key_that_every_chunk_task_reads():
     assert len(readers) == len(CHUNKS)
 
 
+def test_the_graph_has_as_many_layers_whatever_the_number_of_chunks(monkeypatch):
+    # dask.delayed made a graph layer per chunk's task: Dask's culling of such a graph is
+    # quadratic in the number of chunks (4,000 chunks: 3 s before the first task ran).
+    computed = []
+    compute = dask.compute
+
+    def recording_compute(*args, **kwargs):
+        computed.append(len(set().union(*(a.__dask_graph__().layers for a in args))))
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(dask, "compute", recording_compute)
+
+    def layers(chunks):
+        computed.clear()
+        layer = make_layer("LSTM", {})
+        x, y, lengths = data(layer)
+        x, y = chunked(layer, x, chunks=chunks), chunked(layer, y, chunks=chunks)
+        out, (h_n, c_n) = prfd.predict(layer, x, lengths=lengths, return_state=True)  # lazy
+        layer.stateful = True  # its final states: one more task
+        with dask.config.set(scheduler="sync"):
+            prfd.value_and_grad(layer, x, y, squared_error, split_every=2)
+        return len(out.__dask_graph__().layers), len(h_n.__dask_graph__().layers), *computed
+
+    few, many = layers((20, 17)), layers((1,) * N)
+    assert len(few) == 3 and few == many
+
+
 class KillingLSTM(prf.LSTM):
     """An LSTM whose second layer's call kills the worker process that runs it, once (the marker
     file says it happened): a worker dies in the middle of a chunk's layer call."""

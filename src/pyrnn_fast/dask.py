@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import functools
 import math
 import numbers
 import os
@@ -29,6 +30,9 @@ import numpy as np
 try:
     import dask
     import dask.array as da
+    from dask.core import flatten
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
     from dask.system import CPU_COUNT
 except ImportError as e:  # pragma: no cover - the [dask] extra is not installed
     raise ImportError('pyrnn_fast.dask needs Dask: pip install "pyrnn_fast[dask]"') from e
@@ -72,22 +76,31 @@ def predict(
     return_state = _check_flag("return_state", return_state)
     job = _Job(layer, x, None, state, lengths, threads)
     with_state = return_state or layer.stateful
+    task = functools.partial(_predict_chunk, with_state=with_state, threads=job.threads, slots=job.slots)
+    H = layer.num_directions * layer.hidden_size
+    out_chunks = ((job.T,), job.sizes, (H,)) if job.axis else (job.sizes, (job.T,), (H,))
+    meta = np.empty((0, 0, 0), layer.dtype)
+    token = uuid.uuid4().hex
+    out_name = f"pyrnn_fast-predict-{token}"
+
+    def out_key(i):
+        return (out_name, 0, i, 0) if job.axis else (out_name, i, 0, 0)
+
     # Without the final states, a chunk is one task that returns its outputs: on a cluster
     # each task costs ~1-4 ms of scheduling (README, "Dask"), a getitem task as much.
-    chunk_task = dask.delayed(_predict_chunk, nout=2 if with_state else None, pure=False)
-    tasks = [chunk_task(job.weights, with_state, *job.task_args(i)) for i in range(job.chunks)]
-    outs = [t[0] if with_state else t for t in tasks]
-    out = da.concatenate(
-        [da.from_delayed(o, job.out_shape(i), dtype=layer.dtype) for i, o in enumerate(outs)], axis=job.axis
-    )
     if not with_state:
-        return out
-    finals = [t[1] for t in tasks]
-    state_shapes = [(job.LD, n, layer.hidden_size) for n in job.sizes]
-    parts = tuple(
-        da.concatenate([da.from_delayed(f[k], s, dtype=layer.dtype) for f, s in zip(finals, state_shapes)], axis=1)
-        for k in range(len(layer._state_names))
-    )
+        tasks = {out_key(i): (task, *job.task_args(i)) for i in range(job.chunks)}
+        return da.Array(job.graph((out_name, tasks)), out_name, out_chunks, meta=meta)
+    chunk_name = f"pyrnn_fast-predict-chunk-{token}"
+    layers = [(chunk_name, {(chunk_name, i): (task, *job.task_args(i)) for i in range(job.chunks)})]
+    layers.append((out_name, {out_key(i): (_select, (chunk_name, i), 0) for i in range(job.chunks)}))
+    state_names = [f"pyrnn_fast-predict-{name}_n-{token}" for name in layer._state_names]
+    for k, name in enumerate(state_names):
+        layers.append((name, {(name, 0, i, 0): (_select, (chunk_name, i), 1, k) for i in range(job.chunks)}))
+    graph = job.graph(*layers)
+    out = da.Array(graph, out_name, out_chunks, meta=meta)
+    state_chunks = ((job.LD,), job.sizes, (layer.hidden_size,))
+    parts = tuple(da.Array(graph, name, state_chunks, meta=meta) for name in state_names)
     if layer.stateful:
         out, parts = dask.persist(out, parts)
         layer._set_state_parts(tuple(np.asarray(p) for p in dask.compute(*parts)))
@@ -130,16 +143,26 @@ def value_and_grad(
         raise TypeError(f"loss_fn: expected a callable (out, y) -> (loss, dout), got {type(loss_fn).__name__}")
     split_every = _check_int("split_every", split_every, 2)
     job = _Job(layer, x, (y, y_axis), state, lengths, threads)
-    chunk_task = dask.delayed(_grad_chunk, nout=2, pure=False)
-    tasks = [chunk_task(job.weights, loss_fn, job.y_block(i), *job.task_args(i)) for i in range(job.chunks)]
-    partials, finals = [t[0] for t in tasks], [t[1] for t in tasks]
+    task = functools.partial(_grad_chunk, loss_fn=loss_fn, threads=job.threads, slots=job.slots)
+    # One graph layer (see _Job.graph): the chunks' tasks (level 0), each returning
+    # (loss, grads, final state), the tree reduction's levels, and the final states (level -1).
+    name = f"pyrnn_fast-value-and-grad-{uuid.uuid4().hex}"
+    tasks = {(name, 0, i): (task, job.y_block(i), *job.task_args(i)) for i in range(job.chunks)}
+    partials, level = [(name, 0, i) for i in range(job.chunks)], 0
     while len(partials) > 1:  # the tree reduction: each task adds up to split_every partial sums
         groups = [partials[i : i + split_every] for i in range(0, len(partials), split_every)]
-        partials = [dask.delayed(_add, pure=True)(*group) for group in groups]
-    states = dask.delayed(_concatenate_states, pure=True)(*finals) if layer.stateful else None
-    (loss, grads), states = dask.compute(partials[0], states)
+        level += 1
+        partials = [(name, level, j) for j in range(len(groups))]
+        tasks.update({key: (_add, *group) for key, group in zip(partials, groups)})
+    wanted = [partials[0]]
     if layer.stateful:
-        layer._set_state_parts(states)
+        tasks[(name, -1, 0)] = (_concatenate_states, *[(name, 0, i) for i in range(job.chunks)])
+        wanted.append((name, -1, 0))
+    graph = job.graph((name, tasks))
+    results = dask.compute(*[Delayed(key, graph, layer=name) for key in wanted])
+    if layer.stateful:
+        layer._set_state_parts(results[1])
+    loss, grads = results[0][:2]
     return float(loss), grads
 
 
@@ -148,7 +171,8 @@ def value_and_grad(
 
 class _Job:
     """What the tasks of one call read: the layer's weights as one graph key, x (and y, lengths,
-    the initial state) as blocks along the batch axis, and the per-chunk dropout seeds."""
+    the initial state) as the keys of their blocks along the batch axis, and the per-chunk
+    dropout seeds."""
 
     def __init__(self, layer, x, y_spec, state, lengths, threads):
         if not isinstance(layer, _RecurrentLayer):
@@ -169,6 +193,7 @@ class _Job:
         self.LD = layer.num_layers * layer.num_directions
         self.threads = None if threads is None else _check_int("threads", threads, 1)
         self.slots = min(_local_slots(), self.chunks), _host_slots()
+        self.deps: list[Any] = []  # the collections whose blocks (keys) the tasks read
         layer._check_params()  # as the layer's call would (not an AttributeError in _shippable)
         self.x_blocks = self._split(x, self.axis)
         self.lengths = self._lengths(lengths)
@@ -179,11 +204,26 @@ class _Job:
             self.seeds = [int(s) for s in layer._dropout_rng.integers(2**63, size=self.chunks)]
         # One key for the weights: the tasks depend on it, so that a worker receives it once.
         self.weights = dask.delayed(_shippable(layer), name=f"pyrnn_fast-weights-{uuid.uuid4().hex}", traverse=False)
+        self.deps.append(self.weights)
+
+    def graph(self, *layers):
+        """The graph of the task layers (name, {key: task}) over the blocks the tasks read, each
+        layer reading the first. Each layer holds the tasks of all the chunks: dask.delayed made a
+        graph layer per task, and Dask's culling of such a graph is quadratic in the number of
+        chunks (4,000 chunks: 3 s)."""
+        graph = HighLevelGraph.from_collections(*layers[0], dependencies=self.deps)
+        for name, tasks in layers[1:]:
+            graph = HighLevelGraph(
+                {**graph.layers, name: MaterializedLayer(tasks)}, {**graph.dependencies, name: {layers[0][0]}}
+            )
+        return graph
 
     def _split(self, a, axis):
-        """The blocks of `a` (Dask) along `axis`, x's batch chunks there and one chunk elsewhere."""
+        """The keys of the blocks of `a` (Dask) along `axis`, x's batch chunks there and one chunk
+        elsewhere."""
         a = a.rechunk({**dict.fromkeys(range(a.ndim), -1), axis: self.sizes})
-        return list(a.to_delayed().ravel())  # one block on every other axis: ravel goes along `axis`
+        self.deps.append(a)
+        return list(flatten(a.__dask_keys__()))  # one block on every other axis: in order along `axis`
 
     def _lengths(self, lengths):
         if lengths is None:
@@ -247,18 +287,15 @@ class _Job:
         return None if self.y is None else self.y[i]
 
     def task_args(self, i):
+        """Chunk i's task arguments: the weights, x, lengths, the initial state's parts (keys,
+        which Dask replaces with their values, or None) and its dropout seed."""
         return (
+            self.weights.key,
             self.x_blocks[i],
             None if self.lengths is None else self.lengths[i],
-            None if self.state is None else self.state[i],
+            None if self.state is None else list(self.state[i]),
             self.seeds[i],
-            self.threads,
-            self.slots,
         )
-
-    def out_shape(self, i):
-        H = self.layer.num_directions * self.layer.hidden_size
-        return (self.T, self.sizes[i], H) if self.axis else (self.sizes[i], self.T, H)
 
 
 def _as_dask(name, a):
@@ -382,13 +419,13 @@ def _task(shipped, seed, threads, slots):
         release_buffers()
 
 
-def _predict_chunk(shipped, with_state, x, lengths, state_parts, seed, threads, slots):
+def _predict_chunk(shipped, x, lengths, state_parts, seed, *, with_state, threads, slots):
     with _task(shipped, seed, threads, slots) as layer:
         out, final = _call(layer, x, lengths, state_parts, record=False)  # no backward follows
     return (out, final) if with_state else out
 
 
-def _grad_chunk(shipped, loss_fn, y, x, lengths, state_parts, seed, threads, slots):
+def _grad_chunk(y, shipped, x, lengths, state_parts, seed, *, loss_fn, threads, slots):
     with _task(shipped, seed, threads, slots) as layer:
         out, final = _call(layer, x, lengths, state_parts)
         result = loss_fn(out, y)
@@ -398,15 +435,26 @@ def _grad_chunk(shipped, loss_fn, y, x, lengths, state_parts, seed, threads, slo
         if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
             raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
         layer.backward(dout)
-    return (float(loss), layer.grads), final
+    return float(loss), layer.grads, final
+
+
+def _select(result, *index):
+    """An item of a chunk task's result: result[0] (the outputs) or result[1][k] (a final state's
+    part k)."""
+    for i in index:
+        result = result[i]
+    return result
 
 
 def _add(*partials):
-    """One node of the tree reduction: (loss, grads) partial sums added."""
+    """One node of the tree reduction: the (loss, grads) partial sums added (a chunk's result
+    has its final state too)."""
     loss = sum(p[0] for p in partials)
     grads = {k: sum((p[1][k] for p in partials[1:]), partials[0][1][k]) for k in partials[0][1]}
     return loss, grads
 
 
-def _concatenate_states(*finals):
+def _concatenate_states(*results):
+    """The chunks' final states (their results' third items) joined along the batch axis."""
+    finals = [r[2] for r in results]
     return tuple(np.concatenate([f[k] for f in finals], axis=1) for k in range(len(finals[0])))
