@@ -92,7 +92,9 @@ def predict(
         tasks = {out_key(i): (task, *job.task_args(i)) for i in range(job.chunks)}
         return da.Array(job.graph((out_name, tasks)), out_name, out_chunks, meta=meta)
     chunk_name = f"pyrnn_fast-predict-chunk-{token}"
-    layers = [(chunk_name, {(chunk_name, i): (task, *job.task_args(i)) for i in range(job.chunks)})]
+    layers: list[tuple[str, dict[Any, Any]]] = [
+        (chunk_name, {(chunk_name, i): (task, *job.task_args(i)) for i in range(job.chunks)})
+    ]
     layers.append((out_name, {out_key(i): (_select, (chunk_name, i), 0) for i in range(job.chunks)}))
     state_names = [f"pyrnn_fast-predict-{name}_n-{token}" for name in layer._state_names]
     for k, name in enumerate(state_names):
@@ -211,10 +213,11 @@ class _Job:
         layer reading the first. Each layer holds the tasks of all the chunks: dask.delayed made a
         graph layer per task, and Dask's culling of such a graph is quadratic in the number of
         chunks (4,000 chunks: 3 s)."""
-        graph = HighLevelGraph.from_collections(*layers[0], dependencies=self.deps)
+        first, first_tasks = layers[0]
+        graph = HighLevelGraph.from_collections(first, first_tasks, dependencies=self.deps)
         for name, tasks in layers[1:]:
             graph = HighLevelGraph(
-                {**graph.layers, name: MaterializedLayer(tasks)}, {**graph.dependencies, name: {layers[0][0]}}
+                {**graph.layers, name: MaterializedLayer(tasks)}, {**graph.dependencies, name: {first}}
             )
         return graph
 
