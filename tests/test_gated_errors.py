@@ -88,6 +88,10 @@ def test_workspace_checked():
     _, _, single = run_lstm(np.float32)
     with pytest.raises(ValueError, match="workspace: float32, but these inputs compute in float64"):
         backward(single.workspace)
+    ws = out.workspace  # the same, said to be byte-swapped (built by hand: the class is public)
+    swapped = prf.Workspace(ws.cell, ws.dims, np.dtype(">f8"), ws.time_major, ws._gates, ws._cs, ws._h_last)
+    with pytest.raises(ValueError, match="workspace: >f8, but these inputs compute in float64"):
+        backward(swapped)
     xt, _, tm = run_lstm(time_major=True)
     with pytest.raises(ValueError, match="workspace: from a call with time_major=True"):
         backward(tm.workspace)

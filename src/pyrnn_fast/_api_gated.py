@@ -86,7 +86,9 @@ class Workspace:
         if self._dims != dims:
             raise ValueError(f"workspace: from a call with (T, N, H) = {self._dims}, these inputs have {dims}")
         if self._dtype != dtype:
-            raise ValueError(f"workspace: {self._dtype.name}, but these inputs compute in {np.dtype(dtype).name}")
+            # (a byte-swapped dtype by its code: '>f8' is not float64 here, though named so)
+            theirs = self._dtype.name if self._dtype.isnative else self._dtype.str
+            raise ValueError(f"workspace: {theirs}, but these inputs compute in {np.dtype(dtype).name}")
         if self._time_major != time_major:
             raise ValueError(
                 f"workspace: from a call with time_major={self._time_major}, this one has time_major={time_major}"
