@@ -4,7 +4,8 @@
     backward: dA = kernel.backward(dhs, hs, Wh, dh_last), then
               dWx = Xᵀ·dA, dx = dA·Wxᵀ, dWh = H_prevᵀ·dA, db = Σ dA   (one GEMM or sum each)
 
-Every backend runs through this one path, so backends differ only in the recurrence.
+Every backend runs through this one path, so backends differ only in the recurrence (and
+the compiled one in its own GEMMs and column sums: ``_backends``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,15 @@ def rnn_forward(
 
     The result dtype is ``np.result_type(<inputs>, np.float32)`` (float32 stays float32, any
     float64 gives float64, integers as NumPy promotes them), computed natively in that dtype. Inputs
-    are never modified.
+    are never modified. An hs of 1 MiB or more is a view of a buffer of the calling thread's
+    pool (``owndata`` False; see ``release_buffers``), as is rnn_backward's dx.
+
+    Raises
+    ------
+    TypeError : a required array None, a non-numeric or complex/longdouble array, a
+        ``time_major`` that is not a bool, a ``backend`` that is not a str or None.
+    ValueError : shapes that disagree (the message names the argument), an ``activation``
+        other than 'tanh' / 'relu', an unknown or unavailable backend.
     """
     act = _check_activation(activation)
     kernel = get_backend(backend)

@@ -38,8 +38,10 @@ class Workspace:
     (T·N·4H) for the GRU (r, z, n and the recurrent part of n's pre-activation), in the call's
     dtype. Returned by ``lstm_forward`` / ``gru_forward``; pass it to the matching backward,
     which checks that it comes from a call with the same cell, (T, N, H), dtype and layout,
-    and the very call whose hs it is given (by hs's last step, which it keeps: N·H values).
-    Read-only."""
+    and the very call whose hs it is given (by hs's last step, which it keeps: N·H values;
+    not checked when T = 0): a ValueError otherwise, and anything not a Workspace (None from
+    ``workspace=False``) is a TypeError. Read-only. Its arrays of 1 MiB or more are views of
+    the calling thread's buffer pool, kept while it is held (see ``release_buffers``)."""
 
     __slots__ = ("_cell", "_dims", "_dtype", "_time_major", "_gates", "_cs", "_h_last")
     _cell: str
@@ -70,6 +72,7 @@ class Workspace:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the arrays it holds: the gates, an LSTM's cell states and hs's last step."""
         return int(sum(a.nbytes for a in (self._gates, self._cs, self._h_last) if a is not None))
 
     def __repr__(self):
@@ -225,8 +228,9 @@ def lstm_forward(
 
     x (N, T, D) (or (T, N, D) with time_major), Wx (D, 4H), Wh (H, 4H), b (4H,), h0, c0 (N, H).
     Returns LSTMOutput(hs, h_last, c_last, workspace): hs in x's layout; workspace is what
-    ``lstm_backward`` needs (T·N·5H values), None with ``workspace=False`` (inference, which
-    then keeps at most INFERENCE_SCRATCH_BYTES of scratch besides hs, whatever T).
+    ``lstm_backward`` needs (T·N·5H values, and N·H of hs's last step), None with
+    ``workspace=False`` (inference, which then keeps at most INFERENCE_SCRATCH_BYTES of
+    scratch besides hs, or one step's if that is more, whatever T).
     dtype, layouts, backends and threads as for ``rnn_forward``.
     """
     kernel = get_backend(backend)
@@ -315,8 +319,8 @@ def gru_forward(
     n = tanh(u_n + r ⊙ v_n);  h_t = (1 − z) ⊙ n + z ⊙ h_{t-1};  h_{-1} = h0 (zeros if None).
 
     x (N, T, D) (or (T, N, D)), Wx (D, 3H), Wh (H, 3H), b, bh (3H,), h0 (N, H).
-    Returns GRUOutput(hs, h_last, workspace) (T·N·4H values; None with ``workspace=False``,
-    which bounds the scratch as for ``lstm_forward``).
+    Returns GRUOutput(hs, h_last, workspace) (T·N·4H values, and N·H of hs's last step; None
+    with ``workspace=False``, which bounds the scratch as for ``lstm_forward``).
     """
     kernel = get_backend(backend)
     workspace = _check_flag("workspace", workspace)
@@ -352,7 +356,12 @@ def gru_backward(
     backend: str | None = None,
 ) -> GRUGrads:
     """Backpropagation through time for ``gru_forward``: GRUGrads(dx, dWx, dWh, db, dbh, dh0)
-    (b and bh are not needed: the workspace holds their effect)."""
+    (b and bh are not needed: the workspace holds their effect).
+
+    dhs like hs; x, Wx, Wh, h0 as given to ``gru_forward``; hs and workspace what it returned
+    (None, from ``workspace=False``, is a TypeError, as for ``lstm_backward``); dh_last (N, H),
+    optional: a gradient w.r.t. h_last. dbh and dh0 also when bh and h0 were None.
+    """
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last)
     arrays, dtype, (T, N, D, H), (gates, _), x, hs, dhs = _backward_inputs(named, time_major, 3, workspace, "GRU")

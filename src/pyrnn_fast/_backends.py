@@ -21,7 +21,8 @@ and the bias gradients' sums (NumPy's by default):
     column_sums(a, out)                   # out = Σ_{s,n} a[s, n], summed in float64
 
 All (T, N, ·) arguments are time-major views (possibly non-contiguous, last axis contiguous);
-h0, dh_last and bias may be None. Validation and the order of calls are shared, in ``_api``.
+h0, c0, dh_last, dc_last, bh and bias may be None. Validation and the order of calls are
+shared, in ``_orchestration`` (which ``_api`` and ``_api_gated`` call).
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def _check_numba_imports():
 
 
 def _numba_kernel(kernel: Callable, module) -> Callable:
-    """A numba kernel as _with_threads makes it, which then gives the calling thread back its own
-    numba thread count (see _numba._parallel)."""
+    """A numba kernel as _with_threads makes it, run inside ``module.parallel_guard()`` (the
+    workqueue layer's lock), which then gives the calling thread back its own numba thread
+    count (see _numba._parallel)."""
 
     def run(*args):
         try:

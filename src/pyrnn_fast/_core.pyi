@@ -2,7 +2,8 @@
 
 Checked against the built module in CI: python -m mypy.stubtest pyrnn_fast._core. Array
 arguments are taken without conversion (py::arg(...).noconvert()): they must already be
-float32/float64 arrays in a layout the kernels can address (pyrnn_fast._api makes them so).
+float32/float64 arrays in a layout the kernels can address (pyrnn_fast._orchestration makes
+them so).
 """
 
 from collections.abc import Callable

@@ -189,8 +189,10 @@ _threading_layer: str | None = None
 
 
 def parallel_guard():
-    """A context in which to run a kernel: the lock under the workqueue layer, and until numba
-    has picked its layer (at its first parallel launch), nothing otherwise."""
+    """A context in which to run a kernel call (all its chunks, serial kernels too): the
+    process-wide lock under the workqueue layer, and until numba has picked its layer (at its
+    first parallel launch), nothing otherwise. The layer's name is read once it is picked and
+    kept for the process."""
     global _threading_layer
     if _threading_layer is None:
         import numba
@@ -215,6 +217,7 @@ def _chunk_steps(N, H) -> int:
 
 
 def forward(xw, wh, h0, out, activation, num_threads):
+    """``_reference.forward``'s contract, on at most ``num_threads`` numba threads."""
     if h0 is None:
         h0 = np.zeros(out.shape[1:], out.dtype)
     T, N, H = out.shape
@@ -228,6 +231,7 @@ def forward(xw, wh, h0, out, activation, num_threads):
 
 
 def backward(dh, h, wh, dh_last, da, dh0, activation, num_threads):
+    """``_reference.backward``'s contract, on at most ``num_threads`` numba threads."""
     if dh_last is None:
         dh_last = np.zeros(dh0.shape, dh0.dtype)
     T, N, H = da.shape

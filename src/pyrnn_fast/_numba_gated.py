@@ -228,6 +228,7 @@ def _chunks(T, N, H, G, reverse=False):
 
 
 def lstm_forward(xw, wh, h0, c0, hs, cs, gates, num_threads):
+    """``_reference_gated.lstm_forward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = hs.shape
     h, c = _zeros(h0, (N, H), hs.dtype), _zeros(c0, (N, H), hs.dtype)
     kernel = _lstm_forward_parallel if _parallel(N, 2 * H, num_threads) else _lstm_forward_serial
@@ -238,6 +239,7 @@ def lstm_forward(xw, wh, h0, c0, hs, cs, gates, num_threads):
 
 
 def lstm_backward(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, num_threads):
+    """``_reference_gated.lstm_backward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = dhs.shape
     c0 = _zeros(c0, (N, H), dhs.dtype)
     dh_last = _zeros(dh_last, (N, H), dhs.dtype)
@@ -256,6 +258,7 @@ def lstm_backward(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, num_th
 
 
 def gru_forward(xw, wh, bh, h0, hs, gates, num_threads):
+    """``_reference_gated.gru_forward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = hs.shape
     h = _zeros(h0, (N, H), hs.dtype)
     bh = _zeros(bh, (3 * H,), hs.dtype)
@@ -267,6 +270,7 @@ def gru_forward(xw, wh, bh, h0, hs, gates, num_threads):
 
 
 def gru_backward(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0, num_threads):
+    """``_reference_gated.gru_backward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = dhs.shape
     h0 = _zeros(h0, (N, H), dhs.dtype)
     carry = np.array(_zeros(dh_last, (N, H), dhs.dtype))  # dh_{t+1} * z_{t+1}, and dh_last at first

@@ -1,8 +1,9 @@
 """Shared orchestration of the functional API and the layers: input validation and conversion
 to the layouts the kernels take, and the forward call sequence (one GEMM, then the recurrence).
 
-Both ``_api`` (rnn_forward / rnn_backward) and ``layers`` (RNN.step keeps its own buffers)
-import from here; this module imports neither, so the imports flow one way.
+``_api`` (rnn_forward / rnn_backward) and ``_api_gated`` (the LSTM and GRU) run through
+here; ``layers`` and ``dask`` take only the flag check, ``aligned_copy`` and
+``release_buffers``. This module imports none of them, so the imports flow one way.
 """
 
 from __future__ import annotations
@@ -214,7 +215,9 @@ def _buffers() -> list:
 def _empty(shape: tuple, dtype) -> np.ndarray:
     """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large (then
     starting on a cache line): the smallest unused buffer that holds it with at most
-    _POOL_SLACK to spare, else a new one."""
+    _POOL_SLACK to spare, else a new one. NumPy's own array when it is small, when the pool
+    holds _POOL_MAX_BUFFERS buffers all in use, in a call re-entering on this thread, and
+    without sys.getrefcount."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
     if nbytes < _POOL_MIN_BYTES or not _REFCOUNTS:
@@ -261,7 +264,8 @@ def aligned_copy(a: np.ndarray) -> np.ndarray:
 def release_buffers() -> int:
     """Free the calling thread's pool of large buffers (see the README, "Memory"): those no
     array uses any more are freed now, the others when their arrays go. Returns the bytes the
-    pool held. Later calls fill it again."""
+    pool held (in use or not). Later calls fill it again. Other threads' pools, and the
+    compiled kernels' per-thread packed copies of the recurrent weights, are not touched."""
     bufs = _buffers()
     held = sum(b.nbytes for b in bufs)
     # A new list rather than bufs.clear(): this may run while the same thread is inside _empty

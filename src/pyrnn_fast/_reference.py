@@ -3,10 +3,11 @@
 Two layers of it:
 
 * ``forward`` / ``backward`` implement the recurrence-kernel contract that every backend
-  implements (the ``numpy`` backend is exactly these two functions);
+  implements (the ``numpy`` backend's vanilla kernels are exactly these two functions; its
+  GEMMs and column sums, also the numba backend's, are ``rows_gemm`` ... ``column_sums`` below);
 * ``rnn_forward`` / ``rnn_backward`` are the whole model, time-major, with every gradient
-  accumulated step by step. They share no code with the orchestration in ``_api`` and are the
-  ground truth the tests compare every backend against.
+  accumulated step by step. They share no code with the orchestration (``_orchestration``)
+  and are the ground truth the tests compare every backend against.
 """
 
 from __future__ import annotations

@@ -131,14 +131,17 @@ def value_and_grad(
         the chunk's samples and its gradient w.r.t. ``out_chunk`` (so that the chunks' sums
         add up to the whole batch's). It runs in the tasks: it must be picklable.
     y : Dask or NumPy array split like x along ``y_axis`` (default: x's batch axis, 1 for a
-        time-major layer), or None (``loss_fn`` then gets None).
+        time-major layer; negative counts from the end), or None (``loss_fn`` then gets None).
     x, state, lengths : as for ``predict``; a stateful layer's state is carried (``layer.state``
         is the final state of every sample afterwards, as after an in-process call).
     threads : how many threads one task's kernels may use. None: on a ``distributed`` worker
         OpenMP's setting there (1 under Dask's nanny, which sets OMP_NUM_THREADS=1 as Dask runs
         one task per core), with Dask's local schedulers the CPUs shared among the tasks that
-        run at once (at most one per chunk). At most a host's CPUs divided by the tasks its workers run at once
-        (their ``nthreads``, summed): more is a ValueError, never an oversubscribed host.
+        run at once (at most one per chunk; the scheduler configured when this is called, not
+        one passed to a later ``.compute``). At most a host's CPUs divided by the tasks its
+        workers run at once (their ``nthreads``, summed): more is a ValueError, never an
+        oversubscribed host, raised by the tasks (for ``predict``'s lazy result: when it is
+        computed).
     split_every : how many partial sums one task of the tree reduction adds.
     """
     if not callable(loss_fn):

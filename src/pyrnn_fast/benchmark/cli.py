@@ -34,6 +34,8 @@ from .selfcheck import TOLERANCE, print_self_check, self_check
 
 
 def parse_args(argv):
+    """The checked options; exits with status 2 on a bad one, or when ``cpp`` is missing
+    without ``--allow-fallback``."""
     p = argparse.ArgumentParser(prog="python -m pyrnn_fast", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, help="threads for every implementation (default: all cores)")
     p.add_argument(
@@ -133,7 +135,8 @@ def ensure_threads(threads):
 
 def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | None]:
     """Time every (impl, op) of one shape of `cell`, interleaved. Returns ``{impl: {op:
-    measurement}}`` and the share of the CPU that other processes used meanwhile."""
+    measurement}}`` and the share of this process's CPUs that other processes used meanwhile.
+    A peer that fails to build or run an op is left out (said on stderr); one of ours raises."""
     make: Callable[..., Any]
     flops: Callable[[str, str], float]
     if cell == "rnn":
@@ -186,6 +189,8 @@ def loadable(names) -> tuple[list[str], dict[str, ValueError]]:
 
 
 def main(argv=None) -> int:
+    """The main job (module docstring): re-executes itself for ``--threads``; returns the exit
+    status, 1 if the self-check failed."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     ensure_threads(args.threads)
     if hasattr(sys.stdout, "reconfigure"):

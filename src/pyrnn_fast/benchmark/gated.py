@@ -20,8 +20,9 @@ GATES = {"lstm": 4, "gru": 3}
 
 
 def make_inputs(cell, shape, dtype=np.float32, seed=0) -> dict:
-    """Time-major inputs of a gated cell: x (T, N, D) ~ N(0, 1), Wx ~ U(±1/sqrt(D)), each gate
-    block of Wh 0.9 × a random orthogonal matrix, small biases, zero initial states."""
+    """Time-major inputs of a gated cell, ``{"x", "Wx", "Wh", "b"}`` (and the GRU's "bh"): x
+    (T, N, D) ~ N(0, 1), Wx ~ U(±1/sqrt(D)), each gate block of Wh 0.9 × a random orthogonal
+    matrix, small biases. No initial states: the runners pass zeros."""
     T, N, D, H = dims(shape)
     G = GATES[cell]
     rng = np.random.default_rng(seed)

@@ -100,6 +100,8 @@ def fraction_of_peak(results, default: str, threads: int, repeat: int) -> dict:
 
 
 def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
+    """``fraction_of_peak``'s entries, one line per dtype (and a warning where the micro-kernel
+    beat the register peak: a peak measured on a busy CPU)."""
     print(
         f"\nlarge vs the register-FMA peak ({isa}, {threads} thread(s); limits: best of the run's start and end),"
         f" {default} backend:"
@@ -166,6 +168,7 @@ def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
 
 
 def print_step_latency(lat, threads: int, dtype_name: str) -> None:
+    """``step_latency``'s table, with the NumPy one-liner's time over ``RNN.step``'s."""
     names = list(next(iter(lat.values())))
     print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds):")
     print(f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11}")

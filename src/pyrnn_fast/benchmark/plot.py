@@ -9,7 +9,8 @@ from .runners import OPS
 
 
 def write_plot(results, default, path, threads):
-    """A PNG bar chart: the default backend's speed-up over each peer, per shape, forward and fwd+bwd."""
+    """A PNG bar chart: the default backend's speed-up over each peer and the numpy reference,
+    per shape, forward and fwd+bwd."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,8 @@ def _version(dist):
 
 
 def machine_info(threads, peers) -> dict:
-    """CPU model, ISA, thread counts and versions."""
+    """CPU model, ISA, thread counts, versions and the load average. With torch among the
+    peers it also sets torch's thread count to ``threads``."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -59,7 +60,8 @@ def machine_info(threads, peers) -> dict:
 
 
 def numpy_blas_threads():
-    """The thread count of the BLAS NumPy calls (threadpoolctl, when installed), else None."""
+    """The thread count of NumPy's bundled BLAS (threadpoolctl, when installed), else None (also
+    for a BLAS whose path does not name numpy: a system or conda one)."""
     try:
         import threadpoolctl  # type: ignore[import-untyped]
     except ImportError:
@@ -79,6 +81,7 @@ def ran_line(info, timed) -> str:
 
 
 def print_info(info):
+    """The machine lines of ``machine_info``, and a warning when NumPy's BLAS runs another thread count."""
     print(f"pyrnn_fast {info['pyrnn_fast']}  numpy {info['numpy']}  python {info['python']}")
     print(f"backends: {', '.join(info['backends'])} (default {info['default_backend']});  kernel ISA: {info['isa']}")
     print(
@@ -99,6 +102,8 @@ def _ratio(r):
 
 
 def print_shape(shape, res, load, flops=runners.flops, cell="rnn", repeat=None):
+    """One shape's table (``benchmark_shape``'s results); a star marks fewer than ``repeat``
+    rounds, and a warning a ``load`` of other processes above BUSY."""
     T, N, D, H = runners.SHAPES[shape]
     fl = {op: flops(shape, op) / 1e9 for op in runners.OPS}
     name = "" if cell == "rnn" else f"{cell.upper()} "

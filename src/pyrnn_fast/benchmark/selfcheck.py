@@ -75,6 +75,7 @@ def self_check(backends) -> tuple[dict, bool]:
 
 
 def print_self_check(errors, what="pyrnn_fast._reference", checked="tanh+relu; hs, h_last and all 5 grads"):
+    """The self-check table: each backend's max relative error per dtype, ok or FAIL against TOLERANCE."""
     print(
         f"\nself-check against {what} (shapes T,N,D,H = "
         f"{', '.join('x'.join(map(str, s)) for s in CHECK_SHAPES)}; {checked})"

@@ -40,9 +40,10 @@ def time_interleaved(
     and records the time per call, so all of them see the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
     Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
-    shorter than WARM_UP_BELOW_SECONDS, one untimed call. Returns ``{key: (median_seconds, rounds)}``.
-    With ``errors`` (a dict), a callable that raises in its first two calls is left out and its
-    exception stored there under its key; without, the exception propagates.
+    shorter than WARM_UP_BELOW_SECONDS, one untimed call (neither with ``settle=0``). Returns
+    ``{key: (median_seconds, rounds)}``. With ``errors`` (a dict), a callable that raises in its
+    first two calls is left out and its exception stored there under its key; without, the
+    exception propagates (as one raised in a timed round always does).
     """
     plan = {}
     for key, fn in list(fns.items()):
@@ -101,7 +102,9 @@ def cpu_snapshot():
     """(wall seconds, CPU seconds used on this process's CPUs by all processes, CPU seconds used
     by this one, how many CPUs), for ``other_load``. Only the CPUs this process may run on:
     load elsewhere (``--threads 1`` on 2 CPUs) does not slow it, and a container's few CPUs
-    are not averaged with the host's many."""
+    are not averaged with the host's many. "Used" is /proc/stat's non-idle time: user,
+    system, interrupts and steal (a hypervisor's other guests); the second entry is None,
+    and the count 0, without /proc/stat."""
     mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         ticks, seen = 0, 0
@@ -121,9 +124,9 @@ def cpu_snapshot():
 
 
 def other_load(since) -> float | None:
-    """Fraction of the machine's CPU time used by *other* processes since ``cpu_snapshot()``
-    ``since`` (None where /proc/stat is missing). On a 2-core machine even a little of it
-    wrecks multi-threaded timings: a thread that is descheduled stalls every barrier."""
+    """Fraction of the CPU time of this process's CPUs used by *other* processes since
+    ``cpu_snapshot()`` ``since`` (None where /proc/stat is missing). On a 2-core machine even a
+    little of it wrecks multi-threaded timings: a thread that is descheduled stalls every barrier."""
     now = cpu_snapshot()
     if since[1] is None or now[1] is None or now[0] <= since[0]:
         return None

@@ -3,13 +3,14 @@ variable-length, dropout, stateful, streaming, PyTorch/Keras interop) and ``Time
 ``TimeLSTM`` (the textbook classes).
 
 Every recurrence here is a call of the functional API (``rnn_forward``, ``lstm_forward``,
-``gru_forward`` and their backwards; ``RNN.step`` calls the same orchestration with buffers it
-keeps, or the compiled stepper); these modules only arrange the calls (which samples, which
-time steps, which direction) and keep the caches.
+``gru_forward`` and their backwards; ``step`` runs the compiled stepper with the ``cpp``
+backend, else the cell's functional forward with T = 1); these modules only arrange the calls
+(which samples, which time steps, which direction) and keep the caches.
 
-    rnn        RNN: its option, initialisation, functional calls, compiled step
-    gated      LSTM, GRU: their initialisation, functional calls, signatures
-    _base      what every layer shares: configuration, parameters, repr, modes, checks
+    rnn        RNN: its option (the activation), functional calls, signatures
+    gated      LSTM, GRU: their gate counts and forget bias, functional calls, signatures
+    _base      what every layer shares: configuration, initialisation, parameters, repr,
+               modes, checks, step (and the compiled stepper), save / load
     _stack     the stacked, bidirectional forward and backward of every cell
     time_rnn   TimeRNN;  time_lstm  TimeLSTM
     _segments  variable lengths (runs by segments) and the reverse direction's time reversal

@@ -1,8 +1,9 @@
 """``_RecurrentLayer``: what a stacked, optionally bidirectional recurrent layer does whatever
-its cell is (RNN now, the gated cells to come): check and keep the configuration, name and
-shape the parameters, describe itself, switch modes, and check the arguments that only the
-layer's geometry (layers, directions, N, T, H) decides. A cell's class adds its own options,
-its initialisation and its math (``__call__``, ``backward``, ``step``)."""
+its cell is (RNN, LSTM, GRU): check and keep the configuration, name, shape and initialise the
+parameters, describe itself, switch modes, check the arguments that only the layer's geometry
+(layers, directions, N, T, H) decides, stream (``step``, the compiled stepper) and save /
+load. A cell's class adds its own options and its math (``_run`` / ``_grad``, which ``_stack``
+arranges) and its public signatures (``__call__``, ``backward``, interop)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def _orthogonal(rng, n, dtype):
 
 class _RecurrentLayer:
     """The cell-independent part of a layer. Parameters are named ``Wx_l{k}``, ``Wh_l{k}``,
-    ``b_l{k}`` (``_reverse`` appended for the reverse direction), the names torch and the
-    save format use; a subclass sets the three class attributes below."""
+    ``b_l{k}`` (and the GRU's ``bh_l{k}``; ``_reverse`` appended for the reverse direction),
+    the names torch and the save format use; a subclass sets ``_name`` and those of the class
+    attributes below that differ for its cell."""
 
     _name: str  # the layer's name in repr: the public class's, also for a user's subclass of it
     _cell_options: tuple[str, ...] = ()  # the cell's own options, set by _configure_cell
@@ -225,6 +227,7 @@ class _RecurrentLayer:
 
     @property
     def num_directions(self) -> int:
+        """2 for a bidirectional layer, else 1."""
         return 2 if self.bidirectional else 1
 
     @property
@@ -489,7 +492,12 @@ class _RecurrentLayer:
     # --- save / load (_npz) --------------------------------------------------------------
 
     def save(self, path):
-        """Save config and weights to one .npz file (np.savez adds '.npz' if path has none)."""
+        """Save config and weights to one .npz file (np.savez adds '.npz' if path has none).
+
+        ``path``: a str, bytes, os.PathLike or a writable file object. The parameters are
+        checked first: one missing or of another shape, or an entry of ``params`` that is not
+        a parameter of the layer, is a ValueError. Not saved: the train/eval mode (a loaded
+        layer is in training mode), a stateful layer's carried state, the gradients."""
         _npz.save(self, path)
 
     @classmethod

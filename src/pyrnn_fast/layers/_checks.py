@@ -1,4 +1,4 @@
-"""Argument checks shared by the layers (RNN, TimeRNN, and the gated cells to come)."""
+"""Argument checks shared by the layers (RNN, LSTM, GRU, TimeRNN, TimeLSTM) and ``dask``."""
 
 from __future__ import annotations
 

@@ -45,7 +45,9 @@ def _initial_state(layer, given, N, carry=True):
 def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
     keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
-    keep no workspace)."""
+    keep no workspace); `carry`: start a stateful layer from its carried state when
+    `given_state` is all None (False: zeros, an LSTM's ``state=(None, None)``). A stateful
+    layer keeps a copy of the final state parts in ``layer.state``."""
     _check_flag("record", record)
     # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
     # _empty) instead of a second set beside them, and a call that fails leaves no stale
@@ -98,9 +100,10 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
 
 
 def stack_backward(layer, dout, given_dstate):
-    """Backpropagate through the last call: returns (dx in the caller's layout, the gradients
-    w.r.t. the initial state parts) and overwrites ``layer.grads``. `given_dstate`: {name:
-    array or None}, the gradients w.r.t. the final state parts."""
+    """Backpropagate through the last call: returns (dx, the gradients w.r.t. the initial state
+    parts) and overwrites ``layer.grads`` in place; dout and dx have the layout of that call's
+    x (its ``time_major``, whatever the layer's is now). `given_dstate`: {name: array or None},
+    the gradients w.r.t. the final state parts. A RuntimeError without a recorded call."""
     cache = layer._cache
     if cache is None:
         raise RuntimeError("backward: call the layer (forward) first, with record=True (the default)")

@@ -1,7 +1,8 @@
 """``prf.LSTM`` and ``prf.GRU``: the gated cells as layers with everything ``prf.RNN`` has
 (stacking, bidirectional, lengths, dropout, train/eval, stateful, step, save/load, interop).
-Here: their initialisation, their functional calls and their signatures; the rest is shared
-with RNN (``_base``, ``_stack``, ``_segments``, ``_npz``, ``_interop``)."""
+Here: their gate counts and forget-gate bias (the initialisation itself is ``_base``'s), their
+functional calls and their signatures; the rest is shared with RNN (``_base``, ``_stack``,
+``_segments``, ``_npz``, ``_interop``)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class LSTM(_RecurrentLayer):
     def backward(self, dout, dh_n=None, dc_n=None):
         """Backpropagate through the last call: returns dx (the layout of x), overwrites
         ``grads`` and sets ``dh0``, ``dc0``. ``dout`` is the gradient w.r.t. ``out``; ``dh_n``,
-        ``dc_n`` (optional) w.r.t. ``h_n``, ``c_n``."""
+        ``dc_n`` (optional) w.r.t. ``h_n``, ``c_n``. Otherwise as ``RNN.backward``."""
         dx, (self.dh0, self.dc0) = stack_backward(self, dout, {"dh_n": dh_n, "dc_n": dc_n})
         return dx
 

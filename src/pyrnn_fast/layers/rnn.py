@@ -1,8 +1,8 @@
 """``prf.RNN``: a stacked, optionally bidirectional vanilla RNN layer with dropout, variable
-lengths, state and streaming. Here: its option (the activation), initialisation and math;
-what does not depend on the cell (configuration, parameter names, repr, modes, argument checks,
-save/load) is ``_base._RecurrentLayer``, its save/load format ``_npz``, its torch/Keras interop
-``_interop``, the segment machinery for variable lengths ``_segments``."""
+lengths, state and streaming. Here: its option (the activation) and math; what does not
+depend on the cell (configuration, initialisation, parameter names, repr, modes, argument
+checks, step, save/load) is ``_base._RecurrentLayer``, its save/load format ``_npz``, its
+torch/Keras interop ``_interop``, the segment machinery for variable lengths ``_segments``."""
 
 from __future__ import annotations
 
@@ -139,7 +139,10 @@ class RNN(_RecurrentLayer):
         """Backpropagate through the last call: returns dx (the layout of x) and overwrites
         ``grads`` (and ``dh0``). ``dout`` is the gradient w.r.t. ``out`` (its entries past a
         sample's length are ignored: those outputs are constant zeros); ``dh_n`` (optional)
-        w.r.t. ``h_n``. A stateful layer stops at the chunk boundary (truncated BPTT)."""
+        w.r.t. ``h_n``. A stateful layer stops at the chunk boundary (truncated BPTT). The
+        call is differentiated with the weight arrays, activation and layout it used (params
+        rebound since do not enter it; arrays changed in place do). A RuntimeError without a
+        recorded call (none yet, or ``record=False``)."""
         dx, (self.dh0,) = stack_backward(self, dout, {"dh_n": dh_n})
         return dx
 

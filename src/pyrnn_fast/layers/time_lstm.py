@@ -56,9 +56,11 @@ class TimeLSTM:
         self._cache = None
 
     def set_state(self, h, c=None):
+        """The state a stateful layer's next forward starts from: h, c (N, H) (c None: zeros)."""
         self.h, self.c = h, c
 
     def reset_state(self):
+        """Forget the state: a stateful layer's next forward starts from zeros."""
         self.h, self.c = None, None
 
     def forward(self, xs):

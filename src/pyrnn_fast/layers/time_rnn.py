@@ -33,9 +33,11 @@ class TimeRNN:
         self._cache = None
 
     def set_state(self, h):
+        """The state a stateful layer's next forward starts from: h (N, H), used as given."""
         self.h = h
 
     def reset_state(self):
+        """Forget the state: a stateful layer's next forward starts from zeros."""
         self.h = None
 
     def forward(self, xs):
