@@ -268,6 +268,29 @@ def test_the_graph_has_as_many_layers_whatever_the_number_of_chunks(monkeypatch)
     assert len(few) == 3 and few == many
 
 
+def test_the_backend_the_caller_resolves_runs_in_every_task(monkeypatch):
+    # backend=None was resolved in each task: a worker without the compiled backend (or with
+    # another PYRNN_FAST_BACKEND) fell back in silence, its chunks differing in the last bits.
+    from pyrnn_fast import _api_gated
+
+    asked = []
+    get_backend = _api_gated.get_backend
+
+    def recording_get_backend(name):
+        asked.append(name)
+        return get_backend(name)
+
+    layer = make_layer("GRU", dict(num_layers=2))
+    x, y, _ = data(layer)
+    monkeypatch.setenv("PYRNN_FAST_BACKEND", "numpy")
+    out = prfd.predict(layer, chunked(layer, x))  # lazy: resolved here, run below
+    monkeypatch.delenv("PYRNN_FAST_BACKEND")
+    monkeypatch.setattr(_api_gated, "get_backend", recording_get_backend)
+    with dask.config.set(scheduler="sync"):
+        out.compute()
+    assert asked and set(asked) == {"numpy"}
+
+
 class KillingLSTM(prf.LSTM):
     """An LSTM whose second layer's call kills the worker process that runs it, once (the marker
     file says it happened): a worker dies in the middle of a chunk's layer call."""

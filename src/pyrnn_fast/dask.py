@@ -344,9 +344,12 @@ def _host_slots():
 
 def _shippable(layer):
     """The layer without its state, caches and gradients, with a copy of its weights: what the
-    tasks need, taken at the time of the call."""
+    tasks need, taken at the time of the call. Its backend is the one this process resolves
+    (``backend=None``: ``$PYRNN_FAST_BACKEND`` or the best available here): every task runs
+    the same, and a worker without it raises instead of falling back to another in silence."""
     shipped = copy.copy(layer)
     shipped.__dict__.update(
+        backend=layer.backend or _backends.get_backend(None).name,
         params={k: _param_copy(v) for k, v in layer.params.items()},
         grads={},
         state=None,
