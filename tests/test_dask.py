@@ -268,6 +268,42 @@ def test_the_graph_has_as_many_layers_whatever_the_number_of_chunks(monkeypatch)
     assert len(few) == 3 and few == many
 
 
+def test_the_reduction_receives_no_states_and_the_concatenation_no_gradients(monkeypatch):
+    # The chunks' results were (loss, grads, final state), read whole by both: every chunk's
+    # final states travelled to the workers that add (N·H per layer and direction, more than
+    # the gradients for large chunks), and for a stateful layer every chunk's gradients to the
+    # one that concatenates, all of them held until the last chunk had run.
+    received: dict[str, list] = {"_add": [], "_concatenate_states": []}
+    originals = {name: getattr(prfd, name) for name in received}
+    for name in received:
+
+        def recording(*args, _name=name):
+            received[_name].append(args)
+            return originals[_name](*args)
+
+        monkeypatch.setattr(prfd, name, recording)
+
+    def shapes(obj):  # of the arrays in a task's argument
+        if isinstance(obj, np.ndarray):
+            return [obj.shape]
+        if isinstance(obj, dict):
+            obj = list(obj.values())
+        return [s for o in obj for s in shapes(o)] if isinstance(obj, (tuple, list)) else []
+
+    for stateful in (False, True):
+        for calls in received.values():
+            calls.clear()
+        layer = make_layer("LSTM", dict(num_layers=2), stateful=stateful)
+        x, y, _ = data(layer)
+        with dask.config.set(scheduler="sync"):
+            prfd.value_and_grad(layer, chunked(layer, x), y, squared_error)
+        grads = sorted(v.shape for v in layer.params.values())
+        assert received["_add"] and all(sorted(shapes(p)) == grads for args in received["_add"] for p in args)
+        assert len(received["_concatenate_states"]) == int(stateful)
+        for args in received["_concatenate_states"]:
+            assert shapes(args) == [(2, n, H) for n in CHUNKS for _ in range(2)]
+
+
 def test_the_backend_the_caller_resolves_runs_in_every_task(monkeypatch):
     # backend=None was resolved in each task: a worker without the compiled backend (or with
     # another PYRNN_FAST_BACKEND) fell back in silence, its chunks differing in the last bits.

@@ -148,26 +148,33 @@ def value_and_grad(
         raise TypeError(f"loss_fn: expected a callable (out, y) -> (loss, dout), got {type(loss_fn).__name__}")
     split_every = _check_int("split_every", split_every, 2)
     job = _Job(layer, x, (y, y_axis), state, lengths, threads)
-    task = functools.partial(_grad_chunk, loss_fn=loss_fn, threads=job.threads, slots=job.slots)
-    # One graph layer (see _Job.graph): the chunks' tasks (level 0), each returning
-    # (loss, grads, final state), the tree reduction's levels, and the final states (level -1).
+    with_state = layer.stateful
+    task = functools.partial(_grad_chunk, loss_fn=loss_fn, with_state=with_state, threads=job.threads, slots=job.slots)
+    # One graph layer (see _Job.graph): the chunks' tasks (level 0), each returning (loss,
+    # grads), or ((loss, grads), final state) for a stateful layer, split on the chunk's worker
+    # (levels -2 and -3: the reduction's tasks then receive no states, nor the concatenation
+    # of the final states (level -1) every chunk's gradients); the tree reduction's levels.
     name = f"pyrnn_fast-value-and-grad-{uuid.uuid4().hex}"
     tasks = {(name, 0, i): (task, job.y_block(i), *job.task_args(i)) for i in range(job.chunks)}
     partials, level = [(name, 0, i) for i in range(job.chunks)], 0
+    if with_state:
+        tasks.update({(name, -2, i): (_select, (name, 0, i), 0) for i in range(job.chunks)})
+        tasks.update({(name, -3, i): (_select, (name, 0, i), 1) for i in range(job.chunks)})
+        partials = [(name, -2, i) for i in range(job.chunks)]
     while len(partials) > 1:  # the tree reduction: each task adds up to split_every partial sums
         groups = [partials[i : i + split_every] for i in range(0, len(partials), split_every)]
         level += 1
         partials = [(name, level, j) for j in range(len(groups))]
         tasks.update({key: (_add, *group) for key, group in zip(partials, groups)})
     wanted = [partials[0]]
-    if layer.stateful:
-        tasks[(name, -1, 0)] = (_concatenate_states, *[(name, 0, i) for i in range(job.chunks)])
+    if with_state:
+        tasks[(name, -1, 0)] = (_concatenate_states, *[(name, -3, i) for i in range(job.chunks)])
         wanted.append((name, -1, 0))
     graph = job.graph((name, tasks))
     results = dask.compute(*[Delayed(key, graph, layer=name) for key in wanted])
-    if layer.stateful:
+    if with_state:
         layer._set_state_parts(results[1])
-    loss, grads = results[0][:2]
+    loss, grads = results[0]
     return float(loss), grads
 
 
@@ -434,7 +441,7 @@ def _predict_chunk(shipped, x, lengths, state_parts, seed, *, with_state, thread
     return (out, final) if with_state else out
 
 
-def _grad_chunk(y, shipped, x, lengths, state_parts, seed, *, loss_fn, threads, slots):
+def _grad_chunk(y, shipped, x, lengths, state_parts, seed, *, loss_fn, with_state, threads, slots):
     with _task(shipped, seed, threads, slots) as layer:
         out, final = _call(layer, x, lengths, state_parts)
         result = loss_fn(out, y)
@@ -444,26 +451,26 @@ def _grad_chunk(y, shipped, x, lengths, state_parts, seed, *, loss_fn, threads, 
         if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind not in "biuf":
             raise TypeError(f"loss_fn: expected a real scalar loss, got {type(loss).__name__}")
         layer.backward(dout)
-    return float(loss), layer.grads, final
+    # The final state only when it is used: the reduction's tasks would receive it for nothing
+    # (N·H per layer and direction, more than the gradients for large chunks).
+    return ((float(loss), layer.grads), final) if with_state else (float(loss), layer.grads)
 
 
 def _select(result, *index):
-    """An item of a chunk task's result: result[0] (the outputs) or result[1][k] (a final state's
-    part k)."""
+    """An item of a chunk task's result: result[0] (predict's outputs, value_and_grad's (loss,
+    grads)), result[1] (the final state) or result[1][k] (its part k)."""
     for i in index:
         result = result[i]
     return result
 
 
 def _add(*partials):
-    """One node of the tree reduction: the (loss, grads) partial sums added (a chunk's result
-    has its final state too)."""
+    """One node of the tree reduction: the (loss, grads) partial sums added."""
     loss = sum(p[0] for p in partials)
     grads = {k: sum((p[1][k] for p in partials[1:]), partials[0][1][k]) for k in partials[0][1]}
     return loss, grads
 
 
-def _concatenate_states(*results):
-    """The chunks' final states (their results' third items) joined along the batch axis."""
-    finals = [r[2] for r in results]
+def _concatenate_states(*finals):
+    """The chunks' final states joined along the batch axis."""
     return tuple(np.concatenate([f[k] for f in finals], axis=1) for k in range(len(finals[0])))
