@@ -7,6 +7,7 @@ import copy
 import importlib
 import os
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -325,6 +326,36 @@ def test_the_backend_the_caller_resolves_runs_in_every_task(monkeypatch):
     with dask.config.set(scheduler="sync"):
         out.compute()
     assert asked and set(asked) == {"numpy"}
+
+
+QUERY_PLANNING_CHILD = """
+import numpy as np, dask, dask.array as da
+import pyrnn_fast as prf, pyrnn_fast.dask as prfd
+if not getattr(da, "array_expr_enabled", lambda: False)():
+    print("no array expressions in this Dask")
+    raise SystemExit
+layer = prf.LSTM(3, 4, seed=0, dtype=np.float64)
+x = np.random.default_rng(0).standard_normal((10, 5, 3))
+xd = da.from_array(x, chunks=(3, 5, 3))
+out, (h_n, c_n) = layer(x)
+with dask.config.set(scheduler="sync"):
+    assert np.array_equal(prfd.predict(layer, xd).compute(), out)
+    got, (got_h, got_c) = dask.compute(*prfd.predict(layer, xd, return_state=True))
+    assert np.array_equal(got, out) and np.array_equal(got_h, h_n) and np.array_equal(got_c, c_n)
+    loss, grads = prfd.value_and_grad(layer, xd, None, lambda o, y: (float((o**2).sum() / 2), o))
+assert abs(loss - float((out**2).sum() / 2)) <= 1e-12 * loss
+print("ok")
+"""
+
+
+def test_with_dasks_array_query_planning():
+    # Dask's array expressions (array.query-planning, to become its default) make arrays from
+    # a graph through from_graph: da.Array(graph, name, chunks, meta=...) raised TypeError.
+    env = dict(os.environ, DASK_ARRAY__QUERY_PLANNING="True")
+    run = subprocess.run([sys.executable, "-c", QUERY_PLANNING_CHILD], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    if run.stdout.strip() != "ok":
+        pytest.skip(run.stdout.strip())
 
 
 class KillingLSTM(prf.LSTM):

@@ -90,7 +90,7 @@ def predict(
     # each task costs ~1-4 ms of scheduling (README, "Dask"), a getitem task as much.
     if not with_state:
         tasks = {out_key(i): (task, *job.task_args(i)) for i in range(job.chunks)}
-        return da.Array(job.graph((out_name, tasks)), out_name, out_chunks, meta=meta)
+        return _array(job.graph((out_name, tasks)), out_name, out_chunks, meta)
     chunk_name = f"pyrnn_fast-predict-chunk-{token}"
     layers: list[tuple[str, dict[Any, Any]]] = [
         (chunk_name, {(chunk_name, i): (task, *job.task_args(i)) for i in range(job.chunks)})
@@ -100,9 +100,9 @@ def predict(
     for k, name in enumerate(state_names):
         layers.append((name, {(name, 0, i, 0): (_select, (chunk_name, i), 1, k) for i in range(job.chunks)}))
     graph = job.graph(*layers)
-    out = da.Array(graph, out_name, out_chunks, meta=meta)
+    out = _array(graph, out_name, out_chunks, meta)
     state_chunks = ((job.LD,), job.sizes, (layer.hidden_size,))
-    parts = tuple(da.Array(graph, name, state_chunks, meta=meta) for name in state_names)
+    parts = tuple(_array(graph, name, state_chunks, meta) for name in state_names)
     if layer.stateful:
         out, parts = dask.persist(out, parts)
         layer._set_state_parts(tuple(np.asarray(p) for p in dask.compute(*parts)))
@@ -309,6 +309,18 @@ class _Job:
             None if self.state is None else list(self.state[i]),
             self.seeds[i],
         )
+
+
+def _array(graph, name, chunks, meta):
+    """The dask.array whose blocks are the keys (name, i, j, k) of `graph`. With Dask's array
+    query planning (``array.query-planning``) arrays are expressions, made from a graph by
+    ``from_graph`` (which renames the keys)."""
+    if getattr(da, "array_expr_enabled", lambda: False)():
+        from dask.array._array_expr._collection import from_graph
+
+        keys = [(name, *index) for index in np.ndindex(*[len(c) for c in chunks])]
+        return from_graph(dict(graph), meta, chunks, keys, name)
+    return da.Array(graph, name, chunks, meta=meta)
 
 
 def _as_dask(name, a):
