@@ -20,7 +20,7 @@ import numpy as np
 from pyrnn_fast import _core
 from pyrnn_fast._backends import get_backend
 from pyrnn_fast.benchmark import limits, runners, timing
-from pyrnn_fast.benchmark.report import numpy_blas_threads
+from pyrnn_fast.benchmark.report import blas_threads_warning, numpy_blas_threads
 
 
 def stages(shape):
@@ -87,12 +87,13 @@ def main():
         f"{args.shape} {shape}, float32, {threads} OpenMP thread(s), NumPy's BLAS {blas or '?'} thread(s),"
         f" best of {args.rounds} rounds"
     )
-    if blas not in (None, threads):
-        print(f"WARNING: np.matmul runs on {blas} thread(s), ours on {threads}: the columns are not comparable")
+    warning = blas_threads_warning(blas, threads)
+    if warning:
+        print(warning)
     print(f"register-FMA peak ({_core.isa()}, {threads} thread(s)): {peak:.1f} GFLOP/s ('peak': fraction of it)")
     print(f"micro-kernel on cache-resident operands (the GEMMs' ceiling): {ceiling:.1f} GFLOP/s = {ceiling / peak:.0%}")
     if ceiling > peak:
-        print("WARNING: the micro-kernel beat the register peak: the peak was measured on a busy CPU")
+        print(limits.BUSY_PEAK_WARNING)
     print(
         f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'peak':>5s} {'np.matmul ms':>13s} {'GFLOP/s':>8s}"
         f" {'peak':>5s} {'ratio':>6s}"

@@ -30,6 +30,11 @@ STEP_INPUT = 32  # D
 _best_seen: dict[tuple[str, str, int], float] = {}
 
 
+# Loads cannot make FMAs faster: a micro-kernel above the register peak means the peak was
+# measured while other work had the CPU.
+BUSY_PEAK_WARNING = "WARNING: the micro-kernel beat the register peak: the peak was measured on a busy CPU"
+
+
 def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5) -> float:
     """GFLOP/s of ``_core.<loop_name>`` on ``threads`` threads: the best of ``calls`` calls
     of about ``seconds`` each, and of every earlier measurement in this process."""
@@ -112,8 +117,8 @@ def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
             f"  {name}: peak {e['peak']:.1f} GFLOP/s, micro-kernel on cached operands {e['ceiling']:.1f}"
             f" ({100 * e['ceiling'] / e['peak']:.0f}%); {cells}"
         )
-        if e["ceiling"] > e["peak"]:  # loads cannot make FMAs faster: the peak was measured under load
-            print(f"  WARNING: {name} micro-kernel above the register peak: the peak was measured on a busy CPU")
+        if e["ceiling"] > e["peak"]:
+            print(f"  {BUSY_PEAK_WARNING} ({name})")
 
 
 def _interleaved_us(impls: dict, calls=2000, rounds=7) -> dict:

@@ -70,6 +70,13 @@ def numpy_blas_threads():
     return pools[0]["num_threads"] if pools else None
 
 
+def blas_threads_warning(blas, threads) -> str | None:
+    """The warning when NumPy's BLAS (``numpy_blas_threads``) runs another thread count than ours."""
+    if blas in (None, threads):
+        return None
+    return f"WARNING: NumPy's BLAS runs {blas} thread(s), ours {threads}: their timings are not side by side"
+
+
 def ran_line(info, timed) -> str:
     """One line saying which pyrnn_fast backend (and kernel ISA) ran: what CI checks."""
     default = info["default_backend"]
@@ -91,8 +98,9 @@ def print_info(info):
         + (f", NumPy's BLAS {info['numpy_blas_threads']}" if info.get("numpy_blas_threads") else "")
         + ")"
     )
-    if info.get("numpy_blas_threads") not in (None, info["threads"]):
-        print(f"WARNING: NumPy's BLAS runs {info['numpy_blas_threads']} thread(s), not {info['threads']}")
+    warning = blas_threads_warning(info.get("numpy_blas_threads"), info["threads"])
+    if warning:
+        print(warning)
     peers = [f"{name} {info[name]}" for name in ("numba", "torch", "jax") if info[name]]
     print(f"optional: {', '.join(peers) or 'none'};  peers timed: {', '.join(info['peers']) or 'none'}")
 

@@ -46,7 +46,7 @@ def time_interleaved(
     exception propagates (as one raised in a timed round always does).
     """
     plan = {}
-    for key, fn in list(fns.items()):
+    for key, fn in fns.items():
         try:
             t0 = time.perf_counter()
             fn()
