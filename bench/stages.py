@@ -93,7 +93,7 @@ def main():
     print(f"register-FMA peak ({_core.isa()}, {threads} thread(s)): {peak:.1f} GFLOP/s ('peak': fraction of it)")
     print(f"micro-kernel on cache-resident operands (the GEMMs' ceiling): {ceiling:.1f} GFLOP/s = {ceiling / peak:.0%}")
     if ceiling > peak:
-        print(limits.BUSY_PEAK_WARNING)
+        print(f"WARNING: float32 {limits.BUSY_PEAK_WARNING}")
     print(
         f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'peak':>5s} {'np.matmul ms':>13s} {'GFLOP/s':>8s}"
         f" {'peak':>5s} {'ratio':>6s}"

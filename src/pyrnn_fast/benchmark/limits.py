@@ -32,7 +32,7 @@ _best_seen: dict[tuple[str, str, int], float] = {}
 
 # Loads cannot make FMAs faster: a micro-kernel above the register peak means the peak was
 # measured while other work had the CPU.
-BUSY_PEAK_WARNING = "WARNING: the micro-kernel beat the register peak: the peak was measured on a busy CPU"
+BUSY_PEAK_WARNING = "micro-kernel above the register peak: the peak was measured on a busy CPU"
 
 
 def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5) -> float:
@@ -118,7 +118,7 @@ def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
             f" ({100 * e['ceiling'] / e['peak']:.0f}%); {cells}"
         )
         if e["ceiling"] > e["peak"]:
-            print(f"  {BUSY_PEAK_WARNING} ({name})")
+            print(f"  WARNING: {name} {BUSY_PEAK_WARNING}")
 
 
 def _interleaved_us(impls: dict, calls=2000, rounds=7) -> dict:

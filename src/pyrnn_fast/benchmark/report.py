@@ -74,7 +74,7 @@ def blas_threads_warning(blas, threads) -> str | None:
     """The warning when NumPy's BLAS (``numpy_blas_threads``) runs another thread count than ours."""
     if blas in (None, threads):
         return None
-    return f"WARNING: NumPy's BLAS runs {blas} thread(s), ours {threads}: their timings are not side by side"
+    return f"WARNING: NumPy's BLAS runs {blas} thread(s), not {threads}"
 
 
 def ran_line(info, timed) -> str:
