@@ -111,6 +111,9 @@ class SignalPoll {
     bool raised = false;
 
   private:
+#if defined(__x86_64__)
+    unsigned caller_mode_ = prf::read_fp_mode();  // made on the calling thread, before the kernel
+#endif
     // Called by the kernel without the GIL, inside its OpenMP region: must not throw.
     static int poll(void* ctx) {
         auto* self = static_cast<SignalPoll*>(ctx);
@@ -119,6 +122,12 @@ class SignalPoll {
         // interpreter finalized was ended by CPython with pthread_exit inside the OpenMP
         // region, std::terminate, found by a review.) The main thread is the one finalizing.
         if (PyThread_get_thread_ident() != g_main_thread) return 0;
+        // Python's handlers run in the caller's own floating-point mode, not the kernel's
+        // (which may flush subnormals: team.hpp, SubnormalMode).
+#if defined(__x86_64__)
+        const unsigned kernel_mode = prf::read_fp_mode();
+        prf::write_fp_mode(self->caller_mode_);
+#endif
         PyGILState_STATE gil = PyGILState_Ensure();
         // Set before any Python code runs: a handler may run, and one that calls us must be
         // refused (found by a review: a handler's call at the first poll ran on this thread's
@@ -127,6 +136,9 @@ class SignalPoll {
         if (!self->raised && PyErr_CheckSignals() != 0) self->raised = true;
         t_running_signal_handlers = false;
         PyGILState_Release(gil);
+#if defined(__x86_64__)
+        prf::write_fp_mode(kernel_mode);
+#endif
         return self->raised;
     }
 };

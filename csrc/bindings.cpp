@@ -257,6 +257,15 @@ PYBIND11_MODULE(_core, m) {
         "limit (0: none).");
     m.def("default_num_threads", &prf::default_num_threads,
           "OpenMP's default thread count (OMP_NUM_THREADS, else the CPUs), as a new thread sees it.");
+    m.def("get_flush_subnormals", &prf::flush_subnormals,
+          "True while the kernels read subnormal operands as zero and flush subnormal results to zero.");
+    m.def(
+        "set_flush_subnormals",
+        [](bool on) {
+            if (!prf::set_flush_subnormals(on))
+                throw py::value_error("enabled: flushing subnormals needs an x86-64 CPU; this build runs elsewhere");
+        },
+        py::arg("enabled").noconvert(), "Turn the kernels' flushing of subnormal numbers on or off, process-wide.");
     prf::set_thread_shortfall_handler(&warn_thread_shortfall);
     g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
     pthread_atfork(nullptr, nullptr, [] { g_main_thread = PyThread_get_thread_ident(); });

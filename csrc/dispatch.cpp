@@ -172,6 +172,24 @@ void set_num_threads(int n) {
 #endif
 }
 
+// Read by every kernel call (run_team) on its calling thread, once: a change made while a call
+// runs applies from the next one, and all threads of a call run in the same mode.
+#if defined(__x86_64__)
+static int g_flush_subnormals = 1;
+#else
+static int g_flush_subnormals = 0;
+#endif
+
+bool flush_subnormals() { return __atomic_load_n(&g_flush_subnormals, __ATOMIC_RELAXED) != 0; }
+
+bool set_flush_subnormals(bool on) {
+#if !defined(__x86_64__)
+    if (on) return false;
+#endif
+    __atomic_store_n(&g_flush_subnormals, on ? 1 : 0, __ATOMIC_RELAXED);
+    return true;
+}
+
 // A limit of the calling thread alone (pyrnn_fast.dask limits each task's thread so): while it
 // is in force, newer set_num_threads values wait (a flag, not a value comparison, so a limit
 // equal to the process's setting holds too); lifting it restores the thread's setting from

@@ -274,6 +274,22 @@ int limit_calling_thread(int n);
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);
 void set_thread_shortfall_handler(ThreadShortfallHandler handler);
 
+// Subnormal numbers (csrc/dispatch.cpp; README "Subnormal numbers"). While flushing is on (the
+// default on x86-64), every thread of a kernel reads subnormal operands as zero and writes zero
+// for a subnormal result. set_flush_subnormals returns false, changing nothing, when this CPU
+// cannot (not x86-64) and `on` is asked for.
+bool flush_subnormals();
+bool set_flush_subnormals(bool on);
+// The calling thread's floating-point control word (x86's MXCSR), and the bits that make its
+// SSE/AVX arithmetic flush: FTZ (bit 15, results) and DAZ (bit 6, operands). Static: each
+// translation unit keeps its own copy, so the per-ISA code's (VEX-encoded) one is never merged
+// into the portable code's.
+#if defined(__x86_64__)
+constexpr unsigned kFlushSubnormalBits = 0x8040u;
+static inline unsigned read_fp_mode() { return __builtin_ia32_stmxcsr(); }
+static inline void write_fp_mode(unsigned mode) { __builtin_ia32_ldmxcsr(mode); }
+#endif
+
 // The dispatched entry points: the current instruction set's kernel on the threads the call
 // is granted. All return false only when scratch memory for the packed weights cannot be
 // allocated (an interrupted call returns true: the caller sees the interrupt through its

@@ -37,6 +37,23 @@ def _backend_params():
 BACKEND_PARAMS = _backend_params()
 
 
+class flush_subnormals:
+    """Context manager: the compiled kernels flush subnormals (True) or keep IEEE arithmetic
+    (False) inside the block; the setting from before is back after it."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.before = prf.get_flush_subnormals()
+        if "cpp" in prf.backends():
+            prf.set_flush_subnormals(self.enabled)
+
+    def __exit__(self, *exc):
+        if "cpp" in prf.backends():
+            prf.set_flush_subnormals(self.before)
+
+
 def backend_id(param) -> str:
     name, isa = param
     return name if isa is None else f"{name}-{isa}"

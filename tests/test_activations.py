@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
+from helpers import flush_subnormals
 
 H = 19  # one whole float32 vector of 16 lanes and a tail (float64: two vectors and a tail)
 
@@ -55,7 +56,8 @@ def _ulp_errors(actual, truth, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tanh_is_accurate_to_a_few_ulp(backend, dtype):
     x = _arguments(dtype)
-    t = _tanh(x, backend)
+    with flush_subnormals(False):  # IEEE arithmetic: tanh of a subnormal is that subnormal
+        t = _tanh(x, backend)
     truth = np.tanh(x.astype(np.longdouble))
     err = _ulp_errors(t, truth[:, None], dtype)
     worst = int(np.argmax(err.max(axis=1)))
@@ -87,6 +89,27 @@ def test_sigmoid_is_accurate_to_a_few_ulp(backend, dtype):
     if backend.startswith("cpp"):
         assert not far.any()
     assert np.all(far <= tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flushing_subnormals_zeroes_only_them(backend, dtype):
+    """With the compiled kernels' flushing of subnormals (the default), tanh and sigmoid give
+    the IEEE result for the argument with a subnormal read as 0, and 0 where that result is
+    subnormal (prf.set_flush_subnormals)."""
+    if not backend.startswith("cpp"):
+        pytest.skip("only the compiled backend flushes subnormals")
+    tiny = np.finfo(dtype).tiny
+    subnormals = tiny * np.ldexp(1.0, -np.arange(1, 20, 3)).astype(dtype)
+    x = np.concatenate([_arguments(dtype), subnormals, -subnormals])
+    x_read = np.where(np.abs(x) < tiny, dtype(0), x)
+    with flush_subnormals(False):
+        ieee = _tanh(x_read, backend), _sigmoid(x_read, backend)
+    with flush_subnormals(True):
+        got = _tanh(x, backend), _sigmoid(x, backend)
+    for g, e in zip(got, ieee):
+        results_flushed = (e != 0) & (np.abs(e) < tiny)
+        np.testing.assert_array_equal(g, np.where(results_flushed, dtype(0), e))
+    assert ((ieee[1] != 0) & (np.abs(ieee[1]) < tiny)).any()  # sigmoid's subnormal results are tested
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

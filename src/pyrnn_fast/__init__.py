@@ -22,7 +22,7 @@ from ._api_gated import (
     lstm_backward,
     lstm_forward,
 )
-from ._backends import backends, get_num_threads, isa, set_num_threads
+from ._backends import backends, get_flush_subnormals, get_num_threads, isa, set_flush_subnormals, set_num_threads
 from ._orchestration import release_buffers
 from .layers import GRU, LSTM, RNN, TimeLSTM, TimeRNN
 
@@ -45,11 +45,13 @@ __all__ = [
     "lstm_backward",
     "lstm_forward",
     "backends",
+    "get_flush_subnormals",
     "get_num_threads",
     "isa",
     "release_buffers",
     "rnn_backward",
     "rnn_forward",
+    "set_flush_subnormals",
     "set_num_threads",
     "__version__",
 ]

@@ -39,6 +39,8 @@ import threading
 import warnings
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from . import _reference, _reference_gated
 
 PREFERENCE = ("cpp", "numba", "numpy")
@@ -324,6 +326,34 @@ def calling_thread_limit(n: int):
         yield
     finally:
         limit(previous)
+
+
+def set_flush_subnormals(enabled: bool) -> None:
+    """Turn on or off the compiled backend's flushing of subnormal numbers, process-wide.
+
+    On (the default on x86-64), the ``cpp`` kernels read a subnormal operand (a magnitude below
+    the smallest normal number: 1.2e-38 in float32, 2.2e-308 in float64) as zero and write zero
+    where a result would be subnormal, as TensorFlow does on CPU: x86 spends ~100 cycles on each
+    operation that meets one, and a backward pass whose gradients vanish over a long sequence
+    meets them at every step (README, "Subnormal numbers": 4-7x the time). Off, the kernels
+    keep IEEE arithmetic, as the ``numpy`` and ``numba`` backends always do. Every thread of a
+    call runs in the mode set when the call began; the calling thread's own floating-point
+    mode is untouched outside the calls (and while Python's signal handlers run in them).
+    Raises ValueError when asked to flush on a machine whose kernels cannot (not x86-64, or no
+    compiled backend).
+    """
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
+    if _core is not None:
+        _core.set_flush_subnormals(bool(enabled))
+    elif enabled:
+        raise ValueError("enabled: flushing subnormals is done by the compiled backend, which is not available")
+
+
+def get_flush_subnormals() -> bool:
+    """Whether the compiled kernels flush subnormal numbers to zero (``set_flush_subnormals``);
+    False without the compiled backend."""
+    return _core.get_flush_subnormals() if _core is not None else False
 
 
 def isa() -> str | None:
