@@ -128,7 +128,8 @@ struct SubnormalMode {
     explicit SubnormalMode(bool flush) : set(flush) {
         if (!set) return;
         saved = read_fp_mode();
-        write_fp_mode(saved | kFlushSubnormalBits);
+        set = (saved & kFlushSubnormalBits) != kFlushSubnormalBits;  // else the caller chose it already
+        if (set) write_fp_mode(saved | kFlushSubnormalBits);
     }
     ~SubnormalMode() {
         if (set) write_fp_mode(saved);
