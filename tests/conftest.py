@@ -27,6 +27,17 @@ def backend(request):
 
 
 @pytest.fixture(autouse=True)
+def subnormal_flushing_left_as_found():
+    """Every test leaves the compiled kernels' flushing of subnormals as it found it (on): a
+    test that turned it off would otherwise run the later ones in IEEE mode."""
+    before = prf.get_flush_subnormals()
+    yield
+    if prf.get_flush_subnormals() != before:
+        prf.set_flush_subnormals(before)
+        pytest.fail("the test left prf.set_flush_subnormals changed")
+
+
+@pytest.fixture(autouse=True)
 def environment_left_as_found():
     """Every test leaves os.environ as it found it. Dask's nanny sets OMP_NUM_THREADS=1 (and
     MKL_, OPENBLAS_NUM_THREADS, MALLOC_TRIM_THRESHOLD_) in the process that starts a

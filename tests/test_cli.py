@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pyrnn_fast.benchmark import cli, timing
+import pyrnn_fast as prf
+from helpers import flush_subnormals
+from pyrnn_fast.benchmark import cli, report, timing
 
 
 def refused(argv, capsys) -> str:
@@ -84,3 +86,15 @@ def test_a_plot_without_the_default_backend_is_refused(tmp_path, capsys):
     assert refused(["--plot", str(tmp_path / "c.png"), "--backends", "numpy"], capsys).endswith(
         "error: --plot: charts the default backend's speed-ups; add it to --backends"
     )
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_machine_lines_say_how_subnormals_are_computed(flush, capsys):
+    """Timings of a backward pass whose gradients vanish differ by up to 11x between the
+    modes (README, "Subnormal numbers"): the job's header says which one ran."""
+    if flush and "cpp" not in prf.backends():
+        pytest.skip("only the compiled backend flushes")
+    with flush_subnormals(flush):
+        report.print_info(report.machine_info(1, []))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("backends: "))
+    assert line.endswith("subnormals: flushed to 0" if flush else "subnormals: IEEE"), line

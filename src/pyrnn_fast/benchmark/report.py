@@ -40,6 +40,7 @@ def machine_info(threads, peers) -> dict:
         "backends": prf.backends(),
         "default_backend": _backends.get_backend(None).name,
         "isa": prf.isa(),
+        "flush_subnormals": prf.get_flush_subnormals(),
         "threads": threads,
         "kernel_threads": prf.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -90,7 +91,11 @@ def ran_line(info, timed) -> str:
 def print_info(info):
     """The machine lines of ``machine_info``, and a warning when NumPy's BLAS runs another thread count."""
     print(f"pyrnn_fast {info['pyrnn_fast']}  numpy {info['numpy']}  python {info['python']}")
-    print(f"backends: {', '.join(info['backends'])} (default {info['default_backend']});  kernel ISA: {info['isa']}")
+    subnormals = "flushed to 0" if info["flush_subnormals"] else "IEEE"
+    print(
+        f"backends: {', '.join(info['backends'])} (default {info['default_backend']});  kernel ISA: {info['isa']};  "
+        f"subnormals: {subnormals}"
+    )
     print(
         f"CPU: {info['cpu_model']} ({info['cpus']} CPUs);  threads: {info['threads']} "
         f"(pyrnn_fast kernel {info['kernel_threads']}"
