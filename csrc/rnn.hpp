@@ -276,8 +276,8 @@ void set_thread_shortfall_handler(ThreadShortfallHandler handler);
 
 // Subnormal numbers (csrc/dispatch.cpp; README "Subnormal numbers"). While flushing is on (the
 // default on x86-64), every thread of a kernel reads subnormal operands as zero and writes zero
-// for a subnormal result. set_flush_subnormals returns false, changing nothing, when this CPU
-// cannot (not x86-64) and `on` is asked for.
+// for a subnormal result; off, every thread computes in IEEE arithmetic. set_flush_subnormals
+// returns false, changing nothing, when this CPU cannot (not x86-64) and `on` is asked for.
 bool flush_subnormals();
 bool set_flush_subnormals(bool on);
 // The calling thread's floating-point control word (x86's MXCSR), and the bits that make its

@@ -9,6 +9,7 @@ Threads (test_threads.py, test_fork_and_stacks.py): ``run_python``, a fresh inte
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -35,6 +36,10 @@ def _backend_params():
 
 
 BACKEND_PARAMS = _backend_params()
+
+
+# Whether the compiled kernels can flush subnormals here (x86-64; on by default there).
+CAN_FLUSH = "cpp" in prf.backends() and platform.machine() in ("x86_64", "AMD64")
 
 
 class flush_subnormals:

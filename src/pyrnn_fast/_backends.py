@@ -335,10 +335,12 @@ def set_flush_subnormals(enabled: bool) -> None:
     the smallest normal number: 1.2e-38 in float32, 2.2e-308 in float64) as zero and write zero
     where a result would be subnormal, as TensorFlow does on CPU: x86 spends ~100 cycles on each
     operation that meets one, and a backward pass whose gradients vanish over a long sequence
-    meets them at every step (README, "Subnormal numbers": 4-7x the time). Off, the kernels
-    keep IEEE arithmetic, as the ``numpy`` and ``numba`` backends always do. Every thread of a
-    call runs in the mode set when the call began; the calling thread's own floating-point
-    mode is untouched outside the calls (and while Python's signal handlers run in them).
+    meets them at every step (README, "Subnormal numbers": 2-11x the time). Off, the kernels
+    compute in IEEE arithmetic (whatever mode the calling thread is in), as the ``numpy`` and
+    ``numba`` backends always do. Each kernel reads the setting when it starts, and all its
+    threads use it; a Python call may run several kernels, so change it between calls, not
+    from another thread during one. The calling thread's own floating-point mode is untouched
+    outside the kernels (and while Python's signal handlers run during them).
     Raises ValueError when asked to flush on a machine whose kernels cannot (not x86-64, or no
     compiled backend).
     """
