@@ -513,3 +513,33 @@ def test_backward_uses_the_settings_of_the_call(change):
     np.testing.assert_array_equal(layer.backward(dout), dx_ref)
     for k, g in grads_ref.items():
         np.testing.assert_array_equal(layer.grads[k], g, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.skipif("cpp" not in prf.backends(), reason="the step kernel is the compiled backend's")
+def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
+    """From a batch times weight size (STEP_KERNEL_BYTES_PER_THREAD) a step runs on the
+    sequence kernels with T = 1: the step kernel re-read the weights per sample or two, and an
+    LSTM step of H = 512, N = 512 took 2.3x a T = 1 call (found by a benchmark of cliffs).
+    Both paths give the whole sequence's outputs and carry the same state."""
+    from pyrnn_fast.layers import _base
+
+    T, N, D, H = 4, 16, 5, 8
+    x = rng_arrays(31, (N, T, D), dtype=np.float32)[0]
+    make = lambda: getattr(prf, cell)(D, H, num_layers=2, seed=3, stateful=True)  # noqa: E731
+    out = make()(x)[0]
+    by_kernel, by_sequence = make(), make()
+    for t in range(T):
+        y_kernel = by_kernel.step(x[:, t])
+        with monkeypatch.context() as m:
+            m.setattr(_base, "STEP_KERNEL_BYTES_PER_THREAD", 1)
+            y_sequence = by_sequence.step(x[:, t])
+        close(y_kernel, out[:, t], 1e-6, f"step kernel, step {t}")
+        close(y_sequence, out[:, t], 1e-6, f"sequence kernels, step {t}")
+    parts = (lambda layer: layer.state) if cell == "LSTM" else (lambda layer: (layer.state,))  # (h, c) or h
+    for a, b in zip(parts(by_kernel), parts(by_sequence)):
+        close(a, b, 1e-6, "state")
+    assert by_kernel._stepper is not None and by_sequence._stepper is None  # each took its path
+    big = prf.LSTM(32, 512, stateful=True)  # the benchmark's case: 4.5 MB of weights
+    assert big._step_kernel_suits(1) and big._step_kernel_suits(15)
+    assert not big._step_kernel_suits(512)
