@@ -36,7 +36,7 @@ static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, 
 // addressing those columns as in for_each_vector (simd.hpp): every epilogue's one formula for
 // whole tiles (no test per vector) and for a tile that ends in part of a vector.
 template <class T, int NVT, class F>
-static inline void for_tile_vectors(const Vec<T> (&acc)[NVT], idx col0, idx ncols, const F& f) {
+static inline void for_tile_vectors(Vec<T> (&acc)[NVT], idx col0, idx ncols, const F& f) {
     constexpr int W = kLanes<T>;
     if (ncols >= NVT * W) {
         for (int i = 0; i < NVT; ++i) f(WholeVector<T>{col0 + i * W}, acc[i]);
