@@ -1,6 +1,6 @@
 """`layer.step` of many samples at once (many streams served together): the path it takes now
 (the step kernel for a few samples, the sequence kernels with T = 1 from a batch times weight
-size of STEP_KERNEL_BYTES_PER_THREAD), the step kernel forced, and torch's cell when installed,
+size of STEP_KERNEL_MAX_BATCH_BYTES), the step kernel forced, and torch's cell when installed,
 side by side in interleaved rounds.
 
     python bench/step_batch.py
@@ -23,12 +23,12 @@ except ImportError:
 
 def forced_step_kernel(layer, x):
     def run():
-        saved = _base.STEP_KERNEL_BYTES_PER_THREAD
-        _base.STEP_KERNEL_BYTES_PER_THREAD = 1 << 62
+        saved = _base.STEP_KERNEL_MIN_BATCH
+        _base.STEP_KERNEL_MIN_BATCH = 1 << 62
         try:
             layer.step(x)
         finally:
-            _base.STEP_KERNEL_BYTES_PER_THREAD = saved
+            _base.STEP_KERNEL_MIN_BATCH = saved
 
     return run
 

@@ -515,16 +515,16 @@ def test_backward_uses_the_settings_of_the_call(change):
         np.testing.assert_array_equal(layer.grads[k], g, err_msg=k)
 
 
-@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 @pytest.mark.skipif("cpp" not in prf.backends(), reason="the step kernel is the compiled backend's")
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
-    """From a batch times weight size (STEP_KERNEL_BYTES_PER_THREAD) a step runs on the
-    sequence kernels with T = 1: the step kernel re-read the weights per sample or two, and an
-    LSTM step of H = 512, N = 512 took 2.3x a T = 1 call (found by a benchmark of cliffs).
-    Both paths give the whole sequence's outputs and carry the same state."""
+    """From a batch times weight size (STEP_KERNEL_MAX_BATCH_BYTES) a step runs on the sequence
+    kernels with T = 1: the step kernel re-read the weights per sample or two, and an LSTM step
+    of H = 512, N = 512 took 2.6x a T = 1 call (found by a benchmark of cliffs). Both paths give
+    the whole sequence's outputs and carry the same state."""
     from pyrnn_fast.layers import _base
 
-    T, N, D, H = 4, 16, 5, 8
+    T, N, D, H = 4, 32, 5, 8
     x = rng_arrays(31, (N, T, D), dtype=np.float32)[0]
     make = lambda: getattr(prf, cell)(D, H, num_layers=2, seed=3, stateful=True)  # noqa: E731
     out = make()(x)[0]
@@ -532,7 +532,7 @@ def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
     for t in range(T):
         y_kernel = by_kernel.step(x[:, t])
         with monkeypatch.context() as m:
-            m.setattr(_base, "STEP_KERNEL_BYTES_PER_THREAD", 1)
+            m.setattr(_base, "STEP_KERNEL_MAX_BATCH_BYTES", 1)
             y_sequence = by_sequence.step(x[:, t])
         close(y_kernel, out[:, t], 1e-6, f"step kernel, step {t}")
         close(y_sequence, out[:, t], 1e-6, f"sequence kernels, step {t}")
@@ -541,5 +541,35 @@ def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
         close(a, b, 1e-6, "state")
     assert by_kernel._stepper is not None and by_sequence._stepper is None  # each took its path
     big = prf.LSTM(32, 512, stateful=True)  # the benchmark's case: 4.5 MB of weights
-    assert big._step_kernel_suits(1) and big._step_kernel_suits(15)
-    assert not big._step_kernel_suits(512)
+    assert big._step_kernel_suits(1) and big._step_kernel_suits(31)
+    assert not big._step_kernel_suits(32) and not big._step_kernel_suits(512)
+    prf.set_num_threads(1)  # the path, and so the bits, do not depend on the thread count
+    try:
+        assert not big._step_kernel_suits(32)
+    finally:
+        prf.set_num_threads(None)
+    assert prf.LSTM(32, 512, num_layers=2)._step_kernel_suits(16)  # layers above read 2H rows
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_an_interrupted_step_of_a_stack_leaves_every_layer_where_it_was(cell, monkeypatch):
+    """The T = 1 path (other backends, and many samples on the compiled one) wrote each layer's
+    state as it went: a KeyboardInterrupt in a later layer left the stack half advanced."""
+    layer = getattr(prf, cell)(5, 8, num_layers=3, seed=3, stateful=True, backend="numpy")  # that path
+    x = rng_arrays(32, (32, 5), dtype=np.float32)[0]
+    layer.step(x)
+    before = [np.array(p) for p in (layer.state if cell == "LSTM" else (layer.state,))]
+    run, calls = layer._run, []
+
+    def interrupted_at_the_third_layer(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "_run", interrupted_at_the_third_layer)
+    with pytest.raises(KeyboardInterrupt):
+        layer.step(x)
+    after = layer.state if cell == "LSTM" else (layer.state,)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)

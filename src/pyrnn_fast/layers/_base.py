@@ -17,9 +17,11 @@ from .._orchestration import _check_flag, aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
 
-# step(): the batch size times a layer's weight bytes, per thread, from which a step runs on the
-# sequence kernels (T = 1) instead of the step kernel (_step_kernel_suits).
-STEP_KERNEL_BYTES_PER_THREAD = 64 << 20
+# step(): a step of at least STEP_KERNEL_MIN_BATCH samples whose batch size times a layer's
+# weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES runs on the sequence kernels (T = 1) instead
+# of the step kernel (_step_kernel_suits).
+STEP_KERNEL_MIN_BATCH = 32
+STEP_KERNEL_MAX_BATCH_BYTES = 96 << 20
 
 
 def _aligned(a):
@@ -403,14 +405,20 @@ class _RecurrentLayer:
             return self._compiled_step(_c_array(x_t, self.dtype), parts)
         # The functional forward with T = 1, layer by layer (its GEMMs on the compiled backend).
         inp = np.asarray(x_t, dtype=self.dtype)[None]
+        new_states = []
         for layer in range(self.num_layers):
             W = self._weights_as_computed(layer, "")  # as on the compiled path
             # The state too: one set by hand may be of another dtype (written back into it).
             state = tuple(np.asarray(p[layer], self.dtype) for p in parts)
             hs, new, _ = self._run(inp, W, state, keep=False)
+            new_states.append(new)
+            inp = hs
+        # Written back once every layer has stepped: a Ctrl-C in a later layer's call leaves
+        # the whole stack where it was (found by a review: 19 of 40 interrupted steps of a
+        # 3-layer LSTM had advanced some layers only).
+        for layer, new in enumerate(new_states):
             for p, v in zip(parts, new):
                 p[layer] = v
-            inp = hs
         return inp[0].copy()
 
     # --- the compiled streaming step (RNN, LSTM and GRU) ----------------------------------
@@ -419,17 +427,19 @@ class _RecurrentLayer:
         """Whether a step of n samples runs on the step kernel rather than on the sequence
         kernels with T = 1. The step kernel sweeps a layer's weights once per one or two samples
         (no packing: N = 1 is what it is for), and a GEMM, which packs them once and reuses each
-        block across all samples, overtakes it once the batch times the weights' bytes passes
-        ~64 MB per thread: the weights then come from L3 at every sweep. Measured (Sapphire
-        Rapids VM, float32, D = 32, step time over the sequence path's): LSTM H = 512 (4.5 MB
-        of weights) 2 threads N = 16 0.79x, N = 32 1.27x, N = 128 2.04x; 1 thread N = 16 1.0x,
-        N = 64 1.7x; vanilla H = 512 (1.1 MB) 2 threads N = 64 0.88x, N = 128 1.18x, float64
-        1.35x; H <= 256 in L2 on two threads: the step kernel ahead up to N = 128 at least."""
-        if n < 16:
+        block across all samples, overtakes it once they come from L3 at every sweep: from about
+        N = 20-35 when a layer's weights exceed the cores' L2, near N = 100 for 1 MB (measured,
+        Sapphire Rapids VM, float32, D = 32, 2 threads, step kernel time over the T = 1 path:
+        LSTM H = 512 (4.5 MB) N = 16 0.79x, N = 32 1.27x, N = 128 2.04x; H = 1024 N = 16 0.74x;
+        vanilla H = 512 (1.1 MB) N = 64 0.88x, N = 128 1.18x; LSTM H = 256 (1.2 MB) N = 64
+        0.90x, N = 128 1.21x; on one thread the crossings come at about half those batches). The
+        bound does not depend on the thread count, so neither do the results' bits."""
+        if n < STEP_KERNEL_MIN_BATCH:
             return True
-        widest = max(self.input_size, self.hidden_size)
-        weight_bytes = (widest + self.hidden_size) * self._gates * self.hidden_size * np.dtype(self.dtype).itemsize
-        return n * weight_bytes < STEP_KERNEL_BYTES_PER_THREAD * max(1, _backends.get_num_threads())
+        H, G, itemsize = self.hidden_size, self._gates, np.dtype(self.dtype).itemsize
+        first = self.input_size + H  # the rows of [Wx; Wh] of layer 0, then of the layers above
+        rows = max(first, 2 * H) if self.num_layers > 1 else first
+        return n * rows * G * H * itemsize < STEP_KERNEL_MAX_BATCH_BYTES
 
     def _step_settings(self):
         """What a compiled stepper is built for besides the arrays: backend and activation
