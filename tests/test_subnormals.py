@@ -7,7 +7,6 @@ weights that make dh decay through the subnormal range on its way to the first s
 from __future__ import annotations
 
 import pathlib
-import platform
 import shutil
 import signal
 import subprocess
@@ -70,7 +69,6 @@ def _forward_backward(cell, p, backend):
 
 def test_on_by_default_on_x86_64():
     assert prf.get_flush_subnormals() is CAN_FLUSH
-    assert CAN_FLUSH is (platform.machine() in ("x86_64", "AMD64"))
 
 
 @pytest.mark.parametrize("enabled", [1, 0, None, "yes", np.float64(1)])

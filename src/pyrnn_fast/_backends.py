@@ -39,9 +39,8 @@ import threading
 import warnings
 from typing import Callable, NamedTuple
 
-import numpy as np
-
 from . import _reference, _reference_gated
+from ._orchestration import _check_flag
 
 PREFERENCE = ("cpp", "numba", "numpy")
 
@@ -344,10 +343,9 @@ def set_flush_subnormals(enabled: bool) -> None:
     Raises ValueError when asked to flush on a machine whose kernels cannot (not x86-64, or no
     compiled backend).
     """
-    if not isinstance(enabled, (bool, np.bool_)):
-        raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
+    enabled = _check_flag("enabled", enabled)
     if _core is not None:
-        _core.set_flush_subnormals(bool(enabled))
+        _core.set_flush_subnormals(enabled)
     elif enabled:
         raise ValueError("enabled: flushing subnormals is done by the compiled backend, which is not available")
 
