@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
         for (int it = 0; it < rounds; ++it)
             for (idx r = 0; r < rows; r += kMR)
                 for (idx p = 0; p < group; ++p, f += tile_flops, keep())
-                    micro_tile<T, kMR, 1>(a_at(r), K, B + p * panel_size, panel_size, 0, kMR, 0, NR, to_tile);
+                    micro_tile<T, kMR, 1>(a_at(r), K, PackedB<T>{B + p * panel_size, panel_size}, 0, kMR, 0, NR,
+                                          to_tile);
         return f;
     };
     report("1 ceiling: one packed sliver, one 256 KB group",
@@ -153,7 +154,7 @@ int main(int argc, char** argv) {
         for (idx pg = 0; pg < panels; pg += group)
             for (idx r = 0; r < N; r += kMR)
                 for (idx p = pg; p < pg + group && p < panels; ++p, f += tile_flops) {
-                    micro_tile<T, kMR, 1>(StridedRowsA<T>{h + r * H, H}, K, B + p * panel_size, panel_size,
+                    micro_tile<T, kMR, 1>(StridedRowsA<T>{h + r * H, H}, K, PackedB<T>{B + p * panel_size, panel_size},
                                           at_tile ? 0 : r, kMR, at_tile ? 0 : p * NR, NR, epi);
                     if (at_tile) keep();
                 }
@@ -182,8 +183,8 @@ int main(int argc, char** argv) {
         double f = 0;
         for (idx s = 0; s < cols / kMR; ++s)
             for (idx p = 0; p < N / NR; ++p, f += tile_flops, keep())
-                micro_tile<T, kMR, 1>(PackedA<T>{weight_slivers + s * kMR * K}, K, B + p * panel_size, panel_size, 0,
-                                      kMR, 0, NR, to_tile);
+                micro_tile<T, kMR, 1>(PackedA<T>{weight_slivers + s * kMR * K}, K,
+                                      PackedB<T>{B + p * panel_size, panel_size}, 0, kMR, 0, NR, to_tile);
         return f;
     });
     return 0;

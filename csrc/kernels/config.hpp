@@ -112,6 +112,13 @@ constexpr idx kKC = 512;
 // (microkernel.hpp, step_product): kMR rows x kStepKC of A then stay in L1 (6 x 512 floats =
 // 12 KB of AVX2's 32 KB).
 constexpr idx kStepKC = 512;
+// A forward recurrence packs its weights (Wh, into panels) when its products have this many
+// rows of h in all (steps x N, less the first step's without h0); fewer, and the micro-kernel
+// reads them in place. Packing is a pass over the weights; read in place, down rows 4G·H
+// bytes apart, a step of one sample cost ~2-4 of the packed one's (N = 1, GRU float32,
+// Sapphire Rapids, 2 threads, µs for T = 1, 2, 4 steps with h0: H = 512 packed 158, 172, 201,
+// in place 69, 133, 264; H = 128 packed 9.0, 10.8, 13.8, in place 5.3, 7.9, 12.6).
+constexpr idx kMinRowsToPackWeights = 3;
 // From this many rows a step's left factor is packed into slivers (each thread its own copy,
 // once per step) before the product, instead of the micro-kernel reading kMR rows H apart (at
 // H = 1024 all in one L1 set). Measured on Zen 3, large (N = 128, H = 1024) float32, 2 threads,

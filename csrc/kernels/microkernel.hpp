@@ -85,14 +85,38 @@ struct PackedA {  // a packed sliver: kMR values per k
     T operator()(int r, idx k) const { return a[k * kMR + r]; }
 };
 
-// Micro-kernel: M rows of A (K columns) times NP consecutive packed panels starting at `bp`
-// (`panel_size` values apart); the tile stays in registers until `epi` finishes and stores it.
+// Operand B of the micro-kernel: vector v of the tile's panel p at depth k.
+template <class T>
+struct PackedB {  // consecutive packed panels (pack_panels), `panel_size` values apart
+    const T* b;
+    idx panel_size;
+    Vec<T> operator()(int p, idx k, int v) const { return load(b + p * panel_size + k * kNR<T> + v * kLanes<T>); }
+};
+// B's rows where they are (row k at b + k * ld, the tile's first column at b), for a product
+// too shallow in rows of A to repay packing B (config.hpp, kMinRowsToPackWeights). Only the
+// tile's first `ncols` columns are read unless `Whole` (all of them exist): lanes past them are
+// zeros, as a packed panel's padding is, and their memory (past a row, or the array) is not
+// touched. The same multiply-adds in the same order as from packed panels: the same bits.
+template <class T, bool Whole>
+struct InPlaceB {
+    const T* b;
+    idx ld, ncols;
+    Vec<T> operator()(int p, idx k, int v) const {
+        const idx j = p * kNR<T> + v * kLanes<T>;
+        if (Whole || j + kLanes<T> <= ncols) return load(b + k * ld + j);
+        if (j >= ncols) return Vec<T>{};
+        return PartialVector<T>{j, int(ncols - j)}.get(b + k * ld);
+    }
+};
+
+// Micro-kernel: M rows of A (K columns) times NP consecutive panels of B; the tile stays in
+// registers until `epi` finishes and stores it.
 // It starts from zeros, or from the partial sums at `init` (rows init_ld apart, the tile's
 // columns at col0) when a product deeper than one block is summed block by block.
-template <class T, int M, int NP, class A, class Epi>
-static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, idx row0, int nrows, idx col0, idx ncols,
-                              const Epi& epi, const T* init = nullptr, idx init_ld = 0) {
-    constexpr int W = kLanes<T>, NR = kNR<T>, NVT = NP * kNV;
+template <class T, int M, int NP, class A, class B, class Epi>
+static inline void micro_tile(const A& a, idx K, const B& bop, idx row0, int nrows, idx col0, idx ncols, const Epi& epi,
+                              const T* init = nullptr, idx init_ld = 0) {
+    constexpr int W = kLanes<T>, NVT = NP * kNV;
     epi.prefetch(row0, nrows, col0);  // what the epilogue reads arrives while the tile computes
     Vec<T> acc[M][NVT];
 #pragma GCC unroll 16
@@ -106,7 +130,7 @@ static inline void micro_tile(const A& a, idx K, const T* bp, idx panel_size, id
 #pragma GCC unroll 16
         for (int p = 0; p < NP; ++p)
 #pragma GCC unroll 16
-            for (int v = 0; v < kNV; ++v) b[p * kNV + v] = load(bp + p * panel_size + k * NR + v * W);
+            for (int v = 0; v < kNV; ++v) b[p * kNV + v] = bop(p, k, v);
 #pragma GCC unroll 16
         for (int r = 0; r < M; ++r) {
             Vec<T> av = splat<T>(a(r, k));
@@ -124,13 +148,35 @@ template <class T>
 struct StepBlock {
     const T* a;
     idx lda, row0, nrows, K;
-    const T* packed;
+    const T* packed;  // B's panels packed, or (in_place) B itself, row k at packed + k * weights_ld
     idx panel_size, ncols;
     const T* init;  // partial sums of the blocks before (null: none), the thread's tile columns
     idx init_ld;
     const T* packed_a = nullptr;  // rows from row0 packed in slivers of kMR (pack_rows), or null: read in place
     idx sliver_stride = 0;        // between the slivers of packed_a
+    bool in_place = false;
+    idx weights_ld = 0;
 };
+
+// f(B operand) for NP panels of the step's B starting at panel p, for a tile of M rows:
+// packed, or in place. Tiles of kMinRowsToPackWeights rows or more are not compiled for B in
+// place (it would triple the micro-kernels' variants): the recurrence reads its weights in
+// place only for fewer rows than that, or when it reads none (every product K = 0).
+template <class T, int M, int NP, class F>
+static inline void with_panels(const StepBlock<T>& s, idx p, const F& f) {
+    constexpr int NR = kNR<T>;
+    const idx left = s.ncols - p * NR;
+    if constexpr (M < kMinRowsToPackWeights) {
+        if (s.in_place) {
+            if (left >= NP * NR)
+                f(InPlaceB<T, true>{s.packed + p * NR, s.weights_ld, left});
+            else
+                f(InPlaceB<T, false>{s.packed + p * NR, s.weights_ld, left});
+            return;
+        }
+    }
+    f(PackedB<T>{s.in_place ? nullptr : s.packed + p * s.panel_size, s.panel_size});  // (null: never read)
+}
 
 // Rows [0, nrows) x columns [0, K) of A into slivers of kMR rows, dst[s][k][r] (zero padded):
 // the micro-kernel then reads A from one contiguous stream instead of kMR rows H apart (4 KB
@@ -156,11 +202,13 @@ static void tiles_for_rows(const StepBlock<T>& s, idx p0, idx p1, idx row0, cons
     const StridedRowsA<T> arows{s.a + row0 * s.lda, s.lda};
     idx p = p0;
     for (; p + NP <= p1; p += NP)
-        micro_tile<T, M, NP>(arows, s.K, s.packed + p * s.panel_size, s.panel_size, row0, M, p * NR, s.ncols - p * NR,
-                             epi, s.init, s.init_ld);
+        with_panels<T, M, NP>(s, p, [&](const auto& b) {
+            micro_tile<T, M, NP>(arows, s.K, b, row0, M, p * NR, s.ncols - p * NR, epi, s.init, s.init_ld);
+        });
     for (; p < p1; ++p)
-        micro_tile<T, M, 1>(arows, s.K, s.packed + p * s.panel_size, s.panel_size, row0, M, p * NR, s.ncols - p * NR,
-                            epi, s.init, s.init_ld);
+        with_panels<T, M, 1>(s, p, [&](const auto& b) {
+            micro_tile<T, M, 1>(arows, s.K, b, row0, M, p * NR, s.ncols - p * NR, epi, s.init, s.init_ld);
+        });
 }
 
 template <class T, class Epi, int M = 1>
@@ -179,8 +227,8 @@ static void tiles_for_sliver(const StepBlock<T>& s, idx p0, idx p1, idx row0, co
     constexpr int NR = kNR<T>;
     const PackedA<T> sliver{s.packed_a + ((row0 - s.row0) / kMR) * s.sliver_stride};
     const int nrows = int(imin(kMR, s.row0 + s.nrows - row0));
-    for (idx p = p0; p < p1; ++p)
-        micro_tile<T, kMR, 1>(sliver, s.K, s.packed + p * s.panel_size, s.panel_size, row0, nrows, p * NR,
+    for (idx p = p0; p < p1; ++p)  // (packed rows of A: at least kMinPackedRows, so B is packed)
+        micro_tile<T, kMR, 1>(sliver, s.K, PackedB<T>{s.packed + p * s.panel_size, s.panel_size}, row0, nrows, p * NR,
                               s.ncols - p * NR, epi, s.init, s.init_ld);
 }
 
@@ -216,16 +264,18 @@ struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffe
 };
 
 // One step's product C[rows [row0, row0 + nrows), panels [p0, p1)) = epi(A . B), B packed over
-// its full depth K (panel p at packed + p * K * NR), `a_packed` (or null) those rows of A.
+// its full depth K (panel p at packed + p * K * NR) or, `in_place`, B itself at `packed` (row k
+// at packed + k * weights_ld), `a_packed` (or null) those rows of A.
 // Deeper than kStepKC (a gated cell's backward: 3H or 4H), it is summed in blocks of kStepKC,
 // the sums between blocks in `partial` (all rows x partial_ld; the thread writes its rows and
 // panel columns), so that a block of the rows of A stays in L1 while the panels stream: the
 // whole rows (4H of them) do not fit, and came from L3 once per panel.
 template <class T, class Epi>
-static void step_product(const T* a, idx lda, const T* a_packed, idx row0, idx nrows, idx K, const T* packed, idx ncols,
-                         idx p0, idx p1, T* partial, idx partial_ld, const Epi& epi) {
+static void step_product(const T* a, idx lda, const T* a_packed, idx row0, idx nrows, idx K, const T* packed,
+                         bool in_place, idx weights_ld, idx ncols, idx p0, idx p1, T* partial, idx partial_ld,
+                         const Epi& epi) {
     constexpr int NR = kNR<T>;
-    StepBlock<T> s{a, lda, row0, nrows, K, packed, K * NR, ncols, nullptr, 0, a_packed, K * kMR};
+    StepBlock<T> s{a, lda, row0, nrows, K, packed, K * NR, ncols, nullptr, 0, a_packed, K * kMR, in_place, weights_ld};
     if (K <= kStepKC || !partial) {
         panel_gemm<T>(s, p0, p1, epi);
         return;
@@ -233,7 +283,7 @@ static void step_product(const T* a, idx lda, const T* a_packed, idx row0, idx n
     for (idx k0 = 0; k0 < K; k0 += kStepKC) {
         s.a = a + k0;
         s.K = imin(kStepKC, K - k0);
-        s.packed = packed + k0 * NR;
+        s.packed = packed + k0 * (in_place ? weights_ld : NR);
         s.init = k0 ? partial : nullptr;
         s.init_ld = partial_ld;
         s.packed_a = a_packed ? a_packed + k0 * kMR : nullptr;

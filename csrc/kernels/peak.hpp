@@ -60,7 +60,7 @@ static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
         const StoreEpilogue<T> epi{tile, NR};
         for (idx it = 0; it < a.iterations; ++it)
             for (idx p = 0; p < panels; ++p) {
-                micro_tile<T, kMR, 1>(PackedA<T>{pa}, kc, pb + p * kc * NR, kc * NR, 0, kMR, 0, NR, epi);
+                micro_tile<T, kMR, 1>(PackedA<T>{pa}, kc, PackedB<T>{pb + p * kc * NR, kc * NR}, 0, kMR, 0, NR, epi);
                 // Memory may have changed: every tile is computed again, none hoisted or merged.
                 __asm__ volatile("" : : "r"(tile) : "memory");
             }

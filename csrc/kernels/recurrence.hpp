@@ -115,12 +115,18 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     if (steps == 0 || N == 0 || H == 0) return true;
     constexpr int NR = kNR<T>;
     const idx panels = (H + NR - 1) / NR;
+    // Forward, products of only a few rows of h in all (a step or two of one sample; none in a
+    // first step without h0, K = 0) read the weights where they are (kMinRowsToPackWeights);
+    // backward reads them transposed, which needs the packing.
+    const idx rows_reading = mul_sat(steps - (cell.operand(0).K == 0 ? 1 : 0), N);
+    const bool pack =
+        s.transposed || rows_reading >= kMinRowsToPackWeights || (rows_reading > 0 && N >= kMinRowsToPackWeights);
     const idx block_size = panels * NR * K;  // one block's packed panels
-    T* packed = scratch<T, kRecurrenceWeights>(s.blocks * block_size);
+    T* packed = pack ? scratch<T, kRecurrenceWeights>(s.blocks * block_size) : nullptr;
     // Partial sums of a product deeper than one block (step_product), each thread in its rows and columns.
     const idx partial_ld = panels * NR;
     T* partial = K > kStepKC ? scratch<T, kRecurrencePartial>(N * partial_ld) : nullptr;
-    if (!packed || (K > kStepKC && !partial)) return false;
+    if ((pack && !packed) || (K > kStepKC && !partial)) return false;
     const idx step_work = mul_sat(mul_sat(mul_sat(N, K), H), s.blocks);
     const Split split =
         recurrence_split(s.threads, steps, N, H, panels, step_work, s.blocks * block_size * idx(sizeof(T)));
@@ -131,7 +137,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         idx p0, p1;
         thread_range(panels, team, tid, p0, p1);
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
-        for (int b = 0; b < s.blocks; ++b) {
+        for (int b = 0; b < s.blocks && pack; ++b) {
             if (s.transposed)
                 pack_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld, 1, s.weights.ld, K, H,
                                p0, p1);
@@ -155,22 +161,25 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         // product (null: read in place, for few rows, with AVX-512, or when it cannot be
         // allocated; kMinPackedRows).
         T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((rows + kMR - 1) / kMR) * kMR * K) : nullptr;
-        auto pack = [&](const StepOperand<T>& op) -> const T* {
+        auto pack_a = [&](const StepOperand<T>& op) -> const T* {
             if (!abuf || op.K == 0) return nullptr;
             pack_rows<T>(abuf, op.a + n0 * op.lda, op.lda, rows, op.K);
             return abuf;
         };
+        // Block b of B: its packed panels, or its columns of the weights in place.
+        auto block = [&](int b) { return pack ? packed + b * block_size : s.weights.data + b * H; };
         auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
-            step_product<T>(op.a, op.lda, pack(op), n0, rows, op.K, packed, H, p0, p1, partial, partial_ld, epi);
+            step_product<T>(op.a, op.lda, pack_a(op), n0, rows, op.K, block(0), !pack, s.weights.ld, H, p0, p1, partial,
+                            partial_ld, epi);
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         const bool barrier_per_step = team > 1 && !split.by_rows;
         for (idx i = 0; i < steps; ++i) {
             const StepOperand<T> op = cell.operand(i);
-            const T* a_packed = pack(op);
+            const T* a_packed = pack_a(op);
             for (int b = 0; b < s.blocks; ++b)
-                step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, packed + b * block_size, H, p0, p1, partial,
-                                partial_ld, cell.epilogue(i, b));
+                step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
+                                partial, partial_ld, cell.epilogue(i, b));
             cell.after_products(i, n0, n1, j0, j1);
             if (poll(step_work / N * rows)) stop.after(i + 1);
             if (barrier_per_step) step_barrier.wait(team, tid);
