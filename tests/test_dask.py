@@ -308,10 +308,10 @@ def test_the_reduction_receives_no_states_and_the_concatenation_no_gradients(mon
 def test_the_backend_the_caller_resolves_runs_in_every_task(monkeypatch):
     # backend=None was resolved in each task: a worker without the compiled backend (or with
     # another PYRNN_FAST_BACKEND) fell back in silence, its chunks differing in the last bits.
-    from pyrnn_fast import _api_gated
+    from pyrnn_fast import _api_gated, _backends
 
     asked = []
-    get_backend = _api_gated.get_backend
+    get_backend = _backends.get_backend
 
     def recording_get_backend(name):
         asked.append(name)
@@ -322,6 +322,8 @@ def test_the_backend_the_caller_resolves_runs_in_every_task(monkeypatch):
     monkeypatch.setenv("PYRNN_FAST_BACKEND", "numpy")
     out = prfd.predict(layer, chunked(layer, x))  # lazy: resolved here, run below
     monkeypatch.delenv("PYRNN_FAST_BACKEND")
+    # (the layers resolve it through _backends, the functional calls through their own import)
+    monkeypatch.setattr(_backends, "get_backend", recording_get_backend)
     monkeypatch.setattr(_api_gated, "get_backend", recording_get_backend)
     with dask.config.set(scheduler="sync"):
         out.compute()

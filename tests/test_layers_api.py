@@ -224,3 +224,38 @@ def test_a_layer_too_large_for_memory_is_a_memoryerror_naming_its_sizes():
     gives it (more than any address space), and NumPy's own size limit lets it through."""
     with pytest.raises(MemoryError, match=r"^input_size=0, hidden_size=268435456, num_layers=1: "):
         prf.RNN(0, 2**28)
+
+
+@pytest.mark.parametrize("backend", prf.backends())
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_layer_call_is_the_public_functional_forward_bit_for_bit(cell, backend):
+    """The layers call the functional forwards past their checks (``_forward_args``): the
+    same bits as the public calls chained by hand, over two calls of a stateful two-layer
+    layer, with parameters rebound to Fortran order and to float64 (the layer computes in its
+    own dtype: the public calls get the float32 values)."""
+    layer = getattr(prf, cell)(5, 7, num_layers=2, seed=1, stateful=True, backend=backend)
+    layer.params["Wh_l1"] = np.asfortranarray(layer.params["Wh_l1"])
+    layer.params["Wx_l0"] = layer.params["Wx_l0"].astype(np.float64)
+    rng = np.random.default_rng(2)
+    parts = len(layer._state_names)
+    state = [np.zeros((2, 3, 7), np.float32) for _ in range(parts)]
+    for _ in range(2):
+        x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+        out, got = layer(x, record=False) if cell == "LSTM" else layer(x)
+        inp, finals = x, []
+        for k in range(2):
+            W = [np.asarray(layer.params[f"{kind}_l{k}"], np.float32) for kind in layer._param_kinds]
+            if cell == "RNN":
+                inp, h = prf.rnn_forward(inp, *W, state[0][k], backend=backend)
+                finals.append((h,))
+            elif cell == "LSTM":
+                o = prf.lstm_forward(inp, *W, state[0][k], state[1][k], backend=backend)
+                inp, _ = o.hs, finals.append((o.h_last, o.c_last))
+            else:
+                o = prf.gru_forward(inp, *W, state[0][k], backend=backend)
+                inp, _ = o.hs, finals.append((o.h_last,))
+        np.testing.assert_array_equal(out, inp)
+        got = got if cell == "LSTM" else (got,)
+        for p in range(parts):
+            np.testing.assert_array_equal(got[p], np.stack([f[p] for f in finals]))
+        state = [np.stack([f[p] for f in finals]) for p in range(parts)]

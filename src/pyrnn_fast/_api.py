@@ -87,8 +87,17 @@ def rnn_forward(
     """
     act = _check_activation(activation)
     kernel = get_backend(backend)
-    arrays, dtype, (T, N, D, H) = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), ("x", "Wx", "Wh"), time_major)
-    x = _kernel_seq(arrays["x"], dtype)
+    arrays, dtype, dims = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), ("x", "Wx", "Wh"), time_major)
+    arrays["x"] = _kernel_seq(arrays["x"], dtype)
+    return _rnn_forward_checked(kernel, arrays, dtype, dims, bool(time_major), act)
+
+
+def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, act: str):
+    """``rnn_forward`` past its checks (the layers call it with what they checked themselves):
+    `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
+    `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it."""
+    T, N, D, H = dims
+    x = arrays["x"]
     h0 = _kernel_matrix(arrays["h0"], dtype)
     hs = _empty(x.shape[:2] + (H,), dtype)
     hs_tm = _tm(hs, time_major)

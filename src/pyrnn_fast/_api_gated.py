@@ -150,13 +150,11 @@ def _steps_per_call(T: int, step_bytes: int, workspace: bool) -> int:
     return min(T, max(1, INFERENCE_SCRATCH_BYTES // step_bytes))
 
 
-def _forward_inputs(named, time_major, gates) -> tuple[dict, np.dtype, tuple, np.ndarray, np.ndarray, np.ndarray]:
-    """Validated inputs of a forward: (arrays, dtype, (T, N, D, H), x as the kernels take it,
-    hs to fill in the caller's layout, its time-major view)."""
+def _forward_inputs(named, time_major, gates) -> tuple[dict, np.dtype, tuple]:
+    """Validated inputs of a forward: (arrays, dtype, (T, N, D, H)), x as the kernels take it."""
     arrays, dtype, dims = _prepare(named, ("x", "Wx", "Wh"), time_major, gates)
-    x = _kernel_seq(arrays["x"], dtype)
-    hs = _empty(x.shape[:2] + (dims[3],), dtype)
-    return arrays, dtype, dims, x, hs, _tm(hs, time_major)
+    arrays["x"] = _kernel_seq(arrays["x"], dtype)
+    return arrays, dtype, dims
 
 
 def _backward_inputs(
@@ -236,7 +234,18 @@ def lstm_forward(
     kernel = get_backend(backend)
     workspace = _check_flag("workspace", workspace)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0, c0=c0)
-    arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 4)
+    arrays, dtype, dims = _forward_inputs(named, time_major, 4)
+    return _lstm_forward_checked(kernel, arrays, dtype, dims, time_major, workspace)
+
+
+def _lstm_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool) -> LSTMOutput:
+    """``lstm_forward`` past its checks (the layers call it with what they checked themselves):
+    `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
+    `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it; flags bools."""
+    T, N, D, H = dims
+    x = arrays["x"]
+    hs = _empty(x.shape[:2] + (H,), dtype)
+    hs_tm = _tm(hs, time_major)
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, h, c = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "h0", "c0"))
@@ -325,7 +334,16 @@ def gru_forward(
     kernel = get_backend(backend)
     workspace = _check_flag("workspace", workspace)
     named = dict(x=x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=h0)
-    arrays, dtype, (T, N, D, H), x, hs, hs_tm = _forward_inputs(named, time_major, 3)
+    arrays, dtype, dims = _forward_inputs(named, time_major, 3)
+    return _gru_forward_checked(kernel, arrays, dtype, dims, time_major, workspace)
+
+
+def _gru_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool) -> GRUOutput:
+    """``gru_forward`` past its checks (as ``_lstm_forward_checked``)."""
+    T, N, D, H = dims
+    x = arrays["x"]
+    hs = _empty(x.shape[:2] + (H,), dtype)
+    hs_tm = _tm(hs, time_major)
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, bh, h = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "bh", "h0"))

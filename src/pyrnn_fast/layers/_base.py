@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .. import _backends
-from .._orchestration import _check_flag, aligned_copy
+from .._orchestration import _check_flag, _kernel_seq, aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
 
@@ -185,6 +185,18 @@ class _RecurrentLayer:
         """(dx, parameter gradients in ``_param_kinds`` order, initial state gradients)."""
         raise NotImplementedError
 
+    def _forward_args(self, x, **named):
+        """(backend, arrays, dtype, dims) for a cell's functional forward past its checks
+        (``_api._rnn_forward_checked``, ``_api_gated._lstm_forward_checked``, ...) over one run
+        of this layer: x time-major (T, N, D) and the named arrays (weights, state parts, None
+        where absent) in the layer's dtype, as ``_stack`` and ``step`` pass them. The checks
+        skipped are those the layer made (x's D, the parameters' shapes, the state's): at
+        T = 1 they were a fifth of a layer call. The layouts are made the kernels' as the
+        public calls make them; the bindings check the sizes again."""
+        x = _kernel_seq(x, self.dtype)
+        T, N, D = x.shape
+        return _backends.get_backend(self.backend), dict(x=x, **named), self.dtype, (T, N, D, self.hidden_size)
+
     def _param_shapes(self):
         """[(name, shape)] of every parameter, in the order of ``params``."""
         H, G = self.hidden_size, self._gates
@@ -295,25 +307,33 @@ class _RecurrentLayer:
         if self.state is None:
             return None
         names, L, H = self._state_names, self.num_layers * self.num_directions, self.hidden_size
-        expected = f"(num_layers*dirs, N, H) = ({L}, N, {H})"
-        labels: tuple[str, ...]
         if len(names) == 1:
-            parts, labels = (self.state,), ("state",)
+            parts = (self.state,)
         elif isinstance(self.state, (tuple, list)) and len(self.state) == len(names):
-            parts, labels = tuple(self.state), tuple(f"state[{i}] ({n})" for i, n in enumerate(names))
+            parts = tuple(self.state)
         else:
             raise TypeError(
-                f"state: expected a tuple ({', '.join(names)}) of arrays {expected}, got {type(self.state).__name__}"
+                f"state: expected a tuple ({', '.join(names)}) of arrays {self._state_shape_text()}, "
+                f"got {type(self.state).__name__}"
             )
-        for label, part in zip(labels, parts):
+        for i, part in enumerate(parts):
+            # (the messages formatted only for an error: this runs at every call of a stateful layer)
             if not isinstance(part, np.ndarray) or part.dtype.kind != "f":
                 got = f"dtype {part.dtype}" if isinstance(part, np.ndarray) else type(part).__name__
-                raise TypeError(f"{label}: expected a floating-point NumPy array {expected}, got {got}")
+                expected = self._state_shape_text()
+                raise TypeError(f"{self._state_label(i)}: expected a floating-point NumPy array {expected}, got {got}")
             if part.ndim != 3 or part.shape[0] != L or part.shape[2] != H:
-                raise ValueError(f"{label}: expected shape {expected}, got {part.shape}")
-        if any(part.shape != parts[0].shape for part in parts):
+                raise ValueError(f"{self._state_label(i)}: expected shape {self._state_shape_text()}, got {part.shape}")
+        if len(parts) > 1 and any(part.shape != parts[0].shape for part in parts):
             raise ValueError(f"state: its parts differ in shape: {[part.shape for part in parts]}")
         return parts
+
+    def _state_shape_text(self):
+        return f"(num_layers*dirs, N, H) = ({self.num_layers * self.num_directions}, N, {self.hidden_size})"
+
+    def _state_label(self, i):
+        """How the errors name part i of the carried state."""
+        return "state" if len(self._state_names) == 1 else f"state[{i}] ({self._state_names[i]})"
 
     def _set_state_parts(self, parts):
         self.state = parts[0] if len(parts) == 1 else tuple(parts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._api import Activation, rnn_backward, rnn_forward
+from .._api import Activation, _rnn_forward_checked, rnn_backward
 from . import _interop
 from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
@@ -95,7 +95,8 @@ class RNN(_RecurrentLayer):
 
     def _run(self, x, W, state, keep=True):
         Wx, Wh, b = W
-        hs, h = rnn_forward(x, Wx, Wh, b, state[0], activation=self.activation, time_major=True, backend=self.backend)
+        args = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0])
+        hs, h = _rnn_forward_checked(*args, time_major=True, act=self.activation)
         return hs, (h,), self.activation  # what backward needs: the call's activation, not the current one
 
     def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
