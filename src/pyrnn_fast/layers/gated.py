@@ -56,8 +56,8 @@ class LSTM(_RecurrentLayer):
 
     def _run(self, x, W, state, keep=True):
         Wx, Wh, b = W
-        args = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0], c0=state[1])
-        out = _api_gated._lstm_forward_checked(*args, time_major=True, workspace=keep)
+        kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0], c0=state[1])
+        out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
         return out.hs, (out.h_last, out.c_last), out.workspace
 
     def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
@@ -143,8 +143,8 @@ class GRU(_RecurrentLayer):
 
     def _run(self, x, W, state, keep=True):
         Wx, Wh, b, bh = W
-        args = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=state[0])
-        out = _api_gated._gru_forward_checked(*args, time_major=True, workspace=keep)
+        kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=state[0])
+        out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
         return out.hs, (out.h_last,), out.workspace
 
     def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):

@@ -95,8 +95,8 @@ class RNN(_RecurrentLayer):
 
     def _run(self, x, W, state, keep=True):
         Wx, Wh, b = W
-        args = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0])
-        hs, h = _rnn_forward_checked(*args, time_major=True, act=self.activation)
+        kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0])
+        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, time_major=True, act=self.activation)
         return hs, (h,), self.activation  # what backward needs: the call's activation, not the current one
 
     def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
