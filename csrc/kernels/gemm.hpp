@@ -11,7 +11,8 @@ namespace PRF_ISA_NAMESPACE {
 // The big GEMMs of the orchestration, C (M x P) = sum_k A(i, k) B(k, j), with the same
 // micro-kernel. GotoBLAS blocking: a kc-deep block of B (the thread's columns) is packed into
 // panels, an mc x kc block of A into MR-row slivers (zero padded), and every MR x NR tile
-// of C is accumulated in registers over kc before its epilogue.
+// of C is accumulated in registers over kc before its epilogue. (At most one tile of rows: B
+// read in place instead, few_rows_tiles.)
 //
 // Rows of sequences are addressed through SeqRows, so batch-major and time-major views
 // need no copy: row m of a (steps, rows, cols) view is at(m / rows, m % rows).
@@ -231,7 +232,7 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1, Int
     const SeqRows<const T> brow{g.b, g.b_rows, g.b_step_stride, g.b_row_stride};
     const SeqRows<T> crow{g.c, g.c_rows, g.c_step_stride, g.c_row_stride};
     // At most one tile of rows, B a matrix with unit column stride: B in place (few_rows_tiles).
-    const bool b_in_place = A_ROWS && i1 - i0 <= kMR && g.b_col_stride == 1 && g.b_rows >= g.K;
+    const bool b_in_place = A_ROWS && i1 - i0 <= kMR && g.K > 0 && g.b_col_stride == 1 && g.b_rows >= g.K;
     // Long float32 sums: the double copy of this thread's block of C (see kWideK).
     const bool wide = sizeof(T) < sizeof(double) && g.K > kWideK;
     const idx wide_ld = j1 - j0;

@@ -143,7 +143,8 @@ static inline void micro_tile(const A& a, idx K, const B& bop, idx row0, int nro
 
 // One block of depth of a step's product over a thread's rows and panels: C[rows, panels) =
 // epi(init + A . B) for rows [row0, row0 + nrows) where A has leading dimension lda (`a` at row
-// 0 and the block's first column) and panel p's block of B is at packed + p * panel_size.
+// 0 and the block's first column) and panel p's block of B is at packed + p * panel_size (or,
+// in_place, its columns at packed + p * NR, rows weights_ld apart).
 template <class T>
 struct StepBlock {
     const T* a;

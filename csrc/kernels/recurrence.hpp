@@ -6,7 +6,8 @@
 //     contiguous range of them, or by rows (samples), thread i owning a range of the batch;
 //   - the threads pack the recurrent weights once (Wh forward, Wh^T backward), each its own
 //     panels: panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values, zero
-//     padded, so the micro-kernel streams them;
+//     padded, so the micro-kernel streams them (forward over a row or two of h in all: read
+//     in place instead, kMinRowsToPackWeights);
 //   - per step, register-blocked micro-kernels compute MR rows x NR columns of the step's
 //     product (h_{t-1} . Wh forward, da_{t+1} . Wh^T backward) and the cell's epilogue
 //     finishes the tile in registers (forward: add xw_t, activation; backward: add dh_t,
@@ -118,9 +119,11 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     // Forward, products of only a few rows of h in all (a step or two of one sample; none in a
     // first step without h0, K = 0) read the weights where they are (kMinRowsToPackWeights);
     // backward reads them transposed, which needs the packing.
+    // So B is in place only for N < kMinRowsToPackWeights (the tiles with_panels compiles for
+    // it), or when no product reads it. (cell.finish's products count too: every forward
+    // cell's finish is empty; a backward's reads Wh^T, packed.)
     const idx rows_reading = mul_sat(steps - (cell.operand(0).K == 0 ? 1 : 0), N);
-    const bool pack =
-        s.transposed || rows_reading >= kMinRowsToPackWeights || (rows_reading > 0 && N >= kMinRowsToPackWeights);
+    const bool pack = s.transposed || rows_reading >= kMinRowsToPackWeights;
     const idx block_size = panels * NR * K;  // one block's packed panels
     T* packed = pack ? scratch<T, kRecurrenceWeights>(s.blocks * block_size) : nullptr;
     // Partial sums of a product deeper than one block (step_product), each thread in its rows and columns.
