@@ -115,9 +115,10 @@ constexpr idx kStepKC = 512;
 // A forward recurrence packs its weights (Wh, into panels) when its products have this many
 // rows of h in all (steps x N, less the first step's without h0); fewer, and the micro-kernel
 // reads them in place. Packing is a pass over the weights; read in place, down rows G·H
-// values apart, a step of one sample cost ~1.5 (H = 128) to ~4.5 (H = 512) times a packed one (N = 1, GRU float32,
-// Sapphire Rapids, 2 threads, µs for T = 1, 2, 4 steps with h0: H = 512 packed 158, 172, 201,
-// in place 69, 133, 264; H = 128 packed 9.0, 10.8, 13.8, in place 5.3, 7.9, 12.6).
+// values apart, a step of one sample costs ~1.5 (H = 128) to ~4.5 (H = 512) times a packed
+// one (N = 1, GRU float32, Sapphire Rapids, 2 threads, µs for T = 1, 2, 4 steps with h0:
+// H = 512 packed 158, 172, 201, in place 69, 133, 264; H = 128 packed 9.0, 10.8, 13.8, in
+// place 5.3, 7.9, 12.6).
 constexpr idx kMinRowsToPackWeights = 3;
 // From this many rows a step's left factor is packed into slivers (each thread its own copy,
 // once per step) before the product, instead of the micro-kernel reading kMR rows H apart (at
