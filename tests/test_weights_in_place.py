@@ -24,10 +24,9 @@ def _cpp():
     return _backends.get_backend("cpp")
 
 
-SHAPES = [
-    (np.float32, M, K, P) for M in (1, 2, 3, 5, 8, 9) for K, P in ((0, 17), (2, 3), (7, 100), (33, 16), (600, 37))
-]
-SHAPES = SHAPES + [(np.float64, *s[1:]) for s in SHAPES] + [(np.float32, M, 1100, 8000) for M in (1, 9)]
+DEPTHS_AND_WIDTHS = ((0, 17), (2, 3), (7, 100), (33, 16), (600, 37))
+SHAPES = [(dt, M, K, P) for dt in (np.float32, np.float64) for M in (1, 2, 3, 5, 8, 9) for K, P in DEPTHS_AND_WIDTHS]
+SHAPES += [(np.float32, M, 1100, 8000) for M in (1, 9)]  # two threads: once per path and ISA
 
 
 @pytest.mark.parametrize("isa", ISAS)
