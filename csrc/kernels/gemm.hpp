@@ -225,14 +225,15 @@ static bool gemm_block(const GemmArgs<T>& g, idx i0, idx i1, idx j0, idx j1, Int
     constexpr int NR = kNR<T>;
     if (i0 >= i1 || j0 >= j1) return true;
     const idx panels = (j1 - j0 + NR - 1) / NR;
-    T* bbuf = scratch<T, kGemmB>(panels * NR * kKC);
-    T* abuf = scratch<T, kGemmA>(((kMC + kMR - 1) / kMR) * kMR * kKC);
-    if (!bbuf || !abuf) return false;
+    // At most one tile of rows, B a matrix with unit column stride: B in place (few_rows_tiles),
+    // and no pack buffers (kept per thread for the process's life: 8 MB for P = 8000).
+    const bool b_in_place = A_ROWS && i1 - i0 <= kMR && g.K > 0 && g.b_col_stride == 1 && g.b_rows >= g.K;
+    T* bbuf = b_in_place ? nullptr : scratch<T, kGemmB>(panels * NR * kKC);
+    T* abuf = b_in_place ? nullptr : scratch<T, kGemmA>(((kMC + kMR - 1) / kMR) * kMR * kKC);
+    if (!b_in_place && (!bbuf || !abuf)) return false;
     const SeqRows<const T> arow{g.a, g.a_rows, g.a_step_stride, g.a_row_stride};
     const SeqRows<const T> brow{g.b, g.b_rows, g.b_step_stride, g.b_row_stride};
     const SeqRows<T> crow{g.c, g.c_rows, g.c_step_stride, g.c_row_stride};
-    // At most one tile of rows, B a matrix with unit column stride: B in place (few_rows_tiles).
-    const bool b_in_place = A_ROWS && i1 - i0 <= kMR && g.K > 0 && g.b_col_stride == 1 && g.b_rows >= g.K;
     // Long float32 sums: the double copy of this thread's block of C (see kWideK).
     const bool wide = sizeof(T) < sizeof(double) && g.K > kWideK;
     const idx wide_ld = j1 - j0;

@@ -21,6 +21,7 @@ from ._orchestration import (
     _check_activation,
     _column_sums,
     _empty,
+    _forward_inputs,
     _forward_into,
     _kernel_matrix,
     _kernel_seq,
@@ -87,8 +88,7 @@ def rnn_forward(
     """
     act = _check_activation(activation)
     kernel = get_backend(backend)
-    arrays, dtype, dims = _prepare(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), ("x", "Wx", "Wh"), time_major)
-    arrays["x"] = _kernel_seq(arrays["x"], dtype)
+    arrays, dtype, dims = _forward_inputs(dict(x=x, Wx=Wx, Wh=Wh, b=b, h0=h0), time_major)
     return _rnn_forward_checked(kernel, arrays, dtype, dims, bool(time_major), act)
 
 

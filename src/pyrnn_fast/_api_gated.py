@@ -21,6 +21,7 @@ from ._orchestration import (
     _check_flag,
     _column_sums,
     _empty,
+    _forward_inputs,
     _input_projection,
     _kernel_matrix,
     _kernel_seq,
@@ -148,13 +149,6 @@ def _steps_per_call(T: int, step_bytes: int, workspace: bool) -> int:
     if workspace or step_bytes == 0:
         return T
     return min(T, max(1, INFERENCE_SCRATCH_BYTES // step_bytes))
-
-
-def _forward_inputs(named, time_major, gates) -> tuple[dict, np.dtype, tuple]:
-    """Validated inputs of a forward: (arrays, dtype, (T, N, D, H)), x as the kernels take it."""
-    arrays, dtype, dims = _prepare(named, ("x", "Wx", "Wh"), time_major, gates)
-    arrays["x"] = _kernel_seq(arrays["x"], dtype)
-    return arrays, dtype, dims
 
 
 def _backward_inputs(

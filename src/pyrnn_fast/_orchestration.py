@@ -125,6 +125,13 @@ def _prepare(named: dict, required: tuple, time_major, gates: int = 1) -> tuple[
     return arrays, dtype, dims
 
 
+def _forward_inputs(named: dict, time_major, gates: int = 1) -> tuple[dict, np.dtype, tuple]:
+    """Validated inputs of a forward: (arrays, dtype, (T, N, D, H)), x as the kernels take it."""
+    arrays, dtype, dims = _prepare(named, ("x", "Wx", "Wh"), time_major, gates)
+    arrays["x"] = _kernel_seq(arrays["x"], dtype)
+    return arrays, dtype, dims
+
+
 def _tm(a: np.ndarray, time_major: bool) -> np.ndarray:
     """The time-major view of a sequence array in the caller's layout."""
     return a if time_major else a.transpose(1, 0, 2)
