@@ -187,6 +187,29 @@ def test_params_that_is_not_a_dict_is_an_error_naming_it(params):
         layer.step(np.ones((1, 2), np.float32))
 
 
+@pytest.mark.parametrize("change", ["num_layers", "bidirectional", "bias", "hidden_size"])
+def test_the_parameter_checks_follow_a_changed_configuration(change):
+    """Every call checks the parameters against the shapes the configuration implies, which
+    are kept between calls: a configuration changed after construction is seen (the parameter
+    it now needs, or one of another shape, named), not checked against the old shapes."""
+    layer = prf.GRU(3, 4)
+    x = np.ones((2, 5, 3), np.float32)
+    layer(x)
+    expected = {
+        "num_layers": (2, r"params: 'Wx_l1' is missing"),
+        "bidirectional": (True, r"params: 'Wx_l0_reverse' is missing"),
+        "bias": (False, None),  # the biases are then not read: the call runs
+        "hidden_size": (5, r"Wx_l0: expected shape \(3, 15\)"),
+    }
+    value, message = expected[change]
+    setattr(layer, change, value)
+    if message is None:
+        assert np.array_equal(layer(x)[0], prf.gru_forward(x, layer.params["Wx_l0"], layer.params["Wh_l0"]).hs)
+    else:
+        with pytest.raises(ValueError, match=message):
+            layer(x)
+
+
 @pytest.mark.parametrize("activation", [np.array("tanh"), np.array(["tanh", "relu"]), b"tanh"])
 def test_an_activation_that_is_not_a_str_is_an_error_naming_it(activation):
     with pytest.raises(ValueError, match="activation: expected 'tanh' or 'relu'"):
