@@ -17,9 +17,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._backends import get_backend
 from ._orchestration import (
-    _backward_gemms,
+    BackwardSteps,
     _check_activation,
-    _column_sums,
     _empty,
     _forward_inputs,
     _forward_into,
@@ -28,6 +27,7 @@ from ._orchestration import (
     _kernel_weights,
     _prepare,
     _tm,
+    _weight_grads,
 )
 
 Activation = Literal["tanh", "relu"]
@@ -137,6 +137,14 @@ def rnn_backward(
     RNNGrads(dx, dWx, dWh, db, dh0): db is what a bias would receive, dh0 what the initial
     state receives (also when h0 was None); dh0 equals dh_last (or zeros) when T = 0.
     """
+    steps, (dh0,) = _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major, backend)
+    dx, dWx, dWh, db, _ = _weight_grads(steps)
+    return RNNGrads(dx, dWx, dWh, db, dh0)
+
+
+def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major, backend):
+    """``rnn_backward``'s checks and recurrence: (BackwardSteps, (dh0,)); ``_weight_grads``
+    does the rest (once for all of a layer's segments: ``layers._segments``)."""
     act = _check_activation(activation)
     kernel = get_backend(backend)
     arrays, dtype, (T, N, D, H) = _prepare(
@@ -162,6 +170,4 @@ def rnn_backward(
         act,
     )
 
-    dx, dWx, dWh = _backward_gemms(kernel, x, _tm(x, time_major), Wx, hs_tm, h0, da_tm, da_tm, dtype, time_major)
-    db = _column_sums(kernel, da_tm, dtype)
-    return RNNGrads(dx, dWx, dWh, db, dh0)
+    return BackwardSteps(kernel, dtype, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), (dh0,)

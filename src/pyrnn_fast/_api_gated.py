@@ -17,9 +17,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._backends import get_backend
 from ._orchestration import (
-    _backward_gemms,
+    BackwardSteps,
     _check_flag,
-    _column_sums,
     _empty,
     _forward_inputs,
     _input_projection,
@@ -28,6 +27,7 @@ from ._orchestration import (
     _kernel_weights,
     _prepare,
     _tm,
+    _weight_grads,
 )
 
 Array = NDArray[np.floating[Any]]
@@ -279,6 +279,14 @@ def lstm_backward(
     is a TypeError); dh_last, dc_last (N, H), optional: gradients w.r.t. h_last and c_last.
     Returns LSTMGrads(dx, dWx, dWh, db, dh0, dc0); db, dh0 and dc0 also when b, h0, c0 were None.
     """
+    args = (dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last, time_major, backend)
+    steps, (dh0, dc0) = _lstm_backward_steps(*args)
+    dx, dWx, dWh, db, _ = _weight_grads(steps)
+    return LSTMGrads(dx, dWx, dWh, db, dh0, dc0)
+
+
+def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last, time_major, backend):
+    """``lstm_backward``'s checks and recurrence: (BackwardSteps, (dh0, dc0)) (as ``_rnn_backward_steps``)."""
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, c0=c0, dh_last=dh_last, dc_last=dc_last)
     arrays, dtype, (T, N, D, H), (gates, cs), x, hs, dhs = _backward_inputs(named, time_major, 4, workspace, "LSTM")
@@ -298,10 +306,7 @@ def lstm_backward(
         dc0,
     )
     Wx = _kernel_weights(arrays["Wx"], dtype)
-    dx, dWx, dWh = _backward_gemms(
-        kernel, x, _tm(x, time_major), Wx, _tm(hs, time_major), h0, da, da, dtype, time_major
-    )
-    return LSTMGrads(dx, dWx, dWh, _column_sums(kernel, da, dtype), dh0, dc0)
+    return BackwardSteps(kernel, dtype, x, Wx, _tm(hs, time_major), h0, da, da, time_major), (dh0, dc0)
 
 
 def gru_forward(
@@ -374,6 +379,13 @@ def gru_backward(
     (None, from ``workspace=False``, is a TypeError, as for ``lstm_backward``); dh_last (N, H),
     optional: a gradient w.r.t. h_last. dbh and dh0 also when bh and h0 were None.
     """
+    steps, (dh0,) = _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, backend)
+    dx, dWx, dWh, db, dbh = _weight_grads(steps)
+    return GRUGrads(dx, dWx, dWh, db, dbh, dh0)
+
+
+def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, backend):
+    """``gru_backward``'s checks and recurrence: (BackwardSteps, (dh0,)) (as ``_rnn_backward_steps``)."""
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last)
     arrays, dtype, (T, N, D, H), (gates, _), x, hs, dhs = _backward_inputs(named, time_major, 3, workspace, "GRU")
@@ -393,5 +405,4 @@ def gru_backward(
         dh0,
     )
     Wx = _kernel_weights(arrays["Wx"], dtype)
-    dx, dWx, dWh = _backward_gemms(kernel, x, _tm(x, time_major), Wx, hs_tm, h0, du, dv, dtype, time_major)
-    return GRUGrads(dx, dWx, dWh, _column_sums(kernel, du, dtype), _column_sums(kernel, dv, dtype), dh0)
+    return BackwardSteps(kernel, dtype, x, Wx, hs_tm, h0, du, dv, time_major), (dh0,)

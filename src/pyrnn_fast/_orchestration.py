@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -290,20 +291,41 @@ def _column_sums(kernel, a_tm: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
-def _backward_gemms(kernel, x, x_tm, Wx, hs_tm, h0, du_tm, dv_tm, dtype, time_major):
-    """The big GEMMs of every backward, from the gradients w.r.t. the input side (du) and the
-    recurrent side (dv) of the pre-activations (the same array but for the GRU):
-    dx = dU·Wxᵀ, dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0). Returns (dx in x's layout,
-    dWx, dWh)."""
-    dx = _empty(x.shape, dtype)
-    kernel.rows_gemm(du_tm, Wx.T, None, _tm(dx, time_major))
-    dWx = np.empty((Wx.shape[0], du_tm.shape[2]), dtype)
-    kernel.reduce_gemm(x_tm, du_tm, dWx, False)
-    dWh = np.empty((hs_tm.shape[2], dv_tm.shape[2]), dtype)
-    kernel.reduce_gemm(hs_tm[:-1], dv_tm[1:], dWh, False)
-    if h0 is not None and hs_tm.shape[0] > 0:
-        kernel.reduce_gemm(h0[None], dv_tm[:1], dWh, True)
-    return dx, dWx, dWh
+class BackwardSteps(NamedTuple):
+    """A backward's recurrence done (``_rnn_backward_steps``, ``_lstm_backward_steps``,
+    ``_gru_backward_steps``): what its weight gradients come from. du, dv: the gradients
+    w.r.t. the input side (X·Wx + b) and the recurrent side (h_{t-1}·Wh + bh) of the
+    pre-activations, time-major (the same array but for the GRU); x as the kernels take it, in
+    the call's layout; hs_tm and h0 (or None) the states the products read."""
+
+    kernel: Any
+    dtype: np.dtype
+    x: np.ndarray
+    Wx: np.ndarray
+    hs_tm: np.ndarray
+    h0: np.ndarray | None
+    du_tm: np.ndarray
+    dv_tm: np.ndarray
+    time_major: bool
+
+
+def _weight_grads(s: BackwardSteps) -> tuple:
+    """The big GEMMs and sums of every backward, after its recurrence: dx = dU·Wxᵀ,
+    dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0), db = Σ dU, dbh = Σ dV. Returns
+    (dx in x's layout, dWx, dWh, db, dbh). A layer run in segments (``layers._segments``) calls
+    it once over all of them, its gradients zero where a sample is past its length."""
+    kernel, dtype = s.kernel, s.dtype
+    dx = _empty(s.x.shape, dtype)
+    kernel.rows_gemm(s.du_tm, s.Wx.T, None, _tm(dx, s.time_major))
+    dWx = np.empty((s.Wx.shape[0], s.du_tm.shape[2]), dtype)
+    kernel.reduce_gemm(_tm(s.x, s.time_major), s.du_tm, dWx, False)
+    dWh = np.empty((s.hs_tm.shape[2], s.dv_tm.shape[2]), dtype)
+    kernel.reduce_gemm(s.hs_tm[:-1], s.dv_tm[1:], dWh, False)
+    if s.h0 is not None and s.hs_tm.shape[0] > 0:
+        kernel.reduce_gemm(s.h0[None], s.dv_tm[:1], dWh, True)
+    db = _column_sums(kernel, s.du_tm, dtype)
+    dbh = db if s.dv_tm is s.du_tm else _column_sums(kernel, s.dv_tm, dtype)
+    return dx, dWx, dWh, db, dbh
 
 
 def _forward_into(kernel, x_tm, Wx, Wh, b, h0, hs_tm, act, dtype):

@@ -2,7 +2,7 @@
 its cell is (RNN, LSTM, GRU): check and keep the configuration, name, shape and initialise the
 parameters, describe itself, switch modes, check the arguments that only the layer's geometry
 (layers, directions, N, T, H) decides, stream (``step``, the compiled stepper) and save /
-load. A cell's class adds its own options and its math (``_run`` / ``_grad``, which ``_stack``
+load. A cell's class adds its own options and its math (``_run`` / ``_grad_steps``, which ``_stack``
 arranges) and its public signatures (``__call__``, ``backward``, interop)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .. import _backends
-from .._orchestration import _check_flag, _kernel_seq, aligned_copy
+from .._orchestration import _check_flag, _kernel_seq, _weight_grads, aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real
 
@@ -181,9 +181,16 @@ class _RecurrentLayer:
         in ``_state_names`` order; `keep`: record what backward needs (False: a step)."""
         raise NotImplementedError
 
-    def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
-        """(dx, parameter gradients in ``_param_kinds`` order, initial state gradients)."""
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
+        """The backward of one run up to its weight gradients: (``BackwardSteps``, initial
+        state gradients), from the cell's ``_..._backward_steps``."""
         raise NotImplementedError
+
+    def _weight_grads(self, steps):
+        """(dx, parameter gradients in ``_param_kinds`` order) of a ``BackwardSteps``: of one
+        run, or of all the segments of a run with ``lengths`` at once (``_segments``)."""
+        dx, dWx, dWh, db, dbh = _weight_grads(steps)
+        return dx, (dWx, dWh, db, dbh)[: len(self._param_kinds)]
 
     def _forward_args(self, x, **named):
         """(backend, arrays, dtype, dims) for a cell's functional forward past its checks

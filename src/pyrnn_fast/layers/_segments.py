@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._orchestration import _empty
+
 
 def _segments(lengths, T):
     """[(t0, t1, sel)]: run steps [t0, t1) for the samples `sel` (None = all of them). With no
@@ -80,20 +82,25 @@ def _run_forward(run, x, state0, segs):
     return hs, state, record
 
 
-def _run_backward(grad, dhs, x, hs, record, dstate_n, segs):
-    """Backward of ``_run_forward``, with grad(dhs, x, hs, saved, state0, dstate_n) -> (dx,
-    dW, dstate0) the cell's functional backward over one run (dW: a tuple of parameter
-    gradients). Returns dx (T, N, D), dW summed over the runs, dstate0."""
+def _run_backward(grad_steps, weight_grads, dhs, x, hs, record, dstate_n, segs):
+    """Backward of ``_run_forward``: grad_steps(dhs, x, hs, saved, state0, dstate_n) ->
+    (BackwardSteps, dstate0) is the cell's functional backward over one run up to its weight
+    gradients, weight_grads(steps) -> (dx, dW) the rest. Returns dx (T, N, D), dW, dstate0.
+    In segments, each one's recurrence runs on its samples, and the weight gradients of all
+    of them come from one weight_grads over the whole run, its gradients w.r.t. the
+    pre-activations zero where a sample is past its length: the same GEMMs as without
+    lengths, not a set of them per segment (each writing whole weight matrices, summed here:
+    with a segment per distinct length, ~1 step each, they took most of the time)."""
     T, N, D = x.shape
     if _one_call(segs, T):
         ((state0, saved),) = record
-        return grad(dhs, x, hs, saved, state0, dstate_n)
-    dx = np.zeros((T, N, D), hs.dtype)
-    dW = None
+        steps, dstate0 = grad_steps(dhs, x, hs, saved, state0, dstate_n)
+        return (*weight_grads(steps), dstate0)
+    du = dv = steps = None
     dstate = tuple(d.copy() for d in dstate_n)
     for (t0, t1, sel), (state0, saved) in reversed(list(zip(segs, record))):
         rows = _rows(sel)
-        seg_dx, seg_dW, seg_dstate = grad(
+        steps, seg_dstate = grad_steps(
             _take(dhs, t0, t1, sel),
             _take(x, t0, t1, sel),
             _take(hs, t0, t1, sel),
@@ -101,11 +108,29 @@ def _run_backward(grad, dhs, x, hs, record, dstate_n, segs):
             state0,
             tuple(d[rows] for d in dstate),
         )
-        dx[t0:t1, rows] = seg_dx
+        if du is None:  # (from the buffer pool: fresh zeroed pages cost more than the fill)
+            du = _empty((T, N, steps.du_tm.shape[2]), hs.dtype)
+            du.fill(0)
+            dv = du
+            if steps.dv_tm is not steps.du_tm:
+                dv = _empty(du.shape, hs.dtype)
+                dv.fill(0)
+        du[t0:t1, rows] = steps.du_tm
+        if dv is not du and dv is not None:
+            dv[t0:t1, rows] = steps.dv_tm
         for d, new in zip(dstate, seg_dstate):
             d[rows] = new
-        dW = seg_dW if dW is None else tuple(a + b for a, b in zip(dW, seg_dW))
-    return dx, dW, dstate
+    # The run's initial h: the first segment's start, which has every sample with a valid step
+    # (a sample of length 0 has no gradient to meet h0 with: its rows stay zero).
+    (h0, *_), _ = record[0]
+    first = segs[0][2]
+    if first is not None:
+        h0_all = np.zeros((N, h0.shape[1]), hs.dtype)
+        h0_all[first] = h0
+        h0 = h0_all
+    assert steps is not None  # segments: at least one
+    whole = steps._replace(x=x, hs_tm=hs, h0=h0, du_tm=du, dv_tm=dv, time_major=True)
+    return (*weight_grads(whole), dstate)
 
 
 def _reverse_index(lengths, T, N):

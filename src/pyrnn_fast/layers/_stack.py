@@ -1,9 +1,10 @@
 """The forward and backward of a layer as a stack: layers one above the other, each with one
 or two directions, dropout between layers, variable lengths (``_segments``), whatever the
 cell. A cell's class provides two functional calls over one run, ``_run(x, W, state) ->
-(hs, state_n, saved)`` and ``_grad(dhs, x, W, hs, saved, state0, dstate_n) -> (dx, dW,
-dstate0)`` (W and dW in ``_param_kinds`` order, states as tuples in ``_state_names`` order);
-everything else is here, once for RNN, LSTM and GRU."""
+(hs, state_n, saved)`` and ``_grad_steps(dhs, x, W, hs, saved, state0, dstate_n) ->
+(BackwardSteps, dstate0)``, the backward up to its weight gradients, which
+``_weight_grads(steps) -> (dx, dW)`` computes (W and dW in ``_param_kinds`` order, states as
+tuples in ``_state_names`` order); everything else is here, once for RNN, LSTM and GRU."""
 
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ def stack_backward(layer, dout, given_dstate):
             if d == 1:
                 dhs = _reverse(dhs, rev)
             dx, dW, d0 = _run_backward(
-                lambda *args, W=W: layer._grad(args[0], args[1], W, *args[2:]),
+                lambda *args, W=W: layer._grad_steps(args[0], args[1], W, *args[2:]),
+                layer._weight_grads,
                 dhs,
                 run["x"],
                 run["hs"],

@@ -60,13 +60,12 @@ class LSTM(_RecurrentLayer):
         out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
         return out.hs, (out.h_last, out.c_last), out.workspace
 
-    def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
         Wx, Wh, _ = W
-        g = _api_gated.lstm_backward(
-            dhs, x, Wx, Wh, hs, saved, state0[0], state0[1], dh_last=dstate_n[0], dc_last=dstate_n[1],
-            time_major=True, backend=self.backend,
-        )  # fmt: skip
-        return g.dx, (g.dWx, g.dWh, g.db), (g.dh0, g.dc0)
+        h0, c0 = state0
+        return _api_gated._lstm_backward_steps(
+            dhs, x, Wx, Wh, hs, saved, h0, c0, dstate_n[0], dstate_n[1], True, self.backend
+        )
 
     def __call__(self, x, state=None, lengths=None, *, record=True):
         """Run the layer: returns ``out, (h_n, c_n)``.
@@ -147,12 +146,9 @@ class GRU(_RecurrentLayer):
         out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
         return out.hs, (out.h_last,), out.workspace
 
-    def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
         Wx, Wh, _, _ = W
-        g = _api_gated.gru_backward(
-            dhs, x, Wx, Wh, hs, saved, state0[0], dh_last=dstate_n[0], time_major=True, backend=self.backend
-        )
-        return g.dx, (g.dWx, g.dWh, g.db, g.dbh), (g.dh0,)
+        return _api_gated._gru_backward_steps(dhs, x, Wx, Wh, hs, saved, state0[0], dstate_n[0], True, self.backend)
 
     def __call__(self, x, h0=None, lengths=None, *, record=True):
         """Run the layer: returns ``out, h_n`` (as ``RNN``)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._api import Activation, _rnn_forward_checked, rnn_backward
+from .._api import Activation, _rnn_backward_steps, _rnn_forward_checked
 from . import _interop
 from ._base import _RecurrentLayer
 from ._stack import stack_backward, stack_forward
@@ -99,21 +99,10 @@ class RNN(_RecurrentLayer):
         hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, time_major=True, act=self.activation)
         return hs, (h,), self.activation  # what backward needs: the call's activation, not the current one
 
-    def _grad(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
         Wx, Wh, _ = W
-        g = rnn_backward(
-            dhs,
-            x,
-            Wx,
-            Wh,
-            hs,
-            state0[0],
-            dh_last=dstate_n[0],
-            activation=saved,
-            time_major=True,
-            backend=self.backend,
-        )
-        return g.dx, (g.dWx, g.dWh, g.db), (g.dh0,)
+        # saved: the call's activation, not the current one
+        return _rnn_backward_steps(dhs, x, Wx, Wh, hs, state0[0], dstate_n[0], saved, True, self.backend)
 
     # --- forward and backward -------------------------------------------------------------
 
