@@ -12,8 +12,9 @@ exactly at its last valid step, its outputs past it stay zero, and no arithmetic
 padding. Cost: k <= min(N, T) calls of the cell per layer and direction (one call
 without lengths, or when all lengths are equal), the same arithmetic as the valid steps
 alone, plus a gather/scatter copy of the active samples' inputs and outputs per segment.
-The backward pass runs the segments in reverse, carrying each sample's state gradient
-across them.
+The backward pass runs the segments' recurrences in reverse, carrying each sample's state
+gradient across them, and then the weight gradients' GEMMs once over the whole run (zero
+gradients past each sample's length), as without lengths.
 
 The reverse direction of a bidirectional layer reverses each sample's valid prefix
 (x_rev[t, n] = x[len_n - 1 - t, n] for t < len_n) with an index gather, runs the forward
