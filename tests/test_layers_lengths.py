@@ -78,3 +78,33 @@ def test_zero_length_sequence_and_empty_batch():
     np.testing.assert_array_equal(h_n, h0)
     out, h_n = layer(np.zeros((0, 3, 3)))
     assert out.shape == (0, 3, 8) and h_n.shape == (4, 0, 4)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("filler", [np.nan, np.inf, 1e30])
+def test_what_fills_the_padding_changes_nothing(cell, filler):
+    """Past a sample's length, x may hold anything (NaN, inf, huge values as a filler): the
+    outputs, the state and every gradient are those of the batch padded with zeros. (The
+    backward computes the weight gradients of all the segments at once, from gradients that
+    are zero on the padding: a NaN there times zero was NaN in dWx; found by a review.)"""
+    T, N, D, H = 7, 5, 3, 4
+    lengths = np.array([7, 2, 0, 5, 2])
+    x, dout = rng_arrays(41, (N, T, D), (N, T, 2 * H))
+    for n, L in enumerate(lengths):
+        x[n, L:] = 0
+    filled = x.copy()
+    for n, L in enumerate(lengths):
+        filled[n, L:] = filler
+    results = []
+    for inputs in (x, filled):
+        layer = getattr(prf, cell)(D, H, num_layers=2, bidirectional=True, dropout=0.3, dtype=np.float64, seed=3)
+        out, state = layer(inputs, lengths=lengths)
+        dx = layer.backward(dout)
+        results.append((out, state, dx, layer.grads))
+    (out0, state0, dx0, grads0), (out1, state1, dx1, grads1) = results
+    np.testing.assert_array_equal(out1, out0)
+    for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (state1, state0))):  # (h_n, c_n) or h_n
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(dx1, dx0)
+    for k in grads0:
+        np.testing.assert_array_equal(grads1[k], grads0[k], err_msg=k)

@@ -44,6 +44,13 @@ def _segments(lengths, T):
     return segs or [(0, 0, None)]
 
 
+def _zeros(shape, dtype):
+    """A zero array from the buffer pool (fresh zeroed pages cost more than the fill)."""
+    a = _empty(shape, dtype)
+    a.fill(0)
+    return a
+
+
 def _take(a, t0, t1, sel):
     return a[t0:t1] if sel is None else a[t0:t1, sel]
 
@@ -99,23 +106,19 @@ def _run_backward(grad_steps, weight_grads, dhs, x, hs, record, dstate_n, segs):
         return (*weight_grads(steps), dstate0)
     du = dv = steps = None
     dstate = tuple(d.copy() for d in dstate_n)
+    # x with its padding zero: the weight GEMMs meet every row, and a zero gradient times a
+    # NaN or inf of the padding (a caller's filler) would be NaN. (hs's padding is ours: zero.)
+    x_valid = _zeros(x.shape, x.dtype)
     for (t0, t1, sel), (state0, saved) in reversed(list(zip(segs, record))):
         rows = _rows(sel)
+        seg_x = _take(x, t0, t1, sel)
         steps, seg_dstate = grad_steps(
-            _take(dhs, t0, t1, sel),
-            _take(x, t0, t1, sel),
-            _take(hs, t0, t1, sel),
-            saved,
-            state0,
-            tuple(d[rows] for d in dstate),
+            _take(dhs, t0, t1, sel), seg_x, _take(hs, t0, t1, sel), saved, state0, tuple(d[rows] for d in dstate)
         )
-        if du is None:  # (from the buffer pool: fresh zeroed pages cost more than the fill)
-            du = _empty((T, N, steps.du_tm.shape[2]), hs.dtype)
-            du.fill(0)
-            dv = du
-            if steps.dv_tm is not steps.du_tm:
-                dv = _empty(du.shape, hs.dtype)
-                dv.fill(0)
+        if du is None:
+            du = _zeros((T, N, steps.du_tm.shape[2]), hs.dtype)
+            dv = du if steps.dv_tm is steps.du_tm else _zeros(du.shape, hs.dtype)
+        x_valid[t0:t1, rows] = seg_x
         du[t0:t1, rows] = steps.du_tm
         if dv is not du and dv is not None:
             dv[t0:t1, rows] = steps.dv_tm
@@ -130,7 +133,7 @@ def _run_backward(grad_steps, weight_grads, dhs, x, hs, record, dstate_n, segs):
         h0_all[first] = h0
         h0 = h0_all
     assert steps is not None  # segments: at least one
-    whole = steps._replace(x=x, hs_tm=hs, h0=h0, du_tm=du, dv_tm=dv, time_major=True)
+    whole = steps._replace(x=x_valid, hs_tm=hs, h0=h0, du_tm=du, dv_tm=dv, time_major=True)
     return (*weight_grads(whole), dstate)
 
 
