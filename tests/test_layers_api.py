@@ -282,3 +282,35 @@ def test_a_layer_call_is_the_public_functional_forward_bit_for_bit(cell, backend
         for p in range(parts):
             np.testing.assert_array_equal(got[p], np.stack([f[p] for f in finals]))
         state = [np.stack([f[p] for f in finals]) for p in range(parts)]
+
+
+class _ConvertsOnceRight:
+    """An array-like whose first conversion is `good` and every later one another shape."""
+
+    def __init__(self, good):
+        self.good, self.conversions = good, 0
+
+    def __array__(self, dtype=None, copy=None):
+        self.conversions += 1
+        return self.good if self.conversions == 1 else np.ones((64, 64), np.float32)
+
+
+@pytest.mark.parametrize("backend", prf.backends())
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_parameter_is_converted_once_per_call(cell, backend):
+    """A call computes with the parameters as it checked them: each converted once, so that an
+    object converting to another array the second time (or an entry another thread rebinds
+    meanwhile) is never used unchecked (found by a review: with numba, whose kernels check no
+    sizes, such a Wh was written past its end and the process crashed). Calls and steps."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    ref = getattr(prf, cell)(2, 8, seed=0, stateful=True, backend=backend)
+    layer = getattr(prf, cell)(2, 8, seed=0, stateful=True, backend=backend)
+    for step in (False, True):
+        layer.params["Wh_l0"] = _ConvertsOnceRight(ref.params["Wh_l0"])
+        if step:
+            got, expected = layer.step(x[:, 0]), ref.step(x[:, 0])
+        else:
+            got, expected = layer(x)[0], ref(x)[0]
+        assert layer.params["Wh_l0"].conversions == 1
+        np.testing.assert_array_equal(got, expected)

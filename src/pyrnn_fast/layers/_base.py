@@ -226,28 +226,37 @@ class _RecurrentLayer:
     def _check_params(self):
         """Every parameter the configuration implies is in ``params``, a real numeric array of
         its shape (they may be rebound between calls), else an error naming it: the functional
-        calls would only see a Wx and a Wh that disagree, not which of the layer's arrays."""
-        if not isinstance(self.params, dict):
-            raise TypeError(f"params: expected a dict {{name: array}}, got {type(self.params).__name__}")
+        calls would only see a Wx and a Wh that disagree, not which of the layer's arrays.
+        Returns {name: the array checked} (each converted once: what the call then computes
+        with, so that an object converted again, or an entry rebound by another thread
+        meanwhile, is never used unchecked; found by a review: the numba kernels, which check
+        no sizes, wrote out of bounds)."""
+        params = self.params
+        if not isinstance(params, dict):
+            raise TypeError(f"params: expected a dict {{name: array}}, got {type(params).__name__}")
+        checked = {}
         for name, shape in self._param_shapes():
-            a = self.params.get(name)
-            if type(a) is np.ndarray and a.shape == shape and a.dtype.kind in "biuf":
-                continue  # what the checks below pass, without their calls (this runs at every call)
-            if name not in self.params:
-                raise ValueError(f"params: {name!r} is missing (expected an array of shape {shape})")
-            a = _check_real(name, self.params[name])
-            if a.shape != shape:
-                raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+            a = params.get(name)
+            if not (type(a) is np.ndarray and a.shape == shape and a.dtype.kind in "biuf"):
+                # (the test above passes what these do, without their calls: every call runs this)
+                if name not in params:
+                    raise ValueError(f"params: {name!r} is missing (expected an array of shape {shape})")
+                a = _check_real(name, a)
+                if a.shape != shape:
+                    raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+            checked[name] = a
+        return checked
 
-    def _weights(self, layer, suffix):
-        """The parameters of one layer and direction in ``_param_kinds`` order (None: no bias)."""
+    def _weights(self, params, layer, suffix):
+        """The parameters (``_check_params``'s) of one layer and direction in ``_param_kinds``
+        order (None: no bias)."""
         name = f"l{layer}{suffix}"
-        return tuple(self.params.get(f"{kind}_{name}") for kind in self._param_kinds)
+        return tuple(params.get(f"{kind}_{name}") for kind in self._param_kinds)
 
-    def _weights_as_computed(self, layer, suffix):
+    def _weights_as_computed(self, params, layer, suffix):
         """``_weights`` in the layer's dtype, whatever the parameters were rebound to: the
         computation's dtype, so that outputs, states and gradients all have it."""
-        return tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(layer, suffix))
+        return tuple(None if w is None else np.asarray(w, self.dtype) for w in self._weights(params, layer, suffix))
 
     def _set_params(self, weights):
         """Copy {name: array} into ``params`` (same shapes; cast to the layer's dtype)."""
@@ -371,15 +380,15 @@ class _RecurrentLayer:
         return lengths.astype(np.int64)
 
     def _step_input(self, x_t):
-        """The checks of ``step``'s argument and layer: returns x_t (N, D) checked and the carried
-        state's parts, made zeros when there is none yet."""
+        """The checks of ``step``'s argument and layer: returns x_t (N, D) checked, the carried
+        state's parts, made zeros when there is none yet, and the parameters checked."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional layer needs the whole sequence; use layer(x)")
         if not self.stateful:
             raise ValueError(
                 f"step: the layer must be stateful ({self._name}(..., stateful=True), or set layer.stateful = True)"
             )
-        self._check_params()
+        params = self._check_params()
         x_t = _check_real("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
             raise ValueError(f"x_t: expected shape (N, D) with D = input_size = {self.input_size}, got {x_t.shape}")
@@ -404,7 +413,7 @@ class _RecurrentLayer:
             # state then holds the copy; the user's array keeps h).
             parts = (parts[0], parts[1].copy())
             self._set_state_parts(parts)
-        return x_t, parts
+        return x_t, parts, params
 
     # --- streaming: one step (RNN, LSTM and GRU) -------------------------------------------
 
@@ -434,16 +443,16 @@ class _RecurrentLayer:
                 top = None
             if top is not None:
                 return top
-        x_t, parts = self._step_input(x_t)
+        x_t, parts, params = self._step_input(x_t)
         if x_t.shape[0] == 0:  # an empty batch: nothing to advance (the compiled stepper takes none)
             return np.zeros((0, self.hidden_size), self.dtype)
         if _backends.get_backend(self.backend).name == "cpp" and self._step_kernel_suits(x_t.shape[0]):
-            return self._compiled_step(_c_array(x_t, self.dtype), parts)
+            return self._compiled_step(_c_array(x_t, self.dtype), parts, params)
         # The functional forward with T = 1, layer by layer (its GEMMs on the compiled backend).
         inp = np.asarray(x_t, dtype=self.dtype)[None]
         new_states = []
         for layer in range(self.num_layers):
-            W = self._weights_as_computed(layer, "")  # as on the compiled path
+            W = self._weights_as_computed(params, layer, "")  # as on the compiled path
             # The state too: one set by hand may be of another dtype (written back into it).
             state = tuple(np.asarray(p[layer], self.dtype) for p in parts)
             hs, new, _ = self._run(inp, W, state, keep=False)
@@ -482,7 +491,7 @@ class _RecurrentLayer:
         (the gated cells have none of their own: the stepper's is unused, RNN overrides)."""
         return (self.backend, "tanh")
 
-    def _compiled_step(self, x, parts):
+    def _compiled_step(self, x, parts, params):
         """One step with the compiled backend's stepper (x checked, parts the carried state's
         arrays: (h,), or an LSTM's (h, c)). The stepper is kept (``self._stepper``) while the
         layer holds the same state and parameter objects and settings, when it can read them
@@ -494,7 +503,7 @@ class _RecurrentLayer:
         if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
             return fast[2](x, self.params, self.state)
         self._stepper = None
-        weights = [self._weights(layer, "") for layer in range(self.num_layers)]
+        weights = [self._weights(params, layer, "") for layer in range(self.num_layers)]
         arrays = [a for w in weights for a in w if a is not None] + list(parts)
         in_place = all(p.flags.writeable for p in parts) and all(
             type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and _aligned(a) for a in arrays

@@ -71,7 +71,7 @@ def to_torch(layer):
 
     # The layer's own check first (a rebound or removed parameter is an error naming it, as
     # for a call): torch's copy_ would broadcast a wrong shape into the module without a word.
-    layer._check_params()
+    params = layer._check_params()
 
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[layer.dtype]
     options = dict(nonlinearity=layer.activation) if layer._name == "RNN" else {}
@@ -96,7 +96,7 @@ def to_torch(layer):
         for layer_idx in range(layer.num_layers):
             for suffix in layer._suffixes:
                 k = f"l{layer_idx}{suffix}"
-                W = dict(zip(layer._param_kinds, layer._weights(layer_idx, suffix)))
+                W = dict(zip(layer._param_kinds, layer._weights(params, layer_idx, suffix)))
                 put(f"weight_ih_{k}", np.asarray(W["Wx"]).T)
                 put(f"weight_hh_{k}", np.asarray(W["Wh"]).T)
                 if layer.bias:

@@ -137,8 +137,8 @@ def save(layer, path):
     # The parameters the configuration implies, checked: a file that load() would refuse (a
     # parameter rebound to another shape, an entry of the user's own in params) is refused here,
     # when it can still be mended, not found out when the checkpoint is needed.
-    layer._check_params()
-    names = [name for name, _ in layer._param_shapes()]
+    checked = layer._check_params()
+    names = list(checked)
     extra = sorted(set(layer.params) - set(names))
     if extra:
         raise ValueError(
@@ -146,7 +146,7 @@ def save(layer, path):
             f" of this layer (save() writes "
             f"the layer's own: {', '.join(names)}); keep other arrays outside layer.params"
         )
-    weights = {k: np.asarray(layer.params[k], dtype=layer.dtype) for k in names}
+    weights = {k: np.asarray(checked[k], dtype=layer.dtype) for k in names}
     # numpy's stub types **kwds as if they could be allow_pickle (a bool): arrays are what we pass
     np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config)), **weights})  # type: ignore[arg-type]
 

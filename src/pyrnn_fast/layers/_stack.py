@@ -54,7 +54,7 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     # _empty) instead of a second set beside them, and a call that fails leaves no stale
     # record for backward.
     layer._cache = None
-    layer._check_params()
+    params = layer._check_params()
     x_tm = _time_major_input(layer, x)
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers
@@ -74,7 +74,7 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
             inp = inp * mask
         runs, outs = [], []
         for d, suffix in enumerate(layer._suffixes):
-            W = layer._weights_as_computed(layer_idx, suffix)
+            W = layer._weights_as_computed(params, layer_idx, suffix)
             k = layer_idx * dirs + d
             x_run = inp if d == 0 else _reverse(inp, rev)
             hs, final, saved = _run_forward(
