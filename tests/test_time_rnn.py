@@ -166,3 +166,20 @@ def test_an_input_that_does_not_fit_the_weights_is_named(make):
     for xs in (np.ones((2, 5, 6)), np.ones((2, 4))):
         with pytest.raises(ValueError, match=r"^xs: expected shape \(N, T, D\) with D = Wx.shape\[0\] = 4, got"):
             layer.forward(xs)
+
+
+def test_backward_differentiates_the_forward_when_params_are_rebound_between():
+    """As the textbook's (whose cells keep the arrays their forward read): a parameter rebound
+    after forward (params[1] = params[1] * 2) changes nothing in that forward's backward; the
+    next forward uses it (found by a review: backward read the new Wh)."""
+    rng = np.random.default_rng(3)
+    Wx, Wh, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 4)) * 0.5, rng.standard_normal(4)
+    xs, dhs = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
+    ours, book = prf.TimeRNN(Wx.copy(), Wh.copy(), b.copy()), TextbookTimeRNN(Wx.copy(), Wh.copy(), b.copy())
+    for layer in (ours, book):
+        layer.forward(xs)
+        layer.params[1] = layer.params[1] * 2
+    close(ours.backward(dhs), book.backward(dhs), SELF_TOL, "dxs")
+    for g, e in zip(ours.grads, book.grads):
+        close(g, e, SELF_TOL, "grads")
+    close(ours.forward(xs), book.forward(xs), SELF_TOL, "hs with the rebound Wh")

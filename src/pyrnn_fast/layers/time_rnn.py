@@ -49,7 +49,9 @@ class TimeRNN:
             self.h = None
         h0 = self.h
         hs, self.h = rnn_forward(xs, Wx, Wh, b, h0, backend=self.backend)
-        self._cache = (xs, hs, h0)
+        # The weights too: backward differentiates this forward even if params are rebound
+        # in between, as the textbook's (its cells keep the arrays of their forward) and TimeLSTM.
+        self._cache = (xs, Wx, Wh, hs, h0)
         # A copy, as the textbook's hs is its own array: backward reads the kept one, which a
         # caller changing the returned hs in place (hs *= mask) must not change.
         return hs.copy()
@@ -59,8 +61,7 @@ class TimeRNN:
         if self._cache is None:
             raise RuntimeError("backward: call forward first")
         dhs = _check_real("dhs", dhs)
-        Wx, Wh, _ = self.params
-        xs, hs, h0 = self._cache
+        xs, Wx, Wh, hs, h0 = self._cache
         g = rnn_backward(dhs, xs, Wx, Wh, hs, h0, backend=self.backend)
         self.grads[0][...] = g.dWx
         self.grads[1][...] = g.dWh
