@@ -321,3 +321,44 @@ def test_load_does_not_initialise_weights(saved, monkeypatch):
     loaded = prf.RNN.load(path)
     for k, v in layer.params.items():
         np.testing.assert_array_equal(loaded.params[k], v)
+
+
+def test_a_zip_directory_declaring_more_than_the_file_holds(tmp_path):
+    """A ~2 KB file whose zip64 directory declares Wx as 16 TiB, its .npy header agreeing with
+    the config (input_size 2**40): rejected as a bad file from the directory's sizes against the
+    file's, not a MemoryError of allocating what it declares (found by a review)."""
+    import io
+    import struct
+    import zlib
+
+    D, H = 2**40, 4
+    config = dict(
+        input_size=D, hidden_size=H, num_layers=1, activation="tanh", bias=True, bidirectional=False,
+        dropout=0.0, time_major=False, stateful=False, dtype="float32", format_version=1, seed=0,
+    )  # fmt: skip
+    members = []
+    for name, shape in (("__config__", None), ("Wx_l0", (D, H)), ("Wh_l0", (H, H)), ("b_l0", (H,))):
+        b = io.BytesIO()
+        if shape is None:
+            np.save(b, np.array(json.dumps(config)))
+            members.append((name, b.getvalue(), None))
+            continue
+        np.lib.format.write_array_header_1_0(b, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        nbytes = int(np.prod(shape, dtype=object)) * 4
+        declared = None if nbytes < 4096 else len(b.getvalue()) + nbytes  # the data itself left out
+        members.append((name, b.getvalue() + bytes(min(nbytes, 64)), declared))
+    out, central = bytearray(), bytearray()
+    for name, data, declared in members:
+        offset, crc, n = len(out), zlib.crc32(data), (name + ".npy").encode()
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0, crc, len(data), len(data), len(n), 0) + n + data
+        sizes, extra = (len(data), len(data)), b""
+        if declared is not None:
+            sizes, extra = (0xFFFFFFFF, 0xFFFFFFFF), struct.pack("<HHQQ", 1, 16, declared, declared)
+        head = struct.pack("<IHHHHHHI", 0x02014B50, 45, 45, 0, 0, 0, 0, crc)
+        central += head + struct.pack("<IIHHHHHII", *sizes, len(n), len(extra), 0, 0, 0, 0, offset) + n + extra
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(out), 0)
+    path = tmp_path / "declares_tib.npz"
+    path.write_bytes(bytes(out + central + end))
+    with zipfile.ZipFile(path) as zf:  # the directory says what the test means it to
+        assert zf.getinfo("Wx_l0.npy").file_size > 2**44
+    assert "the zip directory declares" in rejected(path)

@@ -60,6 +60,15 @@ def _check_member(zf, info, shape, dtype_ok, expected):
     """(fortran_order, dtype, data offset) of a member whose .npy header has `shape` and a
     dtype that dtype_ok accepts, and whose size in the zip directory is header + data."""
     name = info.filename[:-4]
+    # The directory's sizes bounded by the file's own, before anything is allocated from them:
+    # a crafted directory declaring TBs made a MemoryError of the array below, not a bad file.
+    # Deflate (np.savez_compressed) expands at most 1032:1.
+    file_bytes = os.fstat(zf.fp.fileno()).st_size
+    if info.compress_size > file_bytes or info.file_size > 1032 * info.compress_size + 1024:
+        raise _BadFile(
+            f"{name}: the zip directory declares {info.file_size} bytes ({info.compress_size} stored), "
+            f"the file has {file_bytes}"
+        )
     with zf.open(info) as m:
         got_shape, fortran, dtype = _npy_header(m, name)
         offset = m.tell()
