@@ -288,6 +288,23 @@ def test_step_with_an_empty_batch_or_a_state_set_by_hand(cell, backend):
         make(read_only).step(x[:1])
 
 
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_step_on_a_state_inside_a_parameter_is_an_error_naming_it(cell, backend):
+    """A state set to a view of a weight (H = N: layer.state = Wh[None]) would be written by
+    the step that reads it, with results that depended on the backend (found by a review):
+    an error naming the state and the parameter, on every backend, the weight untouched."""
+    H = 6
+    layer = getattr(prf, cell)(3, H, stateful=True, seed=0, backend=backend)
+    wh = layer.params["Wh_l0"]
+    view = wh[:, :H][None]  # (1, N = H, H)
+    layer.state = view if cell != "LSTM" else (view, np.zeros_like(view))
+    before = wh.copy()
+    with pytest.raises(ValueError, match=r"^state: step\(\) updates the carried state in place, and it shares "
+                       r"memory with the parameter 'Wh_l0'"):  # fmt: skip
+        layer.step(np.ones((H, 3), np.float32))
+    np.testing.assert_array_equal(wh, before)
+
+
 def test_lstm_step_on_a_state_of_one_array_or_a_list_whose_items_are_replaced(backend):
     """Found by a review, wrong numbers without a word: an LSTM state set as (z, z), one array
     for h and c, had each part overwrite the other at every step (0.17 off a whole call); a

@@ -407,6 +407,12 @@ class _RecurrentLayer:
                 "state: step() updates the carried state in place, got a read-only array "
                 "(set a writable one, or call reset_state())"
             )
+        for name, w in params.items():  # (bounds only: a state is never legitimately inside a weight's)
+            if any(np.may_share_memory(p, w) for p in parts):
+                raise ValueError(
+                    f"state: step() updates the carried state in place, and it shares memory with the parameter "
+                    f"{name!r} (set a state of its own, or call reset_state())"
+                )
         if len(parts) == 2 and np.shares_memory(*parts):  # exact: small 3-D arrays
             # An LSTM's (h, c) set as one array (`state = (z, z)`): updated in place, each would
             # overwrite the other. As NumPy does for overlapping operands, c is copied (the
