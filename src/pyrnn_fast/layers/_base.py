@@ -533,8 +533,14 @@ class _RecurrentLayer:
         )
         step = stepper.step  # a new function object per read: kept
         top = step(x, self.params, key)
-        if top is None:  # cannot happen: x and every array were made what the kernel takes
-            raise RuntimeError("pyrnn_fast internal error: the compiled step refused checked arguments")
+        if top is None:
+            # x and every array were made what the kernel takes, so only the layer changed: its
+            # state or params rebound by another thread since the checks (a review saw this with
+            # a second thread calling reset_state() in a loop: 71 steps in 3000).
+            raise RuntimeError(
+                "step: the layer's state or parameters were changed by another thread during this step; "
+                "step a layer from one thread at a time"
+            )
         if in_place:
             self._stepper = (stepper, settings, step)
         else:
