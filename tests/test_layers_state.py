@@ -303,6 +303,16 @@ def test_step_on_a_state_inside_a_parameter_is_an_error_naming_it(cell, backend)
                        r"memory with the parameter 'Wh_l0'"):  # fmt: skip
         layer.step(np.ones((H, 3), np.float32))
     np.testing.assert_array_equal(wh, before)
+    # Interleaved in one buffer without sharing an element (the weight's columns, then the
+    # state's): allowed, the same step as apart (only overlapping bounds was refused at first).
+    G = wh.shape[1] // H
+    buf = np.zeros((H, G * H + H), np.float32)
+    buf[:, : G * H] = wh
+    apart = getattr(prf, cell)(3, H, stateful=True, seed=0, backend=backend)
+    layer.params["Wh_l0"], view = buf[:, : G * H], buf[:, G * H :][None]
+    layer.state = view if cell != "LSTM" else (view, np.zeros_like(view))
+    x = np.ones((H, 3), np.float32)
+    np.testing.assert_array_equal(layer.step(x), apart.step(x))
 
 
 def test_lstm_step_on_a_state_of_one_array_or_a_list_whose_items_are_replaced(backend):

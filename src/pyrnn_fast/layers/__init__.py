@@ -19,7 +19,7 @@ backend, else the cell's functional forward with T = 1); these modules only arra
     _checks    argument checks
 
 A cell's class says only what is particular to it (its options, initialisation, the two
-functional calls ``_run`` / ``_grad`` and its public signatures); the stack, the segment
+functional calls ``_run`` / ``_grad_steps`` and its public signatures); the stack, the segment
 runs, the file checks, the interop and the argument checks serve all three cells.
 """
 

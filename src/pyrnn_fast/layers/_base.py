@@ -177,7 +177,7 @@ class _RecurrentLayer:
 
     # The cell's functional calls over one run (time-major), which _stack arranges:
     def _run(self, x, W, state, keep=True):
-        """(hs, final state parts, what _grad needs); W in ``_param_kinds`` order, state a tuple
+        """(hs, final state parts, what _grad_steps needs); W in ``_param_kinds`` order, state a tuple
         in ``_state_names`` order; `keep`: record what backward needs (False: a step)."""
         raise NotImplementedError
 
@@ -407,8 +407,8 @@ class _RecurrentLayer:
                 "state: step() updates the carried state in place, got a read-only array "
                 "(set a writable one, or call reset_state())"
             )
-        for name, w in params.items():  # (bounds only: a state is never legitimately inside a weight's)
-            if any(np.may_share_memory(p, w) for p in parts):
+        for name, w in params.items():  # (the exact test only where the bounds overlap)
+            if any(np.may_share_memory(p, w) and np.shares_memory(p, w) for p in parts):
                 raise ValueError(
                     f"state: step() updates the carried state in place, and it shares memory with the parameter "
                     f"{name!r} (set a state of its own, or call reset_state())"

@@ -1,17 +1,18 @@
 """The variable-length machinery of the layers: one direction of one layer, time-major, run in
 segments of equal length, and the per-sample time reversal of a bidirectional layer's reverse
-direction. Every recurrence is a call of the cell's functional forward / backward
-(``rnn_forward``, ``lstm_forward``, ``gru_forward`` and their backwards), passed in by the
-layer; the state is a tuple ((h,), or (h, c) for the LSTM).
+direction. Every recurrence is a call of the cell's functional forward / backward past their
+checks (``_rnn_forward_checked``, ... and ``_rnn_backward_steps``, ..., with ``_weight_grads``),
+passed in by the layer; the state is a tuple ((h,), or (h, c) for the LSTM).
 
 Variable lengths: masking is not something the functional API does, so a batch with ``lengths``
 is run in *segments* between consecutive distinct lengths. With distinct non-zero lengths
 L_1 < L_2 < ... < L_k, segment j covers the steps [L_{j-1}, L_j) (L_0 = 0) and runs only the
 samples with length >= L_j, starting from their current states. A sample therefore stops
 exactly at its last valid step, its outputs past it stay zero, and no arithmetic is spent on
-padding. Cost: k <= min(N, T) calls of the cell per layer and direction (one call
-without lengths, or when all lengths are equal), the same arithmetic as the valid steps
-alone, plus a gather/scatter copy of the active samples' inputs and outputs per segment.
+padding in the recurrences. Cost: k <= min(N, T) recurrence calls per layer and direction (one
+call without lengths, or when all lengths are equal), their arithmetic that of the valid steps
+alone, plus a gather/scatter copy of the active samples' inputs and outputs per segment (and
+backward's weight-gradient GEMMs over every row, padding included, as without lengths).
 The backward pass runs the segments' recurrences in reverse, carrying each sample's state
 gradient across them, and then the weight gradients' GEMMs once over the whole run (zero
 gradients past each sample's length), as without lengths.
@@ -104,7 +105,7 @@ def _run_backward(grad_steps, weight_grads, dhs, x, hs, record, dstate_n, segs):
         ((state0, saved),) = record
         steps, dstate0 = grad_steps(dhs, x, hs, saved, state0, dstate_n)
         return (*weight_grads(steps), dstate0)
-    du = dv = steps = None
+    pre = steps = None  # pre: (du, dv) of the whole run, zero on the padding
     dstate = tuple(d.copy() for d in dstate_n)
     # x with its padding zero: the weight GEMMs meet every row, and a zero gradient times a
     # NaN or inf of the padding (a caller's filler) would be NaN. (hs's padding is ours: zero.)
@@ -115,12 +116,13 @@ def _run_backward(grad_steps, weight_grads, dhs, x, hs, record, dstate_n, segs):
         steps, seg_dstate = grad_steps(
             _take(dhs, t0, t1, sel), seg_x, _take(hs, t0, t1, sel), saved, state0, tuple(d[rows] for d in dstate)
         )
-        if du is None:
+        if pre is None:
             du = _zeros((T, N, steps.du_tm.shape[2]), hs.dtype)
-            dv = du if steps.dv_tm is steps.du_tm else _zeros(du.shape, hs.dtype)
+            pre = (du, du if steps.dv_tm is steps.du_tm else _zeros(du.shape, hs.dtype))
+        du, dv = pre
         x_valid[t0:t1, rows] = seg_x
         du[t0:t1, rows] = steps.du_tm
-        if dv is not du and dv is not None:
+        if dv is not du:
             dv[t0:t1, rows] = steps.dv_tm
         for d, new in zip(dstate, seg_dstate):
             d[rows] = new
@@ -132,8 +134,8 @@ def _run_backward(grad_steps, weight_grads, dhs, x, hs, record, dstate_n, segs):
         h0_all = np.zeros((N, h0.shape[1]), hs.dtype)
         h0_all[first] = h0
         h0 = h0_all
-    assert steps is not None  # segments: at least one
-    whole = steps._replace(x=x_valid, hs_tm=hs, h0=h0, du_tm=du, dv_tm=dv, time_major=True)
+    assert steps is not None and pre is not None  # segments: at least one
+    whole = steps._replace(x=x_valid, hs_tm=hs, h0=h0, du_tm=pre[0], dv_tm=pre[1], time_major=True)
     return (*weight_grads(whole), dstate)
 
 
