@@ -118,7 +118,11 @@ constexpr idx kStepKC = 512;
 // values apart, a step of one sample costs ~1.5 (H = 128) to ~4.5 (H = 512) times a packed
 // one (N = 1, GRU float32, Sapphire Rapids, 2 threads, µs for T = 1, 2, 4 steps with h0:
 // H = 512 packed 158, 172, 201, in place 69, 133, 264; H = 128 packed 9.0, 10.8, 13.8, in
-// place 5.3, 7.9, 12.6).
+// place 5.3, 7.9, 12.6). At H = 512 that is L2 set aliasing: each thread reads its units'
+// columns of every gate, rows 96 lines apart and gates 32 lines apart, so its lines fill half
+// of the L2's sets (1 MB for its 1.5 MB); the same weights with a 6208-byte row stride instead
+// of 6144 ran T = 1 in 42 µs against 72, T = 2 in 68 against 127 (`_core.gru_forward` on a
+// view of a wider array, twentieth session).
 constexpr idx kMinRowsToPackWeights = 3;
 // From this many rows a step's left factor is packed into slivers (each thread its own copy,
 // once per step) before the product, instead of the micro-kernel reading kMR rows H apart (at
