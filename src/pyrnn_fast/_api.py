@@ -170,4 +170,4 @@ def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major,
         act,
     )
 
-    return BackwardSteps(kernel, dtype, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), (dh0,)
+    return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), (dh0,)

@@ -279,8 +279,9 @@ def lstm_backward(
     is a TypeError); dh_last, dc_last (N, H), optional: gradients w.r.t. h_last and c_last.
     Returns LSTMGrads(dx, dWx, dWh, db, dh0, dc0); db, dh0 and dc0 also when b, h0, c0 were None.
     """
-    args = (dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last, time_major, backend)
-    steps, (dh0, dc0) = _lstm_backward_steps(*args)
+    steps, (dh0, dc0) = _lstm_backward_steps(
+        dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last, time_major, backend
+    )
     dx, dWx, dWh, db, _ = _weight_grads(steps)
     return LSTMGrads(dx, dWx, dWh, db, dh0, dc0)
 
@@ -306,7 +307,7 @@ def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last
         dc0,
     )
     Wx = _kernel_weights(arrays["Wx"], dtype)
-    return BackwardSteps(kernel, dtype, x, Wx, _tm(hs, time_major), h0, da, da, time_major), (dh0, dc0)
+    return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), (dh0, dc0)
 
 
 def gru_forward(
@@ -405,4 +406,4 @@ def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, 
         dh0,
     )
     Wx = _kernel_weights(arrays["Wx"], dtype)
-    return BackwardSteps(kernel, dtype, x, Wx, hs_tm, h0, du, dv, time_major), (dh0,)
+    return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), (dh0,)

@@ -299,7 +299,6 @@ class BackwardSteps(NamedTuple):
     the call's layout; hs_tm and h0 (or None) the states the products read."""
 
     kernel: Any
-    dtype: np.dtype
     x: np.ndarray
     Wx: np.ndarray
     hs_tm: np.ndarray
@@ -314,7 +313,7 @@ def _weight_grads(s: BackwardSteps) -> tuple:
     dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0), db = Σ dU, dbh = Σ dV. Returns
     (dx in x's layout, dWx, dWh, db, dbh). A layer run in segments (``layers._segments``) calls
     it once over all of them, its gradients zero where a sample is past its length."""
-    kernel, dtype = s.kernel, s.dtype
+    kernel, dtype = s.kernel, s.du_tm.dtype
     dx = _empty(s.x.shape, dtype)
     kernel.rows_gemm(s.du_tm, s.Wx.T, None, _tm(dx, s.time_major))
     dWx = np.empty((s.Wx.shape[0], s.du_tm.shape[2]), dtype)
