@@ -39,6 +39,21 @@ def _c_array(a, dtype):
     return a if _aligned(a) else a.copy()
 
 
+def _checked_step(step, x, params_key, state_key):
+    """A compiled stepper's step on x (of the layer's dtype and layout), which returns None only
+    when the state or parameters are no longer the objects it was built on."""
+    top = step(x, params_key, state_key)
+    if top is None:
+        # x and every array were made what the kernel takes, so only the layer changed: its
+        # state or params rebound by another thread since the checks (a review saw this with
+        # a second thread calling reset_state() in a loop: 71 steps in 3000).
+        raise RuntimeError(
+            "step: the layer's state or parameters were changed by another thread during this step; "
+            "step a layer from one thread at a time"
+        )
+    return top
+
+
 def _orthogonal(rng, n, dtype):
     """A uniformly distributed (Haar) random orthogonal n×n matrix."""
     if n == 0:
@@ -509,44 +524,45 @@ class _RecurrentLayer:
         if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
             return fast[2](x, self.params, self.state)
         self._stepper = None
+        stepper, stepped, in_place = self._new_stepper(params, parts, self.params, self.state)
+        key = self.state if in_place else stepped[0]
+        step = stepper.step  # a new function object per read: kept
+        top = _checked_step(step, x, self.params, key)
+        if in_place:
+            self._stepper = (stepper, settings, step)
+        else:
+            for original, copy in zip(parts, stepped):
+                original[...] = copy
+        return top
+
+    def _new_stepper(self, params, parts, params_key, state_key):
+        """A compiled stepper of the whole stack over ``params`` (checked) and the state parts
+        (h,) or (h, c), which it updates in place: (stepper, the parts it steps, whether those
+        are ``parts`` and it reads the weights in place). Where an array is not what the kernel
+        reads in place (the layer's dtype, C-contiguous, aligned; a writable state) it is built
+        on copies. Its steps take ``params_key`` and ``state_key`` (the stepped parts' first
+        when not in place) and check that they are still the objects it was built on."""
         weights = [self._weights(params, layer, "") for layer in range(self.num_layers)]
         arrays = [a for w in weights for a in w if a is not None] + list(parts)
         in_place = all(p.flags.writeable for p in parts) and all(
             type(a) is np.ndarray and a.dtype == self.dtype and a.flags.c_contiguous and _aligned(a) for a in arrays
         )
-        originals = parts
         if not in_place:
             weights = [tuple(None if a is None else _c_array(a, self.dtype) for a in w) for w in weights]
             parts = tuple(np.array(p, dtype=self.dtype, order="C") for p in parts)
-        key = self.state if in_place else parts[0]
         stepper = _backends._core.Stepper(
             [w[0] for w in weights],
             [w[1] for w in weights],
             [w[2] for w in weights],
             parts[0],
             np.empty_like(parts[0]),
-            settings[1],
-            self.params,
+            self._step_settings()[1],
+            params_key,
             cell_state=parts[1] if len(parts) > 1 else None,
-            state_key=key,
+            state_key=state_key if in_place else parts[0],
             bh=[w[3] for w in weights] if len(weights[0]) > 3 else None,  # a GRU's recurrent biases
         )
-        step = stepper.step  # a new function object per read: kept
-        top = step(x, self.params, key)
-        if top is None:
-            # x and every array were made what the kernel takes, so only the layer changed: its
-            # state or params rebound by another thread since the checks (a review saw this with
-            # a second thread calling reset_state() in a loop: 71 steps in 3000).
-            raise RuntimeError(
-                "step: the layer's state or parameters were changed by another thread during this step; "
-                "step a layer from one thread at a time"
-            )
-        if in_place:
-            self._stepper = (stepper, settings, step)
-        else:
-            for original, copy in zip(originals, parts):
-                original[...] = copy
-        return top
+        return stepper, parts, in_place
 
     def _state_or_zeros(self, name, a, shape, meaning):
         """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""

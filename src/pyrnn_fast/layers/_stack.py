@@ -1,6 +1,7 @@
 """The forward and backward of a layer as a stack: layers one above the other, each with one
 or two directions, dropout between layers, variable lengths (``_segments``), whatever the
-cell. A cell's class provides two functional calls over one run, ``_run(x, W, state) ->
+cell; short calls for inference as steps of the streaming step's kernel (``_forward_by_steps``).
+A cell's class provides two functional calls over one run, ``_run(x, W, state) ->
 (hs, state_n, saved)`` and ``_grad_steps(dhs, x, W, hs, saved, state0, dstate_n) ->
 (BackwardSteps, dstate0)``, the backward up to its weight gradients, which
 ``_weight_grads(steps) -> (dx, dW)`` computes (W and dW in ``_param_kinds`` order, states as
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _backends
 from .._orchestration import _check_flag
+from ._base import _checked_step
 from ._checks import _check_real
 from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
 
@@ -43,6 +46,43 @@ def _initial_state(layer, given, N, carry=True):
     return tuple(layer._state_or_zeros(name, a, shape, "shape (num_layers*dirs, N, H)") for name, a in given.items())
 
 
+# A call for inference (record=False) of a unidirectional layer over one step (of a batch that
+# step() takes the step kernel for) or at most BY_STEPS_MAX_ROWS sample-steps N·T runs as T
+# steps of step()'s kernel (_by_steps_suits), whose row chunks of [Wx; Wh] stay in each core's
+# cache from call to call: 1.4-1.8x faster there; from N·T = 8 the sequence kernels can win
+# (LSTM H = 512, N = 1, T = 8: 543 against 606 µs). Measurements: docs/DESIGN.md ("Streaming step").
+BY_STEPS_MAX_ROWS = 4
+
+
+def _by_steps_suits(layer, T, N, lengths):
+    """Whether a call for inference over (T, N) runs as T steps of the step kernel."""
+    return (
+        (T == 1 or 0 < T * N <= BY_STEPS_MAX_ROWS)
+        and N > 0
+        and lengths is None
+        and not layer.bidirectional
+        and not (layer.training and layer.dropout > 0 and layer.num_layers > 1)  # no dropout mask between layers
+        and _backends.get_backend(layer.backend).name == "cpp"
+        and layer._step_kernel_suits(N)
+    )
+
+
+def _forward_by_steps(layer, x_tm, state0, params):
+    """``stack_forward``'s (out, final state parts) of a call for inference, as T steps of a
+    stepper built for this call on its own initial state parts `state0` (checked, fresh arrays)
+    and the parameters `params` (checked): the same bits as T calls of ``step()``."""
+    T, N = x_tm.shape[:2]
+    stepper, parts, in_place = layer._new_stepper(params, state0, params, state0[0])
+    key = state0[0] if in_place else parts[0]
+    step = stepper.step
+    hs = np.empty((T, N, layer.hidden_size), layer.dtype)
+    for t in range(T):
+        hs[t] = _checked_step(step, x_tm[t], params, key)
+    if layer.stateful:
+        layer._set_state_parts(tuple(s.copy() for s in parts))
+    return np.array(hs if layer.time_major else hs.transpose(1, 0, 2), order="C"), parts
+
+
 def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
     keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
@@ -60,6 +100,8 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     dirs, L = layer.num_directions, layer.num_layers
     lengths = layer._check_lengths(lengths, N, T)
     state0 = _initial_state(layer, given_state, N, carry)
+    if not record and _by_steps_suits(layer, T, N, lengths):
+        return _forward_by_steps(layer, x_tm, state0, params)
     segs = _segments(lengths, T)
     rev = None if lengths is None else _reverse_index(lengths, T, N)
     state_n = tuple(np.empty_like(s) for s in state0)
