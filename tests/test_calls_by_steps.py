@@ -1,8 +1,11 @@
-"""Calls for inference over a step or a few (``layer(x, record=False)`` with T = 1, or N·T <= 4,
-unidirectional, no lengths, no dropout between layers) run as T steps of ``step()``'s kernel on
-the compiled backend (layers/_stack.py, ``_by_steps_suits``): the same bits as those steps, the
-recording call's results to rounding, and everything else of a call (the carried state,
-``h0``, layouts, rebound parameters) as before. Other backends and other calls never take it."""
+"""Short calls (T = 1, or N·T <= 4; unidirectional, no lengths, no dropout between layers) run as
+T steps of ``step()``'s kernel on the compiled backend (layers/_stack.py, ``_by_steps_suits``):
+the same bits as those steps, the sequence kernels' results to rounding, and everything else
+of a call (the carried state, ``h0``, layouts, rebound parameters) as before. A recording
+call keeps its inputs, and its backward runs the forward again on the sequence kernels first:
+the gradients of the sequence kernels' forward. Other backends and other calls never take it.
+The sequence kernels' results come from a twin layer given ``lengths`` all equal to T (the
+same computation as none, which never runs by steps)."""
 
 import numpy as np
 import pytest
@@ -41,31 +44,82 @@ def _twins(cell, dtype, backend, **kw):
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_short_inference_calls_are_steps(cell, dtype, num_layers, backend, routed):
-    """A stateful layer fed chunks (N, T) = (1, 1), (1, 4), (2, 2), (8, 1): its outputs and carried
-    state equal a recording layer's to rounding (the float64 reference's tolerance) and, on
-    the compiled backend, bit for bit what step() gives over the same steps."""
+def test_short_calls_are_steps(cell, dtype, num_layers, backend, routed):
+    """A stateful layer fed chunks (N, T) = (1, 1), (1, 4), (2, 2), (8, 1), recording or not:
+    its outputs and carried state equal the sequence kernels' to rounding (the float64
+    reference's tolerance) and, on the compiled backend, bit for bit what step() gives over
+    the same steps."""
     kw = dict(num_layers=num_layers, stateful=True, dropout=0.5)  # training mode: dropout between layers...
-    recording, inference, stepping = _twins(cell, dtype, backend, **kw)
-    for layer in (recording, inference, stepping):
+    sequence, recording, inference = _twins(cell, dtype, backend, **kw)
+    stepping = _twins(cell, dtype, backend, **kw)[0]
+    layers = (sequence, recording, inference, stepping)
+    for layer in layers:
         layer.eval()  # ... which eval() turns off: then calls may run by steps
     rng = np.random.default_rng(0)
-    for N, T in [(1, 1), (1, 4), (2, 2), (8, 1), (8, 1)]:
-        for layer in (recording, inference, stepping):
+    chunks = [(1, 1), (1, 4), (2, 2), (8, 1), (8, 1)]
+    for N, T in chunks:
+        for layer in layers:
             if layer.state is not None and _parts(layer.state)[0].shape[1] != N:
                 layer.reset_state()
         x = rng.standard_normal((N, T, 5)).astype(dtype)
-        want, want_state = recording(x)
-        got, got_state = inference(x, record=False)
-        assert inference._cache is None
-        for what, a, b in [("out", got, want), *zip(("h_n", "c_n"), _parts(got_state), _parts(want_state))]:
-            assert_close(a, b.astype(np.float64), dtype, what=f"{what} N={N} T={T}")
-        if backend == "cpp":
-            tops = np.stack([stepping.step(x[:, t]) for t in range(T)], axis=1)
-            np.testing.assert_array_equal(got, tops)
-            for a, b in zip(_parts(inference.state), _parts(stepping.state)):
-                np.testing.assert_array_equal(a, b)
-    assert len(routed) == (5 if backend == "cpp" else 0)
+        want, want_state = sequence(x, None, np.full(N, T))
+        for layer, record in ((recording, True), (inference, False)):
+            got, got_state = layer(x, record=record)
+            assert (layer._cache is None) != record
+            for what, a, b in [("out", got, want), *zip(("h_n", "c_n"), _parts(got_state), _parts(want_state))]:
+                assert_close(a, b.astype(np.float64), dtype, what=f"{what} N={N} T={T} record={record}")
+            if backend == "cpp":
+                if record:
+                    tops = np.stack([stepping.step(x[:, t]) for t in range(T)], axis=1)
+                np.testing.assert_array_equal(got, tops)
+                for a, b in zip(_parts(layer.state), _parts(stepping.state)):
+                    np.testing.assert_array_equal(a, b)
+    assert len(routed) == (2 * len(chunks) if backend == "cpp" else 0)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_after_a_short_call(cell, dtype, backend, routed):
+    """Backward of a short recording call: dx, every gradient and the initial state's equal
+    the sequence kernels' to rounding, whatever happens between the call and its backward
+    (a step, the parameters rebound, dropout switched on), and again the same on a second
+    backward; a short call for inference leaves no record."""
+    layer, sequence, _ = _twins(cell, dtype, backend, num_layers=2, stateful=True, dropout=0.5)
+    rng = np.random.default_rng(3)
+    for N, T in [(1, 3), (2, 2), (5, 1)]:
+        for one in (layer, sequence):
+            one.eval()
+            one.reset_state()
+            one(rng.standard_normal((N, 5, 5)).astype(dtype))  # a carried state to start from (not by steps)
+        layer.state = tuple(p.copy() for p in sequence._state_parts())[: len(layer._state_names)]
+        if len(layer._state_names) == 1:
+            layer.state = layer.state[0]
+        x = rng.standard_normal((N, T, 5)).astype(dtype)
+        layer(x)
+        sequence(x, None, np.full(N, T))
+        dout = rng.standard_normal((N, T, 9)).astype(dtype)
+        dh_n = rng.standard_normal((2, N, 9)).astype(dtype)
+        layer.step(x[:, 0])  # nothing of a step enters the last call's backward...
+        kept = dict(layer.params)
+        for k in layer.params:  # ... nor parameters rebound since (the call's arrays are)
+            layer.params[k] = layer.params[k] * 2
+        layer.train()  # ... nor dropout switched on (the call had none)
+        args = (dout, dh_n) + ((dh_n * 0.5,) if cell == "LSTM" else ())
+        dx, dx_want = layer.backward(*args), sequence.backward(*args)
+        grads = {k: g.copy() for k, g in layer.grads.items()}
+        assert_close(dx, dx_want.astype(np.float64), dtype, what="dx")
+        for k in grads:
+            assert_close(grads[k], sequence.grads[k].astype(np.float64), dtype, what=k)
+        for name in ("dh0", "dc0") if cell == "LSTM" else ("dh0",):
+            assert_close(getattr(layer, name), getattr(sequence, name).astype(np.float64), dtype, what=name)
+        np.testing.assert_array_equal(layer.backward(*args), dx)  # the record, once made, is kept
+        for k in grads:
+            np.testing.assert_array_equal(layer.grads[k], grads[k])
+        layer.params = kept
+    assert len(routed) == (3 if backend == "cpp" else 0)
+    layer(x, record=False)
+    with pytest.raises(RuntimeError, match="record=True"):
+        layer.backward(*args)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -85,7 +139,8 @@ def test_short_inference_calls_keep_the_call_semantics(cell, backend, routed):
     given = [p.copy() for p in _parts(state)]
     before = {k: v.copy() for k, v in a.params.items()}
     got, got_state = a(x, state, record=False)
-    want, want_state = b(x, state)
+    lengths = np.ones(3, np.int64)  # the sequence kernels
+    want, want_state = b(x, state, lengths)
     for what, u, v in [("out", got, want), *zip(("h_n", "c_n"), _parts(got_state), _parts(want_state))]:
         assert_close(u, v.astype(np.float64), np.float32, what=what)
     for p, g in zip(_parts(state), given):
@@ -96,18 +151,18 @@ def test_short_inference_calls_keep_the_call_semantics(cell, backend, routed):
     assert not any(np.shares_memory(got, p) for p in _parts(got_state))
     if cell == "LSTM":
         out0, (h, c) = a(x, (None, None), record=False)
-        want0, (wh, wc) = b(x, (None, None))
+        want0, (wh, wc) = b(x, (None, None), lengths)
         assert_close(c, wc.astype(np.float64), np.float32, what="c_n from zeros")
     assert len(routed) == ((2 if cell == "LSTM" else 1) if backend == "cpp" else 0)
 
 
 @pytest.mark.parametrize(
     "case",
-    ["record", "bidirectional", "lengths", "dropout in training", "N*T > 4", "T = 0", "N = 0"],
+    ["bidirectional", "lengths", "dropout in training", "N*T > 4", "T = 0", "N = 0"],
 )
 def test_other_calls_are_not_steps(case, routed):
-    """Only short calls for inference of a unidirectional layer without lengths or dropout run
-    by steps; the others give the same bits as the recording call, as every call did before."""
+    """Only short calls of a unidirectional layer without lengths or dropout run by steps; the
+    others give the same bits with record=False as recording, as every call did before."""
     kw = dict(bidirectional=case == "bidirectional", num_layers=2, dropout=0.5 if case == "dropout in training" else 0)
     a, b = prf.GRU(5, 9, seed=2, **kw), prf.GRU(5, 9, seed=2, **kw)
     N, T = {"N*T > 4": (3, 2), "T = 0": (2, 0), "N = 0": (0, 1)}.get(case, (1, 1))
@@ -116,7 +171,7 @@ def test_other_calls_are_not_steps(case, routed):
     if case == "dropout in training":  # the same masks in both
         b._dropout_rng = np.random.default_rng(9)
         a._dropout_rng = np.random.default_rng(9)
-    got, got_h = a(x, None, lengths, record=case == "record")
+    got, got_h = a(x, None, lengths, record=False)
     want, want_h = b(x, None, lengths)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_h, want_h)

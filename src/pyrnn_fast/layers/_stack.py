@@ -46,16 +46,16 @@ def _initial_state(layer, given, N, carry=True):
     return tuple(layer._state_or_zeros(name, a, shape, "shape (num_layers*dirs, N, H)") for name, a in given.items())
 
 
-# A call for inference (record=False) of a unidirectional layer over one step (of a batch that
-# step() takes the step kernel for) or at most BY_STEPS_MAX_ROWS sample-steps N·T runs as T
-# steps of step()'s kernel (_by_steps_suits), whose row chunks of [Wx; Wh] stay in each core's
-# cache from call to call: 1.4-1.8x faster there; from N·T = 8 the sequence kernels can win
-# (LSTM H = 512, N = 1, T = 8: 543 against 606 µs). Measurements: docs/DESIGN.md ("Streaming step").
+# A call of a unidirectional layer over one step (of a batch that step() takes the step kernel
+# for) or at most BY_STEPS_MAX_ROWS sample-steps N·T runs as T steps of step()'s kernel
+# (_by_steps_suits), whose row chunks of [Wx; Wh] stay in each core's cache from call to call:
+# 1.4-1.8x faster there; from N·T = 8 the sequence kernels can win (LSTM H = 512, N = 1, T = 8:
+# 543 against 606 µs). docs/DESIGN.md, "Short calls as steps".
 BY_STEPS_MAX_ROWS = 4
 
 
 def _by_steps_suits(layer, T, N, lengths):
-    """Whether a call for inference over (T, N) runs as T steps of the step kernel."""
+    """Whether a call over (T, N) runs as T steps of the step kernel."""
     return (
         (T == 1 or 0 < T * N <= BY_STEPS_MAX_ROWS)
         and N > 0
@@ -68,9 +68,9 @@ def _by_steps_suits(layer, T, N, lengths):
 
 
 def _forward_by_steps(layer, x_tm, state0, params):
-    """``stack_forward``'s (out, final state parts) of a call for inference, as T steps of a
-    stepper built for this call on its own initial state parts `state0` (checked, fresh arrays)
-    and the parameters `params` (checked): the same bits as T calls of ``step()``."""
+    """(top output time-major, final state parts) of a short call, as T steps of a stepper built
+    for this call on its own initial state parts `state0` (checked, fresh arrays, stepped in
+    place) and the parameters `params` (checked): the same bits as T calls of ``step()``."""
     T, N = x_tm.shape[:2]
     stepper, parts, in_place = layer._new_stepper(params, state0, params, state0[0])
     key = state0[0] if in_place else parts[0]
@@ -78,38 +78,23 @@ def _forward_by_steps(layer, x_tm, state0, params):
     hs = np.empty((T, N, layer.hidden_size), layer.dtype)
     for t in range(T):
         hs[t] = _checked_step(step, x_tm[t], params, key)
-    if layer.stateful:
-        layer._set_state_parts(tuple(s.copy() for s in parts))
-    return np.array(hs if layer.time_major else hs.transpose(1, 0, 2), order="C"), parts
+    return hs, parts
 
 
-def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
-    """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
-    keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
-    keep no workspace); `carry`: start a stateful layer from its carried state when
-    `given_state` is all None (False: zeros, an LSTM's ``state=(None, None)``). A stateful
-    layer keeps a copy of the final state parts in ``layer.state``."""
-    _check_flag("record", record)
-    # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
-    # _empty) instead of a second set beside them, and a call that fails leaves no stale
-    # record for backward.
-    layer._cache = None
-    params = layer._check_params()
-    x_tm = _time_major_input(layer, x)
+def _run_stack(layer, x_tm, state0, params, lengths, record, dropout=True):
+    """The layers one above the other on the sequence kernels, over the time-major x_tm from
+    the state parts state0 (not changed): (top output time-major, final state parts, the
+    record for backward or None). `dropout`: masks between layers in training mode."""
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers
-    lengths = layer._check_lengths(lengths, N, T)
-    state0 = _initial_state(layer, given_state, N, carry)
-    if not record and _by_steps_suits(layer, T, N, lengths):
-        return _forward_by_steps(layer, x_tm, state0, params)
     segs = _segments(lengths, T)
     rev = None if lengths is None else _reverse_index(lengths, T, N)
     state_n = tuple(np.empty_like(s) for s in state0)
-    cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N, time_major=layer.time_major)
+    cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N)
     inp = x_tm
     for layer_idx in range(L):
         mask = None
-        if layer_idx > 0 and layer.training and layer.dropout > 0:
+        if dropout and layer_idx > 0 and layer.training and layer.dropout > 0:
             keep = layer._dropout_rng.random(inp.shape) >= layer.dropout
             scale = 1.0 / (1.0 - layer.dropout) if layer.dropout < 1 else 0.0
             mask = (keep * scale).astype(layer.dtype)
@@ -132,14 +117,55 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
         if record:
             cache["layers"].append(dict(runs=runs, mask=mask))
         inp = outs[0] if dirs == 1 else np.concatenate(outs, axis=-1)
-    layer._cache = cache if record else None
+    return inp, state_n, cache if record else None
+
+
+def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
+    """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
+    keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
+    keep no workspace); `carry`: start a stateful layer from its carried state when
+    `given_state` is all None (False: zeros, an LSTM's ``state=(None, None)``). A stateful
+    layer keeps a copy of the final state parts in ``layer.state``."""
+    _check_flag("record", record)
+    # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
+    # _empty) instead of a second set beside them, and a call that fails leaves no stale
+    # record for backward.
+    layer._cache = None
+    params = layer._check_params()
+    x_tm = _time_major_input(layer, x)
+    T, N = x_tm.shape[:2]
+    lengths = layer._check_lengths(lengths, N, T)
+    state0 = _initial_state(layer, given_state, N, carry)
+    if _by_steps_suits(layer, T, N, lengths):
+        # The step kernel keeps nothing for backward: a recording call keeps its inputs, and
+        # a backward runs this forward again on the sequence kernels first (_replayed), as
+        # checkpointing does: ~the cost of a short forward, paid only where backward follows.
+        replay = (x_tm, tuple(s.copy() for s in state0), params) if record else None
+        top, state_n = _forward_by_steps(layer, x_tm, state0, params)
+        cache = dict(replay=replay, T=T, N=N) if record else None
+    else:
+        top, state_n, cache = _run_stack(layer, x_tm, state0, params, lengths, record)
+    if cache is not None:
+        cache["time_major"] = layer.time_major  # the layout of this call's out and x
+    layer._cache = cache
     if layer.stateful:
         layer._set_state_parts(tuple(s.copy() for s in state_n))
-    # Always a copy: backward reads the kept hs (inp), which a caller changing out in place must
+    # Always a copy: backward reads the kept hs (top), which a caller changing out in place must
     # not change. (np.ascontiguousarray returned a view where N = 1 or T = 1, whose transpose is
     # contiguous already: out[...] = 0 then changed the gradients.)
-    out = np.array(inp if layer.time_major else inp.transpose(1, 0, 2), order="C")
+    out = np.array(top if layer.time_major else top.transpose(1, 0, 2), order="C")
     return out, state_n
+
+
+def _replayed(layer, cache):
+    """The record of a short call run by steps (``cache["replay"]``: its time-major x, initial
+    state parts and checked parameters), made by running that forward again on the sequence
+    kernels, without dropout (the call had none), and kept in its place."""
+    x_tm, state0, params = cache["replay"]
+    record = _run_stack(layer, x_tm, state0, params, None, True, dropout=False)[2]
+    record["time_major"] = cache["time_major"]
+    layer._cache = record
+    return record
 
 
 def stack_backward(layer, dout, given_dstate):
@@ -150,6 +176,8 @@ def stack_backward(layer, dout, given_dstate):
     cache = layer._cache
     if cache is None:
         raise RuntimeError("backward: call the layer (forward) first, with record=True (the default)")
+    if "replay" in cache:
+        cache = _replayed(layer, cache)
     T, N = cache["T"], cache["N"]
     time_major = cache["time_major"]  # the layout of the call's out (and x), whatever the layer's now
     H, dirs, L = layer.hidden_size, layer.num_directions, layer.num_layers
