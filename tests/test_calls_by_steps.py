@@ -1,4 +1,4 @@
-"""Short calls (T = 1, or N·T <= 4; unidirectional, no lengths, no dropout between layers) run as
+"""Short calls (T = 1 and N <= 8, or N·T <= 4; unidirectional, no lengths, no dropout between layers) run as
 T steps of ``step()``'s kernel on the compiled backend (layers/_stack.py, ``_by_steps_suits``):
 the same bits as those steps, the sequence kernels' results to rounding, and everything else
 of a call (the carried state, ``h0``, layouts, rebound parameters) as before. A recording
@@ -158,14 +158,14 @@ def test_short_inference_calls_keep_the_call_semantics(cell, backend, routed):
 
 @pytest.mark.parametrize(
     "case",
-    ["bidirectional", "lengths", "dropout in training", "N*T > 4", "T = 0", "N = 0"],
+    ["bidirectional", "lengths", "dropout in training", "N*T > 4", "T = 1, N > 8", "T = 0", "N = 0"],
 )
 def test_other_calls_are_not_steps(case, routed):
     """Only short calls of a unidirectional layer without lengths or dropout run by steps; the
     others give the same bits with record=False as recording, as every call did before."""
     kw = dict(bidirectional=case == "bidirectional", num_layers=2, dropout=0.5 if case == "dropout in training" else 0)
     a, b = prf.GRU(5, 9, seed=2, **kw), prf.GRU(5, 9, seed=2, **kw)
-    N, T = {"N*T > 4": (3, 2), "T = 0": (2, 0), "N = 0": (0, 1)}.get(case, (1, 1))
+    N, T = {"N*T > 4": (3, 2), "T = 1, N > 8": (9, 1), "T = 0": (2, 0), "N = 0": (0, 1)}.get(case, (1, 1))
     x = np.random.default_rng(2).standard_normal((N, T, 5)).astype(np.float32)
     lengths = np.ones(N, np.int64) if case == "lengths" else None
     if case == "dropout in training":  # the same masks in both

@@ -39,17 +39,19 @@ def _c_array(a, dtype):
     return a if _aligned(a) else a.copy()
 
 
-def _checked_step(step, x, params_key, state_key):
+def _checked_step(step, x, params_key, state_key, during="step"):
     """A compiled stepper's step on x (of the layer's dtype and layout), which returns None only
-    when the state or parameters are no longer the objects it was built on."""
+    when the state or parameters are no longer the objects it was built on. `during`: what runs
+    it (a "step", or a "call" run by steps, whose state parts are its own)."""
     top = step(x, params_key, state_key)
     if top is None:
         # x and every array were made what the kernel takes, so only the layer changed: its
         # state or params rebound by another thread since the checks (a review saw this with
         # a second thread calling reset_state() in a loop: 71 steps in 3000).
+        changed = "state or parameters" if during == "step" else "parameters"
         raise RuntimeError(
-            "step: the layer's state or parameters were changed by another thread during this step; "
-            "step a layer from one thread at a time"
+            f"{during}: the layer's {changed} were changed by another thread during this {during}; "
+            f"{during} a layer from one thread at a time"
         )
     return top
 
@@ -524,24 +526,24 @@ class _RecurrentLayer:
         if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
             return fast[2](x, self.params, self.state)
         self._stepper = None
-        stepper, stepped, in_place = self._new_stepper(params, parts, self.params, self.state)
-        key = self.state if in_place else stepped[0]
+        stepper, stepped, key = self._new_stepper(params, parts, settings, self.params, self.state)
         step = stepper.step  # a new function object per read: kept
         top = _checked_step(step, x, self.params, key)
-        if in_place:
+        if stepped is parts:
             self._stepper = (stepper, settings, step)
         else:
             for original, copy in zip(parts, stepped):
                 original[...] = copy
         return top
 
-    def _new_stepper(self, params, parts, params_key, state_key):
+    def _new_stepper(self, params, parts, settings, params_key, state_key):
         """A compiled stepper of the whole stack over ``params`` (checked) and the state parts
-        (h,) or (h, c), which it updates in place: (stepper, the parts it steps, whether those
-        are ``parts`` and it reads the weights in place). Where an array is not what the kernel
-        reads in place (the layer's dtype, C-contiguous, aligned; a writable state) it is built
-        on copies. Its steps take ``params_key`` and ``state_key`` (the stepped parts' first
-        when not in place) and check that they are still the objects it was built on."""
+        (h,) or (h, c), which it updates in place, for ``settings`` (``_step_settings``):
+        (stepper, the parts it steps, the state key its steps take). It reads the arrays in
+        place, and steps ``parts`` themselves, where they are what the kernel reads (the
+        layer's dtype, C-contiguous, aligned; a writable state), else copies of them all (the
+        parts stepped are then the copies, and the first of them the key). Its steps take
+        ``params_key`` and the key and check that they are still the objects it was built on."""
         weights = [self._weights(params, layer, "") for layer in range(self.num_layers)]
         arrays = [a for w in weights for a in w if a is not None] + list(parts)
         in_place = all(p.flags.writeable for p in parts) and all(
@@ -550,19 +552,20 @@ class _RecurrentLayer:
         if not in_place:
             weights = [tuple(None if a is None else _c_array(a, self.dtype) for a in w) for w in weights]
             parts = tuple(np.array(p, dtype=self.dtype, order="C") for p in parts)
+            state_key = parts[0]
         stepper = _backends._core.Stepper(
             [w[0] for w in weights],
             [w[1] for w in weights],
             [w[2] for w in weights],
             parts[0],
             np.empty_like(parts[0]),
-            self._step_settings()[1],
+            settings[1],
             params_key,
             cell_state=parts[1] if len(parts) > 1 else None,
-            state_key=state_key if in_place else parts[0],
+            state_key=state_key,
             bh=[w[3] for w in weights] if len(weights[0]) > 3 else None,  # a GRU's recurrent biases
         )
-        return stepper, parts, in_place
+        return stepper, parts, state_key
 
     def _state_or_zeros(self, name, a, shape, meaning):
         """An optional (layers·dirs, N, H) argument as a native array of the layer's dtype."""

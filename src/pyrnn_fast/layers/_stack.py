@@ -46,19 +46,21 @@ def _initial_state(layer, given, N, carry=True):
     return tuple(layer._state_or_zeros(name, a, shape, "shape (num_layers*dirs, N, H)") for name, a in given.items())
 
 
-# A call of a unidirectional layer over one step (of a batch that step() takes the step kernel
-# for) or at most BY_STEPS_MAX_ROWS sample-steps N·T runs as T steps of step()'s kernel
+# A call of a unidirectional layer over one step of at most BY_STEPS_MAX_BATCH samples, or over
+# at most BY_STEPS_MAX_ROWS sample-steps N·T, runs as T steps of step()'s kernel
 # (_by_steps_suits), whose row chunks of [Wx; Wh] stay in each core's cache from call to call:
-# 1.4-1.8x faster there; from N·T = 8 the sequence kernels can win (LSTM H = 512, N = 1, T = 8:
-# 543 against 606 µs). docs/DESIGN.md, "Short calls as steps".
+# 1.4-2x faster there; beyond, the sequence kernels can win (T = 1, H = 512: N = 16 0.98-1.08x
+# the time, N = 24 1.2-1.3x; N = 1, T = 8, LSTM H = 512: 543 against 606 µs). docs/DESIGN.md,
+# "Short calls as steps".
+BY_STEPS_MAX_BATCH = 8
 BY_STEPS_MAX_ROWS = 4
 
 
 def _by_steps_suits(layer, T, N, lengths):
     """Whether a call over (T, N) runs as T steps of the step kernel."""
     return (
-        (T == 1 or 0 < T * N <= BY_STEPS_MAX_ROWS)
-        and N > 0
+        0 < N
+        and ((T == 1 and N <= BY_STEPS_MAX_BATCH) or 0 < T * N <= BY_STEPS_MAX_ROWS)
         and lengths is None
         and not layer.bidirectional
         and not (layer.training and layer.dropout > 0 and layer.num_layers > 1)  # no dropout mask between layers
@@ -69,15 +71,14 @@ def _by_steps_suits(layer, T, N, lengths):
 
 def _forward_by_steps(layer, x_tm, state0, params):
     """(top output time-major, final state parts) of a short call, as T steps of a stepper built
-    for this call on its own initial state parts `state0` (checked, fresh arrays, stepped in
-    place) and the parameters `params` (checked): the same bits as T calls of ``step()``."""
+    for this call on its own initial state parts `state0` (checked, fresh arrays) and the
+    parameters `params` (checked): the same bits as T calls of ``step()``."""
     T, N = x_tm.shape[:2]
-    stepper, parts, in_place = layer._new_stepper(params, state0, params, state0[0])
-    key = state0[0] if in_place else parts[0]
+    stepper, parts, key = layer._new_stepper(params, state0, layer._step_settings(), params, state0[0])
     step = stepper.step
     hs = np.empty((T, N, layer.hidden_size), layer.dtype)
     for t in range(T):
-        hs[t] = _checked_step(step, x_tm[t], params, key)
+        hs[t] = _checked_step(step, x_tm[t], params, key, during="call")
     return hs, parts
 
 
