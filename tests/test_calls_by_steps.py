@@ -152,8 +152,12 @@ def test_short_inference_calls_keep_the_call_semantics(cell, backend, routed):
     if cell == "LSTM":
         out0, (h, c) = a(x, (None, None), record=False)
         want0, (wh, wc) = b(x, (None, None), lengths)
-        assert_close(c, wc.astype(np.float64), np.float32, what="c_n from zeros")
-    assert len(routed) == ((2 if cell == "LSTM" else 1) if backend == "cpp" else 0)
+        for what, u, v in (("out from zeros", out0, want0), ("h_n from zeros", h, wh), ("c_n from zeros", c, wc)):
+            assert_close(u, v.astype(np.float64), np.float32, what=what)
+    stateful = make(5, 9, stateful=True, seed=6, backend=backend, **extra)
+    _, carried = stateful(x[0][:, None])  # (N, T, D) = (3, 1, 5)
+    assert not any(np.shares_memory(p, q) for p in _parts(carried) for q in _parts(stateful.state))
+    assert len(routed) == ((3 if cell == "LSTM" else 2) if backend == "cpp" else 0)
 
 
 @pytest.mark.parametrize(
