@@ -82,8 +82,9 @@ def test_short_calls_are_steps(cell, dtype, num_layers, backend, routed):
 def test_backward_after_a_short_call(cell, dtype, backend, routed):
     """Backward of a short recording call: dx, every gradient and the initial state's equal
     the sequence kernels' to rounding, whatever happens between the call and its backward
-    (a step, the parameters rebound, dropout switched on), and again the same on a second
-    backward; a short call for inference leaves no record."""
+    (a step, the parameters rebound, dropout switched on, the RNN's activation changed), and
+    again the same on a second backward; a dout of another shape is refused before anything
+    runs; a short call for inference leaves no record."""
     layer, sequence, _ = _twins(cell, dtype, backend, num_layers=2, stateful=True, dropout=0.5)
     rng = np.random.default_rng(3)
     for N, T in [(1, 3), (2, 2), (5, 1)]:
@@ -104,7 +105,12 @@ def test_backward_after_a_short_call(cell, dtype, backend, routed):
         for k in layer.params:  # ... nor parameters rebound since (the call's arrays are)
             layer.params[k] = layer.params[k] * 2
         layer.train()  # ... nor dropout switched on (the call had none)
+        if cell == "RNN":
+            layer.activation = "relu"  # ... nor another activation (the call's was tanh)
         args = (dout, dh_n) + ((dh_n * 0.5,) if cell == "LSTM" else ())
+        with pytest.raises(ValueError, match="dout: expected the shape of out"):
+            layer.backward(dout[:, :1] if T > 1 else dout[:1, :, :5])
+        assert ("replay" in layer._cache) == (backend == "cpp")  # nothing run yet
         dx, dx_want = layer.backward(*args), sequence.backward(*args)
         grads = {k: g.copy() for k, g in layer.grads.items()}
         assert_close(dx, dx_want.astype(np.float64), dtype, what="dx")
@@ -116,6 +122,8 @@ def test_backward_after_a_short_call(cell, dtype, backend, routed):
         for k in grads:
             np.testing.assert_array_equal(layer.grads[k], grads[k])
         layer.params = kept
+        if cell == "RNN":
+            layer.activation = "tanh"
     assert len(routed) == (3 if backend == "cpp" else 0)
     layer(x, record=False)
     with pytest.raises(RuntimeError, match="record=True"):

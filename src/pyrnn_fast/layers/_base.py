@@ -40,9 +40,10 @@ def _c_array(a, dtype):
 
 
 def _checked_step(step, x, params_key, state_key, during="step"):
-    """A compiled stepper's step on x (of the layer's dtype and layout), which returns None only
-    when the state or parameters are no longer the objects it was built on. `during`: what runs
-    it (a "step", or a "call" run by steps, whose state parts are its own)."""
+    """A compiled stepper's step on x (of the layer's dtype and layout): its new top state, or a
+    RuntimeError where the state or parameters are no longer the objects it was built on (the
+    stepper then returns None, having done nothing). `during`: what runs it (a "step", or a
+    "call" run by steps, whose state parts are its own)."""
     top = step(x, params_key, state_key)
     if top is None:
         # x and every array were made what the kernel takes, so only the layer changed: its
@@ -193,9 +194,11 @@ class _RecurrentLayer:
             raise TypeError(f"{self._name}() got an unexpected keyword argument {next(iter(cell_options))!r}")
 
     # The cell's functional calls over one run (time-major), which _stack arranges:
-    def _run(self, x, W, state, keep=True):
+    def _run(self, x, W, state, keep=True, options=None):
         """(hs, final state parts, what _grad_steps needs); W in ``_param_kinds`` order, state a tuple
-        in ``_state_names`` order; `keep`: record what backward needs (False: a step)."""
+        in ``_state_names`` order; `keep`: record what backward needs (False: a step); `options`:
+        the cell's options ({name: value} of ``_cell_options``) as a call had them (None: the
+        layer's own now)."""
         raise NotImplementedError
 
     def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):

@@ -1,6 +1,7 @@
 """The forward and backward of a layer as a stack: layers one above the other, each with one
 or two directions, dropout between layers, variable lengths (``_segments``), whatever the
-cell; short calls for inference as steps of the streaming step's kernel (``_forward_by_steps``).
+cell; short calls as steps of the streaming step's kernel (``_forward_by_steps``), which keep
+their inputs for a backward to run their forward again on the sequence kernels (``_replayed``).
 A cell's class provides two functional calls over one run, ``_run(x, W, state) ->
 (hs, state_n, saved)`` and ``_grad_steps(dhs, x, W, hs, saved, state0, dstate_n) ->
 (BackwardSteps, dstate0)``, the backward up to its weight gradients, which
@@ -65,8 +66,7 @@ def _by_steps_suits(layer, T, N, lengths):
         and not layer.bidirectional
         and not (layer.training and layer.dropout > 0 and layer.num_layers > 1)  # no dropout mask between layers
         and _backends.get_backend(layer.backend).name == "cpp"
-        and layer._step_kernel_suits(N)
-    )
+    )  # (N <= 8: below the batches step() itself leaves its kernel for, _step_kernel_suits)
 
 
 def _forward_by_steps(layer, x_tm, state0, params):
@@ -82,10 +82,11 @@ def _forward_by_steps(layer, x_tm, state0, params):
     return hs, parts
 
 
-def _run_stack(layer, x_tm, state0, params, lengths, record, dropout=True):
+def _run_stack(layer, x_tm, state0, params, lengths, record, dropout=True, options=None):
     """The layers one above the other on the sequence kernels, over the time-major x_tm from
     the state parts state0 (not changed): (top output time-major, final state parts, the
-    record for backward or None). `dropout`: masks between layers in training mode."""
+    record for backward or None). `dropout`: masks between layers in training mode; `options`:
+    the cell's options as a call had them (None: the layer's now; ``_run``)."""
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers
     segs = _segments(lengths, T)
@@ -106,7 +107,10 @@ def _run_stack(layer, x_tm, state0, params, lengths, record, dropout=True):
             k = layer_idx * dirs + d
             x_run = inp if d == 0 else _reverse(inp, rev)
             hs, final, saved = _run_forward(
-                lambda xs, st, W=W: layer._run(xs, W, st, keep=record), x_run, tuple(s[k] for s in state0), segs
+                lambda xs, st, W=W: layer._run(xs, W, st, keep=record, options=options),
+                x_run,
+                tuple(s[k] for s in state0),
+                segs,
             )
             for s, f in zip(state_n, final):
                 s[k] = f
@@ -124,9 +128,10 @@ def _run_stack(layer, x_tm, state0, params, lengths, record, dropout=True):
 def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     """Run the layer: returns (out in the caller's layout, the final state parts). `record`:
     keep what backward needs in ``layer._cache`` (False: nothing, and the cells' forwards
-    keep no workspace); `carry`: start a stateful layer from its carried state when
-    `given_state` is all None (False: zeros, an LSTM's ``state=(None, None)``). A stateful
-    layer keeps a copy of the final state parts in ``layer.state``."""
+    keep no workspace; a short call run by steps keeps its inputs instead, ``_replayed``);
+    `carry`: start a stateful layer from its carried state when `given_state` is all None
+    (False: zeros, an LSTM's ``state=(None, None)``). A stateful layer keeps a copy of the
+    final state parts in ``layer.state``."""
     _check_flag("record", record)
     # The last call's record goes first: its arrays' buffers serve this call (_orchestration.
     # _empty) instead of a second set beside them, and a call that fails leaves no stale
@@ -141,7 +146,8 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
         # The step kernel keeps nothing for backward: a recording call keeps its inputs, and
         # a backward runs this forward again on the sequence kernels first (_replayed), as
         # checkpointing does: ~the cost of a short forward, paid only where backward follows.
-        replay = (x_tm, tuple(s.copy() for s in state0), params) if record else None
+        options = {name: getattr(layer, name) for name in layer._cell_options}  # the RNN's activation
+        replay = (x_tm, tuple(s.copy() for s in state0), params, options) if record else None
         top, state_n = _forward_by_steps(layer, x_tm, state0, params)
         cache = dict(replay=replay, T=T, N=N) if record else None
     else:
@@ -151,21 +157,24 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     layer._cache = cache
     if layer.stateful:
         layer._set_state_parts(tuple(s.copy() for s in state_n))
-    # Always a copy: backward reads the kept hs (top), which a caller changing out in place must
-    # not change. (np.ascontiguousarray returned a view where N = 1 or T = 1, whose transpose is
-    # contiguous already: out[...] = 0 then changed the gradients.)
+    # Always a copy: backward reads the kept hs (top; run by steps, the record keeps x_tm), which
+    # a caller changing out in place must not change. (np.ascontiguousarray returned a view
+    # where N = 1 or T = 1, whose transpose is contiguous already: out[...] = 0 then changed the
+    # gradients.)
     out = np.array(top if layer.time_major else top.transpose(1, 0, 2), order="C")
     return out, state_n
 
 
 def _replayed(layer, cache):
     """The record of a short call run by steps (``cache["replay"]``: its time-major x, initial
-    state parts and checked parameters), made by running that forward again on the sequence
-    kernels, without dropout (the call had none), and kept in its place."""
-    x_tm, state0, params = cache["replay"]
-    record = _run_stack(layer, x_tm, state0, params, None, True, dropout=False)[2]
+    state parts, checked parameters and cell options), made by running that forward again on
+    the sequence kernels, without dropout (the call had none), and kept in its place unless
+    another call has replaced it meanwhile (another thread's)."""
+    x_tm, state0, params, options = cache["replay"]
+    record = _run_stack(layer, x_tm, state0, params, None, True, dropout=False, options=options)[2]
     record["time_major"] = cache["time_major"]
-    layer._cache = record
+    if layer._cache is cache:
+        layer._cache = record
     return record
 
 
@@ -177,8 +186,6 @@ def stack_backward(layer, dout, given_dstate):
     cache = layer._cache
     if cache is None:
         raise RuntimeError("backward: call the layer (forward) first, with record=True (the default)")
-    if "replay" in cache:
-        cache = _replayed(layer, cache)
     T, N = cache["T"], cache["N"]
     time_major = cache["time_major"]  # the layout of the call's out (and x), whatever the layer's now
     H, dirs, L = layer.hidden_size, layer.num_directions, layer.num_layers
@@ -189,6 +196,8 @@ def stack_backward(layer, dout, given_dstate):
     d_tm = np.asarray(dout if time_major else dout.transpose(1, 0, 2), dtype=layer.dtype)
     shape = (L * dirs, N, H)
     dstate_n = tuple(layer._state_or_zeros(name, a, shape, "the shape of h_n") for name, a in given_dstate.items())
+    if "replay" in cache:  # a short call run by steps: its forward again, on the sequence kernels
+        cache = _replayed(layer, cache)
 
     segs, rev = cache["segs"], cache["rev"]
     dstate0 = tuple(np.empty(shape, layer.dtype) for _ in dstate_n)

@@ -54,7 +54,7 @@ class LSTM(_RecurrentLayer):
     _state_names = ("h", "c")
     _forget_bias = 1.0
 
-    def _run(self, x, W, state, keep=True):
+    def _run(self, x, W, state, keep=True, options=None):
         Wx, Wh, b = W
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0], c0=state[1])
         out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
@@ -140,7 +140,7 @@ class GRU(_RecurrentLayer):
     _gates = 3
     _param_kinds = ("Wx", "Wh", "b", "bh")
 
-    def _run(self, x, W, state, keep=True):
+    def _run(self, x, W, state, keep=True, options=None):
         Wx, Wh, b, bh = W
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=state[0])
         out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)

@@ -93,11 +93,12 @@ class RNN(_RecurrentLayer):
 
     # --- the cell's functional calls (_stack runs them per layer, direction and segment) ---
 
-    def _run(self, x, W, state, keep=True):
+    def _run(self, x, W, state, keep=True, options=None):
         Wx, Wh, b = W
+        act = self.activation if options is None else options["activation"]
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0])
-        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, time_major=True, act=self.activation)
-        return hs, (h,), self.activation  # what backward needs: the call's activation, not the current one
+        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, time_major=True, act=act)
+        return hs, (h,), act  # what backward needs: the call's activation, not the current one
 
     def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
         Wx, Wh, _ = W
