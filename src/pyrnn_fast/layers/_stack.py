@@ -50,7 +50,7 @@ def _initial_state(layer, given, N, carry=True):
 # A call of a unidirectional layer over one step of at most BY_STEPS_MAX_BATCH samples, or over
 # at most BY_STEPS_MAX_ROWS sample-steps N·T, runs as T steps of step()'s kernel
 # (_by_steps_suits), whose row chunks of [Wx; Wh] stay in each core's cache from call to call:
-# 1.4-2x faster there; beyond, the sequence kernels can win (T = 1, H = 512: N = 16 0.98-1.08x
+# 1.2-1.8x faster at N = 1; beyond, the sequence kernels can win (T = 1, H = 512: N = 16 0.98-1.08x
 # the time, N = 24 1.2-1.3x; N = 1, T = 8, LSTM H = 512: 543 against 606 µs). docs/DESIGN.md,
 # "Short calls as steps".
 BY_STEPS_MAX_BATCH = 8
