@@ -146,8 +146,10 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
         # The step kernel keeps nothing for backward: a recording call keeps its inputs, and
         # a backward runs this forward again on the sequence kernels first (_replayed), as
         # checkpointing does: ~the cost of a short forward, paid only where backward follows.
-        options = {name: getattr(layer, name) for name in layer._cell_options}  # the RNN's activation
-        replay = (x_tm, tuple(s.copy() for s in state0), params, options) if record else None
+        replay = None
+        if record:  # the cell's options too: the RNN's activation as this call had it
+            options = {name: getattr(layer, name) for name in layer._cell_options}
+            replay = (x_tm, tuple(s.copy() for s in state0), params, options)
         top, state_n = _forward_by_steps(layer, x_tm, state0, params)
         cache = dict(replay=replay, T=T, N=N) if record else None
     else:
