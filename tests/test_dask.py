@@ -366,7 +366,7 @@ class KillingLSTM(prf.LSTM):
 
     marker = ""
 
-    def _run(self, x, W, state, keep=True, options=None):
+    def _run(self, x, W, state, keep=True, options=None, active=None):
         if W[0] is self.params["Wx_l1"]:
             try:
                 os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -374,7 +374,7 @@ class KillingLSTM(prf.LSTM):
                 pass
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
-        return super()._run(x, W, state, keep, options)
+        return super()._run(x, W, state, keep, options, active)
 
 
 def test_a_worker_killed_in_the_middle_of_a_job(client, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import SELF_TOL, close, rng_arrays
+from helpers import BACKEND_PARAMS, SELF_TOL, backend_id, close, rng_arrays, use_backend
 
 
 # The second: every sample either empty or whole (one segment, with a selection of rows).
@@ -108,3 +108,78 @@ def test_what_fills_the_padding_changes_nothing(cell, filler):
     np.testing.assert_array_equal(dx1, dx0)
     for k in grads0:
         np.testing.assert_array_equal(grads1[k], grads0[k], err_msg=k)
+
+
+CELL_CLASSES = {"RNN": prf.RNN, "LSTM": prf.LSTM, "GRU": prf.GRU}
+
+
+def _states(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, ids=backend_id)
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("record", [True, False])
+def test_lengths_on_every_backend_equal_each_sample_alone(cell, backend, record, monkeypatch):
+    """Every cell on every backend (and instruction set) with unsorted lengths (a tie, 0, the
+    whole T, ones already in order): each sample's outputs, final state (h_n, c_n), dx, initial
+    state gradients and its share of the weight gradients are those of the sample run alone on
+    the NumPy backend. The batch runs sorted longest first, in pieces of one row count on views
+    of the whole run (``_orchestration._pieces``); record=False (inference) also cuts the steps
+    into calls of 2 (a small INFERENCE_SCRATCH_BYTES), so calls and pieces cross."""
+    from pyrnn_fast import _api_gated
+
+    T, N, D, H = 7, 6, 3, 4
+    lengths = np.array([5, 0, 7, 2, 5, 3])
+    make = CELL_CLASSES[cell]
+    parts = 2 if cell == "LSTM" else 1
+    x, dout, *s = rng_arrays(42, (N, T, D), (N, T, 2 * H), *[(4, N, H)] * (2 * parts))
+    state0, dstate_n = s[:parts], s[parts:]
+    if not record:
+        monkeypatch.setattr(_api_gated, "INFERENCE_SCRATCH_BYTES", 2 * N * 7 * H * 8)
+    with use_backend(backend) as name:
+        layer = make(D, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=5, backend=name)
+        given = tuple(state0) if cell == "LSTM" else state0[0]
+        out, final = layer(x, given, lengths, record=record)
+        if record:
+            dx = layer.backward(dout, *dstate_n)
+            grads = {k: v.copy() for k, v in layer.grads.items()}
+            d0 = [layer.dh0.copy()] + ([layer.dc0.copy()] if cell == "LSTM" else [])
+    alone = make(D, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=5, backend="numpy")
+    summed = {k: np.zeros_like(v) for k, v in alone.grads.items()}
+    for n, L in enumerate(lengths):
+        rows = slice(n, n + 1)
+        given = tuple(p[:, rows] for p in state0) if cell == "LSTM" else state0[0][:, rows]
+        o, f = alone(x[rows, :L], given)
+        close(out[rows, :L], o, SELF_TOL, f"out[{n}]")
+        assert not out[n, L:].any()
+        for a, b in zip(_states(final), _states(f)):
+            close(a[:, rows], b, SELF_TOL, f"final state[{n}]")
+        if not record:
+            continue
+        d = alone.backward(dout[rows, :L], *(p[:, rows] for p in dstate_n))
+        close(dx[rows, :L], d, SELF_TOL, f"dx[{n}]")
+        assert not dx[n, L:].any()
+        for a, b in zip(d0, [alone.dh0] + ([alone.dc0] if cell == "LSTM" else [])):
+            close(a[:, rows], b, SELF_TOL, f"initial state gradient[{n}]")
+        for k in summed:
+            summed[k] += alone.grads[k]
+    if record:
+        for k in grads:
+            close(grads[k], summed[k], SELF_TOL, k)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_a_samples_dropout_mask_does_not_depend_on_the_others_lengths(cell):
+    """A batch with lengths runs sorted longest first, but the dropout masks are drawn in the
+    caller's order of samples: with the same seed, a sample of the whole length T gets the same
+    outputs (the same masks) with lengths as without."""
+    T, N, D, H = 6, 5, 3, 4
+    x = rng_arrays(43, (N, T, D))[0]
+    lengths = np.array([2, T, 4, T, 1])  # sorted, the samples move: [1, 3, 2, 0, 4]
+    outs = []
+    for lens in (lengths, None):
+        layer = CELL_CLASSES[cell](D, H, num_layers=3, dropout=0.5, dtype=np.float64, seed=11)
+        outs.append(layer(x, lengths=lens)[0])
+    for n in np.flatnonzero(lengths == T):
+        close(outs[0][n], outs[1][n], SELF_TOL, f"out[{n}]")

@@ -18,16 +18,22 @@ from numpy.typing import ArrayLike, NDArray
 from ._backends import get_backend
 from ._orchestration import (
     BackwardSteps,
+    _backward_by_pieces,
     _check_activation,
     _empty,
     _forward_inputs,
-    _forward_into,
+    _initial,
+    _input_projection,
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
+    _part,
+    _pieces,
     _prepare,
+    _rows,
     _tm,
     _weight_grads,
+    _zero_padding,
 )
 
 Activation = Literal["tanh", "relu"]
@@ -92,20 +98,28 @@ def rnn_forward(
     return _rnn_forward_checked(kernel, arrays, dtype, dims, bool(time_major), act)
 
 
-def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, act: str):
+def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, act: str, active=None):
     """``rnn_forward`` past its checks (the layers call it with what they checked themselves):
     `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
-    `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it."""
+    `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it. `active`: the
+    rows each step runs (``_orchestration._pieces``; None: all)."""
     T, N, D, H = dims
     x = arrays["x"]
     h0 = _kernel_matrix(arrays["h0"], dtype)
+    wh = _kernel_matrix(arrays["Wh"], dtype)
     hs = _empty(x.shape[:2] + (H,), dtype)
     hs_tm = _tm(hs, time_major)
-    _forward_into(kernel, _tm(x, time_major), arrays["Wx"], arrays["Wh"], arrays["b"], h0, hs_tm, act, dtype)
-    if T > 0:
-        h_last = hs_tm[-1].copy()
-    else:
-        h_last = h0.copy() if h0 is not None else np.zeros((N, H), dtype)
+    # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
+    _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], hs_tm, dtype)
+    h_last = _initial(h0, dtype, N, H)
+    for s0, s1, n, n_after in _pieces(active, 0, T, T, N):
+        h = _rows(h0, n, dtype) if s0 == 0 else _rows(hs_tm[s0 - 1], n, dtype)
+        out = _part(hs_tm, s0, s1, n)
+        kernel.forward(out, wh, h, out, act)
+        if s1 > s0:
+            h_last[n_after:n] = hs_tm[s1 - 1, n_after:n]
+    if active is not None:
+        _zero_padding(hs_tm, active)
     return hs, h_last
 
 
@@ -142,9 +156,9 @@ def rnn_backward(
     return RNNGrads(dx, dWx, dWh, db, dh0)
 
 
-def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major, backend):
+def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major, backend, active=None):
     """``rnn_backward``'s checks and recurrence: (BackwardSteps, (dh0,)); ``_weight_grads``
-    does the rest (once for all of a layer's segments: ``layers._segments``)."""
+    does the rest. `active`: the rows each step ran (``_orchestration._pieces``; None: all)."""
     act = _check_activation(activation)
     kernel = get_backend(backend)
     arrays, dtype, (T, N, D, H) = _prepare(
@@ -155,19 +169,17 @@ def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major,
     hs = _kernel_seq(arrays["hs"], dtype)
     dhs = _kernel_seq(arrays["dhs"], dtype)
     h0 = _kernel_matrix(arrays["h0"], dtype)
-    seq_shape = hs.shape
+    wh = _kernel_matrix(arrays["Wh"], dtype)
+    da = _empty(hs.shape, dtype)  # in the caller's layout, C-contiguous
+    hs_tm, da_tm, dhs_tm = _tm(hs, time_major), _tm(da, time_major), _tm(dhs, time_major)
 
-    da = _empty(seq_shape, dtype)  # in the caller's layout, C-contiguous
-    dh0 = np.empty((N, H), dtype)
-    hs_tm, da_tm = _tm(hs, time_major), _tm(da, time_major)
-    kernel.backward(
-        _tm(dhs, time_major),
-        hs_tm,
-        _kernel_matrix(arrays["Wh"], dtype),
-        _kernel_matrix(arrays["dh_last"], dtype),
-        da_tm,
-        dh0,
-        act,
-    )
+    def piece(s0, s1, n, dstate):
+        dh0 = np.empty((n, H), dtype)
+        part = (_part(a, s0, s1, n) for a in (dhs_tm, hs_tm))
+        kernel.backward(*part, wh, dstate[0], _part(da_tm, s0, s1, n), dh0, act)
+        return (dh0,)
 
-    return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), (dh0,)
+    dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
+    if active is not None:
+        _zero_padding(da_tm, active)
+    return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), dstate0

@@ -18,16 +18,22 @@ from numpy.typing import ArrayLike, NDArray
 from ._backends import get_backend
 from ._orchestration import (
     BackwardSteps,
+    _backward_by_pieces,
     _check_flag,
     _empty,
     _forward_inputs,
+    _initial,
     _input_projection,
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
+    _part,
+    _pieces,
     _prepare,
+    _rows,
     _tm,
     _weight_grads,
+    _zero_padding,
 )
 
 Array = NDArray[np.floating[Any]]
@@ -131,10 +137,6 @@ def _workspace_arrays(workspace, cell, dims, dtype, time_major, hs_tm):
     return workspace._check(cell, dims, dtype, time_major, forward, hs_tm)
 
 
-def _initial(a, dtype, N, H):
-    return np.zeros((N, H), dtype) if a is None else a.copy()
-
-
 # Inference (workspace=False) keeps at most this many bytes of per-step scratch (the input
 # projection, the gates, an LSTM's cell states) whatever T: the forward then runs in calls of
 # that many steps, each carrying the state on. A call more costs packing Wh again and starting
@@ -232,10 +234,13 @@ def lstm_forward(
     return _lstm_forward_checked(kernel, arrays, dtype, dims, time_major, workspace)
 
 
-def _lstm_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool) -> LSTMOutput:
+def _lstm_forward_checked(
+    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool, active=None
+) -> LSTMOutput:
     """``lstm_forward`` past its checks (the layers call it with what they checked themselves):
     `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
-    `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it; flags bools."""
+    `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it; flags bools.
+    `active`: the rows each step runs (``_orchestration._pieces``; None: all)."""
     T, N, D, H = dims
     x = arrays["x"]
     hs = _empty(x.shape[:2] + (H,), dtype)
@@ -243,6 +248,7 @@ def _lstm_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: 
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, h, c = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "h0", "c0"))
+    h_last, c_last = _initial(h, dtype, N, H), _initial(c, dtype, N, H)
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 5 * H * dtype.itemsize, workspace)
     gates = _empty((steps, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
     cs = _empty((steps, N, H), dtype)
@@ -250,10 +256,18 @@ def _lstm_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: 
         t1 = min(T, t0 + steps)
         g, c_seq = gates[: t1 - t0], cs[: t1 - t0]
         _input_projection(kernel, x_tm[t0:t1], wx, bias, g, dtype)
-        kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g)
-        h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), c_seq[-1].copy()  # copies: c_seq is reused
-    h_last, c_last = _initial(h, dtype, N, H), _initial(c, dtype, N, H)  # copies (or zeros at T = 0)
-    ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs, h_last.copy()) if workspace else None
+        for s0, s1, n, n_after in _pieces(active, t0, t1, T, N):
+            g_n = _part(g, s0 - t0, s1 - t0, n)
+            c_n = _part(c_seq, s0 - t0, s1 - t0, n)
+            kernel.lstm_forward(g_n, wh, _rows(h, n, dtype), _rows(c, n, dtype), _part(hs_tm, s0, s1, n), c_n, g_n)
+            h, c = hs_tm[s1 - 1], c_seq[s1 - 1 - t0]
+            h_last[n_after:n], c_last[n_after:n] = h[n_after:n], c[n_after:n]
+        h, c = _kernel_matrix(h, dtype), c.copy()  # copies: c_seq is reused by the next chunk
+    if active is not None:
+        _zero_padding(hs_tm, active)
+    ws = None
+    if workspace:
+        ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs, (hs_tm[-1] if T else h_last).copy())
     return LSTMOutput(hs, h_last, c_last, ws)
 
 
@@ -286,28 +300,28 @@ def lstm_backward(
     return LSTMGrads(dx, dWx, dWh, db, dh0, dc0)
 
 
-def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last, time_major, backend):
+def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last, time_major, backend, active=None):
     """``lstm_backward``'s checks and recurrence: (BackwardSteps, (dh0, dc0)) (as ``_rnn_backward_steps``)."""
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, c0=c0, dh_last=dh_last, dc_last=dc_last)
     arrays, dtype, (T, N, D, H), (gates, cs), x, hs, dhs = _backward_inputs(named, time_major, 4, workspace, "LSTM")
-    h0, c0 = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["c0"], dtype)
+    h0, c0, wh = (_kernel_matrix(arrays[k], dtype) for k in ("h0", "c0", "Wh"))
     da = _empty((T, N, 4 * H), dtype)
-    dh0, dc0 = np.empty((N, H), dtype), np.empty((N, H), dtype)
-    kernel.lstm_backward(
-        _tm(dhs, time_major),
-        gates,
-        cs,
-        c0,
-        _kernel_matrix(arrays["Wh"], dtype),
-        _kernel_matrix(arrays["dh_last"], dtype),
-        _kernel_matrix(arrays["dc_last"], dtype),
-        da,
-        dh0,
-        dc0,
-    )
+    dhs_tm = _tm(dhs, time_major)
+
+    def piece(s0, s1, n, dstate):
+        dh0, dc0 = np.empty((n, H), dtype), np.empty((n, H), dtype)
+        c_before = _rows(c0, n, dtype) if s0 == 0 else cs[s0 - 1, :n]
+        part = (_part(a, s0, s1, n) for a in (dhs_tm, gates, cs))
+        kernel.lstm_backward(*part, c_before, wh, *dstate, _part(da, s0, s1, n), dh0, dc0)
+        return dh0, dc0
+
+    dstate_last = tuple(_kernel_matrix(arrays[k], dtype) for k in ("dh_last", "dc_last"))
+    dstate0 = _backward_by_pieces(active, T, N, H, dtype, dstate_last, piece)
+    if active is not None:
+        _zero_padding(da, active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
-    return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), (dh0, dc0)
+    return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), dstate0
 
 
 def gru_forward(
@@ -338,7 +352,9 @@ def gru_forward(
     return _gru_forward_checked(kernel, arrays, dtype, dims, time_major, workspace)
 
 
-def _gru_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool) -> GRUOutput:
+def _gru_forward_checked(
+    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool, active=None
+) -> GRUOutput:
     """``gru_forward`` past its checks (as ``_lstm_forward_checked``)."""
     T, N, D, H = dims
     x = arrays["x"]
@@ -347,16 +363,24 @@ def _gru_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: b
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, bh, h = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "bh", "h0"))
+    h_last = _initial(h, dtype, N, H)
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 7 * H * dtype.itemsize, workspace)
     xw = _empty((steps, N, 3 * H), dtype)
     gates = _empty((steps, N, 4 * H), dtype)
     for t0 in range(0, T, max(steps, 1)):
         t1 = min(T, t0 + steps)
         _input_projection(kernel, x_tm[t0:t1], wx, bias, xw[: t1 - t0], dtype)
-        kernel.gru_forward(xw[: t1 - t0], wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0])
-        h = _kernel_matrix(hs_tm[t1 - 1], dtype)
-    h_last = _initial(h, dtype, N, H)  # a copy (or zeros at T = 0)
-    ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None, h_last.copy()) if workspace else None
+        for s0, s1, n, n_after in _pieces(active, t0, t1, T, N):
+            xw_n, g_n = (_part(a[: t1 - t0], s0 - t0, s1 - t0, n) for a in (xw, gates))
+            kernel.gru_forward(xw_n, wh, bh, _rows(h, n, dtype), _part(hs_tm, s0, s1, n), g_n)
+            h = hs_tm[s1 - 1]
+            h_last[n_after:n] = h[n_after:n]
+        h = _kernel_matrix(h, dtype)
+    if active is not None:
+        _zero_padding(hs_tm, active)
+    ws = None
+    if workspace:
+        ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None, (hs_tm[-1] if T else h_last).copy())
     return GRUOutput(hs, h_last, ws)
 
 
@@ -385,25 +409,25 @@ def gru_backward(
     return GRUGrads(dx, dWx, dWh, db, dbh, dh0)
 
 
-def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, backend):
+def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, backend, active=None):
     """``gru_backward``'s checks and recurrence: (BackwardSteps, (dh0,)) (as ``_rnn_backward_steps``)."""
     kernel = get_backend(backend)
     named = dict(dhs=dhs, x=x, Wx=Wx, Wh=Wh, hs=hs, h0=h0, dh_last=dh_last)
     arrays, dtype, (T, N, D, H), (gates, _), x, hs, dhs = _backward_inputs(named, time_major, 3, workspace, "GRU")
-    h0 = _kernel_matrix(arrays["h0"], dtype)
-    hs_tm = _tm(hs, time_major)
+    h0, wh = _kernel_matrix(arrays["h0"], dtype), _kernel_matrix(arrays["Wh"], dtype)
+    hs_tm, dhs_tm = _tm(hs, time_major), _tm(dhs, time_major)
     du, dv = _empty((T, N, 3 * H), dtype), _empty((T, N, 3 * H), dtype)
-    dh0 = np.empty((N, H), dtype)
-    kernel.gru_backward(
-        _tm(dhs, time_major),
-        hs_tm,
-        h0,
-        gates,
-        _kernel_matrix(arrays["Wh"], dtype),
-        _kernel_matrix(arrays["dh_last"], dtype),
-        du,
-        dv,
-        dh0,
-    )
+
+    def piece(s0, s1, n, dstate):
+        dh0 = np.empty((n, H), dtype)
+        h_before = _rows(h0, n, dtype) if s0 == 0 else _rows(hs_tm[s0 - 1], n, dtype)
+        dhs_n, hs_n, g_n, du_n, dv_n = (_part(a, s0, s1, n) for a in (dhs_tm, hs_tm, gates, du, dv))
+        kernel.gru_backward(dhs_n, hs_n, h_before, g_n, wh, dstate[0], du_n, dv_n, dh0)
+        return (dh0,)
+
+    dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
+    if active is not None:
+        _zero_padding(du, active)
+        _zero_padding(dv, active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
-    return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), (dh0,)
+    return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), dstate0

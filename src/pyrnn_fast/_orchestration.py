@@ -327,9 +327,73 @@ def _weight_grads(s: BackwardSteps) -> tuple:
     return dx, dWx, dWh, db, dbh
 
 
-def _forward_into(kernel, x_tm, Wx, Wh, b, h0, hs_tm, act, dtype):
-    """hs_tm = the recurrence over the time-major x_tm, for validated inputs of `dtype`
-    (x_tm and h0 already as the kernels take them). XW doubles as the output: the kernel
-    overwrites xw[t] with h_t once it has read it."""
-    _input_projection(kernel, x_tm, Wx, b, hs_tm, dtype)
-    kernel.forward(hs_tm, _kernel_matrix(Wh, dtype), h0, hs_tm, act)
+# --- rows active per step (a layer's variable lengths) -----------------------------------
+# A call given `active` ((T,) ints, not increasing) runs step t over the rows [0, active[t])
+# only: a batch of variable lengths with its samples sorted longest first (``layers._stack``).
+# The kernels run it in *pieces*, maximal ranges of steps of one row count, each a kernel call
+# on views of the whole call's arrays (no copies), its initial state a view of the step
+# before; the input projection and backward's weight GEMMs stay one GEMM over every row. A
+# row's outputs past its last step are zero, its final state is its last step's, and the
+# gradient w.r.t. its final state enters at that step. (Before, a layer ran each segment
+# between distinct lengths as a call of its own over gathered copies, input projection
+# included: 1.2-1.4x the time of the padded batch. docs/DESIGN.md, "Variable lengths".)
+
+
+def _pieces(active, t0: int, t1: int, T: int, N: int) -> list:
+    """The steps [t0, t1) of a call over T steps as (s0, s1, n, n_after): steps [s0, s1) run
+    rows [0, n) (n > 0), and rows [0, n_after) run step s1 too (those in [n_after, n) end at
+    step s1 - 1). `active` None: every row runs every step, one piece (t0, t1, N, N or 0),
+    even an empty one (a kernel called over no steps still gives the state and its gradient)."""
+    if active is None:
+        return [(t0, t1, N, N if t1 < T else 0)]
+    cuts = [t0, *(np.flatnonzero(active[t0 + 1 : t1] != active[t0 : t1 - 1]) + t0 + 1).tolist(), t1]
+    out = []
+    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+        n = int(active[s0]) if s1 > s0 else 0
+        if n > 0:
+            out.append((s0, s1, n, int(active[s1]) if s1 < T else 0))
+    return out
+
+
+def _part(a_tm: np.ndarray, s0: int, s1: int, n: int) -> np.ndarray:
+    """Steps [s0, s1) of rows [0, n) of a time-major (T, N, ·) array (itself when that is all of
+    it: the kernels then see the very array they see without `active`)."""
+    if s0 == 0 and s1 == a_tm.shape[0] and n == a_tm.shape[1]:
+        return a_tm
+    return a_tm[s0:s1, :n]
+
+
+def _rows(a: np.ndarray | None, n: int, dtype) -> np.ndarray | None:
+    """The first n rows of an optional (N, ·) state as the kernels take it (None: zeros)."""
+    return None if a is None else _kernel_matrix(a[:n], dtype)
+
+
+def _zero_padding(a_tm: np.ndarray, active) -> None:
+    """a_tm[t, active[t]:] = 0 for every step t: the rows past their last step."""
+    T, N = a_tm.shape[:2]
+    cuts = [0, *(np.flatnonzero(active[1:] != active[:-1]) + 1).tolist(), T]
+    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+        if s1 > s0 and active[s0] < N:
+            a_tm[s0:s1, int(active[s0]) :] = 0
+
+
+def _initial(a: np.ndarray | None, dtype, N: int, H: int) -> np.ndarray:
+    """A copy of an optional (N, H) state (zeros for None)."""
+    return np.zeros((N, H), dtype) if a is None else a.copy()
+
+
+def _backward_by_pieces(active, T: int, N: int, H: int, dtype, dstate_last: tuple, piece) -> tuple:
+    """A backward's recurrence over the pieces of `active`, the last first:
+    piece(s0, s1, n, dstate_in) runs steps [s0, s1) of rows [0, n) from the gradients w.r.t.
+    their state after step s1 - 1 (a tuple of (n, H) arrays, or of Nones: zeros) and returns
+    those w.r.t. their state before step s0 (a tuple of new (n, H) arrays). Returns the
+    gradients w.r.t. the initial state (N, H): a row's `dstate_last` (the gradient w.r.t. its
+    final state; None: zeros) enters at its own last step, and passes through a row with none."""
+    if active is None:
+        ((s0, s1, n, _),) = _pieces(None, 0, T, T, N)
+        return piece(s0, s1, n, dstate_last)
+    carry = tuple(_initial(d, dtype, N, H) for d in dstate_last)
+    for s0, s1, n, _ in reversed(_pieces(active, 0, T, T, N)):
+        for c, g in zip(carry, piece(s0, s1, n, tuple(c[:n] for c in carry))):
+            c[:n] = g
+    return carry

@@ -194,21 +194,21 @@ class _RecurrentLayer:
             raise TypeError(f"{self._name}() got an unexpected keyword argument {next(iter(cell_options))!r}")
 
     # The cell's functional calls over one run (time-major), which _stack arranges:
-    def _run(self, x, W, state, keep=True, options=None):
+    def _run(self, x, W, state, keep=True, options=None, active=None):
         """(hs, final state parts, what _grad_steps needs); W in ``_param_kinds`` order, state a tuple
         in ``_state_names`` order; `keep`: record what backward needs (False: a step); `options`:
         the cell's options ({name: value} of ``_cell_options``) as a call had them (None: the
-        layer's own now)."""
+        layer's own now); `active`: the samples each step runs, a batch of variable lengths
+        sorted longest first (``_segments``; None: all of them)."""
         raise NotImplementedError
 
-    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):
         """The backward of one run up to its weight gradients: (``BackwardSteps``, initial
-        state gradients), from the cell's ``_..._backward_steps``."""
+        state gradients), from the cell's ``_..._backward_steps`` (`active` as for ``_run``)."""
         raise NotImplementedError
 
     def _weight_grads(self, steps):
-        """(dx, parameter gradients in ``_param_kinds`` order) of a ``BackwardSteps``: of one
-        run, or of all the segments of a run with ``lengths`` at once (``_segments``)."""
+        """(dx, parameter gradients in ``_param_kinds`` order) of a ``BackwardSteps``."""
         dx, dWx, dWh, db, dbh = _weight_grads(steps)
         return dx, (dWx, dWh, db, dbh)[: len(self._param_kinds)]
 

@@ -16,7 +16,7 @@ from .. import _backends
 from .._orchestration import _check_flag
 from ._base import _checked_step
 from ._checks import _check_real
-from ._segments import _reverse, _reverse_index, _run_backward, _run_forward, _segments
+from ._segments import _by_length, _reverse, _sorted, _sorted_input, _unsorted
 
 
 def _time_major_input(layer, x):
@@ -82,47 +82,47 @@ def _forward_by_steps(layer, x_tm, state0, params):
     return hs, parts
 
 
-def _run_stack(layer, x_tm, state0, params, lengths, record, dropout=True, options=None):
-    """The layers one above the other on the sequence kernels, over the time-major x_tm from
-    the state parts state0 (not changed): (top output time-major, final state parts, the
-    record for backward or None). `dropout`: masks between layers in training mode; `options`:
-    the cell's options as a call had them (None: the layer's now; ``_run``)."""
+def _run_stack(layer, x_tm, state0, params, by, record, dropout=True, options=None):
+    """The layers one above the other on the sequence kernels, over the time-major x_tm (the
+    call's own copy) from the state parts state0 (not changed): (top output time-major, its
+    samples in `by`'s order, final state parts, the record for backward or None). `by`: a
+    batch of variable lengths sorted longest first (``_segments._by_length``), or None.
+    `dropout`: masks between layers in training mode; `options`: the cell's options as a call
+    had them (None: the layer's now; ``_run``)."""
     T, N = x_tm.shape[:2]
     dirs, L = layer.num_directions, layer.num_layers
-    segs = _segments(lengths, T)
-    rev = None if lengths is None else _reverse_index(lengths, T, N)
+    active = None if by is None else by.active
+    rev = None if by is None else by.rev
+    state0 = tuple(_sorted(s, by) for s in state0)
     state_n = tuple(np.empty_like(s) for s in state0)
-    cache = dict(segs=segs, rev=rev, layers=[], T=T, N=N)
-    inp = x_tm
+    cache = dict(by=by, layers=[], T=T, N=N)
+    inp = _sorted_input(x_tm, by)
     for layer_idx in range(L):
         mask = None
         if dropout and layer_idx > 0 and layer.training and layer.dropout > 0:
+            # Drawn in the caller's order of samples: a sample's mask does not depend on the sorting.
             keep = layer._dropout_rng.random(inp.shape) >= layer.dropout
             scale = 1.0 / (1.0 - layer.dropout) if layer.dropout < 1 else 0.0
-            mask = (keep * scale).astype(layer.dtype)
+            mask = _sorted((keep * scale).astype(layer.dtype), by)
             inp = inp * mask
         runs, outs = [], []
         for d, suffix in enumerate(layer._suffixes):
             W = layer._weights_as_computed(params, layer_idx, suffix)
             k = layer_idx * dirs + d
             x_run = inp if d == 0 else _reverse(inp, rev)
-            hs, final, saved = _run_forward(
-                lambda xs, st, W=W: layer._run(xs, W, st, keep=record, options=options),
-                x_run,
-                tuple(s[k] for s in state0),
-                segs,
-            )
+            start = tuple(s[k] for s in state0)
+            hs, final, saved = layer._run(x_run, W, start, keep=record, options=options, active=active)
             for s, f in zip(state_n, final):
                 s[k] = f
             if record:
                 # W: the arrays this run read (references, no copy), so that backward
                 # differentiates this forward even if params are rebound in between.
-                runs.append(dict(x=x_run, hs=hs, record=saved, W=W))
+                runs.append(dict(x=x_run, hs=hs, saved=saved, start=start, W=W))
             outs.append(hs if d == 0 else _reverse(hs, rev))
         if record:
             cache["layers"].append(dict(runs=runs, mask=mask))
         inp = outs[0] if dirs == 1 else np.concatenate(outs, axis=-1)
-    return inp, state_n, cache if record else None
+    return inp, tuple(_unsorted(s, by) for s in state_n), cache if record else None
 
 
 def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
@@ -152,8 +152,10 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
             replay = (x_tm, tuple(s.copy() for s in state0), params, options)
         top, state_n = _forward_by_steps(layer, x_tm, state0, params)
         cache = dict(replay=replay, T=T, N=N) if record else None
+        by = None
     else:
-        top, state_n, cache = _run_stack(layer, x_tm, state0, params, lengths, record)
+        by = _by_length(lengths, T)
+        top, state_n, cache = _run_stack(layer, x_tm, state0, params, by, record)
     if cache is not None:
         cache["time_major"] = layer.time_major  # the layout of this call's out and x
     layer._cache = cache
@@ -163,7 +165,11 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     # a caller changing out in place must not change. (np.ascontiguousarray returned a view
     # where N = 1 or T = 1, whose transpose is contiguous already: out[...] = 0 then changed the
     # gradients.)
-    out = np.array(top if layer.time_major else top.transpose(1, 0, 2), order="C")
+    out = top if layer.time_major else top.transpose(1, 0, 2)
+    if by is None or by.order is None:
+        out = np.array(out, order="C")
+    else:  # the copy in the caller's order of samples
+        out = _unsorted(out, by, axis=1 if layer.time_major else 0)
     return out, state_n
 
 
@@ -201,7 +207,11 @@ def stack_backward(layer, dout, given_dstate):
     if "replay" in cache:  # a short call run by steps: its forward again, on the sequence kernels
         cache = _replayed(layer, cache)
 
-    segs, rev = cache["segs"], cache["rev"]
+    by = cache["by"]
+    active = None if by is None else by.active
+    rev = None if by is None else by.rev
+    d_tm = _sorted(d_tm, by)
+    dstate_n = tuple(_sorted(s, by) for s in dstate_n)
     dstate0 = tuple(np.empty(shape, layer.dtype) for _ in dstate_n)
     for layer_idx in reversed(range(L)):
         entry = cache["layers"][layer_idx]
@@ -213,16 +223,10 @@ def stack_backward(layer, dout, given_dstate):
             dhs = d_tm[..., d * H : (d + 1) * H]
             if d == 1:
                 dhs = _reverse(dhs, rev)
-            dx, dW, d0 = _run_backward(
-                lambda *args, W=W: layer._grad_steps(args[0], args[1], W, *args[2:]),
-                layer._weight_grads,
-                dhs,
-                run["x"],
-                run["hs"],
-                run["record"],
-                tuple(s[k] for s in dstate_n),
-                segs,
+            steps, d0 = layer._grad_steps(
+                dhs, run["x"], W, run["hs"], run["saved"], run["start"], tuple(s[k] for s in dstate_n), active
             )
+            dx, dW = layer._weight_grads(steps)
             for s, v in zip(dstate0, d0):
                 s[k] = v
             if d == 1:
@@ -236,4 +240,8 @@ def stack_backward(layer, dout, given_dstate):
             d_in = d_in * entry["mask"]
         assert d_in is not None  # every layer has at least one direction
         d_tm = d_in
-    return (d_tm if time_major else np.ascontiguousarray(d_tm.transpose(1, 0, 2))), dstate0
+    dstate0 = tuple(_unsorted(s, by) for s in dstate0)
+    dx = d_tm if time_major else d_tm.transpose(1, 0, 2)
+    if by is None or by.order is None:
+        return (dx if time_major else np.ascontiguousarray(dx)), dstate0
+    return _unsorted(dx, by, axis=1 if time_major else 0), dstate0

@@ -54,17 +54,17 @@ class LSTM(_RecurrentLayer):
     _state_names = ("h", "c")
     _forget_bias = 1.0
 
-    def _run(self, x, W, state, keep=True, options=None):
+    def _run(self, x, W, state, keep=True, options=None, active=None):
         Wx, Wh, b = W
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0], c0=state[1])
-        out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
+        out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, True, keep, active)
         return out.hs, (out.h_last, out.c_last), out.workspace
 
-    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):
         Wx, Wh, _ = W
         h0, c0 = state0
         return _api_gated._lstm_backward_steps(
-            dhs, x, Wx, Wh, hs, saved, h0, c0, dstate_n[0], dstate_n[1], True, self.backend
+            dhs, x, Wx, Wh, hs, saved, h0, c0, dstate_n[0], dstate_n[1], True, self.backend, active
         )
 
     def __call__(self, x, state=None, lengths=None, *, record=True):
@@ -140,15 +140,17 @@ class GRU(_RecurrentLayer):
     _gates = 3
     _param_kinds = ("Wx", "Wh", "b", "bh")
 
-    def _run(self, x, W, state, keep=True, options=None):
+    def _run(self, x, W, state, keep=True, options=None, active=None):
         Wx, Wh, b, bh = W
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=state[0])
-        out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, time_major=True, workspace=keep)
+        out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, True, keep, active)
         return out.hs, (out.h_last,), out.workspace
 
-    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):
         Wx, Wh, _, _ = W
-        return _api_gated._gru_backward_steps(dhs, x, Wx, Wh, hs, saved, state0[0], dstate_n[0], True, self.backend)
+        return _api_gated._gru_backward_steps(
+            dhs, x, Wx, Wh, hs, saved, state0[0], dstate_n[0], True, self.backend, active
+        )
 
     def __call__(self, x, h0=None, lengths=None, *, record=True):
         """Run the layer: returns ``out, h_n`` (as ``RNN``)."""

@@ -93,17 +93,17 @@ class RNN(_RecurrentLayer):
 
     # --- the cell's functional calls (_stack runs them per layer, direction and segment) ---
 
-    def _run(self, x, W, state, keep=True, options=None):
+    def _run(self, x, W, state, keep=True, options=None, active=None):
         Wx, Wh, b = W
         act = self.activation if options is None else options["activation"]
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0])
-        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, time_major=True, act=act)
+        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, True, act, active)
         return hs, (h,), act  # what backward needs: the call's activation, not the current one
 
-    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n):
+    def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):
         Wx, Wh, _ = W
         # saved: the call's activation, not the current one
-        return _rnn_backward_steps(dhs, x, Wx, Wh, hs, state0[0], dstate_n[0], saved, True, self.backend)
+        return _rnn_backward_steps(dhs, x, Wx, Wh, hs, state0[0], dstate_n[0], saved, True, self.backend, active)
 
     # --- forward and backward -------------------------------------------------------------
 
