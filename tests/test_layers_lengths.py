@@ -183,3 +183,24 @@ def test_a_samples_dropout_mask_does_not_depend_on_the_others_lengths(cell):
         outs.append(layer(x, lengths=lens)[0])
     for n in np.flatnonzero(lengths == T):
         close(outs[0][n], outs[1][n], SELF_TOL, f"out[{n}]")
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("given_state", [True, False])
+def test_every_length_zero(cell, given_state):
+    """No sample has a step: zero outputs, the final state is the initial one, and backward
+    passes the final state's gradient to the initial state with zero parameter gradients."""
+    T, N, D, H = 4, 3, 2, 5
+    parts = 2 if cell == "LSTM" else 1
+    x, *s = rng_arrays(44, (N, T, D), *[(2, N, H)] * (2 * parts))
+    state0, dstate_n = s[:parts], s[parts:]
+    layer = CELL_CLASSES[cell](D, H, bidirectional=True, dtype=np.float64, seed=1)
+    given = (tuple(state0) if cell == "LSTM" else state0[0]) if given_state else None
+    out, final = layer(x, given, np.zeros(N, int))
+    assert out.shape == (N, T, 2 * H) and not out.any()
+    for a, b in zip(_states(final), state0):
+        np.testing.assert_array_equal(a, b if given_state else 0)
+    dx = layer.backward(np.ones_like(out), *dstate_n)
+    assert not dx.any() and not any(g.any() for g in layer.grads.values())
+    for a, b in zip([layer.dh0] + ([layer.dc0] if cell == "LSTM" else []), dstate_n):
+        np.testing.assert_array_equal(a, b)

@@ -262,7 +262,7 @@ def _lstm_forward_checked(
             kernel.lstm_forward(g_n, wh, _rows(h, n, dtype), _rows(c, n, dtype), _part(hs_tm, s0, s1, n), c_n, g_n)
             h, c = hs_tm[s1 - 1], c_seq[s1 - 1 - t0]
             h_last[n_after:n], c_last[n_after:n] = h[n_after:n], c[n_after:n]
-        h, c = _kernel_matrix(h, dtype), c.copy()  # copies: c_seq is reused by the next chunk
+        h, c = _kernel_matrix(h, dtype), None if c is None else c.copy()  # copies: c_seq is reused next chunk
     if active is not None:
         _zero_padding(hs_tm, active)
     ws = None

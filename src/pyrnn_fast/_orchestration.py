@@ -311,8 +311,8 @@ class BackwardSteps(NamedTuple):
 def _weight_grads(s: BackwardSteps) -> tuple:
     """The big GEMMs and sums of every backward, after its recurrence: dx = dU·Wxᵀ,
     dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0), db = Σ dU, dbh = Σ dV. Returns
-    (dx in x's layout, dWx, dWh, db, dbh). A layer run in segments (``layers._segments``) calls
-    it once over all of them, its gradients zero where a sample is past its length."""
+    (dx in x's layout, dWx, dWh, db, dbh). With rows active per step (``_pieces``), once over
+    every row, the gradients zero where a sample is past its length."""
     kernel, dtype = s.kernel, s.du_tm.dtype
     dx = _empty(s.x.shape, dtype)
     kernel.rows_gemm(s.du_tm, s.Wx.T, None, _tm(dx, s.time_major))
@@ -336,7 +336,7 @@ def _weight_grads(s: BackwardSteps) -> tuple:
 # row's outputs past its last step are zero, its final state is its last step's, and the
 # gradient w.r.t. its final state enters at that step. (Before, a layer ran each segment
 # between distinct lengths as a call of its own over gathered copies, input projection
-# included: 1.2-1.4x the time of the padded batch. docs/DESIGN.md, "Variable lengths".)
+# included. docs/DESIGN.md, "Variable lengths".)
 
 
 def _pieces(active, t0: int, t1: int, T: int, N: int) -> list:

@@ -13,14 +13,15 @@ backend, else the cell's functional forward with T = 1); these modules only arra
                modes, checks, step (and the compiled stepper), save / load
     _stack     the stacked, bidirectional forward and backward of every cell
     time_rnn   TimeRNN;  time_lstm  TimeLSTM
-    _segments  variable lengths (runs by segments) and the reverse direction's time reversal
+    _lengths   variable lengths (the batch sorted longest first) and the reverse direction's
+               time reversal
     _npz       save / load: the .npz format and its validation
     _interop   torch.nn.RNN/LSTM/GRU and Keras SimpleRNN/LSTM/GRU weights
     _checks    argument checks
 
 A cell's class says only what is particular to it (its options, initialisation, the two
-functional calls ``_run`` / ``_grad_steps`` and its public signatures); the stack, the segment
-runs, the file checks, the interop and the argument checks serve all three cells.
+functional calls ``_run`` / ``_grad_steps`` and its public signatures); the stack, the
+variable lengths, the file checks, the interop and the argument checks serve all three cells.
 """
 
 from .gated import GRU, LSTM

@@ -199,7 +199,7 @@ class _RecurrentLayer:
         in ``_state_names`` order; `keep`: record what backward needs (False: a step); `options`:
         the cell's options ({name: value} of ``_cell_options``) as a call had them (None: the
         layer's own now); `active`: the samples each step runs, a batch of variable lengths
-        sorted longest first (``_segments``; None: all of them)."""
+        sorted longest first (``_lengths``; None: all of them)."""
         raise NotImplementedError
 
     def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):

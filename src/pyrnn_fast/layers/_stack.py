@@ -1,5 +1,5 @@
 """The forward and backward of a layer as a stack: layers one above the other, each with one
-or two directions, dropout between layers, variable lengths (``_segments``), whatever the
+or two directions, dropout between layers, variable lengths (``_lengths``), whatever the
 cell; short calls as steps of the streaming step's kernel (``_forward_by_steps``), which keep
 their inputs for a backward to run their forward again on the sequence kernels (``_replayed``).
 A cell's class provides two functional calls over one run, ``_run(x, W, state) ->
@@ -16,12 +16,12 @@ from .. import _backends
 from .._orchestration import _check_flag
 from ._base import _checked_step
 from ._checks import _check_real
-from ._segments import _by_length, _reverse, _sorted, _sorted_input, _unsorted
+from ._lengths import _by_length, _reverse, _sorted, _sorted_input, _unsorted
 
 
 def _time_major_input(layer, x):
     """x checked, as our own time-major C-contiguous copy: cheap next to the recurrence, makes
-    the segment slices contiguous, and keeps backward right if the caller changes x afterwards."""
+    the kernels' views contiguous, and keeps backward right if the caller changes x afterwards."""
     x = _check_real("x", x)
     layout = "(T, N, D)" if layer.time_major else "(N, T, D)"
     if x.ndim != 3 or x.shape[2] != layer.input_size:
@@ -86,7 +86,7 @@ def _run_stack(layer, x_tm, state0, params, by, record, dropout=True, options=No
     """The layers one above the other on the sequence kernels, over the time-major x_tm (the
     call's own copy) from the state parts state0 (not changed): (top output time-major, its
     samples in `by`'s order, final state parts, the record for backward or None). `by`: a
-    batch of variable lengths sorted longest first (``_segments._by_length``), or None.
+    batch of variable lengths sorted longest first (``_lengths._by_length``), or None.
     `dropout`: masks between layers in training mode; `options`: the cell's options as a call
     had them (None: the layer's now; ``_run``)."""
     T, N = x_tm.shape[:2]

@@ -2,7 +2,7 @@
 (stacking, bidirectional, lengths, dropout, train/eval, stateful, step, save/load, interop).
 Here: their gate counts and forget-gate bias (the initialisation itself is ``_base``'s), their
 functional calls and their signatures; the rest is shared with RNN (``_base``, ``_stack``,
-``_segments``, ``_npz``, ``_interop``)."""
+``_lengths``, ``_npz``, ``_interop``)."""
 
 from __future__ import annotations
 

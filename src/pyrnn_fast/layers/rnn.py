@@ -2,7 +2,7 @@
 lengths, state and streaming. Here: its option (the activation) and math; what does not
 depend on the cell (configuration, initialisation, parameter names, repr, modes, argument
 checks, step, save/load) is ``_base._RecurrentLayer``, its save/load format ``_npz``, its
-torch/Keras interop ``_interop``, the segment machinery for variable lengths ``_segments``."""
+torch/Keras interop ``_interop``, the machinery of variable lengths ``_lengths``."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class RNN(_RecurrentLayer):
     def _step_settings(self):
         return (self.backend, self.activation)
 
-    # --- the cell's functional calls (_stack runs them per layer, direction and segment) ---
+    # --- the cell's functional calls (_stack runs them per layer and direction) ---
 
     def _run(self, x, W, state, keep=True, options=None, active=None):
         Wx, Wh, b = W
