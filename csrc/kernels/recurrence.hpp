@@ -71,7 +71,8 @@ static Split recurrence_split(int requested, idx steps, idx N, idx H, idx panels
     by_cols = imin(by_cols, imax(step_work / kMinStepWorkPerThread, step_work / N / kMinStepWeightsPerThread));
     by_cols = imax(by_cols, 1);
     idx by_rows = 1;
-    if (weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
+    const bool long_enough = mul_sat(mul_sat(steps, N), kRowSplitBytesPerSampleStep) >= weights_bytes;
+    if (long_enough && weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
         by_rows = imin(want, N / kMinRowsPerThread);
         by_rows = imin(by_rows, mul_sat(steps, step_work) / kMinGemmWorkPerThread);
     }
