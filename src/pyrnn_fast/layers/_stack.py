@@ -201,16 +201,17 @@ def stack_backward(layer, dout, given_dstate):
     expected = (T, N, dirs * H) if time_major else (N, T, dirs * H)
     if dout.shape != expected:
         raise ValueError(f"dout: expected the shape of out = {expected}, got {dout.shape}")
-    d_tm = np.asarray(dout if time_major else dout.transpose(1, 0, 2), dtype=layer.dtype)
     shape = (L * dirs, N, H)
     dstate_n = tuple(layer._state_or_zeros(name, a, shape, "the shape of h_n") for name, a in given_dstate.items())
     if "replay" in cache:  # a short call run by steps: its forward again, on the sequence kernels
         cache = _replayed(layer, cache)
 
     by = cache["by"]
+    # Sorted in the caller's layout (a gather of whole samples, contiguous in either layout).
+    d = _sorted(np.asarray(dout, dtype=layer.dtype), by, axis=1 if time_major else 0)
+    d_tm = d if time_major else d.transpose(1, 0, 2)
     active = None if by is None else by.active
     rev = None if by is None else by.rev
-    d_tm = _sorted(d_tm, by)
     dstate_n = tuple(_sorted(s, by) for s in dstate_n)
     dstate0 = tuple(np.empty(shape, layer.dtype) for _ in dstate_n)
     for layer_idx in reversed(range(L)):
