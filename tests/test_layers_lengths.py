@@ -204,3 +204,30 @@ def test_every_length_zero(cell, given_state):
     assert not dx.any() and not any(g.any() for g in layer.grads.values())
     for a, b in zip([layer.dh0] + ([layer.dc0] if cell == "LSTM" else []), dstate_n):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_the_state_of_a_sample_of_length_zero_reaches_only_its_final_state(cell):
+    """A sample of length 0 passes its initial state through as its final state; whatever that
+    state holds (NaN, inf) changes no output, dx or parameter gradient (the weight gradient's
+    product h0ᵀ·dV_0 met it: NaN times the sample's zero gradient was NaN; found by a review)."""
+    T, N, D, H = 5, 3, 3, 4
+    lengths = np.array([5, 0, 2])
+    x, dout, *s = rng_arrays(45, (N, T, D), (N, T, H), (1, N, H), (1, N, H))
+    results = []
+    for filler in (0.0, np.nan, np.inf):
+        state = [p.copy() for p in s]
+        for p in state:
+            p[0, 1] = filler
+        layer = CELL_CLASSES[cell](D, H, dtype=np.float64, seed=2)
+        out, final = layer(x, tuple(state) if cell == "LSTM" else state[0], lengths)
+        for a, b in zip(_states(final), state):
+            np.testing.assert_array_equal(a[:, 1], b[:, 1])  # NaN == NaN here
+        dx = layer.backward(dout)
+        results.append((out, dx, {k: v.copy() for k, v in layer.grads.items()}))
+    (out0, dx0, grads0), *others = results
+    for out, dx, grads in others:
+        np.testing.assert_array_equal(out, out0)
+        np.testing.assert_array_equal(dx, dx0)
+        for k in grads0:
+            np.testing.assert_array_equal(grads[k], grads0[k], err_msg=k)

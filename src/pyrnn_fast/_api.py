@@ -21,6 +21,7 @@ from ._orchestration import (
     _backward_by_pieces,
     _check_activation,
     _empty,
+    _first_state_read,
     _forward_inputs,
     _initial,
     _input_projection,
@@ -182,4 +183,5 @@ def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major,
     dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
     if active is not None:
         _zero_padding(da_tm, active)
+    h0 = _first_state_read(h0, active)
     return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), dstate0

@@ -21,6 +21,7 @@ from ._orchestration import (
     _backward_by_pieces,
     _check_flag,
     _empty,
+    _first_state_read,
     _forward_inputs,
     _initial,
     _input_projection,
@@ -321,6 +322,7 @@ def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last
     if active is not None:
         _zero_padding(da, active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
+    h0 = _first_state_read(h0, active)
     return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), dstate0
 
 
@@ -430,4 +432,5 @@ def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, 
         _zero_padding(du, active)
         _zero_padding(dv, active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
+    h0 = _first_state_read(h0, active)
     return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), dstate0

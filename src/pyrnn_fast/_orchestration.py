@@ -382,6 +382,16 @@ def _initial(a: np.ndarray | None, dtype, N: int, H: int) -> np.ndarray:
     return np.zeros((N, H), dtype) if a is None else a.copy()
 
 
+def _first_state_read(h0: np.ndarray | None, active) -> np.ndarray | None:
+    """h0 as the weight gradient dWh (Σ h_{t-1}ᵀ·dV_t) reads it: the rows of samples with no
+    step zeroed (their dV rows are zero, but a NaN or inf filler there times zero is NaN)."""
+    if h0 is None or active is None or len(active) == 0 or active[0] >= h0.shape[0]:
+        return h0
+    h0 = h0.copy()
+    h0[int(active[0]) :] = 0
+    return h0
+
+
 def _backward_by_pieces(active, T: int, N: int, H: int, dtype, dstate_last: tuple, piece) -> tuple:
     """A backward's recurrence over the pieces of `active`, the last first:
     piece(s0, s1, n, dstate_in) runs steps [s0, s1) of rows [0, n) from the gradients w.r.t.

@@ -62,10 +62,11 @@ def _sorted(a, by, axis=1):
 def _unsorted(a, by, axis=1):
     """The inverse of ``_sorted``: `a` with its samples (along `axis`) back in the caller's
     order, a new C-contiguous array (`a` itself when nothing was sorted). A scatter, which
-    costs what a plain copy does from a transposed view too (the output's layout)."""
+    costs what a plain copy does from a transposed view too (the output's layout). NumPy's own
+    array, not the pool's: these are what a call returns, which the caller may keep."""
     if by is None or by.order is None:
         return a
-    out = _empty(a.shape, a.dtype)
+    out = np.empty(a.shape, a.dtype)
     out[(slice(None),) * axis + (by.order,)] = a
     return out
 
