@@ -21,7 +21,7 @@ from ._checks import _check_dtype, _check_int, _check_real
 # weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES runs on the sequence kernels (T = 1) instead
 # of the step kernel (_step_kernel_suits).
 STEP_KERNEL_MIN_BATCH = 32
-STEP_KERNEL_MAX_BATCH_BYTES = 96 << 20
+STEP_KERNEL_MAX_BATCH_BYTES = 48 << 20
 
 
 def _aligned(a):
@@ -499,12 +499,15 @@ class _RecurrentLayer:
         kernels with T = 1. The step kernel sweeps a layer's weights once per one or two samples
         (no packing: N = 1 is what it is for), and a GEMM, which packs them once and reuses each
         block across all samples, overtakes it once they come from L3 at every sweep: from about
-        N = 20-35 when a layer's weights exceed the cores' L2, near N = 100 for 1 MB (measured,
+        N = 20-35 when a layer's weights exceed the cores' L2, at N = 32-100 for ~1 MB (measured,
         Sapphire Rapids VM, float32, D = 32, 2 threads, step kernel time over the T = 1 path:
         LSTM H = 512 (4.5 MB) N = 16 0.79x, N = 32 1.27x, N = 128 2.04x; H = 1024 N = 16 0.74x;
-        vanilla H = 512 (1.1 MB) N = 64 0.88x, N = 128 1.18x; LSTM H = 256 (1.2 MB) N = 64
-        0.90x, N = 128 1.21x; on one thread the crossings come at about half those batches). The
-        bound does not depend on the thread count, so neither do the results' bits."""
+        twenty-second session, since short sequence calls split by columns (much faster at
+        T = 1): vanilla H = 512 (1.1 MB) N = 32 1.08-1.09x, N = 48 1.22-1.29x, N = 64
+        1.29-1.38x; LSTM H = 256 (1.2 MB) N = 32 0.88-0.93x, N = 64 1.06-1.11x, N = 96
+        1.18-1.25x; GRU H = 256 (0.9 MB) N = 64 0.90-0.94x, N = 96 0.97-1.08x; vanilla H = 256
+        (0.3 MB) N = 96 0.98x; on one thread the crossings come at about half those batches).
+        The bound does not depend on the thread count, so neither do the results' bits."""
         if n < STEP_KERNEL_MIN_BATCH:
             return True
         H, G, itemsize = self.hidden_size, self._gates, np.dtype(self.dtype).itemsize
