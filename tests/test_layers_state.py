@@ -564,6 +564,11 @@ def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
         close(y_kernel, out[:, t], 1e-6, f"step kernel, step {t}")
         close(y_sequence, out[:, t], 1e-6, f"sequence kernels, step {t}")
     parts = (lambda layer: layer.state) if cell == "LSTM" else (lambda layer: (layer.state,))  # (h, c) or h
+    for layer, y in ((by_kernel, y_kernel), (by_sequence, y_sequence)):  # the output is the caller's
+        before = [p.copy() for p in parts(layer)]
+        y[...] = np.nan
+        for p, b in zip(parts(layer), before):
+            np.testing.assert_array_equal(p, b)
     for a, b in zip(parts(by_kernel), parts(by_sequence)):
         close(a, b, 1e-6, "state")
     assert by_kernel._stepper is not None and by_sequence._stepper is None  # each took its path

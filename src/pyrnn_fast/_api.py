@@ -21,9 +21,9 @@ from ._orchestration import (
     _backward_by_pieces,
     _check_activation,
     _empty,
+    _final_state,
     _first_state_read,
     _forward_inputs,
-    _initial,
     _input_projection,
     _kernel_matrix,
     _kernel_seq,
@@ -112,7 +112,7 @@ def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: b
     hs_tm = _tm(hs, time_major)
     # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], hs_tm, dtype)
-    h_last = _initial(h0, dtype, N, H)
+    h_last = _final_state(h0, dtype, N, H, T, active)
     for s0, s1, n, n_after in _pieces(active, 0, T, T, N):
         h = _rows(h0, n, dtype) if s0 == 0 else _rows(hs_tm[s0 - 1], n, dtype)
         out = _part(hs_tm, s0, s1, n)

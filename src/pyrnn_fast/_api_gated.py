@@ -21,9 +21,9 @@ from ._orchestration import (
     _backward_by_pieces,
     _check_flag,
     _empty,
+    _final_state,
     _first_state_read,
     _forward_inputs,
-    _initial,
     _input_projection,
     _kernel_matrix,
     _kernel_seq,
@@ -249,7 +249,7 @@ def _lstm_forward_checked(
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, h, c = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "h0", "c0"))
-    h_last, c_last = _initial(h, dtype, N, H), _initial(c, dtype, N, H)
+    h_last, c_last = (_final_state(a, dtype, N, H, T, active) for a in (h, c))
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 5 * H * dtype.itemsize, workspace)
     gates = _empty((steps, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
     cs = _empty((steps, N, H), dtype)
@@ -365,7 +365,7 @@ def _gru_forward_checked(
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, bh, h = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "bh", "h0"))
-    h_last = _initial(h, dtype, N, H)
+    h_last = _final_state(h, dtype, N, H, T, active)
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 7 * H * dtype.itemsize, workspace)
     xw = _empty((steps, N, 3 * H), dtype)
     gates = _empty((steps, N, 4 * H), dtype)

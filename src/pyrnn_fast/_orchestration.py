@@ -382,6 +382,15 @@ def _initial(a: np.ndarray | None, dtype, N: int, H: int) -> np.ndarray:
     return np.zeros((N, H), dtype) if a is None else a.copy()
 
 
+def _final_state(a: np.ndarray | None, dtype, N: int, H: int, T: int, active) -> np.ndarray:
+    """The (N, H) array a forward's final state goes into: a copy of the initial state `a`
+    (zeros for None) where a row may have no step (T = 0, or rows `active` leaves out), else
+    uninitialised (each row's last step fills it: a copy less in a step of many samples)."""
+    if T == 0 or (active is not None and active[0] < N):
+        return _initial(a, dtype, N, H)
+    return np.empty((N, H), dtype)
+
+
 def _first_state_read(h0: np.ndarray | None, active) -> np.ndarray | None:
     """h0 as the weight gradient dWh (Σ h_{t-1}ᵀ·dV_t) reads it: the rows of samples with no
     step zeroed (their dV rows are zero, but a NaN or inf filler there times zero is NaN)."""

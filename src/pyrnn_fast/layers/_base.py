@@ -490,7 +490,7 @@ class _RecurrentLayer:
         for layer, new in enumerate(new_states):
             for p, v in zip(parts, new):
                 p[layer] = v
-        return inp[0].copy()
+        return inp[0]  # a view of the top layer's hs, a fresh array of its own
 
     # --- the compiled streaming step (RNN, LSTM and GRU) ----------------------------------
 
