@@ -181,8 +181,8 @@ def check_against_reference(p, activation, backend, time_major=True, dtype=None)
 #   1e-10 leaves orders of magnitude of margin yet would catch any real bug (O(1e-3) or more).
 # - float32 vs torch float32: the same argument with eps = 6e-8; each side is off by ~1e-6 on
 #   these small sums, so 1e-5 is the bound (the one docs/DESIGN.md promises for float32).
-# - Two runs of our own code that group the same samples differently (segments vs one sample
-#   alone): only GEMM blocking differs, so float64 agrees to 1e-12.
+# - Two runs of our own code that group the same samples differently (a batch with lengths vs
+#   one sample alone): only GEMM blocking differs, so float64 agrees to 1e-12.
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 SELF_TOL = 1e-12
 

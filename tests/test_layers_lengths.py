@@ -9,7 +9,7 @@ import pyrnn_fast as prf
 from helpers import BACKEND_PARAMS, SELF_TOL, backend_id, close, rng_arrays, use_backend
 
 
-# The second: every sample either empty or whole (one segment, with a selection of rows).
+# The second: every sample either empty or whole (one piece of rows).
 @pytest.mark.parametrize("lengths", [[0, 5, 2, 5, 6, 3], [0, 6, 6, 0, 6, 6]])
 @pytest.mark.parametrize("time_major", [False, True])
 def test_lengths_equal_each_sample_alone(time_major, lengths):
@@ -85,7 +85,7 @@ def test_zero_length_sequence_and_empty_batch():
 def test_what_fills_the_padding_changes_nothing(cell, filler):
     """Past a sample's length, x may hold anything (NaN, inf, huge values as a filler): the
     outputs, the state and every gradient are those of the batch padded with zeros. (The
-    backward computes the weight gradients of all the segments at once, from gradients that
+    backward computes the weight gradients over the whole batch at once, from gradients that
     are zero on the padding: a NaN there times zero was NaN in dWx; found by a review.)"""
     T, N, D, H = 7, 5, 3, 4
     lengths = np.array([7, 2, 0, 5, 2])
