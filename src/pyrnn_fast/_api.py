@@ -119,8 +119,7 @@ def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: b
         kernel.forward(out, wh, h, out, act)
         if s1 > s0:
             h_last[n_after:n] = hs_tm[s1 - 1, n_after:n]
-    if active is not None:
-        _zero_padding(hs_tm, active)
+    _zero_padding(hs_tm, active)
     return hs, h_last
 
 
@@ -181,7 +180,6 @@ def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major,
         return (dh0,)
 
     dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
-    if active is not None:
-        _zero_padding(da_tm, active)
+    _zero_padding(da_tm, active)
     h0 = _first_state_read(h0, active)
     return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), dstate0

@@ -264,8 +264,7 @@ def _lstm_forward_checked(
             h, c = hs_tm[s1 - 1], c_seq[s1 - 1 - t0]
             h_last[n_after:n], c_last[n_after:n] = h[n_after:n], c[n_after:n]
         h, c = _kernel_matrix(h, dtype), None if c is None else c.copy()  # copies: c_seq is reused next chunk
-    if active is not None:
-        _zero_padding(hs_tm, active)
+    _zero_padding(hs_tm, active)
     ws = None
     if workspace:
         ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs, (hs_tm[-1] if T else h_last).copy())
@@ -319,8 +318,7 @@ def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last
 
     dstate_last = tuple(_kernel_matrix(arrays[k], dtype) for k in ("dh_last", "dc_last"))
     dstate0 = _backward_by_pieces(active, T, N, H, dtype, dstate_last, piece)
-    if active is not None:
-        _zero_padding(da, active)
+    _zero_padding(da, active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
     h0 = _first_state_read(h0, active)
     return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), dstate0
@@ -378,8 +376,7 @@ def _gru_forward_checked(
             h = hs_tm[s1 - 1]
             h_last[n_after:n] = h[n_after:n]
         h = _kernel_matrix(h, dtype)
-    if active is not None:
-        _zero_padding(hs_tm, active)
+    _zero_padding(hs_tm, active)
     ws = None
     if workspace:
         ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None, (hs_tm[-1] if T else h_last).copy())
@@ -428,9 +425,8 @@ def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, 
         return (dh0,)
 
     dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
-    if active is not None:
-        _zero_padding(du, active)
-        _zero_padding(dv, active)
+    _zero_padding(du, active)
+    _zero_padding(dv, active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
     h0 = _first_state_read(h0, active)
     return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), dstate0

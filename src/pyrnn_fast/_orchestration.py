@@ -339,6 +339,12 @@ def _weight_grads(s: BackwardSteps) -> tuple:
 # included. docs/DESIGN.md, "Variable lengths".)
 
 
+def _runs(active, t0: int, t1: int) -> list:
+    """The steps [t0, t1) as maximal runs of one row count: [(s0, s1, active[s0])]."""
+    cuts = [t0, *(np.flatnonzero(active[t0 + 1 : t1] != active[t0 : t1 - 1]) + t0 + 1).tolist(), t1]
+    return [(s0, s1, int(active[s0])) for s0, s1 in zip(cuts[:-1], cuts[1:]) if s1 > s0]
+
+
 def _pieces(active, t0: int, t1: int, T: int, N: int) -> list:
     """The steps [t0, t1) of a call over T steps as (s0, s1, n, n_after): steps [s0, s1) run
     rows [0, n) (n > 0), and rows [0, n_after) run step s1 too (those in [n_after, n) end at
@@ -346,13 +352,7 @@ def _pieces(active, t0: int, t1: int, T: int, N: int) -> list:
     even an empty one (a kernel called over no steps still gives the state and its gradient)."""
     if active is None:
         return [(t0, t1, N, N if t1 < T else 0)]
-    cuts = [t0, *(np.flatnonzero(active[t0 + 1 : t1] != active[t0 : t1 - 1]) + t0 + 1).tolist(), t1]
-    out = []
-    for s0, s1 in zip(cuts[:-1], cuts[1:]):
-        n = int(active[s0]) if s1 > s0 else 0
-        if n > 0:
-            out.append((s0, s1, n, int(active[s1]) if s1 < T else 0))
-    return out
+    return [(s0, s1, n, int(active[s1]) if s1 < T else 0) for s0, s1, n in _runs(active, t0, t1) if n > 0]
 
 
 def _part(a_tm: np.ndarray, s0: int, s1: int, n: int) -> np.ndarray:
@@ -369,12 +369,12 @@ def _rows(a: np.ndarray | None, n: int, dtype) -> np.ndarray | None:
 
 
 def _zero_padding(a_tm: np.ndarray, active) -> None:
-    """a_tm[t, active[t]:] = 0 for every step t: the rows past their last step."""
-    T, N = a_tm.shape[:2]
-    cuts = [0, *(np.flatnonzero(active[1:] != active[:-1]) + 1).tolist(), T]
-    for s0, s1 in zip(cuts[:-1], cuts[1:]):
-        if s1 > s0 and active[s0] < N:
-            a_tm[s0:s1, int(active[s0]) :] = 0
+    """a_tm[t, active[t]:] = 0 for every step t: the rows past their last step (none when
+    `active` is None)."""
+    if active is None:
+        return
+    for s0, s1, n in _runs(active, 0, a_tm.shape[0]):
+        a_tm[s0:s1, n:] = 0
 
 
 def _initial(a: np.ndarray | None, dtype, N: int, H: int) -> np.ndarray:
@@ -409,8 +409,7 @@ def _backward_by_pieces(active, T: int, N: int, H: int, dtype, dstate_last: tupl
     gradients w.r.t. the initial state (N, H): a row's `dstate_last` (the gradient w.r.t. its
     final state; None: zeros) enters at its own last step, and passes through a row with none."""
     if active is None:
-        ((s0, s1, n, _),) = _pieces(None, 0, T, T, N)
-        return piece(s0, s1, n, dstate_last)
+        return piece(0, T, N, dstate_last)
     carry = tuple(_initial(d, dtype, N, H) for d in dstate_last)
     for s0, s1, n, _ in reversed(_pieces(active, 0, T, T, N)):
         for c, g in zip(carry, piece(s0, s1, n, tuple(c[:n] for c in carry))):

@@ -165,12 +165,16 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
     # a caller changing out in place must not change. (np.ascontiguousarray returned a view
     # where N = 1 or T = 1, whose transpose is contiguous already: out[...] = 0 then changed the
     # gradients.)
-    out = top if layer.time_major else top.transpose(1, 0, 2)
-    if by is None or by.order is None:
-        out = np.array(out, order="C")
-    else:  # the copy in the caller's order of samples
-        out = _unsorted(out, by, axis=1 if layer.time_major else 0)
-    return out, state_n
+    return _in_callers_layout(top, by, layer.time_major, copy=True), state_n
+
+
+def _in_callers_layout(a_tm, by, time_major, copy):
+    """The time-major a_tm (T, N, ·) in the caller's layout and order of samples, C-contiguous:
+    a new array where `copy` or where it must move (un-sorted, transposed), else a_tm itself."""
+    a = a_tm if time_major else a_tm.transpose(1, 0, 2)
+    if by is not None and by.order is not None:
+        return _unsorted(a, by, axis=1 if time_major else 0)
+    return np.array(a, order="C") if copy else np.ascontiguousarray(a)
 
 
 def _replayed(layer, cache):
@@ -241,8 +245,4 @@ def stack_backward(layer, dout, given_dstate):
             d_in = d_in * entry["mask"]
         assert d_in is not None  # every layer has at least one direction
         d_tm = d_in
-    dstate0 = tuple(_unsorted(s, by) for s in dstate0)
-    dx = d_tm if time_major else d_tm.transpose(1, 0, 2)
-    if by is None or by.order is None:
-        return (dx if time_major else np.ascontiguousarray(dx)), dstate0
-    return _unsorted(dx, by, axis=1 if time_major else 0), dstate0
+    return _in_callers_layout(d_tm, by, time_major, copy=False), tuple(_unsorted(s, by) for s in dstate0)
