@@ -75,6 +75,26 @@ const T* optional_array(const py::object& obj, py::array& keep, const std::strin
     return static_cast<const T*>(keep.data());
 }
 
+// The recurrence kernels' optional `active` (rnn.hpp, ForwardArgs): None gives null; else T
+// row counts in [0, N], none larger than the one before, copied into `keep` before they are
+// checked (a count past N would address rows past the arrays, and another Python thread could
+// change the caller's array while the kernel runs).
+inline const idx* active_rows(const py::object& obj, std::vector<idx>& keep, const std::string& fn, idx T, idx N) {
+    if (obj.is_none()) return nullptr;
+    const std::string name = fn + ": active";
+    if (!py::isinstance<py::array>(obj)) throw py::type_error(name + ": expected a numpy int64 array or None");
+    const py::array a = obj.cast<py::array>();
+    const auto st = checked<idx>(a, name.c_str(), {T}, false, /*unit_last=*/false);
+    keep.resize(size_t(T));
+    for (idx t = 0; t < T; ++t) keep[size_t(t)] = static_cast<const idx*>(a.data())[t * st[0]];
+    for (idx t = 0; t < T; ++t)
+        if (keep[size_t(t)] < 0 || keep[size_t(t)] > N || (t > 0 && keep[size_t(t)] > keep[size_t(t - 1)]))
+            throw py::value_error(name + ": expected row counts in [0, N = " + std::to_string(N) +
+                                  "] that never grow from one step to the next, got " +
+                                  std::to_string(keep[size_t(t)]) + " at step " + std::to_string(t));
+    return keep.data();
+}
+
 template <class T, class P>
 prf::Seq<P> seq(P* data, const std::vector<idx>& shape, const std::vector<idx>& st) {
     return prf::Seq<P>{data, shape[0], shape[1], shape[2], st[0], st[1]};

@@ -28,7 +28,7 @@ namespace {
 
 template <class T>
 void forward_typed(const py::array& xw, const py::array& wh, const py::object& h0, py::array& out, prf::Activation act,
-                   int threads) {
+                   int threads, const py::object& active) {
     if (xw.ndim() != 3)
         throw py::value_error("_core.forward: xw (x @ Wx + b): expected a 3-D (T, N, H) array, got shape " +
                               shape_str(xw));
@@ -45,12 +45,14 @@ void forward_typed(const py::array& xw, const py::array& wh, const py::object& h
                              threads};
     py::array h0a;
     args.h0.data = optional_array<T>(h0, h0a, "_core.forward: h0", {N, H}, &args.h0.ld);
+    std::vector<idx> rows;
+    args.active = active_rows(active, rows, "_core.forward", seq_shape[0], N);
     run_kernel(args, prf::forward<T>);
 }
 
 template <class T>
 void backward_typed(const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last,
-                    py::array& da, py::array& dh0, prf::Activation act, int threads) {
+                    py::array& da, py::array& dh0, prf::Activation act, int threads, const py::object& active) {
     if (dh.ndim() != 3)
         throw py::value_error("_core.backward: dh (dhs): expected a 3-D (T, N, H) array, got shape " + shape_str(dh));
     const std::vector<idx> seq_shape{idx(dh.shape(0)), idx(dh.shape(1)), idx(dh.shape(2))};
@@ -70,6 +72,8 @@ void backward_typed(const py::array& dh, const py::array& h, const py::array& wh
                               threads};
     py::array dla;
     args.dh_last.data = optional_array<T>(dh_last, dla, "_core.backward: dh_last", {N, H}, &args.dh_last.ld);
+    std::vector<idx> rows;
+    args.active = active_rows(active, rows, "_core.backward", seq_shape[0], N);
     run_kernel(args, prf::backward<T>);
 }
 
@@ -179,25 +183,27 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "forward",
         [](const py::array& xw, const py::array& wh, const py::object& h0, py::array& out,
-           const std::string& activation, int threads) {
+           const std::string& activation, int threads, const py::object& active) {
             auto act = parse_activation(activation);
             by_dtype(xw, "_core.forward: xw (x @ Wx + b)",
-                     [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads); });
+                     [&](auto t) { forward_typed<decltype(t)>(xw, wh, h0, out, act, threads, active); });
         },
         py::arg("xw").noconvert(), py::arg("wh").noconvert(), py::arg("h0").none(true), py::arg("out").noconvert(),
-        py::arg("activation"), py::arg("threads"),
-        "out[t] = act(xw[t] + out[t-1] @ wh), out[-1] = h0 (zeros if None). Arrays are (T, N, H) views.");
+        py::arg("activation"), py::arg("threads"), py::kw_only(), py::arg("active").none(true) = py::none(),
+        "out[t] = act(xw[t] + out[t-1] @ wh), out[-1] = h0 (zeros if None). Arrays are (T, N, H) views. "
+        "active: None, or (T,) int64 row counts that never grow: step t runs rows [0, active[t]) only.");
 
     m.def(
         "backward",
         [](const py::array& dh, const py::array& h, const py::array& wh, const py::object& dh_last, py::array& da,
-           py::array& dh0, const std::string& activation, int threads) {
+           py::array& dh0, const std::string& activation, int threads, const py::object& active) {
             auto act = parse_activation(activation);
             by_dtype(dh, "_core.backward: dh (dhs)",
-                     [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads); });
+                     [&](auto t) { backward_typed<decltype(t)>(dh, h, wh, dh_last, da, dh0, act, threads, active); });
         },
         py::arg("dh").noconvert(), py::arg("h").noconvert(), py::arg("wh").noconvert(), py::arg("dh_last").none(true),
-        py::arg("da").noconvert(), py::arg("dh0").noconvert(), py::arg("activation"), py::arg("threads"),
+        py::arg("da").noconvert(), py::arg("dh0").noconvert(), py::arg("activation"), py::arg("threads"), py::kw_only(),
+        py::arg("active").none(true) = py::none(),
         "da[t] = (dh[t] + da[t+1] @ wh.T) * act'(h[t]) (dh_last in place of da[T] @ wh.T); dh0 = da[0] @ wh.T.");
 
     m.def(

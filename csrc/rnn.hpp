@@ -69,6 +69,11 @@ struct ForwardArgs {
     Activation act;
     int threads;                     // upper bound; the kernel uses fewer when the work is small
     Interrupt* interrupt = nullptr;  // null: the call cannot be interrupted
+    // (T,) the rows each step runs, or null: all. A batch sorted longest first runs rows
+    // [0, active[t]) at step t (counts in [0, N] that never grow); the other rows of the
+    // step's outputs are left as they are. Backward, a row's dh_last (dc_last) enters at its
+    // own last step, and dh0 (dc0) of a row with no step is its dh_last (dc_last) or zeros.
+    const idx* active = nullptr;
 };
 
 template <class T>
@@ -82,6 +87,7 @@ struct BackwardArgs {
     Activation act;
     int threads;
     Interrupt* interrupt = nullptr;
+    const idx* active = nullptr;  // as in ForwardArgs
 };
 
 // The gated cells, row-vector convention, gates as column blocks of H (see README):
@@ -102,6 +108,7 @@ struct LstmForwardArgs {
     Seq<T> gates;         // (T, N, 4H) activated [i | f | g | o]; may be the same memory as xw
     int threads;
     Interrupt* interrupt = nullptr;
+    const idx* active = nullptr;  // as in ForwardArgs
 };
 
 template <class T>
@@ -116,6 +123,7 @@ struct LstmBackwardArgs {
     Mat<T> dh0, dc0;                // (N, H); dc0 also carries dc from step to step
     int threads;
     Interrupt* interrupt = nullptr;
+    const idx* active = nullptr;  // as in ForwardArgs
 };
 
 template <class T>
@@ -128,6 +136,7 @@ struct GruForwardArgs {
     Seq<T> gates;     // (T, N, 4H) [r | z | n | v_n]; never the same memory as xw
     int threads;
     Interrupt* interrupt = nullptr;
+    const idx* active = nullptr;  // as in ForwardArgs
 };
 
 template <class T>
@@ -142,6 +151,7 @@ struct GruBackwardArgs {
     Mat<T> dh0;            // (N, H); also carries dh_t * z_t from step to step
     int threads;
     Interrupt* interrupt = nullptr;
+    const idx* active = nullptr;  // as in ForwardArgs
 };
 
 // C (M x P) = bias + sum_k A(i, k) B(k, j), or C += sum_k A(i, k) B(k, j) when accumulate.

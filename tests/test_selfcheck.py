@@ -36,8 +36,8 @@ def test_self_check_passes_every_backend():
 def test_self_check_fails_a_wrong_backend(monkeypatch, dtype):
     """A recurrence off by 10x the tolerance in one dtype is caught, in that dtype only."""
 
-    def forward(xw, wh, h0, out, act):
-        _reference.forward(xw, wh, h0, out, act)
+    def forward(xw, wh, h0, out, act, active=None):
+        _reference.forward(xw, wh, h0, out, act, active)
         if out.dtype == dtype:
             out *= 1 + 10 * selfcheck.TOLERANCE[dtype]
 

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(core is None, reason="the compiled backend is no
 def _stub_functions() -> dict[str, list[str]]:
     stub = pathlib.Path(core.__file__).with_name("_core.pyi")
     tree = ast.parse(stub.read_text())
-    return {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, ast.FunctionDef)}
+    return {
+        f.name: [a.arg for a in f.args.args + f.args.kwonlyargs] for f in tree.body if isinstance(f, ast.FunctionDef)
+    }
 
 
 def _runtime_parameters(fn) -> list[str]:

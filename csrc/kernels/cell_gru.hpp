@@ -13,6 +13,7 @@ namespace PRF_ISA_NAMESPACE {
 template <class T>
 struct GruForward {
     const GruForwardArgs<T>& a;
+    idx rows(idx t) const { return running_rows(a.active, t, a.hs.rows); }
     StepOperand<T> operand(idx t) const { return previous_state<T>(a.hs, a.h0, t); }
     AddBiasEpilogue<T> epilogue(idx t, int b) const {  // gates_b = v_b = h_{t-1} . Wh_b + bh_b
         const idx off = b * a.hs.cols;
@@ -49,7 +50,7 @@ template <class T>
 struct GruBackwardEpilogue {  // the cell derivative at step t, given dh_t's recurrent product
     const GruBackwardArgs<T>& a;
     idx t;
-    bool last_step;  // t = T - 1: dh_last comes in
+    idx enter;  // rows from here are at their last step: acc (no dv_{t+1}) is not read
     void prefetch(idx, int, idx) const {}
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
@@ -60,15 +61,17 @@ struct GruBackwardEpilogue {  // the cell derivative at step t, given dh_t's rec
             const T* dh_out = a.dhs.at(t, n);
             const T* g = a.gates.at(t, n);
             const T* h_prev = t > 0 ? a.hs.at(t - 1, n) : row_of(a.h0, n);
-            // dh0 carries dh_{t+1} * z_{t+1} from the step before (each thread its own units).
+            // dh0 carries dh_{t+1} * z_{t+1} from the step before (each thread its own units;
+            // dh_last, or zeros, until a row's last step).
             T* carry = a.dh0.data + n * a.dh0.ld;
-            const T* carry_in = last_step ? row_of(a.dh_last, n) : carry;
+            const bool enters = n >= enter;
             T* du = a.du.at(t, n);
             T* dv = a.dv.at(t, n);
             for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> dh) {
                 const T one = 1;
+                if (enters) dh = Vec<T>{};
                 dh += io.get(dh_out);
-                if (carry_in) dh += io.get(carry_in);
+                dh += io.get(carry);
                 const Vec<T> rr = io.get(g), z = io.get(g + H), nn = io.get(g + 2 * H), vn = io.get(g + 3 * H);
                 const Vec<T> hp = h_prev ? io.get(h_prev) : Vec<T>{};
                 const Vec<T> da_n = dh * (one - z) * (one - nn * nn);
@@ -89,8 +92,12 @@ struct GruBackwardEpilogue {  // the cell derivative at step t, given dh_t's rec
 template <class T>
 struct GruBackward {  // step i is time t = T-1-i
     const GruBackwardArgs<T>& a;
+    idx rows(idx i) const { return running_rows(a.active, a.dv.steps - 1 - i, a.dv.rows); }
     StepOperand<T> operand(idx i) const { return next_gradient<T>(a.dv, i); }
-    GruBackwardEpilogue<T> epilogue(idx i, int) const { return {a, a.dv.steps - 1 - i, i == 0}; }
+    GruBackwardEpilogue<T> epilogue(idx i, int) const {
+        const idx t = a.dv.steps - 1 - i;
+        return {a, t, entering_rows(a.active, t, a.dv.steps)};
+    }
     void after_products(idx, idx, idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = dh_0 * z_0 (carried) + dv_0 . Wh^T
@@ -114,6 +121,7 @@ static bool gru_backward_kernel(const GruBackwardArgs<T>& a) {
         copy_or_zero<T>(a.dh0, a.dh_last);
         return true;
     }
+    copy_or_zero<T>(a.dh0, a.dh_last);  // the carry's start (and dh0 of the rows with no step)
     const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt, 3 * H, 1};
     return run_recurrence<T>(s, GruBackward<T>{a});
 }

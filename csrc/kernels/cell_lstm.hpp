@@ -13,6 +13,7 @@ namespace PRF_ISA_NAMESPACE {
 template <class T>
 struct LstmForward {
     const LstmForwardArgs<T>& a;
+    idx rows(idx t) const { return running_rows(a.active, t, a.hs.rows); }
     StepOperand<T> operand(idx t) const { return previous_state<T>(a.hs, a.h0, t); }
     ForwardEpilogue<T, ActIdentity> epilogue(idx t, int b) const {  // gates_b = xw_b + h_{t-1} . Wh_b
         const idx off = b * a.hs.cols;
@@ -47,7 +48,7 @@ template <class T>
 struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's recurrent part
     const LstmBackwardArgs<T>& a;
     idx t;
-    bool last_step;  // t = T - 1: dh_last and dc_last come in
+    idx enter;  // rows from here are at their last step: dh_last comes in, acc (no da_{t+1}) is not read
     void prefetch(idx, int, idx) const {}
     template <int M, int NVT>
     void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
@@ -59,19 +60,20 @@ struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's re
             const T* g = a.gates.at(t, n);
             const T* c = a.cs.at(t, n);
             const T* c_prev = t > 0 ? a.cs.at(t - 1, n) : row_of(a.c0, n);
-            const T* dh_extra = last_step ? row_of(a.dh_last, n) : nullptr;
-            // dc0 carries dc_{t+1} * f_{t+1} from the step before (each thread its own units).
+            const bool enters = n >= enter;
+            const T* dh_extra = enters ? row_of(a.dh_last, n) : nullptr;
+            // dc0 carries dc_{t+1} * f_{t+1} from the step before (each thread its own units;
+            // dc_last, or zeros, until a row's last step).
             T* dc_carry = a.dc0.data + n * a.dc0.ld;
-            const T* dc_in = last_step ? row_of(a.dc_last, n) : dc_carry;
             T* da = a.da.at(t, n);
             for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> dh) {
                 const T one = 1;
+                if (enters) dh = Vec<T>{};
                 dh += io.get(dh_out);
                 if (dh_extra) dh += io.get(dh_extra);
                 const Vec<T> i = io.get(g), f = io.get(g + H), gg = io.get(g + 2 * H), o = io.get(g + 3 * H);
                 const Vec<T> tc = vtanh<T>(io.get(c));
-                Vec<T> dc = dh * o * (one - tc * tc);
-                if (dc_in) dc += io.get(dc_in);
+                const Vec<T> dc = dh * o * (one - tc * tc) + io.get(dc_carry);
                 const Vec<T> cp = c_prev ? io.get(c_prev) : Vec<T>{};
                 io.put(da, dc * gg * i * (one - i));
                 io.put(da + H, dc * cp * f * (one - f));
@@ -86,8 +88,12 @@ struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's re
 template <class T>
 struct LstmBackward {  // step i is time t = T-1-i
     const LstmBackwardArgs<T>& a;
+    idx rows(idx i) const { return running_rows(a.active, a.da.steps - 1 - i, a.da.rows); }
     StepOperand<T> operand(idx i) const { return next_gradient<T>(a.da, i); }
-    LstmBackwardEpilogue<T> epilogue(idx i, int) const { return {a, a.da.steps - 1 - i, i == 0}; }
+    LstmBackwardEpilogue<T> epilogue(idx i, int) const {
+        const idx t = a.da.steps - 1 - i;
+        return {a, t, entering_rows(a.active, t, a.da.steps)};
+    }
     void after_products(idx, idx, idx, idx, idx) const {}
     template <class Sweep>
     void finish(Sweep& sweep) const {  // dh0 = da_0 . Wh^T (dc0 is already in place)
@@ -111,8 +117,11 @@ static bool lstm_backward_kernel(const LstmBackwardArgs<T>& a) {
         copy_or_zero<T>(a.dc0, a.dc_last);
         return true;
     }
+    copy_or_zero<T>(a.dc0, a.dc_last);  // the carry's start
     const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt, 4 * H, 1};
-    return run_recurrence<T>(s, LstmBackward<T>{a});
+    if (!run_recurrence<T>(s, LstmBackward<T>{a})) return false;
+    without_steps(a.dh0, a.dh_last, a.active);
+    return true;
 }
 
 }  // namespace PRF_ISA_NAMESPACE

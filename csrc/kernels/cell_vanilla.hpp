@@ -8,6 +8,22 @@
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
+// The first row at its last step at time t of a backward (the rows from there up to those step
+// t runs have no step t+1): all at the last time step, else active[t+1] (none without active).
+static inline idx entering_rows(const idx* active, idx t, idx steps) {
+    if (t == steps - 1) return 0;
+    return active ? active[t + 1] : PTRDIFF_MAX;
+}
+
+// A backward's gradient w.r.t. the initial state of the rows that have no step at all (active[0]
+// and beyond): the one w.r.t. their final state, or zeros.
+template <class T>
+static void without_steps(const Mat<T>& d0, const Mat<const T>& d_last, const idx* active) {
+    if (!active) return;
+    for (idx n = active[0]; n < d0.rows; ++n)
+        for (idx j = 0; j < d0.cols; ++j) d0.data[n * d0.ld + j] = d_last.data ? d_last.data[n * d_last.ld + j] : T(0);
+}
+
 template <class T, class Act>
 struct ForwardEpilogue {  // out = act(acc + xw)
     const T* xw;
@@ -39,15 +55,16 @@ struct ForwardEpilogue {  // out = act(acc + xw)
 };
 
 template <class T, class Act>
-struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
+struct BackwardEpilogue {  // da = (acc + dh) * act'(h); (dh [+ dh_last]) * act'(h) in rows >= enter
     const T* dh;
     idx dh_ld;
     const T* h;
     idx h_ld;
-    const T* extra;  // dh_last at the last step, else null
+    const T* extra;  // dh_last (or null: zeros)
     idx extra_ld;
     T* da;
     idx da_ld;
+    idx enter;  // rows from here are at their last step: no da_{t+1} (acc, not read), dh_last instead
     void prefetch(idx row0, int nrows, idx col0) const {
         for (int r = 0; r < nrows; ++r) {
             __builtin_prefetch(dh + (row0 + r) * dh_ld + col0);
@@ -60,9 +77,11 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
         for (int r = 0; r < M && r < nrows; ++r) {
             const T* g = dh + (row0 + r) * dh_ld;
             const T* hv = h + (row0 + r) * h_ld;
-            const T* e = extra ? extra + (row0 + r) * extra_ld : nullptr;
+            const bool enters = row0 + r >= enter;
+            const T* e = enters && extra ? extra + (row0 + r) * extra_ld : nullptr;
             T* o = da + (row0 + r) * da_ld;
             for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> s) {
+                if (enters) s = Vec<T>{};
                 s += io.get(g);
                 if (e) s = s + io.get(e);
                 io.put(o, s * Act::template grad<T>(io.get(hv)));
@@ -74,6 +93,7 @@ struct BackwardEpilogue {  // da = (acc + dh [+ extra]) * act'(h)
 template <class T, class Act>
 struct VanillaForward {  // step i is time t = i: out_t = act(xw_t + out_{t-1} . Wh)
     const ForwardArgs<T>& a;
+    idx rows(idx t) const { return running_rows(a.active, t, a.out.rows); }
     StepOperand<T> operand(idx t) const {
         if (t > 0) return {a.out.at(t - 1, 0), a.out.row_stride, a.out.cols};
         // At t = 0 without h0 the product is zero: K = 0, and A is never read.
@@ -91,6 +111,7 @@ struct VanillaForward {  // step i is time t = i: out_t = act(xw_t + out_{t-1} .
 template <class T, class Act>
 struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} . Wh^T) * act'(h_t)
     const BackwardArgs<T>& a;
+    idx rows(idx i) const { return running_rows(a.active, a.da.steps - 1 - i, a.da.rows); }
     StepOperand<T> operand(idx i) const {
         const idx t = a.da.steps - 1 - i;
         // The last time step has no da_{t+1}: K = 0 and A (a dummy) is never read.
@@ -102,8 +123,9 @@ struct VanillaBackward {  // step i is time t = T-1-i: da_t = (dh_t + da_{t+1} .
         // clang-format off
         return {a.dh.at(t, 0), a.dh.row_stride,
                 a.h.at(t, 0), a.h.row_stride,
-                i == 0 ? a.dh_last.data : nullptr, a.dh_last.ld,
-                a.da.at(t, 0), a.da.row_stride};
+                a.dh_last.data, a.dh_last.ld,
+                a.da.at(t, 0), a.da.row_stride,
+                entering_rows(a.active, t, a.da.steps)};
         // clang-format on
     }
     void after_products(idx, idx, idx, idx, idx) const {}
@@ -130,7 +152,9 @@ static bool vanilla_backward(const BackwardArgs<T>& a) {
         return true;
     }
     const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt, H};
-    return run_recurrence<T>(s, VanillaBackward<T, Act>{a});
+    if (!run_recurrence<T>(s, VanillaBackward<T, Act>{a})) return false;
+    without_steps(a.dh0, a.dh_last, a.active);
+    return true;
 }
 
 template <class T>

@@ -104,12 +104,19 @@ struct RecurrenceShape {
     int blocks = 1;  // column blocks of B, each H wide, each packed into its own panels
 };
 
-// Runs the `steps` steps of `cell` in order: step i computes, for each block b of B,
-// cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's rows and columns, then
-// cell.after_products(i, n0, n1, j0, j1) on the thread's rows [n0, n1) and hidden units
-// [j0, j1) (a gated cell's elementwise update, which needs every gate of a unit: a thread owns
-// all gates of its units); split by columns, one barrier per step. Then cell.finish(sweep) may
-// run more products (sweep(operand, epilogue), block 0) unless the call was interrupted.
+// The rows step t runs: [0, active[t]), or all N (active null). A batch sorted longest first
+// has the samples still running at any step as a prefix of its rows (rnn.hpp, ForwardArgs).
+static inline idx running_rows(const idx* active, idx t, idx N) { return active ? active[t] : N; }
+
+// Runs the `steps` steps of `cell` in order: step i runs rows [0, cell.rows(i)) (counts that
+// never grow forward, never shrink backward), computing for each block b of B
+// cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's share of those rows and its
+// columns, then cell.after_products(i, n0, n1, j0, j1) on the thread's rows [n0, n1) and hidden
+// units [j0, j1) (a gated cell's elementwise update, which needs every gate of a unit: a thread
+// owns all gates of its units); split by columns, one barrier per step; split by rows, the
+// rows are shared out again, after a barrier, where the count changes (a row's state then
+// passes to another thread). Then cell.finish(sweep) may run more products (sweep(operand,
+// epilogue), block 0, over the last step's rows) unless the call was interrupted.
 // Returns false only when its scratch memory (packed weights, barrier) cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
@@ -148,23 +155,29 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             else
                 pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, 1, K, H, p0, p1);
         }
-        // The thread's rows (all of them, split by columns) and its panels (all of them, split
-        // by rows, once every thread has packed its share: the only barrier of a row split).
-        idx n0 = 0, n1 = N;
-        if (split.by_rows) {
+        // The thread's rows of a step that runs `running` rows: all of them split by columns;
+        // split by rows, its share of them, kMinRowsPerThread at a time.
+        idx n0 = 0, n1 = N, shared = N;
+        auto share = [&](idx running) {
             constexpr idx unit = kMinRowsPerThread;
-            thread_range((N + unit - 1) / unit, team, tid, n0, n1);
-            n0 *= unit;
-            n1 = imin(n1 * unit, N);
+            thread_range((running + unit - 1) / unit, team, tid, n0, n1);
+            n0 = imin(n0 * unit, running);
+            n1 = imin(n1 * unit, running);
+            shared = running;
+        };
+        // Its panels: all of them split by rows, once every thread has packed its share (the
+        // only barrier of a row split but where the count of rows changes).
+        if (split.by_rows) {
+            share(N);  // the largest share it can get (for abuf's size)
             p0 = 0;
             p1 = panels;
             step_barrier.wait(team, tid);
         }
-        const idx rows = n1 - n0;
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
         // product (null: read in place, for few rows, with AVX-512, or when it cannot be
         // allocated; kMinPackedRows).
-        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((rows + kMR - 1) / kMR) * kMR * K) : nullptr;
+        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((n1 - n0 + kMR - 1) / kMR) * kMR * K) : nullptr;
+        idx rows = n1 - n0;
         auto pack_a = [&](const StepOperand<T>& op) -> const T* {
             if (!abuf || op.K == 0) return nullptr;
             pack_rows<T>(abuf, op.a + n0 * op.lda, op.lda, rows, op.K);
@@ -179,6 +192,12 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         const bool barrier_per_step = team > 1 && !split.by_rows;
         for (idx i = 0; i < steps; ++i) {
+            const idx running = cell.rows(i);
+            if (!split.by_rows)
+                n1 = running;
+            else if (running != shared)
+                share(running);  // (after the barrier that ended the step before)
+            rows = n1 - n0;
             const StepOperand<T> op = cell.operand(i);
             const T* a_packed = pack_a(op);
             for (int b = 0; b < s.blocks; ++b)
@@ -186,7 +205,10 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
                                 partial, partial_ld, cell.epilogue(i, b));
             cell.after_products(i, n0, n1, j0, j1);
             if (poll(step_work / N * rows)) stop.after(i + 1);
-            if (barrier_per_step) step_barrier.wait(team, tid);
+            // Split by rows, rows change hands where the next step runs another count: every
+            // thread finishes this step first (and then sees a stop recorded before it).
+            const bool reshare = split.by_rows && team > 1 && i + 1 < steps && cell.rows(i + 1) != running;
+            if (barrier_per_step || reshare) step_barrier.wait(team, tid);
             if (stop.now(i + 1)) break;
         }
         if (!stop.now(steps)) cell.finish(sweep);

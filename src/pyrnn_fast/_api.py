@@ -18,9 +18,9 @@ from numpy.typing import ArrayLike, NDArray
 from ._backends import get_backend
 from ._orchestration import (
     BackwardSteps,
-    _backward_by_pieces,
     _check_activation,
     _empty,
+    _final_rows,
     _final_state,
     _first_state_read,
     _forward_inputs,
@@ -28,10 +28,7 @@ from ._orchestration import (
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
-    _part,
-    _pieces,
     _prepare,
-    _rows,
     _tm,
     _weight_grads,
     _zero_padding,
@@ -103,7 +100,7 @@ def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: b
     """``rnn_forward`` past its checks (the layers call it with what they checked themselves):
     `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
     `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it. `active`: the
-    rows each step runs (``_orchestration._pieces``; None: all)."""
+    rows each step runs (``_reference.rows_per_step``; None: all)."""
     T, N, D, H = dims
     x = arrays["x"]
     h0 = _kernel_matrix(arrays["h0"], dtype)
@@ -113,12 +110,8 @@ def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: b
     # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], hs_tm, dtype)
     h_last = _final_state(h0, dtype, N, H, T, active)
-    for s0, s1, n, n_after in _pieces(active, 0, T, T, N):
-        h = _rows(h0, n, dtype) if s0 == 0 else _rows(hs_tm[s0 - 1], n, dtype)
-        out = _part(hs_tm, s0, s1, n)
-        kernel.forward(out, wh, h, out, act)
-        if s1 > s0:
-            h_last[n_after:n] = hs_tm[s1 - 1, n_after:n]
+    kernel.forward(hs_tm, wh, h0, hs_tm, act, active=active)
+    _final_rows((h_last,), (hs_tm,), 0, T, active)
     _zero_padding(hs_tm, active)
     return hs, h_last
 
@@ -158,7 +151,7 @@ def rnn_backward(
 
 def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major, backend, active=None):
     """``rnn_backward``'s checks and recurrence: (BackwardSteps, (dh0,)); ``_weight_grads``
-    does the rest. `active`: the rows each step ran (``_orchestration._pieces``; None: all)."""
+    does the rest. `active`: the rows each step ran (``_reference.rows_per_step``; None: all)."""
     act = _check_activation(activation)
     kernel = get_backend(backend)
     arrays, dtype, (T, N, D, H) = _prepare(
@@ -173,13 +166,8 @@ def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major,
     da = _empty(hs.shape, dtype)  # in the caller's layout, C-contiguous
     hs_tm, da_tm, dhs_tm = _tm(hs, time_major), _tm(da, time_major), _tm(dhs, time_major)
 
-    def piece(s0, s1, n, dstate):
-        dh0 = np.empty((n, H), dtype)
-        part = (_part(a, s0, s1, n) for a in (dhs_tm, hs_tm))
-        kernel.backward(*part, wh, dstate[0], _part(da_tm, s0, s1, n), dh0, act)
-        return (dh0,)
-
-    dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
-    _zero_padding(da_tm, active)
+    dh0 = np.empty((N, H), dtype)
+    _zero_padding(da_tm, active)  # (the kernel writes the rows each step runs)
+    kernel.backward(dhs_tm, hs_tm, wh, _kernel_matrix(arrays["dh_last"], dtype), da_tm, dh0, act, active=active)
     h0 = _first_state_read(h0, active)
-    return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), dstate0
+    return BackwardSteps(kernel, x, Wx, hs_tm, h0, da_tm, da_tm, time_major), (dh0,)

@@ -18,9 +18,9 @@ from numpy.typing import ArrayLike, NDArray
 from ._backends import get_backend
 from ._orchestration import (
     BackwardSteps,
-    _backward_by_pieces,
     _check_flag,
     _empty,
+    _final_rows,
     _final_state,
     _first_state_read,
     _forward_inputs,
@@ -28,10 +28,7 @@ from ._orchestration import (
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
-    _part,
-    _pieces,
     _prepare,
-    _rows,
     _tm,
     _weight_grads,
     _zero_padding,
@@ -241,7 +238,7 @@ def _lstm_forward_checked(
     """``lstm_forward`` past its checks (the layers call it with what they checked themselves):
     `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
     `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it; flags bools.
-    `active`: the rows each step runs (``_orchestration._pieces``; None: all)."""
+    `active`: the rows each step runs (``_reference.rows_per_step``; None: all)."""
     T, N, D, H = dims
     x = arrays["x"]
     hs = _empty(x.shape[:2] + (H,), dtype)
@@ -257,13 +254,10 @@ def _lstm_forward_checked(
         t1 = min(T, t0 + steps)
         g, c_seq = gates[: t1 - t0], cs[: t1 - t0]
         _input_projection(kernel, x_tm[t0:t1], wx, bias, g, dtype)
-        for s0, s1, n, n_after in _pieces(active, t0, t1, T, N):
-            g_n = _part(g, s0 - t0, s1 - t0, n)
-            c_n = _part(c_seq, s0 - t0, s1 - t0, n)
-            kernel.lstm_forward(g_n, wh, _rows(h, n, dtype), _rows(c, n, dtype), _part(hs_tm, s0, s1, n), c_n, g_n)
-            h, c = hs_tm[s1 - 1], c_seq[s1 - 1 - t0]
-            h_last[n_after:n], c_last[n_after:n] = h[n_after:n], c[n_after:n]
-        h, c = _kernel_matrix(h, dtype), None if c is None else c.copy()  # copies: c_seq is reused next chunk
+        run = None if active is None else active[t0:t1]
+        kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g, active=run)
+        _final_rows((h_last, c_last), (hs_tm[t0:t1], c_seq), t0, T, active)
+        h, c = hs_tm[t1 - 1], c_seq[t1 - 1 - t0].copy()  # a copy: c_seq is reused next chunk
     _zero_padding(hs_tm, active)
     ws = None
     if workspace:
@@ -309,19 +303,13 @@ def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last
     da = _empty((T, N, 4 * H), dtype)
     dhs_tm = _tm(dhs, time_major)
 
-    def piece(s0, s1, n, dstate):
-        dh0, dc0 = np.empty((n, H), dtype), np.empty((n, H), dtype)
-        c_before = _rows(c0, n, dtype) if s0 == 0 else cs[s0 - 1, :n]
-        part = (_part(a, s0, s1, n) for a in (dhs_tm, gates, cs))
-        kernel.lstm_backward(*part, c_before, wh, *dstate, _part(da, s0, s1, n), dh0, dc0)
-        return dh0, dc0
-
-    dstate_last = tuple(_kernel_matrix(arrays[k], dtype) for k in ("dh_last", "dc_last"))
-    dstate0 = _backward_by_pieces(active, T, N, H, dtype, dstate_last, piece)
-    _zero_padding(da, active)
+    dh0, dc0 = np.empty((N, H), dtype), np.empty((N, H), dtype)
+    dh_last, dc_last = (_kernel_matrix(arrays[k], dtype) for k in ("dh_last", "dc_last"))
+    _zero_padding(da, active)  # (the kernel writes the rows each step runs)
+    kernel.lstm_backward(dhs_tm, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, active=active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
     h0 = _first_state_read(h0, active)
-    return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), dstate0
+    return BackwardSteps(kernel, x, Wx, _tm(hs, time_major), h0, da, da, time_major), (dh0, dc0)
 
 
 def gru_forward(
@@ -370,12 +358,10 @@ def _gru_forward_checked(
     for t0 in range(0, T, max(steps, 1)):
         t1 = min(T, t0 + steps)
         _input_projection(kernel, x_tm[t0:t1], wx, bias, xw[: t1 - t0], dtype)
-        for s0, s1, n, n_after in _pieces(active, t0, t1, T, N):
-            xw_n, g_n = (_part(a[: t1 - t0], s0 - t0, s1 - t0, n) for a in (xw, gates))
-            kernel.gru_forward(xw_n, wh, bh, _rows(h, n, dtype), _part(hs_tm, s0, s1, n), g_n)
-            h = hs_tm[s1 - 1]
-            h_last[n_after:n] = h[n_after:n]
-        h = _kernel_matrix(h, dtype)
+        run = None if active is None else active[t0:t1]
+        kernel.gru_forward(xw[: t1 - t0], wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0], active=run)
+        _final_rows((h_last,), (hs_tm[t0:t1],), t0, T, active)
+        h = hs_tm[t1 - 1]
     _zero_padding(hs_tm, active)
     ws = None
     if workspace:
@@ -417,16 +403,11 @@ def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, 
     hs_tm, dhs_tm = _tm(hs, time_major), _tm(dhs, time_major)
     du, dv = _empty((T, N, 3 * H), dtype), _empty((T, N, 3 * H), dtype)
 
-    def piece(s0, s1, n, dstate):
-        dh0 = np.empty((n, H), dtype)
-        h_before = _rows(h0, n, dtype) if s0 == 0 else _rows(hs_tm[s0 - 1], n, dtype)
-        dhs_n, hs_n, g_n, du_n, dv_n = (_part(a, s0, s1, n) for a in (dhs_tm, hs_tm, gates, du, dv))
-        kernel.gru_backward(dhs_n, hs_n, h_before, g_n, wh, dstate[0], du_n, dv_n, dh0)
-        return (dh0,)
-
-    dstate0 = _backward_by_pieces(active, T, N, H, dtype, (_kernel_matrix(arrays["dh_last"], dtype),), piece)
-    _zero_padding(du, active)
+    dh0 = np.empty((N, H), dtype)
+    _zero_padding(du, active)  # (the kernel writes the rows each step runs)
     _zero_padding(dv, active)
+    dh_last = _kernel_matrix(arrays["dh_last"], dtype)
+    kernel.gru_backward(dhs_tm, hs_tm, h0, gates, wh, dh_last, du, dv, dh0, active=active)
     Wx = _kernel_weights(arrays["Wx"], dtype)
     h0 = _first_state_read(h0, active)
-    return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), dstate0
+    return BackwardSteps(kernel, x, Wx, hs_tm, h0, du, dv, time_major), (dh0,)

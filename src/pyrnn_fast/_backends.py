@@ -10,6 +10,9 @@ and ``_reference_gated`` (LSTM, GRU):
     gru_forward(xw, wh, bh, h0, hs, gates)
     gru_backward(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0)
 
+each with the keyword ``active`` (None, or (T,) int64 row counts that never grow: step t runs
+rows [0, active[t]) of a batch sorted longest first; ``_reference.rows_per_step``),
+
 and the two GEMM shapes the orchestration needs (NumPy's by default; the compiled backend
 brings its own, faster than NumPy's bundled BLAS and on the kernels' own threads):
 
@@ -60,7 +63,7 @@ class Backend(NamedTuple):
 
 def _with_threads(fn, threads: Callable[[], int]) -> Callable:
     """fn with the calling thread's thread count appended to its arguments at each call."""
-    return lambda *args: fn(*args, threads())
+    return lambda *args, **keywords: fn(*args, threads(), **keywords)
 
 
 def _load_core():
@@ -134,10 +137,10 @@ def _numba_kernel(kernel: Callable, module) -> Callable:
     workqueue layer's lock), which then gives the calling thread back its own numba thread
     count (see _numba._parallel)."""
 
-    def run(*args):
+    def run(*args, **keywords):
         try:
             with module.parallel_guard():
-                return kernel(*args, get_num_threads())
+                return kernel(*args, get_num_threads(), **keywords)
         finally:
             module.restore_threads()
 

@@ -13,7 +13,14 @@ import numpy as np
 openmp: bool
 
 def forward(
-    xw: np.ndarray, wh: np.ndarray, h0: np.ndarray | None, out: np.ndarray, activation: str, threads: int
+    xw: np.ndarray,
+    wh: np.ndarray,
+    h0: np.ndarray | None,
+    out: np.ndarray,
+    activation: str,
+    threads: int,
+    *,
+    active: np.ndarray | None = None,
 ) -> None: ...
 def backward(
     dh: np.ndarray,
@@ -24,6 +31,8 @@ def backward(
     dh0: np.ndarray,
     activation: str,
     threads: int,
+    *,
+    active: np.ndarray | None = None,
 ) -> None: ...
 def lstm_forward(
     xw: np.ndarray,
@@ -34,6 +43,8 @@ def lstm_forward(
     cs: np.ndarray,
     gates: np.ndarray,
     threads: int,
+    *,
+    active: np.ndarray | None = None,
 ) -> None: ...
 def lstm_backward(
     dhs: np.ndarray,
@@ -47,6 +58,8 @@ def lstm_backward(
     dh0: np.ndarray,
     dc0: np.ndarray,
     threads: int,
+    *,
+    active: np.ndarray | None = None,
 ) -> None: ...
 def gru_forward(
     xw: np.ndarray,
@@ -56,6 +69,8 @@ def gru_forward(
     hs: np.ndarray,
     gates: np.ndarray,
     threads: int,
+    *,
+    active: np.ndarray | None = None,
 ) -> None: ...
 def gru_backward(
     dhs: np.ndarray,
@@ -68,6 +83,8 @@ def gru_backward(
     dv: np.ndarray,
     dh0: np.ndarray,
     threads: int,
+    *,
+    active: np.ndarray | None = None,
 ) -> None: ...
 def rows_gemm(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, out: np.ndarray, threads: int) -> None: ...
 def reduce_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool, threads: int) -> None: ...

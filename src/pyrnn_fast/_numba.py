@@ -80,10 +80,23 @@ def _rows_times(src, r0, r1, w, acc):
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _forward_rows(xw, wh, hprev, out, t, b, relu, acc):
-    N, H = hprev.shape
+def _blocks(n):
+    """The blocks of ROWS rows that cover rows [0, n)."""
+    return (n + ROWS - 1) // ROWS
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _entering(active, t):
+    """The first row at its last step at step t of a backward (all at the last step, else
+    active[t+1]): from there it takes dh_last in place of the product with da[t+1]."""
+    return 0 if t == active.shape[0] - 1 else active[t + 1]
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _forward_rows(xw, wh, hprev, out, t, b, relu, acc, n):
+    H = hprev.shape[1]
     r0 = b * ROWS
-    r1 = min(r0 + ROWS, N)
+    r1 = min(r0 + ROWS, n)
     _rows_times(hprev, r0, r1, wh, acc)
     for r in range(r1 - r0):
         for j in range(H):
@@ -91,74 +104,84 @@ def _forward_rows(xw, wh, hprev, out, t, b, relu, acc):
 
 
 @njit(cache=CACHE, nogil=True)
-def _forward_serial(xw, wh, h0, out, relu):
+def _forward_serial(xw, wh, h0, out, relu, active):
     T, N, H = out.shape
     acc = np.empty((ROWS, H), dtype=out.dtype)
     for t in range(T):
         hprev = h0 if t == 0 else out[t - 1]
-        for b in range((N + ROWS - 1) // ROWS):
-            _forward_rows(xw, wh, hprev, out, t, b, relu, acc)
+        for b in range(_blocks(active[t])):
+            _forward_rows(xw, wh, hprev, out, t, b, relu, acc, active[t])
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
-def _forward_parallel(xw, wh, h0, out, relu):
+def _forward_parallel(xw, wh, h0, out, relu, active):
     T, N, H = out.shape
-    blocks = (N + ROWS - 1) // ROWS
     for t in range(T):
         hprev = h0 if t == 0 else out[t - 1]
-        for b in prange(blocks):
+        for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, H), dtype=out.dtype)
-            _forward_rows(xw, wh, hprev, out, t, b, relu, acc)
+            _forward_rows(xw, wh, hprev, out, t, b, relu, acc, active[t])
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc):
-    T, N, H = da.shape
+def _recurrent_part(d, t, active, wh_t, d_last, b, acc, carried):
+    """acc[0:r1-r0] = dL/dh_t's part from step t+1 for rows [r0, r1) of block b: d[t+1] @ wh_t
+    (d: the pre-activations' gradient), or for a row at its last step d_last's row (when not
+    `carried`: the LSTM and vanilla cells) or zeros (the GRU, which carries it apart)."""
     r0 = b * ROWS
-    r1 = min(r0 + ROWS, N)
-    if t == T - 1:
-        for r in range(r1 - r0):
-            acc[r] = dh_last[r0 + r]
-    else:
-        _rows_times(da[t + 1], r0, r1, wh_t, acc)
+    r1 = min(r0 + ROWS, active[t])
+    enter = max(r0, min(r1, _entering(active, t)))
+    if enter > r0:
+        _rows_times(d[t + 1], r0, enter, wh_t, acc)
+    for r in range(enter - r0, r1 - r0):
+        if carried:
+            acc[r] = 0
+        else:
+            acc[r] = d_last[r0 + r]
+    return r0, r1
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc, active):
+    H = da.shape[2]
+    r0, r1 = _recurrent_part(da, t, active, wh_t, dh_last, b, acc, False)
     for r in range(r1 - r0):
         for j in range(H):
             da[t, r0 + r, j] = (dh[t, r0 + r, j] + acc[r, j]) * _act_grad(h[t, r0 + r, j], relu)
 
 
 @njit(cache=CACHE, nogil=True)
-def _dh0(da, wh_t, dh_last, dh0):
+def _dh0(da, wh_t, dh_last, dh0, active):
+    """dh0 = da[0] @ wh_t for the rows step 0 runs; dh_last for the others (all when T = 0)."""
     T, N, H = da.shape
-    if T == 0:
-        dh0[:] = dh_last
-        return
+    n = active[0] if T > 0 else 0
     acc = np.empty((ROWS, H), dtype=da.dtype)
-    for b in range((N + ROWS - 1) // ROWS):
+    for b in range(_blocks(n)):
         r0 = b * ROWS
-        r1 = min(r0 + ROWS, N)
+        r1 = min(r0 + ROWS, n)
         _rows_times(da[0], r0, r1, wh_t, acc)
         dh0[r0:r1] = acc[: r1 - r0]
+    dh0[n:] = dh_last[n:]
 
 
 @njit(cache=CACHE, nogil=True)
-def _backward_serial(dh, h, wh_t, dh_last, da, dh0, relu):
+def _backward_serial(dh, h, wh_t, dh_last, da, dh0, relu, active):
     T, N, H = da.shape
     acc = np.empty((ROWS, H), dtype=da.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range((N + ROWS - 1) // ROWS):
-            _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc)
-    _dh0(da, wh_t, dh_last, dh0)
+        for b in range(_blocks(active[t])):
+            _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc, active)
+    _dh0(da, wh_t, dh_last, dh0, active)
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
-def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu):
+def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu, active):
     T, N, H = da.shape
-    blocks = (N + ROWS - 1) // ROWS
     for t in range(T - 1, -1, -1):
-        for b in prange(blocks):
+        for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, H), dtype=da.dtype)
-            _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc)
-    _dh0(da, wh_t, dh_last, dh0)
+            _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc, active)
+    _dh0(da, wh_t, dh_last, dh0, active)
 
 
 # numba's thread count is a setting of the calling thread, which may be the user's own for their
@@ -216,35 +239,46 @@ def _chunk_steps(N, H) -> int:
     return max(1, CHUNK_WORK // max(1, N * H * H))
 
 
-def forward(xw, wh, h0, out, activation, num_threads):
+def rows_per_step(active, T, N):
+    """The kernels' `active` as the compiled loops take it: (T,) int64, C-contiguous (all N
+    for None), so that it is one compiled specialisation."""
+    if active is None:
+        return np.full(T, N, np.int64)
+    return np.ascontiguousarray(active, np.int64)
+
+
+def forward(xw, wh, h0, out, activation, num_threads, active=None):
     """``_reference.forward``'s contract, on at most ``num_threads`` numba threads."""
     if h0 is None:
         h0 = np.zeros(out.shape[1:], out.dtype)
     T, N, H = out.shape
+    active = rows_per_step(active, T, N)
     kernel = _forward_parallel if _parallel(N, H, num_threads) else _forward_serial
     step = _chunk_steps(N, H)
     for t0 in range(0, T, step):
         # A chunk starts from the last state of the one before (copied: h0 stays C-contiguous,
         # one compiled specialisation).
         hprev = h0 if t0 == 0 else np.ascontiguousarray(out[t0 - 1])
-        kernel(xw[t0 : t0 + step], wh, hprev, out[t0 : t0 + step], activation == "relu")
+        t1 = t0 + step
+        kernel(xw[t0:t1], wh, hprev, out[t0:t1], activation == "relu", active[t0:t1])
 
 
-def backward(dh, h, wh, dh_last, da, dh0, activation, num_threads):
+def backward(dh, h, wh, dh_last, da, dh0, activation, num_threads, active=None):
     """``_reference.backward``'s contract, on at most ``num_threads`` numba threads."""
     if dh_last is None:
         dh_last = np.zeros(dh0.shape, dh0.dtype)
     T, N, H = da.shape
+    active = rows_per_step(active, T, N)
     kernel = _backward_parallel if _parallel(N, H, num_threads) else _backward_serial
     wh_t = np.ascontiguousarray(wh.T)
     step = _chunk_steps(N, H)
-    # Chunks from the last step back: the dh0 a chunk computes (da[t0] @ Whᵀ) is exactly the
-    # dh_last of the chunk before it.
+    # Chunks from the last step back: the dh0 a chunk computes (da[t0] @ Whᵀ, and dh_last for
+    # the rows it does not run) is exactly the dh_last of the chunk before it.
     g, t1 = dh_last, T
     while True:
         t0 = max(0, t1 - step)
         g_next = dh0 if t0 == 0 else np.empty_like(dh0)
-        kernel(dh[t0:t1], h[t0:t1], wh_t, g, da[t0:t1], g_next, activation == "relu")
+        kernel(dh[t0:t1], h[t0:t1], wh_t, g, da[t0:t1], g_next, activation == "relu", active[t0:t1])
         if t0 == 0:
             return
         g, t1 = g_next, t0

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._numba import CACHE, CHUNK_WORK, ROWS, _parallel, _rows_times
+from ._numba import CACHE, CHUNK_WORK, ROWS, _blocks, _parallel, _recurrent_part, _rows_times, rows_per_step
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -27,10 +27,10 @@ def _sig(v):
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc):
-    N, H = hprev.shape
+def _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc, n_rows):
+    H = hprev.shape[1]
     r0 = b * ROWS
-    r1 = min(r0 + ROWS, N)
+    r1 = min(r0 + ROWS, n_rows)
     _rows_times(hprev, r0, r1, wh, acc)
     for r in range(r1 - r0):
         n = r0 + r
@@ -46,35 +46,29 @@ def _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc):
 
 
 @njit(cache=CACHE, nogil=True)
-def _lstm_forward_serial(xw, wh, h0, c0, hs, cs, gates):
+def _lstm_forward_serial(xw, wh, h0, c0, hs, cs, gates, active):
     T, N, H = hs.shape
     acc = np.empty((ROWS, 4 * H), dtype=hs.dtype)
     for t in range(T):
         hprev, cprev = (h0, c0) if t == 0 else (hs[t - 1], cs[t - 1])
-        for b in range((N + ROWS - 1) // ROWS):
-            _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc)
+        for b in range(_blocks(active[t])):
+            _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc, active[t])
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
-def _lstm_forward_parallel(xw, wh, h0, c0, hs, cs, gates):
+def _lstm_forward_parallel(xw, wh, h0, c0, hs, cs, gates, active):
     T, N, H = hs.shape
     for t in range(T):
         hprev, cprev = (h0, c0) if t == 0 else (hs[t - 1], cs[t - 1])
-        for b in prange((N + ROWS - 1) // ROWS):
+        for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, 4 * H), dtype=hs.dtype)
-            _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc)
+            _lstm_forward_rows(xw, wh, hprev, cprev, hs, cs, gates, t, b, acc, active[t])
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc):
-    T, N, H = dhs.shape
-    r0 = b * ROWS
-    r1 = min(r0 + ROWS, N)
-    if t == T - 1:
-        for r in range(r1 - r0):
-            acc[r, :H] = dh_last[r0 + r]
-    else:
-        _rows_times(da[t + 1], r0, r1, wh_t, acc)
+def _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc, active):
+    H = dhs.shape[2]
+    r0, r1 = _recurrent_part(da, t, active, wh_t, dh_last, b, acc, False)
     for r in range(r1 - r0):
         n = r0 + r
         for j in range(H):
@@ -91,48 +85,52 @@ def _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc):
 
 
 @njit(cache=CACHE, nogil=True)
-def _state_grad(d0, wh_t, dh_last, dh0):
-    """dh0 = d0 @ wh_t by row blocks (dh_last when there is no step)."""
-    N, H = dh0.shape
-    if d0.shape[0] == 0:
-        dh0[:] = dh_last
-        return
+def _state_grad(d0, wh_t, dh_last, dh0, n):
+    """dh0 = d0 @ wh_t by row blocks for rows [0, n) (those with a step); dh_last for the rest."""
+    H = dh0.shape[1]
     acc = np.empty((ROWS, H), dtype=dh0.dtype)
-    for b in range((N + ROWS - 1) // ROWS):
+    for b in range(_blocks(n)):
         r0 = b * ROWS
-        r1 = min(r0 + ROWS, N)
+        r1 = min(r0 + ROWS, n)
         _rows_times(d0[0], r0, r1, wh_t, acc)
         dh0[r0:r1] = acc[: r1 - r0]
+    dh0[n:] = dh_last[n:]
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _first_rows(active):
+    """The rows step 0 runs (none in a call over no steps)."""
+    return active[0] if active.shape[0] > 0 else 0
 
 
 @njit(cache=CACHE, nogil=True)
-def _lstm_backward_serial(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0):
+def _lstm_backward_serial(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0, active):
     T, N, H = dhs.shape
     acc = np.empty((ROWS, H), dtype=dhs.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range((N + ROWS - 1) // ROWS):
-            _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc)
-    _state_grad(da[:1], wh_t, dh_last, dh0)
+        for b in range(_blocks(active[t])):
+            _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc, active)
+    _state_grad(da[:1], wh_t, dh_last, dh0, _first_rows(active))
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
-def _lstm_backward_parallel(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0):
+def _lstm_backward_parallel(dhs, gates, cs, c0, wh_t, dh_last, dc, da, dh0, active):
     T, N, H = dhs.shape
     for t in range(T - 1, -1, -1):
-        for b in prange((N + ROWS - 1) // ROWS):
+        for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, H), dtype=dhs.dtype)
-            _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc)
-    _state_grad(da[:1], wh_t, dh_last, dh0)
+            _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc, active)
+    _state_grad(da[:1], wh_t, dh_last, dh0, _first_rows(active))
 
 
 # --- GRU -----------------------------------------------------------------------------------
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc):
-    N, H = hprev.shape
+def _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc, n_rows):
+    H = hprev.shape[1]
     r0 = b * ROWS
-    r1 = min(r0 + ROWS, N)
+    r1 = min(r0 + ROWS, n_rows)
     _rows_times(hprev, r0, r1, wh, acc)
     for r in range(r1 - r0):
         n = r0 + r
@@ -146,34 +144,29 @@ def _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc):
 
 
 @njit(cache=CACHE, nogil=True)
-def _gru_forward_serial(xw, wh, bh, h0, hs, gates):
+def _gru_forward_serial(xw, wh, bh, h0, hs, gates, active):
     T, N, H = hs.shape
     acc = np.empty((ROWS, 3 * H), dtype=hs.dtype)
     for t in range(T):
         hprev = h0 if t == 0 else hs[t - 1]
-        for b in range((N + ROWS - 1) // ROWS):
-            _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc)
+        for b in range(_blocks(active[t])):
+            _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc, active[t])
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
-def _gru_forward_parallel(xw, wh, bh, h0, hs, gates):
+def _gru_forward_parallel(xw, wh, bh, h0, hs, gates, active):
     T, N, H = hs.shape
     for t in range(T):
         hprev = h0 if t == 0 else hs[t - 1]
-        for b in prange((N + ROWS - 1) // ROWS):
+        for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, 3 * H), dtype=hs.dtype)
-            _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc)
+            _gru_forward_rows(xw, wh, bh, hprev, hs, gates, t, b, acc, active[t])
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc):
-    T, N, H = dhs.shape
-    r0 = b * ROWS
-    r1 = min(r0 + ROWS, N)
-    if t == T - 1:
-        acc[: r1 - r0, :H] = 0
-    else:
-        _rows_times(dv[t + 1], r0, r1, wh_t, acc)
+def _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc, active):
+    H = dhs.shape[2]
+    r0, r1 = _recurrent_part(dv, t, active, wh_t, carry, b, acc, True)
     for r in range(r1 - r0):
         n = r0 + r
         for j in range(H):
@@ -189,27 +182,30 @@ def _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc):
 
 
 @njit(cache=CACHE, nogil=True)
-def _gru_backward_serial(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0):
+def _gru_backward_serial(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0, active):
     T, N, H = dhs.shape
     acc = np.empty((ROWS, H), dtype=dhs.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range((N + ROWS - 1) // ROWS):
-            _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc)
-    _state_grad(dv[:1], wh_t, carry, dh0)
-    if T > 0:
-        dh0 += carry
+        for b in range(_blocks(active[t])):
+            _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc, active)
+    _gru_state_grad(dv, wh_t, carry, dh0, _first_rows(active))
+
+
+@njit(cache=CACHE, nogil=True)
+def _gru_state_grad(dv, wh_t, carry, dh0, n):
+    """dh0 = dv[0] @ Whᵀ + carry for the rows step 0 runs, the carry (dh_last) for the others."""
+    _state_grad(dv[:1], wh_t, carry, dh0, n)
+    dh0[:n] += carry[:n]
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
-def _gru_backward_parallel(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0):
+def _gru_backward_parallel(dhs, hs, h0, gates, wh_t, carry, du, dv, dh0, active):
     T, N, H = dhs.shape
     for t in range(T - 1, -1, -1):
-        for b in prange((N + ROWS - 1) // ROWS):
+        for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, H), dtype=dhs.dtype)
-            _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc)
-    _state_grad(dv[:1], wh_t, carry, dh0)
-    if T > 0:
-        dh0 += carry
+            _gru_backward_rows(dhs, hs, h0, gates, wh_t, carry, du, dv, t, b, acc, active)
+    _gru_state_grad(dv, wh_t, carry, dh0, _first_rows(active))
 
 
 # --- the contract's entry points: zeros for None, thread choice, chunks ---------------------
@@ -227,20 +223,22 @@ def _chunks(T, N, H, G, reverse=False):
     return out[::-1] if reverse else out
 
 
-def lstm_forward(xw, wh, h0, c0, hs, cs, gates, num_threads):
+def lstm_forward(xw, wh, h0, c0, hs, cs, gates, num_threads, active=None):
     """``_reference_gated.lstm_forward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = hs.shape
+    active = rows_per_step(active, T, N)
     h, c = _zeros(h0, (N, H), hs.dtype), _zeros(c0, (N, H), hs.dtype)
     kernel = _lstm_forward_parallel if _parallel(N, 2 * H, num_threads) else _lstm_forward_serial
     for t0, t1 in _chunks(T, N, H, 4):
         if t0 > 0:  # a chunk starts from the last state of the one before (C-contiguous copies)
             h, c = np.ascontiguousarray(hs[t0 - 1]), np.ascontiguousarray(cs[t0 - 1])
-        kernel(xw[t0:t1], wh, h, c, hs[t0:t1], cs[t0:t1], gates[t0:t1])
+        kernel(xw[t0:t1], wh, h, c, hs[t0:t1], cs[t0:t1], gates[t0:t1], active[t0:t1])
 
 
-def lstm_backward(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, num_threads):
+def lstm_backward(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, num_threads, active=None):
     """``_reference_gated.lstm_backward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = dhs.shape
+    active = rows_per_step(active, T, N)
     c0 = _zeros(c0, (N, H), dhs.dtype)
     dh_last = _zeros(dh_last, (N, H), dhs.dtype)
     dc0[...] = _zeros(dc_last, (N, H), dhs.dtype)  # the carried dc, in place
@@ -251,27 +249,29 @@ def lstm_backward(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, num_th
         # This chunk's first cell state's predecessor, and its dh0 = the previous chunk's dh_last.
         c_before = c0 if t0 == 0 else np.ascontiguousarray(cs[t0 - 1])
         g_next = dh0 if t0 == 0 else np.empty_like(dh0)
-        kernel(dhs[t0:t1], gates[t0:t1], cs[t0:t1], c_before, wh_t, g, dc0, da[t0:t1], g_next)
+        kernel(dhs[t0:t1], gates[t0:t1], cs[t0:t1], c_before, wh_t, g, dc0, da[t0:t1], g_next, active[t0:t1])
         g = g_next
     if T == 0:
         dh0[...] = dh_last
 
 
-def gru_forward(xw, wh, bh, h0, hs, gates, num_threads):
+def gru_forward(xw, wh, bh, h0, hs, gates, num_threads, active=None):
     """``_reference_gated.gru_forward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = hs.shape
+    active = rows_per_step(active, T, N)
     h = _zeros(h0, (N, H), hs.dtype)
     bh = _zeros(bh, (3 * H,), hs.dtype)
     kernel = _gru_forward_parallel if _parallel(N, 2 * H, num_threads) else _gru_forward_serial
     for t0, t1 in _chunks(T, N, H, 3):
         if t0 > 0:
             h = np.ascontiguousarray(hs[t0 - 1])
-        kernel(xw[t0:t1], wh, bh, h, hs[t0:t1], gates[t0:t1])
+        kernel(xw[t0:t1], wh, bh, h, hs[t0:t1], gates[t0:t1], active[t0:t1])
 
 
-def gru_backward(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0, num_threads):
+def gru_backward(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0, num_threads, active=None):
     """``_reference_gated.gru_backward_kernel``'s contract, on at most ``num_threads`` numba threads."""
     T, N, H = dhs.shape
+    active = rows_per_step(active, T, N)
     h0 = _zeros(h0, (N, H), dhs.dtype)
     carry = np.array(_zeros(dh_last, (N, H), dhs.dtype))  # dh_{t+1} * z_{t+1}, and dh_last at first
     wh_t = np.ascontiguousarray(wh.T)
@@ -281,7 +281,7 @@ def gru_backward(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0, num_threads):
         g_next = dh0 if t0 == 0 else np.empty_like(dh0)
         # A chunk's dh0 is the next one's carry: (dv_t0 @ Whᵀ + carry), the whole dh_{t0-1}
         # through the state; the recurrent product of the later chunk enters as its acc.
-        kernel(dhs[t0:t1], hs[t0:t1], h_before, gates[t0:t1], wh_t, carry, du[t0:t1], dv[t0:t1], g_next)
+        kernel(dhs[t0:t1], hs[t0:t1], h_before, gates[t0:t1], wh_t, carry, du[t0:t1], dv[t0:t1], g_next, active[t0:t1])
         carry = g_next if t0 > 0 else carry
     if T == 0:
         dh0[...] = carry

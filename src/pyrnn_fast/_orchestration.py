@@ -311,8 +311,8 @@ class BackwardSteps(NamedTuple):
 def _weight_grads(s: BackwardSteps) -> tuple:
     """The big GEMMs and sums of every backward, after its recurrence: dx = dU·Wxᵀ,
     dWx = Xᵀ·dU, dWh = Σ_t h_{t-1}ᵀ·dV_t (h_{-1} = h0), db = Σ dU, dbh = Σ dV. Returns
-    (dx in x's layout, dWx, dWh, db, dbh). With rows active per step (``_pieces``), once over
-    every row, the gradients zero where a sample is past its length."""
+    (dx in x's layout, dWx, dWh, db, dbh). With rows active per step (``_reference.rows_per_step``), once
+    over every row, the gradients zero where a sample is past its length."""
     kernel, dtype = s.kernel, s.du_tm.dtype
     dx = _empty(s.x.shape, dtype)
     kernel.rows_gemm(s.du_tm, s.Wx.T, None, _tm(dx, s.time_major))
@@ -330,13 +330,12 @@ def _weight_grads(s: BackwardSteps) -> tuple:
 # --- rows active per step (a layer's variable lengths) -----------------------------------
 # A call given `active` ((T,) ints, not increasing) runs step t over the rows [0, active[t])
 # only: a batch of variable lengths with its samples sorted longest first (``layers._stack``).
-# The kernels run it in *pieces*, maximal ranges of steps of one row count, each a kernel call
-# on views of the whole call's arrays (no copies), its initial state a view of the step
-# before; the input projection and backward's weight GEMMs stay one GEMM over every row. A
-# row's outputs past its last step are zero, its final state is its last step's, and the
-# gradient w.r.t. its final state enters at that step. (Before, a layer ran each segment
-# between distinct lengths as a call of its own over gathered copies, input projection
-# included. docs/DESIGN.md, "Variable lengths".)
+# The kernels take `active` themselves (``_reference.rows_per_step``): one call, as without
+# it; the input projection and backward's weight GEMMs stay one GEMM over every row. A row's
+# outputs past its last step are zero, its final state is its last step's, and the gradient
+# w.r.t. its final state enters at that step. (Before, the layers ran each range of steps of
+# one row count as a kernel call of its own, twenty-second session; before that, a call per
+# distinct length over gathered copies. docs/DESIGN.md, "Variable lengths".)
 
 
 def _runs(active, t0: int, t1: int) -> list:
@@ -355,17 +354,15 @@ def _pieces(active, t0: int, t1: int, T: int, N: int) -> list:
     return [(s0, s1, n, int(active[s1]) if s1 < T else 0) for s0, s1, n in _runs(active, t0, t1) if n > 0]
 
 
-def _part(a_tm: np.ndarray, s0: int, s1: int, n: int) -> np.ndarray:
-    """Steps [s0, s1) of rows [0, n) of a time-major (T, N, ·) array (itself when that is all of
-    it: the kernels then see the very array they see without `active`)."""
-    if s0 == 0 and s1 == a_tm.shape[0] and n == a_tm.shape[1]:
-        return a_tm
-    return a_tm[s0:s1, :n]
-
-
-def _rows(a: np.ndarray | None, n: int, dtype) -> np.ndarray | None:
-    """The first n rows of an optional (N, ·) state as the kernels take it (None: zeros)."""
-    return None if a is None else _kernel_matrix(a[:n], dtype)
+def _final_rows(finals: tuple, seqs: tuple, t0: int, T: int, active) -> None:
+    """The rows of each (N, H) array of `finals` whose last step is one of the steps of the
+    matching time-major sequence of `seqs` (steps [t0, t0 + len) of a call over T steps), copied
+    from that step: a row's final state, of a call in one piece or in calls of some steps."""
+    t1 = t0 + seqs[0].shape[0]
+    for _, s1, n, n_after in _pieces(active, t0, t1, T, finals[0].shape[0]):
+        if s1 > t0:
+            for final, seq in zip(finals, seqs):
+                final[n_after:n] = seq[s1 - 1 - t0, n_after:n]
 
 
 def _zero_padding(a_tm: np.ndarray, active) -> None:
@@ -399,19 +396,3 @@ def _first_state_read(h0: np.ndarray | None, active) -> np.ndarray | None:
     h0 = h0.copy()
     h0[int(active[0]) :] = 0
     return h0
-
-
-def _backward_by_pieces(active, T: int, N: int, H: int, dtype, dstate_last: tuple, piece) -> tuple:
-    """A backward's recurrence over the pieces of `active`, the last first:
-    piece(s0, s1, n, dstate_in) runs steps [s0, s1) of rows [0, n) from the gradients w.r.t.
-    their state after step s1 - 1 (a tuple of (n, H) arrays, or of Nones: zeros) and returns
-    those w.r.t. their state before step s0 (a tuple of new (n, H) arrays). Returns the
-    gradients w.r.t. the initial state (N, H): a row's `dstate_last` (the gradient w.r.t. its
-    final state; None: zeros) enters at its own last step, and passes through a row with none."""
-    if active is None:
-        return piece(0, T, N, dstate_last)
-    carry = tuple(_initial(d, dtype, N, H) for d in dstate_last)
-    for s0, s1, n, _ in reversed(_pieces(active, 0, T, T, N)):
-        for c, g in zip(carry, piece(s0, s1, n, tuple(c[:n] for c in carry))):
-            c[:n] = g
-    return carry

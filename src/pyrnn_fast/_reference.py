@@ -30,20 +30,29 @@ def activation_grad(h: np.ndarray, activation: str) -> np.ndarray:
 # --- the recurrence-kernel contract (time-major (T, N, H) views) -------------------------
 
 
-def forward(xw, wh, h0, out, activation):
-    """out[t] = act(xw[t] + out[t-1] @ wh), out[-1] = h0 (zeros when None). out may be xw."""
+def rows_per_step(active, T: int, N: int) -> list:
+    """The rows each step runs: ``active`` (T counts that never grow, for a batch sorted longest
+    first: the samples still running at step t are rows [0, active[t])), or all N."""
+    return [N] * T if active is None else [int(n) for n in active]
+
+
+def forward(xw, wh, h0, out, activation, active=None):
+    """out[t] = act(xw[t] + out[t-1] @ wh), out[-1] = h0 (zeros when None). out may be xw.
+    Step t runs rows [0, active[t]) only (``rows_per_step``): the others are left as they are."""
     h = np.zeros(out.shape[1:], out.dtype) if h0 is None else h0
-    for t in range(out.shape[0]):
-        out[t] = activate(xw[t] + h @ wh, activation)
+    for t, n in enumerate(rows_per_step(active, *out.shape[:2])):
+        out[t, :n] = activate(xw[t, :n] + h[:n] @ wh, activation)
         h = out[t]
 
 
-def backward(dh, h, wh, dh_last, da, dh0, activation):
-    """da[t] = (dh[t] + da[t+1] @ wh.T) * act'(h[t]), with dh_last for da[T] @ wh.T; dh0 = da[0] @ wh.T."""
-    g = np.zeros(dh0.shape, dh0.dtype) if dh_last is None else dh_last
-    for t in reversed(range(dh.shape[0])):
-        da[t] = (dh[t] + g) * activation_grad(h[t], activation)
-        g = da[t] @ wh.T
+def backward(dh, h, wh, dh_last, da, dh0, activation, active=None):
+    """da[t] = (dh[t] + da[t+1] @ wh.T) * act'(h[t]), with dh_last for da[T] @ wh.T; dh0 = da[0] @ wh.T.
+    Step t runs rows [0, active[t]) only: a row's dh_last enters at its own last step, and
+    dh0 is dh_last (or zeros) for a row that has no step."""
+    g = np.zeros(dh0.shape, dh0.dtype) if dh_last is None else np.array(dh_last, dh0.dtype)
+    for t, n in reversed(list(enumerate(rows_per_step(active, *da.shape[:2])))):
+        da[t, :n] = (dh[t, :n] + g[:n]) * activation_grad(h[t, :n], activation)
+        g[:n] = da[t, :n] @ wh.T
     dh0[...] = g
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._reference import rows_per_step
+
 
 def sigmoid(a):
     """1 / (1 + exp(-a)) without overflow: exp of a non-positive number only."""
@@ -34,68 +36,80 @@ def _zeros_if_none(a, shape, dtype):
 # --- the recurrence-kernel contract (time-major (T, N, ·) views) --------------------------
 
 
-def lstm_forward_kernel(xw, wh, h0, c0, hs, cs, gates):
+def _state(a, shape, dtype):
+    """A copy of an optional state (zeros for None), which a backward updates row by row."""
+    return np.zeros(shape, dtype) if a is None else np.array(a, dtype)
+
+
+# Every kernel runs rows [0, active[t]) at step t only (``_reference.rows_per_step``; None: all):
+# forward leaves the other rows of its outputs as they are; backward lets a row's dh_last
+# (dc_last) enter at its own last step, and gives it as dh0 (dc0) for a row with no step.
+
+
+def lstm_forward_kernel(xw, wh, h0, c0, hs, cs, gates, active=None):
     """gates[t] = [σ(a_i), σ(a_f), tanh(a_g), σ(a_o)] with a = xw[t] + h_{t-1} @ wh; cs[t] =
     c_t, hs[t] = h_t. ``gates`` may be ``xw`` itself (xw[t] is read before gates[t] is written)."""
     T, N, H = hs.shape
     h = _zeros_if_none(h0, (N, H), hs.dtype)
     c = _zeros_if_none(c0, (N, H), hs.dtype)
-    for t in range(T):
-        i, f, g, o = _blocks(xw[t] + h @ wh, 4)
+    for t, n in enumerate(rows_per_step(active, T, N)):
+        i, f, g, o = _blocks(xw[t, :n] + h[:n] @ wh, 4)
         i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
-        gates[t] = np.concatenate([i, f, g, o], axis=-1)
-        c = cs[t] = f * c + i * g
-        h = hs[t] = o * np.tanh(c)
+        gates[t, :n] = np.concatenate([i, f, g, o], axis=-1)
+        cs[t, :n] = f * c[:n] + i * g
+        hs[t, :n] = o * np.tanh(cs[t, :n])
+        h, c = hs[t], cs[t]
 
 
-def lstm_backward_kernel(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0):
+def lstm_backward_kernel(dhs, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, active=None):
     """da[t] = dL/da_t, the pre-activations' gradient [i | f | g | o]; dh0, dc0 = dL/dh0, dL/dc0."""
     T, N, H = dhs.shape
-    dh_next = _zeros_if_none(dh_last, (N, H), dhs.dtype)
-    dc_next = _zeros_if_none(dc_last, (N, H), dhs.dtype)
-    for t in reversed(range(T)):
-        i, f, g, o = _blocks(gates[t], 4)
-        c_prev = cs[t - 1] if t > 0 else _zeros_if_none(c0, (N, H), dhs.dtype)
-        dh = dhs[t] + dh_next
-        tc = np.tanh(cs[t])
-        dc = dc_next + dh * o * (1 - tc * tc)
-        da[t] = np.concatenate(
+    dh_next = _state(dh_last, (N, H), dhs.dtype)
+    dc_next = _state(dc_last, (N, H), dhs.dtype)
+    for t, n in reversed(list(enumerate(rows_per_step(active, T, N)))):
+        i, f, g, o = _blocks(gates[t, :n], 4)
+        c_prev = cs[t - 1, :n] if t > 0 else _zeros_if_none(c0, (N, H), dhs.dtype)[:n]
+        dh = dhs[t, :n] + dh_next[:n]
+        tc = np.tanh(cs[t, :n])
+        dc = dc_next[:n] + dh * o * (1 - tc * tc)
+        da[t, :n] = np.concatenate(
             [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=-1
         )
-        dc_next = dc * f
-        dh_next = da[t] @ wh.T
+        dc_next[:n] = dc * f
+        dh_next[:n] = da[t, :n] @ wh.T
     dh0[...] = dh_next
     dc0[...] = dc_next
 
 
-def gru_forward_kernel(xw, wh, bh, h0, hs, gates):
+def gru_forward_kernel(xw, wh, bh, h0, hs, gates, active=None):
     """v = h_{t-1} @ wh + bh; gates[t] = [r, z, n, v_n]; hs[t] = (1 - z) n + z h_{t-1}."""
     T, N, H = hs.shape
     h = _zeros_if_none(h0, (N, H), hs.dtype)
-    for t in range(T):
-        v = h @ wh if bh is None else h @ wh + bh
-        u_r, u_z, u_n = _blocks(xw[t], 3)
+    for t, m in enumerate(rows_per_step(active, T, N)):
+        v = h[:m] @ wh if bh is None else h[:m] @ wh + bh
+        u_r, u_z, u_n = _blocks(xw[t, :m], 3)
         v_r, v_z, v_n = _blocks(v, 3)
         r, z = sigmoid(u_r + v_r), sigmoid(u_z + v_z)
         n = np.tanh(u_n + r * v_n)
-        gates[t] = np.concatenate([r, z, n, v_n], axis=-1)
-        h = hs[t] = (1 - z) * n + z * h
+        gates[t, :m] = np.concatenate([r, z, n, v_n], axis=-1)
+        hs[t, :m] = (1 - z) * n + z * h[:m]
+        h = hs[t]
 
 
-def gru_backward_kernel(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0):
+def gru_backward_kernel(dhs, hs, h0, gates, wh, dh_last, du, dv, dh0, active=None):
     """du[t] = dL/d(x_t·Wx + b), dv[t] = dL/d(h_{t-1}·Wh + bh); dh0 = dL/dh0."""
     T, N, H = dhs.shape
-    dh_next = _zeros_if_none(dh_last, (N, H), dhs.dtype)
-    for t in reversed(range(T)):
-        r, z, n, v_n = _blocks(gates[t], 4)
-        h_prev = hs[t - 1] if t > 0 else _zeros_if_none(h0, (N, H), dhs.dtype)
-        dh = dhs[t] + dh_next
+    dh_next = _state(dh_last, (N, H), dhs.dtype)
+    for t, m in reversed(list(enumerate(rows_per_step(active, T, N)))):
+        r, z, n, v_n = _blocks(gates[t, :m], 4)
+        h_prev = hs[t - 1, :m] if t > 0 else _zeros_if_none(h0, (N, H), dhs.dtype)[:m]
+        dh = dhs[t, :m] + dh_next[:m]
         da_n = dh * (1 - z) * (1 - n * n)
         da_r = da_n * v_n * r * (1 - r)
         da_z = dh * (h_prev - n) * z * (1 - z)
-        du[t] = np.concatenate([da_r, da_z, da_n], axis=-1)
-        dv[t] = np.concatenate([da_r, da_z, da_n * r], axis=-1)
-        dh_next = dh * z + dv[t] @ wh.T
+        du[t, :m] = np.concatenate([da_r, da_z, da_n], axis=-1)
+        dv[t, :m] = np.concatenate([da_r, da_z, da_n * r], axis=-1)
+        dh_next[:m] = dh * z + dv[t, :m] @ wh.T
     dh0[...] = dh_next
 
 
