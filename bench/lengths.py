@@ -1,9 +1,9 @@
-"""Variable-length batches: a layer called with `lengths` (sorted longest first, a kernel call
-per distinct length) against the same padded batch without lengths (which computes the padding too), and torch's
-packed sequences (`pack_padded_sequence`, unsorted) when torch is installed, side by side in
-interleaved rounds. Forward (no record / no_grad) and forward + backward of sum(out·dout).
-Milliseconds per call; the lengths are drawn uniformly from [T/2, T] (so most are distinct: a
-kernel call each).
+"""Variable-length batches: a layer called with `lengths` (sorted longest first, each recurrence
+one kernel call over the samples still running at each step) against the same padded batch
+without lengths (which computes the padding too), and torch's packed sequences
+(`pack_padded_sequence`, unsorted) when torch is installed, side by side in interleaved
+rounds. Forward (no record / no_grad) and forward + backward of sum(out·dout). Milliseconds
+per call; the lengths are drawn uniformly from [T/2, T] (so most are distinct).
 
     python bench/lengths.py
     python bench/lengths.py --batch 64 --steps 200 --hidden 512 --cells LSTM

@@ -124,9 +124,10 @@ def test_lengths_on_every_backend_equal_each_sample_alone(cell, backend, record,
     """Every cell on every backend (and instruction set) with unsorted lengths (a tie, 0, the
     whole T, ones already in order): each sample's outputs, final state (h_n, c_n), dx, initial
     state gradients and its share of the weight gradients are those of the sample run alone on
-    the NumPy backend. The batch runs sorted longest first, in pieces of one row count on views
-    of the whole run (``_orchestration._pieces``); record=False (inference) also cuts the steps
-    into calls of 2 (a small INFERENCE_SCRATCH_BYTES), so calls and pieces cross."""
+    the NumPy backend. The batch runs sorted longest first, the kernels given the rows each step
+    runs (``_reference.rows_per_step``); record=False (inference) also cuts the steps into
+    calls of 2 (a small INFERENCE_SCRATCH_BYTES), so that the calls cut the runs of one row
+    count and carry the final states of rows that end inside a call."""
     from pyrnn_fast import _api_gated
 
     T, N, D, H = 7, 6, 3, 4

@@ -1,11 +1,10 @@
-"""The variable-length machinery of the layers: a batch given ``lengths`` runs with its
-samples sorted longest first, so that the samples still running at any step are a prefix of
-the batch, and every cell's functional forward / backward (``_rnn_forward_checked``, ...,
-``_rnn_backward_steps``, ...) takes the rows active per step (``active``) and runs them in
-pieces of one row count on views of the whole run's arrays (``_orchestration._pieces``): the
-input projection and the weight gradients stay one GEMM each over every row, the
-recurrences spend no arithmetic on padding, and nothing is gathered per piece. Plus the
-per-sample time reversal of a bidirectional layer's reverse direction.
+"""The variable-length machinery of the layers: a batch given ``lengths`` runs with its samples
+sorted longest first, so that the samples still running at any step are a prefix of the
+batch, and every cell's functional forward / backward (``_rnn_forward_checked``, ...,
+``_rnn_backward_steps``, ...) takes the rows active per step (``active``), which the kernels
+run in one call (``_reference.rows_per_step``): the input projection and the weight
+gradients stay one GEMM each over every row, and the recurrences spend no arithmetic on
+padding. Plus the per-sample time reversal of a bidirectional layer's reverse direction.
 
 The reverse direction reverses each sample's valid prefix (x_rev[t, n] = x[len_n - 1 - t, n]
 for t < len_n) with an index gather, runs the forward direction's code on it and un-reverses
