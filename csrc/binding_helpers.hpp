@@ -91,7 +91,8 @@ inline const idx* active_rows(const py::object& obj, std::vector<idx>& keep, con
         if (keep[size_t(t)] < 0 || keep[size_t(t)] > N || (t > 0 && keep[size_t(t)] > keep[size_t(t - 1)]))
             throw py::value_error(name + ": expected row counts in [0, N = " + std::to_string(N) +
                                   "] that never grow from one step to the next, got " +
-                                  std::to_string(keep[size_t(t)]) + " at step " + std::to_string(t));
+                                  std::to_string(keep[size_t(t)]) + " at step " + std::to_string(t) +
+                                  (t > 0 ? " after " + std::to_string(keep[size_t(t - 1)]) : std::string()));
     return keep.data();
 }
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import BACKEND_PARAMS, backend_id, use_backend
+from helpers import BACKEND_PARAMS, backend_id, run_python, use_backend
 from pyrnn_fast import _backends
 
 SENTINEL = 7.25  # what the outputs hold before a call: rows a step does not run keep it
@@ -63,8 +63,11 @@ def _run(kernels, cell, inputs, outputs, active):
 SEQUENCES = {"rnn": ("out", "da"), "lstm": ("hs", "cs", "gates", "da"), "gru": ("hs", "gates", "du", "dv")}
 
 # (T, N, H): a few rows; enough rows and steps for the compiled kernels' row split (every
-# thread re-shares the rows where the count changes); wide enough for the column split.
-SHAPES = [(7, 6, 5), (40, 32, 16), (6, 9, 80)]
+# thread re-shares the rows where the count changes); wide enough for the column split; 85
+# rows, where the AVX2 build copies a thread's rows of the step's left factor and the second
+# thread's share of 84 rows is larger than its share of 85 (a review found the copy sized for
+# the latter: heap corruption).
+SHAPES = [(7, 6, 5), (40, 32, 16), (6, 9, 80), (12, 85, 24)]
 
 
 @pytest.mark.parametrize("param", BACKEND_PARAMS, ids=backend_id)
@@ -74,7 +77,8 @@ def test_active_rows_match_the_reference(param, cell, shape):
     T, N, H = shape
     rng = np.random.default_rng(T * N + H)
     inputs, outputs = _problem(cell, T, N, H, seed=H)
-    for active in (_counts(T, N, rng, first=N), _counts(T, N, rng), np.zeros(T, np.int64), None):
+    one_fewer = np.array([N] + [N - 1] * (T - 1), np.int64)
+    for active in (_counts(T, N, rng, first=N), _counts(T, N, rng), one_fewer, np.zeros(T, np.int64), None):
         want = _run(_backends.get_backend("numpy"), cell, inputs, outputs, active)
         with use_backend(param) as name:
             got = _run(prf._backends.get_backend(name), cell, inputs, outputs, active)
@@ -93,17 +97,17 @@ def test_active_rows_match_the_reference(param, cell, shape):
 def test_active_rows_same_bits_on_one_and_two_threads(cell, shape):
     T, N, H = shape
     inputs, outputs = _problem(cell, T, N, H, seed=3)
-    active = _counts(T, N, np.random.default_rng(5), first=N)
     before = prf.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, 2):
-            prf.set_num_threads(threads)
-            runs.append(_run(prf._backends.get_backend("cpp"), cell, inputs, outputs, active))
-    finally:
-        prf.set_num_threads(before)
-    for k in runs[0]:
-        np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
+    for active in (_counts(T, N, np.random.default_rng(5), first=N), np.array([N] + [N - 1] * (T - 1))):
+        try:
+            runs = []
+            for threads in (1, 2):
+                prf.set_num_threads(threads)
+                runs.append(_run(prf._backends.get_backend("cpp"), cell, inputs, outputs, active))
+        finally:
+            prf.set_num_threads(before)
+        for k in runs[0]:
+            np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
 
 
 @pytest.mark.skipif("cpp" not in prf.backends(), reason="the compiled backend is not built")
@@ -129,3 +133,49 @@ def test_the_binding_checks_the_counts(active, err, match):
     _core.forward(xw, np.zeros((H, H)), None, out, "tanh", 1, active=np.array([3, 3, 1, 0])[::1])
     # A strided view is read as it is (the counts are copied before they are checked).
     _core.forward(xw, np.zeros((H, H)), None, out, "tanh", 1, active=np.array([3, 9, 2, 9, 2, 9, 0, 9])[::2])
+
+
+@pytest.mark.skipif("cpp" not in prf.backends(), reason="the compiled backend is not built")
+def test_ctrl_c_never_hangs_a_row_split_whose_counts_change(tmp_path):
+    """Split by rows, the threads are not in step, and meet only where the count of rows
+    changes: a thread waiting there must stop waiting when thread 0 (which polls for signals)
+    has stopped a step or more before it. The first version hung here (counts changing every
+    second step; a review saw it at the 7th interrupt; this test hung in 3 runs of 3): a
+    KeyboardInterrupt at random times, many times, in a process killed when it hangs."""
+    code = """
+        import random, signal, time
+        import numpy as np
+        import pyrnn_fast as prf
+        from pyrnn_fast import _backends
+        from numpy.lib.stride_tricks import as_strided
+
+        prf.set_num_threads(2)
+        kernels = _backends.get_backend("cpp")
+        N, H = 4096, 32  # split by rows; one panel of columns (a step reads h_{t-1} before it writes h_t)
+        T = 2 * N - 2
+        rng = np.random.default_rng(0)
+        xw = np.broadcast_to(rng.standard_normal((1, N, H)).astype(np.float32) * 0.1, (T, N, H))
+        wh = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(np.float32)
+        out = as_strided(np.zeros((N, H), np.float32), (T, N, H), (0, H * 4, 4), writeable=True)  # one (N, H)
+        active = np.array([N - t // 2 for t in range(T)], np.int64)  # shared out again every second step
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGALRM, interrupt)
+        start = time.perf_counter()
+        kernels.forward(xw, wh, None, out, "tanh", active=active)
+        full = time.perf_counter() - start  # ~0.2 s here: the kernel polls every ~50 ms
+        random.seed(0)
+        stopped = 0
+        for _ in range(20):
+            signal.setitimer(signal.ITIMER_REAL, random.uniform(0.1, 0.9) * full)
+            try:
+                kernels.forward(xw, wh, None, out, "tanh", active=active)
+            except KeyboardInterrupt:
+                stopped += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        print(stopped)
+    """
+    lines = run_python(code, tmp_path, timeout=120)
+    assert int(lines[-1]) > 0  # some calls were stopped (the others ended first)

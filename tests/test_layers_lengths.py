@@ -9,7 +9,7 @@ import pyrnn_fast as prf
 from helpers import BACKEND_PARAMS, SELF_TOL, backend_id, close, rng_arrays, use_backend
 
 
-# The second: every sample either empty or whole (one piece of rows).
+# The second: every sample either empty or whole (one row count for all steps).
 @pytest.mark.parametrize("lengths", [[0, 5, 2, 5, 6, 3], [0, 6, 6, 0, 6, 6]])
 @pytest.mark.parametrize("time_major", [False, True])
 def test_lengths_equal_each_sample_alone(time_major, lengths):

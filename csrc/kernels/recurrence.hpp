@@ -12,8 +12,9 @@
 //     product (h_{t-1} . Wh forward, da_{t+1} . Wh^T backward) and the cell's epilogue
 //     finishes the tile in registers (forward: add xw_t, activation; backward: add dh_t,
 //     times the activation's derivative) before a single store. Split by columns, one barrier
-//     per step, because step t reads every column of step t-1; split by rows, none: a sample's
-//     recurrence reads only its own row.
+//     per step, because step t reads every column of step t-1; split by rows, none but where
+//     the count of rows the steps run changes (a batch of variable lengths, `active`): a
+//     sample's recurrence reads only its own row, and the rows are then shared out again.
 // A cell (cell_vanilla.hpp) says only what is particular to it: the step's left factor and
 // its epilogue, and anything to do after the last step.
 #pragma once
@@ -29,13 +30,17 @@ namespace PRF_ISA_NAMESPACE {
 // same step: thread 0 records how many steps are done (`after`) before arriving at that step's
 // barrier; every thread checks (`now`) right after the barrier, so it sees the record. A thread
 // still behind can never see a later record too early: thread 0 records only the count of the
-// step it is on, which is larger than the count that thread checks. Split by rows, no thread
-// waits for another: each leaves after the step it is on when it sees the record (or finishes).
+// step it is on, which is larger than the count that thread checks. Split by rows, the threads
+// are not in step: each leaves after the step it is on when it sees the record (or finishes),
+// and one that waits at a barrier where the rows are shared out again stops waiting once
+// there is a record (`any`): thread 0 may have left a step or more before that barrier.
 struct StepStop {
     idx steps_done;  // initially the number of steps + 1: never
-    explicit StepStop(idx steps) : steps_done(steps + 1) {}
+    const idx never;
+    explicit StepStop(idx steps) : steps_done(steps + 1), never(steps + 1) {}
     void after(idx done) { __atomic_store_n(&steps_done, done, __ATOMIC_RELAXED); }
     bool now(idx done) const { return __atomic_load_n(&steps_done, __ATOMIC_RELAXED) <= done; }
+    bool any() const { return __atomic_load_n(&steps_done, __ATOMIC_RELAXED) < never; }
 };
 
 // How a recurrence's team shares the work: `threads` threads, each owning a range of column
@@ -167,8 +172,13 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         };
         // Its panels: all of them split by rows, once every thread has packed its share (the
         // only barrier of a row split but where the count of rows changes).
+        idx most_rows = N;  // the most rows a step can give this thread
         if (split.by_rows) {
-            share(N);  // the largest share it can get (for abuf's size)
+            share(N);
+            // At most ceil(units / team) units whatever the count: a thread's share of fewer rows
+            // can be larger than its share of N (the last thread's of N ends at row N).
+            const idx units = (N + kMinRowsPerThread - 1) / kMinRowsPerThread;
+            most_rows = imin(N, (units + team - 1) / team * kMinRowsPerThread);
             p0 = 0;
             p1 = panels;
             step_barrier.wait(team, tid);
@@ -176,7 +186,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
         // product (null: read in place, for few rows, with AVX-512, or when it cannot be
         // allocated; kMinPackedRows).
-        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((n1 - n0 + kMR - 1) / kMR) * kMR * K) : nullptr;
+        T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((most_rows + kMR - 1) / kMR) * kMR * K) : nullptr;
         idx rows = n1 - n0;
         auto pack_a = [&](const StepOperand<T>& op) -> const T* {
             if (!abuf || op.K == 0) return nullptr;
@@ -208,7 +218,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             // Split by rows, rows change hands where the next step runs another count: every
             // thread finishes this step first (and then sees a stop recorded before it).
             const bool reshare = split.by_rows && team > 1 && i + 1 < steps && cell.rows(i + 1) != running;
-            if (barrier_per_step || reshare) step_barrier.wait(team, tid);
+            if (barrier_per_step || reshare) step_barrier.wait(team, tid, [&] { return stop.any(); });
             if (stop.now(i + 1)) break;
         }
         if (!stop.now(steps)) cell.finish(sweep);

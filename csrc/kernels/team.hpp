@@ -193,11 +193,18 @@ struct StepBarrier {
     explicit operator bool() const { return slots != nullptr; }
     // Thread `tid` of a team of `team`.
     void wait(int team, int tid) const {
+        wait(team, tid, [] { return false; });
+    }
+    // The same, but it stops waiting (its arrival recorded) once `abandon()` is true: a call
+    // that stops, whose other threads may have left without coming here.
+    template <class Abandon>
+    void wait(int team, int tid, const Abandon& abandon) const {
         const unsigned epoch = slots[tid].epoch + 1;  // only this thread writes its slot
         __atomic_store_n(&slots[tid].epoch, epoch, __ATOMIC_RELEASE);
         for (int t = 0; t < team; ++t) {
             if (t == tid) continue;
             for (unsigned spins = 0; int(epoch - __atomic_load_n(&slots[t].epoch, __ATOMIC_ACQUIRE)) > 0; ++spins) {
+                if (abandon()) return;
                 if (spins < kSpinsBeforeYield) {
 #if defined(__x86_64__) || defined(__i386__)
                     __builtin_ia32_pause();

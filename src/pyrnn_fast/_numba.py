@@ -241,10 +241,14 @@ def _chunk_steps(N, H) -> int:
 
 def rows_per_step(active, T, N):
     """The kernels' `active` as the compiled loops take it: (T,) int64, C-contiguous (all N
-    for None), so that it is one compiled specialisation."""
+    for None), so that it is one compiled specialisation; checked as the compiled backend's
+    binding checks it (the loops index rows by it, unchecked)."""
     if active is None:
         return np.full(T, N, np.int64)
-    return np.ascontiguousarray(active, np.int64)
+    counts = np.ascontiguousarray(active, np.int64)
+    if counts.shape != (T,) or (counts < 0).any() or (counts > N).any() or (np.diff(counts) > 0).any():
+        raise ValueError(f"active: expected (T,) = ({T},) row counts in [0, N = {N}] that never grow, got {active!r}")
+    return counts
 
 
 def forward(xw, wh, h0, out, activation, num_threads, active=None):

@@ -344,22 +344,22 @@ def _runs(active, t0: int, t1: int) -> list:
     return [(s0, s1, int(active[s0])) for s0, s1 in zip(cuts[:-1], cuts[1:]) if s1 > s0]
 
 
-def _pieces(active, t0: int, t1: int, T: int, N: int) -> list:
-    """The steps [t0, t1) of a call over T steps as (s0, s1, n, n_after): steps [s0, s1) run
-    rows [0, n) (n > 0), and rows [0, n_after) run step s1 too (those in [n_after, n) end at
-    step s1 - 1). `active` None: every row runs every step, one piece (t0, t1, N, N or 0),
-    even an empty one (a kernel called over no steps still gives the state and its gradient)."""
+def _ends(active, t0: int, t1: int, T: int, N: int) -> list:
+    """Where the rows' last steps are among the steps [t0, t1) of a call over T steps:
+    (s1, n, n_after) for each run of one row count that ends at step s1 - 1 (its rows [0, n),
+    of which those in [n_after, n) end there: rows [0, n_after) run step s1 too). `active`
+    None: every row runs every step, (t1, N, N or 0)."""
     if active is None:
-        return [(t0, t1, N, N if t1 < T else 0)]
-    return [(s0, s1, n, int(active[s1]) if s1 < T else 0) for s0, s1, n in _runs(active, t0, t1) if n > 0]
+        return [(t1, N, N if t1 < T else 0)]
+    return [(s1, n, int(active[s1]) if s1 < T else 0) for _, s1, n in _runs(active, t0, t1) if n > 0]
 
 
 def _final_rows(finals: tuple, seqs: tuple, t0: int, T: int, active) -> None:
     """The rows of each (N, H) array of `finals` whose last step is one of the steps of the
     matching time-major sequence of `seqs` (steps [t0, t0 + len) of a call over T steps), copied
-    from that step: a row's final state, of a call in one piece or in calls of some steps."""
+    from that step: a row's final state, of a call over all steps or over some of them."""
     t1 = t0 + seqs[0].shape[0]
-    for _, s1, n, n_after in _pieces(active, t0, t1, T, finals[0].shape[0]):
+    for s1, n, n_after in _ends(active, t0, t1, T, finals[0].shape[0]):
         if s1 > t0:
             for final, seq in zip(finals, seqs):
                 final[n_after:n] = seq[s1 - 1 - t0, n_after:n]
