@@ -138,6 +138,10 @@ def threading_native_id() -> int:
 
 def main():
     backend, call, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if backend == "numba":  # its own loops (steps this big otherwise run on the NumPy reference)
+        from pyrnn_fast import _backends
+
+        _backends.NUMBA_MAX_STEP_WORK = 1 << 62
     with_handler = len(sys.argv) > 4 and sys.argv[4] == "handler"
     dtype = np.float64 if with_handler else np.float32
     run, cal_steps, step_bytes = make_call(backend, call, dtype)

@@ -358,8 +358,8 @@ def test_forcing_an_unsupported_isa_is_a_clear_error(tmp_path):
 NO_CORE_CHILD = """if True:
     import os, numpy as np, pyrnn_fast as prf
     print(prf.backends()[0], prf.get_num_threads(), flush=True)
-    x, Wx, Wh = np.full((64, 3, 8), 0.01), np.full((8, 256), 0.01), np.eye(256) / 2
-    prf.rnn_forward(x, Wx, Wh)  # 64 rows, H = 256: numba's parallel kernels where it has 2 threads
+    x, Wx, Wh = np.full((32, 3, 8), 0.01), np.full((8, 128), 0.01), np.eye(128) / 2
+    prf.rnn_forward(x, Wx, Wh)  # 32 rows, H = 128 (2^19 a step): numba's parallel kernels where it has 2 threads
     pid = os.fork()
     if pid == 0:
         print(prf.get_num_threads(), flush=True)

@@ -108,7 +108,8 @@ def test_numba_bench_runner_leaves_openmp_nesting_alone(tmp_path):
     code = textwrap.dedent("""
         import ctypes, os
         from pyrnn_fast.benchmark import runners
-        run = runners.make_runner("numba", runners.SHAPES["typical"], "forward")
+        # Steps of 2^19 multiply-adds: numba's parallel kernels (from 2^20 the NumPy reference's)
+        run = runners.make_runner("numba", (20, 32, 16, 128), "forward")
         gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_LAZY)  # the runtime numba will use
         before = gomp.omp_get_max_active_levels()
         run()
@@ -374,14 +375,14 @@ def test_the_numba_backend_gives_back_the_callers_numba_thread_count():
     if numba.config.NUMBA_NUM_THREADS < 2 or prf.get_num_threads() < 2:
         pytest.skip("needs numba and pyrnn_fast to have two threads")
     x, Wx, Wh = (
-        np.full((64, 3, 8), 0.01, np.float32),
-        np.full((8, 256), 0.01, np.float32),
-        np.eye(256, dtype=np.float32),
+        np.full((32, 3, 8), 0.01, np.float32),
+        np.full((8, 128), 0.01, np.float32),
+        np.eye(128, dtype=np.float32),
     )
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        prf.rnn_forward(x, Wx, Wh, backend="numba")  # 64 rows, H = 256: the parallel kernels
+        prf.rnn_forward(x, Wx, Wh, backend="numba")  # 32 rows, H = 128 (2^19 a step): the parallel kernels
         assert numba.get_num_threads() == 1
     finally:
         numba.set_num_threads(before)
@@ -427,7 +428,7 @@ def test_numba_workqueue_layer_with_two_calling_threads(tmp_path):
     code = """
         import threading
         import numba
-        N, T, D, H = 64, 40, 16, 128  # N*H*H multiply-adds per step: numba's parallel kernels
+        N, T, D, H = 32, 40, 16, 128  # N*H*H = 2^19 multiply-adds a step: numba's parallel kernels
         r = np.random.default_rng(1)
         xs = r.standard_normal((N, T, D)).astype(np.float32)
         wx = (r.standard_normal((D, H)) * .2).astype(np.float32)
