@@ -257,7 +257,7 @@ def _lstm_forward_checked(
         run = None if active is None else active[t0:t1]
         kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g, active=run)
         _final_rows((h_last, c_last), (hs_tm[t0:t1], c_seq), t0, T, active)
-        h, c = hs_tm[t1 - 1], c_seq[t1 - 1 - t0].copy()  # a copy: c_seq is reused next chunk
+        h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), c_seq[t1 - 1 - t0].copy()  # (c_seq is reused next chunk)
     _zero_padding(hs_tm, active)
     ws = None
     if workspace:
@@ -361,7 +361,7 @@ def _gru_forward_checked(
         run = None if active is None else active[t0:t1]
         kernel.gru_forward(xw[: t1 - t0], wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0], active=run)
         _final_rows((h_last,), (hs_tm[t0:t1],), t0, T, active)
-        h = hs_tm[t1 - 1]
+        h = _kernel_matrix(hs_tm[t1 - 1], dtype)
     _zero_padding(hs_tm, active)
     ws = None
     if workspace:
