@@ -76,55 +76,46 @@ def test_backend_ids_cover_every_isa():
 
 
 @pytest.mark.skipif("numba" not in __import__("pyrnn_fast").backends(), reason="numba is not installed")
-def test_numba_runs_big_steps_on_the_reference(monkeypatch):
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_numba_runs_big_steps_on_the_reference(monkeypatch, cell):
     """The numba backend runs a call whose steps have NUMBA_MAX_STEP_WORK multiply-adds or more
     (N times Wh's size) on the NumPy reference kernels, which are faster there; below it, its
-    own loops. Every kernel, on both sides of the bound: at it, the reference's very bits; just
-    below it, the loops' (other bits, the same values to the tolerance)."""
+    own loops. Each cell's forward and backward kernel on both sides of a bound set to its own
+    step's work: at it, the reference's very bits; one above it, the loops' (other bits, the
+    same values to the tolerance). No other argument has Wh's size here, so reading the step's
+    work from another argument fails one side or the other."""
     from pyrnn_fast import _backends
 
     T, N, H = 5, 9, 24
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     rng = np.random.default_rng(1)
     r = lambda *s: rng.standard_normal(s).astype(np.float32) * 0.5  # noqa: E731
     h0, dh_last = r(N, H), r(N, H)
+    wh, xw, dhs, hs = r(H, G * H) / 5, r(T, N, G * H), r(T, N, H), r(T, N, H) * 0.9
+    gates = rng.uniform(0.1, 0.9, (T, N, 4 * H)).astype(np.float32)
     active = np.array([9, 9, 7, 4, 4], np.int64)
 
     def calls(kernels):
-        out = {}
-        for cell, G in (("rnn", 1), ("lstm", 4), ("gru", 3)):
-            wh, xw, dhs, hs = r(H, G * H) / 5, r(T, N, G * H), r(T, N, H), r(T, N, H) * 0.9
-            gates = rng.uniform(0.1, 0.9, (T, N, 4 * H)).astype(np.float32)
-            o = {k: np.zeros(s, np.float32) for k, s in (("a", (T, N, H)), ("b", (T, N, 4 * H)), ("d", (T, N, 4 * H)))}
-            o.update(
-                e=np.zeros((T, N, 3 * H), np.float32), f=np.zeros((N, H), np.float32), g=np.zeros((N, H), np.float32)
-            )
-            if cell == "rnn":
-                kernels.forward(xw, wh, h0, o["a"], "tanh", active=active)
-                kernels.backward(dhs, hs, wh, dh_last, o["d"][..., :H], o["f"], "tanh", active=active)
-            elif cell == "lstm":
-                kernels.lstm_forward(xw, wh, h0, h0, o["a"], o["e"][..., :H], o["b"], active=active)
-                kernels.lstm_backward(dhs, gates, hs, h0, wh, dh_last, dh_last, o["d"], o["f"], o["g"], active=active)
-            else:
-                kernels.gru_forward(xw, wh, None, h0, o["a"], o["b"], active=active)
-                kernels.gru_backward(
-                    dhs, hs, h0, gates, wh, dh_last, o["e"], o["d"][..., : 3 * H], o["f"], active=active
-                )
-            out[cell] = o
-        return out
+        o = {k: np.zeros(s, np.float32) for k, s in (("h", (T, N, H)), ("c", (T, N, H)), ("g", (T, N, 4 * H)))}
+        o.update(da=np.zeros((T, N, G * H), np.float32), dv=np.zeros((T, N, 3 * H), np.float32))
+        o.update(dh0=np.zeros((N, H), np.float32), dc0=np.zeros((N, H), np.float32))
+        if cell == "rnn":
+            kernels.forward(xw, wh, h0, o["h"], "tanh", active=active)
+            kernels.backward(dhs, hs, wh, dh_last, o["da"], o["dh0"], "tanh", active=active)
+        elif cell == "lstm":
+            kernels.lstm_forward(xw, wh, h0, h0, o["h"], o["c"], o["g"], active=active)
+            kernels.lstm_backward(dhs, gates, hs, h0, wh, dh_last, dh_last, o["da"], o["dh0"], o["dc0"], active=active)
+        else:
+            kernels.gru_forward(xw, wh, None, h0, o["h"], o["g"], active=active)
+            kernels.gru_backward(dhs, hs, h0, gates, wh, dh_last, o["da"], o["dv"], o["dh0"], active=active)
+        return o
 
-    numba, numpy_backend = _backends.get_backend("numba"), _backends.get_backend("numpy")
-    state = rng.bit_generator.state
-    want = calls(numpy_backend)
-    for bound, same_bits in ((N * H * H, True), (N * H * H + 1, False)):  # the vanilla cell's step: N·H·H
+    want = calls(_backends.get_backend("numpy"))
+    for bound, same_bits in ((N * wh.size, True), (N * wh.size + 1, False)):
         monkeypatch.setattr(_backends, "NUMBA_MAX_STEP_WORK", bound)
-        rng.bit_generator.state = state
-        got = calls(numba)
-        for cell in want:
-            for k in want[cell]:
-                a, b = got[cell][k], want[cell][k]
-                np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"{cell} {k}")
-                if same_bits or cell != "rnn":  # the gated cells' steps (G·N·H·H) stay above the bound
-                    np.testing.assert_array_equal(a, b, err_msg=f"{cell} {k}: not the reference's bits")
-        assert same_bits or any(not np.array_equal(got["rnn"][k], want["rnn"][k]) for k in ("a", "d")), (
-            "the vanilla cell's steps below the bound did not run numba's loops"
-        )
+        got = calls(_backends.get_backend("numba"))
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-6, err_msg=k)
+        for outputs in (("h", "c", "g"), ("da", "dv", "dh0", "dc0")):  # the forward's, the backward's
+            differ = [k for k in outputs if not np.array_equal(got[k], want[k])]
+            assert not differ if same_bits else differ, f"bound {bound}: {differ or 'the reference'} ({outputs})"

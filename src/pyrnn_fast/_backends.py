@@ -156,6 +156,8 @@ def _numba_kernel(kernel: Callable, module, name: str) -> Callable:
 
     def run(*args, **keywords):
         if args[0].shape[1] * args[weights_at].size >= NUMBA_MAX_STEP_WORK:
+            if keywords.get("active") is not None:  # checked as numba's loops check it
+                module.rows_per_step(keywords["active"], *args[0].shape[:2])
             return reference(*args, **keywords)
         try:
             with module.parallel_guard():
