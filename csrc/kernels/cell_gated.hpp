@@ -49,13 +49,5 @@ static inline StepOperand<T> next_gradient(const Seq<T>& d, idx i) {
     return {d.at(t + 1, 0), d.row_stride, d.cols};
 }
 
-// The outputs of a backward call over no steps: the gradients w.r.t. the initial state are
-// those w.r.t. the final one (or zeros).
-template <class T>
-static void copy_or_zero(const Mat<T>& dst, const Mat<const T>& src) {
-    for (idx n = 0; n < dst.rows; ++n)
-        for (idx j = 0; j < dst.cols; ++j) dst.data[n * dst.ld + j] = src.data ? src.data[n * src.ld + j] : T(0);
-}
-
 }  // namespace PRF_ISA_NAMESPACE
 }  // namespace prf

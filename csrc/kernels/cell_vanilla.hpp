@@ -15,13 +15,22 @@ static inline idx entering_rows(const idx* active, idx t, idx steps) {
     return active ? active[t + 1] : PTRDIFF_MAX;
 }
 
+// The outputs of a backward call over no steps: the gradients w.r.t. the initial state are
+// those w.r.t. the final one (or zeros).
+template <class T>
+static void copy_or_zero(const Mat<T>& dst, const Mat<const T>& src) {
+    for (idx n = 0; n < dst.rows; ++n)
+        for (idx j = 0; j < dst.cols; ++j) dst.data[n * dst.ld + j] = src.data ? src.data[n * src.ld + j] : T(0);
+}
+
 // A backward's gradient w.r.t. the initial state of the rows that have no step at all (active[0]
 // and beyond): the one w.r.t. their final state, or zeros.
 template <class T>
 static void without_steps(const Mat<T>& d0, const Mat<const T>& d_last, const idx* active) {
     if (!active) return;
-    for (idx n = active[0]; n < d0.rows; ++n)
-        for (idx j = 0; j < d0.cols; ++j) d0.data[n * d0.ld + j] = d_last.data ? d_last.data[n * d_last.ld + j] : T(0);
+    const idx n = active[0];
+    copy_or_zero<T>({d0.data + n * d0.ld, d0.rows - n, d0.cols, d0.ld},
+                    {d_last.data ? d_last.data + n * d_last.ld : nullptr, d0.rows - n, d0.cols, d_last.ld});
 }
 
 template <class T, class Act>
@@ -145,10 +154,8 @@ template <class T, class Act>
 static bool vanilla_backward(const BackwardArgs<T>& a) {
     const idx steps = a.da.steps, N = a.da.rows, H = a.da.cols;
     if (N == 0 || H == 0) return true;
-    if (steps == 0) {  // dh0 = dh_last
-        for (idx n = 0; n < N; ++n)
-            for (idx j = 0; j < H; ++j)
-                a.dh0.data[n * a.dh0.ld + j] = a.dh_last.data ? a.dh_last.data[n * a.dh_last.ld + j] : T(0);
+    if (steps == 0) {
+        copy_or_zero<T>(a.dh0, a.dh_last);
         return true;
     }
     const RecurrenceShape<T> s{steps, N, H, a.wh, true, a.threads, a.interrupt, H};

@@ -151,17 +151,22 @@ def _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc, active):
 
 
 @njit(cache=CACHE, nogil=True)
-def _dh0(da, wh_t, dh_last, dh0, active):
-    """dh0 = da[0] @ wh_t for the rows step 0 runs; dh_last for the others (all when T = 0)."""
-    T, N, H = da.shape
-    n = active[0] if T > 0 else 0
-    acc = np.empty((ROWS, H), dtype=da.dtype)
+def _state_grad(d0, wh_t, dh_last, dh0, n):
+    """dh0 = d0 @ wh_t by row blocks for rows [0, n) (those with a step); dh_last for the rest."""
+    H = dh0.shape[1]
+    acc = np.empty((ROWS, H), dtype=dh0.dtype)
     for b in range(_blocks(n)):
         r0 = b * ROWS
         r1 = min(r0 + ROWS, n)
-        _rows_times(da[0], r0, r1, wh_t, acc)
+        _rows_times(d0[0], r0, r1, wh_t, acc)
         dh0[r0:r1] = acc[: r1 - r0]
     dh0[n:] = dh_last[n:]
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _first_rows(active):
+    """The rows step 0 runs (none in a call over no steps)."""
+    return active[0] if active.shape[0] > 0 else 0
 
 
 @njit(cache=CACHE, nogil=True)
@@ -171,7 +176,7 @@ def _backward_serial(dh, h, wh_t, dh_last, da, dh0, relu, active):
     for t in range(T - 1, -1, -1):
         for b in range(_blocks(active[t])):
             _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc, active)
-    _dh0(da, wh_t, dh_last, dh0, active)
+    _state_grad(da[:1], wh_t, dh_last, dh0, _first_rows(active))
 
 
 @njit(cache=CACHE, nogil=True, parallel=True)
@@ -181,7 +186,7 @@ def _backward_parallel(dh, h, wh_t, dh_last, da, dh0, relu, active):
         for b in prange(_blocks(active[t])):
             acc = np.empty((ROWS, H), dtype=da.dtype)
             _backward_rows(dh, h, wh_t, dh_last, da, t, b, relu, acc, active)
-    _dh0(da, wh_t, dh_last, dh0, active)
+    _state_grad(da[:1], wh_t, dh_last, dh0, _first_rows(active))
 
 
 # numba's thread count is a setting of the calling thread, which may be the user's own for their

@@ -12,7 +12,18 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._numba import CACHE, CHUNK_WORK, ROWS, _blocks, _parallel, _recurrent_part, _rows_times, rows_per_step
+from ._numba import (
+    CACHE,
+    CHUNK_WORK,
+    ROWS,
+    _blocks,
+    _first_rows,
+    _parallel,
+    _recurrent_part,
+    _rows_times,
+    _state_grad,
+    rows_per_step,
+)
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -82,25 +93,6 @@ def _lstm_backward_rows(dhs, gates, cs, c0, wh_t, dh_last, dc, da, t, b, acc, ac
             da[t, n, 2 * H + j] = d * i * (1 - g * g)
             da[t, n, 3 * H + j] = dh * tc * o * (1 - o)
             dc[n, j] = d * f
-
-
-@njit(cache=CACHE, nogil=True)
-def _state_grad(d0, wh_t, dh_last, dh0, n):
-    """dh0 = d0 @ wh_t by row blocks for rows [0, n) (those with a step); dh_last for the rest."""
-    H = dh0.shape[1]
-    acc = np.empty((ROWS, H), dtype=dh0.dtype)
-    for b in range(_blocks(n)):
-        r0 = b * ROWS
-        r1 = min(r0 + ROWS, n)
-        _rows_times(d0[0], r0, r1, wh_t, acc)
-        dh0[r0:r1] = acc[: r1 - r0]
-    dh0[n:] = dh_last[n:]
-
-
-@njit(cache=CACHE, nogil=True, inline="always")
-def _first_rows(active):
-    """The rows step 0 runs (none in a call over no steps)."""
-    return active[0] if active.shape[0] > 0 else 0
 
 
 @njit(cache=CACHE, nogil=True)
