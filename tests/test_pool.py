@@ -1,8 +1,8 @@
 """The pool of large buffers each thread keeps (_orchestration._empty): a later call never
 changes an array an earlier call returned while it is held (whatever holds it: the array, a
 view, a workspace), a loop that drops its results reuses the same buffers, threads calling at
-once never share one, and release_buffers() frees them. The pool serves arrays from 1 MiB;
-the tests lower that to 0 so that small problems exercise it."""
+once never share one, and release_buffers() frees them. The pool serves arrays from 128 KiB
+(those from 1 MiB apart); the tests lower that to 0 so that small problems exercise it."""
 
 from __future__ import annotations
 
@@ -53,8 +53,12 @@ def forward_backward(cell, p, backend, workspace=True):
     return [out.hs, out.h_last, out.workspace._gates, *g]
 
 
+POOL_MIN_BYTES = _orchestration._POOL_MIN_BYTES  # the value the library runs with
+
+
 def kept_buffers():
-    return list(_orchestration._buffers())
+    """Every buffer the calling thread's pool keeps: the large arrays' then the smaller ones'."""
+    return _orchestration._buffers(True) + _orchestration._buffers(False)
 
 
 @pytest.fixture(autouse=True)
@@ -207,8 +211,9 @@ def test_a_loop_that_drops_its_results_reuses_the_buffers(cell):
         assert bases and bases <= kept, "results should come from the pool"
         del results, a, b  # (the loop's variables held the last result)
         # From the second iteration on, the same buffers serve the results: nothing new allocated.
-        assert seen is None or (bases <= seen[0] and kept == seen[1])
-        seen = bases, kept
+        # (Which of them serves which array may change: the states are arrays of one size.)
+        assert seen is None or kept == seen
+        seen = kept
 
 
 def test_held_results_are_never_reused_and_threshold(monkeypatch):
@@ -223,13 +228,33 @@ def test_held_results_are_never_reused_and_threshold(monkeypatch):
     for _ in range(3):
         prf.lstm_forward(q["x"], q["Wx"], q["Wh"], q["b"], time_major=True)
     assert np.array_equal(view, before) and np.array_equal(ws._gates, gates_before)
-    # From _POOL_MIN_BYTES up only: smaller arrays are NumPy's own.
-    monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", 1 << 20)
+    # From _POOL_MIN_BYTES up only (128 KiB, glibc's mmap threshold: arrays it may map and hand
+    # back to the OS at every free): smaller arrays are NumPy's own.
+    assert POOL_MIN_BYTES == 128 << 10 and _orchestration._POOL_LARGE_BYTES == 1 << 20
+    monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", POOL_MIN_BYTES)
     prf.release_buffers()
-    assert _orchestration._empty((1000, 262), np.float32).base is None  # 1,048,000 bytes < 1 MiB
+    assert _orchestration._empty((127, 256), np.float32).base is None  # 130,048 bytes < 128 KiB
+    mid = _orchestration._empty((128, 256), np.float32)
     big = _orchestration._empty((1024, 256), np.float32)
-    assert kept_buffers() == [big.base] and big.base.nbytes == (1 << 20) + _orchestration._ALIGN
-    assert big.flags.c_contiguous
+    assert _orchestration._buffers(False) == [mid.base] and mid.base.nbytes == (128 << 10) + _orchestration._ALIGN
+    assert _orchestration._buffers(True) == [big.base] and big.base.nbytes == (1 << 20) + _orchestration._ALIGN
+    assert big.flags.c_contiguous and mid.flags.c_contiguous
+
+
+def test_smaller_arrays_never_evict_the_large_ones():
+    """Arrays below _POOL_LARGE_BYTES (a call's states, short sequences) have a pool of their
+    own: 16 of them in use, and more made, never push out an unused large buffer (whose
+    re-allocation is what the pool exists to avoid)."""
+    large = _orchestration._empty((1 << 18,), np.float32)  # 1 MiB: the large arrays' pool
+    large_buffer = id(large.base)  # (a reference to it would keep it in use)
+    del large  # unused, kept
+    held = [_orchestration._empty((1000 + i,), np.float64) for i in range(16)]  # all in use
+    for i in range(40):  # new sizes, each evicting an unused smaller buffer, or NumPy's own
+        _orchestration._empty((5000 + 100 * i,), np.float64)
+    assert [id(b) for b in _orchestration._buffers(True)] == [large_buffer]
+    assert len(_orchestration._buffers(False)) == 16 and all(any(a.base is b for b in kept_buffers()) for a in held)
+    again = _orchestration._empty((1 << 18,), np.float32)
+    assert id(again.base) == large_buffer
 
 
 def test_release_buffers_while_the_pool_picks_a_buffer():
@@ -261,3 +286,20 @@ def test_release_buffers_while_the_pool_picks_a_buffer():
         sys.settrace(None)
     assert fired, "the pool's choice of a buffer was never reached: nothing was tested"
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_states_come_from_the_pool(cell):
+    """A call's (N, H) states (final states, initial-state gradients; a layer's carried state)
+    come from the pool too: at N x H of 128 KiB and more (a step of many samples) glibc had
+    mapped them afresh, page by page, at most calls (48 page faults per step of a vanilla
+    layer at N = 512, H = 128)."""
+    p = problem(cell, 3, 4, 5, 6, seed=0)
+    results = forward_backward(cell, p, "numpy")
+    states = [a for a in results if a.shape == (4, 6)]  # h_last (c_last), dh0 (dc0)
+    assert len(states) == (4 if cell == "lstm" else 2)
+    assert all(any(a.base is b for b in kept_buffers()) for a in states)
+    layer = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell](5, 6, stateful=True, seed=0)
+    layer(np.ones((4, 3, 5), np.float32))
+    parts = layer.state if cell == "lstm" else (layer.state,)
+    assert all(any(a.base is b for b in kept_buffers()) for a in parts)

@@ -166,7 +166,7 @@ def _rnn_backward_steps(dhs, x, Wx, Wh, hs, h0, dh_last, activation, time_major,
     da = _empty(hs.shape, dtype)  # in the caller's layout, C-contiguous
     hs_tm, da_tm, dhs_tm = _tm(hs, time_major), _tm(da, time_major), _tm(dhs, time_major)
 
-    dh0 = np.empty((N, H), dtype)
+    dh0 = _empty((N, H), dtype)
     _zero_padding(da_tm, active)  # (the kernel writes the rows each step runs)
     kernel.backward(dhs_tm, hs_tm, wh, _kernel_matrix(arrays["dh_last"], dtype), da_tm, dh0, act, active=active)
     h0 = _first_state_read(h0, active)

@@ -19,6 +19,7 @@ from ._backends import get_backend
 from ._orchestration import (
     BackwardSteps,
     _check_flag,
+    _copy,
     _empty,
     _final_rows,
     _final_state,
@@ -257,11 +258,11 @@ def _lstm_forward_checked(
         run = None if active is None else active[t0:t1]
         kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g, active=run)
         _final_rows((h_last, c_last), (hs_tm[t0:t1], c_seq), t0, T, active)
-        h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), c_seq[t1 - 1 - t0].copy()  # (c_seq is reused next chunk)
+        h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), _copy(c_seq[t1 - 1 - t0])  # (c_seq is reused next chunk)
     _zero_padding(hs_tm, active)
     ws = None
     if workspace:
-        ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs, (hs_tm[-1] if T else h_last).copy())
+        ws = Workspace("LSTM", (T, N, H), dtype, time_major, gates, cs, _copy(hs_tm[-1] if T else h_last))
     return LSTMOutput(hs, h_last, c_last, ws)
 
 
@@ -303,7 +304,7 @@ def _lstm_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, c0, dh_last, dc_last
     da = _empty((T, N, 4 * H), dtype)
     dhs_tm = _tm(dhs, time_major)
 
-    dh0, dc0 = np.empty((N, H), dtype), np.empty((N, H), dtype)
+    dh0, dc0 = _empty((N, H), dtype), _empty((N, H), dtype)
     dh_last, dc_last = (_kernel_matrix(arrays[k], dtype) for k in ("dh_last", "dc_last"))
     _zero_padding(da, active)  # (the kernel writes the rows each step runs)
     kernel.lstm_backward(dhs_tm, gates, cs, c0, wh, dh_last, dc_last, da, dh0, dc0, active=active)
@@ -365,7 +366,7 @@ def _gru_forward_checked(
     _zero_padding(hs_tm, active)
     ws = None
     if workspace:
-        ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None, (hs_tm[-1] if T else h_last).copy())
+        ws = Workspace("GRU", (T, N, H), dtype, time_major, gates, None, _copy(hs_tm[-1] if T else h_last))
     return GRUOutput(hs, h_last, ws)
 
 
@@ -403,7 +404,7 @@ def _gru_backward_steps(dhs, x, Wx, Wh, hs, workspace, h0, dh_last, time_major, 
     hs_tm, dhs_tm = _tm(hs, time_major), _tm(dhs, time_major)
     du, dv = _empty((T, N, 3 * H), dtype), _empty((T, N, 3 * H), dtype)
 
-    dh0 = np.empty((N, H), dtype)
+    dh0 = _empty((N, H), dtype)
     _zero_padding(du, active)  # (the kernel writes the rows each step runs)
     _zero_padding(dv, active)
     dh_last = _kernel_matrix(arrays["dh_last"], dtype)

@@ -194,15 +194,20 @@ def _input_projection(kernel, x_tm, Wx, b, out, dtype):
 
 
 # --- large arrays ---------------------------------------------------------------------
-# The sequences a call allocates come from a pool of buffers each thread keeps, reused once no
-# array views them any more (the pool holds the one reference): fresh arrays of 100-250 MB are
-# paged in and zeroed by the OS at every call, inside the kernels (why, measurements and the
-# rules below: docs/DESIGN.md, "Memory"). Per thread, so that no other thread can take a
-# buffer between the check and the view that holds it; a call re-entering on the same thread
-# (a signal handler, a garbage-collector finaliser) gets np.empty arrays.
+# The sequences and states a call allocates from 128 KB come from a pool of buffers each thread
+# keeps, reused once no array views them any more (the pool holds the one reference): fresh
+# arrays of 100-250 MB are paged in and zeroed by the OS at every call, inside the kernels, and
+# those of 128 KB to 1 MB, which glibc may map or hand back to the OS at each free, were paged
+# in again at most calls that made them (why, measurements and the rules below:
+# docs/DESIGN.md, "Memory"). Per thread, so that no other thread can take a buffer between the
+# check and the view that holds it; a call re-entering on the same thread (a signal handler, a
+# garbage-collector finaliser) gets np.empty arrays.
 _pool = threading.local()
-_POOL_MIN_BYTES = 1 << 20  # smaller arrays come from NumPy (the C allocator reuses them well)
-_POOL_MAX_BUFFERS = 16  # per thread; past it the least recently used unused buffer goes
+_POOL_MIN_BYTES = 128 << 10  # smaller arrays come from NumPy (glibc's heap keeps them: its mmap threshold)
+# Arrays below this size are pooled apart from larger ones, each set with its own limit, so
+# that a call's states and short sequences never evict its large buffers.
+_POOL_LARGE_BYTES = 1 << 20
+_POOL_MAX_BUFFERS = 16  # per thread and set; past it the least recently used unused buffer goes
 _POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
 _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
 # Pool arrays start on a cache line: each kernel thread writes its own columns of every row,
@@ -212,16 +217,17 @@ _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is Nu
 _ALIGN = 64
 
 
-def _buffers() -> list:
-    """The calling thread's pool, least recently used first."""
+def _buffers(large: bool = True) -> list:
+    """The calling thread's pool of buffers for arrays from _POOL_LARGE_BYTES (or, `large`
+    False, for the smaller ones), least recently used first."""
     if not hasattr(_pool, "buffers"):
-        _pool.buffers = []
+        _pool.buffers, _pool.smaller = [], []
         _pool.busy = False
-    return _pool.buffers
+    return _pool.buffers if large else _pool.smaller
 
 
 def _empty(shape: tuple, dtype) -> np.ndarray:
-    """np.empty(shape, dtype) (C order), from the calling thread's pool when it is large (then
+    """np.empty(shape, dtype) (C order), from the calling thread's pool from _POOL_MIN_BYTES (then
     starting on a cache line): the smallest unused buffer that holds it with at most
     _POOL_SLACK to spare, else a new one. NumPy's own array when it is small, when the pool
     holds _POOL_MAX_BUFFERS buffers all in use, in a call re-entering on this thread, and
@@ -230,7 +236,7 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
     if nbytes < _POOL_MIN_BYTES or not _REFCOUNTS:
         return np.empty(shape, dtype)
-    bufs = _buffers()
+    bufs = _buffers(nbytes >= _POOL_LARGE_BYTES)
     if _pool.busy:
         return np.empty(shape, dtype)
     _pool.busy = True
@@ -250,6 +256,13 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
         return _aligned_view(buf, shape, dtype, nbytes)
     finally:
         _pool.busy = False
+
+
+def _copy(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` from _empty."""
+    out = _empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
 
 
 def _aligned_view(buf: np.ndarray, shape: tuple, dtype: np.dtype, nbytes: int) -> np.ndarray:
@@ -274,12 +287,11 @@ def release_buffers() -> int:
     array uses any more are freed now, the others when their arrays go. Returns the bytes the
     pool held (in use or not). Later calls fill it again. Other threads' pools, and the
     compiled kernels' per-thread packed copies of the recurrent weights, are not touched."""
-    bufs = _buffers()
-    held = sum(b.nbytes for b in bufs)
-    # A new list rather than bufs.clear(): this may run while the same thread is inside _empty
-    # (a signal handler, a garbage-collector finaliser), which holds indices into the old list;
-    # it then finishes on that list, and what it hands out is the caller's alone.
-    _pool.buffers = []
+    held = sum(b.nbytes for large in (True, False) for b in _buffers(large))
+    # New lists rather than clear(): this may run while the same thread is inside _empty (a
+    # signal handler, a garbage-collector finaliser), which holds indices into an old list; it
+    # then finishes on that list, and what it hands out is the caller's alone.
+    _pool.buffers, _pool.smaller = [], []
     return held
 
 
@@ -376,7 +388,11 @@ def _zero_padding(a_tm: np.ndarray, active) -> None:
 
 def _initial(a: np.ndarray | None, dtype, N: int, H: int) -> np.ndarray:
     """A copy of an optional (N, H) state (zeros for None)."""
-    return np.zeros((N, H), dtype) if a is None else a.copy()
+    if a is not None:
+        return _copy(a)
+    out = _empty((N, H), dtype)
+    out.fill(0)
+    return out
 
 
 def _final_state(a: np.ndarray | None, dtype, N: int, H: int, T: int, active) -> np.ndarray:
@@ -385,7 +401,7 @@ def _final_state(a: np.ndarray | None, dtype, N: int, H: int, T: int, active) ->
     uninitialised (each row's last step fills it: a copy less in a step of many samples)."""
     if T == 0 or (active is not None and active[0] < N):
         return _initial(a, dtype, N, H)
-    return np.empty((N, H), dtype)
+    return _empty((N, H), dtype)
 
 
 def _first_state_read(h0: np.ndarray | None, active) -> np.ndarray | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends
-from .._orchestration import _check_flag
+from .._orchestration import _check_flag, _copy, _empty
 from ._base import _checked_step
 from ._checks import _check_real
 from ._lengths import _by_length, _reverse, _sorted, _sorted_input, _unsorted
@@ -76,7 +76,7 @@ def _forward_by_steps(layer, x_tm, state0, params):
     T, N = x_tm.shape[:2]
     stepper, parts, key = layer._new_stepper(params, state0, layer._step_settings(), params, state0[0])
     step = stepper.step
-    hs = np.empty((T, N, layer.hidden_size), layer.dtype)
+    hs = _empty((T, N, layer.hidden_size), layer.dtype)
     for t in range(T):
         hs[t] = _checked_step(step, x_tm[t], params, key, during="call")
     return hs, parts
@@ -94,7 +94,7 @@ def _run_stack(layer, x_tm, state0, params, by, record, dropout=True, options=No
     active = None if by is None else by.active
     rev = None if by is None else by.rev
     state0 = tuple(_sorted(s, by) for s in state0)
-    state_n = tuple(np.empty_like(s) for s in state0)
+    state_n = tuple(_empty(s.shape, s.dtype) for s in state0)
     cache = dict(by=by, layers=[], T=T, N=N)
     inp = _sorted_input(x_tm, by)
     for layer_idx in range(L):
@@ -149,7 +149,7 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
         replay = None
         if record:  # the cell's options too: the RNN's activation as this call had it
             options = {name: getattr(layer, name) for name in layer._cell_options}
-            replay = (x_tm, tuple(s.copy() for s in state0), params, options)
+            replay = (x_tm, tuple(_copy(s) for s in state0), params, options)
         top, state_n = _forward_by_steps(layer, x_tm, state0, params)
         cache = dict(replay=replay, T=T, N=N) if record else None
         by = None
@@ -160,7 +160,7 @@ def stack_forward(layer, x, given_state, lengths, record=True, carry=True):
         cache["time_major"] = layer.time_major  # the layout of this call's out and x
     layer._cache = cache
     if layer.stateful:
-        layer._set_state_parts(tuple(s.copy() for s in state_n))
+        layer._set_state_parts(tuple(_copy(s) for s in state_n))
     # Always a copy: backward reads the kept hs (top; run by steps, the record keeps x_tm), which
     # a caller changing out in place must not change. (np.ascontiguousarray returned a view
     # where N = 1 or T = 1, whose transpose is contiguous already: out[...] = 0 then changed the
@@ -217,7 +217,7 @@ def stack_backward(layer, dout, given_dstate):
     active = None if by is None else by.active
     rev = None if by is None else by.rev
     dstate_n = tuple(_sorted(s, by) for s in dstate_n)
-    dstate0 = tuple(np.empty(shape, layer.dtype) for _ in dstate_n)
+    dstate0 = tuple(_empty(shape, layer.dtype) for _ in dstate_n)
     for layer_idx in reversed(range(L)):
         entry = cache["layers"][layer_idx]
         d_in = None
