@@ -328,9 +328,9 @@ def _weight_grads(s: BackwardSteps) -> tuple:
     kernel, dtype = s.kernel, s.du_tm.dtype
     dx = _empty(s.x.shape, dtype)
     kernel.rows_gemm(s.du_tm, s.Wx.T, None, _tm(dx, s.time_major))
-    dWx = np.empty((s.Wx.shape[0], s.du_tm.shape[2]), dtype)
+    dWx = _empty((s.Wx.shape[0], s.du_tm.shape[2]), dtype)
     kernel.reduce_gemm(_tm(s.x, s.time_major), s.du_tm, dWx, False)
-    dWh = np.empty((s.hs_tm.shape[2], s.dv_tm.shape[2]), dtype)
+    dWh = _empty((s.hs_tm.shape[2], s.dv_tm.shape[2]), dtype)
     kernel.reduce_gemm(s.hs_tm[:-1], s.dv_tm[1:], dWh, False)
     if s.h0 is not None and s.hs_tm.shape[0] > 0:
         kernel.reduce_gemm(s.h0[None], s.dv_tm[:1], dWh, True)
