@@ -289,16 +289,19 @@ def test_release_buffers_while_the_pool_picks_a_buffer():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_states_come_from_the_pool(cell):
+def test_states_and_weight_gradients_come_from_the_pool(cell):
     """A call's (N, H) states (final states, initial-state gradients; a layer's carried state)
-    come from the pool too: at N x H of 128 KiB and more (a step of many samples) glibc had
-    mapped them afresh, page by page, at most calls (48 page faults per step of a vanilla
-    layer at N = 512, H = 128)."""
+    and its weight gradients come from the pool too: from 128 KiB (a step of many samples, a
+    short call of a wide layer) glibc had mapped them afresh, page by page, at most calls (48
+    page faults per step of a vanilla layer at N = 512, H = 128; 208 per forward+backward of an
+    LSTM layer of (T, N, D, H) = (4, 128, 64, 128))."""
     p = problem(cell, 3, 4, 5, 6, seed=0)
     results = forward_backward(cell, p, "numpy")
     states = [a for a in results if a.shape == (4, 6)]  # h_last (c_last), dh0 (dc0)
     assert len(states) == (4 if cell == "lstm" else 2)
-    assert all(any(a.base is b for b in kept_buffers()) for a in states)
+    weight_grads = [a for a in results if a.shape in (p["Wx"].shape, p["Wh"].shape)]  # dWx, dWh
+    assert len(weight_grads) == 2
+    assert all(any(a.base is b for b in kept_buffers()) for a in states + weight_grads)
     layer = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell](5, 6, stateful=True, seed=0)
     layer(np.ones((4, 3, 5), np.float32))
     parts = layer.state if cell == "lstm" else (layer.state,)
