@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+import sys
 
 import numpy as np
 import pytest
 
 import pyrnn_fast as prf
 from helpers import SELF_TOL, close, rng_arrays
+from pyrnn_fast.layers import _base
 
 # --- dropout, modes, seeds -------------------------------------------------------------------
 
@@ -605,3 +608,116 @@ def test_an_interrupted_step_of_a_stack_leaves_every_layer_where_it_was(cell, mo
     after = layer.state if cell == "LSTM" else (layer.state,)
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "cell, path, where",
+    [
+        (cell, path, where)
+        for cell in ("RNN", "LSTM", "GRU")
+        for path in ("T = 1 path", "compiled, on copies")
+        for where in ("after the first write", "before the second")
+        # (the compiled stepper writes one array back per state part: one but an LSTM's)
+        if cell == "LSTM" or path == "T = 1 path" or where == "after the first write"
+    ],
+)
+def test_an_interrupt_while_a_step_writes_its_state_back_lets_it_finish(cell, path, where):
+    """A step writes the stack's new state back array by array (each layer's, an LSTM's h and
+    c): a KeyboardInterrupt between two of those writes had left the stack half advanced, a
+    state no sequence of steps gives (found by a review: 3-6 of ~1000 SIGALRM interrupts of a
+    3-layer LSTM, GRU on the numpy and numba backends). Now the write-back finishes, then the
+    interrupt is raised."""
+    make = getattr(prf, cell)
+    backend = "numpy" if path == "T = 1 path" else "cpp"
+    layer, twin = (make(5, 8, num_layers=3, seed=3, stateful=True, backend=backend) for _ in range(2))
+    x = rng_arrays(33, (4, 5), dtype=np.float32)[0]
+    for a in (layer, twin):
+        a.step(x)
+        if path != "T = 1 path":  # the compiled stepper steps copies of a state it cannot read in place
+            a.state = tuple(np.asfortranarray(p) for p in a.state) if cell == "LSTM" else np.asfortranarray(a.state)
+    twin.step(x)
+    code = _base._write_back.__code__
+    lines, first = inspect.getsourcelines(_base._write_back)
+    line = first + next(
+        i
+        for i, s in enumerate(lines)
+        if s.strip() == ("i += 1" if where == "after the first write" else "dst, src = pairs[i]")
+    )
+    seen = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == line:
+                seen.append(frame.f_locals["i"])
+                if seen == ([0] if where == "after the first write" else [0, 1]):
+                    raise KeyboardInterrupt
+            return local
+
+        return local
+
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            layer.step(x)
+    finally:
+        sys.settrace(None)
+    assert seen, "the step wrote its state back elsewhere"
+    for a, b in zip(*(s if cell == "LSTM" else (s,) for s in (layer.state, twin.state))):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_step_after_the_layers_dtype_or_directions_change(cell):
+    """The compiled stepper is kept while the layer's settings hold: its dtype and directions
+    are among them. After `layer.dtype = np.float64` the kept float32 stepper had been asked to
+    step: a float32 x_t gave float32 results, a float64 one None (found by a review); a layer
+    made bidirectional kept stepping on it, where the other backends refuse."""
+    make = getattr(prf, cell)
+    x = rng_arrays(34, (3, 5), dtype=np.float32)[0]
+    layer, twin = make(5, 7, seed=2, stateful=True), make(5, 7, seed=2, stateful=True, backend="numpy")
+    for a in (layer, twin):
+        a.step(x)
+        a.dtype = np.float64
+    for x_t in (x, x.astype(np.float64)):
+        got, want = layer.step(x_t), twin.step(x_t)
+        assert got is not None and got.dtype == np.float64
+        close(got, want, 1e-5, "step after the dtype changed")  # (the first step's float32 state)
+    layer.bidirectional = True
+    with pytest.raises(ValueError, match="^step: a bidirectional layer needs the whole sequence"):
+        layer.step(x)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_options_set_after_construction_are_checked(backend):
+    """`activation` and `stateful` may be set on a layer (the README says so), and are checked
+    as the constructor checks them: an activation other than 'tanh'/'relu' had run as relu on
+    the numpy backend, as tanh on numba, and reached pybind11's signature error on the compiled
+    one; `stateful = "False"` had acted as True (found by a review)."""
+    layer = prf.RNN(5, 7, seed=2, stateful=True, backend=backend)
+    x = rng_arrays(35, (3, 5), dtype=np.float32)[0]
+    layer.step(x)
+    for bad in ("sigmoid", "RELU", None, 1, ["relu"]):
+        with pytest.raises(ValueError, match=r"^activation: expected one of \('tanh', 'relu'\), got"):
+            layer.activation = bad
+    assert layer.activation == "tanh"
+    for bad in ("False", 1, None, np.array([True])):
+        with pytest.raises(TypeError, match="^stateful: expected a bool, got"):
+            layer.stateful = bad
+    assert layer.stateful is True
+    for bad in (np.float16, "int32", None):
+        with pytest.raises(TypeError, match="^dtype: expected float32 or float64, got"):
+            layer.dtype = bad
+    layer.dtype = "float32"
+    assert layer.dtype == np.dtype(np.float32) and isinstance(layer.dtype, np.dtype)
+    layer.stateful = np.False_
+    assert layer.stateful is False
+    with pytest.raises(ValueError, match="^step: the layer must be stateful"):
+        layer.step(x)
+    layer.stateful = True
+    layer.activation = "relu"  # a step then runs the new activation, as a call does
+    twin = prf.RNN(5, 7, seed=2, stateful=True, backend="numpy", activation="relu")
+    twin.state = layer.state.copy()
+    close(layer.step(x), twin.step(x), 1e-5, "step after activation = 'relu'")

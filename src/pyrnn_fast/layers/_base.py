@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -57,6 +58,39 @@ def _checked_step(step, x, params_key, state_key, during="step"):
     return top
 
 
+def _checked_attribute(name, check, doc):
+    """A layer attribute that users may set after construction, checked as the constructor
+    checks it (``check(name, value)`` returns the value kept), so that a bad value is that
+    error at once, not another one (or none: a string "False" read as true) in whatever backend
+    runs next. Read through a C getter: ``step`` reads some at every step."""
+    slot = "_" + name
+
+    def set_checked(self, value):
+        setattr(self, slot, check(name, value))
+
+    return property(operator.attrgetter(slot), set_checked, doc=doc)
+
+
+def _write_back(pairs):
+    """dst[...] = src for each (dst, src) of `pairs`, all of them: an exception a signal handler
+    raises in the middle (Ctrl-C between two assignments) is raised once every array is
+    written, so that a step advances the whole stack's state or none of it. (A second
+    exception, a second signal or the assignment's own error, is raised at once.)"""
+    pending = None
+    i = 0
+    while i < len(pairs):
+        try:
+            dst, src = pairs[i]
+            dst[...] = src  # (again after an interrupt that came just after it: the same values)
+            i += 1
+        except BaseException as e:
+            if pending is not None:
+                raise
+            pending = e
+    if pending is not None:
+        raise pending
+
+
 def _orthogonal(rng, n, dtype):
     """A uniformly distributed (Haar) random orthogonal n×n matrix."""
     if n == 0:
@@ -78,6 +112,12 @@ class _RecurrentLayer:
     _state_names: tuple[str, ...] = ("h",)  # the carried state's parts (LSTM: h and c)
     _forget_bias = 0.0  # the initial bias of gate block 1 (LSTM: 1, its forget gate)
     params: dict[str, np.ndarray]  # set by __init__ (or load)
+    stateful = _checked_attribute(
+        "stateful", _check_flag, "True: each call starts from the state the last one ended in (``step`` needs it)."
+    )
+    dtype = _checked_attribute(
+        "dtype", lambda _, value: _check_dtype(value), "np.dtype float32 or float64: of the computation."
+    )
 
     def __init__(
         self,
@@ -171,8 +211,8 @@ class _RecurrentLayer:
             raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
         self.time_major = _check_flag("time_major", time_major)
-        self.stateful = _check_flag("stateful", stateful)
-        self.dtype = _check_dtype(dtype)
+        self.stateful = stateful
+        self.dtype = dtype
         # An int (a NumPy one too, kept as Python's: the saved config is JSON) or None.
         self.seed = None if seed is None else _check_int("seed", seed, 0)
         self.backend = _backends.check_backend_name(backend)
@@ -487,9 +527,7 @@ class _RecurrentLayer:
         # Written back once every layer has stepped: a Ctrl-C in a later layer's call leaves
         # the whole stack where it was (found by a review: 19 of 40 interrupted steps of a
         # 3-layer LSTM had advanced some layers only).
-        for layer, new in enumerate(new_states):
-            for p, v in zip(parts, new):
-                p[layer] = v
+        _write_back([(p[layer], v) for layer, new in enumerate(new_states) for p, v in zip(parts, new)])
         return inp[0]  # a view of the top layer's hs, a fresh array of its own
 
     # --- the compiled streaming step (RNN, LSTM and GRU) ----------------------------------
@@ -516,9 +554,12 @@ class _RecurrentLayer:
         return n * rows * G * H * itemsize < STEP_KERNEL_MAX_BATCH_BYTES
 
     def _step_settings(self):
-        """What a compiled stepper is built for besides the arrays: backend and activation
-        (the gated cells have none of their own: the stepper's is unused, RNN overrides)."""
-        return (self.backend, "tanh")
+        """What a compiled stepper is built for besides the arrays: backend, activation (the
+        gated cells have none of their own: the stepper's is unused, RNN overrides), and what
+        else a user may change on a layer between steps: its dtype (a stepper of the old one
+        had returned None, "x needs converting", which step() returned: found by a review)
+        and its directions (a bidirectional layer cannot step)."""
+        return (self.backend, "tanh", self.dtype, self.bidirectional)
 
     def _compiled_step(self, x, parts, params):
         """One step with the compiled backend's stepper (x checked, parts the carried state's
@@ -538,8 +579,7 @@ class _RecurrentLayer:
         if stepped is parts:
             self._stepper = (stepper, settings, step)
         else:
-            for original, copy in zip(parts, stepped):
-                original[...] = copy
+            _write_back(list(zip(parts, stepped)))
         return top
 
     def _new_stepper(self, params, parts, settings, params_key, state_key):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._api import Activation, _rnn_backward_steps, _rnn_forward_checked
+from .._api import _rnn_backward_steps, _rnn_forward_checked
+from .._orchestration import _check_activation
 from . import _interop
-from ._base import _RecurrentLayer
+from ._base import _checked_attribute, _RecurrentLayer
 from ._stack import stack_backward, stack_forward
 
 
@@ -82,14 +83,13 @@ class RNN(_RecurrentLayer):
             backend=backend,
         )
 
+    activation = _checked_attribute("activation", lambda _, value: _check_activation(value), "'tanh' or 'relu'.")
+
     def _configure_cell(self, *, activation):  # type: ignore[override]  # each cell names its own options
-        # (a str first: `in` on an array is NumPy's elementwise comparison)
-        if not isinstance(activation, str) or activation not in ("tanh", "relu"):
-            raise ValueError(f"activation: expected 'tanh' or 'relu', got {activation!r}")
-        self.activation: Activation = activation  # type: ignore[assignment]  # checked above
+        self.activation = activation
 
     def _step_settings(self):
-        return (self.backend, self.activation)
+        return (self.backend, self.activation, self.dtype, self.bidirectional)
 
     # --- the cell's functional calls (_stack runs them per layer and direction) ---
 
