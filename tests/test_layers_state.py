@@ -688,6 +688,16 @@ def test_step_after_the_layers_dtype_or_directions_change(cell):
     layer.bidirectional = True
     with pytest.raises(ValueError, match="^step: a bidirectional layer needs the whole sequence"):
         layer.step(x)
+    with pytest.raises(TypeError, match="^bidirectional: expected a bool, got str"):
+        layer.bidirectional = "False"
+    layer = make(5, 7, seed=2, stateful=True)
+    layer.step(x)
+    assert layer._stepper is not None
+    layer.backend = "numpy"  # the backend changed: the numpy one steps, with no stepper
+    layer.step(x)
+    assert layer._stepper is None
+    with pytest.raises(ValueError, match="^backend: expected one of"):
+        layer.backend = "gpu"
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])

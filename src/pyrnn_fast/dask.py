@@ -368,16 +368,16 @@ def _shippable(layer):
     the same, and a worker without it raises instead of falling back to another in silence."""
     shipped = copy.copy(layer)
     shipped.__dict__.update(
-        backend=layer.backend or _backends.get_backend(None).name,
         params={k: _param_copy(v) for k, v in layer.params.items()},
         grads={},
         state=None,
-        stateful=False,  # the tasks get the initial state as an argument
         _cache=None,
         _stepper=None,
         dh0=None,
     )
     shipped.__dict__.pop("dc0", None)
+    shipped.backend = layer.backend or _backends.get_backend(None).name
+    shipped.stateful = False  # the tasks get the initial state as an argument
     return shipped
 
 

@@ -58,15 +58,17 @@ def _checked_step(step, x, params_key, state_key, during="step"):
     return top
 
 
-def _checked_attribute(name, check, doc):
-    """A layer attribute that users may set after construction, checked as the constructor
-    checks it (``check(name, value)`` returns the value kept), so that a bad value is that
-    error at once, not another one (or none: a string "False" read as true) in whatever backend
-    runs next. Read through a C getter: ``step`` reads some at every step."""
+def _setting(name, check, doc):
+    """A layer setting that users may change after construction: checked as the constructor
+    checks it (``check(name, value)`` returns the value kept), so that a bad value is that error
+    at once, not another one (or none: a string "False" read as true) in whatever backend runs
+    next; and the kept compiled stepper, built for the old value, dropped (``step`` builds one
+    for the new value at its full checks, and need not compare settings at every step)."""
     slot = "_" + name
 
     def set_checked(self, value):
         setattr(self, slot, check(name, value))
+        self._stepper = None
 
     return property(operator.attrgetter(slot), set_checked, doc=doc)
 
@@ -112,11 +114,16 @@ class _RecurrentLayer:
     _state_names: tuple[str, ...] = ("h",)  # the carried state's parts (LSTM: h and c)
     _forget_bias = 0.0  # the initial bias of gate block 1 (LSTM: 1, its forget gate)
     params: dict[str, np.ndarray]  # set by __init__ (or load)
-    stateful = _checked_attribute(
+    # What the kept compiled stepper was built for, besides the arrays (_setting).
+    stateful = _setting(
         "stateful", _check_flag, "True: each call starts from the state the last one ended in (``step`` needs it)."
     )
-    dtype = _checked_attribute(
-        "dtype", lambda _, value: _check_dtype(value), "np.dtype float32 or float64: of the computation."
+    bidirectional = _setting("bidirectional", _check_flag, "True: a reverse direction per layer (``step`` refuses).")
+    dtype = _setting("dtype", lambda _, value: _check_dtype(value), "np.dtype float32 or float64: of the computation.")
+    backend = _setting(
+        "backend",
+        lambda _, value: _backends.check_backend_name(value),
+        "'cpp', 'numba', 'numpy' or None (the default).",
     )
 
     def __init__(
@@ -204,7 +211,7 @@ class _RecurrentLayer:
         # Here, so that with several bad arguments the first one in the signature is reported.
         self._configure_cell(**cell_options)
         self.bias = _check_flag("bias", bias)
-        self.bidirectional = _check_flag("bidirectional", bidirectional)
+        self.bidirectional = bidirectional
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
             raise TypeError(f"dropout: expected a probability in [0, 1], got {type(dropout).__name__}")
         if not 0 <= float(dropout) <= 1:
@@ -215,7 +222,7 @@ class _RecurrentLayer:
         self.dtype = dtype
         # An int (a NumPy one too, kept as Python's: the saved config is JSON) or None.
         self.seed = None if seed is None else _check_int("seed", seed, 0)
-        self.backend = _backends.check_backend_name(backend)
+        self.backend = backend
         self.training = True
         self.state = None
         self.dh0 = None
@@ -502,7 +509,7 @@ class _RecurrentLayer:
         # ones it was built on. Inline rather than a method: a Python call is ~12 % of a small
         # step's time.
         fast = self._stepper
-        if fast is not None and self.stateful and fast[1] == self._step_settings():
+        if fast is not None:  # (dropped when a setting changes: _setting)
             try:  # (free in Python 3.11+ when nothing is raised)
                 top = fast[2](x_t, self.params, self.state)
             except TypeError:  # `params` rebound to a non-dict: the checks below name it
@@ -554,12 +561,9 @@ class _RecurrentLayer:
         return n * rows * G * H * itemsize < STEP_KERNEL_MAX_BATCH_BYTES
 
     def _step_settings(self):
-        """What a compiled stepper is built for besides the arrays: backend, activation (the
-        gated cells have none of their own: the stepper's is unused, RNN overrides), and what
-        else a user may change on a layer between steps: its dtype (a stepper of the old one
-        had returned None, "x needs converting", which step() returned: found by a review)
-        and its directions (a bidirectional layer cannot step)."""
-        return (self.backend, "tanh", self.dtype, self.bidirectional)
+        """What a compiled stepper is built for besides the arrays: backend and activation
+        (the gated cells have none of their own: the stepper's is unused, RNN overrides)."""
+        return (self.backend, "tanh")
 
     def _compiled_step(self, x, parts, params):
         """One step with the compiled backend's stepper (x checked, parts the carried state's

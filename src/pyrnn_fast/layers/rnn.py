@@ -11,7 +11,7 @@ import numpy as np
 from .._api import _rnn_backward_steps, _rnn_forward_checked
 from .._orchestration import _check_activation
 from . import _interop
-from ._base import _checked_attribute, _RecurrentLayer
+from ._base import _RecurrentLayer, _setting
 from ._stack import stack_backward, stack_forward
 
 
@@ -83,13 +83,13 @@ class RNN(_RecurrentLayer):
             backend=backend,
         )
 
-    activation = _checked_attribute("activation", lambda _, value: _check_activation(value), "'tanh' or 'relu'.")
+    activation = _setting("activation", lambda _, value: _check_activation(value), "'tanh' or 'relu'.")
 
     def _configure_cell(self, *, activation):  # type: ignore[override]  # each cell names its own options
         self.activation = activation
 
     def _step_settings(self):
-        return (self.backend, self.activation, self.dtype, self.bidirectional)
+        return (self.backend, self.activation)
 
     # --- the cell's functional calls (_stack runs them per layer and direction) ---
 
