@@ -183,3 +183,30 @@ def test_backward_differentiates_the_forward_when_params_are_rebound_between():
     for g, e in zip(ours.grads, book.grads):
         close(g, e, SELF_TOL, "grads")
     close(ours.forward(xs), book.forward(xs), SELF_TOL, "hs with the rebound Wh")
+
+
+@pytest.mark.parametrize("make", [prf.TimeRNN, prf.TimeLSTM])
+def test_a_bad_state_from_set_state_is_named_as_set_state_names_it(make):
+    """set_state takes what the textbook's takes (anything, used at the next forward); a wrong
+    one is an error naming `h` (or `c`) there, not the functional API's h0 it becomes."""
+    G = 4 if make is prf.TimeLSTM else 1
+    rng = np.random.default_rng(0)
+    layer = make(
+        *(rng.standard_normal(s).astype(np.float32) for s in ((3, 5 * G), (5, 5 * G), (5 * G,))), stateful=True
+    )
+    xs = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    bad = [
+        (np.ones((3, 5), np.float32), ValueError, r"^h: the state set_state set: expected shape \(N, H\) = \(2, 5\)"),
+        (np.ones((1, 2, 5), np.float32), ValueError, r"^h: the state set_state set: expected shape"),
+        (np.ones((2, 5), complex), TypeError, "^h: "),
+    ]
+    for h, error, message in bad:
+        layer.set_state(h)
+        with pytest.raises(error, match=message):
+            layer.forward(xs)
+    if make is prf.TimeLSTM:
+        layer.set_state(np.ones((2, 5), np.float32), np.ones((2, 4), np.float32))
+        with pytest.raises(ValueError, match=r"^c: the state set_state set: expected shape \(N, H\) = \(2, 5\)"):
+            layer.forward(xs)
+    layer.set_state(np.ones((2, 5), np.float64))  # a good one (cast as the call casts it)
+    assert layer.forward(xs).shape == (2, 4, 5)

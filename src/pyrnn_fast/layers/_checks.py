@@ -58,3 +58,18 @@ def _check_xs(xs, Wx):
     D = np.shape(Wx)[0] if np.ndim(Wx) else None  # a list of rows too (the functional call names a bad Wx)
     if xs.ndim != 3 or xs.shape[2] != D:
         raise ValueError(f"xs: expected shape (N, T, D) with D = Wx.shape[0] = {D}, got {xs.shape}")
+
+
+def _check_set_state(name, a, xs, Wh):
+    """A textbook layer's state as ``set_state`` set it (or None), checked at the forward that
+    starts from it, where N is known, and named as set_state names it: the functional call
+    would name it h0 (or c0)."""
+    if a is None:
+        return None
+    a = _check_real(name, a)
+    H = np.shape(Wh)[0] if np.ndim(Wh) else None
+    if a.shape != (xs.shape[0], H):
+        raise ValueError(
+            f"{name}: the state set_state set: expected shape (N, H) = ({xs.shape[0]}, {H}) for this xs, got {a.shape}"
+        )
+    return a

@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api_gated import lstm_backward, lstm_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real, _check_xs
+from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs
 
 # The textbook orders the gate blocks [f | g | i | o]; ours (PyTorch's) is [i | f | g | o].
 # Column block k of ours is block _OURS_FROM_BOOK[k] of the book's.
@@ -70,7 +70,7 @@ class TimeLSTM:
         _check_xs(xs, Wx)
         if not self.stateful:
             self.h, self.c = None, None
-        h0, c0 = self.h, self.c
+        h0, c0 = (_check_set_state(k, a, xs, self.params[1]) for k, a in (("h", self.h), ("c", self.c)))
         out = lstm_forward(xs, Wx, Wh, b, h0, c0, backend=self.backend)
         self.h, self.c = out.h_last, out.c_last
         self._cache = (xs, Wx, Wh, out, h0, c0)

@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api import rnn_backward, rnn_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real, _check_xs
+from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs
 
 
 class TimeRNN:
@@ -47,7 +47,7 @@ class TimeRNN:
         _check_xs(xs, Wx)
         if not self.stateful:
             self.h = None
-        h0 = self.h
+        h0 = _check_set_state("h", self.h, xs, Wh)
         hs, self.h = rnn_forward(xs, Wx, Wh, b, h0, backend=self.backend)
         # The weights too: backward differentiates this forward even if params are rebound
         # in between, as the textbook's (its cells keep the arrays of their forward) and TimeLSTM.
