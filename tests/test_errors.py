@@ -192,3 +192,27 @@ def test_layout_errors_never_reach_the_binding():
     for backend in prf.backends():
         prf.rnn_forward(x, Wx[::-1], Wh, backend=backend)
         prf.rnn_forward(x_unaligned, Wx, Wh, backend=backend)
+
+
+def test_a_call_interrupting_the_numba_backends_load_is_refused_not_remembered(monkeypatch):
+    """Loading numba takes ~1 s; a signal handler asking for the backend on the thread doing so
+    met half-imported modules, and their ImportError was kept as the reason numba is
+    unavailable, for the rest of the process (found by a review). Here the load itself asks
+    again, as such a handler would: refused, and the backend loads."""
+    pytest.importorskip("numba")
+    from pyrnn_fast import _backends
+
+    monkeypatch.delitem(_backends._loaded, "numba", raising=False)
+    monkeypatch.setattr(_backends, "_numba_error", None)
+    check, nested = _backends._check_numba_imports, []
+
+    def interrupted_check():
+        if not nested:
+            with pytest.raises(RuntimeError, match="^backend: the numba backend is being loaded by the code this call"):
+                nested.append(_backends.get_backend("numba"))
+            nested.append("refused")
+        check()
+
+    monkeypatch.setattr(_backends, "_check_numba_imports", interrupted_check)
+    assert _backends.get_backend("numba").name == "numba" and nested == ["refused"]
+    assert "numba" in prf.backends()

@@ -232,3 +232,17 @@ def test_the_state_of_a_sample_of_length_zero_reaches_only_its_final_state(cell)
         np.testing.assert_array_equal(dx, dx0)
         for k in grads0:
             np.testing.assert_array_equal(grads[k], grads0[k], err_msg=k)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_lengths_of_an_empty_batch_as_an_empty_list(cell):
+    """lengths=[] for N = 0 is an empty batch's lengths (NumPy makes [] float64, which had been
+    refused as "expected an integer array"); a float array is still refused."""
+    layer = getattr(prf, cell)(3, 4, seed=0)
+    x = np.zeros((0, 5, 3), np.float32)
+    out = layer(x, lengths=[])[0]
+    assert out.shape == (0, 5, 4)
+    with pytest.raises(TypeError, match="^lengths: expected an integer array"):
+        layer(x, lengths=np.zeros(0))
+    with pytest.raises(TypeError, match="^lengths: expected an integer array"):
+        layer(np.zeros((1, 5, 3), np.float32), lengths=[2.0])

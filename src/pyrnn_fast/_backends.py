@@ -217,7 +217,6 @@ def check_backend_name(name: str | None) -> str | None:
 
 def get_backend(name: str | None) -> Backend:
     """The backend called `name`; None means ``$PYRNN_FAST_BACKEND`` or else the best available."""
-    global _numba_error  # set when numba, installed, fails to import
     source, from_env = "backend", name is None  # what the user set, for the error messages
     if from_env:
         name = os.environ.get("PYRNN_FAST_BACKEND", "")
@@ -229,8 +228,30 @@ def get_backend(name: str | None) -> Backend:
     name = _backend_name(name, source, none_allowed=not from_env)
     if name in _loaded:
         return _loaded[name]
-    if name == "numba":
+    if name != "numba":
+        return _load(name, source)
+    # Loading numba takes ~1 s: a signal handler or finaliser that asks for it on the thread
+    # doing so meets half-imported modules, whose ImportError had been kept as the reason the
+    # backend is unavailable, for good (found by a review). That call is refused instead.
+    if getattr(_loading, "numba", False):
+        raise RuntimeError(
+            f"{source}: the numba backend is being loaded by the code this call interrupted "
+            "(a signal handler or finaliser); call it again once that load is done"
+        )
+    _loading.numba = True
+    try:
         _check_numba_imports()  # installed, but it may not import (a numba too old for this NumPy)
+        return _load(name, source)
+    finally:
+        _loading.numba = False
+
+
+_loading = threading.local()  # .numba: this thread is loading the numba backend (get_backend)
+
+
+def _load(name: str, source: str) -> Backend:
+    """Make the available backend `name` (what get_backend has not made yet) and keep it."""
+    global _numba_error  # set when numba, installed, fails to import
     if name not in backends():
         raise _unavailable(source, name)
     if name == "cpp":

@@ -435,8 +435,9 @@ class _RecurrentLayer:
     def _check_lengths(self, lengths, N, T):
         if lengths is None:
             return None
+        empty_sequence = isinstance(lengths, (list, tuple)) and len(lengths) == 0
         lengths = _check_real("lengths", lengths)
-        if lengths.dtype.kind not in "iu":
+        if lengths.dtype.kind not in "iu" and not empty_sequence:  # (NumPy makes [] float64)
             raise TypeError(f"lengths: expected an integer array (N,), got dtype {lengths.dtype}")
         if lengths.shape != (N,):
             raise ValueError(f"lengths: expected shape (N,) = ({N},), got {lengths.shape}")
