@@ -731,3 +731,27 @@ def test_options_set_after_construction_are_checked(backend):
     twin = prf.RNN(5, 7, seed=2, stateful=True, backend="numpy", activation="relu")
     twin.state = layer.state.copy()
     close(layer.step(x), twin.step(x), 1e-5, "step after activation = 'relu'")
+
+
+def test_a_layer_pickled_before_its_settings_were_properties_unpickles():
+    """The settings (stateful, bidirectional, dtype, backend, activation) are properties kept
+    under "_" + name since the twenty-fourth session; a layer pickled before kept them under
+    their names: __setstate__ moves them."""
+    import pickle
+
+    layer = prf.RNN(3, 4, seed=0, stateful=True, activation="relu", backend="numpy")
+    state = layer.__getstate__()
+    for k in ("stateful", "bidirectional", "dtype", "backend", "activation"):
+        state[k] = state.pop("_" + k)  # as an older version's __dict__ was
+    old = prf.RNN.__new__(prf.RNN)
+    old.__setstate__(state)
+    again = pickle.loads(pickle.dumps(old))
+    assert (again.stateful, again.bidirectional, again.dtype, again.backend, again.activation) == (
+        True,
+        False,
+        np.dtype(np.float32),
+        "numpy",
+        "relu",
+    )
+    x = rng_arrays(36, (2, 5, 3), dtype=np.float32)[0]
+    np.testing.assert_array_equal(again(x)[0], layer(x)[0])

@@ -645,6 +645,12 @@ class _RecurrentLayer:
                 k: aligned_copy(v) if type(v) is np.ndarray and v.ctypes.data % 64 else v
                 for k, v in state["params"].items()
             }
+        # A layer pickled before the settings were properties (_setting) kept them by their names.
+        old = [k for k in ("stateful", "bidirectional", "dtype", "backend", "activation") if k in state]
+        if old:
+            state = dict(state)
+            for k in old:
+                state["_" + k] = state.pop(k)
         self.__dict__.update(state)
 
     # --- save / load (_npz) --------------------------------------------------------------
