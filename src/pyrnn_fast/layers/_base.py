@@ -227,7 +227,7 @@ class _RecurrentLayer:
         self.state = None
         self.dh0 = None
         self._cache = None  # what the last call keeps for backward
-        self._stepper = None  # the compiled step: (stepper, settings it was built for, its step function), see step
+        self._stepper = None  # the compiled step: (stepper, its step function), see step
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
         return init_seq
@@ -512,7 +512,7 @@ class _RecurrentLayer:
         fast = self._stepper
         if fast is not None:  # (dropped when a setting changes: _setting)
             try:  # (free in Python 3.11+ when nothing is raised)
-                top = fast[2](x_t, self.params, self.state)
+                top = fast[1](x_t, self.params, self.state)
             except TypeError:  # `params` rebound to a non-dict: the checks below name it
                 top = None
             if top is not None:
@@ -574,15 +574,15 @@ class _RecurrentLayer:
         step runs on converted copies (the state written back), so the results are the same in
         every layout, and changes in place are still seen."""
         settings = self._step_settings()
-        fast = self._stepper
-        if fast is not None and fast[1] == settings and fast[0].current(self.params, self.state):
-            return fast[2](x, self.params, self.state)
+        fast = self._stepper  # (built for the settings as they are: _setting drops it otherwise)
+        if fast is not None and fast[0].current(self.params, self.state):
+            return fast[1](x, self.params, self.state)
         self._stepper = None
         stepper, stepped, key = self._new_stepper(params, parts, settings, self.params, self.state)
         step = stepper.step  # a new function object per read: kept
         top = _checked_step(step, x, self.params, key)
         if stepped is parts:
-            self._stepper = (stepper, settings, step)
+            self._stepper = (stepper, step)
         else:
             _write_back(list(zip(parts, stepped)))
         return top
