@@ -5,6 +5,7 @@ Keras's equations for its weight layout, and the layer machinery they share with
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -401,3 +402,32 @@ def test_record_false_is_inference(cell, use_lengths, backend):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(stateful[0]._state_parts(), stateful[1]._state_parts()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_interop_refuses_what_it_would_drop_or_torch_would_refuse(cell):
+    """Found by a review: to_torch left an array of the user's in params behind without a word
+    (save() refuses it), a module with a parameter deleted was a bare AttributeError, an H = 0
+    layer (which this library computes) failed in torch's constructor, and a one-layer dropout,
+    accepted silently, warned only in torch's at to_torch."""
+    torch = pytest.importorskip("torch")
+    make = getattr(prf, cell)
+    layer = make(3, 5)
+    layer.params["Wx_l0_momentum"] = np.zeros((3, 5))
+    with pytest.raises(ValueError, match=r"^params: 'Wx_l0_momentum' is not a parameter of this layer \(to_torch"):
+        layer.to_torch()
+    module = getattr(torch.nn, cell)(3, 5, num_layers=2)
+    del module.weight_hh_l1
+    with pytest.raises(ValueError, match=rf"^module: weight_hh_l1 is missing or not a tensor \(a torch.nn.{cell} "):
+        make.from_torch(module)
+    with pytest.raises(ValueError, match=rf"^hidden_size: torch.nn.{cell} needs at least 1, the layer has 0$"):
+        make(3, 0).to_torch()
+    with pytest.warns(UserWarning, match=r"^dropout=0.5 has no effect with num_layers=1: dropout acts between"):
+        one = make(3, 5, dropout=0.5, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, by the layer: neither torch's nor ours again
+        back = make.from_torch(one.to_torch())
+        make(3, 5, num_layers=2, dropout=0.5)
+    assert back.dropout == 0.5
+    for name, a in one.params.items():
+        np.testing.assert_array_equal(back.params[name], a)

@@ -35,7 +35,8 @@ def test_dropout_only_in_training_and_reproducible():
 
 def test_dropout_one_layer_is_a_no_op_and_probability_one_zeroes():
     x = rng_arrays(0, (2, 3, 3))[0]
-    one = prf.RNN(3, 4, dropout=0.9, seed=0)
+    with pytest.warns(UserWarning, match=r"^dropout=0.9 has no effect with num_layers=1"):
+        one = prf.RNN(3, 4, dropout=0.9, seed=0)
     ref = prf.RNN(3, 4, seed=0)
     np.testing.assert_array_equal(one(x)[0], ref(x)[0])
     full = prf.RNN(3, 4, num_layers=2, dropout=1.0, bias=False, seed=0)

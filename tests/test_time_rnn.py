@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -210,3 +212,28 @@ def test_a_bad_state_from_set_state_is_named_as_set_state_names_it(make):
             layer.forward(xs)
     layer.set_state(np.ones((2, 5), np.float64))  # a good one (cast as the call casts it)
     assert layer.forward(xs).shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize("make", [prf.TimeRNN, prf.TimeLSTM])
+def test_stateful_set_after_construction_is_checked_and_old_pickles_load(make):
+    """`layer.stateful = "False"` was taken and acted as True (found by a review): now the
+    constructor's check, whenever it is set. A layer pickled when `stateful` was a plain
+    attribute still unpickles, with its value."""
+    G = 4 if make is prf.TimeLSTM else 1
+    rng = np.random.default_rng(1)
+    layer = make(*(rng.standard_normal(s).astype(np.float32) for s in ((3, 5 * G), (5, 5 * G), (5 * G,))))
+    with pytest.raises(TypeError, match=r"^stateful: expected a bool, got str$"):
+        layer.stateful = "False"
+    assert layer.stateful is False
+    xs = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    first = layer.forward(xs).copy()
+    layer.stateful = True
+    layer.reset_state()
+    np.testing.assert_array_equal(layer.forward(xs), first)  # from zeros
+    assert not np.array_equal(layer.forward(xs), first)  # from the last h
+    old = dict(layer.__dict__)
+    old["stateful"] = old.pop("_stateful")
+    revived = make.__new__(make)
+    revived.__setstate__(old)
+    assert revived.stateful is True
+    assert pickle.loads(pickle.dumps(layer)).stateful is True

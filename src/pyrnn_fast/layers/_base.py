@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
+import warnings
 
 import numpy as np
 
 from .. import _backends
 from .._orchestration import _check_flag, _kernel_seq, _weight_grads, aligned_copy
 from . import _npz
-from ._checks import _check_dtype, _check_int, _check_real
+from ._checks import _check_dtype, _check_int, _check_real, _checked_property, _settings_to_slots
 
 # step(): a step of at least STEP_KERNEL_MIN_BATCH samples whose batch size times a layer's
 # weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES runs on the sequence kernels (T = 1) instead
@@ -58,19 +58,15 @@ def _checked_step(step, x, params_key, state_key, during="step"):
     return top
 
 
+def _drop_stepper(layer):
+    layer._stepper = None
+
+
 def _setting(name, check, doc):
-    """A layer setting that users may change after construction: checked as the constructor
-    checks it (``check(name, value)`` returns the value kept), so that a bad value is that error
-    at once, not another one (or none: a string "False" read as true) in whatever backend runs
-    next; and the kept compiled stepper, built for the old value, dropped (``step`` builds one
-    for the new value at its full checks, and need not compare settings at every step)."""
-    slot = "_" + name
-
-    def set_checked(self, value):
-        setattr(self, slot, check(name, value))
-        self._stepper = None
-
-    return property(operator.attrgetter(slot), set_checked, doc=doc)
+    """A layer setting that users may change after construction (``_checked_property``); the
+    kept compiled stepper, built for the old value, is dropped (``step`` builds one for the new
+    value at its full checks, and need not compare settings at every step)."""
+    return _checked_property(name, check, doc, on_change=_drop_stepper)
 
 
 def _write_back(pairs):
@@ -167,6 +163,15 @@ class _RecurrentLayer:
             ) from e
         self.params = {k: aligned_copy(v) for k, v in initial.items()}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        if self.dropout > 0 and self.num_layers == 1:
+            # As torch.nn.RNN warns (a configuration it takes, then ignores): said here, where it
+            # was written, rather than by torch at to_torch (found by a review).
+            warnings.warn(
+                f"dropout={self.dropout} has no effect with num_layers=1: dropout acts between stacked "
+                "layers, on the outputs of all but the last",
+                UserWarning,
+                stacklevel=2 if type(self).__init__ is _RecurrentLayer.__init__ else 3,  # RNN's own __init__
+            )
 
     def _initial_params(self, rng):
         """Wx Glorot-uniform and Wh a random orthogonal matrix, per gate block; biases zero but
@@ -312,6 +317,20 @@ class _RecurrentLayer:
                 if a.shape != shape:
                     raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
             checked[name] = a
+        return checked
+
+    def _check_own_params(self, what):
+        """``_check_params``, and no other entry in ``params``: what save() writes and to_torch
+        copies (``what`` they do, for the message) is the layer's own parameters, and an array of
+        the user's there would be left behind without a word."""
+        checked = self._check_params()
+        extra = sorted(set(self.params) - set(checked))
+        if extra:
+            are = "is not a parameter" if len(extra) == 1 else "are not parameters"
+            raise ValueError(
+                f"params: {', '.join(map(repr, extra))} {are} of this layer ({what} the layer's own: "
+                f"{', '.join(checked)}); keep other arrays outside layer.params"
+            )
         return checked
 
     def _weights(self, params, layer, suffix):
@@ -645,13 +664,7 @@ class _RecurrentLayer:
                 k: aligned_copy(v) if type(v) is np.ndarray and v.ctypes.data % 64 else v
                 for k, v in state["params"].items()
             }
-        # A layer pickled before the settings were properties (_setting) kept them by their names.
-        old = [k for k in ("stateful", "bidirectional", "dtype", "backend", "activation") if k in state]
-        if old:
-            state = dict(state)
-            for k in old:
-                state["_" + k] = state.pop(k)
-        self.__dict__.update(state)
+        self.__dict__.update(_settings_to_slots(state, ("stateful", "bidirectional", "dtype", "backend", "activation")))
 
     # --- save / load (_npz) --------------------------------------------------------------
 

@@ -3,8 +3,35 @@
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
+
+
+def _checked_property(name, check, doc, on_change=None):
+    """An attribute users may set after construction, checked as the constructor checks it
+    (``check(name, value)`` returns the value kept, in the slot ``_<name>``): a bad value is that
+    error at once, not another one (or none: a string "False" read as true) at the next call.
+    ``on_change(self)`` runs after each change (the layers drop their compiled stepper)."""
+    slot = "_" + name
+
+    def set_checked(self, value):
+        setattr(self, slot, check(name, value))
+        if on_change is not None:
+            on_change(self)
+
+    return property(operator.attrgetter(slot), set_checked, doc=doc)
+
+
+def _settings_to_slots(state, names):
+    """A pickled layer's ``__dict__`` with the settings among ``names`` that it kept under their
+    own names (pickled before they were ``_checked_property``s) moved to their slots."""
+    old = [k for k in names if k in state]
+    if old:
+        state = dict(state)
+        for k in old:
+            state["_" + k] = state.pop(k)
+    return state
 
 
 def _check_real(name, a):

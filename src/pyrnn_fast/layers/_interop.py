@@ -4,6 +4,8 @@ torch is imported lazily, inside the functions: it is never a dependency."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ._checks import _check_real
@@ -31,32 +33,37 @@ def from_torch(cls, module, backend):
     if any(p.is_meta for p in module.parameters()):
         raise ValueError("module: its parameters are on the 'meta' device (no data to copy); materialise it first")
     options = dict(activation=module.nonlinearity) if cls._name == "RNN" else {}
-    layer = cls(
-        module.input_size,
-        module.hidden_size,
-        num_layers=module.num_layers,
-        **options,
-        bias=module.bias,
-        bidirectional=module.bidirectional,
-        dropout=float(module.dropout),
-        time_major=not module.batch_first,
-        dtype=dtypes[w0.dtype],
-        backend=backend,
-    )
+    with warnings.catch_warnings():  # a one-layer dropout: torch warned when the module was made
+        warnings.filterwarnings("ignore", "dropout=.* has no effect with num_layers=1", UserWarning)
+        layer = cls(
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            **options,
+            bias=module.bias,
+            bidirectional=module.bidirectional,
+            dropout=float(module.dropout),
+            time_major=not module.batch_first,
+            dtype=dtypes[w0.dtype],
+            backend=backend,
+        )
     layer.training = bool(module.training)
 
-    def arr(t):
+    def arr(name):
+        t = getattr(module, name, None)
+        if not isinstance(t, torch.Tensor):  # deleted, or replaced by something else
+            raise ValueError(f"module: {name} is missing or not a tensor (a torch.nn.{cls._name} like it has one)")
         return t.detach().cpu().to(torch.float64).numpy()
 
     weights = {}
     for layer_idx in range(layer.num_layers):
         for suffix in layer._suffixes:
             k = f"l{layer_idx}{suffix}"
-            weights[f"Wx_{k}"] = arr(getattr(module, f"weight_ih_{k}")).T
-            weights[f"Wh_{k}"] = arr(getattr(module, f"weight_hh_{k}")).T
+            weights[f"Wx_{k}"] = arr(f"weight_ih_{k}").T
+            weights[f"Wh_{k}"] = arr(f"weight_hh_{k}").T
             if not layer.bias:
                 continue
-            bias_ih, bias_hh = arr(getattr(module, f"bias_ih_{k}")), arr(getattr(module, f"bias_hh_{k}"))
+            bias_ih, bias_hh = arr(f"bias_ih_{k}"), arr(f"bias_hh_{k}")
             if "bh" in layer._param_kinds:  # GRU: the recurrent bias is inside r ⊙ (h·Wh + bh)
                 weights[f"b_{k}"], weights[f"bh_{k}"] = bias_ih, bias_hh
             else:  # folded in float64, then rounded once to the layer's dtype
@@ -71,21 +78,25 @@ def to_torch(layer):
 
     # The layer's own check first (a rebound or removed parameter is an error naming it, as
     # for a call): torch's copy_ would broadcast a wrong shape into the module without a word.
-    params = layer._check_params()
+    params = layer._check_own_params("to_torch copies")
+    if layer.hidden_size == 0:  # a layer this library computes (empty outputs), torch's refuses
+        raise ValueError(f"hidden_size: torch.nn.{layer._name} needs at least 1, the layer has 0")
 
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[layer.dtype]
     options = dict(nonlinearity=layer.activation) if layer._name == "RNN" else {}
-    module = _torch_class(type(layer))(
-        layer.input_size,
-        layer.hidden_size,
-        num_layers=layer.num_layers,
-        **options,
-        bias=layer.bias,
-        batch_first=not layer.time_major,
-        dropout=layer.dropout,
-        bidirectional=layer.bidirectional,
-        dtype=dtype,
-    )
+    with warnings.catch_warnings():  # a one-layer dropout: the layer warned when it was made
+        warnings.filterwarnings("ignore", "dropout option adds dropout after all but last", UserWarning)
+        module = _torch_class(type(layer))(
+            layer.input_size,
+            layer.hidden_size,
+            num_layers=layer.num_layers,
+            **options,
+            bias=layer.bias,
+            batch_first=not layer.time_major,
+            dropout=layer.dropout,
+            bidirectional=layer.bidirectional,
+            dtype=dtype,
+        )
 
     def put(name, a):
         # In the layer's dtype: a parameter rebound to another byte order or dtype (which the

@@ -146,15 +146,8 @@ def save(layer, path):
     # The parameters the configuration implies, checked: a file that load() would refuse (a
     # parameter rebound to another shape, an entry of the user's own in params) is refused here,
     # when it can still be mended, not found out when the checkpoint is needed.
-    checked = layer._check_params()
+    checked = layer._check_own_params("save() writes")
     names = list(checked)
-    extra = sorted(set(layer.params) - set(names))
-    if extra:
-        raise ValueError(
-            f"params: {', '.join(map(repr, extra))} {'is not a parameter' if len(extra) == 1 else 'are not parameters'}"
-            f" of this layer (save() writes "
-            f"the layer's own: {', '.join(names)}); keep other arrays outside layer.params"
-        )
     weights = {k: np.asarray(checked[k], dtype=layer.dtype) for k in names}
     # numpy's stub types **kwds as if they could be allow_pickle (a bool): arrays are what we pass
     np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config)), **weights})  # type: ignore[arg-type]

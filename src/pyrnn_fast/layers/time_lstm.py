@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api_gated import lstm_backward, lstm_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs
+from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs, _checked_property, _settings_to_slots
 
 # The textbook orders the gate blocks [f | g | i | o]; ours (PyTorch's) is [i | f | g | o].
 # Column block k of ours is block _OURS_FROM_BOOK[k] of the book's.
@@ -45,15 +45,20 @@ class TimeLSTM:
     backward stops at the start of the sequence (truncated BPTT).
     """
 
+    stateful = _checked_property("stateful", _check_flag, "True: each forward starts from the last state.")
+
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
         for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
             _check_float_param(name, a)
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.c, self.dh = None, None, None
-        self.stateful = _check_flag("stateful", stateful)
+        self.stateful = stateful
         self.backend = _backends.check_backend_name(backend)
         self._cache = None
+
+    def __setstate__(self, state):  # pickled before `stateful` was a property: under its name
+        self.__dict__.update(_settings_to_slots(state, ("stateful",)))
 
     def set_state(self, h, c=None):
         """The state a stateful layer's next forward starts from: h, c (N, H) (c None: zeros)."""

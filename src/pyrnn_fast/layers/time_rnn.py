@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api import rnn_backward, rnn_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs
+from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs, _checked_property, _settings_to_slots
 
 
 class TimeRNN:
@@ -22,15 +22,20 @@ class TimeRNN:
     the start of the sequence (truncated BPTT).
     """
 
+    stateful = _checked_property("stateful", _check_flag, "True: each forward starts from the last state.")
+
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
         for name, a in (("Wx", Wx), ("Wh", Wh), ("b", b)):
             _check_float_param(name, a)
         self.params = [Wx, Wh, b]
         self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
         self.h, self.dh = None, None
-        self.stateful = _check_flag("stateful", stateful)
+        self.stateful = stateful
         self.backend = _backends.check_backend_name(backend)
         self._cache = None
+
+    def __setstate__(self, state):  # pickled before `stateful` was a property: under its name
+        self.__dict__.update(_settings_to_slots(state, ("stateful",)))
 
     def set_state(self, h):
         """The state a stateful layer's next forward starts from: h (N, H), used as given."""
