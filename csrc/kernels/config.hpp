@@ -179,14 +179,22 @@ constexpr idx kMaxPanelsUnpackedA = idx(1) << 40;
 constexpr idx kWideK = idx(1) << 16;
 
 // ---- Threads ----------------------------------------------------------------------------------
-// Multiply-adds per thread below which a GEMM runs on one thread: ~50 µs of work. Waking a
-// second thread costs microseconds on bare metal but can cost a scheduler time slice when
-// that core is busy (another library's spinning pool, a virtual CPU the host took away):
-// measured on the `stream` shape, 2-thread GEMMs of 4M multiply-adds made fwd+bwd 4x slower.
-// (Probably the helper woken on the caller's vCPU, fixed since: team.hpp, keep_off_cpu. After
-// that fix, 2^21 instead of 2^22 was within noise on `stream`: vanilla fwd+bwd 1.72-1.84 vs
-// 1.79-1.90 ms, 2 alternating builds; so 2^22 stays.)
-constexpr idx kMinGemmWorkPerThread = idx(1) << 22;
+// Multiply-adds per thread below which a GEMM runs on fewer threads: ~5-10 µs of work.
+// Waking a second thread costs microseconds on bare metal but can cost a scheduler time slice
+// when that core is busy (another library's spinning pool, a virtual CPU the host took away):
+// measured on the `stream` shape, 2-thread GEMMs of 4M multiply-adds made fwd+bwd 4x slower,
+// probably the helper woken on the caller's vCPU, fixed since (team.hpp, keep_off_cpu); the
+// bound was 2^22 then. At 2^20 (twenty-fifth session, Sapphire Rapids VM, 2 threads, float32,
+// two builds in alternating processes, 3 rounds): `layer.step` of many samples, whose input
+// GEMMs (N x D x G*H, 2^21-2^22) now take two threads: RNN H = 256 N = 256 0.91x the time,
+// H = 512 N = 128 0.92x, GRU H = 256 N = 256 0.89x, LSTM H = 128 N = 256 0.88x; vanilla
+// `stream` fwd+bwd 0.93-0.97x; LSTM `stream` and `typical`, GRU and RNN `typical`, the
+// forwards of `stream` and `tiny`: within noise (0.97-1.03x).
+constexpr idx kMinGemmWorkPerThread = idx(1) << 20;
+// The same kind of bound for splitting a whole sequence's recurrence by rows (recurrence.hpp):
+// kept at 2^22 (with 2^20 there too, LSTM `typical` fwd+bwd read 1.03-1.07x the time in the
+// same comparison; not looked into further).
+constexpr idx kMinRowSplitWorkPerThread = idx(1) << 22;
 // Elements per thread of a column sum (gemm.hpp, column_sums_kernel): one read of each, at
 // memory speed, so a second thread pays for its start only on a large array.
 constexpr idx kMinSumsPerThread = idx(1) << 16;

@@ -79,7 +79,7 @@ static Split recurrence_split(int requested, idx steps, idx N, idx H, idx panels
     const bool long_enough = mul_sat(mul_sat(steps, N), kRowSplitBytesPerSampleStep) >= weights_bytes;
     if (long_enough && weights_bytes * 100 <= core_cache_bytes() * kRowSplitCachePercent) {
         by_rows = imin(want, N / kMinRowsPerThread);
-        by_rows = imin(by_rows, mul_sat(steps, step_work) / kMinGemmWorkPerThread);
+        by_rows = imin(by_rows, mul_sat(steps, step_work) / kMinRowSplitWorkPerThread);
     }
     if (by_rows > 1 && by_rows >= by_cols) return {int(by_rows), true};
     return {int(by_cols), false};
