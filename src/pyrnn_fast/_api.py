@@ -28,6 +28,7 @@ from ._orchestration import (
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
+    _last_step_view,
     _prepare,
     _tm,
     _weight_grads,
@@ -96,11 +97,14 @@ def rnn_forward(
     return _rnn_forward_checked(kernel, arrays, dtype, dims, bool(time_major), act)
 
 
-def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: bool, act: str, active=None):
+def _rnn_forward_checked(
+    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, act: str, active=None, final_view=False
+):
     """``rnn_forward`` past its checks (the layers call it with what they checked themselves):
     `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
     `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it. `active`: the
-    rows each step runs (``_reference.rows_per_step``; None: all)."""
+    rows each step runs (``_reference.rows_per_step``; None: all). `final_view`: h_last may be
+    a view of hs (``_last_step_view``)."""
     T, N, D, H = dims
     x = arrays["x"]
     h0 = _kernel_matrix(arrays["h0"], dtype)
@@ -109,9 +113,11 @@ def _rnn_forward_checked(kernel, arrays: dict, dtype, dims: tuple, time_major: b
     hs_tm = _tm(hs, time_major)
     # XW doubles as the output: the kernel overwrites xw[t] with h_t once it has read it.
     _input_projection(kernel, _tm(x, time_major), arrays["Wx"], arrays["b"], hs_tm, dtype)
-    h_last = _final_state(h0, dtype, N, H, T, active)
+    view = _last_step_view(hs_tm, active) if final_view else None
+    h_last = _final_state(h0, dtype, N, H, T, active) if view is None else view
     kernel.forward(hs_tm, wh, h0, hs_tm, act, active=active)
-    _final_rows((h_last,), (hs_tm,), 0, T, active)
+    if view is None:
+        _final_rows((h_last,), (hs_tm,), 0, T, active)
     _zero_padding(hs_tm, active)
     return hs, h_last
 

@@ -29,6 +29,7 @@ from ._orchestration import (
     _kernel_matrix,
     _kernel_seq,
     _kernel_weights,
+    _last_step_view,
     _prepare,
     _tm,
     _weight_grads,
@@ -234,12 +235,13 @@ def lstm_forward(
 
 
 def _lstm_forward_checked(
-    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool, active=None
+    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool, active=None, final_view=False
 ) -> LSTMOutput:
     """``lstm_forward`` past its checks (the layers call it with what they checked themselves):
     `arrays` the named arguments, of `dtype` (None where not given) with shapes that agree with
     `dims` = (T, N, D, H), x in the caller's layout, as ``_kernel_seq`` makes it; flags bools.
-    `active`: the rows each step runs (``_reference.rows_per_step``; None: all)."""
+    `active`: the rows each step runs (``_reference.rows_per_step``; None: all). `final_view`:
+    h_last may be a view of hs (``_last_step_view``)."""
     T, N, D, H = dims
     x = arrays["x"]
     hs = _empty(x.shape[:2] + (H,), dtype)
@@ -247,7 +249,9 @@ def _lstm_forward_checked(
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, h, c = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "h0", "c0"))
-    h_last, c_last = (_final_state(a, dtype, N, H, T, active) for a in (h, c))
+    view = _last_step_view(hs_tm, active) if final_view else None
+    h_last = _final_state(h, dtype, N, H, T, active) if view is None else view
+    c_last = _final_state(c, dtype, N, H, T, active)
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 5 * H * dtype.itemsize, workspace)
     gates = _empty((steps, N, 4 * H), dtype)  # x·Wx + b, then (in place) the activated gates
     cs = _empty((steps, N, H), dtype)
@@ -257,7 +261,10 @@ def _lstm_forward_checked(
         _input_projection(kernel, x_tm[t0:t1], wx, bias, g, dtype)
         run = None if active is None else active[t0:t1]
         kernel.lstm_forward(g, wh, h, c, hs_tm[t0:t1], c_seq, g, active=run)
-        _final_rows((h_last, c_last), (hs_tm[t0:t1], c_seq), t0, T, active)
+        if view is None:
+            _final_rows((h_last, c_last), (hs_tm[t0:t1], c_seq), t0, T, active)
+        else:
+            _final_rows((c_last,), (c_seq,), t0, T, active)
         h, c = _kernel_matrix(hs_tm[t1 - 1], dtype), _copy(c_seq[t1 - 1 - t0])  # (c_seq is reused next chunk)
     _zero_padding(hs_tm, active)
     ws = None
@@ -342,7 +349,7 @@ def gru_forward(
 
 
 def _gru_forward_checked(
-    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool, active=None
+    kernel, arrays: dict, dtype, dims: tuple, time_major: bool, workspace: bool, active=None, final_view=False
 ) -> GRUOutput:
     """``gru_forward`` past its checks (as ``_lstm_forward_checked``)."""
     T, N, D, H = dims
@@ -352,7 +359,8 @@ def _gru_forward_checked(
     # Converted once, not per chunk (_input_projection's conversions of them are then no-ops).
     wx = _kernel_weights(arrays["Wx"], dtype)
     bias, wh, bh, h = (_kernel_matrix(arrays[k], dtype) for k in ("b", "Wh", "bh", "h0"))
-    h_last = _final_state(h, dtype, N, H, T, active)
+    view = _last_step_view(hs_tm, active) if final_view else None
+    h_last = _final_state(h, dtype, N, H, T, active) if view is None else view
     x_tm, steps = _tm(x, time_major), _steps_per_call(T, N * 7 * H * dtype.itemsize, workspace)
     xw = _empty((steps, N, 3 * H), dtype)
     gates = _empty((steps, N, 4 * H), dtype)
@@ -361,7 +369,8 @@ def _gru_forward_checked(
         _input_projection(kernel, x_tm[t0:t1], wx, bias, xw[: t1 - t0], dtype)
         run = None if active is None else active[t0:t1]
         kernel.gru_forward(xw[: t1 - t0], wh, bh, h, hs_tm[t0:t1], gates[: t1 - t0], active=run)
-        _final_rows((h_last,), (hs_tm[t0:t1],), t0, T, active)
+        if view is None:
+            _final_rows((h_last,), (hs_tm[t0:t1],), t0, T, active)
         h = _kernel_matrix(hs_tm[t1 - 1], dtype)
     _zero_padding(hs_tm, active)
     ws = None

@@ -57,7 +57,7 @@ class LSTM(_RecurrentLayer):
     def _run(self, x, W, state, keep=True, options=None, active=None):
         Wx, Wh, b = W
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0], c0=state[1])
-        out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, True, keep, active)
+        out = _api_gated._lstm_forward_checked(kernel, arrays, dtype, dims, True, keep, active, final_view=True)
         return out.hs, (out.h_last, out.c_last), out.workspace
 
     def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):
@@ -143,7 +143,7 @@ class GRU(_RecurrentLayer):
     def _run(self, x, W, state, keep=True, options=None, active=None):
         Wx, Wh, b, bh = W
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, bh=bh, h0=state[0])
-        out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, True, keep, active)
+        out = _api_gated._gru_forward_checked(kernel, arrays, dtype, dims, True, keep, active, final_view=True)
         return out.hs, (out.h_last,), out.workspace
 
     def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):

@@ -97,7 +97,7 @@ class RNN(_RecurrentLayer):
         Wx, Wh, b = W
         act = self.activation if options is None else options["activation"]
         kernel, arrays, dtype, dims = self._forward_args(x, Wx=Wx, Wh=Wh, b=b, h0=state[0])
-        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, True, act, active)
+        hs, h = _rnn_forward_checked(kernel, arrays, dtype, dims, True, act, active, final_view=True)
         return hs, (h,), act  # what backward needs: the call's activation, not the current one
 
     def _grad_steps(self, dhs, x, W, hs, saved, state0, dstate_n, active=None):
