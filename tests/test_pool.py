@@ -7,6 +7,7 @@ once never share one, and release_buffers() frees them. The pool serves arrays f
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import threading
 
@@ -173,28 +174,64 @@ def test_pool_arrays_start_on_a_cache_line():
 
 
 def test_sizes_least_recently_used_and_a_full_pool():
+    n = _orchestration._POOL_MAX_BUFFERS[False]  # these arrays are all below _POOL_LARGE_BYTES
     held = [_orchestration._empty((1000,), np.float64)]  # 8000 bytes
     # A buffer serves arrays down to 1/1.25 of its size only: a held result pins at most that.
     del held[0]
     small = _orchestration._empty((700,), np.float64)  # 5600 bytes: 8000 is too big for it
     assert small.base.nbytes == 5600 + _orchestration._ALIGN and len(kept_buffers()) == 2
     del small
-    # Least recently used goes first: 16 unused buffers, the oldest (8000 bytes) used again,
-    # then 15 new sizes take the places of the 15 others.
-    others = [_orchestration._empty((2000 + 100 * i,), np.float64) for i in range(14)]
-    assert len(kept_buffers()) == 16
+    # Least recently used goes first: n unused buffers, the oldest (8000 bytes) used again,
+    # then n - 1 new sizes take the places of the n - 1 others.
+    others = [_orchestration._empty((2000 + 100 * i,), np.float64) for i in range(n - 2)]
+    assert len(kept_buffers()) == n
     del others
     keep = _orchestration._empty((1000,), np.float64)  # the 8000-byte buffer again
     del keep
-    for i in range(15):
+    for i in range(n - 1):
         _orchestration._empty((5000 + 100 * i,), np.float64)
-    assert len(kept_buffers()) == 16 and [b.nbytes for b in kept_buffers()].count(8000 + _orchestration._ALIGN) == 1
+    assert len(kept_buffers()) == n and [b.nbytes for b in kept_buffers()].count(8000 + _orchestration._ALIGN) == 1
     keep = _orchestration._empty((1000,), np.float64)
     # Every buffer in use: the array is NumPy's own, the pool unchanged.
-    in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(15)]
+    in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(n - 1)]
     extra = _orchestration._empty((9999,), np.float64)
-    assert extra.base is None and len(kept_buffers()) == 16
-    assert len({id(a.base) for a in in_use} | {id(keep.base)}) == 16
+    assert extra.base is None and len(kept_buffers()) == n
+    assert len({id(a.base) for a in in_use} | {id(keep.base)}) == n
+
+
+class _CountingNumpy:
+    """numpy for _orchestration, counting the arrays from _POOL_MIN_BYTES that _empty had to
+    take from NumPy instead of the pool (its new buffers are uint8)."""
+
+    def __init__(self):
+        self.spilled = 0
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def empty(self, shape, dtype=float):
+        dtype = np.dtype(dtype)
+        if dtype != np.uint8 and math.prod(np.atleast_1d(shape)) * dtype.itemsize >= POOL_MIN_BYTES:
+            self.spilled += 1
+        return np.empty(shape, dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_deep_stack_fits_the_pool(cell, monkeypatch):
+    """A stacked layer's call keeps ~5 arrays of the smaller set per layer for its backward: with
+    16 buffers a 3-layer GRU's (T, N, H) = (4, 128, 256) overflowed, and the rest came from
+    NumPy at every call (402 page faults per forward+backward)."""
+    monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", POOL_MIN_BYTES)
+    counting = _CountingNumpy()
+    monkeypatch.setattr(_orchestration, "np", counting)
+    layer = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell](64, 256, num_layers=3, stateful=True, seed=0)
+    x = np.ones((128, 4, 64), np.float32)
+    for call in range(3):
+        if call == 2:  # the pool filled by the first two
+            counting.spilled = 0
+        out, _ = layer(x)
+        layer.backward(np.ones_like(out))
+    assert counting.spilled == 0
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -243,16 +280,17 @@ def test_held_results_are_never_reused_and_threshold(monkeypatch):
 
 def test_smaller_arrays_never_evict_the_large_ones():
     """Arrays below _POOL_LARGE_BYTES (a call's states, short sequences) have a pool of their
-    own: 16 of them in use, and more made, never push out an unused large buffer (whose
+    own: all of them in use, and more made, never push out an unused large buffer (whose
     re-allocation is what the pool exists to avoid)."""
+    n = _orchestration._POOL_MAX_BUFFERS[False]
     large = _orchestration._empty((1 << 18,), np.float32)  # 1 MiB: the large arrays' pool
     large_buffer = id(large.base)  # (a reference to it would keep it in use)
     del large  # unused, kept
-    held = [_orchestration._empty((1000 + i,), np.float64) for i in range(16)]  # all in use
-    for i in range(40):  # new sizes, each evicting an unused smaller buffer, or NumPy's own
+    held = [_orchestration._empty((1000 + i,), np.float64) for i in range(n)]  # all in use
+    for i in range(n + 24):  # new sizes, each evicting an unused smaller buffer, or NumPy's own
         _orchestration._empty((5000 + 100 * i,), np.float64)
     assert [id(b) for b in _orchestration._buffers(True)] == [large_buffer]
-    assert len(_orchestration._buffers(False)) == 16 and all(any(a.base is b for b in kept_buffers()) for a in held)
+    assert len(_orchestration._buffers(False)) == n and all(any(a.base is b for b in kept_buffers()) for a in held)
     again = _orchestration._empty((1 << 18,), np.float32)
     assert id(again.base) == large_buffer
 

@@ -207,7 +207,12 @@ _POOL_MIN_BYTES = 128 << 10  # smaller arrays come from NumPy (glibc's heap keep
 # Arrays below this size are pooled apart from larger ones, each set with its own limit, so
 # that a call's states and short sequences never evict its large buffers.
 _POOL_LARGE_BYTES = 1 << 20
-_POOL_MAX_BUFFERS = 16  # per thread and set; past it the least recently used unused buffer goes
+# Buffers per thread in each set; past it the least recently used unused buffer goes. The
+# smaller arrays' set holds more: a stacked layer's call keeps ~5 of them per layer for its
+# backward (states, hs), and 16 were all in use in a 3-layer GRU's call of (T, N, H) = (4, 128,
+# 256), whose further arrays came from NumPy again: 402 page faults per forward+backward, 0 with
+# 32 (at most 32 MiB held).
+_POOL_MAX_BUFFERS = {True: 16, False: 32}  # {large: count}
 _POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
 _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
 # Pool arrays start on a cache line: each kernel thread writes its own columns of every row,
@@ -230,7 +235,7 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     """np.empty(shape, dtype) (C order), from the calling thread's pool from _POOL_MIN_BYTES (then
     starting on a cache line): the smallest unused buffer that holds it with at most
     _POOL_SLACK to spare, else a new one. NumPy's own array when it is small, when the pool
-    holds _POOL_MAX_BUFFERS buffers all in use, in a call re-entering on this thread, and
+    holds its set's _POOL_MAX_BUFFERS buffers all in use, in a call re-entering on this thread, and
     without sys.getrefcount."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
@@ -247,7 +252,7 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
         if fits:
             buf = bufs.pop(min(fits, key=lambda i: bufs[i].nbytes))
         else:
-            if len(bufs) >= _POOL_MAX_BUFFERS:
+            if len(bufs) >= _POOL_MAX_BUFFERS[nbytes >= _POOL_LARGE_BYTES]:
                 if not unused:
                     return np.empty(shape, dtype)
                 del bufs[unused[0]]
