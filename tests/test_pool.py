@@ -174,7 +174,7 @@ def test_pool_arrays_start_on_a_cache_line():
 
 
 def test_sizes_least_recently_used_and_a_full_pool():
-    n = _orchestration._POOL_MAX_BUFFERS[False]  # these arrays are all below _POOL_LARGE_BYTES
+    n, cap = _orchestration._POOL_MAX_BUFFERS, _orchestration._POOL_MAX_IN_USE
     held = [_orchestration._empty((1000,), np.float64)]  # 8000 bytes
     # A buffer serves arrays down to 1/1.25 of its size only: a held result pins at most that.
     del held[0]
@@ -192,11 +192,18 @@ def test_sizes_least_recently_used_and_a_full_pool():
         _orchestration._empty((5000 + 100 * i,), np.float64)
     assert len(kept_buffers()) == n and [b.nbytes for b in kept_buffers()].count(8000 + _orchestration._ALIGN) == 1
     keep = _orchestration._empty((1000,), np.float64)
-    # Every buffer in use: the array is NumPy's own, the pool unchanged.
-    in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(n - 1)]
+    # Every buffer in use: the pool grows, to `cap` buffers; then arrays are NumPy's own, the
+    # pool unchanged.
+    in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(cap - 1)]
+    assert len(kept_buffers()) == cap
+    assert len({id(a.base) for a in in_use} | {id(keep.base)}) == cap
     extra = _orchestration._empty((9999,), np.float64)
-    assert extra.base is None and len(kept_buffers()) == n
-    assert len({id(a.base) for a in in_use} | {id(keep.base)}) == n
+    assert extra.base is None and len(kept_buffers()) == cap
+    # Unused again: past n, each new buffer takes an unused one's place (the set does not shrink).
+    del in_use
+    for i in range(3):
+        fresh = _orchestration._empty((20000 + 1000 * i,), np.float64)
+        assert any(fresh.base is b for b in kept_buffers()) and len(kept_buffers()) == cap
 
 
 class _CountingNumpy:
@@ -218,20 +225,24 @@ class _CountingNumpy:
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_a_deep_stack_fits_the_pool(cell, monkeypatch):
-    """A stacked layer's call keeps ~5 arrays of the smaller set per layer for its backward: with
-    16 buffers a 3-layer GRU's (T, N, H) = (4, 128, 256) overflowed, and the rest came from
-    NumPy at every call (402 page faults per forward+backward)."""
+    """A stacked layer's call keeps ~5 arrays of each set per layer for its backward: at most 16
+    buffers per set, a 3-layer GRU's (T, N, H) = (4, 128, 256) overflowed the smaller set, a
+    4-layer LSTM's (16, 64, 256) the large one, and the rest came from NumPy at every call
+    (402 and 1067 page faults per forward+backward). Now a set grows while all are in use."""
     monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", POOL_MIN_BYTES)
     counting = _CountingNumpy()
     monkeypatch.setattr(_orchestration, "np", counting)
-    layer = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell](64, 256, num_layers=3, stateful=True, seed=0)
-    x = np.ones((128, 4, 64), np.float32)
-    for call in range(3):
-        if call == 2:  # the pool filled by the first two
-            counting.spilled = 0
-        out, _ = layer(x)
-        layer.backward(np.ones_like(out))
-    assert counting.spilled == 0
+    make = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell]
+    for L, T, N in ((3, 4, 128), (4, 16, 64)):
+        prf.release_buffers()
+        layer = make(64, 256, num_layers=L, stateful=True, seed=0)
+        x = np.ones((N, T, 64), np.float32)
+        for call in range(3):
+            if call == 2:  # the pool filled by the first two
+                counting.spilled = 0
+            out, _ = layer(x)
+            layer.backward(np.ones_like(out))
+        assert counting.spilled == 0, (L, T, N)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -282,7 +293,7 @@ def test_smaller_arrays_never_evict_the_large_ones():
     """Arrays below _POOL_LARGE_BYTES (a call's states, short sequences) have a pool of their
     own: all of them in use, and more made, never push out an unused large buffer (whose
     re-allocation is what the pool exists to avoid)."""
-    n = _orchestration._POOL_MAX_BUFFERS[False]
+    n = _orchestration._POOL_MAX_IN_USE
     large = _orchestration._empty((1 << 18,), np.float32)  # 1 MiB: the large arrays' pool
     large_buffer = id(large.base)  # (a reference to it would keep it in use)
     del large  # unused, kept

@@ -207,12 +207,14 @@ _POOL_MIN_BYTES = 128 << 10  # smaller arrays come from NumPy (glibc's heap keep
 # Arrays below this size are pooled apart from larger ones, each set with its own limit, so
 # that a call's states and short sequences never evict its large buffers.
 _POOL_LARGE_BYTES = 1 << 20
-# Buffers per thread in each set; past it the least recently used unused buffer goes. The
-# smaller arrays' set holds more: a stacked layer's call keeps ~5 of them per layer for its
-# backward (states, hs), and 16 were all in use in a 3-layer GRU's call of (T, N, H) = (4, 128,
-# 256), whose further arrays came from NumPy again: 402 page faults per forward+backward, 0 with
-# 32 (at most 32 MiB held).
-_POOL_MAX_BUFFERS = {True: 16, False: 32}  # {large: count}
+# Buffers per thread in each set: past _POOL_MAX_BUFFERS a new buffer takes the place of the
+# least recently used unused one; while every buffer is in use the set grows, to at most
+# _POOL_MAX_IN_USE (then arrays are NumPy's own). So a set keeps the most buffers a call used
+# at once (a stacked layer's call holds ~5 per layer for its backward), or 16. A flat 16
+# had a 3-layer GRU at (T, N, H) = (4, 128, 256) and a 4-layer LSTM at (16, 64, 256) take
+# the rest from NumPy at every call: 402 and 1067 page faults per forward+backward, 0 now.
+_POOL_MAX_BUFFERS = 16
+_POOL_MAX_IN_USE = 48  # (each _empty looks at every buffer of its set)
 _POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
 _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
 # Pool arrays start on a cache line: each kernel thread writes its own columns of every row,
@@ -235,7 +237,7 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     """np.empty(shape, dtype) (C order), from the calling thread's pool from _POOL_MIN_BYTES (then
     starting on a cache line): the smallest unused buffer that holds it with at most
     _POOL_SLACK to spare, else a new one. NumPy's own array when it is small, when the pool
-    holds its set's _POOL_MAX_BUFFERS buffers all in use, in a call re-entering on this thread, and
+    holds _POOL_MAX_IN_USE buffers of its set all in use, in a call re-entering on this thread, and
     without sys.getrefcount."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
@@ -252,10 +254,10 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
         if fits:
             buf = bufs.pop(min(fits, key=lambda i: bufs[i].nbytes))
         else:
-            if len(bufs) >= _POOL_MAX_BUFFERS[nbytes >= _POOL_LARGE_BYTES]:
-                if not unused:
-                    return np.empty(shape, dtype)
+            if len(bufs) >= _POOL_MAX_BUFFERS and unused:
                 del bufs[unused[0]]
+            elif len(bufs) >= _POOL_MAX_IN_USE:
+                return np.empty(shape, dtype)
             buf = np.empty(nbytes + _ALIGN, np.uint8)
         bufs.append(buf)  # most recently used last
         return _aligned_view(buf, shape, dtype, nbytes)
