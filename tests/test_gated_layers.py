@@ -4,6 +4,7 @@ Keras's equations for its weight layout, and the layer machinery they share with
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import warnings
 
@@ -416,18 +417,41 @@ def test_interop_refuses_what_it_would_drop_or_torch_would_refuse(cell):
     layer.params["Wx_l0_momentum"] = np.zeros((3, 5))
     with pytest.raises(ValueError, match=r"^params: 'Wx_l0_momentum' is not a parameter of this layer \(to_torch"):
         layer.to_torch()
-    module = getattr(torch.nn, cell)(3, 5, num_layers=2)
-    del module.weight_hh_l1
-    with pytest.raises(ValueError, match=rf"^module: weight_hh_l1 is missing or not a tensor \(a torch.nn.{cell} "):
-        make.from_torch(module)
-    with pytest.raises(ValueError, match=rf"^hidden_size: torch.nn.{cell} needs at least 1, the layer has 0$"):
-        make(3, 0).to_torch()
+    for name in ("weight_hh_l1", "weight_ih_l0"):  # (the first one read, for the dtype, too)
+        module = getattr(torch.nn, cell)(3, 5, num_layers=2)
+        delattr(module, name)
+        with pytest.raises(ValueError, match=rf"^module: {name} is missing or not a tensor \(a torch.nn.{cell} "):
+            make.from_torch(module)
+    for name, sizes in (("input_size", (0, 5)), ("hidden_size", (3, 0))):
+        with pytest.raises(ValueError, match=rf"^{name}: torch.nn.{cell} needs at least 1, the layer has 0$"):
+            make(*sizes).to_torch()
     with pytest.warns(UserWarning, match=r"^dropout=0.5 has no effect with num_layers=1: dropout acts between"):
         one = make(3, 5, dropout=0.5, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once, by the layer: neither torch's nor ours again
-        back = make.from_torch(one.to_torch())
+        filters = list(warnings.filters)
+        module = one.to_torch()
+        back = make.from_torch(module)
         make(3, 5, num_layers=2, dropout=0.5)
-    assert back.dropout == 0.5
+        assert warnings.filters == filters  # (process-wide: changing them is not thread-safe)
+    assert back.dropout == 0.5 and module.dropout == 0.5
     for name, a in one.params.items():
         np.testing.assert_array_equal(back.params[name], a)
+
+
+def test_the_dropout_warning_points_at_the_line_that_made_the_layer():
+    """Past the library's __init__ and those of subclasses (RNN's own, a user's)."""
+
+    class Mine(prf.RNN):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    class Deeper(Mine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    line = inspect.currentframe().f_lineno
+    for make in (prf.RNN, prf.LSTM, prf.GRU, Mine, Deeper):
+        with pytest.warns(UserWarning, match="no effect with num_layers=1") as seen:
+            make(3, 4, dropout=0.5)
+        assert (seen[0].filename, seen[0].lineno) == (__file__, line + 3), make.__name__

@@ -237,3 +237,7 @@ def test_stateful_set_after_construction_is_checked_and_old_pickles_load(make):
     revived.__setstate__(old)
     assert revived.stateful is True
     assert pickle.loads(pickle.dumps(layer)).stateful is True
+    old["_stateful"] = "False"  # one set so before the check existed: refused, not True
+    old["stateful"] = old.pop("_stateful")
+    with pytest.raises(TypeError, match=r"^stateful: expected a bool, got str$"):
+        make.__new__(make).__setstate__(old)

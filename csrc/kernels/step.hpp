@@ -338,7 +338,8 @@ static bool run_step(const StepArgs<T>& a) {
     if (chunk_team * groups > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) chunk_team = groups = 1;
     // Rows are taken kStepBlockRows at a time, by `groups` groups of chunk_team threads; the
     // roots of a round of blocks in one of two sets while the next round's are summed into the
-    // other (one barrier per round). Rows of whole 64-byte lines.
+    // other (one barrier per round where a block's chunks are shared out). Rows of whole
+    // 64-byte lines.
     constexpr idx kLine = 64 / sizeof(T);
     const idx ld = (width + kLine - 1) / kLine * kLine, rows = imin(N, kStepBlockRows), block = rows * ld;
     const idx nt = chunk_team * groups, per_thread = kStepChunkLevels * block;  // a thread's stack

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from .. import _backends
 from .._orchestration import _check_flag, _kernel_seq, _weight_grads, aligned_copy
 from . import _npz
-from ._checks import _check_dtype, _check_int, _check_real, _checked_property, _settings_to_slots
+from ._checks import _check_dtype, _check_int, _check_real, _checked_property, _restore_settings
 
 # step(): a step of at least STEP_KERNEL_MIN_BATCH samples whose batch size times a layer's
 # weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES runs on the sequence kernels (T = 1) instead
@@ -165,12 +166,16 @@ class _RecurrentLayer:
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         if self.dropout > 0 and self.num_layers == 1:
             # As torch.nn.RNN warns (a configuration it takes, then ignores): said here, where it
-            # was written, rather than by torch at to_torch (found by a review).
+            # was written, rather than by torch at to_torch (found by a review). At the line that
+            # made the layer: past this __init__ and those of subclasses (RNN's, a user's).
+            level, frame = 1, sys._getframe(1)
+            while frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is self and frame.f_back:
+                level, frame = level + 1, frame.f_back
             warnings.warn(
                 f"dropout={self.dropout} has no effect with num_layers=1: dropout acts between stacked "
                 "layers, on the outputs of all but the last",
                 UserWarning,
-                stacklevel=2 if type(self).__init__ is _RecurrentLayer.__init__ else 3,  # RNN's own __init__
+                stacklevel=level + 1,
             )
 
     def _initial_params(self, rng):
@@ -664,7 +669,7 @@ class _RecurrentLayer:
                 k: aligned_copy(v) if type(v) is np.ndarray and v.ctypes.data % 64 else v
                 for k, v in state["params"].items()
             }
-        self.__dict__.update(_settings_to_slots(state, ("stateful", "bidirectional", "dtype", "backend", "activation")))
+        _restore_settings(self, state, ("stateful", "bidirectional", "dtype", "backend", "activation"))
 
     # --- save / load (_npz) --------------------------------------------------------------
 

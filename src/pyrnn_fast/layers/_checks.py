@@ -23,15 +23,15 @@ def _checked_property(name, check, doc, on_change=None):
     return property(operator.attrgetter(slot), set_checked, doc=doc)
 
 
-def _settings_to_slots(state, names):
-    """A pickled layer's ``__dict__`` with the settings among ``names`` that it kept under their
-    own names (pickled before they were ``_checked_property``s) moved to their slots."""
-    old = [k for k in names if k in state]
-    if old:
-        state = dict(state)
-        for k in old:
-            state["_" + k] = state.pop(k)
-    return state
+def _restore_settings(obj, state, names):
+    """``obj.__dict__.update(state)`` for ``__setstate__``, where a layer pickled before its
+    settings among ``names`` were ``_checked_property``s kept them under their own names: those
+    are set through the properties, so checked (such a layer could hold a `stateful` of "False")."""
+    state = dict(state)
+    old = {k: state.pop(k) for k in names if k in state}
+    obj.__dict__.update(state)
+    for k, v in old.items():
+        setattr(obj, k, v)
 
 
 def _check_real(name, a):

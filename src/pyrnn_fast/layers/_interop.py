@@ -4,8 +4,6 @@ torch is imported lazily, inside the functions: it is never a dependency."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ._checks import _check_real
@@ -26,34 +24,37 @@ def from_torch(cls, module, backend):
         raise TypeError(f"module: expected a torch.nn.{cls._name}, got {type(module).__name__}")
     if getattr(module, "proj_size", 0):
         raise ValueError(f"module: proj_size = {module.proj_size} (an LSTM with projections) is not supported")
+
+    def param(name):
+        t = getattr(module, name, None)
+        if not isinstance(t, torch.Tensor):  # deleted, or replaced by something else
+            raise ValueError(f"module: {name} is missing or not a tensor (a torch.nn.{cls._name} like it has one)")
+        return t
+
     dtypes = {torch.float32: np.float32, torch.float64: np.float64}
-    w0 = module.weight_ih_l0
+    w0 = param("weight_ih_l0")
     if w0.dtype not in dtypes:
         raise TypeError(f"module: dtype {w0.dtype} is not supported; use float32 or float64")
     if any(p.is_meta for p in module.parameters()):
         raise ValueError("module: its parameters are on the 'meta' device (no data to copy); materialise it first")
     options = dict(activation=module.nonlinearity) if cls._name == "RNN" else {}
-    with warnings.catch_warnings():  # a one-layer dropout: torch warned when the module was made
-        warnings.filterwarnings("ignore", "dropout=.* has no effect with num_layers=1", UserWarning)
-        layer = cls(
-            module.input_size,
-            module.hidden_size,
-            num_layers=module.num_layers,
-            **options,
-            bias=module.bias,
-            bidirectional=module.bidirectional,
-            dropout=float(module.dropout),
-            time_major=not module.batch_first,
-            dtype=dtypes[w0.dtype],
-            backend=backend,
-        )
+    layer = cls(
+        module.input_size,
+        module.hidden_size,
+        num_layers=module.num_layers,
+        **options,
+        bias=module.bias,
+        bidirectional=module.bidirectional,
+        dropout=0.0,  # set below: a one-layer dropout was torch's to warn of, when it was made
+        time_major=not module.batch_first,
+        dtype=dtypes[w0.dtype],
+        backend=backend,
+    )
+    layer.dropout = float(module.dropout)
     layer.training = bool(module.training)
 
     def arr(name):
-        t = getattr(module, name, None)
-        if not isinstance(t, torch.Tensor):  # deleted, or replaced by something else
-            raise ValueError(f"module: {name} is missing or not a tensor (a torch.nn.{cls._name} like it has one)")
-        return t.detach().cpu().to(torch.float64).numpy()
+        return param(name).detach().cpu().to(torch.float64).numpy()
 
     weights = {}
     for layer_idx in range(layer.num_layers):
@@ -79,24 +80,24 @@ def to_torch(layer):
     # The layer's own check first (a rebound or removed parameter is an error naming it, as
     # for a call): torch's copy_ would broadcast a wrong shape into the module without a word.
     params = layer._check_own_params("to_torch copies")
-    if layer.hidden_size == 0:  # a layer this library computes (empty outputs), torch's refuses
-        raise ValueError(f"hidden_size: torch.nn.{layer._name} needs at least 1, the layer has 0")
+    for name in ("input_size", "hidden_size"):  # a layer this library computes (empty), torch's refuses
+        if getattr(layer, name) == 0:
+            raise ValueError(f"{name}: torch.nn.{layer._name} needs at least 1, the layer has 0")
 
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[layer.dtype]
     options = dict(nonlinearity=layer.activation) if layer._name == "RNN" else {}
-    with warnings.catch_warnings():  # a one-layer dropout: the layer warned when it was made
-        warnings.filterwarnings("ignore", "dropout option adds dropout after all but last", UserWarning)
-        module = _torch_class(type(layer))(
-            layer.input_size,
-            layer.hidden_size,
-            num_layers=layer.num_layers,
-            **options,
-            bias=layer.bias,
-            batch_first=not layer.time_major,
-            dropout=layer.dropout,
-            bidirectional=layer.bidirectional,
-            dtype=dtype,
-        )
+    module = _torch_class(type(layer))(
+        layer.input_size,
+        layer.hidden_size,
+        num_layers=layer.num_layers,
+        **options,
+        bias=layer.bias,
+        batch_first=not layer.time_major,
+        dropout=0.0,  # set below: a one-layer dropout was the layer's to warn of, when it was made
+        bidirectional=layer.bidirectional,
+        dtype=dtype,
+    )
+    module.dropout = float(layer.dropout)
 
     def put(name, a):
         # In the layer's dtype: a parameter rebound to another byte order or dtype (which the

@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api_gated import lstm_backward, lstm_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs, _checked_property, _settings_to_slots
+from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs, _checked_property, _restore_settings
 
 # The textbook orders the gate blocks [f | g | i | o]; ours (PyTorch's) is [i | f | g | o].
 # Column block k of ours is block _OURS_FROM_BOOK[k] of the book's.
@@ -58,7 +58,7 @@ class TimeLSTM:
         self._cache = None
 
     def __setstate__(self, state):  # pickled before `stateful` was a property: under its name
-        self.__dict__.update(_settings_to_slots(state, ("stateful",)))
+        _restore_settings(self, state, ("stateful",))
 
     def set_state(self, h, c=None):
         """The state a stateful layer's next forward starts from: h, c (N, H) (c None: zeros)."""

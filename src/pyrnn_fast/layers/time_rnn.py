@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backends
 from .._api import rnn_backward, rnn_forward
 from .._orchestration import _check_flag
-from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs, _checked_property, _settings_to_slots
+from ._checks import _check_float_param, _check_real, _check_set_state, _check_xs, _checked_property, _restore_settings
 
 
 class TimeRNN:
@@ -35,7 +35,7 @@ class TimeRNN:
         self._cache = None
 
     def __setstate__(self, state):  # pickled before `stateful` was a property: under its name
-        self.__dict__.update(_settings_to_slots(state, ("stateful",)))
+        _restore_settings(self, state, ("stateful",))
 
     def set_state(self, h):
         """The state a stateful layer's next forward starts from: h (N, H), used as given."""
