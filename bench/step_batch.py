@@ -1,6 +1,6 @@
 """`layer.step` of many samples at once (many streams served together): the path it takes now
 (the step kernel for a few samples, the sequence kernels with T = 1 from a batch times weight
-size of STEP_KERNEL_MAX_BATCH_BYTES), the step kernel forced, and torch's cell when installed,
+size of STEP_KERNEL_MAX_BATCH_BYTES[gates]), the step kernel forced, and torch's cell when installed,
 side by side in interleaved rounds.
 
     python bench/step_batch.py

@@ -563,7 +563,7 @@ def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
     for t in range(T):
         y_kernel = by_kernel.step(x[:, t])
         with monkeypatch.context() as m:
-            m.setattr(_base, "STEP_KERNEL_MAX_BATCH_BYTES", 1)
+            m.setattr(_base, "STEP_KERNEL_MAX_BATCH_BYTES", dict.fromkeys((1, 3, 4), 1))
             y_sequence = by_sequence.step(x[:, t])
         close(y_kernel, out[:, t], 1e-6, f"step kernel, step {t}")
         close(y_sequence, out[:, t], 1e-6, f"sequence kernels, step {t}")
@@ -585,6 +585,10 @@ def test_a_step_of_many_samples_runs_on_the_sequence_kernels(cell, monkeypatch):
     finally:
         prf.set_num_threads(None)
     assert prf.LSTM(32, 512, num_layers=2)._step_kernel_suits(16)  # layers above read 2H rows
+    # The vanilla cell's T = 1 path overtakes its step kernel sooner: H = 128 (80 KB), N = 512
+    # took 1.33x the time on the step kernel.
+    assert prf.RNN(32, 128)._step_kernel_suits(256) and not prf.RNN(32, 128)._step_kernel_suits(512)
+    assert prf.LSTM(32, 64)._step_kernel_suits(512)
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])

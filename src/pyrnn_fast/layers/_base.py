@@ -20,10 +20,10 @@ from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real, _checked_property, _restore_settings
 
 # step(): a step of at least STEP_KERNEL_MIN_BATCH samples whose batch size times a layer's
-# weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES runs on the sequence kernels (T = 1) instead
-# of the step kernel (_step_kernel_suits).
+# weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES[gates] runs on the sequence kernels (T = 1)
+# instead of the step kernel (_step_kernel_suits).
 STEP_KERNEL_MIN_BATCH = 32
-STEP_KERNEL_MAX_BATCH_BYTES = 48 << 20
+STEP_KERNEL_MAX_BATCH_BYTES = {1: 24 << 20, 3: 56 << 20, 4: 56 << 20}
 
 
 def _aligned(a):
@@ -577,13 +577,19 @@ class _RecurrentLayer:
         1.29-1.38x; LSTM H = 256 (1.2 MB) N = 32 0.88-0.93x, N = 64 1.06-1.11x, N = 96
         1.18-1.25x; GRU H = 256 (0.9 MB) N = 64 0.90-0.94x, N = 96 0.97-1.08x; vanilla H = 256
         (0.3 MB) N = 96 0.98x; on one thread the crossings come at about half those batches).
+        Twenty-fifth session, the T = 1 path a copy lighter (both paths in one process,
+        interleaved, µs): vanilla H = 128 (80 KB) N = 384 133 vs 123, N = 512 173 vs 130, H = 256
+        N = 128 132 vs 133, H = 64 N = 512 84 vs 82; LSTM H = 64 (98 KB) N = 512 214 vs 247,
+        H = 128 N = 256 328 vs 324; GRU H = 128 N = 256 250 vs 226: the vanilla cell's crossings
+        at ~20-38 MB (a bound of 48 MB kept H = 128 N = 512 on the kernel, 1.33x the time),
+        the gated cells' at ~50-85 MB.
         The bound does not depend on the thread count, so neither do the results' bits."""
         if n < STEP_KERNEL_MIN_BATCH:
             return True
         H, G, itemsize = self.hidden_size, self._gates, np.dtype(self.dtype).itemsize
         first = self.input_size + H  # the rows of [Wx; Wh] of layer 0, then of the layers above
         rows = max(first, 2 * H) if self.num_layers > 1 else first
-        return n * rows * G * H * itemsize < STEP_KERNEL_MAX_BATCH_BYTES
+        return n * rows * G * H * itemsize < STEP_KERNEL_MAX_BATCH_BYTES[G]
 
     def _step_settings(self):
         """What a compiled stepper is built for besides the arrays: backend and activation
