@@ -388,7 +388,7 @@ def _last_step_view(seq_tm: np.ndarray, active) -> np.ndarray | None:
     """seq_tm[-1], the final state of every row, where every row's last step is the sequence's
     last (`active` None, T > 0), else None. The layers take their final states so (they copy
     them into h_n, or into the carried state, anyway): a copy less per layer call, which at
-    T = 1 is a step's (`step` of 256 samples, H = 256: a 256 KB copy of ~220 µs)."""
+    T = 1 is a step's (`step` of 256 samples, H = 256: a 256 KB copy in ~220 µs, ~10 %)."""
     return seq_tm[-1] if active is None and seq_tm.shape[0] > 0 else None
 
 
