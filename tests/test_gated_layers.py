@@ -422,6 +422,11 @@ def test_interop_refuses_what_it_would_drop_or_torch_would_refuse(cell):
         delattr(module, name)
         with pytest.raises(ValueError, match=rf"^module: {name} is missing or not a tensor \(a torch.nn.{cell} "):
             make.from_torch(module)
+    module = getattr(torch.nn, cell)(3, 5, num_layers=2)
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[cell]
+    module.weight_hh_l1 = torch.nn.Parameter(torch.zeros(G * 5, 4))
+    with pytest.raises(ValueError, match=rf"^module: weight_hh_l1 has shape \({G * 5}, 4\), expected \({G * 5}, 5\)"):
+        make.from_torch(module)  # (it had named Wh_l1, which the module does not have)
     for name, sizes in (("input_size", (0, 5)), ("hidden_size", (3, 0))):
         with pytest.raises(ValueError, match=rf"^{name}: torch.nn.{cell} needs at least 1, the layer has 0$"):
             make(*sizes).to_torch()

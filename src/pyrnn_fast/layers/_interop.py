@@ -53,18 +53,27 @@ def from_torch(cls, module, backend):
     layer.dropout = float(module.dropout)
     layer.training = bool(module.training)
 
-    def arr(name):
-        return param(name).detach().cpu().to(torch.float64).numpy()
+    shapes = dict(layer._param_shapes())
+
+    def arr(name, ours):  # torch's parameter `name`, which becomes our `ours` (transposed)
+        t = param(name)
+        expected = shapes[ours][::-1]
+        if tuple(t.shape) != expected:  # named as in the module, not as it becomes here
+            raise ValueError(
+                f"module: {name} has shape {tuple(t.shape)}, expected {expected} (for its input_size "
+                f"{module.input_size}, hidden_size {module.hidden_size})"
+            )
+        return t.detach().cpu().to(torch.float64).numpy()
 
     weights = {}
     for layer_idx in range(layer.num_layers):
         for suffix in layer._suffixes:
             k = f"l{layer_idx}{suffix}"
-            weights[f"Wx_{k}"] = arr(f"weight_ih_{k}").T
-            weights[f"Wh_{k}"] = arr(f"weight_hh_{k}").T
+            weights[f"Wx_{k}"] = arr(f"weight_ih_{k}", f"Wx_{k}").T
+            weights[f"Wh_{k}"] = arr(f"weight_hh_{k}", f"Wh_{k}").T
             if not layer.bias:
                 continue
-            bias_ih, bias_hh = arr(f"bias_ih_{k}"), arr(f"bias_hh_{k}")
+            bias_ih, bias_hh = arr(f"bias_ih_{k}", f"b_{k}"), arr(f"bias_hh_{k}", f"b_{k}")
             if "bh" in layer._param_kinds:  # GRU: the recurrent bias is inside r ⊙ (h·Wh + bh)
                 weights[f"b_{k}"], weights[f"bh_{k}"] = bias_ih, bias_hh
             else:  # folded in float64, then rounded once to the layer's dtype
