@@ -603,12 +603,11 @@ class _RecurrentLayer:
         in place (the layer's dtype, C-contiguous, aligned, a writable state); otherwise this
         step runs on converted copies (the state written back), so the results are the same in
         every layout, and changes in place are still seen."""
-        settings = self._step_settings()
         fast = self._stepper  # (built for the settings as they are: _setting drops it otherwise)
         if fast is not None and fast[0].current(self.params, self.state):
             return fast[1](x, self.params, self.state)
         self._stepper = None
-        stepper, stepped, key = self._new_stepper(params, parts, settings, self.params, self.state)
+        stepper, stepped, key = self._new_stepper(params, parts, self._step_settings(), self.params, self.state)
         step = stepper.step  # a new function object per read: kept
         top = _checked_step(step, x, self.params, key)
         if stepped is parts:
