@@ -30,11 +30,11 @@ def functional(cell, shape, op):
     return gated.pyrnn_runner("cpp", cell, shape, op)
 
 
-def layer_call(cell, T, N, D, H):
+def layer_call(cell, T, N, D, H, num_layers=1):
     """A layer's forward and backward on (T, N, D, H), time-major."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, N, D)).astype(np.float32)
-    layer = getattr(prf, cell)(D, H, seed=0, time_major=True)
+    layer = getattr(prf, cell)(D, H, num_layers=num_layers, seed=0, time_major=True)
     dout = np.ones((T, N, H), np.float32)
 
     def run():
@@ -59,6 +59,9 @@ CASES = {
     "prf.RNN forward + backward (4, 128, 64, 128)": lambda: layer_call("RNN", 4, 128, 64, 128),
     "prf.LSTM forward + backward (4, 128, 64, 128)": lambda: layer_call("LSTM", 4, 128, 64, 128),
     "prf.GRU forward + backward (4, 128, 64, 128)": lambda: layer_call("GRU", 4, 128, 64, 128),
+    # Stacks: a call keeps ~5 arrays per layer for backward (the pool grows while all are in use)
+    "prf.GRU, 3 layers, forward + backward (4, 128, 64, 256)": lambda: layer_call("GRU", 4, 128, 64, 256, 3),
+    "prf.LSTM, 4 layers, forward + backward (16, 64, 64, 256)": lambda: layer_call("LSTM", 16, 64, 64, 256, 4),
     "prf.RNN.step, N = 512, H = 256": lambda: steps("RNN", 512, 256),
     "prf.LSTM.step, N = 512, H = 128": lambda: steps("LSTM", 512, 128),
 }
