@@ -59,7 +59,7 @@ CASES = {
     "prf.RNN forward + backward (4, 128, 64, 128)": lambda: layer_call("RNN", 4, 128, 64, 128),
     "prf.LSTM forward + backward (4, 128, 64, 128)": lambda: layer_call("LSTM", 4, 128, 64, 128),
     "prf.GRU forward + backward (4, 128, 64, 128)": lambda: layer_call("GRU", 4, 128, 64, 128),
-    # Stacks: a call keeps ~5 arrays per layer for backward (the pool grows while all are in use)
+    # Stacks: a call keeps ~5 arrays per layer for backward (the pool keeps as many as recent calls used)
     "prf.GRU, 3 layers, forward + backward (4, 128, 64, 256)": lambda: layer_call("GRU", 4, 128, 64, 256, 3),
     "prf.LSTM, 4 layers, forward + backward (16, 64, 64, 256)": lambda: layer_call("LSTM", 16, 64, 64, 256, 4),
     "prf.RNN.step, N = 512, H = 256": lambda: steps("RNN", 512, 256),

@@ -10,6 +10,7 @@ import inspect
 import math
 import sys
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_a_re_entering_call_gets_its_own_array(monkeypatch):
     inner = []
     # Just before the outer call takes the buffer it chose: the latest moment to interfere.
     lines, first = inspect.getsourcelines(_orchestration._empty)
-    take = first + next(i for i, line in enumerate(lines) if "bufs.pop(" in line)
+    take = first + next(i for i, line in enumerate(lines) if "pool.take(" in line)
 
     def tracer(frame, event, arg):
         if frame.f_code is _orchestration._empty.__code__ and event == "line" and frame.f_lineno == take:
@@ -175,22 +176,36 @@ def test_pool_arrays_start_on_a_cache_line():
 
 def test_sizes_least_recently_used_and_a_full_pool():
     n, cap = _orchestration._POOL_MAX_BUFFERS, _orchestration._POOL_MAX_IN_USE
+    recent = _orchestration._POOL_RECENT_REQUESTS
     held = [_orchestration._empty((1000,), np.float64)]  # 8000 bytes
     # A buffer serves arrays down to 1/1.25 of its size only: a held result pins at most that.
     del held[0]
     small = _orchestration._empty((700,), np.float64)  # 5600 bytes: 8000 is too big for it
     assert small.base.nbytes == 5600 + _orchestration._ALIGN and len(kept_buffers()) == 2
     del small
-    # Least recently used goes first: n unused buffers, the oldest (8000 bytes) used again,
-    # then n - 1 new sizes take the places of the n - 1 others.
+    # n buffers, all unused.
     others = [_orchestration._empty((2000 + 100 * i,), np.float64) for i in range(n - 2)]
     assert len(kept_buffers()) == n
     del others
-    keep = _orchestration._empty((1000,), np.float64)  # the 8000-byte buffer again
-    del keep
+    # Past n a new size takes an unused buffer's place only if that one is stale (not handed
+    # out in the set's last `recent` requests): a call asks again for sizes it used earlier in
+    # it, so recent ones stay and the set grows.
+    _orchestration._empty((4000,), np.float64)
+    assert len(kept_buffers()) == n + 1
+    # The 8000-byte buffer handed out `recent` times: the others are stale now, and n - 1 new
+    # sizes take the places of n - 1 of them, the least recently used first.
+    before = [weakref.ref(b) for b in kept_buffers()]  # (not the buffers: a reference is a use)
+    for _ in range(recent):
+        _orchestration._empty((1000,), np.float64)
     for i in range(n - 1):
         _orchestration._empty((5000 + 100 * i,), np.float64)
-    assert len(kept_buffers()) == n and [b.nbytes for b in kept_buffers()].count(8000 + _orchestration._ALIGN) == 1
+    after = kept_buffers()
+    assert len(after) == n + 1 and [b.nbytes for b in after].count(8000 + _orchestration._ALIGN) == 1
+    # The survivors: the 8000-byte buffer (the least recently used before the loop) and the
+    # 4000-byte one (the most recent of the others).
+    survivors = [r() for r in before if r() is not None]
+    assert [b.nbytes for b in survivors] == [8000 + _orchestration._ALIGN, 32000 + _orchestration._ALIGN]
+    del survivors, after
     keep = _orchestration._empty((1000,), np.float64)
     # Every buffer in use: the pool grows, to `cap` buffers; then arrays are NumPy's own, the
     # pool unchanged.
@@ -199,7 +214,8 @@ def test_sizes_least_recently_used_and_a_full_pool():
     assert len({id(a.base) for a in in_use} | {id(keep.base)}) == cap
     extra = _orchestration._empty((9999,), np.float64)
     assert extra.base is None and len(kept_buffers()) == cap
-    # Unused again: past n, each new buffer takes an unused one's place (the set does not shrink).
+    # Unused again: with `cap` buffers, each new one takes an unused one's place, stale or not
+    # (the set does not shrink).
     del in_use
     for i in range(3):
         fresh = _orchestration._empty((20000 + 1000 * i,), np.float64)
@@ -208,41 +224,49 @@ def test_sizes_least_recently_used_and_a_full_pool():
 
 class _CountingNumpy:
     """numpy for _orchestration, counting the arrays from _POOL_MIN_BYTES that _empty had to
-    take from NumPy instead of the pool (its new buffers are uint8)."""
+    take from NumPy instead of the pool (`spilled`) and the new buffers it made (`new_buffers`,
+    its only uint8 arrays)."""
 
     def __init__(self):
-        self.spilled = 0
+        self.spilled = self.new_buffers = 0
 
     def __getattr__(self, name):
         return getattr(np, name)
 
     def empty(self, shape, dtype=float):
         dtype = np.dtype(dtype)
-        if dtype != np.uint8 and math.prod(np.atleast_1d(shape)) * dtype.itemsize >= POOL_MIN_BYTES:
+        if dtype == np.uint8:
+            self.new_buffers += 1
+        elif math.prod(np.atleast_1d(shape)) * dtype.itemsize >= POOL_MIN_BYTES:
             self.spilled += 1
         return np.empty(shape, dtype)
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_a_deep_stack_fits_the_pool(cell, monkeypatch):
+@pytest.mark.parametrize("time_major", [False, True])
+def test_a_deep_stack_fits_the_pool(cell, time_major, monkeypatch):
     """A stacked layer's call keeps ~5 arrays of each set per layer for its backward: at most 16
     buffers per set, a 3-layer GRU's (T, N, H) = (4, 128, 256) overflowed the smaller set, a
     4-layer LSTM's (16, 64, 256) the large one, and the rest came from NumPy at every call
-    (402 and 1067 page faults per forward+backward). Now a set grows while all are in use."""
+    (402 and 1067 page faults per forward+backward). Then, with the set grown past 16 only while
+    all its buffers were in use, the 4-layer LSTM (time-major, not stateful) still made 4 new
+    buffers per call: a size it asked for while a few buffers of other sizes were unused took
+    the place of one of them, which it asked for again later in the call (~370 page faults
+    per call). Once the pool holds a call's buffers, the next call makes none."""
     monkeypatch.setattr(_orchestration, "_POOL_MIN_BYTES", POOL_MIN_BYTES)
     counting = _CountingNumpy()
     monkeypatch.setattr(_orchestration, "np", counting)
     make = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell]
-    for L, T, N in ((3, 4, 128), (4, 16, 64)):
+    for L, T, N, stateful in ((3, 4, 128, True), (4, 16, 64, True), (4, 16, 64, False), (6, 16, 64, False)):
         prf.release_buffers()
-        layer = make(64, 256, num_layers=L, stateful=True, seed=0)
-        x = np.ones((N, T, 64), np.float32)
+        layer = make(64, 256, num_layers=L, stateful=stateful, time_major=time_major, seed=0)
+        x = np.ones((T, N, 64) if time_major else (N, T, 64), np.float32)
         for call in range(3):
             if call == 2:  # the pool filled by the first two
-                counting.spilled = 0
+                counting.spilled = counting.new_buffers = 0
             out, _ = layer(x)
             layer.backward(np.ones_like(out))
-        assert counting.spilled == 0, (L, T, N)
+        assert (counting.spilled, counting.new_buffers) == (0, 0), (L, T, N, stateful)
 
 
 @pytest.mark.parametrize("cell", CELLS)

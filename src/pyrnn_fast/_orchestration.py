@@ -208,13 +208,19 @@ _POOL_MIN_BYTES = 128 << 10  # smaller arrays come from NumPy (glibc's heap keep
 # that a call's states and short sequences never evict its large buffers.
 _POOL_LARGE_BYTES = 1 << 20
 # Buffers per thread in each set: past _POOL_MAX_BUFFERS a new buffer takes the place of the
-# least recently used unused one; while every buffer is in use the set grows, to at most
-# _POOL_MAX_IN_USE (then arrays are NumPy's own). So a set keeps the most buffers a call used
-# at once (a stacked layer's call holds ~5 per layer for its backward), or 16. A flat 16
-# had a 3-layer GRU at (T, N, H) = (4, 128, 256) and a 4-layer LSTM at (16, 64, 256) take
-# the rest from NumPy at every call: 402 and 1067 page faults per forward+backward, 0 now.
+# least recently used unused one if that one is stale, not handed out in the set's last
+# _POOL_RECENT_REQUESTS requests; else the set grows, to at most _POOL_MAX_IN_USE (there a new
+# buffer takes any unused one's place, and while all are in use arrays are NumPy's own). So a
+# set keeps what a call uses (a stacked layer's call holds ~5 arrays per layer for its
+# backward, of a few sizes), or 16, and what it keeps past 16 was used within the last 48
+# requests. A flat 16 had a 3-layer GRU at (T, N, H) = (4, 128, 256) and a 4-layer LSTM at
+# (16, 64, 256) take the rest from NumPy at every call (402 and 1067 page faults per
+# forward+backward); growing only while every buffer was in use still let a size asked for
+# while buffers of other sizes were unused evict one of those, asked for again later in the
+# same call (4-5 new buffers per call, ~370 page faults for that LSTM).
 _POOL_MAX_BUFFERS = 16
 _POOL_MAX_IN_USE = 48  # (each _empty looks at every buffer of its set)
+_POOL_RECENT_REQUESTS = 48
 _POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
 _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
 # Pool arrays start on a cache line: each kernel thread writes its own columns of every row,
@@ -224,13 +230,40 @@ _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is Nu
 _ALIGN = 64
 
 
+class _BufferSet:
+    """One set of a thread's pool: its buffers, least recently handed out first, the number of
+    the request that last handed out each (`handed_out`, in the same order), and the count of
+    requests so far."""
+
+    __slots__ = ("buffers", "handed_out", "requests")
+
+    def __init__(self):
+        self.buffers: list = []
+        self.handed_out: list = []
+        self.requests = 0
+
+    def take(self, i: int) -> np.ndarray:
+        """Remove buffer i (and its number)."""
+        del self.handed_out[i]
+        return self.buffers.pop(i)
+
+    def hand_out(self, buf: np.ndarray) -> None:
+        """Put buf last, as handed out by this request."""
+        self.buffers.append(buf)
+        self.handed_out.append(self.requests)
+
+
+def _buffer_set(large: bool) -> _BufferSet:
+    if not hasattr(_pool, "large"):
+        _pool.large, _pool.smaller = _BufferSet(), _BufferSet()
+        _pool.busy = False
+    return _pool.large if large else _pool.smaller
+
+
 def _buffers(large: bool = True) -> list:
     """The calling thread's pool of buffers for arrays from _POOL_LARGE_BYTES (or, `large`
     False, for the smaller ones), least recently used first."""
-    if not hasattr(_pool, "buffers"):
-        _pool.buffers, _pool.smaller = [], []
-        _pool.busy = False
-    return _pool.buffers if large else _pool.smaller
+    return _buffer_set(large).buffers
 
 
 def _empty(shape: tuple, dtype) -> np.ndarray:
@@ -243,23 +276,29 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize  # (not np.prod: 3 µs, a tenth of a `tiny` call)
     if nbytes < _POOL_MIN_BYTES or not _REFCOUNTS:
         return np.empty(shape, dtype)
-    bufs = _buffers(nbytes >= _POOL_LARGE_BYTES)
+    pool = _buffer_set(nbytes >= _POOL_LARGE_BYTES)
     if _pool.busy:
         return np.empty(shape, dtype)
     _pool.busy = True
     try:
+        bufs = pool.buffers
+        pool.requests += 1
         # Unused: 2 references, the list's and getrefcount's argument.
         unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
         fits = [i for i in unused if nbytes <= bufs[i].nbytes - _ALIGN <= _POOL_SLACK * nbytes]
         if fits:
-            buf = bufs.pop(min(fits, key=lambda i: bufs[i].nbytes))
+            buf = pool.take(min(fits, key=lambda i: bufs[i].nbytes))
         else:
-            if len(bufs) >= _POOL_MAX_BUFFERS and unused:
-                del bufs[unused[0]]
-            elif len(bufs) >= _POOL_MAX_IN_USE:
+            full = len(bufs) >= _POOL_MAX_IN_USE
+            if unused and len(bufs) >= _POOL_MAX_BUFFERS:
+                stale = pool.requests - pool.handed_out[unused[0]] > _POOL_RECENT_REQUESTS
+                if stale or full:
+                    pool.take(unused[0])
+                    full = False
+            if full:
                 return np.empty(shape, dtype)
             buf = np.empty(nbytes + _ALIGN, np.uint8)
-        bufs.append(buf)  # most recently used last
+        pool.hand_out(buf)  # most recently used last
         return _aligned_view(buf, shape, dtype, nbytes)
     finally:
         _pool.busy = False
@@ -295,10 +334,11 @@ def release_buffers() -> int:
     pool held (in use or not). Later calls fill it again. Other threads' pools, and the
     compiled kernels' per-thread packed copies of the recurrent weights, are not touched."""
     held = sum(b.nbytes for large in (True, False) for b in _buffers(large))
-    # New lists rather than clear(): this may run while the same thread is inside _empty (a
-    # signal handler, a garbage-collector finaliser), which holds indices into an old list; it
-    # then finishes on that list, and what it hands out is the caller's alone.
-    _pool.buffers, _pool.smaller = [], []
+    # New sets rather than clearing them: this may run while the same thread is inside _empty
+    # (a signal handler, a garbage-collector finaliser), which holds indices into an old set; it
+    # then finishes on that set, and what it hands out is the caller's alone.
+    _buffer_set(True)
+    _pool.large, _pool.smaller = _BufferSet(), _BufferSet()
     return held
 
 
