@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyrnn_fast as prf
-from helpers import BACKEND_PARAMS, D_, H_, N_, T_, TOL, close, rng_arrays, use_backend
+from helpers import BACKEND_PARAMS, D_, H_, N_, T_, TOL, close, flush_subnormals, rng_arrays, use_backend
 from test_gated_api import check_cell, gated_problem
 from test_gated_layers import CELLS, LENGTHS, torch_run
 
@@ -29,7 +29,7 @@ from test_gated_layers import CELLS, LENGTHS, torch_run
 )
 def test_hypothesis(backend_param, cell, T, N, D, H, dtype, optional, time_major, seed):
     p = gated_problem(cell, T, N, D, H, dtype, optional=optional, seed=seed)
-    with use_backend(backend_param) as name:
+    with use_backend(backend_param) as name, flush_subnormals(False):  # IEEE, as test_parity's
         check_cell(cell, p, name, time_major)
 
 

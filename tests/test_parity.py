@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import BACKEND_PARAMS, backend_id, check_against_reference, make_problem, use_backend
+from helpers import BACKEND_PARAMS, backend_id, check_against_reference, flush_subnormals, make_problem, use_backend
 
 SHAPES = [  # (T, N, D, H): edges, tails of every register block, and a few hundred
     (1, 1, 1, 1),
@@ -61,7 +61,10 @@ def test_options(backend, bias, h0, dh_last, time_major, activation):
 )
 def test_hypothesis(backend_param, T, N, D, H, dtype, activation, bias, h0, dh_last, time_major, seed):
     p = make_problem(T, N, D, H, dtype=dtype, bias=bias, h0=h0, dh_last=dh_last, seed=seed)
-    with use_backend(backend_param) as name:
+    # IEEE arithmetic, as the reference's: by default the compiled kernels flush subnormals
+    # (tests/test_subnormals.py), and a relu state decaying through them (2.9e-38 at most, one
+    # value of 8.3e-39 read as 0) is then 29 % off relative to the largest.
+    with use_backend(backend_param) as name, flush_subnormals(False):
         check_against_reference(p, activation, name, time_major=time_major)
 
 
