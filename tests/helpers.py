@@ -85,9 +85,9 @@ def make_problem(T, N, D, H, dtype=np.float64, *, bias=True, h0=True, dh_last=Tr
     """Random inputs, scaled so that neither activation saturates nor explodes: Wh has
     spectral radius about 0.9 and at most 0.9, pre-activations are O(1). (A Gaussian H x H
     matrix scaled by 0.9 / sqrt(H) has a spectral radius near 0.9 only for large H: at H = 1 it
-    is |w|, up to ~3, and the recurrence then amplifies every rounding, by up to |w| per step: at
-    |w| = 1.94, where float32 results 1 ulp apart per step ended up 8e-6 apart after 26 steps:
-    beyond what a float32 tolerance can tell from a bug.)"""
+    is |w|, up to ~3, and the recurrence then amplifies every rounding by up to |w| per step: at
+    |w| = 1.94, float32 runs 1 ulp apart per step ended up to 8e-6 apart after 26 steps, beyond
+    what a float32 tolerance can tell from a bug.)"""
     rng = np.random.default_rng(seed)
     p = {
         "x": rng.standard_normal((T, N, D)),
@@ -112,53 +112,39 @@ def reference(p, activation):
 
 
 def reduction_magnitudes(f64, hs, activation):
-    """{name: (Σ|term|, n)} for every gradient: each element's sum of the absolute values of
-    the terms it is made of (float64, the reference's backward recursion on absolute values:
-    |act'| (|dhs_t| + |dh_(t+1)|), times |Wh|ᵀ, |Wx|ᵀ, |x_t|ᵀ, |h_(t-1)|ᵀ), and n, the most
-    roundings any term goes through (T·(H + 4) down the chain of dh: H products summed and ~4
-    more per step; plus the final sum's T·N or D terms). A result's rounding error scales with
-    Σ|term|, which the result does not show where the terms cancel (a 1 x 1 dWh of 148 terms
-    summing to 0.0523 from Σ|term| = 45.8; a dh0 of 35 steps at H = 1 whose every step adds
-    dhs_t to dh_(t+1) of the other sign)."""
-    x, Wx, Wh, dhs = (np.abs(f64[k]) for k in ("x", "Wx", "Wh", "dhs"))
-    T, N, D = x.shape
-    H = Wh.shape[0]
-    h0 = np.zeros((N, H)) if f64["h0"] is None else np.abs(f64["h0"])
-    dh_next = np.zeros((N, H)) if f64["dh_last"] is None else np.abs(f64["dh_last"])
-    dx, dWx, dWh, db = np.zeros((T, N, D)), np.zeros((D, H)), np.zeros((H, H)), np.zeros(H)
+    """{"dWx", "dWh", "db"}: Σ|term| of each element of those sums over every step and sample
+    (float64, the reference's recursion with the products' absolute values), and their count of
+    terms, T·N. A sum's rounding error scales with Σ|term|, which its result does not show
+    where the terms cancel (a 1 x 1 dWh of 148 terms summing to 0.0523 from Σ|term| = 45.8)."""
+    x, Wh, dhs = f64["x"], f64["Wh"], f64["dhs"]
+    T, N, _ = x.shape
+    h0 = np.zeros((N, Wh.shape[0])) if f64["h0"] is None else f64["h0"]
+    dh_next = np.zeros_like(h0) if f64["dh_last"] is None else f64["dh_last"]
+    out = {"dWx": np.zeros((x.shape[2], Wh.shape[0])), "dWh": np.zeros(Wh.shape), "db": np.zeros(Wh.shape[0])}
     for t in reversed(range(T)):
-        h_prev = np.abs(hs[t - 1]) if t > 0 else h0
-        da = (dhs[t] + dh_next) * np.abs(_reference.activation_grad(hs[t], activation))
-        dx[t] = da @ Wx.T
-        dWx += x[t].T @ da
-        dWh += h_prev.T @ da
-        db += da.sum(axis=0)
+        h_prev = hs[t - 1] if t > 0 else h0
+        da = (dhs[t] + dh_next) * _reference.activation_grad(hs[t], activation)
+        out["dWx"] += np.abs(x[t]).T @ np.abs(da)
+        out["dWh"] += np.abs(h_prev).T @ np.abs(da)
+        out["db"] += np.abs(da).sum(axis=0)
         dh_next = da @ Wh.T
-    chain = T * (H + 4)
-    return {
-        "dx": (dx, chain + D),
-        "dWx": (dWx, chain + T * N),
-        "dWh": (dWh, chain + T * N),
-        "db": (db, chain + T * N),
-        "dh0": (dh_next, chain),
-    }
+    return out, T * N
 
 
-def assert_close(actual, expected, dtype, what="", plain=None, magnitude=None, roundings=0):
+def assert_close(actual, expected, dtype, what="", plain=None, magnitude=None, terms=0):
     """Within TOLERANCE of the float64 ``expected`` (relative to its largest value). ``plain``,
     the same result computed by the plain NumPy reference in ``dtype``, is the yardstick where
     the problem itself is ill-conditioned in that precision (a sum that nearly cancels, a state
     decayed to 1e-11 or to subnormals: hypothesis finds such in ~1 % of its runs): then the
     error may be up to 4 times the plain computation's own, and never more than 1e-3: a real
-    bug is off by that or more. ``magnitude`` (with ``roundings``): each element's Σ|term| and the
-    most roundings a term goes through (``reduction_magnitudes``); an element may then also be
-    off by the bound of any order of those operations, γ_n Σ|term| with γ_n = n u / (1 - n u),
-    u the unit roundoff, n = roundings. The plain
+    bug is off by that or more. ``magnitude`` (with ``terms``): for a sum of that many products,
+    each element's Σ|term| (``reduction_magnitudes``); an element may then also be off by the
+    bound of any float summation order, γ_n Σ|term| with γ_n = n u / (1 - n u), u the unit
+    roundoff, n = terms + 4 (the product and the three roundings of each term's da). The plain
     sum is a single sample of that error and can be lucky: hypothesis found a cancelling dWh
     (Σ|term| / |sum| = 875) where it was 1.9e-7 relative, a sequential float32 sum 1.6e-5, a
-    pairwise one 1.4e-5, ours 1.1e-5. A term lost or wrong is off by ~Σ|term| / terms,
-    beyond γ_n Σ|term| for these sizes (test_parity's largest, T = 40, N = 20, H = 70: a sum of
-    800 terms, n = 3760, 5.6x). And any element may be off by the
+    pairwise one 1.4e-5, ours 1.1e-5. A term lost or wrong is off by ~Σ|term| / terms, far
+    beyond γ_n Σ|term| for these sizes (terms <= 800: 26x). And any element may be off by the
     dtype's least normal number (a result that small has no relative precision left)."""
     dtype = np.dtype(dtype)
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
@@ -173,7 +159,7 @@ def assert_close(actual, expected, dtype, what="", plain=None, magnitude=None, r
         # that absolute amount only.
         slack = np.finfo(dtype).tiny
         if magnitude is not None:
-            n = roundings * np.finfo(dtype).eps / 2
+            n = (terms + 4) * np.finfo(dtype).eps / 2
             slack = slack + n / (1 - n) * magnitude
         scale = float(np.max(np.abs(expected)))
         if np.all(np.abs(actual.astype(np.float64) - expected) <= bound * scale + slack):
@@ -228,10 +214,9 @@ def check_against_reference(p, activation, backend, time_major=True, dtype=None)
     expected["dx"] = to_layout(expected["dx"], time_major)
     yardstick = dict(zip(prf.RNNGrads._fields, g_plain))
     yardstick["dx"] = to_layout(yardstick["dx"], time_major)
-    magnitudes = reduction_magnitudes(f64, hs_in.astype(np.float64), activation)
-    magnitudes["dx"] = (to_layout(magnitudes["dx"][0], time_major), magnitudes["dx"][1])
+    magnitudes, terms = reduction_magnitudes(f64, hs_in.astype(np.float64), activation)
     for name in prf.RNNGrads._fields:
-        assert_close(getattr(g, name), expected[name], dtype, name, yardstick[name], *magnitudes[name])
+        assert_close(getattr(g, name), expected[name], dtype, name, yardstick[name], magnitudes.get(name), terms)
 
 
 # --- layers -------------------------------------------------------------------------------------
