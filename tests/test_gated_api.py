@@ -37,6 +37,33 @@ def f64(a):
     return None if a is None else a.astype(np.float64)
 
 
+def gated_reduction_magnitudes(cell, q, hs, cs, gates):
+    """{name: Σ|term|} of the weight and bias gradients (sums over every step and sample, as
+    helpers.reduction_magnitudes for the vanilla cell), from the float64 reference's gradients
+    of the pre-activations (da for the LSTM; du, dv for the GRU), and their count of terms."""
+    T, N, H = hs.shape
+    zeros = np.zeros((N, H))
+    h0 = zeros if q["h0"] is None else q["h0"]
+    if cell == "lstm":
+        du = np.empty((T, N, 4 * H))
+        R.lstm_backward_kernel(
+            q["dhs"], gates, cs, q["c0"], q["Wh"], q["dh_last"], q["dc_last"], du, zeros.copy(), zeros.copy()
+        )
+        dv = du
+    else:
+        du, dv = np.empty((T, N, 3 * H)), np.empty((T, N, 3 * H))
+        R.gru_backward_kernel(q["dhs"], hs, h0, gates, q["Wh"], q["dh_last"], du, dv, zeros.copy())
+    h_prev = np.abs(np.concatenate([h0[None], hs[:-1]]))
+    du, dv = np.abs(du), np.abs(dv)
+    out = {
+        "dWx": np.einsum("tnd,tng->dg", np.abs(q["x"]), du),
+        "dWh": np.einsum("tnh,tng->hg", h_prev, dv),
+        "db": du.sum(axis=(0, 1)),
+        "dbh": dv.sum(axis=(0, 1)),
+    }
+    return out, T * N
+
+
 def check_cell(cell, p, backend, time_major):
     """Forward and backward through the API against the reference, in the inputs' dtype."""
     dtype = p["x"].dtype
@@ -46,6 +73,7 @@ def check_cell(cell, p, backend, time_major):
         out = prf.lstm_forward(x, p["Wx"], p["Wh"], p["b"], p["h0"], p["c0"], time_major=time_major, backend=backend)
         assert isinstance(out, prf.LSTMOutput)
         hs_r, hl_r, cl_r, cs_r, gates_r = R.lstm_model_forward(q["x"], q["Wx"], q["Wh"], q["b"], q["h0"], q["c0"])
+        magnitudes, terms = gated_reduction_magnitudes(cell, q, hs_r, cs_r, gates_r)
         g = prf.lstm_backward(
             to_layout(p["dhs"], time_major), x, p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"], p["c0"],
             dh_last=p["dh_last"], dc_last=p["dc_last"], time_major=time_major, backend=backend,
@@ -64,6 +92,7 @@ def check_cell(cell, p, backend, time_major):
         out = prf.gru_forward(x, p["Wx"], p["Wh"], p["b"], p["bh"], p["h0"], time_major=time_major, backend=backend)
         assert isinstance(out, prf.GRUOutput)
         hs_r, hl_r, gates_r = R.gru_model_forward(q["x"], q["Wx"], q["Wh"], q["b"], q["bh"], q["h0"])
+        magnitudes, terms = gated_reduction_magnitudes(cell, q, hs_r, None, gates_r)
         g = prf.gru_backward(
             to_layout(p["dhs"], time_major), x, p["Wx"], p["Wh"], out.hs, out.workspace, p["h0"],
             dh_last=p["dh_last"], time_major=time_major, backend=backend,
@@ -77,7 +106,7 @@ def check_cell(cell, p, backend, time_major):
     for name, got, ref, yardstick in zip(g._fields, g, expected, plain):
         if name == "dx":
             ref, yardstick = to_layout(ref, time_major), to_layout(yardstick, time_major)
-        assert_close(got, ref, dtype, name, yardstick)
+        assert_close(got, ref, dtype, name, yardstick, magnitudes.get(name), terms)
     return out
 
 
