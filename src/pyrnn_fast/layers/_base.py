@@ -61,12 +61,13 @@ def _checked_step(step, x, params_key, state_key, during="step"):
 
 def _drop_stepper(layer):
     layer._stepper = None
+    layer._call_stepper = None
 
 
 def _setting(name, check, doc):
     """A layer setting that users may change after construction (``_checked_property``); the
-    kept compiled stepper, built for the old value, is dropped (``step`` builds one for the new
-    value at its full checks, and need not compare settings at every step)."""
+    kept compiled steppers, built for the old value, are dropped (``step`` and short calls build
+    one for the new value at their full checks, and need not compare settings at every step)."""
     return _checked_property(name, check, doc, on_change=_drop_stepper)
 
 
@@ -238,6 +239,7 @@ class _RecurrentLayer:
         self.dh0 = None
         self._cache = None  # what the last call keeps for backward
         self._stepper = None  # the compiled step: (stepper, its step function), see step
+        self._call_stepper = None  # short calls' compiled stepper, kept between calls (_stack._forward_by_steps)
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
         return init_seq
@@ -660,7 +662,7 @@ class _RecurrentLayer:
         # The compiled stepper (step()) is a cache bound to this object's arrays, and cannot
         # be pickled: a copy or an unpickled layer builds its own at its first step.
         state = self.__dict__.copy()
-        state["_stepper"] = None
+        state["_stepper"] = state["_call_stepper"] = None
         return state
 
     def __setstate__(self, state):

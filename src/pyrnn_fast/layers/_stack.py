@@ -10,10 +10,12 @@ tuples in ``_state_names`` order); everything else is here, once for RNN, LSTM a
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import _backends
-from .._orchestration import _check_flag, _copy, _empty
+from .._orchestration import _check_flag, _copy, _empty, aligned_copy
 from ._base import _checked_step
 from ._checks import _check_real
 from ._lengths import _by_length, _reverse, _sorted, _sorted_input, _unsorted
@@ -70,16 +72,42 @@ def _by_steps_suits(layer, T, N, lengths):
 
 
 def _forward_by_steps(layer, x_tm, state0, params):
-    """(top output time-major, final state parts) of a short call, as T steps of a stepper built
-    for this call on its own initial state parts `state0` (checked, fresh arrays) and the
-    parameters `params` (checked): the same bits as T calls of ``step()``."""
+    """(top output time-major, final state parts) of a short call, as T steps of a compiled
+    stepper from the initial state parts `state0` (checked, fresh arrays: they come back
+    holding the final state) with the parameters `params` (checked): the same bits as T calls
+    of ``step()``. The stepper steps state arrays of its own, and is kept for the next calls
+    (``layer._call_stepper``) where it reads every array in place: building one is ~6-12 µs of
+    a ~30 µs call (N = 1, H = 128). A call takes the kept one while it is current (the same
+    parameter objects, in the same layouts; a setting changed drops it) and free (its lock: a
+    call of the layer from another thread meanwhile builds its own, as every call did before)."""
     T, N = x_tm.shape[:2]
-    stepper, parts, key = layer._new_stepper(params, state0, layer._step_settings(), params, state0[0])
-    step = stepper.step
-    hs = _empty((T, N, layer.hidden_size), layer.dtype)
-    for t in range(T):
-        hs[t] = _checked_step(step, x_tm[t], params, key, during="call")
-    return hs, parts
+    settings = layer._step_settings()
+    kept = layer.__dict__.get("_call_stepper")
+    if kept is not None and kept[0].acquire(blocking=False):
+        if not (kept[4] == settings and kept[3][0].shape == state0[0].shape and kept[1].current(params, kept[3][0])):
+            kept[0].release()
+            kept = None
+    else:
+        kept = None
+    if kept is None:
+        own = tuple(aligned_copy(s) for s in state0)
+        stepper, parts, _ = layer._new_stepper(params, own, settings, params, own[0])
+        kept = (threading.Lock(), stepper, stepper.step, parts, settings)
+        kept[0].acquire()
+        if parts is own:  # (else it reads converted copies of the weights: not kept, changes in place must be seen)
+            layer._call_stepper = kept
+    lock, _, step, parts, _ = kept
+    try:
+        for p, s in zip(parts, state0):
+            p[...] = s
+        hs = _empty((T, N, layer.hidden_size), layer.dtype)
+        for t in range(T):
+            hs[t] = _checked_step(step, x_tm[t], params, parts[0], during="call")
+        for s, p in zip(state0, parts):
+            s[...] = p
+    finally:
+        lock.release()
+    return hs, state0
 
 
 def _run_stack(layer, x_tm, state0, params, by, record, dropout=True, options=None):
