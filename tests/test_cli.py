@@ -3,6 +3,8 @@ otherwise cost is refused at once, before minutes of benchmarks (parse_args, in 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers import CAN_FLUSH, flush_subnormals
@@ -65,6 +67,21 @@ def test_no_peers_times_no_jax_for_the_sgemm_peak():
 
     assert runners.sgemm_peak(1, n=64, calls=2, peers=())["jax"] is None
     assert runners.sgemm_peak(1, n=64, calls=2, peers=("jax",))["jax"] is not None
+
+
+def test_the_batch_size_comes_from_the_fastest_early_call():
+    """The calls per timed batch come from the fastest of the calls after the first: one slow
+    early call (the first calls of a process: 3.3 ms against 25 µs later, for a layer call) had
+    set batches of 3 calls, each measuring the cold start after a settle pause."""
+    calls = []
+
+    def slow_start():
+        calls.append(None)
+        if len(calls) <= 2:
+            time.sleep(0.02)
+
+    timing.time_interleaved({"f": slow_start}, repeat=1, min_time=0.01, settle=0)
+    assert len(calls) > 50  # 2 slow calls, 2 fast ones, then a batch that fills 10 ms
 
 
 def test_a_peer_that_fails_is_left_out_of_the_timings():

@@ -34,8 +34,9 @@ def time_interleaved(
 ) -> dict:
     """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
 
-    Each callable is first called once untimed (JIT compilation excluded) and once more to
-    estimate its cost (skipped when the first call already took > ``max_time``). Then, ``repeat``
+    Each callable is first called once untimed (JIT compilation excluded) and then three more
+    times (once if the first took ``WARM_UP_BELOW_SECONDS`` or more) to estimate its cost, the
+    fastest of them (skipped when the first call already took > ``max_time``). Then, ``repeat``
     times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
     and records the time per call, so all of them see the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
@@ -52,9 +53,16 @@ def time_interleaved(
             fn()
             est = time.perf_counter() - t0
             if est < max_time:
-                t0 = time.perf_counter()
-                fn()
-                est = time.perf_counter() - t0
+                # The fastest of three calls when they are short: the first calls of a process
+                # (the first callable's) can take 100x a later one (3.3 ms against 25 µs for a
+                # layer call), and a batch of 3 calls after each settle pause then measured the
+                # pause's cold start (bench/short_calls.py: `record` read 65-106 µs, 4x `record=False`).
+                times = []
+                for _ in range(3 if est < WARM_UP_BELOW_SECONDS else 1):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                est = min(times)
         except Exception as e:
             if errors is None:
                 raise
