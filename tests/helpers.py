@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -329,3 +330,23 @@ def run_python(code, tmp_path, timeout=120, env=None):
             pass
     assert proc.returncode == 0, f"exit status {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     return stdout.split()
+
+
+def in_threads(work, count):
+    """Run work(i) for i in range(count), each on a thread of its own, all at once: the
+    exceptions they raised (an assertion failing in a thread does not fail a test by itself)."""
+    errors = []
+
+    def run(i):
+        try:
+            work(i)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import assert_close
+from helpers import assert_close, in_threads
 from pyrnn_fast.layers import _stack
 
 CELLS = {"RNN": prf.RNN, "LSTM": prf.LSTM, "GRU": prf.GRU}
@@ -243,28 +243,17 @@ def test_short_calls_from_threads_at_once():
     """Calls of one layer from several threads at once: each takes the kept stepper only while
     no other call holds it (else it builds its own), so each gets the result of its own input
     and state (as the same call made alone)."""
-    import threading
-
     layer = prf.LSTM(5, 64, num_layers=2, seed=4, backend="cpp")
     rng = np.random.default_rng(2)
     inputs = [rng.standard_normal((1, 2, 5)).astype(np.float32) for _ in range(8)]
     starts = [tuple(rng.standard_normal((2, 1, 64)).astype(np.float32) for _ in range(2)) for _ in range(8)]
     expected = [layer(x, state=s, record=False) for x, s in zip(inputs, starts)]
-    errors = []
-
     def work(i):
-        try:
-            for _ in range(200):
-                out, (h, c) = layer(inputs[i], state=starts[i], record=False)
-                np.testing.assert_array_equal(out, expected[i][0])
-                np.testing.assert_array_equal(h, expected[i][1][0])
-                np.testing.assert_array_equal(c, expected[i][1][1])
-        except Exception as e:  # (reported below: an assertion in a thread does not fail the test)
-            errors.append(e)
+        for _ in range(200):
+            out, (h, c) = layer(inputs[i], state=starts[i], record=False)
+            np.testing.assert_array_equal(out, expected[i][0])
+            np.testing.assert_array_equal(h, expected[i][1][0])
+            np.testing.assert_array_equal(c, expected[i][1][1])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = in_threads(work, 8)
     assert not errors, errors[:1]

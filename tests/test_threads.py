@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import make_problem, needs_two_cpus, run_python
+from helpers import in_threads, make_problem, needs_two_cpus, run_python
 from pyrnn_fast import _backends
 
 pytestmark = pytest.mark.skipif("cpp" not in prf.backends(), reason="compiled backend not built")
@@ -44,20 +44,13 @@ def _run(p, activation="tanh"):
 def test_eight_python_threads_agree_with_one(dtype):
     problems = [make_problem(20, 16, 24, 160, dtype=dtype, seed=s) for s in range(4)]
     expected = [_run(p) for p in problems]
-    results, errors = {}, []
+    results = {}
 
     def worker(i):
-        try:
-            for rep in range(3):
-                results[(i, rep)] = _run(problems[i % 4])
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for rep in range(3):
+            results[(i, rep)] = _run(problems[i % 4])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = in_threads(worker, 8)
     assert not errors, errors
     for (i, _), got in results.items():
         for a, e in zip(got, expected[i % 4]):
