@@ -349,4 +349,3 @@ def in_threads(work, count):
     for t in threads:
         t.join()
     return errors
-

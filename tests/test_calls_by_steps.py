@@ -248,6 +248,7 @@ def test_short_calls_from_threads_at_once():
     inputs = [rng.standard_normal((1, 2, 5)).astype(np.float32) for _ in range(8)]
     starts = [tuple(rng.standard_normal((2, 1, 64)).astype(np.float32) for _ in range(2)) for _ in range(8)]
     expected = [layer(x, state=s, record=False) for x, s in zip(inputs, starts)]
+
     def work(i):
         for _ in range(200):
             out, (h, c) = layer(inputs[i], state=starts[i], record=False)
