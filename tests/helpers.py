@@ -115,7 +115,7 @@ def reference(p, activation):
 def reduction_magnitudes(f64, hs, activation):
     """{name: (Σ|term|, terms)} for the gradients: each element's sum of the absolute values of
     the products it is a sum of, and how many there are. dWx, dWh, db: T·N products of x_t,
-    h_(t-1) or 1 and da_t, the reference's gradient of the pre-activation (float64); dx: D
+    h_(t-1) or 1 and da_t, the reference's gradient of the pre-activation (float64); dx: H
     products da_t·Wxᵀ; dh0: H products da_0·Whᵀ. A sum's rounding error scales with Σ|term|,
     which its result does not show where the terms cancel (a 1 x 1 dWh of 148 terms summing to
     0.0523 from Σ|term| = 45.8; a dh0 of two terms at H = 2, 1.1e-3 off relative in float32
@@ -136,7 +136,7 @@ def reduction_magnitudes(f64, hs, activation):
         db += np.abs(da).sum(axis=0)
         dh_next = da @ Wh.T
     dh0 = np.abs(da) @ np.abs(Wh).T if T else np.zeros((N, H))
-    return {"dx": (dx, D), "dWx": (dWx, T * N), "dWh": (dWh, T * N), "db": (db, T * N), "dh0": (dh0, H)}
+    return {"dx": (dx, H), "dWx": (dWx, T * N), "dWh": (dWh, T * N), "db": (db, T * N), "dh0": (dh0, H)}
 
 
 def assert_close(actual, expected, dtype, what="", plain=None, magnitude=None, terms=0, scale=0.0):

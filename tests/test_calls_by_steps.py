@@ -258,3 +258,29 @@ def test_short_calls_from_threads_at_once():
 
     errors = in_threads(work, 8)
     assert not errors, errors[:1]
+
+
+@pytest.mark.skipif("cpp" not in prf.backends(), reason="the compiled backend is not built")
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_a_dtype_set_while_a_call_builds_its_stepper(cell):
+    """`layer.dtype = ...` from another thread between a call's build of its stepper and its
+    keeping it (the setting drops the kept stepper before the call keeps its own, of the old
+    dtype): the next calls must not take that stepper (a review found every later short call
+    raising RuntimeError, blaming another thread). Simulated here by setting the dtype inside
+    the build."""
+    layer = CELLS[cell](5, 16, num_layers=2, seed=1, backend="cpp")
+    x = np.random.default_rng(0).standard_normal((1, 1, 5))
+    real = layer._new_stepper
+
+    def racing(*args):
+        built = real(*args)
+        layer.dtype = np.float64  # what the other thread does at this moment
+        return built
+
+    layer._new_stepper = racing
+    layer(x.astype(np.float32), record=False)
+    del layer._new_stepper
+    out, _ = layer(x, record=False)
+    twin = CELLS[cell](5, 16, num_layers=2, seed=1, backend="cpp", dtype=np.float64)
+    twin.params = layer.params
+    np.testing.assert_array_equal(out, twin(x, record=False)[0])

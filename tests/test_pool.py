@@ -10,7 +10,6 @@ import inspect
 import math
 import sys
 import threading
-import weakref
 
 import numpy as np
 import pytest
@@ -163,6 +162,30 @@ def test_a_re_entering_call_gets_its_own_array(monkeypatch):
     assert inner and not np.shares_memory(inner[0], outer)
 
 
+def test_an_interrupt_inside_the_pool_leaves_it_working():
+    """A Ctrl-C (any exception) between the two updates of a hand-out: the pool goes on serving
+    (a second list of numbers beside the buffers' had then been one short, and every request
+    that reused the last buffer raised IndexError)."""
+    lines, first = inspect.getsourcelines(_orchestration._BufferSet.hand_out)
+    second = first + len(lines) - 1  # its last statement: one update done, one to do
+
+    def tracer(frame, event, arg):
+        if frame.f_code is _orchestration._BufferSet.hand_out.__code__ and event == "line" and frame.f_lineno == second:
+            raise KeyboardInterrupt
+        return tracer
+
+    _orchestration._empty((1000,), np.float64)
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _orchestration._empty((3000,), np.float64)
+    finally:
+        sys.settrace(None)
+    for size in (1000, 3000, 1000, 5000):
+        a = _orchestration._empty((size,), np.float64)
+        assert a.shape == (size,) and a.base is not None
+
+
 def test_pool_arrays_start_on_a_cache_line():
     """Kernel threads write their own columns of every row: a row starting inside a cache line
     would have two cores write the line at their boundary."""
@@ -176,49 +199,53 @@ def test_pool_arrays_start_on_a_cache_line():
 
 def test_sizes_least_recently_used_and_a_full_pool():
     n, cap = _orchestration._POOL_MAX_BUFFERS, _orchestration._POOL_MAX_IN_USE
-    recent = _orchestration._POOL_RECENT_REQUESTS
-    held = [_orchestration._empty((1000,), np.float64)]  # 8000 bytes
+    recent, A = _orchestration._POOL_RECENT_REQUESTS, _orchestration._ALIGN
+
+    def empty(size):  # float64 values
+        return _orchestration._empty((size,), np.float64)
+
+    held = [empty(1000)]  # 8000 bytes
     # A buffer serves arrays down to 1/1.25 of its size only: a held result pins at most that.
     del held[0]
-    small = _orchestration._empty((700,), np.float64)  # 5600 bytes: 8000 is too big for it
-    assert small.base.nbytes == 5600 + _orchestration._ALIGN and len(kept_buffers()) == 2
+    small = empty(700)  # 5600 bytes: 8000 is too big for it
+    assert small.base.nbytes == 5600 + A and len(kept_buffers()) == 2
     del small
-    # n buffers, all unused.
-    others = [_orchestration._empty((2000 + 100 * i,), np.float64) for i in range(n - 2)]
+    # A working set of n + 4 arrays at once: the set grows past n while they are recent and
+    # within 1.5 times the most bytes in use at once, and keeps them when they are unused.
+    work = [empty(2000 + 100 * i) for i in range(n + 4)]
+    assert len(kept_buffers()) == n + 6
+    del work
+    empty(4500)  # a new size: the unused buffers are recent, the set grows
+    assert len(kept_buffers()) == n + 7
+    # The 8000-byte buffer handed out again and again: past `recent` requests the others are
+    # stale, and each request frees the least recently used one while the set holds more than n.
+    for _ in range(recent + n + 10):
+        empty(1000)
+    sizes = [b.nbytes for b in kept_buffers()]
+    assert len(sizes) == n and sizes[-1] == 8000 + A
+    # A new size takes a stale buffer's place: the set stays at n.
+    empty(9000)
+    assert len(kept_buffers()) == n and kept_buffers()[-1].nbytes == 72000 + A
+    # Bytes: a set whose most bytes in use at once were two small arrays does not grow past n
+    # on new sizes asked for one at a time, recent as its buffers are.
+    prf.release_buffers()
+    pair = [empty(2000), empty(2100)]
+    del pair
+    for i in range(n + 5):
+        empty(2200 + 10 * i)
     assert len(kept_buffers()) == n
-    del others
-    # Past n a new size takes an unused buffer's place only if that one is stale (not handed
-    # out in the set's last `recent` requests): a call asks again for sizes it used earlier in
-    # it, so recent ones stay and the set grows.
-    _orchestration._empty((4000,), np.float64)
-    assert len(kept_buffers()) == n + 1
-    # The 8000-byte buffer handed out `recent` times: the others are stale now, and n - 1 new
-    # sizes take the places of n - 1 of them, the least recently used first.
-    before = [weakref.ref(b) for b in kept_buffers()]  # (not the buffers: a reference is a use)
-    for _ in range(recent):
-        _orchestration._empty((1000,), np.float64)
-    for i in range(n - 1):
-        _orchestration._empty((5000 + 100 * i,), np.float64)
-    after = kept_buffers()
-    assert len(after) == n + 1 and [b.nbytes for b in after].count(8000 + _orchestration._ALIGN) == 1
-    # The survivors: the 8000-byte buffer (the least recently used before the loop) and the
-    # 4000-byte one (the most recent of the others).
-    survivors = [r() for r in before if r() is not None]
-    assert [b.nbytes for b in survivors] == [8000 + _orchestration._ALIGN, 32000 + _orchestration._ALIGN]
-    del survivors, after
-    keep = _orchestration._empty((1000,), np.float64)
     # Every buffer in use: the pool grows, to `cap` buffers; then arrays are NumPy's own, the
     # pool unchanged.
-    in_use = [_orchestration._empty((5000 + 100 * i,), np.float64) for i in range(cap - 1)]
+    keep = empty(1000)
+    in_use = [empty(5000 + 100 * i) for i in range(cap - 1)]
     assert len(kept_buffers()) == cap
     assert len({id(a.base) for a in in_use} | {id(keep.base)}) == cap
-    extra = _orchestration._empty((9999,), np.float64)
+    extra = empty(9999)
     assert extra.base is None and len(kept_buffers()) == cap
-    # Unused again: with `cap` buffers, each new one takes an unused one's place, stale or not
-    # (the set does not shrink).
+    # Unused again: with `cap` buffers, each new one takes an unused one's place, stale or not.
     del in_use
     for i in range(3):
-        fresh = _orchestration._empty((20000 + 1000 * i,), np.float64)
+        fresh = empty(20000 + 1000 * i)
         assert any(fresh.base is b for b in kept_buffers()) and len(kept_buffers()) == cap
 
 

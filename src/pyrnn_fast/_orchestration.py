@@ -207,20 +207,24 @@ _POOL_MIN_BYTES = 128 << 10  # smaller arrays come from NumPy (glibc's heap keep
 # Arrays below this size are pooled apart from larger ones, each set with its own limit, so
 # that a call's states and short sequences never evict its large buffers.
 _POOL_LARGE_BYTES = 1 << 20
-# Buffers per thread in each set: past _POOL_MAX_BUFFERS a new buffer takes the place of the
-# least recently used unused one if that one is stale, not handed out in the set's last
-# _POOL_RECENT_REQUESTS requests; else the set grows, to at most _POOL_MAX_IN_USE (there a new
-# buffer takes any unused one's place, and while all are in use arrays are NumPy's own). So a
-# set keeps what a call uses (a stacked layer's call holds ~5 arrays per layer for its
-# backward, of a few sizes), or 16, and what it keeps past 16 was used within the last 48
-# requests. A flat 16 had a 3-layer GRU at (T, N, H) = (4, 128, 256) and a 4-layer LSTM at
-# (16, 64, 256) take the rest from NumPy at every call (402 and 1067 page faults per
-# forward+backward); growing only while every buffer was in use still let a size asked for
-# while buffers of other sizes were unused evict one of those, asked for again later in the
-# same call (4-5 new buffers per call, ~370 page faults for that LSTM).
+# Buffers per thread in each set: past _POOL_MAX_BUFFERS a new size takes the place of the least
+# recently used unused buffer if that one is stale (not handed out in the set's last
+# _POOL_RECENT_REQUESTS requests) or the set would hold more than _POOL_BYTES_OVER_PEAK times the
+# most bytes it ever had in use at once; else the set grows, to at most _POOL_MAX_IN_USE (there a
+# new buffer takes any unused one's place, and while all are in use arrays are NumPy's own). And
+# any request drops the least recently used buffer of a set past 16 when it is unused and stale.
+# So a set keeps what its recent calls used (a stacked layer's call holds ~5 arrays per layer
+# for its backward, of a few sizes), or 16. A flat 16 had a 3-layer GRU at (T, N, H) =
+# (4, 128, 256) and a 4-layer LSTM at (16, 64, 256) take the rest from NumPy at every call (402
+# and 1067 page faults per forward+backward); growing only while every buffer was in use still
+# let a size asked for while buffers of other sizes were unused evict one of those, asked for
+# again later in the same call (4-5 new buffers per call, ~370 page faults for that LSTM); with
+# staleness alone, sizes that change from call to call (variable-length batches) grew a set to 48
+# buffers, 6.6x the bytes in use at once (a review's measurement).
 _POOL_MAX_BUFFERS = 16
 _POOL_MAX_IN_USE = 48  # (each _empty looks at every buffer of its set)
-_POOL_RECENT_REQUESTS = 48
+_POOL_RECENT_REQUESTS = 192
+_POOL_BYTES_OVER_PEAK = 1.5
 _POOL_SLACK = 1.25  # a buffer serves arrays down to 1/1.25 of its size: a held result pins at most that
 _REFCOUNTS = hasattr(sys, "getrefcount")  # CPython; elsewhere every array is NumPy's own
 # Pool arrays start on a cache line: each kernel thread writes its own columns of every row,
@@ -231,26 +235,33 @@ _ALIGN = 64
 
 
 class _BufferSet:
-    """One set of a thread's pool: its buffers, least recently handed out first, the number of
-    the request that last handed out each (`handed_out`, in the same order), and the count of
-    requests so far."""
+    """One set of a thread's pool: its buffers, least recently handed out first; the number of
+    the request that last handed out each, by id (a dict beside the list rather than a second
+    list: an exception between two updates, a Ctrl-C, then leaves an entry too many, never two
+    lists out of step); the count of requests; the most bytes in use at once."""
 
-    __slots__ = ("buffers", "handed_out", "requests")
+    __slots__ = ("buffers", "handed_out", "requests", "peak_in_use")
 
     def __init__(self):
         self.buffers: list = []
-        self.handed_out: list = []
+        self.handed_out: dict = {}
         self.requests = 0
+        self.peak_in_use = 0
+
+    def stale(self, i: int) -> bool:
+        """Whether buffer i was not handed out in the last _POOL_RECENT_REQUESTS requests."""
+        return self.requests - self.handed_out.get(id(self.buffers[i]), self.requests) > _POOL_RECENT_REQUESTS
 
     def take(self, i: int) -> np.ndarray:
         """Remove buffer i (and its number)."""
-        del self.handed_out[i]
-        return self.buffers.pop(i)
+        buf = self.buffers.pop(i)
+        self.handed_out.pop(id(buf), None)
+        return buf
 
     def hand_out(self, buf: np.ndarray) -> None:
         """Put buf last, as handed out by this request."""
+        self.handed_out[id(buf)] = self.requests
         self.buffers.append(buf)
-        self.handed_out.append(self.requests)
 
 
 def _buffer_set(large: bool) -> _BufferSet:
@@ -285,14 +296,21 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
         pool.requests += 1
         # Unused: 2 references, the list's and getrefcount's argument.
         unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
+        held = sum(b.nbytes for b in bufs)
+        in_use = held - sum(bufs[i].nbytes for i in unused) + nbytes
+        pool.peak_in_use = max(pool.peak_in_use, in_use)
         fits = [i for i in unused if nbytes <= bufs[i].nbytes - _ALIGN <= _POOL_SLACK * nbytes]
         if fits:
-            buf = pool.take(min(fits, key=lambda i: bufs[i].nbytes))
+            best = min(fits, key=lambda i: bufs[i].nbytes)
+            buf = pool.take(best)
+            # The least recently used buffer (index 0 still, best > 0), unused and stale, past 16: freed.
+            if best > 0 and unused[0] == 0 and len(bufs) >= _POOL_MAX_BUFFERS and pool.stale(0):
+                pool.take(0)
         else:
             full = len(bufs) >= _POOL_MAX_IN_USE
             if unused and len(bufs) >= _POOL_MAX_BUFFERS:
-                stale = pool.requests - pool.handed_out[unused[0]] > _POOL_RECENT_REQUESTS
-                if stale or full:
+                over = held + nbytes > _POOL_BYTES_OVER_PEAK * pool.peak_in_use
+                if full or over or pool.stale(unused[0]):
                     pool.take(unused[0])
                     full = False
             if full:

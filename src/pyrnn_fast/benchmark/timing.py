@@ -34,17 +34,18 @@ def time_interleaved(
 ) -> dict:
     """Median seconds per call of each callable in ``fns``, measured in interleaved rounds.
 
-    Each callable is first called once untimed (JIT compilation excluded) and then three more
-    times (once if the first took ``WARM_UP_BELOW_SECONDS`` or more) to estimate its cost, the
-    fastest of them (skipped when the first call already took > ``max_time``). Then, ``repeat``
+    Each callable is first called once untimed (JIT compilation excluded) and then up to three
+    more times to estimate its cost, the fastest of them (no more once one took
+    ``WARM_UP_BELOW_SECONDS`` or they took ``max_time`` in all; none when the first call already
+    took > ``max_time``). Then, ``repeat``
     times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
     and records the time per call, so all of them see the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
     Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
     shorter than WARM_UP_BELOW_SECONDS, one untimed call (neither with ``settle=0``). Returns
     ``{key: (median_seconds, rounds)}``. With ``errors`` (a dict), a callable that raises in its
-    first two calls is left out and its exception stored there under its key; without, the
-    exception propagates (as one raised in a timed round always does).
+    calls before the timed rounds is left out and its exception stored there under its key;
+    without, the exception propagates (as one raised in a timed round always does).
     """
     plan = {}
     for key, fn in fns.items():
@@ -53,12 +54,13 @@ def time_interleaved(
             fn()
             est = time.perf_counter() - t0
             if est < max_time:
-                # The fastest of three calls when they are short: the first calls of a process
+                # The fastest of up to three calls after the first: the first calls of a process
                 # (the first callable's) can take 100x a later one (3.3 ms against 25 µs for a
                 # layer call), and a batch of 3 calls after each settle pause then measured the
-                # pause's cold start (bench/short_calls.py: `record` read 65-106 µs, 4x `record=False`).
-                times = []
-                for _ in range(3 if est < WARM_UP_BELOW_SECONDS else 1):
+                # pause's cold start (bench/short_calls.py: `record` read 65-106 µs, 4x
+                # `record=False`). Fewer when a call is long, and within max_time in all.
+                times: list = []
+                while len(times) < 3 and (not times or (min(times) < WARM_UP_BELOW_SECONDS and sum(times) < max_time)):
                     t0 = time.perf_counter()
                     fn()
                     times.append(time.perf_counter() - t0)

@@ -84,7 +84,14 @@ def _forward_by_steps(layer, x_tm, state0, params):
     settings = layer._step_settings()
     kept = layer.__dict__.get("_call_stepper")
     if kept is not None and kept[0].acquire(blocking=False):
-        if not (kept[4] == settings and kept[3][0].shape == state0[0].shape and kept[1].current(params, kept[3][0])):
+        stepped = kept[3][0]  # (its dtype too: a `layer.dtype = ...` from another thread can land between
+        # a call's build of a stepper and its keeping it, after the setting dropped the kept one)
+        if not (
+            kept[4] == settings
+            and stepped.shape == state0[0].shape
+            and stepped.dtype == state0[0].dtype
+            and kept[1].current(params, stepped)
+        ):
             kept[0].release()
             kept = None
     else:
