@@ -295,13 +295,15 @@ def _empty(shape: tuple, dtype) -> np.ndarray:
         bufs = pool.buffers
         pool.requests += 1
         # Unused: 2 references, the list's and getrefcount's argument.
+        sizes = [b.nbytes for b in bufs]
         unused = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == 2]
-        held = sum(b.nbytes for b in bufs)
-        in_use = held - sum(bufs[i].nbytes for i in unused) + nbytes
-        pool.peak_in_use = max(pool.peak_in_use, in_use)
-        fits = [i for i in unused if nbytes <= bufs[i].nbytes - _ALIGN <= _POOL_SLACK * nbytes]
+        held = sum(sizes)
+        in_use = held - sum([sizes[i] for i in unused]) + nbytes
+        if in_use > pool.peak_in_use:
+            pool.peak_in_use = in_use
+        fits = [i for i in unused if nbytes <= sizes[i] - _ALIGN <= _POOL_SLACK * nbytes]
         if fits:
-            best = min(fits, key=lambda i: bufs[i].nbytes)
+            best = min(fits, key=sizes.__getitem__)
             buf = pool.take(best)
             # The least recently used buffer (index 0 still, best > 0), unused and stale, past 16: freed.
             if best > 0 and unused[0] == 0 and len(bufs) >= _POOL_MAX_BUFFERS and pool.stale(0):
