@@ -76,9 +76,15 @@ def _row_blocks(S, N, rows):
 
 def rows_gemm(a, b, bias, out):
     """out[s, n] = a[s, n] @ b (+ bias) for (S, N, K) a, (K, P) b, (S, N, P) out."""
+    # b C-ordered whatever the caller's layout: BLAS sums a transposed operand in another order
+    # (a Fortran-ordered Wx of 33 rows gave other bits, up to 9e-16, than the same values in C
+    # order; the README promises the bits of a contiguous copy in every layout). A copy of the
+    # weights, small next to the product; the backward's Wxᵀ is one too.
+    b = np.ascontiguousarray(b)
     block_rows = max(GEMM_MIN_ROWS, GEMM_BLOCK_WORK // max(1, b.shape[0] * b.shape[1]))
     for rows in _row_blocks(a.shape[0], a.shape[1], block_rows):
-        np.matmul(a[rows], b, out=out[rows])
+        block = a[rows]  # (C-ordered too: NumPy multiplies rows 0 or -K apart without BLAS, in another order)
+        np.matmul(block if block.flags.c_contiguous else np.ascontiguousarray(block), b, out=out[rows])
         if bias is not None:
             out[rows] += bias
 
