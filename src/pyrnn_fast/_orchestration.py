@@ -357,7 +357,6 @@ def release_buffers() -> int:
     # New sets rather than clearing them: this may run while the same thread is inside _empty
     # (a signal handler, a garbage-collector finaliser), which holds indices into an old set; it
     # then finishes on that set, and what it hands out is the caller's alone.
-    _buffer_set(True)
     _pool.large, _pool.smaller = _BufferSet(), _BufferSet()
     return held
 
