@@ -37,9 +37,9 @@ def time_interleaved(
     Each callable is first called once untimed (JIT compilation excluded) and then up to three
     more times to estimate its cost, the fastest of them (no more once one took
     ``WARM_UP_BELOW_SECONDS`` or they took ``max_time`` in all; none when the first call already
-    took > ``max_time``). Then, ``repeat``
-    times, every callable in turn (the order rotating) runs as many calls as fill ``min_time``
-    and records the time per call, so all of them see the same machine conditions. A callable
+    took > ``max_time``). Then, ``repeat`` times, every callable in turn (the order rotating)
+    runs as many calls as fill ``min_time`` and records the time per call, so all of them see
+    the same machine conditions. A callable
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
     Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
     shorter than WARM_UP_BELOW_SECONDS, one untimed call (neither with ``settle=0``). Returns
