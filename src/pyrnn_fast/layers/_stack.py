@@ -11,6 +11,7 @@ tuples in ``_state_names`` order); everything else is here, once for RNN, LSTM a
 from __future__ import annotations
 
 import threading
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,49 +72,68 @@ def _by_steps_suits(layer, T, N, lengths):
     )  # (N <= 8: below the batches step() itself leaves its kernel for, _step_kernel_suits)
 
 
+class _CallStepper(NamedTuple):
+    """A short call's compiled stepper (``_forward_by_steps``): the lock a call holds while it
+    steps, the stepper, its step function, the state arrays it steps (its own) and the
+    settings it was built for."""
+
+    lock: Any
+    stepper: Any
+    step: Any
+    parts: tuple
+    settings: tuple
+
+
+def _kept_call_stepper(layer, params, state0, settings):
+    """The layer's kept stepper, its lock taken, where it serves this call: free (a call from
+    another thread may hold it), built for these settings, this state's shape and dtype (a
+    `layer.dtype = ...` from another thread can land between a call's build of a stepper and
+    its keeping it, after the setting dropped the kept one) and current (the same parameter
+    objects, in the same layouts). Else None."""
+    kept = layer.__dict__.get("_call_stepper")
+    if kept is None or not kept.lock.acquire(blocking=False):
+        return None
+    stepped = kept.parts[0]
+    if (
+        kept.settings == settings
+        and stepped.shape == state0[0].shape
+        and stepped.dtype == state0[0].dtype
+        and kept.stepper.current(params, stepped)
+    ):
+        return kept
+    kept.lock.release()
+    return None
+
+
 def _forward_by_steps(layer, x_tm, state0, params):
     """(top output time-major, final state parts) of a short call, as T steps of a compiled
     stepper from the initial state parts `state0` (checked, fresh arrays: they come back
     holding the final state) with the parameters `params` (checked): the same bits as T calls
     of ``step()``. The stepper steps state arrays of its own, and is kept for the next calls
     (``layer._call_stepper``) where it reads every array in place: building one is ~6-12 µs of
-    a ~30 µs call (N = 1, H = 128). A call takes the kept one while it is current (the same
-    parameter objects, in the same layouts; a setting changed drops it) and free (its lock: a
-    call of the layer from another thread meanwhile builds its own, as every call did before)."""
+    a ~30 µs call (N = 1, H = 128). A call takes the kept one while it serves
+    (``_kept_call_stepper``; a setting changed drops it) and no other call holds it: a call of
+    the layer from another thread meanwhile builds its own, as every call did before."""
     T, N = x_tm.shape[:2]
     settings = layer._step_settings()
-    kept = layer.__dict__.get("_call_stepper")
-    if kept is not None and kept[0].acquire(blocking=False):
-        stepped = kept[3][0]  # (its dtype too: a `layer.dtype = ...` from another thread can land between
-        # a call's build of a stepper and its keeping it, after the setting dropped the kept one)
-        if not (
-            kept[4] == settings
-            and stepped.shape == state0[0].shape
-            and stepped.dtype == state0[0].dtype
-            and kept[1].current(params, stepped)
-        ):
-            kept[0].release()
-            kept = None
-    else:
-        kept = None
+    kept = _kept_call_stepper(layer, params, state0, settings)
     if kept is None:
         own = tuple(aligned_copy(s) for s in state0)
         stepper, parts, _ = layer._new_stepper(params, own, settings, params, own[0])
-        kept = (threading.Lock(), stepper, stepper.step, parts, settings)
-        kept[0].acquire()
+        kept = _CallStepper(threading.Lock(), stepper, stepper.step, parts, settings)
+        kept.lock.acquire()
         if parts is own:  # (else it reads converted copies of the weights: not kept, changes in place must be seen)
             layer._call_stepper = kept
-    lock, _, step, parts, _ = kept
     try:
-        for p, s in zip(parts, state0):
+        for p, s in zip(kept.parts, state0):
             p[...] = s
         hs = _empty((T, N, layer.hidden_size), layer.dtype)
         for t in range(T):
-            hs[t] = _checked_step(step, x_tm[t], params, parts[0], during="call")
-        for s, p in zip(state0, parts):
+            hs[t] = _checked_step(kept.step, x_tm[t], params, kept.parts[0], during="call")
+        for s, p in zip(state0, kept.parts):
             s[...] = p
     finally:
-        lock.release()
+        kept.lock.release()
     return hs, state0
 
 
