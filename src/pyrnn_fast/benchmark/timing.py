@@ -60,10 +60,12 @@ def time_interleaved(
                 # pause's cold start (bench/short_calls.py: `record` read 65-106 µs, 4x
                 # `record=False`). Fewer when a call is long, and within max_time in all.
                 times: list = []
-                while len(times) < 3 and (not times or (min(times) < WARM_UP_BELOW_SECONDS and sum(times) < max_time)):
+                for _ in range(3):
                     t0 = time.perf_counter()
                     fn()
                     times.append(time.perf_counter() - t0)
+                    if min(times) >= WARM_UP_BELOW_SECONDS or sum(times) >= max_time:
+                        break
                 est = min(times)
         except Exception as e:
             if errors is None:
