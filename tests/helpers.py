@@ -112,31 +112,44 @@ def reference(p, activation):
     return f64, hs, h_last
 
 
+def weight_term_magnitudes(x, h0, hs, du, dv):
+    """{"dWx", "dWh", "db", "dbh"}: (Σ|term|, T·N) of each element of the weight and bias
+    gradients, sums over every step and sample of the products of x_t, h_(t-1) (h0 first) or 1
+    with du_t (the gradient of the input side of the pre-activations) or dv_t (of the recurrent
+    side: the same array but for the GRU), all (T, N, ·) float64 from the reference."""
+    T, N = du.shape[:2]
+    h_prev = np.concatenate([h0[None], hs[:-1]])[:T]
+    du, dv = np.abs(du), np.abs(dv)
+    sums = {
+        "dWx": np.einsum("tnd,tng->dg", np.abs(x), du),
+        "dWh": np.einsum("tnh,tng->hg", np.abs(h_prev), dv),
+        "db": du.sum(axis=(0, 1)),
+        "dbh": dv.sum(axis=(0, 1)),
+    }
+    return {name: (m, T * N) for name, m in sums.items()}
+
+
 def reduction_magnitudes(f64, hs, activation):
     """{name: (Σ|term|, terms)} for the gradients: each element's sum of the absolute values of
     the products it is a sum of, and how many there are. dWx, dWh, db: T·N products of x_t,
-    h_(t-1) or 1 and da_t, the reference's gradient of the pre-activation (float64); dx: H
-    products da_t·Wxᵀ; dh0: H products da_0·Whᵀ. A sum's rounding error scales with Σ|term|,
-    which its result does not show where the terms cancel (a 1 x 1 dWh of 148 terms summing to
-    0.0523 from Σ|term| = 45.8; a dh0 of two terms at H = 2, 1.1e-3 off relative in float32
-    against a plain computation's 1.25e-4)."""
+    h_(t-1) or 1 and da_t, the reference's gradient of the pre-activation (float64,
+    ``weight_term_magnitudes``); dx: H products da_t·Wxᵀ; dh0: H products da_0·Whᵀ. A sum's
+    rounding error scales with Σ|term|, which its result does not show where the terms cancel
+    (a 1 x 1 dWh of 148 terms summing to 0.0523 from Σ|term| = 45.8; a dh0 of two terms at
+    H = 2, 1.1e-3 off relative in float32 against a plain computation's 1.25e-4)."""
     x, Wx, Wh, dhs = f64["x"], f64["Wx"], f64["Wh"], f64["dhs"]
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = Wh.shape[0]
     h0 = np.zeros((N, H)) if f64["h0"] is None else f64["h0"]
     dh_next = np.zeros_like(h0) if f64["dh_last"] is None else f64["dh_last"]
-    dx, dWx, dWh, db = np.zeros((T, N, D)), np.zeros((D, H)), np.zeros((H, H)), np.zeros(H)
-    da = np.zeros((N, H))
+    da = np.zeros((T, N, H))
     for t in reversed(range(T)):
-        h_prev = hs[t - 1] if t > 0 else h0
-        da = (dhs[t] + dh_next) * _reference.activation_grad(hs[t], activation)
-        dx[t] = np.abs(da) @ np.abs(Wx).T
-        dWx += np.abs(x[t]).T @ np.abs(da)
-        dWh += np.abs(h_prev).T @ np.abs(da)
-        db += np.abs(da).sum(axis=0)
-        dh_next = da @ Wh.T
-    dh0 = np.abs(da) @ np.abs(Wh).T if T else np.zeros((N, H))
-    return {"dx": (dx, H), "dWx": (dWx, T * N), "dWh": (dWh, T * N), "db": (db, T * N), "dh0": (dh0, H)}
+        da[t] = (dhs[t] + dh_next) * _reference.activation_grad(hs[t], activation)
+        dh_next = da[t] @ Wh.T
+    out = weight_term_magnitudes(x, h0, hs, da, da)
+    out["dx"] = (np.abs(da) @ np.abs(Wx).T, H)
+    out["dh0"] = (np.abs(da[0]) @ np.abs(Wh).T if T else np.zeros((N, H)), H)
+    return out
 
 
 def assert_close(actual, expected, dtype, what="", plain=None, magnitude=None, terms=0, scale=0.0):
