@@ -5,6 +5,7 @@ run beside the micro-kernel's own ceiling (the same FMAs plus the loads of a til
 
     python bench/stages.py                 # all cores
     python bench/stages.py --shape typical
+    python bench/stages.py --dtype float64
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python bench/stages.py
 
 The recurrences are compared with T separate (N, H)·(H, H) matmuls (what a NumPy loop does,
@@ -23,12 +24,12 @@ from pyrnn_fast.benchmark import limits, runners, timing
 from pyrnn_fast.benchmark.report import blas_threads_warning, numpy_blas_threads
 
 
-def stages(shape):
+def stages(shape, dtype):
     T, N, D, H = runners.dims(shape)
-    x, Wx, Wh, b, _ = (a.astype(np.float32) for a in runners.make_inputs(shape))
-    hs = np.empty((T, N, H), np.float32)
+    x, Wx, Wh, b, _ = runners.make_inputs(shape, dtype=dtype)
+    hs = np.empty((T, N, H), dtype)
     dA, dhs = np.empty_like(hs), np.ones_like(hs)
-    dh0, dx = np.empty((N, H), np.float32), np.empty_like(x)
+    dh0, dx = np.empty((N, H), dtype), np.empty_like(x)
     dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
     cpp = get_backend("cpp")
     x2, hs2, dA2 = x.reshape(-1, D), hs.reshape(-1, H), dA.reshape(-1, H)
@@ -66,9 +67,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="large", choices=sorted(runners.SHAPES))
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     args = p.parse_args()
     shape = runners.SHAPES[args.shape]
-    work = stages(shape)
+    dtype = np.dtype(args.dtype)
+    work = stages(shape, dtype)
     threads = _core.max_threads()
     limits.measure_limits(threads)  # the limits: best of the run's start and end, as the main job's
     best = {name: [float("inf"), float("inf")] for name in work}
@@ -80,11 +83,11 @@ def main():
             best[name][0] = min(best[name][0], timing.best_seconds(ours))
             time.sleep(timing.SETTLE_SECONDS)
             best[name][1] = min(best[name][1], timing.best_seconds(theirs))
-    peak = limits.fma_peak(np.float32, threads)
-    ceiling = limits.microkernel_peak(np.float32, threads)
+    peak = limits.fma_peak(dtype, threads)
+    ceiling = limits.microkernel_peak(dtype, threads)
     blas = numpy_blas_threads()
     print(
-        f"{args.shape} {shape}, float32, {threads} OpenMP thread(s), NumPy's BLAS {blas or '?'} thread(s),"
+        f"{args.shape} {shape}, {dtype.name}, {threads} OpenMP thread(s), NumPy's BLAS {blas or '?'} thread(s),"
         f" best of {args.rounds} rounds"
     )
     warning = blas_threads_warning(blas, threads)
@@ -93,7 +96,7 @@ def main():
     print(f"register-FMA peak ({_core.isa()}, {threads} thread(s)): {peak:.1f} GFLOP/s ('peak': fraction of it)")
     print(f"micro-kernel on cache-resident operands (the GEMMs' ceiling): {ceiling:.1f} GFLOP/s = {ceiling / peak:.0%}")
     if ceiling > peak:
-        print(f"WARNING: float32 {limits.BUSY_PEAK_WARNING}")
+        print(f"WARNING: {dtype.name} {limits.BUSY_PEAK_WARNING}")
     print(
         f"{'stage':22s} {'pyrnn_fast ms':>14s} {'GFLOP/s':>8s} {'peak':>5s} {'np.matmul ms':>13s} {'GFLOP/s':>8s}"
         f" {'peak':>5s} {'ratio':>6s}"

@@ -84,6 +84,24 @@ def test_the_batch_size_comes_from_the_fastest_early_call():
     assert len(calls) > 50  # 2 slow calls, 2 fast ones, then a batch that fills 10 ms
 
 
+def test_time_interleaved_reports_the_median_and_the_fastest_round(monkeypatch):
+    """The fraction of the register peak is judged on the fastest round as well as the median
+    (benchmark.limits.against_limits): both must be the rounds' own, on a scripted clock."""
+    clock = [0.0]
+    durations = iter([1.0, 1.0, 3.0, 1.5, 2.0])  # the untimed call, the estimate, three rounds
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: clock[0])
+        sleep = staticmethod(lambda s: None)
+
+    def call():
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(timing, "time", FakeTime)
+    timed = timing.time_interleaved({"f": call}, repeat=3, min_time=0, max_time=100, settle=0)
+    assert timed["f"] == timing.Timed(median=2.0, rounds=3, best=1.5)
+
+
 def test_a_peer_that_fails_is_left_out_of_the_timings():
     """One peer failing (out of memory on a shape) aborted the whole run of the main job."""
 

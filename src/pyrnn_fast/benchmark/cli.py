@@ -162,9 +162,10 @@ def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | Non
     ok = [impl for impl in impls if all((impl, op) in timed for op in runners.OPS)]
     out: dict[str, dict] = {impl: {} for impl in ok}
     load = timing.other_load(since)
-    for (impl, op), (sec, rounds) in timed.items():
+    for (impl, op), (sec, rounds, best) in timed.items():
         if impl in out:
-            out[impl][op] = {"ms": sec * 1e3, "gflops": flops(shape, op) / sec / 1e9, "rounds": rounds}
+            g = flops(shape, op) / 1e9
+            out[impl][op] = {"ms": sec * 1e3, "gflops": g / sec, "best_gflops": g / best, "rounds": rounds}
     for op in runners.OPS:
         peer_ms = {p: out[p][op]["ms"] for p in runners.PEERS if p in out}
         best_peer = min(peer_ms, key=lambda k: peer_ms[k]) if peer_ms else None

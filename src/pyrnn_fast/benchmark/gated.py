@@ -241,7 +241,7 @@ def fraction_of_peak(results: dict, default: str, peak_gflops: float, ceiling_gf
     for cell, shapes in results.items():
         if "large" in shapes and default in shapes["large"]:
             out[cell] = {
-                op: against_limits(m["gflops"], peak_gflops, ceiling_gflops)
+                op: against_limits(m["gflops"], peak_gflops, ceiling_gflops, m["best_gflops"])
                 for op, m in shapes["large"][default].items()
             }
     return out

@@ -12,6 +12,7 @@ import os
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 #: Environment marker set by ``limit_threads``; the CLI re-execs itself until it matches.
 THREADS_ENV = "PYRNN_FAST_BENCH_THREADS"
@@ -29,6 +30,15 @@ SETTLE_SECONDS = 0.15
 WARM_UP_BELOW_SECONDS = 0.1
 
 
+class Timed(NamedTuple):
+    """What ``time_interleaved`` measured of one callable: seconds per call, the median and the
+    fastest of its rounds, and how many rounds it ran."""
+
+    median: float
+    rounds: int
+    best: float
+
+
 def time_interleaved(
     fns: dict, repeat=5, min_time=10e-3, max_time=10.0, settle=SETTLE_SECONDS, errors: dict | None = None
 ) -> dict:
@@ -43,7 +53,7 @@ def time_interleaved(
     whose rounds would exceed ``max_time`` seconds in total gets fewer rounds (at least one).
     Each batch starts after ``settle`` seconds of sleep (see SETTLE_SECONDS) and, for calls
     shorter than WARM_UP_BELOW_SECONDS, one untimed call (neither with ``settle=0``). Returns
-    ``{key: (median_seconds, rounds)}``. With ``errors`` (a dict), a callable that raises in its
+    ``{key: Timed(median, rounds, best)}`` (seconds per call). With ``errors`` (a dict), a callable that raises in its
     calls before the timed rounds is left out and its exception stored there under its key;
     without, the exception propagates (as one raised in a timed round always does).
     """
@@ -91,7 +101,7 @@ def time_interleaved(
             for _ in range(number):
                 fn()
             samples[key].append((time.perf_counter() - t0) / number)
-    return {key: (statistics.median(s), len(s)) for key, s in samples.items()}
+    return {key: Timed(statistics.median(s), len(s), min(s)) for key, s in samples.items()}
 
 
 def time_callable(fn, repeat=5, min_time=2e-3) -> float:
