@@ -179,6 +179,65 @@ static inline void with_panels(const StepBlock<T>& s, idx p, const F& f) {
     f(PackedB<T>{s.in_place ? nullptr : s.packed + p * s.panel_size, s.panel_size});  // (null: never read)
 }
 
+// kMR whole rows, rows[r][0 .. kc), into one sliver d[k][r]: a transposition. The AVX2 build
+// (kMR = 6, the only one that packs rows of A: config.hpp, kMinPackedRows and
+// kMaxPanelsUnpackedA) transposes 8 (float) or 4 (double) columns at a time in registers and
+// stores each k's 6 values with one store of a whole vector, whose last lanes the next k's
+// store overwrites (a masked store is slow on Zen). Element by element it stored one value
+// per cycle: 2.7 % of `large`'s forward recurrence on Zen 3 at 2 threads, where each thread
+// packs the step's whole left factor, 5 % of dWx (each thread packs all of Xᵀ).
+template <class T>
+static inline void pack_sliver(T* d, const T* const* rows, idx kc) {
+    idx k = 0;
+#if defined(PRF_ISA_AVX2)
+    static_assert(kMR == 6, "the AVX2 transposition below is written for 6 rows");
+    if constexpr (sizeof(T) == 4) {
+        // Columns k .. k+7 of the 6 rows (rows 6 and 7 of the 8 x 8 transposition left out: the
+        // lanes they would fill are overwritten). All but the last k's store overrun into the
+        // next k's place; the last one stores 4 + 2 values, so that nothing past d[kc][5] is
+        // written.
+        for (; k + 8 <= kc; k += 8) {
+            __m256 r[6];
+            for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_ps(rows[i] + k);
+            const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            // s[j] holds rows 0-3 of columns j (low half) and j + 4 (high half); u[j] rows 4-5.
+            const __m256 s[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                                 _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+            const __m256 u[4] = {_mm256_shuffle_ps(t4, t4, 0x44), _mm256_shuffle_ps(t4, t4, 0xEE),
+                                 _mm256_shuffle_ps(t5, t5, 0x44), _mm256_shuffle_ps(t5, t5, 0xEE)};
+            float* o = d + k * 6;
+            for (int j = 0; j < 4; ++j) _mm256_storeu_ps(o + j * 6, _mm256_permute2f128_ps(s[j], u[j], 0x20));
+            for (int j = 0; j < 3; ++j) _mm256_storeu_ps(o + (j + 4) * 6, _mm256_permute2f128_ps(s[j], u[j], 0x31));
+            const __m256 last = _mm256_permute2f128_ps(s[3], u[3], 0x31);
+            _mm_storeu_ps(o + 42, _mm256_castps256_ps128(last));
+            _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(last, 1));
+        }
+    } else {
+        // Columns k .. k+3: rows 0-3 by a 4 x 4 transposition, rows 4-5 as pairs.
+        for (; k + 4 <= kc; k += 4) {
+            __m256d r[6];
+            for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_pd(rows[i] + k);
+            const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+            const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+            const __m256d t4 = _mm256_unpacklo_pd(r[4], r[5]), t5 = _mm256_unpackhi_pd(r[4], r[5]);
+            const __m256d col[4] = {_mm256_permute2f128_pd(t0, t2, 0x20), _mm256_permute2f128_pd(t1, t3, 0x20),
+                                    _mm256_permute2f128_pd(t0, t2, 0x31), _mm256_permute2f128_pd(t1, t3, 0x31)};
+            const __m128d pair[4] = {_mm256_castpd256_pd128(t4), _mm256_castpd256_pd128(t5),
+                                     _mm256_extractf128_pd(t4, 1), _mm256_extractf128_pd(t5, 1)};
+            double* o = d + k * 6;
+            for (int j = 0; j < 4; ++j) {
+                _mm256_storeu_pd(o + j * 6, col[j]);
+                _mm_storeu_pd(o + j * 6 + 4, pair[j]);
+            }
+        }
+    }
+#endif
+    for (; k < kc; ++k)
+        for (int r = 0; r < kMR; ++r) d[k * kMR + r] = rows[r][k];
+}
+
 // Rows [0, nrows) x columns [0, K) of A into slivers of kMR rows, dst[s][k][r] (zero padded):
 // the micro-kernel then reads A from one contiguous stream instead of kMR rows H apart (4 KB
 // apart at H = 1024: the same L1 set for all of them).
@@ -186,6 +245,12 @@ template <class T>
 static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
     for (idx s = 0; s * kMR < nrows; ++s) {
         T* d = dst + s * K * kMR;
+        if ((s + 1) * kMR <= nrows) {
+            const T* rows[kMR];
+            for (int r = 0; r < kMR; ++r) rows[r] = a + (s * kMR + r) * lda;
+            pack_sliver<T>(d, rows, K);
+            continue;
+        }
         for (int r = 0; r < kMR; ++r) {
             const idx i = s * kMR + r;
             if (i < nrows)
