@@ -179,12 +179,24 @@ def test_recurrences_stay_in_their_columns(isa, dtype, H):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "M,K,P",
-    [(1, 1, 1), (7, 3, 5), (500, 700, 37), (241, 257, 65), (300, 260, 300), (3, 0, 4), (0, 5, 4), (4, 5, 0), (0, 0, 0)],
+    [
+        (1, 1, 1),
+        (7, 3, 5),
+        (500, 700, 37),
+        (241, 257, 65),
+        (300, 260, 300),
+        (250, 21, 300),
+        (3, 0, 4),
+        (0, 5, 4),
+        (4, 5, 0),
+        (0, 0, 0),
+    ],
 )
 def test_gemms_match_numpy(isa, dtype, M, K, P):
     """Both GEMM shapes against NumPy, on sizes that cross every block boundary (MR, NR, kc=256,
     mc=240), strided operands, bias, accumulation. P <= 8 panels reads A's rows in place, P = 300
-    packs them (more than 8 panels in every build)."""
+    packs them (more than 8 panels in every build; K = 21: the AVX2 pack's transposition of 8
+    floats or 4 doubles at a time, and what is left)."""
     rng = np.random.default_rng(M + K + P)
     previous = core.isa()
     core.set_isa(isa)
