@@ -136,7 +136,11 @@ static void pack_b(T* dst, const SeqRows<const T>& brow, idx sj, idx k0, idx kc,
     for (idx k = 0; k < kc; ++k, row.next()) {
         const T* src = row.get();
         ahead.fetch(j0, j1 - j0);
-        for (idx p = 0; p < panels; ++p) {
+        // Whole panels as one memcpy of NR values (vector moves; element by element this pack
+        // was 30 % of a small reduction GEMM's time on Zen 3: (8, 128) += (8 x 128)·(128 x 128)).
+        const idx whole = (j1 - j0) / NR;
+        for (idx p = 0; p < whole; ++p) __builtin_memcpy(dst + p * kc * NR + k * NR, src + j0 + p * NR, NR * sizeof(T));
+        for (idx p = whole; p < panels; ++p) {
             T* d = dst + p * kc * NR + k * NR;
             const idx jb = j0 + p * NR, nj = imin(NR, j1 - jb);
             idx j = 0;
