@@ -59,10 +59,9 @@ def _as_arrays(required: tuple, **named) -> dict:
 
 
 def _result_dtype(arrays: dict) -> np.dtype:
-    dtypes = [a.dtype for a in arrays.values() if a is not None]
-    first = dtypes[0]
-    if (first == _F32 or first == _F64) and all(d == first for d in dtypes):
-        return first  # all float32 or all float64: np.result_type's answer, 2 µs sooner
+    dtypes = {a.dtype for a in arrays.values() if a is not None}
+    if len(dtypes) == 1 and (_F32 in dtypes or _F64 in dtypes):
+        return dtypes.pop()  # all float32 or all float64: np.result_type's answer, 2 µs sooner
     dtype = np.result_type(*dtypes, np.float32)
     if dtype not in (np.float32, np.float64):
         names = [n for n, a in arrays.items() if a is not None and a.dtype.itemsize > 8]
@@ -80,15 +79,31 @@ def _check_ndim(name: str, a: np.ndarray, ndim: int, meaning: str) -> None:
         raise ValueError(f"{name}: expected a {ndim}-D array {meaning}, got shape {a.shape}")
 
 
+# The optional arguments' shapes, by what they are: a gated bias ("bias", (gates·H,)), a state
+# ("state", (N, H)) or a sequence like hs ("seq"); with the meaning their errors print.
+_OPTIONAL_SHAPES = (
+    ("b", "bias"),
+    ("bh", "bias"),
+    ("h0", "state"),
+    ("c0", "state"),
+    ("dh_last", "state"),
+    ("dc_last", "state"),
+    ("hs", "seq"),
+    ("dhs", "seq"),
+)
+
+
 def _validate(arrays: dict, time_major: bool, gates: int = 1) -> tuple[int, int, int, int]:
     """Check every shape against x, Wx and Wh; returns (T, N, D, H). A gated cell's weights
-    have `gates` column blocks of H (LSTM 4, GRU 3): Wx (D, 4H), Wh (H, 4H), b and bh (4H,)."""
+    have `gates` column blocks of H (LSTM 4, GRU 3): Wx (D, 4H), Wh (H, 4H), b and bh (4H,).
+    (The messages are built only for a shape that fails: this runs at every call.)"""
     x, Wx, Wh = arrays["x"], arrays["Wx"], arrays["Wh"]
-    layout = "(T, N, D)" if time_major else "(N, T, D)"
     gh = "H" if gates == 1 else f"{gates}H"
-    _check_ndim("x", x, 3, layout)
-    _check_ndim("Wx", Wx, 2, f"(D, {gh})")
-    _check_ndim("Wh", Wh, 2, f"(H, {gh})")
+    if x.ndim != 3:
+        _check_ndim("x", x, 3, "(T, N, D)" if time_major else "(N, T, D)")
+    if Wx.ndim != 2 or Wh.ndim != 2:
+        _check_ndim("Wx", Wx, 2, f"(D, {gh})")
+        _check_ndim("Wh", Wh, 2, f"(H, {gh})")
     if time_major:
         T, N, D = x.shape
     else:
@@ -99,22 +114,15 @@ def _validate(arrays: dict, time_major: bool, gates: int = 1) -> tuple[int, int,
         _expect_shape("Wh", Wh, (H, H), "(H, H) with H = Wx.shape[1]")
     else:
         H = Wh.shape[0]
-        _expect_shape("Wh", Wh, (H, gates * H), f"(H, {gh}) with H = Wh.shape[0]")
-        _expect_shape("Wx", Wx, (D, gates * H), f"(D, {gh}) with D = x.shape[2], H = Wh.shape[0]")
-    seq = (T, N, H) if time_major else (N, T, H)
-    seq_meaning = "(T, N, H)" if time_major else "(N, T, H)"
-    for name, expected, meaning in (
-        ("b", (gates * H,), f"({gh},)"),
-        ("bh", (gates * H,), f"({gh},)"),
-        ("h0", (N, H), "(N, H)"),
-        ("c0", (N, H), "(N, H)"),
-        ("dh_last", (N, H), "(N, H)"),
-        ("dc_last", (N, H), "(N, H)"),
-        ("hs", seq, seq_meaning),
-        ("dhs", seq, seq_meaning),
-    ):
-        if arrays.get(name) is not None:
-            _expect_shape(name, arrays[name], expected, meaning)
+        if Wh.shape != (H, gates * H) or Wx.shape != (D, gates * H):
+            _expect_shape("Wh", Wh, (H, gates * H), f"(H, {gh}) with H = Wh.shape[0]")
+            _expect_shape("Wx", Wx, (D, gates * H), f"(D, {gh}) with D = x.shape[2], H = Wh.shape[0]")
+    expected = {"bias": (gates * H,), "state": (N, H), "seq": (T, N, H) if time_major else (N, T, H)}
+    for name, kind in _OPTIONAL_SHAPES:
+        a = arrays.get(name)
+        if a is not None and a.shape != expected[kind]:
+            meaning = {"bias": f"({gh},)", "state": "(N, H)", "seq": "(T, N, H)" if time_major else "(N, T, H)"}
+            _expect_shape(name, a, expected[kind], meaning[kind])
     return T, N, D, H
 
 
@@ -422,13 +430,10 @@ def _runs(active, t0: int, t1: int) -> list:
     return [(s0, s1, int(active[s0])) for s0, s1 in zip(cuts[:-1], cuts[1:]) if s1 > s0]
 
 
-def _ends(active, t0: int, t1: int, T: int, N: int) -> list:
+def _ends(active, t0: int, t1: int, T: int) -> list:
     """Where the rows' last steps are among the steps [t0, t1) of a call over T steps:
     (s1, n, n_after) for each run of one row count that ends at step s1 - 1 (its rows [0, n),
-    of which those in [n_after, n) end there: rows [0, n_after) run step s1 too). `active`
-    None: every row runs every step, (t1, N, N or 0)."""
-    if active is None:
-        return [(t1, N, N if t1 < T else 0)]
+    of which those in [n_after, n) end there: rows [0, n_after) run step s1 too)."""
     return [(s1, n, int(active[s1]) if s1 < T else 0) for _, s1, n in _runs(active, t0, t1) if n > 0]
 
 
@@ -437,7 +442,12 @@ def _final_rows(finals: tuple, seqs: tuple, t0: int, T: int, active) -> None:
     matching time-major sequence of `seqs` (steps [t0, t0 + len) of a call over T steps), copied
     from that step: a row's final state, of a call over all steps or over some of them."""
     t1 = t0 + seqs[0].shape[0]
-    for s1, n, n_after in _ends(active, t0, t1, T, finals[0].shape[0]):
+    if active is None:  # every row ends at step T - 1 (the common case, without _ends' lists)
+        if t1 == T and t1 > t0:
+            for final, seq in zip(finals, seqs):
+                final[...] = seq[-1]
+        return
+    for s1, n, n_after in _ends(active, t0, t1, T):
         if s1 > t0:
             for final, seq in zip(finals, seqs):
                 final[n_after:n] = seq[s1 - 1 - t0, n_after:n]
