@@ -9,7 +9,7 @@ A step uses a second thread only while steps come back to back (step.hpp, kStepT
 libgomp's idle helpers spin about a millisecond after a region and then sleep, and waking a
 sleeping one costs more than a step. So after a pause both settings should take the same time
 (one thread ran), and back to back two threads should be faster where the weights are large
-(one thread per 1 MB of weights, kStepCacheBytes).
+(one thread per half a core's L2 of weights, kStepCacheShare).
 """
 
 import argparse

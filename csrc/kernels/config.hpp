@@ -290,18 +290,22 @@ constexpr idx kRowSplitBytesPerSampleStep = 4096;
 // ~15 % slower than the caller's; a line moving between this VM's cores costs ~400 cycles.
 constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 // ... but a step whose weights a core's L2 cannot hold (server cores: 1.25-2 MB) streams them
-// from L3, and spread over more cores they fit in their L2s: one thread per kStepCacheBytes
-// of weights. Sapphire Rapids (2 MB L2), float64 H = 512 (2.2 MB), one layer, N = 1, D = 32,
-// interleaved with NumPy's one-liner, 3 alternating processes: 54-62 µs on one thread (1.24-
-// 1.36x NumPy), 36-46 on two (1.80-1.91x). Float32 H = 512 (1.1 MB) stayed on one thread
-// under the 1.5 MB this was until the helper threads kept off the caller's CPU (team.hpp,
-// keep_off_cpu); since, on two it takes 7.9-8.6 µs against 10.0-10.1 on one (the main job's
-// step table, 2 alternating builds), while float32 H = 256 (295 KB) still lost on two (3.2 ->
-// 4.0 µs): hence 1 MB, half that L2. Not measured on a 512 KB L2 (Zen 3).
+// from L3, and spread over more cores they fit in their L2s: one thread per 1/kStepCacheShare
+// of a core's L2 (core_cache_bytes(), team.hpp) of weights. Sapphire Rapids (2 MB L2), float64
+// H = 512 (2.2 MB), one layer, N = 1, D = 32, interleaved with NumPy's one-liner, 3 alternating
+// processes: 54-62 µs on one thread (1.24-1.36x NumPy), 36-46 on two (1.80-1.91x). Float32
+// H = 512 (1.1 MB) stayed on one thread under the 1.5 MB this was until the helper threads kept
+// off the caller's CPU (team.hpp, keep_off_cpu); since, on two it takes 7.9-8.6 µs against
+// 10.0-10.1 on one (the main job's step table, 2 alternating builds), while float32 H = 256
+// (295 KB) still lost on two (3.2 -> 4.0 µs): hence half that L2, 1 MB (a constant until the
+// twenty-eighth session). Zen 3 (512 KB L2), the same table, 2 threads, 7 alternating pairs of
+// processes, 1 MB against half its L2 (256 KB), median µs: float32 H = 512 23.5 -> 16.5 (1.48x
+// -> 1.84x NumPy), float64 H = 256 (576 KB, one thread at 1 MB) 12.2 -> 11.0 (1.79x -> 2.24x),
+// float64 H = 512 38.7 -> 39.1 and float32 H = 256 5.9 -> 5.3 (2.21x -> 2.02x) within the noise.
 // It also sets how finely a step's weights are cut for its threads (step.hpp, step_chunks): the
-// power of two at least one chunk per kStepCacheBytes, so that each thread's rows stay in its
-// L2 (float32 H = 512: 2 chunks; float64 H = 512: 4).
-constexpr idx kStepCacheBytes = idx(1) << 20;
+// power of two at least one chunk per share, so that each thread's rows stay in its L2
+// (Sapphire Rapids: float32 H = 512 2 chunks, float64 H = 512 4).
+constexpr idx kStepCacheShare = 2;
 // A step uses more than one thread only when the calling thread's previous step ended less
 // than this long ago: libgomp's idle helpers spin about 1-1.5 ms after a region (measured
 // here), then sleep, and waking a sleeping one costs more than a step (a virtual CPU's wake-up:

@@ -21,8 +21,6 @@
 #include "microkernel.hpp"
 #include "team.hpp"
 
-#include <unistd.h>  // sysconf
-
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
@@ -49,16 +47,6 @@ struct Split {
     int threads;
     bool by_rows;
 };
-
-// The cache a core has to itself (its L2), as the C library reports it; 512 KB (the smallest
-// seen on the machines this was measured on, Zen 3) when it does not say.
-static inline idx core_cache_bytes() {
-    static const idx bytes = [] {
-        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        return l2 > 0 ? idx(l2) : idx(512) << 10;
-    }();
-    return bytes;
-}
 
 // Split by columns, each thread reads its share of the weights every step and all of the
 // step before's output: a barrier per step, and the other threads' columns of h_{t-1} cross

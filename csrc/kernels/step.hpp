@@ -324,7 +324,8 @@ static bool run_step(const StepArgs<T>& a) {
     for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * width;
     // Chunks enough for the weights to stay in the caches of the threads that share them; and
     // threads enough for the work too: those beyond the chunks take other blocks of rows.
-    const idx cache_team = (weights * idx(sizeof(T)) + kStepCacheBytes - 1) / kStepCacheBytes;
+    const idx share = core_cache_bytes() / kStepCacheShare;
+    const idx cache_team = (weights * idx(sizeof(T)) + share - 1) / share;
     const idx work_team = mul_sat(N, weights) / L / kMinStepCallWorkPerThread;
     idx fewest_chunks = kStepChunks;
     for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, cache_team).count);
