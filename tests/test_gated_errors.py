@@ -151,6 +151,33 @@ def test_a_workspace_from_another_call_of_the_same_shapes_is_refused(cell, backe
     backward(dhs, x, a["Wx"], a["Wh"], nan.hs, nan.workspace, backend=backend)
 
 
+@pytest.mark.parametrize("nbytes", ["small", "1 MiB"])
+def test_the_workspace_check_compares_hs_last_step_bit_for_bit(nbytes):
+    """hs's last step against the one the workspace kept: compared as bytes below 1 MiB and
+    through unsigned views from there (two code paths). The very hs, or a copy of it in
+    another layout, passes with the same gradients; a last step changed in one element, or
+    from 0.0 to -0.0 (equal as numbers, not as bits), is refused."""
+    rows, width = (3, 6) if nbytes == "small" else (128, 1024)  # float64: 1 MiB at 128 x 1024
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((rows, 1, 2))
+    Wx, Wh = rng.standard_normal((2, 4 * width)) * 0.1, rng.standard_normal((width, 4 * width)) * 0.01
+    out = prf.lstm_forward(x, Wx, Wh)
+    assert (out.hs[:, -1].nbytes >= 1 << 20) == (nbytes == "1 MiB")
+    dhs = np.ones_like(out.hs)
+    right = prf.lstm_backward(dhs, x, Wx, Wh, out.hs, out.workspace)
+    moved = prf.lstm_backward(dhs, x, Wx, Wh, np.asfortranarray(out.hs), out.workspace)
+    np.testing.assert_array_equal(right.dWh, moved.dWh)
+    for change in ("value", "sign of zero"):
+        hs = out.hs.copy()
+        if change == "value":
+            hs[-1, -1, -1] = np.nextafter(hs[-1, -1, -1], np.inf)
+        else:
+            hs[-1, -1, -1] = 0.0
+            out.workspace._h_last[-1, -1] = -0.0  # (the test reaches in: no forward ends at -0.0 here)
+        with pytest.raises(ValueError, match="workspace: from another lstm_forward call"):
+            prf.lstm_backward(dhs, x, Wx, Wh, hs, out.workspace)
+
+
 def test_gru_refuses_lstm_workspace():
     g = gru_args()
     out = prf.gru_forward(g["x"], g["Wx"], g["Wh"])
