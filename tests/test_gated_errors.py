@@ -120,6 +120,15 @@ def test_a_workspace_built_by_hand_is_checked_array_by_array(backend):
             backward(bad, cs)
     with pytest.raises(ValueError, match=r"^workspace: its cell states must be a C-contiguous float64 array"):
         backward(gates, None)
+    # The last step of hs it keeps: an array of (N, H) in the call's dtype (a review found a
+    # flattened copy passing the bytes' comparison, and a list raising AttributeError).
+    h_last = out.workspace._h_last
+    np.testing.assert_array_equal(expected.dx, backward(gates, cs, np.asfortranarray(h_last)).dx)
+    for bad in (h_last.ravel(), h_last.reshape(H, N), h_last.astype(np.float32), h_last.tolist()):
+        with pytest.raises(
+            ValueError, match=r"^workspace: its last step of hs must be None or a float64 array of shape \(3, 6\)"
+        ):
+            backward(gates, cs, bad)
     g = gru_args()
     gru = prf.gru_forward(g["x"], g["Wx"], g["Wh"])
     ws = prf.Workspace("GRU", (T, N, H), np.float64, False, gru.workspace._gates, cs)

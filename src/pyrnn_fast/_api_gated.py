@@ -118,8 +118,15 @@ class Workspace:
                 raise ValueError(f"workspace: its {what} must be {expected} ({forward} makes them so)")
         # hs must end as the call that made this workspace ended: a workspace of another call with
         # the same shapes gave gradients off by 50-160 % (found by a review). (One built by hand
-        # may lack it.)
-        if self._h_last is not None and T and not _same_bits(hs_tm[-1], self._h_last):
+        # may lack it; one that has it, of another shape or dtype, or not an array, is refused:
+        # compared as bytes, a flattened copy had passed, a list raised AttributeError.)
+        h_last = self._h_last
+        if h_last is not None and not (type(h_last) is np.ndarray and h_last.shape == (N, H) and h_last.dtype == dtype):
+            raise ValueError(
+                f"workspace: its last step of hs must be None or a {np.dtype(dtype).name} array of shape {(N, H)} "
+                f"({forward} makes it so)"
+            )
+        if h_last is not None and T and not _same_bits(hs_tm[-1], h_last):
             raise ValueError(
                 f"workspace: from another {forward} call than the one that computed hs (hs's last step differs "
                 "from that call's); pass the workspace returned with this hs"
