@@ -47,8 +47,8 @@ class Workspace:
     which checks that it comes from a call with the same cell, (T, N, H), dtype and layout,
     and the very call whose hs it is given (by hs's last step, bit for bit, which it keeps:
     N·H values; not checked when T = 0): a ValueError otherwise, and anything not a Workspace
-    (None from ``workspace=False``) is a TypeError. Read-only. Its arrays of 1 MiB or more are views of
-    the calling thread's buffer pool, kept while it is held (see ``release_buffers``)."""
+    (None from ``workspace=False``) is a TypeError. Read-only. Its arrays of 1 MiB or more are
+    views of the calling thread's buffer pool, kept while it is held (see ``release_buffers``)."""
 
     __slots__ = ("_cell", "_dims", "_dtype", "_time_major", "_gates", "_cs", "_h_last")
     _cell: str
