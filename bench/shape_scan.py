@@ -56,6 +56,7 @@ def main() -> None:
     for c in cells:
         if c not in ("rnn", "lstm", "gru"):
             raise SystemExit(f"--cells: expected rnn, lstm or gru, got {c!r}")
+    shapes = parse_shapes(args.shapes) if args.shapes else DEFAULT_SHAPES
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     for p in peers:
         if p not in runners.PEERS:
@@ -63,7 +64,6 @@ def main() -> None:
     peers = [p for p in peers if importlib.util.find_spec(p) is not None]
     if not peers:
         raise SystemExit("no peer installed: pip install torch==2.13.0 jax (or name one with --peers)")
-    shapes = parse_shapes(args.shapes) if args.shapes else DEFAULT_SHAPES
     print(f"kernel ISA {_core.isa()}, {timing.num_threads()} thread(s); peers: {', '.join(peers)}")
     print("peer's time over ours (> 1: we are faster), median of interleaved rounds; ours in ms")
     worst: dict = {}
