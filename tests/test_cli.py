@@ -132,3 +132,32 @@ def test_the_machine_lines_say_how_subnormals_are_computed(flush, capsys):
         report.print_info(report.machine_info(1, []))
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("backends: "))
     assert line.endswith("subnormals: flushed to 0" if flush else "subnormals: IEEE"), line
+
+
+def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, capsys):
+    """The streaming step's table gives NumPy's one-liner over the step in the median rounds and
+    in the fastest ones, each from the rounds' own times (a scripted clock)."""
+    from pyrnn_fast.benchmark import limits
+
+    clock = [0.0]
+    durations = {  # µs per call: 100 untimed calls, then one call per round
+        "prf.RNN.step": iter([0.0] * 100 + [4.0, 1.0, 2.0]),
+        "numpy one-liner": iter([0.0] * 100 + [6.0, 5.0, 4.0]),
+    }
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: clock[0])
+
+    def impl(name):
+        def call():
+            clock[0] += next(durations[name]) * 1e-6
+
+        return call
+
+    monkeypatch.setattr(limits, "time", FakeTime)
+    row = limits._interleaved_us({name: impl(name) for name in durations}, calls=1, rounds=3)
+    assert row["prf.RNN.step"] == pytest.approx({"median": 2.0, "fastest": 1.0})
+    assert row["numpy one-liner"] == pytest.approx({"median": 5.0, "fastest": 4.0})
+    limits.print_step_latency({64: row}, 2, "float32")
+    line = [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["64"]]
+    assert line and line[0].split()[-2:] == ["2.50x", "4.00x"]
