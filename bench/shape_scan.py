@@ -14,7 +14,6 @@ the CPUs the process may use (hence taskset).
 """
 
 import argparse
-import importlib.util
 
 import numpy as np
 
@@ -29,9 +28,17 @@ DEFAULT_SHAPES = [(50, N, 64, H) for N in (1, 8, 64, 256) for H in (64, 256, 512
 ]
 
 
+def names(option: str, text: str) -> list:
+    """The comma-separated items of an option, stripped; an empty list is an error."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise SystemExit(f"{option}: expected a comma-separated list, got {text!r}")
+    return items
+
+
 def parse_shapes(text: str) -> list:
     shapes = []
-    for item in text.split(","):
+    for item in names("--shapes", text):
         parts = item.lower().split("x")
         if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise SystemExit(f"--shapes: expected TxNxDxH with positive integers, got {item!r}")
@@ -45,27 +52,29 @@ def runner(impl: str, cell: str, shape, op: str):
     return gated.make_runner(impl, cell, shape, op)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated from rnn, lstm, gru")
     ap.add_argument("--peers", default="torch,jax", help="comma-separated from torch, jax (those installed)")
     ap.add_argument("--shapes", default=None, help="comma-separated TxNxDxH (default: a grid of 14)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds per measurement")
-    args = ap.parse_args()
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat: expected an integer >= 1, got {args.repeat}")
+    cells = names("--cells", args.cells)
     for c in cells:
         if c not in ("rnn", "lstm", "gru"):
             raise SystemExit(f"--cells: expected rnn, lstm or gru, got {c!r}")
-    shapes = parse_shapes(args.shapes) if args.shapes else DEFAULT_SHAPES
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    for p in peers:
+    shapes = parse_shapes(args.shapes) if args.shapes is not None else DEFAULT_SHAPES
+    requested = names("--peers", args.peers)
+    for p in requested:
         if p not in runners.PEERS:
             raise SystemExit(f"--peers: expected some of {list(runners.PEERS)}, got {p!r}")
-    peers = [p for p in peers if importlib.util.find_spec(p) is not None]
+    peers = [p for p in requested if p in runners.available_peers()]
     if not peers:
-        raise SystemExit("no peer installed: pip install torch==2.13.0 jax (or name one with --peers)")
+        raise SystemExit(f"--peers: none of {requested} can be imported (pip install torch==2.13.0 jax)")
     print(f"kernel ISA {_core.isa()}, {timing.num_threads()} thread(s); peers: {', '.join(peers)}")
-    print("peer's time over ours (> 1: we are faster), median of interleaved rounds; ours in ms")
+    print("each peer's time over ours (> 1: ours is faster), median of interleaved rounds; ours in ms")
     worst: dict = {}
     for cell in cells:
         for shape in shapes:
@@ -83,7 +92,7 @@ def main() -> None:
             T, N, D, H = shape
             print(f"{cell:4} T={T:<4} N={N:<4} D={D:<4} H={H:<4} | " + " | ".join(cols), flush=True)
     for cell, (ratio, shape, op) in worst.items():
-        print(f"{cell}: least ahead at {'x'.join(map(str, shape))} {op}, {ratio:.2f}x the best peer")
+        print(f"{cell}: closest at {'x'.join(map(str, shape))} {op}: the fastest peer took {ratio:.2f}x our time")
 
 
 if __name__ == "__main__":
