@@ -46,12 +46,6 @@ def parse_shapes(text: str) -> list:
     return shapes
 
 
-def runner(impl: str, cell: str, shape, op: str):
-    if cell == "rnn":
-        return runners.make_runner(impl, shape, op)
-    return gated.make_runner(impl, cell, shape, op)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated from rnn, lstm, gru")
@@ -80,8 +74,8 @@ def main(argv=None) -> None:
         for shape in shapes:
             cols = []
             for op in runners.OPS:
-                fns = {"ours": runner("cpp", cell, shape, op)}
-                fns.update({p: runner(p, cell, shape, op) for p in peers})
+                fns = {"ours": gated.make_runner("cpp", cell, shape, op)}
+                fns.update({p: gated.make_runner(p, cell, shape, op) for p in peers})
                 t = timing.time_interleaved(fns, repeat=args.repeat, min_time=20e-3)
                 ours = t["ours"].median
                 ratios = {p: t[p].median / ours for p in peers}

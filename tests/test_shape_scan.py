@@ -62,7 +62,7 @@ def test_ratios_and_summary_on_scripted_timings(monkeypatch, capsys):
         ("lstm", 3, "fwd+bwd"): (1.0, 1.5, 0.5),
     }
     monkeypatch.setattr(scan.runners, "available_peers", lambda: ["torch", "jax"])
-    monkeypatch.setattr(scan, "runner", lambda impl, cell, shape, op: (impl, cell, shape[0], op))
+    monkeypatch.setattr(scan.gated, "make_runner", lambda impl, cell, shape, op: (impl, cell, shape[0], op))
     monkeypatch.setattr(scan._core, "isa", lambda: "test")
 
     def scripted(fns, **kwargs):

@@ -121,16 +121,17 @@ class Workspace:
         # may lack it; one that has it, of another shape or dtype, or not an array, is refused:
         # compared as bytes, a flattened copy had passed, a list raised AttributeError.)
         h_last = self._h_last
-        if h_last is not None and not (type(h_last) is np.ndarray and h_last.shape == (N, H) and h_last.dtype == dtype):
-            raise ValueError(
-                f"workspace: its last step of hs must be None or a {np.dtype(dtype).name} array of shape {(N, H)} "
-                f"({forward} makes it so)"
-            )
-        if h_last is not None and T and not _same_bits(hs_tm[-1], h_last):
-            raise ValueError(
-                f"workspace: from another {forward} call than the one that computed hs (hs's last step differs "
-                "from that call's); pass the workspace returned with this hs"
-            )
+        if h_last is not None:
+            if not (type(h_last) is np.ndarray and h_last.shape == (N, H) and h_last.dtype == dtype):
+                raise ValueError(
+                    f"workspace: its last step of hs must be None or a {np.dtype(dtype).name} array of shape "
+                    f"{(N, H)} ({forward} makes it so)"
+                )
+            if T and not _same_bits(hs_tm[-1], h_last):
+                raise ValueError(
+                    f"workspace: from another {forward} call than the one that computed hs (hs's last step "
+                    "differs from that call's); pass the workspace returned with this hs"
+                )
         return self._gates, self._cs
 
 

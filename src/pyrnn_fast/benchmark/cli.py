@@ -139,10 +139,10 @@ def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | Non
     A peer that fails to build or run an op is left out (said on stderr); one of ours raises."""
     make: Callable[..., Any]
     flops: Callable[[str, str], float]
+    make = lambda impl, shape, op: gated.make_runner(impl, cell, shape, op)  # noqa: E731
     if cell == "rnn":
-        make, flops = runners.make_runner, runners.flops
+        flops = runners.flops
     else:
-        make = lambda impl, shape, op: gated.make_runner(impl, cell, shape, op)  # noqa: E731
         flops = lambda shape, op: gated.flops(cell, shape, op)  # noqa: E731
     calls, failed = {}, {}
     for impl in impls:

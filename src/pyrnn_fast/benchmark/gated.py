@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import _reference_gated
+from . import runners
 from .limits import against_limits
 from .runners import _check_op, _jax, _keeping_openmp_nesting, dims
 from .selfcheck import CHECK_SHAPES, relative_error
@@ -166,7 +167,10 @@ def jax_runner(cell, shape, op: str, seed=0):
 
 
 def make_runner(impl: str, cell, shape, op: str, seed=0):
-    """The runner for ``impl`` (a pyrnn_fast backend, "torch" or "jax") on ``cell``."""
+    """The runner for ``impl`` (a pyrnn_fast backend, "torch" or "jax") on ``cell`` ("lstm",
+    "gru", or "rnn": the vanilla cell's runner from ``runners``)."""
+    if cell == "rnn":
+        return runners.make_runner(impl, shape, op, seed)
     if impl == "torch":
         return torch_runner(cell, shape, op, seed)
     if impl == "jax":

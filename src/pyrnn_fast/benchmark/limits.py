@@ -194,8 +194,7 @@ def print_step_latency(lat, threads: int, dtype_name: str) -> None:
     print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds):")
     print(f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11} {'(fastest rounds)':>17}")
     for H, row in lat.items():
-        ratio = row["numpy one-liner"]["median"] / row["prf.RNN.step"]["median"]
-        fastest = row["numpy one-liner"]["fastest"] / row["prf.RNN.step"]["fastest"]
+        ratio, fastest = (row["numpy one-liner"][k] / row["prf.RNN.step"][k] for k in ("median", "fastest"))
         cells = " ".join(f"{row[n]['median']:>17.2f}" for n in names)
         print(f"  {H:>5} {cells} {ratio:>10.2f}x {fastest:>16.2f}x")
 
