@@ -26,16 +26,17 @@ struct GruForward {
             T* g = a.gates.at(t, n);
             const T* h_prev = t > 0 ? a.hs.at(t - 1, n) : row_of(a.h0, n);
             T* h = a.hs.at(t, n);
+            // n waits for r: two passes, as in the LSTM's forward (cell_lstm.hpp)
+            for_each_vector<T>(j0, j1, [&](const auto& io) {
+                io.put(g, vsigmoid<T>(io.get(u) + io.get(g)));
+                io.put(g + H, vsigmoid<T>(io.get(u + H) + io.get(g + H)));
+                io.put(g + 3 * H, io.get(g + 2 * H));
+            });
             for_each_vector<T>(j0, j1, [&](const auto& io) {
                 const T one = 1;
-                const Vec<T> r = vsigmoid<T>(io.get(u) + io.get(g));
-                const Vec<T> z = vsigmoid<T>(io.get(u + H) + io.get(g + H));
-                const Vec<T> vn = io.get(g + 2 * H);
+                const Vec<T> r = io.get(g), z = io.get(g + H), vn = io.get(g + 3 * H);
                 const Vec<T> nn = vtanh<T>(io.get(u + 2 * H) + r * vn);
-                io.put(g, r);
-                io.put(g + H, z);
                 io.put(g + 2 * H, nn);
-                io.put(g + 3 * H, vn);
                 Vec<T> hn = (one - z) * nn;
                 if (h_prev) hn = z * io.get(h_prev) + hn;
                 io.put(h, hn);

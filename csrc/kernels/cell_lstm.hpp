@@ -26,6 +26,9 @@ struct LstmForward {
             const T* c_prev = t > 0 ? a.cs.at(t - 1, n) : row_of(a.c0, n);
             T* c = a.cs.at(t, n);
             T* h = a.hs.at(t, n);
+            // Two passes over the units: in one, tanh(c_t) waited for the gates' activations,
+            // a chain of two (~60 cycles of latency per vector) that the out-of-order window
+            // could not cover; apart, each pass's vectors are independent (activations.hpp).
             for_each_vector<T>(j0, j1, [&](const auto& io) {
                 const Vec<T> i = vsigmoid<T>(io.get(g)), f = vsigmoid<T>(io.get(g + H));
                 const Vec<T> gg = vtanh<T>(io.get(g + 2 * H)), o = vsigmoid<T>(io.get(g + 3 * H));
@@ -36,8 +39,8 @@ struct LstmForward {
                 Vec<T> cn = i * gg;
                 if (c_prev) cn = f * io.get(c_prev) + cn;
                 io.put(c, cn);
-                io.put(h, o * vtanh<T>(cn));
             });
+            for_each_vector<T>(j0, j1, [&](const auto& io) { io.put(h, io.get(g + 3 * H) * vtanh<T>(io.get(c))); });
         }
     }
     template <class Sweep>
