@@ -34,7 +34,7 @@ struct ExpConst<float> {
     static constexpr float ln2_hi = 0.693359375f;
     static constexpr float ln2_lo = -2.12194440054690583e-4f;
     static constexpr int taylor_degree = 7;
-    static constexpr int mant_bits = 23, exp_bias = 127;
+    static constexpr int mant_bits = 23;
 };
 template <>
 struct ExpConst<double> {
@@ -45,7 +45,7 @@ struct ExpConst<double> {
     static constexpr double ln2_hi = 6.93147180369123816490e-01;
     static constexpr double ln2_lo = 1.90821492927058770002e-10;
     static constexpr int taylor_degree = 13;
-    static constexpr int mant_bits = 52, exp_bias = 1023;
+    static constexpr int mant_bits = 52;
 };
 
 // 1/k! for k = 0 .. taylor_degree, computed at compile time.
@@ -58,34 +58,42 @@ struct Factorials {
     }
 };
 
-// t rounded to the nearest integer (|t| < 2^22 in float, 2^51 in double). The AVX-512 forms
-// are the masked ones with every lane selected: GCC 12's unmasked ones start from an
-// "undefined" register that -Wmaybe-uninitialized reports at every use.
+// n = round(x * k) and 2^n, for |x * k| small enough that 2^n is a normal number (the clamps
+// below keep it there). AVX-512 rounds and scales with its own instructions (the masked forms
+// with every lane selected: GCC 12's unmasked ones start from an "undefined" register that
+// -Wmaybe-uninitialized reports at every use). Elsewhere one multiply-add does both: z = x * k +
+// 1.5 * 2^m (m the mantissa's width) holds n in its low mantissa bits, so z - 1.5 * 2^m is n and
+// z's bits shifted up by m are n's in the exponent field. This replaced a rounding by adding and
+// subtracting 1.5 * 2^m and a conversion of n to integers, which AVX2 lacks for 64-bit lanes
+// (GCC emulated it): the LSTM's cell update ran 25 % faster in double, 2 % in float (Zen 3,
+// docs/DESIGN.md, "Activations"), with the same results to the last bit but for
+// ties of x * k, where n may differ by one and r by ln 2, both still exact.
 template <class T>
-static inline Vec<T> round_nearest(Vec<T> t) {
+struct ScaledRound {
+    Vec<T> n;     // round(x * k)
+    Vec<T> pow2;  // 2^n
+};
+template <class T>
+static inline ScaledRound<T> scaled_round(Vec<T> x, T k) {
 #if defined(PRF_ISA_AVX512)
     constexpr int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    if constexpr (sizeof(T) == 4)
-        return (Vec<T>)_mm512_mask_roundscale_ps((__m512)t, 0xffff, (__m512)t, mode);
-    else
-        return (Vec<T>)_mm512_mask_roundscale_pd((__m512d)t, 0xff, (__m512d)t, mode);
+    const Vec<T> t = x * k;
+    Vec<T> n, pow2;
+    if constexpr (sizeof(T) == 4) {
+        n = (Vec<T>)_mm512_mask_roundscale_ps((__m512)t, 0xffff, (__m512)t, mode);
+        pow2 = (Vec<T>)_mm512_mask_scalef_ps(_mm512_set1_ps(1), 0xffff, _mm512_set1_ps(1), (__m512)n);
+    } else {
+        n = (Vec<T>)_mm512_mask_roundscale_pd((__m512d)t, 0xff, (__m512d)t, mode);
+        pow2 = (Vec<T>)_mm512_mask_scalef_pd(_mm512_set1_pd(1), 0xff, _mm512_set1_pd(1), (__m512d)n);
+    }
+    return {n, pow2};
 #else
-    return (t + ExpConst<T>::round_magic) - ExpConst<T>::round_magic;
-#endif
-}
-
-// p * 2^n for integral n with 2^n a normal number (the clamps above keep it there).
-template <class T>
-static inline Vec<T> times_pow2(Vec<T> p, Vec<T> n) {
-#if defined(PRF_ISA_AVX512)
-    if constexpr (sizeof(T) == 4)
-        return (Vec<T>)_mm512_mask_scalef_ps((__m512)p, 0xffff, (__m512)p, (__m512)n);
-    else
-        return (Vec<T>)_mm512_mask_scalef_pd((__m512d)p, 0xff, (__m512d)p, (__m512d)n);
-#else
-    Mask<T> e = __builtin_convertvector(n, Mask<T>);
-    e = (e + ExpConst<T>::exp_bias) << ExpConst<T>::mant_bits;
-    return p * (Vec<T>)e;  // same-size vector cast reinterprets the bits: 2^n
+    using C = ExpConst<T>;
+    const Vec<T> z = x * k + C::round_magic;
+    // (bits(1.5 * 2^m) + n) << m is n << m (the magic's bits shift out); + the bits of 1.0 adds
+    // the exponent's bias
+    const Mask<T> e = ((Mask<T>)z << C::mant_bits) + (Mask<T>)splat<T>(T(1));
+    return {z - C::round_magic, (Vec<T>)e};
 #endif
 }
 
@@ -97,12 +105,13 @@ static inline Vec<T> vsigmoid(Vec<T> x) {
     x = below ? splat<T>(-C::sigmoid_low) : x;
     x = C::sigmoid_high < x ? splat<T>(C::sigmoid_high) : x;
     // exp(-x) = 2^n exp(-r) with r = x + n ln2
-    const Vec<T> n = round_nearest<T>(x * T(-1.44269504088896340736));
+    const ScaledRound<T> q = scaled_round<T>(x, T(-1.44269504088896340736));
+    const Vec<T> n = q.n;
     Vec<T> r = x + n * C::ln2_hi;
     r = r + n * C::ln2_lo;
     Vec<T> p = splat<T>(C::taylor_degree % 2 ? -F.inv[C::taylor_degree] : F.inv[C::taylor_degree]);
     for (int k = C::taylor_degree - 1; k >= 0; --k) p = p * r + (k % 2 ? -F.inv[k] : F.inv[k]);
-    const Vec<T> s = T(1) / (times_pow2<T>(p, n) + T(1));
+    const Vec<T> s = T(1) / (p * q.pow2 + T(1));
     return below ? splat<T>(0) : s;
 }
 
@@ -114,13 +123,14 @@ static inline Vec<T> vtanh(Vec<T> x) {
     Vec<T> a = (Vec<T>)((Mask<T>)x ^ sign);  // |x|
     a = C::tanh_clamp < a ? splat<T>(C::tanh_clamp) : a;
     const Vec<T> y = a + a;  // expm1(y) = 2^n expm1(r) + 2^n - 1 with y = n ln2 + r
-    const Vec<T> n = round_nearest<T>(y * T(1.44269504088896340736));
+    const ScaledRound<T> q = scaled_round<T>(y, T(1.44269504088896340736));
+    const Vec<T> n = q.n;
     Vec<T> r = y - n * C::ln2_hi;
     r = r - n * C::ln2_lo;
     Vec<T> p = splat<T>(F.inv[C::taylor_degree]);
     for (int k = C::taylor_degree - 1; k >= 2; --k) p = p * r + F.inv[k];
     const Vec<T> expm1_r = (r * r) * p + r;
-    const Vec<T> pow2 = times_pow2<T>(splat<T>(1), n);
+    const Vec<T> pow2 = q.pow2;
     const Vec<T> expm1_y = expm1_r * pow2 + (pow2 - T(1));
     const Vec<T> t = expm1_y / (expm1_y + T(2));
     return (Vec<T>)((Mask<T>)t | sign);
