@@ -25,9 +25,13 @@ THREADS_ENV = "PYRNN_FAST_BENCH_THREADS"
 SETTLE_SECONDS = 0.15
 #: Calls shorter than this get one untimed call after each settle pause. The first call after
 #: a pause runs on cold caches and sleeping threads and cores: measured on `typical` forward,
-#: 6-13 ms against 4.9 ms for the calls after it. Longer calls barely notice (a few ms of
-#: wake-up in hundreds), and warming them up would double the job's time.
-WARM_UP_BELOW_SECONDS = 0.1
+#: 6-13 ms against 4.9 ms for the calls after it. Calls of a tenth of a second lose a few ms
+#: too, which is a few percent of them: `large` on Zen 3 (2 threads, two runs each way in one
+#: process, median of 5 rounds) read 82.5-85.1 % of the FMA peak forward and 82.5-82.6 %
+#: forward + backward without the warm-up call, 85.0-85.7 % and 83.0-85.5 % with it, as a loop
+#: does (torch gained 1-7 % the same way). Calls of a second or more get none: it would cost
+#: the job more than it could change their figures.
+WARM_UP_BELOW_SECONDS = 1.0
 
 
 class Timed(NamedTuple):
