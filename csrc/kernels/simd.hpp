@@ -19,17 +19,21 @@ struct VecOf<float> {
     typedef float type __attribute__((vector_size(kVecBytes)));
     typedef float unaligned __attribute__((vector_size(kVecBytes), aligned(4), may_alias));
     typedef std::int32_t mask __attribute__((vector_size(kVecBytes)));
+    typedef std::uint32_t bits __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct VecOf<double> {
     typedef double type __attribute__((vector_size(kVecBytes)));
     typedef double unaligned __attribute__((vector_size(kVecBytes), aligned(8), may_alias));
     typedef std::int64_t mask __attribute__((vector_size(kVecBytes)));
+    typedef std::uint64_t bits __attribute__((vector_size(kVecBytes)));
 };
 template <class T>
 using Vec = typename VecOf<T>::type;
 template <class T>
 using Mask = typename VecOf<T>::mask;
+template <class T>
+using Bits = typename VecOf<T>::bits;  // unsigned lanes: shifts that drop set bits are defined
 template <class T>
 constexpr int kLanes = kVecBytes / int(sizeof(T));
 template <class T>

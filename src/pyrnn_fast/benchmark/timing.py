@@ -29,8 +29,9 @@ SETTLE_SECONDS = 0.15
 #: too, which is a few percent of them: `large` on Zen 3 (2 threads, two runs each way in one
 #: process, median of 5 rounds) read 82.5-85.1 % of the FMA peak forward and 82.5-82.6 %
 #: forward + backward without the warm-up call, 85.0-85.7 % and 83.0-85.5 % with it, as a loop
-#: does (torch gained 1-7 % the same way). Calls of a second or more get none: it would cost
-#: the job more than it could change their figures.
+#: does (torch gained 1-7 % the same way). Calls of a second or more get none (the gated
+#: cells' `large` forward + backward, ~1.5 s here): a few ms of cold start are under half a
+#: percent of them, and warming them up would cost the job seconds per round.
 WARM_UP_BELOW_SECONDS = 1.0
 
 
