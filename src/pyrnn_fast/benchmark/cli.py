@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable
 
 import numpy as np
 
@@ -137,18 +136,11 @@ def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | Non
     """Time every (impl, op) of one shape of `cell`, interleaved. Returns ``{impl: {op:
     measurement}}`` and the share of this process's CPUs that other processes used meanwhile.
     A peer that fails to build or run an op is left out (said on stderr); one of ours raises."""
-    make: Callable[..., Any]
-    flops: Callable[[str, str], float]
-    make = lambda impl, shape, op: gated.make_runner(impl, cell, shape, op)  # noqa: E731
-    if cell == "rnn":
-        flops = runners.flops
-    else:
-        flops = lambda shape, op: gated.flops(cell, shape, op)  # noqa: E731
     calls, failed = {}, {}
     for impl in impls:
         for op in runners.OPS:
             try:
-                calls[(impl, op)] = make(impl, shape, op)
+                calls[(impl, op)] = gated.make_runner(impl, cell, shape, op)
             except Exception as e:  # a peer that cannot run this shape: left out, said
                 if impl not in runners.PEERS:
                     raise
@@ -164,7 +156,7 @@ def benchmark_shape(shape, impls, repeat, cell="rnn") -> tuple[dict, float | Non
     load = timing.other_load(since)
     for (impl, op), (sec, rounds, best) in timed.items():
         if impl in out:
-            g = flops(shape, op) / 1e9
+            g = gated.flops(cell, shape, op) / 1e9
             out[impl][op] = {"ms": sec * 1e3, "gflops": g / sec, "best_gflops": g / best, "rounds": rounds}
     for op in runners.OPS:
         peer_ms = {p: out[p][op]["ms"] for p in runners.PEERS if p in out}
@@ -230,10 +222,7 @@ def main(argv=None) -> int:
         for shape in args.shapes:
             res, load = benchmark_shape(shape, impls, args.repeat, cell)
             results[shape], loads[shape] = res, load
-            if cell == "rnn":
-                print_shape(shape, res, load, repeat=args.repeat)
-            else:
-                print_shape(shape, res, load, lambda s, op, c=cell: gated.flops(c, s, op), cell, args.repeat)
+            print_shape(shape, res, load, lambda s, op, c=cell: gated.flops(c, s, op), cell, args.repeat)
             summary[shape] = s = summarize(res, default)
             if s:
                 among = "/".join(next(iter(s.values()))["among"])

@@ -45,7 +45,9 @@ def make_inputs(cell, shape, dtype=np.float32, seed=0) -> dict:
 def flops(cell, shape, op: str) -> float:
     """Floating-point operations of the GEMMs of one call: forward = 2·T·N·G·H·(D+H) (input
     projection + recurrence, G gate blocks); fwd+bwd = 3 × forward. The gates' elementwise
-    arithmetic is not counted."""
+    arithmetic is not counted. Cell "rnn": the vanilla cell's count from ``runners``."""
+    if cell == "rnn":
+        return runners.flops(shape, op)
     T, N, D, H = dims(shape)
     _check_op(op)
     fwd = 2.0 * T * N * GATES[cell] * H * (D + H)
