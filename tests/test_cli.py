@@ -105,7 +105,7 @@ def test_time_interleaved_reports_the_median_and_the_fastest_round(monkeypatch):
 @pytest.mark.parametrize("seconds, calls", [(0.3, 1 + 3 + 2 * 2), (2.0, 1 + 1 + 2 * 1)])
 def test_calls_under_a_second_are_warmed_up_after_each_pause(monkeypatch, seconds, calls):
     """After each settle pause a call of some tenths of a second gets one untimed call before
-    its timed one (`large` lost 2-3 % of the FMA peak to the pause's cold start, the margin of
+    its timed one (`large` lost up to 3 points of the FMA peak to the pause's cold start, the margin of
     its bar); a call of seconds does not. On a scripted clock: the first call, the estimate
     (up to three calls while shorter than WARM_UP_BELOW_SECONDS), then per round the warm-up
     call, if any, and one timed call."""
