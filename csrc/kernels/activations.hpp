@@ -99,19 +99,21 @@ static inline ScaledRound<T> scaled_round(Vec<T> x, T k) {
 }
 
 // The clamps: c > x ? c : x (Max) and c < x ? c : x, lane by lane, which are x wherever x is
-// NaN (a NaN compares false), as the instruction set's max and min of (c, x) are: one
-// instruction where the ternary is a compare and a blend (GCC does not turn one into the
-// other). Zen 3, AVX2, a C++ loop of the LSTM's forward cell update (N = 32, 128 units):
-// float32 13.0 -> 12.0 µs, float64 39.5 -> 37.8, the same results.
+// NaN (a NaN compares false), as the instruction set's max and min of (c, x) are (c the first
+// operand): one instruction where the ternary is a compare and a blend (GCC does not turn one
+// into the other; sigmoid's lower clamp shares its compare with the final select). AVX-512 in
+// the masked forms with every lane selected, as scaled_round. Zen 3, AVX2, a C++ loop of the
+// LSTM's forward cell update (N = 32, 128 units): float32 13.0 -> 12.0 µs, float64 39.5 ->
+// 37.8, the same results.
 template <class T, bool Max>
 static inline Vec<T> clamp(T c, Vec<T> x) {
 #if defined(PRF_ISA_AVX512)
     if constexpr (sizeof(T) == 4) {
         const __m512 a = _mm512_set1_ps(c), v = (__m512)x;
-        return (Vec<T>)(Max ? _mm512_max_ps(a, v) : _mm512_min_ps(a, v));
+        return (Vec<T>)(Max ? _mm512_mask_max_ps(a, 0xffff, a, v) : _mm512_mask_min_ps(a, 0xffff, a, v));
     } else {
         const __m512d a = _mm512_set1_pd(c), v = (__m512d)x;
-        return (Vec<T>)(Max ? _mm512_max_pd(a, v) : _mm512_min_pd(a, v));
+        return (Vec<T>)(Max ? _mm512_mask_max_pd(a, 0xff, a, v) : _mm512_mask_min_pd(a, 0xff, a, v));
     }
 #elif defined(PRF_ISA_AVX2)
     if constexpr (sizeof(T) == 4) {
