@@ -4,6 +4,7 @@ both settings see the same machine.
 
     python bench/step_pauses.py                   # pauses of 0, 3 and 20 ms
     python bench/step_pauses.py --pauses 0,5 --calls 200
+    python bench/step_pauses.py --tail 40000      # back to back: median, p99, p99.9, slowest
 
 A step uses a second thread only while steps come back to back (step.hpp, kStepTeamIdleNs):
 libgomp's idle helpers spin about a millisecond after a region and then sleep, and waking a
@@ -38,11 +39,39 @@ def measure(dtype, H, pause_s, calls):
     return {threads: np.percentile(t, [25, 50, 75]) * 1e6 for threads, t in times.items()}
 
 
+def tail(dtype, H, calls, block=2000):
+    """`calls` back-to-back steps per thread count, in blocks of `block` that alternate between
+    one thread and two (a real-time loop's view: how slow the slow calls are, not only the
+    median); returns {threads: (median, p99, p99.9, slowest)} in µs."""
+    layer = prf.RNN(32, H, stateful=True, dtype=dtype, seed=0)
+    x = np.ones((1, 32), dtype)
+    times = {1: [], 2: []}
+    for b in range(max(1, calls // block)):
+        for threads in (1, 2) if b % 2 == 0 else (2, 1):
+            prf.set_num_threads(threads)
+            for _ in range(50):
+                layer.step(x)  # the team (or not) settled before the block is timed
+            for _ in range(block):
+                t0 = time.perf_counter()
+                layer.step(x)
+                times[threads].append(time.perf_counter() - t0)
+    prf.set_num_threads(None)
+    return {t: (*np.percentile(v, [50, 99, 99.9]) * 1e6, max(v) * 1e6) for t, v in times.items()}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pauses", default="0,3,20", help="comma-separated pauses before each call, ms")
     p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--tail", type=int, default=0, metavar="CALLS", help="instead: CALLS back-to-back steps per setting")
     args = p.parse_args()
+    if args.tail:
+        print(f"µs per step back to back (median / p99 / p99.9 / slowest), N = 1, D = 32, {prf.isa()} kernels")
+        for dtype, H in ((np.float32, 256), (np.float32, 512), (np.float64, 512)):
+            r = tail(dtype, H, args.tail)
+            cols = "   ".join(f"{t} thread(s) " + " / ".join(f"{v:6.1f}" for v in r[t]) for t in r)
+            print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {cols}")
+        return
     print(f"µs per step (25th / 50th / 75th percentile), N = 1, D = 32, {prf.isa()} kernels")
     for dtype, H in ((np.float32, 256), (np.float32, 512), (np.float64, 512)):
         for pause in (float(v) for v in args.pauses.split(",")):
