@@ -222,7 +222,7 @@ def main(argv=None) -> int:
         for shape in args.shapes:
             res, load = benchmark_shape(shape, impls, args.repeat, cell)
             results[shape], loads[shape] = res, load
-            print_shape(shape, res, load, lambda s, op, c=cell: gated.flops(c, s, op), cell, args.repeat)
+            print_shape(shape, res, load, cell, args.repeat)
             summary[shape] = s = summarize(res, default)
             if s:
                 among = "/".join(next(iter(s.values()))["among"])

@@ -12,7 +12,7 @@ import numpy as np
 import pyrnn_fast as prf
 
 from .. import _backends
-from . import runners
+from . import gated, runners
 
 BUSY = 0.05  # other processes' share of the CPU above which timings are flagged
 
@@ -114,11 +114,11 @@ def _ratio(r):
     return "-" if r is None else f"{r:.2f}x"
 
 
-def print_shape(shape, res, load, flops=runners.flops, cell="rnn", repeat=None):
-    """One shape's table (``benchmark_shape``'s results); a star marks fewer than ``repeat``
-    rounds, and a warning a ``load`` of other processes above BUSY."""
+def print_shape(shape, res, load, cell="rnn", repeat=None):
+    """One shape's table of `cell` (``benchmark_shape``'s results); a star marks fewer than
+    ``repeat`` rounds, and a warning a ``load`` of other processes above BUSY."""
     T, N, D, H = runners.SHAPES[shape]
-    fl = {op: flops(shape, op) / 1e9 for op in runners.OPS}
+    fl = {op: gated.flops(cell, shape, op) / 1e9 for op in runners.OPS}
     name = "" if cell == "rnn" else f"{cell.upper()} "
     print(
         f"\n{name}{shape}: T={T} N={N} D={D} H={H}  ({fl['forward']:.3g} GFLOP forward, {fl['fwd+bwd']:.3g} fwd+bwd)"
