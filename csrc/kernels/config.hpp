@@ -78,6 +78,25 @@ constexpr int kStepRows = 2;
 // measured only as the AVX2 build on that AVX-512 machine: float32 H = 64 0.90-0.99 ->
 // 0.82-0.84, the rest unchanged). The portable build has none (the table above).
 constexpr int kStepRegisterTiles = 4;
+// Whether the step's sweep (step.hpp, step_sweep_block) prefetches the next kStepSweepRows rows
+// of weights while it sums these. On Sapphire Rapids (the AVX-512 build; the weights stream from
+// L2 or L3, and the hardware prefetchers alone kept one core at ~55 GB/s), one thread, N = 1,
+// D = 32, interleaved with the NumPy one-liner, float32 µs: H = 128 2.09-2.33 -> 1.82-1.93,
+// H = 512 17.8-18.1 -> 13.8-15.0; float64 H = 128 3.4-3.5 -> 2.9-3.1 (two blocks ahead: the
+// same; 8 rows per block: slower). On Zen 3 (the AVX2 build) the prefetches cost more than
+// they bring: without them, in one process, blocks of 1,000-2,000 back-to-back steps
+// alternating (thirty-second session, time without / with, medians of the pairs): 2 threads,
+// float32 H = 512 0.90x, H = 1024 0.75x, float64 H = 256 0.85x, H = 512 0.78x, LSTM float32
+// H = 256 0.70x, float64 0.78x, GRU float32 H = 256 0.80x; 1 thread float32 H = 512 0.92x,
+// H = 1024 0.89x, float64 H = 512 0.90x, LSTM H = 256 0.89x, GRU H = 512 0.63x; the narrower
+// steps (summed in registers, never prefetched) unchanged. Prefetching once per line (an
+// AVX2 vector is half of one), or to L2 only (prefetcht1), was slower than none too
+// (1.10-1.47x its time). Not measured: AVX2 on Intel, AVX-512 on AMD (Zen 4/5).
+#if defined(PRF_ISA_AVX2)
+constexpr bool kStepPrefetch = false;
+#else
+constexpr bool kStepPrefetch = true;
+#endif
 // A step's stacked weight rows are summed in at most kStepChunks chunks (a power of two,
 // 2^kStepChunkLevels) of at least kStepChunkMinRows rows (step.hpp, step_chunks), whole
 // chunks per thread, for kStepBlockRows rows of x at a time.

@@ -39,12 +39,8 @@ static inline void step_sweep_block(const T* const (&a)[M], idx k, const T* w, i
     const T* wk = w + k * ldw;
     idx c = c0;
     for (; c + L <= c1; c += L) {
-        // The next U rows are prefetched while these are swept: the weights stream from L2 (or
-        // L3), and the hardware prefetchers alone kept one core at ~55 GB/s. Measured on
-        // Sapphire Rapids, one thread, N = 1, D = 32, interleaved with the NumPy one-liner,
-        // float32 µs: H = 128 2.09-2.33 -> 1.82-1.93, H = 512 17.8-18.1 -> 13.8-15.0; float64
-        // H = 128 3.4-3.5 -> 2.9-3.1. Two blocks ahead: the same; 8 rows per block: slower.
-        if (ahead)
+        // The next U rows prefetched while these are swept, where that pays (kStepPrefetch).
+        if (kStepPrefetch && ahead)
 #pragma GCC unroll 8
             for (int u = 0; u < U; ++u) __builtin_prefetch(wk + (U + u) * ldw + c);
         Vec<T> wv[U];
