@@ -1,7 +1,9 @@
 // pyrnn_fast kernels: every tuning constant, in one table, each with the measurement that set it
-// (as BLIS keeps its block sizes in one configuration per architecture). Only the register
-// blocking depends on the instruction set; the cache blocking and the threading thresholds were
-// measured on the AVX2 and AVX-512 builds and suit both.
+// (as BLIS keeps its block sizes in one configuration per architecture). The register blocking
+// depends on the instruction set, and so do a few cache-level choices measured to differ
+// between the machines each build ran on (kKC, kMinPackedRows, kStepPrefetch); the rest of the
+// cache blocking and the threading thresholds were measured on the AVX2 and AVX-512 builds
+// and suit both.
 //
 // Every header under csrc/kernels/ is compiled once per instruction set, inside the namespace
 // prf::PRF_ISA_NAMESPACE, by csrc/kernels_isa.cpp (see there for why no standard-library

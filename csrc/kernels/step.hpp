@@ -26,8 +26,9 @@ namespace PRF_ISA_NAMESPACE {
 // weights are read in memory order, as the hardware prefetchers expect, and each vector of them
 // serves the M rows. (Sweeping a tile of columns down all rows instead, with the sums in
 // registers, jumps a row, often a page, per read: it ran at half of NumPy's speed on weights
-// that come from L3, float64 H = 512.) `rows_in_memory` (>= K) rows of w exist: the prefetch
-// runs on past K into the rows the next sweep reads.
+// that come from L3, float64 H = 512.) `ahead`: w has at least 2·kStepSweepRows rows from row k
+// (step_sweep's `rows_in_memory`), so the prefetch, where kStepPrefetch, may run past K into
+// the rows the next sweep reads.
 template <class T, int M, bool Fresh>
 static inline void step_sweep_block(const T* const (&a)[M], idx k, const T* w, idx ldw, T* const (&out)[M], idx c0,
                                     idx c1, bool ahead) {
@@ -72,7 +73,7 @@ static inline void step_sweep_block(const T* const (&a)[M], idx k, const T* w, i
 // vector of `out`, which is what limits it where a row is only a few vectors (float32 H = 64:
 // four vectors, so four such chains in flight). No software prefetch here: whole rows in memory
 // order are what the hardware prefetchers follow, and prefetching 4 or 8 rows ahead only took
-// load slots (float32 H = 256 2.64-2.73 -> 2.44-2.54 µs without, H = 512 6.9-7.2 -> 6.6;
+// load slots (Sapphire Rapids: float32 H = 256 2.64-2.73 -> 2.44-2.54 µs without, H = 512 6.9-7.2 -> 6.6;
 // float64 H = 256 4.75-4.81 -> 4.58-4.67).
 template <class T, int M, int NV>
 static void step_sweep_registers(const T* const (&a)[M], idx K, const T* w, idx ldw, T* const (&out)[M], idx c0,
