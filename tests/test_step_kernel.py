@@ -96,6 +96,35 @@ def test_thread_counts_give_bitwise_equal_states(dtype, N, H, backend):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("N", [1, 17])
+@pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
+def test_consecutive_steps_from_one_state_give_the_same_bits(dtype, threads, N, backend):
+    """Every other step sums a thread's chunks of weights in the reverse order (and every other
+    round of blocks of rows within a step: N = 17 has three), along the same tree: the same
+    step, repeated from the same state, must give the same bits whichever order it ran in.
+    H = 700: several chunks per thread on any core's L2 up to 2 MB."""
+    wx, wh, b, state = _stack(1, N, 32, 700, dtype, seed=3)
+    start = state.copy()
+    x = np.random.default_rng(4).standard_normal((N, 32)).astype(dtype)
+    old = core.get_num_threads()
+    core.set_num_threads(threads)
+    outs = []
+    try:
+        with use_backend(backend):
+            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+            for _ in range(4):
+                state[...] = start
+                assert stepper.step(x, {}, state) is not None
+                outs.append(state.copy())
+    finally:
+        core.set_num_threads(old)
+    assert_close(outs[0][0], _reference_step(x, wx, wh, b, start, "tanh")[0], dtype, "state")
+    for later in outs[1:]:
+        np.testing.assert_array_equal(later.view(np.uint8), outs[0].view(np.uint8))
+
+
 def _steps_on(threads, wx, wh, b, state, N, dtype):
     """The state after 5 steps of x = ones on `threads` threads."""
     old = core.get_num_threads()
