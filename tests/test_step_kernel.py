@@ -99,28 +99,36 @@ def test_thread_counts_give_bitwise_equal_states(dtype, N, H, backend):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("N", [1, 17])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
 @pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
-def test_consecutive_steps_from_one_state_give_the_same_bits(dtype, threads, N, backend):
-    """Every other step sums a thread's chunks of weights in the reverse order (and every other
-    round of blocks of rows within a step: N = 17 has three), along the same tree: the same
-    step, repeated from the same state, must give the same bits whichever order it ran in.
-    H = 700: several chunks per thread on any core's L2 up to 2 MB."""
-    wx, wh, b, state = _stack(1, N, 32, 700, dtype, seed=3)
-    start = state.copy()
-    x = np.random.default_rng(4).standard_normal((N, 32)).astype(dtype)
+def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, threads, N, backend):
+    """Each round of blocks of rows (N = 17 has three) sums every thread's chunks of weights in
+    the other order from the round before, the previous step's included, along the same tree:
+    the same step, repeated from the same state, must give the same bits whichever order it
+    ran in. Several chunks per thread on any core's L2 up to 2 MB: vanilla H = 1000 (4 MB of
+    weights), GRU H = 600 (its h·Wh's 4.3 MB; its x·Wx, D = 32 rows, has chunks of its own)."""
     old = core.get_num_threads()
     core.set_num_threads(threads)
+    x = np.random.default_rng(4).standard_normal((N, 32)).astype(dtype)
     outs = []
     try:
         with use_backend(backend):
-            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+            if cell == "rnn":
+                wx, wh, b, state = _stack(1, N, 32, 1000, dtype, seed=3)
+                stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+                expected = _reference_step(x, wx, wh, b, state, "tanh")
+            else:
+                wx, wh, b, bh, state = _gru_stack(1, N, 32, 600, dtype, seed=3)
+                stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {}, bh=bh)
+                expected = _gru_reference_step(x, wx, wh, b, bh, state.copy())
+            start = state.copy()
             for _ in range(4):
                 state[...] = start
                 assert stepper.step(x, {}, state) is not None
                 outs.append(state.copy())
     finally:
         core.set_num_threads(old)
-    assert_close(outs[0][0], _reference_step(x, wx, wh, b, start, "tanh")[0], dtype, "state")
+    assert_close(outs[0], expected, dtype, "state")
     for later in outs[1:]:
         np.testing.assert_array_equal(later.view(np.uint8), outs[0].view(np.uint8))
 

@@ -228,7 +228,8 @@ static void add_rows(T* dst, const T* src, idx rows, idx ld, idx H) {
 // added whenever they are sibling nodes of the same size. The root of the thread's subtree ends
 // in `root`; `stack` holds the others (log2(j1 - j0) blocks of rows x ld). `backwards`: the
 // chunks from last to first, the same tree (each sibling pair added the other way round,
-// which IEEE addition does not tell apart), so the same bits.
+// which IEEE addition does not tell apart), so the same bits (but for which of two NaNs a sum
+// of them keeps).
 template <class T>
 static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx j0, idx j1, idx n0, idx rows, T* root,
                          T* stack, idx ld, bool backwards) {
@@ -336,17 +337,18 @@ static bool run_step(const StepArgs<T>& a) {
     idx groups = imax(1, imin(wanted / chunk_team, row_blocks));
     // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
     static thread_local long long previous_step_end_ns = 0;
-    // Every other step of this calling thread (and every other round of blocks of rows in a
-    // step) sums each thread's chunks backwards, so that it starts on the chunks the one before
-    // ended on, which are still in the core's L2 where a thread's share of the weights is
-    // larger than it (same bits: step_subtree).
-    // Zen 3 (512 KB L2), N = 1, D = 32, one thread, blocks of 1,000 steps alternating with a
-    // scratch build's switch, median time ratio: float32 H = 384 0.90x, H = 512 0.93-0.96x,
-    // float64 H = 256 0.92x, H = 512 0.95-0.99x, LSTM float32 H = 256 0.92-0.94x, GRU H = 512
-    // (3.2 MB) 0.99-1.00x; two threads 0.96-1.01x.
-    static thread_local bool backwards = false;
-    backwards = !backwards;
     if (chunk_team * groups > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) chunk_team = groups = 1;
+    // Each round of blocks of rows sums every thread's chunks in the other order from the round
+    // before, this calling thread's previous step's last round included, so that it starts on
+    // the chunks the one before ended on, still in the core's L2 where a thread's share of the
+    // weights is larger than it (the same bits: step_subtree). Zen 3 (512 KB L2), N = 1, D = 32,
+    // one thread, blocks of 1,000 steps alternating with a scratch build's switch, median time
+    // ratio: float32 H = 384 0.90x, H = 512 0.89-0.96x, float64 H = 256 0.92x, H = 512
+    // 0.95-0.99x, LSTM float32 H = 256 0.92-0.94x, GRU H = 512 (3.2 MB) 0.99-1.00x.
+    static thread_local bool next_backwards = false;
+    const bool first_backwards = next_backwards;  // the team reads this copy, not the thread_local
+    const idx rounds = L * ((row_blocks + groups - 1) / groups);
+    next_backwards = first_backwards != (rounds % 2 == 1);  // not the direction of the last round
     // Rows are taken kStepBlockRows at a time, by `groups` groups of chunk_team threads; the
     // roots of a round of blocks in one of two sets while the next round's are summed into the
     // other (one barrier per round where a block's chunks are shared out). Rows of whole
@@ -381,7 +383,7 @@ static bool run_step(const StepArgs<T>& a) {
             idx x0 = imin(k, xch.count), x1 = imin(k + 1, xch.count);
             if (xch.count >= kt) thread_range(xch.count, kt, k, x0, x1);
             for (idx first = 0; first < row_blocks; first += gt, set ^= 1) {
-                const bool back = backwards != bool(set);  // and every other round of blocks
+                const bool back = first_backwards != bool(set);
                 const idx n0 = (first + g) * rows, r = works ? imax(0, imin(rows, N - n0)) : 0;
                 T* group_roots = roots + (set * team + g * kt) * block;
                 T* group_x_roots = x_roots + (set * team + g * kt) * block;
