@@ -344,7 +344,8 @@ static bool run_step(const StepArgs<T>& a) {
     // weights is larger than it (the same bits: step_subtree). Zen 3 (512 KB L2), N = 1, D = 32,
     // one thread, blocks of 1,000 steps alternating with a scratch build's switch, median time
     // ratio: float32 H = 384 0.90x, H = 512 0.89-0.96x, float64 H = 256 0.92x, H = 512
-    // 0.95-0.99x, LSTM float32 H = 256 0.92-0.94x, GRU H = 512 (3.2 MB) 0.99-1.00x.
+    // 0.95-0.99x, LSTM float32 H = 256 0.92-0.94x, GRU H = 512 (3.2 MB) 0.99-1.00x; two threads
+    // float32 H = 512 0.94x, H = 1024 0.96x, float64 H = 256 0.97x, LSTM float32 H = 256 0.95x.
     static thread_local bool next_backwards = false;
     const bool first_backwards = next_backwards;  // the team reads this copy, not the thread_local
     const idx rounds = L * ((row_blocks + groups - 1) / groups);
