@@ -20,6 +20,13 @@ import numpy as np
 
 import pyrnn_fast as prf
 
+CASES = ((np.float32, 256), (np.float32, 512), (np.float64, 512))  # (dtype, H)
+
+
+def _columns(r):
+    """One line's figures per thread count, from {threads: figures}."""
+    return "   ".join(f"{t} thread(s) " + " / ".join(f"{v:6.1f}" for v in r[t]) for t in r)
+
 
 def measure(dtype, H, pause_s, calls):
     layer = prf.RNN(32, H, stateful=True, dtype=dtype, seed=0)
@@ -67,17 +74,14 @@ def main():
     args = p.parse_args()
     if args.tail:
         print(f"µs per step back to back (median / p99 / p99.9 / slowest), N = 1, D = 32, {prf.isa()} kernels")
-        for dtype, H in ((np.float32, 256), (np.float32, 512), (np.float64, 512)):
-            r = tail(dtype, H, args.tail)
-            cols = "   ".join(f"{t} thread(s) " + " / ".join(f"{v:6.1f}" for v in r[t]) for t in r)
-            print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {cols}")
+        for dtype, H in CASES:
+            print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {_columns(tail(dtype, H, args.tail))}")
         return
     print(f"µs per step (25th / 50th / 75th percentile), N = 1, D = 32, {prf.isa()} kernels")
-    for dtype, H in ((np.float32, 256), (np.float32, 512), (np.float64, 512)):
+    for dtype, H in CASES:
         for pause in (float(v) for v in args.pauses.split(",")):
             r = measure(dtype, H, pause / 1e3, args.calls)
-            cols = "   ".join(f"{t} thread(s) " + " / ".join(f"{v:6.1f}" for v in r[t]) for t in r)
-            print(f"{np.dtype(dtype).name:>7} H = {H:4d}, pause {pause:4.0f} ms:   {cols}")
+            print(f"{np.dtype(dtype).name:>7} H = {H:4d}, pause {pause:4.0f} ms:   {_columns(r)}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,21 @@ BACKEND_PARAMS = _backend_params()
 CAN_FLUSH = "cpp" in prf.backends() and platform.machine() in ("x86_64", "AMD64")
 
 
+class num_threads:
+    """Context manager: the kernels' process-wide thread count is `n` inside the block; the
+    setting from before is back after it."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.before = prf.get_num_threads()
+        prf.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        prf.set_num_threads(self.before)
+
+
 class flush_subnormals:
     """Context manager: the compiled kernels flush subnormals (True) or keep IEEE arithmetic
     (False) inside the block; the setting from before is back after it."""

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import BACKEND_PARAMS, assert_close, backend_id, use_backend
+from helpers import BACKEND_PARAMS, assert_close, backend_id, num_threads, use_backend
 from pyrnn_fast import _backends, _reference
 
 core = _backends._core
@@ -107,27 +107,22 @@ def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, thread
     the same step, repeated from the same state, must give the same bits whichever order it
     ran in. Several chunks per thread on any core's L2 up to 2 MB: vanilla H = 1000 (4 MB of
     weights), GRU H = 600 (its h·Wh's 4.3 MB; its x·Wx, D = 32 rows, has chunks of its own)."""
-    old = core.get_num_threads()
-    core.set_num_threads(threads)
     x = np.random.default_rng(4).standard_normal((N, 32)).astype(dtype)
     outs = []
-    try:
-        with use_backend(backend):
-            if cell == "rnn":
-                wx, wh, b, state = _stack(1, N, 32, 1000, dtype, seed=3)
-                stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
-                expected = _reference_step(x, wx, wh, b, state, "tanh")
-            else:
-                wx, wh, b, bh, state = _gru_stack(1, N, 32, 600, dtype, seed=3)
-                stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {}, bh=bh)
-                expected = _gru_reference_step(x, wx, wh, b, bh, state.copy())
-            start = state.copy()
-            for _ in range(4):
-                state[...] = start
-                assert stepper.step(x, {}, state) is not None
-                outs.append(state.copy())
-    finally:
-        core.set_num_threads(old)
+    with num_threads(threads), use_backend(backend):
+        if cell == "rnn":
+            wx, wh, b, state = _stack(1, N, 32, 1000, dtype, seed=3)
+            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
+            expected = _reference_step(x, wx, wh, b, state, "tanh")
+        else:
+            wx, wh, b, bh, state = _gru_stack(1, N, 32, 600, dtype, seed=3)
+            stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {}, bh=bh)
+            expected = _gru_reference_step(x, wx, wh, b, bh, state.copy())
+        start = state.copy()
+        for _ in range(4):
+            state[...] = start
+            assert stepper.step(x, {}, state) is not None
+            outs.append(state.copy())
     assert_close(outs[0], expected, dtype, "state")
     for later in outs[1:]:
         np.testing.assert_array_equal(later.view(np.uint8), outs[0].view(np.uint8))
@@ -135,15 +130,11 @@ def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, thread
 
 def _steps_on(threads, wx, wh, b, state, N, dtype):
     """The state after 5 steps of x = ones on `threads` threads."""
-    old = core.get_num_threads()
-    core.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         stepper = core.Stepper(wx, wh, b, state, np.empty_like(state), "tanh", {})
         x = np.ones((N, 32), dtype)
         for _ in range(5):
             assert stepper.step(x, {}, state) is not None
-    finally:
-        core.set_num_threads(old)
     return state
 
 
@@ -409,14 +400,10 @@ def test_gated_thread_counts_give_bitwise_equal_states(cell, D, dtype):
                 expected = _lstm_reference_step(x, wx, wh, b, *expected)
             else:
                 expected = (_gru_reference_step(x, wx, wh, b, bh, expected[0]),)
-        old = core.get_num_threads()
-        core.set_num_threads(threads)
-        try:
+        with num_threads(threads):
             stepper = core.Stepper(wx, wh, b, h, np.empty_like(h), "tanh", {}, **kind)
             for _ in range(5):
                 assert stepper.step(x, {}, h) is not None
-        finally:
-            core.set_num_threads(old)
         for part, ref in zip(carried, expected):
             assert_close(part, ref, dtype, f"{cell}, {threads} thread(s)")
         results.append(carried)
