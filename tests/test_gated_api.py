@@ -133,9 +133,9 @@ def test_shapes(backend, cell, T, N, D, H):
 @pytest.mark.parametrize("N", [26, 67])  # rows read in place, and packed
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_deep_product_blocks(backend, cell, N):
-    """H = 150: the backward step product is 4H (3H) deep, more than one depth block of the
-    compiled recurrence (kStepKC = 512), whose partial sums must add up exactly."""
-    check_cell(cell, gated_problem(cell, 3, N, 3, 150, seed=5), backend, time_major=True)
+    """H = 350: the backward step product is 4H (3H) deep, more than one depth block of the
+    compiled recurrence (kStepKC = 1024), whose partial sums must add up exactly."""
+    check_cell(cell, gated_problem(cell, 3, N, 3, 350, seed=5), backend, time_major=True)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

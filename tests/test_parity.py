@@ -24,7 +24,7 @@ SHAPES = [  # (T, N, D, H): edges, tails of every register block, and a few hund
     (4, 9, 3, 257),
     (2, 260, 5, 20),
     (3, 13, 5, 600),  # a thread's panels span several L2-sized groups in every build
-    (2, 67, 3, 530),  # packed rows (N >= kMinPackedRows, AVX2), a partial last sliver, two depth blocks
+    (2, 67, 3, 1030),  # packed rows (N >= kMinPackedRows, AVX2), a partial last sliver, two depth blocks
 ]
 
 

@@ -61,12 +61,12 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("cell", sorted(FORWARDS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("H", [1, 5, 16, 33, 520])
+@pytest.mark.parametrize("H", [1, 5, 16, 33, 1030])
 @pytest.mark.parametrize("T, N, with_h0", [(1, 1, True), (1, 2, True), (2, 1, True), (2, 1, False), (3, 1, False)])
 def test_a_forward_of_few_rows_equals_the_same_rows_in_a_batch_bitwise(isa, cell, dtype, H, T, N, with_h0):
     """(T, N) of (1, 1), (1, 2), (2, 1) with h0, (2, 1) and (3, 1) without: 1 or 2 rows of h
     multiply the weights in place (none at the first step without h0); the batch of
-    N + BATCH_EXTRA samples packs them. H = 520: a step deeper than kStepKC, summed in blocks."""
+    N + BATCH_EXTRA samples packs them. H = 1030: a step deeper than kStepKC, summed in blocks."""
     rng = np.random.default_rng(H * 10 + T * 3 + N)
     D, G = 6, GATES[cell]
     Wx = (rng.standard_normal((D, G * H)) / np.sqrt(D)).astype(dtype)
