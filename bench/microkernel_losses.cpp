@@ -1,8 +1,9 @@
 /* Where the distance from the micro-kernel's ceiling to `large` goes (docs/DESIGN.md, "How
  * speed is established"). The library's own micro_tile (csrc/kernels/microkernel.hpp, the
  * AVX-512 build), one thread, timed with rdtsc under conditions closer and closer to a `large`
- * recurrence step (depth block 512, 128 rows of h_{t-1} 4 KB apart, `cols` columns of packed
- * weights swept in 256 KB groups), each as a percentage of a register-only FMA loop timed in
+ * recurrence step (depth block 512, kStepKC until the thirty-third session, 128 rows of
+ * h_{t-1} 4 KB apart, `cols` columns of packed weights swept in 256 KB groups), each as a
+ * percentage of a register-only FMA loop timed in
  * the same process (best of 5 passes each):
  *   1 the ceiling's own set-up (_core.microkernel_peak): one packed A sliver, one 256 KB group
  *   2 A read in place, 8 rows 4 KB apart (one L1 set)
@@ -25,7 +26,7 @@
  * % against 76-77 % without the prefetch). Noisy: a run while another process builds reads
  * everything 15-20 points lower, or over 100 % when the register loop was the one disturbed.
  * Thirteenth session (same VM type, a busier host), 8 runs: 1 84-91 %; at `cols` 1024 (2 MB of
- * weights per thread and depth block, as vanilla `large`'s two blocks of its 4 MB Wh on 2
+ * weights per thread and depth block, as vanilla `large`'s two depth blocks of its 4 MB Wh were then, on 2
  * threads) 5 76-85 %, 9 83-89 % (9 - 5: +1 to +7 points within a run, +4 typical); at 2048
  * (LSTM) 5 77-83 %, 9 82-86 %; at 512 (1 MB, all in L2) both 84-90 %. What 5 loses is the
  * first pass over each group: a tile reads its panels' 128 bytes per k-step (16 per cycle at

@@ -114,6 +114,7 @@ constexpr idx kStepBlockRows = 8;
 
 // ---- Cache blocking ---------------------------------------------------------------------------
 // Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A
+// (the GEMMs' kMR x kKC sliver; the step's kMR x kStepKC is bounded but spills to L2)
 // then stay in L1 across the group's panels, and the group stays in L2 across all row blocks,
 // instead of A coming from L3 once per panel when it is larger than L2 (the `large` shape's
 // h_{t-1} is 512 KB): measured +3 % on its recurrences at 2 threads, up to +8 % on `typical`'s.
@@ -132,15 +133,18 @@ constexpr idx kKC = 512;
 // A recurrence step's product deeper than this is summed in blocks of this depth
 // (microkernel.hpp, step_product), the tile's sums between blocks kept in a buffer: so that
 // the rows of A a tile reads (kMR x kStepKC) stay bounded where whole rows of a gated cell's
-// backward (3H or 4H deep, read in place) came from L3 once per panel. 1024 (was 512): one
-// block at H = 1024, where the second block's reload of the sums and the buffer's footprint
-// cost more than the sliver it kept small (a 512-deep sliver did not stay in L1 either: a
-// panel of B as large streams through beside it). The same sums in the same order, so the
-// same bits. Zen 3 (AVX2), `bench/stages.py`'s `large` recurrences in one process, alternating
-// a scratch build's switch, 24 rounds, median time ratio 1024 / 512: 2 threads float32
-// forward 0.967, backward 0.979, float64 0.959, 0.965; 1 thread float32 0.974, 0.991, float64
-// 0.974, 0.965; whole calls, LSTM `large` forward 0.951, fwd+bwd 0.971 (4096: 0.967), GRU
-// 0.986, 0.998; `typical` 0.995-1.007. Sapphire Rapids (AVX-512) had read 0.97-1.00x.
+// backward (3H or 4H deep, read in place) came from L3 once per panel. 1024 (was 512): at
+// H = 1024 every forward step and the vanilla backward's is one block (the gated backward's
+// 3 or 4 instead of 6 or 8), where the later blocks' reload of the sums and the buffer's
+// footprint cost more than the sliver they kept small (a 512-deep sliver did not stay in L1
+// either: a 32 KB panel of B streams through beside it). The same sums in the same order,
+// so the same bits. Zen 3 (AVX2), `bench/stages.py`'s `large` recurrences in one process,
+// alternating a scratch build's switch, 24 rounds, median time ratio 1024 / 512: 2 threads
+// float32 forward 0.967, backward 0.979, float64 0.959, 0.965; 1 thread float32 0.974, 0.991,
+// float64 0.974, 0.965; whole calls at 2 threads, LSTM `large` forward 0.951, fwd+bwd 0.971
+// (blocks of 4096: 0.967, the same within the noise; 1024 keeps a tile's sliver of A at 24 KB
+// of float32 however deep the product), GRU 0.986, 0.998; `typical` 0.995-1.007. Sapphire
+// Rapids (AVX-512) had read 0.97-1.00x.
 constexpr idx kStepKC = 1024;
 // A forward recurrence packs its weights (Wh, into panels) when its products have this many
 // rows of h in all (steps x N, less the first step's without h0); fewer, and the micro-kernel

@@ -335,8 +335,8 @@ struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffe
 // at packed + k * weights_ld), `a_packed` (or null) those rows of A.
 // Deeper than kStepKC (a gated cell's backward: 3H or 4H), it is summed in blocks of kStepKC,
 // the sums between blocks in `partial` (all rows x partial_ld; the thread writes its rows and
-// panel columns), so that a block of the rows of A stays in L1 while the panels stream: the
-// whole rows (4H of them) do not fit, and came from L3 once per panel.
+// panel columns), so that what a tile reads of A stays bounded (kMR x kStepKC, config.hpp)
+// while the panels stream: the whole rows (3H or 4H), read in place, came from L3 once per panel.
 template <class T, class Epi>
 static void step_product(const T* a, idx lda, const T* a_packed, idx row0, idx nrows, idx K, const T* packed,
                          bool in_place, idx weights_ld, idx ncols, idx p0, idx p1, T* partial, idx partial_ld,
