@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import in_threads, make_problem, needs_two_cpus, run_python
+from helpers import close, in_threads, make_problem, needs_two_cpus, num_threads, run_python
 from pyrnn_fast import _backends
 
 pytestmark = pytest.mark.skipif("cpp" not in prf.backends(), reason="compiled backend not built")
@@ -501,3 +501,25 @@ def test_forty_threads_split_a_view_of_2_to_the_61_rows_within_its_bounds(tmp_pa
     threads, written_before, written_after = map(int, out)
     assert threads > 33, f"the call ran on {threads - 1} threads at most: the shim did not take"
     assert (written_before, written_after) == (0, 0), "rows outside `out` were written"
+
+
+@pytest.mark.parametrize("cell, H", [("RNN", 400), ("LSTM", 200), ("GRU", 200)])
+def test_the_teams_shared_left_factor_with_lengths(cell, H):
+    """Two threads split these steps by columns and, from 64 rows (kMinPackedRows, AVX2), pack
+    each step's left factor together, each thread the columns its own step wrote, into a copy
+    both read (recurrence.hpp). With samples ending at different steps (rows leaving the
+    forward, entering the backward) the results equal one thread's bit for bit, and the NumPy
+    backend's."""
+    T, N, D = 5, 70, 4
+    x, dout = (np.random.default_rng(3).standard_normal(s) for s in ((N, T, D), (N, T, H)))
+    lengths = np.random.default_rng(4).integers(0, T + 1, N)
+    runs = []
+    for backend, threads in (("cpp", 1), ("cpp", 2), ("numpy", 1)):
+        layer = getattr(prf, cell)(D, H, dtype=np.float64, seed=5, backend=backend)
+        with num_threads(threads):
+            out = layer(x, None, lengths)
+            dx = layer.backward(dout)
+        runs.append([out[0], dx, *(layer.grads[k] for k in sorted(layer.grads))])
+    for one, two, ref in zip(*runs):
+        np.testing.assert_array_equal(two, one)
+        close(two, ref, 1e-12)

@@ -195,8 +195,8 @@ static inline void pack_sliver(T* d, const T* const* rows, idx kc) {
     if constexpr (sizeof(T) == 4) {
         // Columns k .. k+7 of the 6 rows (rows 6 and 7 of the 8 x 8 transposition left out: the
         // lanes they would fill are overwritten). All but the last k's store overrun into the
-        // next k's place; the last one stores 4 + 2 values, so that nothing past d[kc][5] is
-        // written.
+        // next k's place; the last one stores 4 + 2 values, so that nothing past d[kc - 1][5]
+        // is written.
         for (; k + 8 <= kc; k += 8) {
             __m256 r[6];
             for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_ps(rows[i] + k);
@@ -259,6 +259,19 @@ static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
             else
                 for (idx k = 0; k < K; ++k) d[k * kMR + r] = T(0);
         }
+    }
+}
+
+// Columns [c0, c1) of the whole slivers of rows [0, nrows) of A (K deep), into pack_rows's
+// layout: a thread's share of a copy the team packs together (recurrence.hpp). The rows of a
+// last partial sliver are not packed: panel_gemm reads them in place. Writes only the
+// slivers' columns [c0, c1) (pack_sliver stores nothing past its last column's values).
+template <class T>
+static void pack_sliver_columns(T* dst, const T* a, idx lda, idx nrows, idx K, idx c0, idx c1) {
+    for (idx s = 0; (s + 1) * kMR <= nrows; ++s) {
+        const T* rows[kMR];
+        for (int r = 0; r < kMR; ++r) rows[r] = a + (s * kMR + r) * lda + c0;
+        pack_sliver<T>(dst + s * K * kMR + c0 * kMR, rows, c1 - c0);
     }
 }
 

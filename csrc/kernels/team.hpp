@@ -51,6 +51,7 @@ enum Scratch {
     kRecurrenceWeights,
     kRecurrencePartial,
     kRecurrenceA,
+    kRecurrenceSharedA,
     kGemmA,
     kGemmB,
     kGemmWide,
