@@ -185,8 +185,8 @@ static inline void with_panels(const StepBlock<T>& s, idx p, const F& f) {
 // stores each k's 6 values with one store of a whole vector, whose last lanes the next k's
 // store overwrites (a masked store is slow on Zen). Element by element it stored one value
 // per cycle: 2.7 % of `large`'s forward recurrence on Zen 3 at 2 threads, where each thread
-// packs the step's whole left factor (the reduction GEMM's pack of Xᵀ, a copy of contiguous
-// values, is gemm.hpp's).
+// then packed the step's whole left factor (the team shares one copy since; the reduction
+// GEMM's pack of Xᵀ, a copy of contiguous values, is gemm.hpp's).
 template <class T>
 static inline void pack_sliver(T* d, const T* const* rows, idx kc) {
     idx k = 0;

@@ -186,7 +186,8 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         }
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
         // product (null: read in place, for few rows, with AVX-512, or when it cannot be
-        // allocated; kMinPackedRows).
+        // allocated; kMinPackedRows). Split by columns the steps read the team's shared copy
+        // (share_a) and only cell.finish's product this one.
         T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((most_rows + kMR - 1) / kMR) * kMR * K) : nullptr;
         idx rows = n1 - n0;
         auto pack_a = [&](const StepOperand<T>& op) -> const T* {
