@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pyrnn_fast as prf
-from helpers import close, in_threads, make_problem, needs_two_cpus, num_threads, run_python
+from helpers import close, in_threads, make_problem, needs_two_cpus, num_threads, run_python, use_backend
 from pyrnn_fast import _backends
 
 pytestmark = pytest.mark.skipif("cpp" not in prf.backends(), reason="compiled backend not built")
@@ -503,21 +503,28 @@ def test_forty_threads_split_a_view_of_2_to_the_61_rows_within_its_bounds(tmp_pa
     assert (written_before, written_after) == (0, 0), "rows outside `out` were written"
 
 
-@pytest.mark.parametrize("cell, H", [("RNN", 400), ("LSTM", 200), ("GRU", 200)])
-def test_the_teams_shared_left_factor_with_lengths(cell, H):
-    """Two threads split these steps by columns and, from 64 rows (kMinPackedRows, AVX2), pack
-    each step's left factor together, each thread the columns its own step wrote, into a copy
-    both read (recurrence.hpp). With samples ending at different steps (rows leaving the
-    forward, entering the backward) the results equal one thread's bit for bit, and the NumPy
-    backend's."""
-    T, N, D = 5, 70, 4
-    x, dout = (np.random.default_rng(3).standard_normal(s) for s in ((N, T, D), (N, T, H)))
-    lengths = np.random.default_rng(4).integers(0, T + 1, N)
+@needs_two_cpus
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("cell, H", [("RNN", 403), ("LSTM", 203), ("GRU", 243)])
+def test_the_teams_shared_left_factor_with_lengths(cell, H, with_state):
+    """Two threads split these steps by columns and, from 64 rows (kMinPackedRows, the AVX2
+    build), pack each step's left factor together, each thread the columns its own step wrote,
+    into a copy both read (recurrence.hpp, share_a). With samples ending at different steps
+    (rows leaving the forward, entering the backward), with and without an initial state, and
+    the last thread's columns not a whole number of vectors, the results equal one thread's
+    bit for bit, and the NumPy backend's. T = 4: fewer sample-steps than the weights' bytes
+    (kRowSplitBytesPerSampleStep), so no L2 makes it a split by rows."""
+    T, N, D = 4, 70, 4
+    rng = np.random.default_rng(3)
+    x, dout, h0, c0 = (rng.standard_normal(s) for s in ((N, T, D), (N, T, H), (1, N, H), (1, N, H)))
+    lengths = rng.integers(0, T + 1, N)
+    state = ((h0, c0) if cell == "LSTM" else h0) if with_state else None
+    isa = "avx2" if "avx2" in _backends._core.available_isas() else None
     runs = []
     for backend, threads in (("cpp", 1), ("cpp", 2), ("numpy", 1)):
         layer = getattr(prf, cell)(D, H, dtype=np.float64, seed=5, backend=backend)
-        with num_threads(threads):
-            out = layer(x, None, lengths)
+        with num_threads(threads), use_backend((backend, isa if backend == "cpp" else None)):
+            out = layer(x, state, lengths)
             dx = layer.backward(dout)
         runs.append([out[0], dx, *(layer.grads[k] for k in sorted(layer.grads))])
     for one, two, ref in zip(*runs):

@@ -263,7 +263,7 @@ static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
 }
 
 // Columns [c0, c1) of the whole slivers of rows [0, nrows) of A (K deep), into pack_rows's
-// layout: a thread's share of a copy the team packs together (recurrence.hpp). The rows of a
+// layout: a thread's share of a copy the team packs together (recurrence.hpp, share_a). The rows of a
 // last partial sliver are not packed: panel_gemm reads them in place. Writes only the
 // slivers' columns [c0, c1) (pack_sliver stores nothing past its last column's values).
 template <class T>

@@ -139,16 +139,18 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     // Split by columns, where the step's left factor is packed (kMinPackedRows: the AVX2 build),
     // the team packs it once per step instead of once per thread: each thread packs the columns
     // of step i+1's left factor that its own step i wrote (its hidden units [j0, j1) in each
-    // H-wide block: the state forward, the gates' gradients backward) before the step's
-    // barrier, and every thread reads the whole copy after it. Two copies alternate: step i
+    // H-wide block: the state forward, the gates' gradients backward; backward, the rows
+    // entering at step i+1 were set before the call and their products are not read) before
+    // the step's barrier, and every thread reads the whole copy after it. Two copies alternate: step i
     // reads copy i % 2 while the threads done with it write copy (i+1) % 2, which no one reads
     // until the barrier. Each thread packing all N x K of it for 1/P of the step's work cost
     // the more the more threads there are (skipping it, as a bound, was 0.955-0.995x the time
     // of `large`'s forward at 2 threads on Zen 3).
     const idx slivers = N / kMR, copy_size = slivers * kMR * K;
-    const bool share_a = !split.by_rows && split.threads > 1 && N >= kMinPackedRows && slivers > 0;
-    T* shared_a = share_a ? scratch<T, kRecurrenceSharedA>(2 * copy_size) : nullptr;
-    if (share_a && !shared_a) return false;
+    // (Where the copies cannot be allocated, each thread packs its own, or reads A in place.)
+    const bool want_shared = !split.by_rows && split.threads > 1 && N >= kMinPackedRows && slivers > 0;
+    T* const shared_a = want_shared ? scratch<T, kRecurrenceSharedA>(2 * copy_size) : nullptr;
+    const bool share_a = shared_a != nullptr;
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {
         idx p0, p1;
@@ -186,8 +188,8 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         }
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
         // product (null: read in place, for few rows, with AVX-512, or when it cannot be
-        // allocated; kMinPackedRows). Split by columns the steps read the team's shared copy
-        // (share_a) and only cell.finish's product this one.
+        // allocated; kMinPackedRows). Split by columns on more than one thread the steps read
+        // the team's shared copy (share_a) and only cell.finish's product this one.
         T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((most_rows + kMR - 1) / kMR) * kMR * K) : nullptr;
         idx rows = n1 - n0;
         auto pack_a = [&](const StepOperand<T>& op) -> const T* {
