@@ -506,10 +506,10 @@ def test_forty_threads_split_a_view_of_2_to_the_61_rows_within_its_bounds(tmp_pa
 @needs_two_cpus
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("cell, H", [("RNN", 403), ("LSTM", 203), ("GRU", 243)])
-def test_the_teams_shared_left_factor_with_lengths(cell, H, with_state):
+def test_a_column_split_of_packed_steps_with_lengths(cell, H, with_state):
     """Two threads split these steps by columns and, from 64 rows (kMinPackedRows, the AVX2
-    build), pack each step's left factor together, each thread the columns its own step wrote,
-    into a copy both read (recurrence.hpp, share_a). With samples ending at different steps
+    build), each packs the step's whole left factor, half of it written by the other thread's
+    step (recurrence.hpp). With samples ending at different steps
     (rows leaving the forward, entering the backward), with and without an initial state, and
     the last thread's columns not a whole number of vectors, the results equal one thread's
     bit for bit, and the NumPy backend's. T = 4: fewer sample-steps than the weights' bytes

@@ -158,10 +158,9 @@ constexpr idx kStepKC = 1024;
 // of 6144 ran T = 1 in 42 µs against 72, T = 2 in 68 against 127 (`_core.gru_forward` on a
 // view of a wider array, twentieth session).
 constexpr idx kMinRowsToPackWeights = 3;
-// From this many rows a step's left factor is packed into slivers (once per step: split by
-// rows each thread its own rows, split by columns the team one shared copy) before the
-// product, instead of the micro-kernel reading kMR rows H apart (at H = 1024 all in one L1
-// set). Measured on Zen 3, large (N = 128, H = 1024) float32, 2 threads,
+// From this many rows a step's left factor is packed into slivers (each thread its own copy,
+// once per step) before the product, instead of the micro-kernel reading kMR rows H apart (at
+// H = 1024 all in one L1 set). Measured on Zen 3, large (N = 128, H = 1024) float32, 2 threads,
 // two interleaved rounds: vanilla forward recurrence 128-138 -> 151-171 GFLOP/s, LSTM forward
 // 123-141 -> 132-144, LSTM backward 121 -> 132-141, GRU forward 101-133 -> 151-160; stream,
 // typical and tiny unchanged within their (large) noise. Below it the rows are few and the

@@ -185,8 +185,8 @@ static inline void with_panels(const StepBlock<T>& s, idx p, const F& f) {
 // stores each k's 6 values with one store of a whole vector, whose last lanes the next k's
 // store overwrites (a masked store is slow on Zen). Element by element it stored one value
 // per cycle: 2.7 % of `large`'s forward recurrence on Zen 3 at 2 threads, where each thread
-// then packed the step's whole left factor (the team shares one copy since; the reduction
-// GEMM's pack of Xᵀ, a copy of contiguous values, is gemm.hpp's).
+// packs the step's whole left factor (the reduction GEMM's pack of Xᵀ, a copy of contiguous
+// values, is gemm.hpp's).
 template <class T>
 static inline void pack_sliver(T* d, const T* const* rows, idx kc) {
     idx k = 0;
@@ -259,19 +259,6 @@ static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
             else
                 for (idx k = 0; k < K; ++k) d[k * kMR + r] = T(0);
         }
-    }
-}
-
-// Columns [c0, c1) of the whole slivers of rows [0, nrows) of A (K deep), into pack_rows's
-// layout: a thread's share of a copy the team packs together (recurrence.hpp, share_a). The rows of a
-// last partial sliver are not packed: panel_gemm reads them in place. Writes only the
-// slivers' columns [c0, c1) (pack_sliver stores nothing past its last column's values).
-template <class T>
-static void pack_sliver_columns(T* dst, const T* a, idx lda, idx nrows, idx K, idx c0, idx c1) {
-    for (idx s = 0; (s + 1) * kMR <= nrows; ++s) {
-        const T* rows[kMR];
-        for (int r = 0; r < kMR; ++r) rows[r] = a + (s * kMR + r) * lda + c0;
-        pack_sliver<T>(dst + s * K * kMR + c0 * kMR, rows, c1 - c0);
     }
 }
 

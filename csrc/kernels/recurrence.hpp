@@ -136,21 +136,6 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         recurrence_split(s.threads, steps, N, H, panels, step_work, s.blocks * block_size * idx(sizeof(T)));
     StepBarrier step_barrier(scratch<BarrierSlot, kRecurrenceBarrier>(split.threads), split.threads);
     if (!step_barrier) return false;
-    // Split by columns, where the step's left factor is packed (kMinPackedRows: the AVX2 build),
-    // the team packs it once per step instead of once per thread: each thread packs the columns
-    // of step i+1's left factor that its own step i wrote (its hidden units [j0, j1) in each
-    // H-wide block: the state forward, the gates' gradients backward; backward, the rows
-    // entering at step i+1 were set before the call and their products are not read) before
-    // the step's barrier, and every thread reads the whole copy after it. Two copies alternate: step i
-    // reads copy i % 2 while the threads done with it write copy (i+1) % 2, which no one reads
-    // until the barrier. Each thread packing all N x K of it for 1/P of the step's work cost
-    // the more the more threads there are (skipping it, as a bound, was 0.955-0.995x the time
-    // of `large`'s forward at 2 threads on Zen 3).
-    const idx slivers = N / kMR, copy_size = slivers * kMR * K;
-    // (Where the copies cannot be allocated, each thread packs its own, or reads A in place.)
-    const bool want_shared = !split.by_rows && split.threads > 1 && N >= kMinPackedRows && slivers > 0;
-    T* const shared_a = want_shared ? scratch<T, kRecurrenceSharedA>(2 * copy_size) : nullptr;
-    const bool share_a = shared_a != nullptr;
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {
         idx p0, p1;
@@ -188,8 +173,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         }
         // This thread's copy of its rows of the step's left factor in slivers, packed once per
         // product (null: read in place, for few rows, with AVX-512, or when it cannot be
-        // allocated; kMinPackedRows). Split by columns on more than one thread the steps read
-        // the team's shared copy (share_a) and only cell.finish's product this one.
+        // allocated; kMinPackedRows).
         T* abuf = N >= kMinPackedRows ? scratch<T, kRecurrenceA>(((most_rows + kMR - 1) / kMR) * kMR * K) : nullptr;
         idx rows = n1 - n0;
         auto pack_a = [&](const StepOperand<T>& op) -> const T* {
@@ -205,15 +189,6 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         const bool barrier_per_step = team > 1 && !split.by_rows;
-        auto pack_own_columns = [&](idx i) {  // this thread's columns of step i's left factor
-            const StepOperand<T> op = cell.operand(i);
-            for (idx c = 0; c < op.K; c += H)
-                pack_sliver_columns<T>(shared_a + (i % 2) * copy_size, op.a, op.lda, cell.rows(i), K, c + j0, c + j1);
-        };
-        if (share_a && cell.operand(0).K > 0) {  // (h0 forward; backward, the first step has none)
-            pack_own_columns(0);
-            step_barrier.wait(team, tid);
-        }
         for (idx i = 0; i < steps; ++i) {
             const idx running = cell.rows(i);
             if (!split.by_rows)
@@ -222,12 +197,11 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
                 share(running);  // (after the barrier that ended the step before)
             rows = n1 - n0;
             const StepOperand<T> op = cell.operand(i);
-            const T* a_packed = !share_a ? pack_a(op) : op.K > 0 ? shared_a + (i % 2) * copy_size : nullptr;
+            const T* a_packed = pack_a(op);
             for (int b = 0; b < s.blocks; ++b)
                 step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
                                 partial, partial_ld, cell.epilogue(i, b));
             cell.after_products(i, n0, n1, j0, j1);
-            if (share_a && i + 1 < steps) pack_own_columns(i + 1);
             if (poll(step_work / N * rows)) stop.after(i + 1);
             // Split by rows, rows change hands where the next step runs another count: every
             // thread finishes this step first (and then sees a stop recorded before it).

@@ -51,7 +51,6 @@ enum Scratch {
     kRecurrenceWeights,
     kRecurrencePartial,
     kRecurrenceA,
-    kRecurrenceSharedA,
     kGemmA,
     kGemmB,
     kGemmWide,
