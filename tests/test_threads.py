@@ -509,10 +509,10 @@ def test_forty_threads_split_a_view_of_2_to_the_61_rows_within_its_bounds(tmp_pa
 def test_a_column_split_of_packed_steps_with_lengths(cell, H, with_state):
     """Two threads split these steps by columns and, from 64 rows (kMinPackedRows, the AVX2
     build), each packs the step's whole left factor, half of it written by the other thread's
-    step (recurrence.hpp). With samples ending at different steps
-    (rows leaving the forward, entering the backward), with and without an initial state, and
-    the last thread's columns not a whole number of vectors, the results equal one thread's
-    bit for bit, and the NumPy backend's. T = 4: fewer sample-steps than the weights' bytes
+    step (recurrence.hpp). With samples ending at different steps (rows leaving the forward,
+    entering the backward), with and without an initial state, and the last thread's columns
+    not a whole number of vectors, the results equal one thread's bit for bit, and the NumPy
+    backend's. T = 4: fewer sample-steps than the weights' bytes
     (kRowSplitBytesPerSampleStep), so no L2 makes it a split by rows."""
     T, N, D = 4, 70, 4
     rng = np.random.default_rng(3)
