@@ -738,15 +738,111 @@ def test_options_set_after_construction_are_checked(backend):
     close(layer.step(x), twin.step(x), 1e-5, "step after activation = 'relu'")
 
 
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_geometry_and_mode_set_after_construction_are_checked_and_stepped(cell, backend):
+    """The sizes, num_layers, bias, dropout, time_major and training are checked when set after
+    construction too, and a kept compiled stepper is dropped: they were plain attributes, and
+    `time_major = "False"` read x as time-major, a stepper built before `bias = False` kept
+    adding the bias and one built for two layers kept stepping both after `num_layers = 1`
+    (found by a review)."""
+    if backend not in prf.backends():
+        pytest.skip(f"backend {backend!r} is not available")
+    make = lambda **kw: getattr(prf, cell)(3, 4, seed=5, stateful=True, backend=backend, **kw)  # noqa: E731
+    layer = make(num_layers=2)
+    bad = {
+        "input_size": [(-1, ValueError, "an int >= 0"), ("3", TypeError, "an int >= 0"), (True, TypeError, "")],
+        "hidden_size": [(2.0, TypeError, "an int >= 0")],
+        "num_layers": [(0, ValueError, "an int >= 1"), (None, TypeError, "an int >= 1")],
+        "bias": [("False", TypeError, "a bool"), (0, TypeError, "a bool")],
+        "dropout": [(1.5, ValueError, r"a probability in \[0, 1\]"), ("0.1", TypeError, "a probability")],
+        "time_major": [("False", TypeError, "a bool"), (np.array([True]), TypeError, "a bool")],
+        "training": [("False", TypeError, "a bool"), (1, TypeError, "a bool")],
+    }
+    for name, cases in bad.items():
+        before = getattr(layer, name)
+        for value, error, text in cases:
+            with pytest.raises(error, match=f"^{name}: expected {text}"):
+                setattr(layer, name, value)
+            assert getattr(layer, name) == before, name
+    layer.dropout = 0  # an int probability is kept as a float, as the constructor keeps it
+    assert type(layer.dropout) is float
+    layer.training = np.True_
+    assert layer.training is True
+
+    # bias = False after steps: the next step adds no bias, as a layer made without one
+    (x,) = rng_arrays(37, (2, 3), dtype=np.float32)
+    layer.step(x)
+    layer.bias = False
+    twin = make(num_layers=2, bias=False)
+    twin.params = {k: v.copy() for k, v in layer.params.items() if k in twin.params}
+    twin.state = tuple(np.array(p) for p in layer.state) if cell == "LSTM" else np.array(layer.state)
+    np.testing.assert_array_equal(layer.step(x), twin.step(x))
+    # num_layers = 1 after steps of two: the two-layer state no longer fits, as for a call
+    layer.num_layers = 1
+    for run in (lambda: layer.step(x), lambda: layer(x[:, None])):
+        with pytest.raises(ValueError, match="state"):
+            run()
+    # time_major changed: the next call reads x in the new layout
+    layer.reset_state()
+    layer.time_major = True
+    (xs,) = rng_arrays(38, (4, 2, 3), dtype=np.float32)  # (T, N, D)
+    one = make(num_layers=1, bias=False, time_major=True)
+    one.params = {k: v.copy() for k, v in layer.params.items() if k in one.params}
+    np.testing.assert_array_equal(layer(xs)[0], one(xs)[0])
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_a_masked_array_is_refused(backend):
+    """np.asarray drops a masked array's mask: the values it hides were computed with, in
+    silence (found by a review). Refused wherever an array is taken, a step's x_t included
+    (the compiled stepper's fast path takes plain arrays only)."""
+    if backend not in prf.backends():
+        pytest.skip(f"backend {backend!r} is not available")
+    (x,) = rng_arrays(39, (2, 3, 4), dtype=np.float32)
+    masked = np.ma.masked_array(x, mask=x > 0)
+    Wx, Wh = rng_arrays(40, (4, 5), (5, 5), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"^x: a masked array's mask would be ignored; pass x.filled\(value\)"):
+        prf.rnn_forward(masked, Wx, Wh, backend=backend)
+    with pytest.raises(TypeError, match="^Wh: a masked array"):
+        prf.lstm_forward(x, np.tile(Wx, 4), np.ma.masked_array(np.tile(Wh, 4)), backend=backend)
+    layer = prf.GRU(4, 5, seed=1, stateful=True, backend=backend)
+    with pytest.raises(TypeError, match="^x: a masked array"):
+        layer(masked)
+    layer.step(x[:, 0])  # a plain step first: the compiled backend keeps its stepper
+    before = np.array(layer.state)
+    with pytest.raises(TypeError, match="^x_t: a masked array"):
+        layer.step(masked[:, 0])
+    np.testing.assert_array_equal(layer.state, before)
+    # other subclasses of ndarray are converted, through the checks: the same step as a plain array
+    twin = prf.GRU(4, 5, seed=1, stateful=True, backend=backend)
+    twin.state = before.copy()
+    sub = type("Sub", (np.ndarray,), {})
+    np.testing.assert_array_equal(layer.step(x[:, 1].view(sub)), twin.step(x[:, 1]))
+
+
 def test_a_layer_pickled_before_its_settings_were_properties_unpickles():
-    """The settings (stateful, bidirectional, dtype, backend, activation) are properties kept
-    under "_" + name since the twenty-fourth session; a layer pickled before kept them under
-    their names: __setstate__ moves them."""
+    """The settings (_base._SETTINGS) are properties kept under "_" + name (the first five
+    since the twenty-fourth session, the rest since the thirty-fourth); a layer pickled before
+    kept them under their names: __setstate__ moves them."""
     import pickle
 
     layer = prf.RNN(3, 4, seed=0, stateful=True, activation="relu", backend="numpy")
     state = layer.__getstate__()
-    for k in ("stateful", "bidirectional", "dtype", "backend", "activation"):
+    for k in (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "dropout",
+        "time_major",
+        "training",
+        "stateful",
+        "bidirectional",
+        "dtype",
+        "backend",
+        "activation",
+    ):
         state[k] = state.pop("_" + k)  # as an older version's __dict__ was
     old = prf.RNN.__new__(prf.RNN)
     old.__setstate__(state)

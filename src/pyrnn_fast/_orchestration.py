@@ -37,6 +37,16 @@ def _check_flag(name: str, value) -> bool:
     return bool(value)
 
 
+def _reject_masked(name: str, a) -> None:
+    """A TypeError for a numpy.ma.MaskedArray: np.asarray keeps its data and drops its mask, so
+    that the values it hides would be computed with, silently (found by a review)."""
+    if type(a) is not np.ndarray and isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name}: a masked array's mask would be ignored; pass {name}.filled(value) "
+            "(padded sequences of different lengths: the layers' lengths=)"
+        )
+
+
 def _as_arrays(required: tuple, **named) -> dict:
     """np.asarray each non-None input and reject what the library cannot compute with: a
     missing required argument, non-numeric objects, and dtypes other than real numbers."""
@@ -47,6 +57,7 @@ def _as_arrays(required: tuple, **named) -> dict:
                 raise TypeError(f"{name}: expected an array, got None")
             out[name] = None
             continue
+        _reject_masked(name, a)
         try:
             arr = np.asarray(a)
         except Exception as e:  # ragged lists and the like

@@ -71,6 +71,32 @@ def _setting(name, check, doc):
     return _checked_property(name, check, doc, on_change=_drop_stepper)
 
 
+def _check_dropout(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"dropout: expected a probability in [0, 1], got {type(value).__name__}")
+    if not 0 <= float(value) <= 1:
+        raise ValueError(f"dropout: expected a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+# The layers' settings kept under their own names by layers pickled before they were checked
+# properties (__setstate__ sets them through the properties).
+_SETTINGS = (
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "dropout",
+    "time_major",
+    "training",
+    "stateful",
+    "bidirectional",
+    "dtype",
+    "backend",
+    "activation",
+)
+
+
 def _write_back(pairs):
     """dst[...] = src for each (dst, src) of `pairs`, all of them: an exception a signal handler
     raises in the middle (Ctrl-C between two assignments) is raised once every array is
@@ -112,7 +138,20 @@ class _RecurrentLayer:
     _state_names: tuple[str, ...] = ("h",)  # the carried state's parts (LSTM: h and c)
     _forget_bias = 0.0  # the initial bias of gate block 1 (LSTM: 1, its forget gate)
     params: dict[str, np.ndarray]  # set by __init__ (or load)
-    # What the kept compiled stepper was built for, besides the arrays (_setting).
+    # Every setting is checked when set, after construction too, and drops the kept compiled
+    # steppers, built for the old value (_setting): a plain attribute took a string "False"
+    # for true (time_major, training), and a stepper kept stepping two layers after
+    # num_layers = 1, or adding the bias after bias = False (found by a review). The geometry
+    # (sizes, layers, directions, bias) changed is checked against `params` at the next call.
+    input_size = _setting("input_size", lambda name, value: _check_int(name, value, 0), "Features per step (D).")
+    hidden_size = _setting("hidden_size", lambda name, value: _check_int(name, value, 0), "Hidden units (H).")
+    num_layers = _setting("num_layers", lambda name, value: _check_int(name, value, 1), "Stacked layers.")
+    bias = _setting("bias", _check_flag, "True: the layers have biases (``b_l{k}``, the GRU's ``bh_l{k}`` too).")
+    dropout = _setting(
+        "dropout", lambda _, value: _check_dropout(value), "Dropout between stacked layers, a probability in [0, 1]."
+    )
+    time_major = _setting("time_major", _check_flag, "True: x and out are (T, N, ·); False: (N, T, ·).")
+    training = _setting("training", _check_flag, "True: training mode (dropout acts); see ``train`` / ``eval``.")
     stateful = _setting(
         "stateful", _check_flag, "True: each call starts from the state the last one ended in (``step`` needs it)."
     )
@@ -216,19 +255,16 @@ class _RecurrentLayer:
     ):
         """Check and set everything but the weights; returns the seed of the initialisation.
         Both ``__init__`` and ``load`` (which reads the weights instead) call it."""
-        self.input_size = _check_int("input_size", input_size, 0)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 0)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
+        # (each checked by its setting)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
         # Here, so that with several bad arguments the first one in the signature is reported.
         self._configure_cell(**cell_options)
-        self.bias = _check_flag("bias", bias)
+        self.bias = bias
         self.bidirectional = bidirectional
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout: expected a probability in [0, 1], got {type(dropout).__name__}")
-        if not 0 <= float(dropout) <= 1:
-            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-        self.dropout = float(dropout)
-        self.time_major = _check_flag("time_major", time_major)
+        self.dropout = dropout
+        self.time_major = time_major
         self.stateful = stateful
         self.dtype = dtype
         # An int (a NumPy one too, kept as Python's: the saved config is JSON) or None.
@@ -405,7 +441,7 @@ class _RecurrentLayer:
 
     def train(self, mode=True):
         """Training mode (dropout active); returns self."""
-        self.training = _check_flag("mode", mode)
+        self.training = _check_flag("mode", mode)  # (the argument's name in the error)
         return self
 
     def eval(self):
@@ -676,7 +712,7 @@ class _RecurrentLayer:
                 k: aligned_copy(v) if type(v) is np.ndarray and v.ctypes.data % 64 else v
                 for k, v in state["params"].items()
             }
-        _restore_settings(self, state, ("stateful", "bidirectional", "dtype", "backend", "activation"))
+        _restore_settings(self, state, _SETTINGS)
 
     # --- save / load (_npz) --------------------------------------------------------------
 

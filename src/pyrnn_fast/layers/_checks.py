@@ -7,6 +7,8 @@ import operator
 
 import numpy as np
 
+from .._orchestration import _reject_masked
+
 
 def _checked_property(name, check, doc, on_change=None):
     """An attribute users may set after construction, checked as the constructor checks it
@@ -37,6 +39,7 @@ def _restore_settings(obj, state, names):
 def _check_real(name, a):
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
+    _reject_masked(name, a)
     try:
         a = np.asarray(a)
     except Exception as e:
