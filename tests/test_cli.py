@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
+import pyrnn_fast as prf
 from helpers import CAN_FLUSH, flush_subnormals
 from pyrnn_fast.benchmark import cli, report, timing
 
@@ -100,6 +102,38 @@ def test_time_interleaved_reports_the_median_and_the_fastest_round(monkeypatch):
     monkeypatch.setattr(timing, "time", FakeTime)
     timed = timing.time_interleaved({"f": call}, repeat=3, min_time=0, max_time=100, settle=0)
     assert timed["f"] == timing.Timed(median=4.0, rounds=3, best=3.0)
+
+
+@pytest.mark.skipif("cpp" not in prf.backends(), reason="the peak loop is the compiled backend's")
+def test_the_peak_loop_timed_beside_does_as_many_flops_as_the_call(monkeypatch):
+    """``limits.beside_peak_loop`` times the register loop doing the call's FLOPs in the same
+    rounds and gives the call's rate over the loop's. On a scripted clock: a call of 3 GFLOP at
+    150 GFLOP/s beside a loop running at 200 is 75 %, however long the loop's probe call took."""
+    from pyrnn_fast import _core
+    from pyrnn_fast.benchmark import limits
+
+    clock = [0.0]
+    loops = []
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: clock[0])
+        sleep = staticmethod(lambda s: None)
+
+    def fake_loop(dtype, iterations, threads):
+        flops = 48.0 * iterations  # (per iteration: whatever the loop does)
+        loops.append(iterations)
+        clock[0] += flops / (200e9 if len(loops) > 1 else 50e9)  # the probe: a slow first call
+        return flops, flops / 200e9
+
+    def call():
+        clock[0] += 3e9 / 150e9
+
+    monkeypatch.setattr(timing, "time", FakeTime)
+    monkeypatch.setattr(_core, "fma_peak", fake_loop)
+    beside, timed = limits.beside_peak_loop(call, 3e9, np.float32, 2, repeat=3)
+    assert loops[1] == round(3e9 / 48)  # the call's FLOPs
+    assert beside["fraction"] == pytest.approx(0.75) and beside["peak_gflops"] == pytest.approx(200)
+    assert timed.median == pytest.approx(0.02) and timed.rounds == 3
 
 
 @pytest.mark.parametrize("seconds, calls", [(0.3, 1 + 3 + 2 * 2), (2.0, 1 + 1 + 2 * 1)])

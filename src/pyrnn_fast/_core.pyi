@@ -3,7 +3,11 @@
 Checked against the built module in CI: python -m mypy.stubtest pyrnn_fast._core. Array
 arguments are taken without conversion (py::arg(...).noconvert()): they must already be
 float32/float64 arrays in a layout the kernels can address (pyrnn_fast._orchestration makes
-them so).
+them so). The bindings check each array's dtype, shape, strides and alignment, not whether two
+of them share memory: an output that overlaps another argument gives wrong results (never an
+access out of bounds), except where pyrnn_fast itself passes one array twice, in place:
+forward's xw and out, lstm_forward's xw and gates. The public API allocates its
+outputs, so only a direct call can do that.
 """
 
 from collections.abc import Callable

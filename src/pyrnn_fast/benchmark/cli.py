@@ -246,7 +246,9 @@ def main(argv=None) -> int:
             limits.print_fraction_of_peak(frac, info["isa"], threads, default)
         peak32 = frac["float32"]["peak"] if frac else limits.fma_peak(np.float32, threads)
         ceiling32 = frac["float32"]["ceiling"] if frac else limits.microkernel_peak(np.float32, threads)
-        gated_frac = gated.fraction_of_peak({c: by_cell[c][0] for c in gated_cells}, default, peak32, ceiling32)
+        gated_frac = gated.fraction_of_peak(
+            {c: by_cell[c][0] for c in gated_cells}, default, peak32, ceiling32, threads, args.repeat
+        )
         if gated_frac and not frac:
             print(
                 f"\nlarge vs the register-FMA peak ({info['isa']}, {threads} thread(s); limits: best of the run's"

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _reference_gated
 from . import runners
-from .limits import against_limits
+from .limits import against_limits, beside_peak_loop
 from .runners import _check_op, _jax, _keeping_openmp_nesting, dims
 from .selfcheck import CHECK_SHAPES, relative_error
 from .timing import num_threads
@@ -240,14 +240,24 @@ def self_check(backends) -> tuple[dict, bool]:
     return errors, ok
 
 
-def fraction_of_peak(results: dict, default: str, peak_gflops: float, ceiling_gflops: float) -> dict:
+def fraction_of_peak(
+    results: dict, default: str, peak_gflops: float, ceiling_gflops: float, threads: int, repeat: int
+) -> dict:
     """{cell: {op: ``limits.against_limits(..)``}} of the ``large`` shape, float32, from the
-    tables."""
+    tables, and against the peak loop timed beside another ``repeat`` rounds of the call."""
     out = {}
     for cell, shapes in results.items():
         if "large" in shapes and default in shapes["large"]:
             out[cell] = {
-                op: against_limits(m["gflops"], peak_gflops, ceiling_gflops, m["best_gflops"])
+                op: against_limits(
+                    m["gflops"],
+                    peak_gflops,
+                    ceiling_gflops,
+                    m["best_gflops"],
+                    beside_peak_loop(
+                        pyrnn_runner(default, cell, "large", op), flops(cell, "large", op), np.float32, threads, repeat
+                    )[0],
+                )
                 for op, m in shapes["large"][default].items()
             }
     return out
