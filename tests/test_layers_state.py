@@ -770,8 +770,19 @@ def test_geometry_and_mode_set_after_construction_are_checked_and_stepped(cell, 
     layer.training = np.True_
     assert layer.training is True
 
-    # bias = False after steps: the next step adds no bias, as a layer made without one
+    # train() / eval() keep the compiled stepper (nothing in it depends on them)
     (x,) = rng_arrays(37, (2, 3), dtype=np.float32)
+    layer.step(x)
+    kept = layer._stepper
+    layer.eval().train()
+    layer.time_major = False  # (unchanged)
+    layer.stateful = True  # (unchanged: nothing dropped either)
+    assert layer._stepper is kept
+    # bias = False after steps: the next step adds no bias, as a layer made without one (the
+    # biases made nonzero first: a stepper that kept adding zeros would pass)
+    for k, v in layer.params.items():
+        if not k.startswith("W"):
+            v[...] = np.linspace(-1, 1, v.size).astype(v.dtype)
     layer.step(x)
     layer.bias = False
     twin = make(num_layers=2, bias=False)
@@ -783,6 +794,17 @@ def test_geometry_and_mode_set_after_construction_are_checked_and_stepped(cell, 
     for run in (lambda: layer.step(x), lambda: layer(x[:, None])):
         with pytest.raises(ValueError, match="state"):
             run()
+    # backward after a change of geometry: what the call recorded was for the old one (it fed
+    # layer 1's gradient to layer 0's backward)
+    for name, value in (("num_layers", 1), ("bias", False), ("hidden_size", 5), ("dtype", np.float64)):
+        two = make(num_layers=2)
+        out, _ = two(x[:, None])
+        setattr(two, name, getattr(two, name))  # the same value: the record stays
+        two.backward(np.ones_like(out))
+        two(x[:, None])
+        setattr(two, name, value)
+        with pytest.raises(RuntimeError, match=f"^backward: the layer's {name} was changed after the call"):
+            two.backward(np.ones_like(out))
     # time_major changed: the next call reads x in the new layout
     layer.reset_state()
     layer.time_major = True
@@ -814,7 +836,12 @@ def test_a_masked_array_is_refused(backend):
     with pytest.raises(TypeError, match="^x_t: a masked array"):
         layer.step(masked[:, 0])
     np.testing.assert_array_equal(layer.state, before)
-    # other subclasses of ndarray are converted, through the checks: the same step as a plain array
+    layer.state = np.ma.masked_array(before, mask=before > 0)  # a carried state too
+    for run in (lambda: layer.step(x[:, 0]), lambda: layer(x)):
+        with pytest.raises(TypeError, match="^state: a masked array"):
+            run()
+    layer.state = before
+    # other subclasses of ndarray (np.memmap, a user's own) step as a plain array does
     twin = prf.GRU(4, 5, seed=1, stateful=True, backend=backend)
     twin.state = before.copy()
     sub = type("Sub", (np.ndarray,), {})

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from .. import _backends
-from .._orchestration import _check_flag, _kernel_seq, _weight_grads, aligned_copy
+from .._orchestration import _check_flag, _kernel_seq, _reject_masked, _weight_grads, aligned_copy
 from . import _npz
 from ._checks import _check_dtype, _check_int, _check_real, _checked_property, _restore_settings
 
@@ -69,6 +69,22 @@ def _setting(name, check, doc):
     kept compiled steppers, built for the old value, are dropped (``step`` and short calls build
     one for the new value at their full checks, and need not compare settings at every step)."""
     return _checked_property(name, check, doc, on_change=_drop_stepper)
+
+
+def _geometry_setting(name, check, doc):
+    """A ``_setting`` that decides the parameters and states the layer has (sizes, layers,
+    directions, bias, dtype): a change also drops what the last call recorded for backward,
+    which was made for the old geometry (backward read the layer's current num_layers and fed
+    layer 1's gradient to layer 0's backward, silently; found by a review). Backward then
+    names the setting."""
+
+    def drop(layer):
+        _drop_stepper(layer)
+        layer.__dict__.pop("_param_shapes_kept", None)
+        if layer.__dict__.get("_cache") is not None:
+            layer._cache = {"changed": name}
+
+    return _checked_property(name, check, doc, on_change=drop)
 
 
 def _check_dropout(value):
@@ -138,25 +154,37 @@ class _RecurrentLayer:
     _state_names: tuple[str, ...] = ("h",)  # the carried state's parts (LSTM: h and c)
     _forget_bias = 0.0  # the initial bias of gate block 1 (LSTM: 1, its forget gate)
     params: dict[str, np.ndarray]  # set by __init__ (or load)
-    # Every setting is checked when set, after construction too, and drops the kept compiled
-    # steppers, built for the old value (_setting): a plain attribute took a string "False"
-    # for true (time_major, training), and a stepper kept stepping two layers after
-    # num_layers = 1, or adding the bias after bias = False (found by a review). The geometry
-    # (sizes, layers, directions, bias) changed is checked against `params` at the next call.
-    input_size = _setting("input_size", lambda name, value: _check_int(name, value, 0), "Features per step (D).")
-    hidden_size = _setting("hidden_size", lambda name, value: _check_int(name, value, 0), "Hidden units (H).")
-    num_layers = _setting("num_layers", lambda name, value: _check_int(name, value, 1), "Stacked layers.")
-    bias = _setting("bias", _check_flag, "True: the layers have biases (``b_l{k}``, the GRU's ``bh_l{k}`` too).")
-    dropout = _setting(
+    # Every setting is checked when set, after construction too (a plain attribute took a
+    # string "False" for true: time_major, training), and a change drops what was made for the
+    # old value: the kept compiled steppers (_setting; one kept stepping two layers after
+    # num_layers = 1, or adding the bias after bias = False, found by a review) and, for the
+    # geometry, the last call's record for backward (_geometry_setting).
+    input_size = _geometry_setting(
+        "input_size", lambda name, value: _check_int(name, value, 0), "Features per step (D)."
+    )
+    hidden_size = _geometry_setting("hidden_size", lambda name, value: _check_int(name, value, 0), "Hidden units (H).")
+    num_layers = _geometry_setting("num_layers", lambda name, value: _check_int(name, value, 1), "Stacked layers.")
+    bias = _geometry_setting(
+        "bias", _check_flag, "True: the layers have biases (``b_l{k}``, the GRU's ``bh_l{k}`` too)."
+    )
+    # Neither stepper depends on these three (a call with a dropout mask between layers is not
+    # run by steps; a call's layout is its own): checked, nothing dropped.
+    dropout = _checked_property(
         "dropout", lambda _, value: _check_dropout(value), "Dropout between stacked layers, a probability in [0, 1]."
     )
-    time_major = _setting("time_major", _check_flag, "True: x and out are (T, N, ·); False: (N, T, ·).")
-    training = _setting("training", _check_flag, "True: training mode (dropout acts); see ``train`` / ``eval``.")
+    time_major = _checked_property("time_major", _check_flag, "True: x and out are (T, N, ·); False: (N, T, ·).")
+    training = _checked_property(
+        "training", _check_flag, "True: training mode (dropout acts); see ``train`` / ``eval``."
+    )
     stateful = _setting(
         "stateful", _check_flag, "True: each call starts from the state the last one ended in (``step`` needs it)."
     )
-    bidirectional = _setting("bidirectional", _check_flag, "True: a reverse direction per layer (``step`` refuses).")
-    dtype = _setting("dtype", lambda _, value: _check_dtype(value), "np.dtype float32 or float64: of the computation.")
+    bidirectional = _geometry_setting(
+        "bidirectional", _check_flag, "True: a reverse direction per layer (``step`` refuses)."
+    )
+    dtype = _geometry_setting(
+        "dtype", lambda _, value: _check_dtype(value), "np.dtype float32 or float64: of the computation."
+    )
     backend = _setting(
         "backend",
         lambda _, value: _backends.check_backend_name(value),
@@ -322,10 +350,10 @@ class _RecurrentLayer:
     def _param_shapes(self):
         """[(name, shape)] of every parameter, in the order of ``params`` (a tuple, kept for the
         configuration it was made for: every call checks the parameters against it)."""
-        key = (self.input_size, self.hidden_size, self.num_layers, self.bidirectional, self.bias)
-        kept = self.__dict__.get("_param_shapes_kept")
-        if kept is not None and kept[0] == key:
+        kept = self.__dict__.get("_param_shapes_kept")  # (dropped by a change of geometry)
+        if kept is not None:
             return kept[1]
+        key = (self.input_size, self.hidden_size, self.num_layers, self.bidirectional, self.bias)
         H, G = self.hidden_size, self._gates
         out: list[tuple[str, tuple[int, ...]]] = []
         for layer in range(self.num_layers):
@@ -472,6 +500,8 @@ class _RecurrentLayer:
             )
         for i, part in enumerate(parts):
             # (the messages formatted only for an error: this runs at every call of a stateful layer)
+            if type(part) is not np.ndarray:
+                _reject_masked(self._state_label(i), part)
             if not isinstance(part, np.ndarray) or part.dtype.kind != "f":
                 got = f"dtype {part.dtype}" if isinstance(part, np.ndarray) else type(part).__name__
                 expected = self._state_shape_text()

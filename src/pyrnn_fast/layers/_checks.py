@@ -18,8 +18,12 @@ def _checked_property(name, check, doc, on_change=None):
     slot = "_" + name
 
     def set_checked(self, value):
-        setattr(self, slot, check(name, value))
-        if on_change is not None:
+        value = check(name, value)
+        unset = object()
+        old = getattr(self, slot, unset)
+        setattr(self, slot, value)
+        # (only for a change: train() and eval() in a loop of steps kept rebuilding the stepper)
+        if on_change is not None and (old is unset or type(old) is not type(value) or old != value):
             on_change(self)
 
     return property(operator.attrgetter(slot), set_checked, doc=doc)

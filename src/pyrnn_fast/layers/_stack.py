@@ -253,6 +253,11 @@ def stack_backward(layer, dout, given_dstate):
     cache = layer._cache
     if cache is None:
         raise RuntimeError("backward: call the layer (forward) first, with record=True (the default)")
+    if "changed" in cache:  # (_base._geometry_setting)
+        raise RuntimeError(
+            f"backward: the layer's {cache['changed']} was changed after the call it would backpropagate "
+            "through; call the layer again"
+        )
     T, N = cache["T"], cache["N"]
     time_major = cache["time_major"]  # the layout of the call's out (and x), whatever the layer's now
     H, dirs, L = layer.hidden_size, layer.num_directions, layer.num_layers
