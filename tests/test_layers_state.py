@@ -849,27 +849,16 @@ def test_a_masked_array_is_refused(backend):
 
 
 def test_a_layer_pickled_before_its_settings_were_properties_unpickles():
-    """The settings (_base._SETTINGS) are properties kept under "_" + name (the first five
-    since the twenty-fourth session, the rest since the thirty-fourth); a layer pickled before
-    kept them under their names: __setstate__ moves them."""
+    """The settings (_base._SETTINGS) are properties kept under "_" + name (stateful,
+    bidirectional, dtype, backend and activation since the twenty-fourth session, the rest
+    since the thirty-fourth); a layer pickled before kept them under their names:
+    __setstate__ moves them."""
     import pickle
 
     layer = prf.RNN(3, 4, seed=0, stateful=True, activation="relu", backend="numpy")
     state = layer.__getstate__()
-    for k in (
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "bias",
-        "dropout",
-        "time_major",
-        "training",
-        "stateful",
-        "bidirectional",
-        "dtype",
-        "backend",
-        "activation",
-    ):
+    assert {"num_layers", "time_major", "stateful", "activation"} <= set(_base._SETTINGS)
+    for k in _base._SETTINGS:
         state[k] = state.pop("_" + k)  # as an older version's __dict__ was
     old = prf.RNN.__new__(prf.RNN)
     old.__setstate__(state)
@@ -881,5 +870,7 @@ def test_a_layer_pickled_before_its_settings_were_properties_unpickles():
         "numpy",
         "relu",
     )
+    geometry = (again.input_size, again.hidden_size, again.num_layers, again.bias, again.dropout)
+    assert geometry + (again.time_major, again.training) == (3, 4, 1, True, 0.0, False, True)
     x = rng_arrays(36, (2, 5, 3), dtype=np.float32)[0]
     np.testing.assert_array_equal(again(x)[0], layer(x)[0])
