@@ -16,13 +16,23 @@
 
 namespace prf_binding {
 
-// Whether `o` is a numpy.ma.MaskedArray (the type looked up once, with the GIL held, and kept
-// for the process's life). An error in the test counts as masked: the caller's checks decide.
+// Whether `o` is a numpy.ma.MaskedArray. Nothing is imported, nor any Python code run, so the
+// GIL is never given up here (a first version imported numpy.ma inside a function-local
+// static's initialisation: another thread taking the GIL meanwhile and reaching the same
+// static waited on its guard while holding the GIL, and both hung; found by a review). A
+// masked array can exist only once numpy.ma has been imported: until then none is. The type,
+// once found, is kept for the process's life (set with the GIL held).
 static bool is_masked_array(PyObject* o) {
-    static PyObject* masked = py::object(py::module_::import("numpy.ma").attr("MaskedArray")).release().ptr();
-    const int is = PyObject_IsInstance(o, masked);
-    if (is < 0) PyErr_Clear();
-    return is != 0;
+    static PyObject* masked = nullptr;
+    if (!masked) {
+        PyObject* ma = PyDict_GetItemString(PyImport_GetModuleDict(), "numpy.ma");  // borrowed
+        if (!ma) return false;
+        PyObject* t = PyModule_Check(ma) ? PyDict_GetItemString(PyModule_GetDict(ma), "MaskedArray") : nullptr;
+        if (!t || !PyType_Check(t)) return true;  // cannot tell: the layer's checks decide
+        Py_INCREF(t);
+        masked = t;
+    }
+    return PyType_IsSubtype(Py_TYPE(o), reinterpret_cast<PyTypeObject*>(masked)) != 0;
 }
 
 namespace {

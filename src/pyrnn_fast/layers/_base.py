@@ -742,7 +742,13 @@ class _RecurrentLayer:
                 k: aligned_copy(v) if type(v) is np.ndarray and v.ctypes.data % 64 else v
                 for k, v in state["params"].items()
             }
+        # The pickled record for backward is for the settings restored (an older layer's, set
+        # through the properties here, would otherwise read as changed since the call), and
+        # the parameters' shapes are worked out again for them.
+        state = {k: v for k, v in state.items() if k != "_param_shapes_kept"}
+        record = state.get("_cache")
         _restore_settings(self, state, _SETTINGS)
+        self.__dict__["_cache"] = record
 
     # --- save / load (_npz) --------------------------------------------------------------
 

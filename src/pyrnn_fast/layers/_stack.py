@@ -278,6 +278,7 @@ def stack_backward(layer, dout, given_dstate):
     rev = None if by is None else by.rev
     dstate_n = tuple(_sorted(s, by) for s in dstate_n)
     dstate0 = tuple(_empty(shape, layer.dtype) for _ in dstate_n)
+    shapes = dict(layer._param_shapes())  # the gradients backward writes: those of the parameters
     for layer_idx in reversed(range(L)):
         entry = cache["layers"][layer_idx]
         d_in = None
@@ -299,8 +300,19 @@ def stack_backward(layer, dout, given_dstate):
             d_in = dx if d_in is None else d_in + dx
             name = f"l{layer_idx}{suffix}"
             for kind, g in zip(layer._param_kinds, dW):
-                if f"{kind}_{name}" in layer.grads:
-                    layer.grads[f"{kind}_{name}"][...] = g
+                key = f"{kind}_{name}"
+                if key not in shapes:  # (a bias the layer does not have)
+                    continue
+                kept = layer.grads.get(key)
+                if (
+                    type(kept) is np.ndarray
+                    and kept.shape == g.shape
+                    and kept.dtype == g.dtype
+                    and kept.flags.writeable
+                ):
+                    kept[...] = g  # in place, as documented
+                else:  # none yet, or made for another geometry or dtype (a setting changed since)
+                    layer.grads[key] = np.array(g)
         if entry["mask"] is not None:
             d_in = d_in * entry["mask"]
         assert d_in is not None  # every layer has at least one direction
