@@ -819,11 +819,15 @@ def test_geometry_and_mode_set_after_construction_are_checked_and_stepped(cell, 
         new = getattr(prf, cell)(kw.pop("input_size"), kw.pop("hidden_size"), **kw)
         old.params = {k: v.copy() for k, v in new.params.items()}
         x_new = xs[..., :1].repeat(6, axis=2) if name == "input_size" else xs
+        before = dict(old.grads)
         for made in (old, new):
             made.backward(np.ones_like(made(x_new)[0]))
         for k, g in new.grads.items():
             assert old.grads[k].shape == g.shape and old.grads[k].dtype == g.dtype, (name, k)
             np.testing.assert_array_equal(old.grads[k], g, err_msg=f"{name}: {k}")
+            kept = before.get(k)
+            if kept is not None and kept.shape == g.shape and kept.dtype == g.dtype:
+                assert old.grads[k] is kept, f"{name}: {k} not written in place"
     # time_major changed: the next call reads x in the new layout
     layer.reset_state()
     layer.time_major = True
@@ -903,6 +907,8 @@ def test_steps_of_an_ndarray_subclass_from_threads_do_not_hang():
 
     out = subprocess.run([sys.executable, "-c", STEP_SUBCLASS_IN_THREADS], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+    if out.stdout.startswith("numpy.ma imported before: True"):
+        pytest.skip("this NumPy imports numpy.ma with numpy: the lookup never had to import it")
     assert out.stdout.splitlines() == ["numpy.ma imported before: False", "done"]
 
 
@@ -932,3 +938,18 @@ def test_a_layer_pickled_before_its_settings_were_properties_unpickles():
     assert geometry + (again.time_major, again.training) == (3, 4, 1, True, 0.0, False, True)
     x = rng_arrays(36, (2, 5, 3), dtype=np.float32)[0]
     np.testing.assert_array_equal(again(x)[0], layer(x)[0])
+    # a layer pickled after a call, old format or new: its record for backward comes back (the
+    # settings set through the properties are the call's own, not a change), and the
+    # parameters' shapes are worked out again
+    dout = np.cos(np.arange(2 * 5 * 4)).reshape(2, 5, 4).astype(np.float32)
+    for old_format in (True, False):
+        layer(x)
+        state = layer.__getstate__()
+        if old_format:
+            for k in _base._SETTINGS:
+                state[k] = state.pop("_" + k)
+        state["_param_shapes_kept"] = (None, ())  # stale: must not be used
+        back = prf.RNN.__new__(prf.RNN)
+        back.__setstate__(state)
+        np.testing.assert_array_equal(back.backward(dout), layer.backward(dout))
+        assert back._param_shapes() == layer._param_shapes()

@@ -304,13 +304,8 @@ def stack_backward(layer, dout, given_dstate):
                 if key not in shapes:  # (a bias the layer does not have)
                     continue
                 kept = layer.grads.get(key)
-                if (
-                    type(kept) is np.ndarray
-                    and kept.shape == g.shape
-                    and kept.dtype == g.dtype
-                    and kept.flags.writeable
-                ):
-                    kept[...] = g  # in place, as documented
+                if isinstance(kept, np.ndarray) and kept.shape == g.shape and kept.dtype == g.dtype:
+                    kept[...] = g  # in place, as documented (a read-only one raises, as it did)
                 else:  # none yet, or made for another geometry or dtype (a setting changed since)
                     layer.grads[key] = np.array(g)
         if entry["mask"] is not None:
