@@ -79,8 +79,8 @@ def beside_peak_loop(run, flops: float, dtype, threads: int, repeat: int) -> tup
     call's median rate over it}, the call's ``Timed``). Both see the same machine. A host that
     takes part of the CPU away for a while slows both alike, where against the best peak of
     the run (``_best_seen``) it counts against the code: on the Zen 3 VM a register-only loop
-    alone ran at 80-89 % of its own fastest rate over 8 s, with stretches at half speed
-    (docs/DESIGN.md, "Speed bars")."""
+    alone ran at 80-94 % of its own fastest rate over 8 s, with stretches at half speed
+    (``bench/fma_steadiness.c``; docs/DESIGN.md, "How speed is established")."""
     from .. import _core
 
     probe = 1 << 10

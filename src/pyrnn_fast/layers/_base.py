@@ -8,7 +8,6 @@ arranges) and its public signatures (``__call__``, ``backward``, interop)."""
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import warnings
 
@@ -17,7 +16,7 @@ import numpy as np
 from .. import _backends
 from .._orchestration import _check_flag, _kernel_seq, _reject_masked, _weight_grads, aligned_copy
 from . import _npz
-from ._checks import _check_dtype, _check_int, _check_real, _checked_property, _restore_settings
+from ._checks import _check_dropout, _check_dtype, _check_int, _check_real, _checked_property, _restore_settings
 
 # step(): a step of at least STEP_KERNEL_MIN_BATCH samples whose batch size times a layer's
 # weight bytes reaches STEP_KERNEL_MAX_BATCH_BYTES[gates] runs on the sequence kernels (T = 1)
@@ -85,14 +84,6 @@ def _geometry_setting(name, check, doc):
             layer._cache = {"changed": name}
 
     return _checked_property(name, check, doc, on_change=drop)
-
-
-def _check_dropout(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"dropout: expected a probability in [0, 1], got {type(value).__name__}")
-    if not 0 <= float(value) <= 1:
-        raise ValueError(f"dropout: expected a probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 # The layers' settings kept under their own names by layers pickled before they were checked
@@ -352,8 +343,7 @@ class _RecurrentLayer:
         configuration it was made for: every call checks the parameters against it)."""
         kept = self.__dict__.get("_param_shapes_kept")  # (dropped by a change of geometry)
         if kept is not None:
-            return kept[1]
-        key = (self.input_size, self.hidden_size, self.num_layers, self.bidirectional, self.bias)
+            return kept
         H, G = self.hidden_size, self._gates
         out: list[tuple[str, tuple[int, ...]]] = []
         for layer in range(self.num_layers):
@@ -363,8 +353,8 @@ class _RecurrentLayer:
                 out += [(f"Wx_{name}", (fan_in, G * H)), (f"Wh_{name}", (H, G * H))]
                 if self.bias:
                     out += [(f"{kind}_{name}", (G * H,)) for kind in self._param_kinds[2:]]
-        self._param_shapes_kept = (key, tuple(out))
-        return self._param_shapes_kept[1]
+        self._param_shapes_kept = tuple(out)
+        return self._param_shapes_kept
 
     def _check_params(self):
         """Every parameter the configuration implies is in ``params``, a real numeric array of
@@ -500,8 +490,7 @@ class _RecurrentLayer:
             )
         for i, part in enumerate(parts):
             # (the messages formatted only for an error: this runs at every call of a stateful layer)
-            if type(part) is not np.ndarray:
-                _reject_masked(self._state_label(i), part)
+            _reject_masked(self._state_label(i), part)
             if not isinstance(part, np.ndarray) or part.dtype.kind != "f":
                 got = f"dtype {part.dtype}" if isinstance(part, np.ndarray) else type(part).__name__
                 expected = self._state_shape_text()

@@ -78,6 +78,14 @@ def _check_dtype(dtype):
     return dt
 
 
+def _check_dropout(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"dropout: expected a probability in [0, 1], got {type(value).__name__}")
+    if not 0 <= float(value) <= 1:
+        raise ValueError(f"dropout: expected a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _check_int(name, v, minimum):
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name}: expected an int >= {minimum}, got {type(v).__name__}")
