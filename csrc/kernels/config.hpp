@@ -280,11 +280,19 @@ constexpr idx kMinStepWeightsPerThread = idx(1) << 14;
 // 3-19K cycles a step at the barrier for the other), 6.0 ms split by rows. 4 rows rather than
 // 8 (alternating builds, 2 threads, float32 forward, best ms): LSTM (T, N, D, H) = (100, 8, 64,
 // 256) 2.53-2.65 -> 2.24-2.30, GRU 1.89-1.97 -> 1.71, LSTM (100, 12, 64, 128) 1.64-1.74 ->
-// 1.25-1.29; N = 20 and 32 unchanged. The weights' limit: float64 with 2 MB of weights (100 %
-// of L2), rows against columns, LSTM `typical` 21.2-21.4 vs 21.8-22.0 ms but vanilla H = 512
-// 15.8-16.1 vs 15.0-15.2: from a full L2 on it is a toss-up, so 75 %.
+// 1.25-1.29; N = 20 and 32 unchanged. The weights' limit: a full L2, 100 % (was 75 %). On
+// Sapphire Rapids, float64 with 2 MB of weights, rows against columns: LSTM `typical` 21.2-21.4
+// vs 21.8-22.0 ms, vanilla H = 512 15.8-16.1 vs 15.0-15.2. On Zen 4 (AMD EPYC family 25 model
+// 17, 1 MB L2, the AVX-512 build; thirty-fifth session), 2 threads, float32, T = 100, N = 32,
+// D = 128, one process alternating a scratch build's switch, median time ratio rows / columns:
+// the LSTM `typical` (H = 256: exactly 1 MB of weights) forward recurrence 0.89-0.92, the whole
+// forward 0.91-0.92, fwd+bwd 0.93; vanilla H = 512 (1 MB) 0.97; GRU H = 288 and LSTM float64
+// H = 176 (97 %) 0.62 and 0.57 (an odd count of panels per gate, 9 and 11: one thread has a
+// panel more per gate; why it cost that much was not established). Past a full L2
+// the rows still won there, by less (vanilla H = 576 to 1024: 0.98-0.99, LSTM H = 320 and 512
+// 0.96-0.97, GRU H = 416 0.93), not measured elsewhere: left at 100 %.
 constexpr idx kMinRowsPerThread = 4;
-constexpr idx kRowSplitCachePercent = 75;
+constexpr idx kRowSplitCachePercent = 100;
 // ... and when the call has at least one sample-step (steps x N) per kRowSplitBytesPerSampleStep
 // bytes of packed weights: split by rows, each thread starts by reading all the packed panels,
 // half of them from the other core's cache, which a call of a few steps does not repay (split
