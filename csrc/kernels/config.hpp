@@ -124,7 +124,10 @@ constexpr idx kGroupBytes = idx(256) << 10;
 // of panels. AVX-512 parts have 48 KB of L1 (Ice Lake and later): 512 deep (16 KB of float32
 // A) halves the passes over C of a 512-deep product; measured on Sapphire Rapids, `large`
 // float32, 1 thread, against kKC = 256: X·Wx 63 -> 69 % of the FMA peak, dx = dA·Wxᵀ 53 -> 61 %,
-// the other GEMMs within noise. AVX2: 256, as measured on Zen 3 (32 KB of L1).
+// the other GEMMs within noise. AVX2: 256, as measured on Zen 3 (32 KB of L1). Zen 4 (32 KB of
+// L1, the AVX-512 build) also runs its GEMMs faster at 512: `large`'s, 2 threads, float32, a
+// scratch build's switch in one process, time at 256 / at 512: X·Wx 1.05, the LSTM's 1.02,
+// dx = dA·Wxᵀ 1.06, dWx 1.13, dWh 1.01 (1 thread: 1.05, 1.02, 1.06, 1.00, 1.00).
 #if defined(PRF_ISA_AVX2)
 constexpr idx kKC = 256;
 #else
@@ -172,7 +175,10 @@ constexpr idx kMinRowsToPackWeights = 3;
 // unpacked too (48 KB 12-way L1), 2 alternating builds, 2 threads, best ms packed -> unpacked:
 // vanilla forward 68.5-69.0 -> 67.7, fwd+bwd 219-220 -> 215.6-216.2; LSTM forward 279 -> 275,
 // fwd+bwd 878 -> 853: never packed there (nor in the portable build, which shares its tiling;
-// the AVX2 build keeps the packed path tested).
+// the AVX2 build keeps the packed path tested). Zen 4 (32 KB 8-way L1, as Zen 3's, where packing
+// paid), the AVX-512 build with 64 here and kMaxPanelsUnpackedA = 8, time packed / in place, 2
+// threads, one process: vanilla `large` forward recurrence 1.005, LSTM `large` forward 0.99,
+// `large`'s GEMMs 0.98-1.015: within the noise, so not packed there either.
 #if defined(PRF_ISA_AVX2)
 constexpr idx kMinPackedRows = 64;
 #else
