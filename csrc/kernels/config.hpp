@@ -93,7 +93,16 @@ constexpr int kStepRegisterTiles = 4;
 // H = 1024 0.89x, float64 H = 512 0.90x, LSTM H = 256 0.89x, GRU H = 512 0.63x; the narrower
 // steps (summed in registers, never prefetched) unchanged. Prefetching once per line (an
 // AVX2 vector is half of one), or to L2 only (prefetcht1), was slower than none too
-// (1.10-1.47x its time). Not measured: AVX2 on Intel, AVX-512 on AMD (Zen 4/5).
+// (1.10-1.47x its time). On Zen 4 (1 MB L2, the AVX-512 build; thirty-fifth session) it depends
+// on where the weights come from: 2 threads, D = 32, blocks of 1,000 steps alternating a scratch
+// build's switch, time without / with: each thread's share in its L2, float32 N = 2 H = 512 1.10,
+// N = 4 H = 512 1.07, float64 N = 4 H = 256 1.07 (it pays, as on Sapphire Rapids, whose
+// measurements above all had the weights in its 2 MB L2); streaming from L3, float32 N = 2
+// H = 1024 0.76, N = 4 H = 1024 0.83, N = 1 H = 2048 0.76, float64 N = 1 H = 1024 0.76, N = 2
+// H = 512 (1.1 MB a thread) 0.77 (it costs, as on Zen 3). So the AVX-512 build prefetches only
+// where the step's threads' L2s hold the weights (run_step, step.hpp). Not measured: AVX2 on
+// Intel; Sapphire Rapids with the weights in L3. (N = 1 float32 up to H = 1024 and float64 up to
+// H = 512 sum in registers, never prefetched.)
 #if defined(PRF_ISA_AVX2)
 constexpr bool kStepPrefetch = false;
 #else
