@@ -93,16 +93,16 @@ constexpr int kStepRegisterTiles = 4;
 // H = 1024 0.89x, float64 H = 512 0.90x, LSTM H = 256 0.89x, GRU H = 512 0.63x; the narrower
 // steps (summed in registers, never prefetched) unchanged. Prefetching once per line (an
 // AVX2 vector is half of one), or to L2 only (prefetcht1), was slower than none too
-// (1.10-1.47x its time). On Zen 4 (1 MB L2, the AVX-512 build; thirty-fifth session) it depends
-// on where the weights come from: 2 threads, D = 32, blocks of 1,000 steps alternating a scratch
-// build's switch, time without / with: each thread's share in its L2, float32 N = 2 H = 512 1.10,
-// N = 4 H = 512 1.07, float64 N = 4 H = 256 1.07 (it pays, as on Sapphire Rapids, whose
-// measurements above all had the weights in its 2 MB L2); streaming from L3, float32 N = 2
-// H = 1024 0.76, N = 4 H = 1024 0.83, N = 1 H = 2048 0.76, float64 N = 1 H = 1024 0.76, N = 2
-// H = 512 (1.1 MB a thread) 0.77 (it costs, as on Zen 3). So the AVX-512 build prefetches only
-// where the step's threads' L2s hold the weights (run_step, step.hpp). Not measured: AVX2 on
-// Intel; Sapphire Rapids with the weights in L3. (N = 1 float32 up to H = 1024 and float64 up to
-// H = 512 sum in registers, never prefetched.)
+// (1.10-1.47x its time). On Zen 4 (the AVX-512 build; thirty-fifth session) it cost too, with
+// the weights in the threads' L2s as from L3: 2 threads, D = 32, blocks of 1,000 steps
+// alternating a scratch build's switch, time without / with: L2, LSTM float32 N = 2 H = 256
+// 0.85, vanilla float32 N = 2 H = 640 0.96, float64 N = 2 H = 384 0.85, GRU float32 N = 2
+// H = 320 0.95; L3, float32 N = 2 H = 1024 0.86, N = 1 H = 2048 0.78, float64 N = 1 H = 1024
+// 0.75 (1 thread 0.74), N = 2 H = 512 0.89. So it runs on Intel processors only (run_step's
+// amd_cpu(), team.hpp). Sapphire Rapids's figures above are from before the sums in registers:
+// those shapes no longer take this sweep (N = 1: float32 up to H = 1024, float64 up to 512,
+// half that for two rows of x), and it was not measured on Intel since; nor on Intel's AVX2
+// parts (the AVX2 build never prefetches).
 #if defined(PRF_ISA_AVX2)
 constexpr bool kStepPrefetch = false;
 #else
@@ -302,10 +302,12 @@ constexpr idx kMinStepWeightsPerThread = idx(1) << 14;
 // D = 128, one process alternating a scratch build's switch, median time ratio rows / columns:
 // the LSTM `typical` (H = 256: exactly 1 MB of weights) forward recurrence 0.89-0.92, the whole
 // forward 0.91-0.92, fwd+bwd 0.93; vanilla H = 512 (1 MB) 0.97; GRU H = 288 and LSTM float64
-// H = 176 (97 %) 0.62 and 0.57 (an odd count of panels per gate, 9 and 11: one thread has a
+// H = 176 (95 %) 0.62 and 0.57 (an odd count of panels per gate, 9 and 11: one thread has a
 // panel more per gate; why it cost that much was not established). Past a full L2
 // the rows still won there, by less (vanilla H = 576 to 1024: 0.98-0.99, LSTM H = 320 and 512
-// 0.96-0.97, GRU H = 416 0.93), not measured elsewhere: left at 100 %.
+// 0.96-0.97, GRU H = 416 0.93), not measured elsewhere: left at 100 %. A known cost: Sapphire
+// Rapids's vanilla float64 H = 512 above (2 MB, exactly its L2) now splits by rows, 1.05x the
+// time of its columns there, for the LSTM's 0.97x there and Zen 4's gains.
 constexpr idx kMinRowsPerThread = 4;
 constexpr idx kRowSplitCachePercent = 100;
 // ... and when the call has at least one sample-step (steps x N) per kRowSplitBytesPerSampleStep

@@ -341,9 +341,8 @@ static bool run_step(const StepArgs<T>& a) {
     // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
     static thread_local long long previous_step_end_ns = 0;
     if (chunk_team * groups > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) chunk_team = groups = 1;
-    // The sweeps prefetch the weights' next rows where each thread's share of them stays in its
-    // L2 from step to step, not where they stream from L3 (config.hpp, kStepPrefetch).
-    const bool prefetch = kStepPrefetch && weights * idx(sizeof(T)) <= chunk_team * core_cache_bytes();
+    // The sweeps prefetch the weights' next rows where that pays (config.hpp, kStepPrefetch).
+    const bool prefetch = kStepPrefetch && !amd_cpu();
     // Each round of blocks of rows sums every thread's chunks in the other order from the round
     // before, this calling thread's previous step's last round included, so that it starts on
     // the chunks the one before ended on, still in the core's L2 where a thread's share of the

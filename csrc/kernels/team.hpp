@@ -27,6 +27,20 @@ static inline idx core_cache_bytes() {
     return bytes;
 }
 
+// Whether this is an AMD processor: the streaming step's software prefetch pays on Intel's and
+// costs on AMD's (config.hpp, kStepPrefetch).
+static inline bool amd_cpu() {
+#if defined(__x86_64__) || defined(__i386__)
+    static const bool amd = [] {
+        __builtin_cpu_init();  // (idempotent; needed before the first test in a constructor)
+        return __builtin_cpu_is("amd") != 0;
+    }();
+    return amd;
+#else
+    return false;
+#endif
+}
+
 // Scratch memory for the packed weights, owned by the calling thread and reused across calls.
 template <class T>
 struct PackBuffer {
