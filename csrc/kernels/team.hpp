@@ -27,8 +27,8 @@ static inline idx core_cache_bytes() {
     return bytes;
 }
 
-// Whether this is an AMD processor: the streaming step's software prefetch pays on Intel's and
-// costs on AMD's (config.hpp, kStepPrefetch).
+// Whether this is an AMD processor: the streaming step's software prefetch cost time on AMD's
+// (Zen 3, Zen 4) and is kept elsewhere (config.hpp, kStepPrefetch).
 static inline bool amd_cpu() {
 #if defined(__x86_64__) || defined(__i386__)
     static const bool amd = [] {
