@@ -98,7 +98,7 @@ constexpr int kStepRegisterTiles = 4;
 // alternating a scratch build's switch, time without / with: L2, LSTM float32 N = 2 H = 256
 // 0.85, vanilla float32 N = 2 H = 640 0.96, vanilla float64 N = 2 H = 384 0.85, GRU float32 N = 2
 // H = 320 0.95; L3, float32 N = 2 H = 1024 0.86, N = 1 H = 2048 0.78, float64 N = 1 H = 1024
-// 0.75 (1 thread 0.74), N = 2 H = 512 0.89. So it runs on every processor but AMD's (run_step's
+// 0.75 (1 thread 0.74), N = 2 H = 512 0.89. So it runs on every processor but AMD's (step_sweep's
 // amd_cpu(), team.hpp). Sapphire Rapids's figures above are from before the sums in registers:
 // those shapes no longer take this sweep (N = 1: float32 up to H = 1024, float64 up to 512,
 // half that for two rows of x), and it was not measured on Intel since; nor on Intel's AVX2

@@ -27,8 +27,8 @@ namespace PRF_ISA_NAMESPACE {
 // serves the M rows. (Sweeping a tile of columns down all rows instead, with the sums in
 // registers, jumps a row, often a page, per read: it ran at half of NumPy's speed on weights
 // that come from L3, float64 H = 512.) `ahead`: prefetch the next kStepSweepRows rows, which w
-// has (step_sweep's `rows_in_memory` counts at least 2·kStepSweepRows rows from row k: the
-// prefetch may run past K into the rows the next sweep reads), where that pays (run_step).
+// has (step_sweep: where that pays, and w has at least 2·kStepSweepRows rows from row k, its
+// `rows_in_memory`, so that the prefetch may run past K into the rows the next sweep reads).
 template <class T, int M, bool Fresh>
 static inline void step_sweep_block(const T* const (&a)[M], idx k, const T* w, idx ldw, T* const (&out)[M], idx c0,
                                     idx c1, bool ahead) {
@@ -137,12 +137,15 @@ static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* co
             sweep_in_registers<T, M>(int(imin(c1 - c, tile) / L), a, K, w, ldw, out, c, fresh);
         return;
     }
+    // The weights' next rows prefetched where that pays (config.hpp, kStepPrefetch: not on AMD).
+    const bool prefetch = kStepPrefetch && !amd_cpu();
     idx k = 0;
     if (fresh && K >= U) {
-        step_sweep_block<T, M, true>(a, 0, w, ldw, out, c0, c1, 2 * U <= rows_in_memory);
+        step_sweep_block<T, M, true>(a, 0, w, ldw, out, c0, c1, prefetch && 2 * U <= rows_in_memory);
         k = U;
     }
-    for (; k + U <= K; k += U) step_sweep_block<T, M, false>(a, k, w, ldw, out, c0, c1, k + 2 * U <= rows_in_memory);
+    for (; k + U <= K; k += U)
+        step_sweep_block<T, M, false>(a, k, w, ldw, out, c0, c1, prefetch && k + 2 * U <= rows_in_memory);
     for (; k < K; ++k)
         for (int m = 0; m < M; ++m) {
             const T x = a[m][k];
@@ -157,7 +160,7 @@ static void step_sweep(const T* const (&a)[M], idx K, const T* w, idx ldw, T* co
 // same entries of the rows' stacked inputs [in; h], for M rows: part[m][0:H] = that sum.
 template <class T, int M>
 static void step_rows_part(const StepLayer<T>& layer, const T* const (&in)[M], const T* const (&h)[M], idx k0, idx k1,
-                           T* const (&part)[M], idx H, bool prefetch) {
+                           T* const (&part)[M], idx H) {
     const idx D = layer.wx.rows;
     bool fresh = imin(k1, D) - k0 >= kStepSweepRows || (k0 >= D && k1 - k0 >= kStepSweepRows);
     if (!fresh)
@@ -167,21 +170,19 @@ static void step_rows_part(const StepLayer<T>& layer, const T* const (&in)[M], c
         const idx e = imin(k1, D);
         const T* a[M];
         for (int m = 0; m < M; ++m) a[m] = in[m] + k0;
-        step_sweep<T, M>(a, e - k0, layer.wx.data + k0 * layer.wx.ld, layer.wx.ld, part, 0, H, fresh,
-                         prefetch ? D - k0 : 0);
+        step_sweep<T, M>(a, e - k0, layer.wx.data + k0 * layer.wx.ld, layer.wx.ld, part, 0, H, fresh, D - k0);
         fresh = false;
     }
     if (k1 > D) {
         const idx s = imax(k0, D) - D;
         const T* a[M];
         for (int m = 0; m < M; ++m) a[m] = h[m] + s;
-        step_sweep<T, M>(a, k1 - D - s, layer.wh.data + s * layer.wh.ld, layer.wh.ld, part, 0, H, fresh,
-                         prefetch ? H - s : 0);
+        step_sweep<T, M>(a, k1 - D - s, layer.wh.data + s * layer.wh.ld, layer.wh.ld, part, 0, H, fresh, H - s);
     }
 }
 
 template <class T, int M>
-static void step_block_part(const StepArgs<T>& a, idx l, idx n, idx k0, idx k1, T* part, idx ld, bool prefetch) {
+static void step_block_part(const StepArgs<T>& a, idx l, idx n, idx k0, idx k1, T* part, idx ld) {
     const T *in[M], *h[M];
     T* p[M];
     for (int m = 0; m < M; ++m) {
@@ -189,7 +190,7 @@ static void step_block_part(const StepArgs<T>& a, idx l, idx n, idx k0, idx k1, 
         h[m] = a.h.at(l, n + m);
         p[m] = part + m * ld;
     }
-    step_rows_part<T, M>(a.layers[l], in, h, k0, k1, p, a.layers[l].wh.cols, prefetch);
+    step_rows_part<T, M>(a.layers[l], in, h, k0, k1, p, a.layers[l].wh.cols);
 }
 
 // How a layer's K stacked weight rows [wx; wh] are cut: `count` chunks, the power of two at
@@ -210,13 +211,12 @@ static inline StepChunks step_chunks(idx K, idx team, idx offset = 0) {
 
 // Rows [n0, n0 + rows) of layer l, chunk j: part (rows x ld) = the chunk's sums.
 template <class T>
-static void step_chunk(const StepArgs<T>& a, idx l, const StepChunks& ch, idx j, idx n0, idx rows, T* part, idx ld,
-                       bool prefetch) {
+static void step_chunk(const StepArgs<T>& a, idx l, const StepChunks& ch, idx j, idx n0, idx rows, T* part, idx ld) {
     const idx k0 = ch.begin(j), k1 = ch.begin(j + 1);
     idx n = 0;
     for (; n + kStepRows <= rows; n += kStepRows)
-        step_block_part<T, kStepRows>(a, l, n0 + n, k0, k1, part + n * ld, ld, prefetch);
-    for (; n < rows; ++n) step_block_part<T, 1>(a, l, n0 + n, k0, k1, part + n * ld, ld, prefetch);
+        step_block_part<T, kStepRows>(a, l, n0 + n, k0, k1, part + n * ld, ld);
+    for (; n < rows; ++n) step_block_part<T, 1>(a, l, n0 + n, k0, k1, part + n * ld, ld);
 }
 
 template <class T>
@@ -235,14 +235,14 @@ static void add_rows(T* dst, const T* src, idx rows, idx ld, idx H) {
 // of them keeps).
 template <class T>
 static void step_subtree(const StepArgs<T>& a, idx l, const StepChunks& ch, idx j0, idx j1, idx n0, idx rows, T* root,
-                         T* stack, idx ld, bool backwards, bool prefetch) {
+                         T* stack, idx ld, bool backwards) {
     const idx block = rows * ld;
     idx size[kStepChunkLevels + 1];
     int depth = 0;
     for (idx i = j0; i < j1; ++i) {
         const idx j = backwards ? j0 + j1 - 1 - i : i;
         T* top = depth == 0 ? root : stack + (depth - 1) * block;
-        step_chunk<T>(a, l, ch, j, n0, rows, top, ld, prefetch);
+        step_chunk<T>(a, l, ch, j, n0, rows, top, ld);
         size[depth++] = 1;
         while (depth >= 2 && size[depth - 1] == size[depth - 2]) {
             T* left = depth == 2 ? root : stack + (depth - 3) * block;
@@ -341,8 +341,6 @@ static bool run_step(const StepArgs<T>& a) {
     // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
     static thread_local long long previous_step_end_ns = 0;
     if (chunk_team * groups > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) chunk_team = groups = 1;
-    // The sweeps prefetch the weights' next rows where that pays (config.hpp, kStepPrefetch).
-    const bool prefetch = kStepPrefetch && !amd_cpu();
     // Each round of blocks of rows sums every thread's chunks in the other order from the round
     // before, this calling thread's previous step's last round included, so that it starts on
     // the chunks the one before ended on, still in the core's L2 where a thread's share of the
@@ -395,10 +393,10 @@ static bool run_step(const StepArgs<T>& a) {
                 T* group_x_roots = x_roots + (set * team + g * kt) * block;
                 if (r)
                     step_subtree<T>(a, l, ch, j0, j1, n0, r, group_roots + k * block, stacks + tid * per_thread, ld,
-                                    back, prefetch);
+                                    back);
                 if (split_x && r && x0 < x1)
                     step_subtree<T>(a, l, xch, x0, x1, n0, r, group_x_roots + k * block, stacks + tid * per_thread, ld,
-                                    back, prefetch);
+                                    back);
                 // Every subtree of these rows is summed. Only where threads share the rows'
                 // chunks: a group of one sums all of them itself (a barrier per round of 8 rows
                 // had two threads 1.1-4x slower than one on many samples of small layers).
