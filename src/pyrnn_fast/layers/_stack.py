@@ -278,7 +278,7 @@ def stack_backward(layer, dout, given_dstate):
     rev = None if by is None else by.rev
     dstate_n = tuple(_sorted(s, by) for s in dstate_n)
     dstate0 = tuple(_empty(shape, layer.dtype) for _ in dstate_n)
-    shapes = dict(layer._param_shapes())  # the gradients backward writes: those of the parameters
+    names = {name for name, _ in layer._param_shapes()}  # the gradients backward writes: the parameters'
     for layer_idx in reversed(range(L)):
         entry = cache["layers"][layer_idx]
         d_in = None
@@ -301,7 +301,7 @@ def stack_backward(layer, dout, given_dstate):
             name = f"l{layer_idx}{suffix}"
             for kind, g in zip(layer._param_kinds, dW):
                 key = f"{kind}_{name}"
-                if key not in shapes:  # (a bias the layer does not have)
+                if key not in names:  # (a bias the layer does not have)
                     continue
                 kept = layer.grads.get(key)
                 if isinstance(kept, np.ndarray) and kept.shape == g.shape and kept.dtype == g.dtype:
