@@ -283,6 +283,15 @@ int limit_calling_thread(int n);
 // it asked for because threads could not be created (`error`: pthread_create's errno).
 using ThreadShortfallHandler = void (*)(int wanted, int started, int error);
 void set_thread_shortfall_handler(ThreadShortfallHandler handler);
+// The streaming step's team (csrc/spin_team.cpp): work(ctx, tid) for tid 0 .. threads - 1, tid 0
+// on the calling thread, the others on helper threads of the calling thread that spin between
+// calls for `spin_ns`, then sleep. False, nothing run, when threads < 2 or the helpers could
+// not be made (or not on Linux): the caller then runs its team another way.
+using SpinTeamWork = void (*)(const void* ctx, int tid);
+bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long long spin_ns);
+// Wakes any helper of the calling thread's running spinning team that sleeps: called by a
+// thread that has waited a while for its team (a safety net: run_spinning_team wakes them).
+void wake_spinning_helpers();
 
 // Subnormal numbers (csrc/dispatch.cpp; README "Subnormal numbers"). While flushing is on (the
 // default on x86-64), every thread of a kernel reads subnormal operands as zero and writes zero

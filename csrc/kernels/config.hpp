@@ -324,30 +324,21 @@ constexpr idx kRowSplitCachePercent = 100;
 // mostly of a step or two: those calls gain the most.
 constexpr idx kRowSplitBytesPerSampleStep = 4096;
 
-// A streaming step (step.hpp) is one call, not a sequence: the team's wake-up is paid per
-// step (a futex wake, and in a virtual machine a sleeping vCPU's wake-up: several µs), and a
-// step's weights come from the cache level that holds them, whose bandwidth a second core may
-// not add to. Measured on two Zen 3 vCPUs (512 KB L2 each), N = 1, D = 32, one layer,
-// interleaved: H = 256 float32 4.7 µs on one thread, 6.8 on two; H = 512 float32 26-34 vs
-// 27-43; H = 1024 (1.1e6 multiply-adds, weights from L3) float32 84-93 vs 82-120, float64
-// 198-223 vs 202-208: a second thread never paid. So only from 2^20 multiply-adds per thread.
-// On a core whose L2 holds all of them (Sapphire Rapids, 2 MB) a second thread did not pay
-// either: with this threshold at 2^15, N = 1, D = 32, one layer, interleaved, 1 vs 2 threads:
-// float32 H = 256 5.8 vs 8.8 µs, H = 512 20.6 vs 27.1 µs; float64 H = 256 10.9 vs 15.8,
-// H = 512 69 vs 55 (the one case that gained). A step there streams the weights from L2 at
-// ~50 GB/s, as NumPy's gemv does (H = 512 float32: 21.7 µs). Those two-thread figures also
-// paid for the threads summing into shared lines of `out` (fixed since: step_rows); with that
-// fixed and the weights 64-byte aligned, a second thread still did not pay there (kernel alone,
-// float32, 1 vs 2 threads: H = 256 3.5 vs 5.5 µs, H = 512 11.0 vs 11.0): the team's start and
-// end cost ~1.2 µs, and each thread's half of the sweep ran 38-60 % slower than alone (H = 512:
-// 15.5K TSC cycles alone, 21.4K beside the other; H = 256: 4.9K vs 6.6-7.9K). Not from sharing
-// the weights or the cores' caches: swept back to back in a loop with no team start between,
-// a half of H = 512 took 4.5-4.8 µs whatever the other core did (idle, FMAs, reading its own
-// 512 KB, sweeping the other half of the same weights or of a copy). Timed inside the kernel
-// since (docs/DESIGN.md, "Streaming step"): libgomp's region start and end ~1K TSC cycles each,
-// the finish reading the other thread's sums ~0.7K more than alone, the helper's half sweep
-// ~15 % slower than the caller's; a line moving between this VM's cores costs ~400 cycles.
-constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
+// A streaming step (step.hpp) is one call, not a sequence: its team starts and ends at every
+// step, and a step's weights come from the cache level that holds them, at that level's
+// bandwidth per core. So a second thread pays once the weights a thread sweeps take longer
+// than the team costs: from kMinStepCallBytesPerThread bytes of weights per thread (weights x
+// rows of x, per layer). Thirty-sixth session, Zen 4 (1 MB L2), N = 1, D = 32, one layer,
+// blocks of 1,000 steps alternating 1 and 2 threads in one process (30 rounds, median time
+// ratio two / one): float32 H = 128 (82 KB) 1.17, H = 160 (123 KB) 1.01, H = 192 (172 KB)
+// 0.94, H = 256 (295 KB) 0.83; float64 H = 96 (98 KB) 1.10, H = 128 (164 KB) 0.99, H = 160
+// (246 KB) 0.90. That is with the step's own team (run_step_team, team.hpp: ~0.1 µs to start
+// the helper, ~0.25 µs to see it done). On libgomp's region (~1.2 µs a step, a futex_wake at
+// each start) this was 2^20 multiply-adds (4 MB of float32): measured then on Zen 3 (512 KB
+// L2), float32 H = 256 4.7 µs on one thread, 6.8 on two, and on Sapphire Rapids (2 MB L2)
+// float32 H = 256 3.5 vs 5.5 µs, H = 512 11.0 vs 11.0, kernel alone (docs/DESIGN.md,
+// "Streaming step", has the rest of those figures).
+constexpr idx kMinStepCallBytesPerThread = idx(80) << 10;
 // ... but a step whose weights a core's L2 cannot hold (server cores: 1.25-2 MB) streams them
 // from L3, and spread over more cores they fit in their L2s: one thread per 1/kStepCacheShare
 // of a core's L2 (core_cache_bytes(), team.hpp) of weights. Sapphire Rapids (2 MB L2), float64

@@ -326,15 +326,16 @@ static bool run_step(const StepArgs<T>& a) {
     };
     idx weights = 0;
     for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * width;
-    // Chunks enough for the weights to stay in the caches of the threads that share them; and
+    // Chunks enough for the weights to stay in the caches of the threads that share them, and
+    // at least two where a row's sweep is worth two threads (kMinStepCallBytesPerThread); and
     // threads enough for the work too: those beyond the chunks take other blocks of rows.
-    const idx share = core_cache_bytes() / kStepCacheShare;
-    const idx cache_team = (weights * idx(sizeof(T)) + share - 1) / share;
-    const idx work_team = mul_sat(N, weights) / L / kMinStepCallWorkPerThread;
+    const idx bytes = weights * idx(sizeof(T)), share = core_cache_bytes() / kStepCacheShare;
+    const idx shape_team = imax((bytes + share - 1) / share, imin(2, bytes / L / kMinStepCallBytesPerThread));
+    const idx work_team = mul_sat(N, bytes) / L / kMinStepCallBytesPerThread;
     idx fewest_chunks = kStepChunks;
-    for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, cache_team).count);
+    for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, shape_team).count);
     const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;
-    const idx wanted = imax(1, imin(idx(a.threads < 1 ? 1 : a.threads), imax(work_team, cache_team)));
+    const idx wanted = imax(1, imin(idx(a.threads < 1 ? 1 : a.threads), imax(work_team, shape_team)));
     idx chunk_team = 1;  // threads per row block: a power of two, so that each one's chunks are a subtree
     while (chunk_team * 2 <= imin(imin(wanted, fewest_chunks), vectors)) chunk_team *= 2;
     idx groups = imax(1, imin(wanted / chunk_team, row_blocks));
@@ -366,7 +367,7 @@ static bool run_step(const StepArgs<T>& a) {
     T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: laid out as roots
     StepBarrier barrier(scratch<BarrierSlot, kStepBarrier>(nt), nt);
     if (!barrier) return false;
-    run_team(nt, [&](int team, int tid) {
+    run_step_team(nt, kStepTeamIdleNs, [&](int team, int tid) {
         // A runtime that gave fewer threads than asked: the groups that are whole work, the
         // other threads only meet the barriers.
         const idx kt = team == nt ? chunk_team : 1, gt = team == nt ? groups : 1;
@@ -377,12 +378,12 @@ static bool run_step(const StepArgs<T>& a) {
         const idx c0 = v0 * W, c1 = imin(v1 * W, H);
         int set = 0;
         for (idx l = 0; l < L; ++l) {
-            const StepChunks ch = layer_chunks(l, cache_team);
+            const StepChunks ch = layer_chunks(l, shape_team);
             idx j0, j1;
             thread_range(ch.count, kt, k, j0, j1);
             // A GRU's x·Wx chunks: as many as its D rows take, so fewer than the team's threads
             // when D is small; then thread k < count takes chunk k, and the others none.
-            const StepChunks xch = step_chunks(split_x ? a.layers[l].wx.rows : 0, cache_team);
+            const StepChunks xch = step_chunks(split_x ? a.layers[l].wx.rows : 0, shape_team);
             const int x_team = int(imin(xch.count, kt));
             idx x0 = imin(k, xch.count), x1 = imin(k + 1, xch.count);
             if (xch.count >= kt) thread_range(xch.count, kt, k, x0, x1);

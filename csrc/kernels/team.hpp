@@ -189,6 +189,30 @@ static void run_team(idx nt, const Body& body) {
     }
 }
 
+// run_team for the streaming step: the same body on the calling thread's spinning helpers
+// (run_spinning_team, csrc/spin_team.cpp), which start and end a team in a line's transfer each
+// way where libgomp's region makes a system call; libgomp's region where they cannot be had.
+// The helpers spin for `spin_ns` after each team, then sleep.
+template <class Body>
+static void run_step_team(idx nt, long long spin_ns, const Body& body) {
+    if (nt <= 1) return run_team(nt, body);
+    struct Team {
+        const Body* body;
+        int threads, caller_cpu;
+        bool flush;
+    };
+    const Team team{&body, int(nt), sched_getcpu(), flush_subnormals()};
+    auto work = [](const void* ctx, int tid) {
+        const Team& t = *static_cast<const Team*>(ctx);
+        {
+            SubnormalMode mode(t.flush);
+            (*t.body)(t.threads, tid);
+        }
+        if (tid != 0) keep_off_cpu(t.caller_cpu);
+    };
+    if (!run_spinning_team(int(nt), work, &team, spin_ns)) run_team(nt, body);
+}
+
 // A thread's line in a StepBarrier.
 struct alignas(64) BarrierSlot {
     unsigned epoch;  // wraps around harmlessly: compared by difference
@@ -236,6 +260,7 @@ struct StepBarrier {
                     __builtin_ia32_pause();
 #endif
                 } else {
+                    if (spins == kSpinsBeforeYield) wake_spinning_helpers();  // (a step's team)
                     sched_yield();
                 }
             }

@@ -1,0 +1,210 @@
+// The streaming step's team (rnn.hpp, run_spinning_team): helper threads of the calling thread
+// that wait for work spinning on a line of their own, instead of libgomp's parallel region.
+//
+// Why not libgomp's: its region start makes a futex_wake system call whether or not the
+// helpers are spinning (libgomp's bar.c wakes at every barrier release), and its end is a
+// second barrier. Timed with rdtsc inside the step kernel (Zen 4 KVM guest, two threads,
+// float32 N = 1, D = 32): the calling thread reached its own share of the step 530-690 ns after
+// it asked for the region, and left 350-500 ns after finishing it, ~1 µs of a 2.6 µs step
+// (H = 256) that its sums and barrier took ~1.6 µs of. Here a start is one store to each
+// helper's line, an end one load of each helper's answer: a line each way between the cores.
+//
+// A helper spins (pause) until `spin_ns` after its last work, then sleeps on a futex: the
+// steps it serves come back to back or not at all (a step after a longer pause runs on one
+// thread, step.hpp kStepTeamIdleNs), so an idle program gets its CPUs back. Helpers are made
+// on a thread's first team step, one per thread beyond the caller's, and end with it (joined
+// by its thread_local destructor). Linux only (a futex); elsewhere the step uses libgomp's
+// region (returns false).
+#include "rnn.hpp"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <new>
+#include <vector>
+
+namespace prf {
+namespace {
+
+long futex(std::atomic<unsigned>* word, int op, unsigned value) {
+    return syscall(SYS_futex, reinterpret_cast<unsigned*>(word), op | FUTEX_PRIVATE_FLAG, value, nullptr, nullptr, 0);
+}
+
+long long now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void cpu_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// One helper thread: the caller writes `work` and `ctx`, then `posted`; the helper runs the
+// work as thread `tid` and stores the same number in `done`. Each on a line of its own.
+struct Helper {
+    alignas(64) std::atomic<unsigned> posted{0};
+    std::atomic<int> sleeping{0};
+    std::atomic<bool> quit{false};
+    SpinTeamWork work = nullptr;
+    const void* ctx = nullptr;
+    long long spin_ns = 0;
+    int tid = 0;
+    alignas(64) std::atomic<unsigned> done{0};
+    pthread_t thread{};
+};
+
+void* helper_main(void* arg) {
+    Helper& h = *static_cast<Helper*>(arg);
+    unsigned seen = 0;
+    for (;;) {
+        long long idle_since = now_ns();
+        unsigned p;
+        for (unsigned spins = 1;; ++spins) {
+            p = h.posted.load(std::memory_order_acquire);
+            if (p != seen) break;
+            cpu_pause();
+            if (spins % 256 == 0 && now_ns() - idle_since > h.spin_ns) {
+                // Asleep until `posted` changes (wake_if_asleep). The futex wait returns at
+                // once if it has changed since the read.
+                h.sleeping.store(1, std::memory_order_seq_cst);
+                if (h.posted.load(std::memory_order_seq_cst) == seen) futex(&h.posted, FUTEX_WAIT, seen);
+                h.sleeping.store(0, std::memory_order_relaxed);
+                idle_since = now_ns();
+            }
+        }
+        seen = p;
+        if (h.quit.load(std::memory_order_acquire)) return nullptr;
+        h.work(h.ctx, h.tid);
+        h.done.store(p, std::memory_order_release);
+    }
+}
+
+// A plain store, which does not wait for the line to reach the helper: a sequentially
+// consistent one (a full fence, for the check below) held the caller ~250 ns, the line's
+// transfer from the spinning helper, before it could start its own share.
+void post(Helper& h, unsigned number) { h.posted.store(number, std::memory_order_release); }
+
+// The helper stores `sleeping` and then reads `posted`; the caller has stored `posted` and
+// reads `sleeping` after this fence: at least one of them sees the other's store, so a helper
+// is never left asleep after a post that checked.
+void wake_if_asleep(Helper& h) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h.sleeping.load(std::memory_order_relaxed)) futex(&h.posted, FUTEX_WAKE, 1);
+}
+
+// After fork the child has the memory of the forking thread's team but none of its helpers
+// (and dispatch runs a child's calls on one thread): its teams are never run or joined.
+std::atomic<bool> g_forked_child{false};
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true); });
+
+// The helpers of one calling thread.
+struct SpinTeam {
+    std::vector<Helper*> helpers;
+    unsigned number = 0;      // of the last work posted
+    long long posted_ns = 0;  // when
+    size_t active = 0;        // helpers in the team now running
+
+    // At least `count` helpers; false if they could not all be made (those made are kept).
+    bool reserve(size_t count) {
+        if (g_forked_child.load(std::memory_order_relaxed)) return false;
+        while (helpers.size() < count) {
+            Helper* h = new (std::nothrow) Helper;
+            if (!h) return false;
+            h->tid = int(helpers.size()) + 1;
+            // The helper takes no signal: they are the calling thread's to handle.
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            const int error = pthread_create(&h->thread, nullptr, helper_main, h);
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
+            if (error != 0) {
+                delete h;
+                return false;
+            }
+            helpers.push_back(h);
+        }
+        return true;
+    }
+
+    ~SpinTeam() {
+        if (g_forked_child.load(std::memory_order_relaxed)) return;  // no thread to join
+        for (Helper* h : helpers) {
+            h->quit.store(true, std::memory_order_release);
+            post(*h, number + 1);
+            wake_if_asleep(*h);
+        }
+        for (Helper* h : helpers) {
+            pthread_join(h->thread, nullptr);
+            delete h;
+        }
+    }
+};
+
+thread_local SpinTeam t_team;
+
+}  // namespace
+
+bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long long spin_ns) {
+    if (threads < 2 || !t_team.reserve(size_t(threads - 1))) return false;
+    SpinTeam& team = t_team;
+    // A helper decides to sleep spin_ns after its last work ended, at the earliest spin_ns after
+    // our last post: until half of that has passed it is spinning, and sees this post (a store
+    // reaches the other cores within the microseconds of our own share), so the fenced check
+    // is skipped. Otherwise each is woken if asleep before our share, which may wait for it.
+    // (Should a post ever go unseen, our waits below and at the step's barrier check again
+    // after a spell of spinning: wake_spinning_helpers.)
+    const long long now = now_ns();
+    const bool may_sleep = now - team.posted_ns > spin_ns / 2;
+    team.posted_ns = now;
+    const unsigned number = ++team.number;
+    for (int t = 1; t < threads; ++t) {
+        Helper& h = *team.helpers[size_t(t - 1)];
+        h.work = work;
+        h.ctx = ctx;
+        h.spin_ns = spin_ns;
+        post(h, number);
+        if (may_sleep) wake_if_asleep(h);
+    }
+    team.active = size_t(threads - 1);
+    work(ctx, 0);
+    // Every helper's share done. A helper that the OS took off its CPU gets ours after a while.
+    for (int t = 1; t < threads; ++t) {
+        Helper& h = *team.helpers[size_t(t - 1)];
+        for (unsigned spins = 1; h.done.load(std::memory_order_acquire) != number; ++spins) {
+            if (spins % 16384 == 0) {
+                wake_if_asleep(h);
+                sched_yield();
+            } else {
+                cpu_pause();
+            }
+        }
+    }
+    team.active = 0;
+    return true;
+}
+
+void wake_spinning_helpers() {
+    SpinTeam& team = t_team;
+    for (size_t t = 0; t < team.active; ++t) wake_if_asleep(*team.helpers[t]);
+}
+
+}  // namespace prf
+
+#else
+
+namespace prf {
+bool run_spinning_team(int, SpinTeamWork, const void*, long long) { return false; }
+void wake_spinning_helpers() {}
+}  // namespace prf
+
+#endif
