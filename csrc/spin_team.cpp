@@ -57,11 +57,13 @@ struct Helper {
     std::atomic<bool> quit{false};
     SpinTeamWork work = nullptr;
     const void* ctx = nullptr;
-    long long spin_ns = 0;
+    std::atomic<long long> spin_ns{0};  // (read while spinning, written at a post)
     int tid = 0;
     alignas(64) std::atomic<unsigned> done{0};
     pthread_t thread{};
 };
+
+constexpr size_t kHelperStackBytes = size_t(512) << 10;
 
 void* helper_main(void* arg) {
     Helper& h = *static_cast<Helper*>(arg);
@@ -73,7 +75,7 @@ void* helper_main(void* arg) {
             p = h.posted.load(std::memory_order_acquire);
             if (p != seen) break;
             cpu_pause();
-            if (spins % 256 == 0 && now_ns() - idle_since > h.spin_ns) {
+            if (spins % 256 == 0 && now_ns() - idle_since > h.spin_ns.load(std::memory_order_relaxed)) {
                 // Asleep until `posted` changes (wake_if_asleep). The futex wait returns at
                 // once if it has changed since the read.
                 h.sleeping.store(1, std::memory_order_seq_cst);
@@ -114,22 +116,31 @@ struct SpinTeam {
     long long posted_ns = 0;  // when
     size_t active = 0;        // helpers in the team now running
 
-    // At least `count` helpers; false if they could not all be made (those made are kept).
+    bool failed = false;  // a helper could not be made: not tried again
+
+    // At least `count` helpers; false if they could not all be made (those made are kept, and
+    // this thread's steps run on libgomp's region from then on: dispatch has already fitted
+    // the team to the threads that can be created, but counting libgomp's own).
     bool reserve(size_t count) {
-        if (g_forked_child.load(std::memory_order_relaxed)) return false;
+        if (failed || g_forked_child.load(std::memory_order_relaxed)) return false;
         while (helpers.size() < count) {
             Helper* h = new (std::nothrow) Helper;
-            if (!h) return false;
+            if (!h) return !(failed = true);
             h->tid = int(helpers.size()) + 1;
-            // The helper takes no signal: they are the calling thread's to handle.
+            // A helper takes no signal (they are the calling thread's to handle), and has a
+            // small stack: the step's sweep keeps its sums in registers and a few vectors.
             sigset_t all, old;
             sigfillset(&all);
             pthread_sigmask(SIG_SETMASK, &all, &old);
-            const int error = pthread_create(&h->thread, nullptr, helper_main, h);
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setstacksize(&attr, kHelperStackBytes);
+            const int error = pthread_create(&h->thread, &attr, helper_main, h);
+            pthread_attr_destroy(&attr);
             pthread_sigmask(SIG_SETMASK, &old, nullptr);
             if (error != 0) {
                 delete h;
-                return false;
+                return !(failed = true);
             }
             helpers.push_back(h);
         }
@@ -171,7 +182,7 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
         Helper& h = *team.helpers[size_t(t - 1)];
         h.work = work;
         h.ctx = ctx;
-        h.spin_ns = spin_ns;
+        h.spin_ns.store(spin_ns, std::memory_order_relaxed);
         post(h, number);
         if (may_sleep) wake_if_asleep(h);
     }

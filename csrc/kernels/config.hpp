@@ -367,6 +367,16 @@ constexpr idx kStepCacheShare = 2;
 // stream of calls in a loop gets the team from its second step (back to back: float32 H = 512
 // 10.0 -> 8.3, float64 43.0 -> 28.1).
 constexpr long long kStepTeamIdleNs = 500 * 1000;
+// A step that would run on a team runs alone where that has been measured faster (step.hpp,
+// StepTeamTrial): after the first kStepTrialFirst steps of a layer, and then every
+// kStepTrialEvery steps, kStepTrialSteps steps run the other way (the first of them not timed:
+// its caches hold the other way's share of the weights). Up to kStepTrialLayers layers (and
+// row counts) per calling thread are followed at once. Trials of the slower way cost ~3 % of a
+// stream's time at most (4 steps in 128, each up to ~2x the time the faster way takes).
+constexpr unsigned kStepTrialFirst = 8;
+constexpr unsigned kStepTrialEvery = 128;
+constexpr unsigned kStepTrialSteps = 4;
+constexpr int kStepTrialLayers = 4;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
 // longer than a balanced step waits, short enough that an oversubscribed machine gets the

@@ -308,6 +308,57 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
     }
 }
 
+// Whether a step that would run on a team runs on it or on the calling thread alone, chosen by
+// timing both, for each stepping layer (its weights' address and rows) of the calling thread:
+// what a second thread gains depends on what a line costs to move between the cores, and that
+// changes under a virtual machine's feet. (Zen 4 KVM guest: a line's round trip between the two
+// vCPUs took ~90 ns for a while, then ~390 ns for a while; float32 H = 256, N = 1 took 2.6 µs
+// on two threads and 3.3 on one in the first state, 5.6 on two in the second.) The team's
+// choice is what the rules above made; after kStepTrialFirst steps, and then every
+// kStepTrialEvery, kStepTrialSteps steps run the other way, and the way with the lower mean
+// time per step is taken. A step's bits do not depend on it (the chunks are the same).
+struct StepTeamTrial {
+    struct Layer {
+        const void* weights = nullptr;
+        idx rows = 0;
+        long long mean_ns[2] = {0, 0};  // a step's time on the team [0] and alone [1], decaying means (0: none yet)
+        unsigned steps = 0, trial_left = 0;
+        bool trial_alone = false, last_alone = false;
+    };
+    Layer layers[kStepTrialLayers];
+    unsigned replace = 0;
+
+    Layer& layer(const void* weights, idx rows) {
+        for (Layer& l : layers)
+            if (l.weights == weights && l.rows == rows) return l;
+        Layer& l = layers[replace++ % kStepTrialLayers];
+        l = Layer{};
+        l.weights = weights;
+        l.rows = rows;
+        return l;
+    }
+    static bool alone(Layer& l) {
+        const bool better_alone = l.mean_ns[0] && l.mean_ns[1] && l.mean_ns[1] < l.mean_ns[0];
+        if (l.trial_left == 0 && (l.steps == kStepTrialFirst || (l.steps && l.steps % kStepTrialEvery == 0))) {
+            l.trial_left = kStepTrialSteps;
+            l.trial_alone = !better_alone;
+        }
+        return l.trial_left ? l.trial_alone : better_alone;
+    }
+    // The first step after a change of way is not timed (its caches hold the other way's share).
+    static void record(Layer& l, bool alone, long long ns) {
+        ++l.steps;
+        if (l.trial_left) --l.trial_left;
+        if (alone == l.last_alone) {
+            // A step that took more than 1.5x the mean (a thread preempted, an interrupt)
+            // counts as 1.5x: one such step would otherwise outweigh many.
+            long long& m = l.mean_ns[alone];
+            m = m ? m + (imin(ns, m + m / 2) - m) / 4 : ns;
+        }
+        l.last_alone = alone;
+    }
+};
+
 // Act: the vanilla cell's activation (the gated cells have their own nonlinearities).
 template <class T, StepCell Cell, class Act = ActIdentity>
 static bool run_step(const StepArgs<T>& a) {
@@ -326,22 +377,37 @@ static bool run_step(const StepArgs<T>& a) {
     };
     idx weights = 0;
     for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * width;
-    // Chunks enough for the weights to stay in the caches of the threads that share them, and
-    // at least two where a row's sweep is worth two threads (kMinStepCallBytesPerThread); and
-    // threads enough for the work too: those beyond the chunks take other blocks of rows.
+    // Chunks enough for the weights to stay in the caches of the threads that share them; and
+    // threads enough for the work too (kMinStepCallBytesPerThread): those beyond the chunks take
+    // other blocks of rows. Where the rows are one block, two chunks if a block's sweep is worth
+    // two threads (not more: each chunk costs a little time on one thread); where they are more,
+    // the threads take blocks of rows, which need no barrier per block (N = 32, two threads,
+    // H = 256: 40 µs with two chunks, 32 by blocks of rows).
+    const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;
     const idx bytes = weights * idx(sizeof(T)), share = core_cache_bytes() / kStepCacheShare;
-    const idx shape_team = imax((bytes + share - 1) / share, imin(2, bytes / L / kMinStepCallBytesPerThread));
+    const idx sweep_team = row_blocks == 1 ? imin(2, bytes / L / kMinStepCallBytesPerThread) : 1;
+    const idx shape_team = imax((bytes + share - 1) / share, sweep_team);
     const idx work_team = mul_sat(N, bytes) / L / kMinStepCallBytesPerThread;
     idx fewest_chunks = kStepChunks;
     for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, shape_team).count);
-    const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;
     const idx wanted = imax(1, imin(idx(a.threads < 1 ? 1 : a.threads), imax(work_team, shape_team)));
     idx chunk_team = 1;  // threads per row block: a power of two, so that each one's chunks are a subtree
     while (chunk_team * 2 <= imin(imin(wanted, fewest_chunks), vectors)) chunk_team *= 2;
     idx groups = imax(1, imin(wanted / chunk_team, row_blocks));
-    // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
+    // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's;
+    // and where it has been measured faster than one thread (StepTeamTrial).
     static thread_local long long previous_step_end_ns = 0;
-    if (chunk_team * groups > 1 && monotonic_ns() - previous_step_end_ns > kStepTeamIdleNs) chunk_team = groups = 1;
+    static thread_local StepTeamTrial trial;
+    StepTeamTrial::Layer* tried = nullptr;
+    bool alone = false;
+    const long long start_ns = chunk_team * groups > 1 ? monotonic_ns() : 0;
+    if (chunk_team * groups > 1 && start_ns - previous_step_end_ns > kStepTeamIdleNs) {
+        chunk_team = groups = 1;
+    } else if (chunk_team * groups > 1) {
+        tried = &trial.layer(a.layers[0].wh.data, N);
+        alone = StepTeamTrial::alone(*tried);
+    }
+    if (alone) chunk_team = groups = 1;
     // Each round of blocks of rows sums every thread's chunks in the other order from the round
     // before, this calling thread's previous step's last round included, so that it starts on
     // the chunks the one before ended on, still in the core's L2 where a thread's share of the
@@ -409,6 +475,7 @@ static bool run_step(const StepArgs<T>& a) {
         }
     });
     previous_step_end_ns = monotonic_ns();
+    if (tried) StepTeamTrial::record(*tried, alone, previous_step_end_ns - start_ns);
     return true;
 }
 
