@@ -292,6 +292,9 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
 // Wakes any helper of the calling thread's running spinning team that sleeps: called by a
 // thread that has waited a while for its team (a safety net: run_spinning_team wakes them).
 void wake_spinning_helpers();
+// Puts the calling thread's spinning helpers to sleep now: before an OpenMP region, whose
+// threads would otherwise share the CPUs with them while they spin (run_team, team.hpp).
+void quiet_spinning_helpers();
 
 // Subnormal numbers (csrc/dispatch.cpp; README "Subnormal numbers"). While flushing is on (the
 // default on x86-64), every thread of a kernel reads subnormal operands as zero and writes zero

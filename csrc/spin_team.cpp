@@ -204,6 +204,15 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
     return true;
 }
 
+void quiet_spinning_helpers() {
+    SpinTeam& team = t_team;
+    if (team.helpers.empty() || team.posted_ns == 0) return;
+    // Spinning for no time: each sleeps within 256 spins. Our next post checks before its own
+    // share whether they sleep (posted_ns = 0 makes it: run_spinning_team).
+    for (Helper* h : team.helpers) h->spin_ns.store(0, std::memory_order_relaxed);
+    team.posted_ns = 0;
+}
+
 void wake_spinning_helpers() {
     SpinTeam& team = t_team;
     for (size_t t = 0; t < team.active; ++t) wake_if_asleep(*team.helpers[t]);
@@ -216,6 +225,7 @@ void wake_spinning_helpers() {
 namespace prf {
 bool run_spinning_team(int, SpinTeamWork, const void*, long long) { return false; }
 void wake_spinning_helpers() {}
+void quiet_spinning_helpers() {}
 }  // namespace prf
 
 #endif

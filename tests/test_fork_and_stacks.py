@@ -61,6 +61,36 @@ def test_os_fork_after_a_threaded_call_computes_correct_results(tmp_path):
 
 
 @needs_two_cpus
+def test_fork_after_team_steps_child_steps_and_exits(tmp_path):
+    # The parent's streaming steps ran on a helper thread of its own (csrc/spin_team.cpp),
+    # which the child does not have: its steps run on its one thread, and its normal exit
+    # (which joins a thread's helpers) must not wait for the parent's.
+    out = run_python(
+        """
+        layer = prf.RNN(32, 512, stateful=True, dtype=np.float32, seed=0)  # 1.1 MB: a team
+        xs = np.random.default_rng(3).standard_normal((60, 1, 32)).astype(np.float32)
+        before = os_threads()
+        for x in xs[:30]:
+            layer.step(x)
+        assert os_threads() > before, "the parent's steps started no helper: nothing tested"
+        start = layer.state.copy()
+        pid = os.fork()
+        if pid == 0:
+            got = np.stack([layer.step(x).copy() for x in xs[30:]])
+            np.save("child.npy", got)
+            sys.exit(0)  # a normal exit: Python's, then the C++ runtime's
+        _, status = os.waitpid(pid, 0)
+        expected = np.stack([layer.step(x).copy() for x in xs[30:]])
+        print(os.waitstatus_to_exitcode(status), np.array_equal(np.load("child.npy"), expected))
+    """,
+        tmp_path,
+        timeout=120,
+        env={"OMP_NUM_THREADS": None},
+    )
+    assert out == ["0", "True"]
+
+
+@needs_two_cpus
 @pytest.mark.parametrize(
     "stack_env,stack_mb,margin_mb", [(None, 0, 4), ("64M", 64, 16)], ids=["default-stack", "OMP_STACKSIZE"]
 )

@@ -128,6 +128,27 @@ def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, thread
         np.testing.assert_array_equal(later.view(np.uint8), outs[0].view(np.uint8))
 
 
+@pytest.mark.parametrize("cell,H", [("rnn", 256), ("lstm", 128), ("gru", 192)])
+@pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
+def test_a_stream_whose_team_trials_switch_ways_gives_one_threads_bits(cell, H, backend):
+    """A stream of back-to-back steps on two threads runs some steps alone (step.hpp,
+    StepTeamTrial: steps 8-11, 128-131, 256-259 at least, and alone throughout where that
+    measured faster) and the rest on the team: every step's state must be the bits of the
+    same stream on one thread. N = 1 and weights of 160-400 KB: a team for the work
+    (kMinStepCallBytesPerThread), not for the cache, so two chunks on every machine."""
+    import pyrnn_fast as prf
+
+    xs = np.random.default_rng(5).standard_normal((300, 1, 32)).astype(np.float32)
+    make = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell]
+    streams = []
+    for threads in (1, 2):
+        with num_threads(threads), use_backend(backend):
+            layer = make(32, H, stateful=True, dtype=np.float32, seed=6)
+            streams.append(np.stack([layer.step(x).copy() for x in xs]))
+    assert np.isfinite(streams[0]).all() and np.abs(streams[0]).max() > 0.1
+    np.testing.assert_array_equal(streams[1].view(np.uint32), streams[0].view(np.uint32))
+
+
 def _steps_on(threads, wx, wh, b, state, N, dtype):
     """The state after 5 steps of x = ones on `threads` threads."""
     with num_threads(threads):

@@ -227,6 +227,68 @@ def test_a_step_after_a_pause_runs_on_one_thread_back_to_back_steps_on_two(tmp_p
     assert int(loop) == int(before) + 1, "back-to-back steps did not use a second thread"
 
 
+@needs_two_cpus
+def test_a_thread_that_stepped_on_a_team_leaves_no_helper_behind(tmp_path):
+    # csrc/spin_team.cpp: a thread's streaming steps run their team on helper threads of that
+    # thread, which end with it (joined when it exits); the interpreter then exits with the
+    # main thread's helpers still there (joined at exit), which must not hang.
+    before, during, after = run_python(
+        """
+        import threading
+        layer = prf.RNN(32, 512, stateful=True, dtype=np.float32, seed=0)  # 1.1 MB of weights: a team
+        xs = np.ones((1, 32), np.float32)
+        seen = {}
+        def stream():
+            for _ in range(300):
+                layer.step(xs)
+            seen["during"] = os_threads()
+        before = os_threads()
+        t = threading.Thread(target=stream)
+        t.start()
+        t.join()
+        for _ in range(300):
+            layer.step(xs)
+        print(before, seen["during"], os_threads())
+    """,
+        tmp_path,
+        env={"OMP_NUM_THREADS": None},
+    )
+    assert int(during) == int(before) + 2, "the stepping thread had no helper: nothing tested"
+    assert int(after) == int(before) + 1, "the exited thread's helper is still there (or the main thread has none)"
+
+
+@needs_two_cpus
+def test_steps_paused_around_the_helpers_sleep_give_one_threads_bits(tmp_path):
+    # A team's helper sleeps kStepTeamIdleNs (0.5 ms) after its last work, and the caller wakes
+    # it when its post may have come after that (csrc/spin_team.cpp): pauses from 0.1 to 0.9 ms
+    # between steps cross that moment in both directions. A missed wake-up would hang (the
+    # caller waits for the helper at the step's barrier) or be slow; the bits must be one
+    # thread's.
+    out = run_python(
+        """
+        import time
+        xs = np.random.default_rng(1).standard_normal((400, 1, 32)).astype(np.float32)
+        pauses = np.random.default_rng(2).uniform(1e-4, 9e-4, 400)
+        runs = []
+        for threads in (1, 2):
+            prf.set_num_threads(threads)
+            layer = prf.RNN(32, 512, stateful=True, dtype=np.float32, seed=0)
+            states = []
+            for x, pause in zip(xs, pauses):
+                end = time.perf_counter() + pause
+                while time.perf_counter() < end:
+                    pass
+                states.append(layer.step(x).copy())
+            runs.append(np.stack(states))
+        print(np.array_equal(runs[0].view(np.uint32), runs[1].view(np.uint32)), os_threads())
+    """,
+        tmp_path,
+        timeout=120,
+        env={"OMP_NUM_THREADS": None},
+    )
+    assert out[0] == "True"
+
+
 def test_set_num_threads_is_what_threadpoolctl_reports():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     old = prf.get_num_threads()

@@ -357,8 +357,8 @@ constexpr idx kMinStepCallBytesPerThread = idx(80) << 10;
 // (Sapphire Rapids: float32 H = 512 2 chunks, float64 H = 512 4).
 constexpr idx kStepCacheShare = 2;
 // A step uses more than one thread only when the calling thread's previous step ended less
-// than this long ago: libgomp's idle helpers spin about 1-1.5 ms after a region (measured
-// here), then sleep, and waking a sleeping one costs more than a step (a virtual CPU's wake-up:
+// than this long ago, and its helpers (csrc/spin_team.cpp) spin this long after a step, then
+// sleep: waking a sleeping one costs more than a step (a virtual CPU's wake-up:
 // 0.05-0.3 ms seen, several ms on a busy host). `python bench/step_pauses.py` (1 and 2 threads
 // alternating call by call, Sapphire Rapids, median µs) on a build that started the team
 // whatever the pause: float32 H = 512 after a 3 ms pause 51 on one thread vs 83 on two, after
@@ -367,6 +367,19 @@ constexpr idx kStepCacheShare = 2;
 // stream of calls in a loop gets the team from its second step (back to back: float32 H = 512
 // 10.0 -> 8.3, float64 43.0 -> 28.1).
 constexpr long long kStepTeamIdleNs = 500 * 1000;
+// ... but within kStepAfterOpenmpNs of the end of the calling thread's last OpenMP region of
+// two threads or more (team.hpp, run_team), whose helpers spin for a while on the CPUs the
+// step's own would take (the Zen 4 VM's libgomp helper spent ~8 ms of CPU per region), a team
+// step runs on libgomp's team, as before the step had helpers of its own, and only where it
+// did then: where the weights need two cores' caches, or from kMinOpenmpStepBytesPerThread
+// per thread (2^20 multiply-adds of float32). Alternating a sequence call of 2 threads
+// (N = 32, T = 20, H = 256, ~0.55 ms) with 5 steps (float32 N = 1, H = 256) on both runtimes,
+// each one's helpers spinning while the other's worked made the sequence call 1.8x slower
+// and the steps 12x; with the steps alone in that window, float32 H = 512 took 12.5-13.5 µs
+// against 8.1-10.0 on libgomp's team. (A stream of such steps renews the window: it stays on
+// libgomp until a pause of kStepAfterOpenmpNs.)
+constexpr long long kStepAfterOpenmpNs = 10 * 1000 * 1000;
+constexpr idx kMinOpenmpStepBytesPerThread = idx(4) << 20;
 // A step that would run on a team runs alone where that has been measured faster (step.hpp,
 // StepTeamTrial): after the first kStepTrialFirst steps of a layer, and then every
 // kStepTrialEvery steps, kStepTrialSteps steps run the other way (the first of them not timed:

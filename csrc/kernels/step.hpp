@@ -394,15 +394,22 @@ static bool run_step(const StepArgs<T>& a) {
     idx chunk_team = 1;  // threads per row block: a power of two, so that each one's chunks are a subtree
     while (chunk_team * 2 <= imin(imin(wanted, fewest_chunks), vectors)) chunk_team *= 2;
     idx groups = imax(1, imin(wanted / chunk_team, row_blocks));
-    // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's;
-    // and where it has been measured faster than one thread (StepTeamTrial).
+    // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
+    // Within kStepAfterOpenmpNs of this thread's last OpenMP region, whose helpers may still
+    // spin on the CPUs our own would take, on that region's runtime, and only where the weights
+    // need two cores' caches or are worth its dearer start (kMinOpenmpStepBytesPerThread);
+    // otherwise on our own helpers where that has been measured faster than one thread
+    // (StepTeamTrial).
     static thread_local long long previous_step_end_ns = 0;
     static thread_local StepTeamTrial trial;
     StepTeamTrial::Layer* tried = nullptr;
-    bool alone = false;
+    bool alone = false, on_openmp = false;
     const long long start_ns = chunk_team * groups > 1 ? monotonic_ns() : 0;
     if (chunk_team * groups > 1 && start_ns - previous_step_end_ns > kStepTeamIdleNs) {
-        chunk_team = groups = 1;
+        alone = true;
+    } else if (chunk_team * groups > 1 && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
+        on_openmp = true;
+        alone = (bytes + share - 1) / share <= 1 && mul_sat(N, bytes) / L < 2 * kMinOpenmpStepBytesPerThread;
     } else if (chunk_team * groups > 1) {
         tried = &trial.layer(a.layers[0].wh.data, N);
         alone = StepTeamTrial::alone(*tried);
@@ -433,7 +440,7 @@ static bool run_step(const StepArgs<T>& a) {
     T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: laid out as roots
     StepBarrier barrier(scratch<BarrierSlot, kStepBarrier>(nt), nt);
     if (!barrier) return false;
-    run_step_team(nt, kStepTeamIdleNs, [&](int team, int tid) {
+    run_step_team(nt, kStepTeamIdleNs, on_openmp, [&](int team, int tid) {
         // A runtime that gave fewer threads than asked: the groups that are whole work, the
         // other threads only meet the barriers.
         const idx kt = team == nt ? chunk_team : 1, gt = team == nt ? groups : 1;

@@ -16,6 +16,12 @@
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
+static inline long long monotonic_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 // The cache a core has to itself (its L2), as the C library reports it; 512 KB (the smallest
 // seen on the machines this was measured on, Zen 3) when it does not say. The recurrence's row
 // split and the streaming step's share of weights per thread are sized by it.
@@ -169,6 +175,14 @@ struct SubnormalMode {
     SubnormalMode& operator=(const SubnormalMode&) = delete;
 };
 
+// When the calling thread's last OpenMP region of more than one thread ended: libgomp's
+// helpers spin for a while after a region (~8 ms per region on the Zen 4 VM, by their CPU
+// time), on the CPUs the streaming step's helpers would use (run_step_team).
+static inline long long& last_openmp_region_end_ns() {
+    static thread_local long long ns = 0;
+    return ns;
+}
+
 template <class Body>
 static void run_team(idx nt, const Body& body) {
     const bool flush = flush_subnormals();  // read once: every thread of the call in one mode
@@ -178,6 +192,7 @@ static void run_team(idx nt, const Body& body) {
         return;
     }
     const int caller_cpu = sched_getcpu();
+    quiet_spinning_helpers();  // (the streaming step's: they would spin on our CPUs)
 #pragma omp parallel num_threads(int(nt))
     {
         const int tid = thread_id();
@@ -187,15 +202,17 @@ static void run_team(idx nt, const Body& body) {
         }
         if (tid != 0) keep_off_cpu(caller_cpu);
     }
+    last_openmp_region_end_ns() = monotonic_ns();
 }
 
 // run_team for the streaming step: the same body on the calling thread's spinning helpers
 // (run_spinning_team, csrc/spin_team.cpp), which start and end a team in a line's transfer each
 // way where libgomp's region makes a system call; libgomp's region where they cannot be had.
-// The helpers spin for `spin_ns` after each team, then sleep.
+// The helpers spin for `spin_ns` after each team, then sleep. `on_openmp`: libgomp's region
+// all the same (its helpers may be spinning, on the CPUs ours would take).
 template <class Body>
-static void run_step_team(idx nt, long long spin_ns, const Body& body) {
-    if (nt <= 1) return run_team(nt, body);
+static void run_step_team(idx nt, long long spin_ns, bool on_openmp, const Body& body) {
+    if (nt <= 1 || on_openmp) return run_team(nt, body);
     struct Team {
         const Body* body;
         int threads, caller_cpu;
@@ -272,11 +289,6 @@ struct StepBarrier {
 // Ctrl-C (Interrupt in rnn.hpp). Only the calling thread, team thread 0 (the thread that
 // starts an OpenMP region is its thread 0), may call poll: in the binding it takes the GIL to
 // run Python's signal handlers. How often it polls: kPollWork and kPollIntervalNs (config.hpp).
-static inline long long monotonic_ns() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 struct InterruptPoller {
     Interrupt* in;  // null on the other threads, and when the caller cannot be interrupted
