@@ -60,34 +60,60 @@ struct Helper {
     std::atomic<long long> spin_ns{0};  // (read while spinning, written at a post)
     int tid = 0;
     alignas(64) std::atomic<unsigned> done{0};
+    // The caller's own: the number of its last post to this helper, and when.
+    alignas(64) unsigned number = 0;
+    long long posted_ns = 0;
     pthread_t thread{};
 };
+
+// Helpers spinning now, in the whole process, and the CPUs the process may use: a helper spins
+// only while the spinners and one calling thread fit on them, else it sleeps at once (several
+// Python threads stepping in turn each have helpers, which would otherwise take the CPUs from
+// each other's callers for kStepTeamIdleNs after every step).
+std::atomic<int> g_spinning{0};
+int process_cpus() {
+    static const int cpus = [] {
+        cpu_set_t set;
+        return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    }();
+    return cpus;
+}
+
+// Until `posted` differs from `seen`: spinning for spin_ns (if the CPUs allow it), then asleep
+// on a futex until the caller wakes it (wake_if_asleep); the futex wait returns at once if
+// `posted` has changed since the read.
+unsigned wait_for_post(Helper& h, unsigned seen) {
+    for (;;) {
+        if (g_spinning.fetch_add(1, std::memory_order_relaxed) + 2 <= process_cpus()) {
+            const long long since = now_ns();
+            for (unsigned spins = 1;; ++spins) {
+                const unsigned p = h.posted.load(std::memory_order_acquire);
+                if (p != seen) {
+                    g_spinning.fetch_sub(1, std::memory_order_relaxed);
+                    return p;
+                }
+                cpu_pause();
+                if (spins % 256 == 0 && now_ns() - since > h.spin_ns.load(std::memory_order_relaxed)) break;
+            }
+        }
+        g_spinning.fetch_sub(1, std::memory_order_relaxed);
+        h.sleeping.store(1, std::memory_order_seq_cst);
+        if (h.posted.load(std::memory_order_seq_cst) == seen) futex(&h.posted, FUTEX_WAIT, seen);
+        h.sleeping.store(0, std::memory_order_relaxed);
+        const unsigned p = h.posted.load(std::memory_order_acquire);
+        if (p != seen) return p;
+    }
+}
 
 constexpr size_t kHelperStackBytes = size_t(512) << 10;
 
 void* helper_main(void* arg) {
     Helper& h = *static_cast<Helper*>(arg);
-    unsigned seen = 0;
-    for (;;) {
-        long long idle_since = now_ns();
-        unsigned p;
-        for (unsigned spins = 1;; ++spins) {
-            p = h.posted.load(std::memory_order_acquire);
-            if (p != seen) break;
-            cpu_pause();
-            if (spins % 256 == 0 && now_ns() - idle_since > h.spin_ns.load(std::memory_order_relaxed)) {
-                // Asleep until `posted` changes (wake_if_asleep). The futex wait returns at
-                // once if it has changed since the read.
-                h.sleeping.store(1, std::memory_order_seq_cst);
-                if (h.posted.load(std::memory_order_seq_cst) == seen) futex(&h.posted, FUTEX_WAIT, seen);
-                h.sleeping.store(0, std::memory_order_relaxed);
-                idle_since = now_ns();
-            }
-        }
-        seen = p;
+    for (unsigned seen = 0;;) {
+        seen = wait_for_post(h, seen);
         if (h.quit.load(std::memory_order_acquire)) return nullptr;
         h.work(h.ctx, h.tid);
-        h.done.store(p, std::memory_order_release);
+        h.done.store(seen, std::memory_order_release);
     }
 }
 
@@ -112,10 +138,7 @@ const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] { g_forked_c
 // The helpers of one calling thread.
 struct SpinTeam {
     std::vector<Helper*> helpers;
-    unsigned number = 0;      // of the last work posted
-    long long posted_ns = 0;  // when
-    size_t active = 0;        // helpers in the team now running
-
+    size_t active = 0;    // helpers in the team now running
     bool failed = false;  // a helper could not be made: not tried again
 
     // At least `count` helpers; false if they could not all be made (those made are kept, and
@@ -151,7 +174,7 @@ struct SpinTeam {
         if (g_forked_child.load(std::memory_order_relaxed)) return;  // no thread to join
         for (Helper* h : helpers) {
             h->quit.store(true, std::memory_order_release);
-            post(*h, number + 1);
+            post(*h, h->number + 1);
             wake_if_asleep(*h);
         }
         for (Helper* h : helpers) {
@@ -169,31 +192,32 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
     if (threads < 2 || !t_team.reserve(size_t(threads - 1))) return false;
     SpinTeam& team = t_team;
     // A helper decides to sleep spin_ns after its last work ended, at the earliest spin_ns after
-    // our last post: until half of that has passed it is spinning, and sees this post (a store
-    // reaches the other cores within the microseconds of our own share), so the fenced check
-    // is skipped. Otherwise each is woken if asleep before our share, which may wait for it.
-    // (Should a post ever go unseen, our waits below and at the step's barrier check again
-    // after a spell of spinning: wake_spinning_helpers.)
+    // our last post to it: until half of that has passed it is spinning, and sees this post (a
+    // store reaches the other cores within the microseconds of our own share), so the fenced
+    // check is skipped. Otherwise (a new helper, one left out of the last teams, one put to
+    // sleep by quiet_spinning_helpers: posted_ns 0) it is woken if asleep before our share,
+    // which may wait for it. (Should a post ever go unseen, our waits below and at the step's
+    // barrier check again after a spell of spinning: wake_spinning_helpers.)
     const long long now = now_ns();
-    const bool may_sleep = now - team.posted_ns > spin_ns / 2;
-    team.posted_ns = now;
-    const unsigned number = ++team.number;
     for (int t = 1; t < threads; ++t) {
         Helper& h = *team.helpers[size_t(t - 1)];
+        const bool may_sleep = now - h.posted_ns > spin_ns / 2;
+        h.posted_ns = now;
         h.work = work;
         h.ctx = ctx;
         h.spin_ns.store(spin_ns, std::memory_order_relaxed);
-        post(h, number);
+        post(h, ++h.number);
         if (may_sleep) wake_if_asleep(h);
     }
     team.active = size_t(threads - 1);
     work(ctx, 0);
-    // Every helper's share done. A helper that the OS took off its CPU gets ours after a while.
+    // Every helper's share done. One that the OS took off its CPU gets ours after a while; any
+    // still asleep are woken then, all of them at once.
     for (int t = 1; t < threads; ++t) {
-        Helper& h = *team.helpers[size_t(t - 1)];
-        for (unsigned spins = 1; h.done.load(std::memory_order_acquire) != number; ++spins) {
+        const Helper& h = *team.helpers[size_t(t - 1)];
+        for (unsigned spins = 1; h.done.load(std::memory_order_acquire) != h.number; ++spins) {
             if (spins % 16384 == 0) {
-                wake_if_asleep(h);
+                wake_spinning_helpers();
                 sched_yield();
             } else {
                 cpu_pause();
@@ -205,12 +229,13 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
 }
 
 void quiet_spinning_helpers() {
-    SpinTeam& team = t_team;
-    if (team.helpers.empty() || team.posted_ns == 0) return;
-    // Spinning for no time: each sleeps within 256 spins. Our next post checks before its own
-    // share whether they sleep (posted_ns = 0 makes it: run_spinning_team).
-    for (Helper* h : team.helpers) h->spin_ns.store(0, std::memory_order_relaxed);
-    team.posted_ns = 0;
+    // Spinning for no time: each sleeps within 256 spins, and our next post to it checks
+    // before our own share whether it sleeps (posted_ns = 0: run_spinning_team).
+    for (Helper* h : t_team.helpers) {
+        if (h->posted_ns == 0) continue;
+        h->spin_ns.store(0, std::memory_order_relaxed);
+        h->posted_ns = 0;
+    }
 }
 
 void wake_spinning_helpers() {

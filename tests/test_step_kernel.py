@@ -132,9 +132,9 @@ def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, thread
 @pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
 def test_a_stream_whose_team_trials_switch_ways_gives_one_threads_bits(cell, H, backend):
     """A stream of back-to-back steps on two threads runs some steps alone (step.hpp,
-    StepTeamTrial: steps 8-11, 128-131, 256-259 at least, and alone throughout where that
-    measured faster) and the rest on the team: every step's state must be the bits of the
-    same stream on one thread. N = 1 and weights of 160-400 KB: a team for the work
+    StepTeamTrial: steps 8-11 and 4 in every 128 or more after, and alone throughout where
+    that measured faster) and the rest on the team: every step's state must be the bits of
+    the same stream on one thread. N = 1 and weights of 160-400 KB: a team for the work
     (kMinStepCallBytesPerThread), not for the cache, so two chunks on every machine."""
     import pyrnn_fast as prf
 

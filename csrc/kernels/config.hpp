@@ -339,6 +339,14 @@ constexpr idx kRowSplitBytesPerSampleStep = 4096;
 // float32 H = 256 3.5 vs 5.5 µs, H = 512 11.0 vs 11.0, kernel alone (docs/DESIGN.md,
 // "Streaming step", has the rest of those figures).
 constexpr idx kMinStepCallBytesPerThread = idx(80) << 10;
+// Where the rows are more than one block (N > kStepBlockRows), the threads take blocks of rows,
+// each sweeping all the weights: two threads from kMinStepWorkForTwoThreads multiply-adds per
+// layer (Zen 4, float32, D = 32, 2 threads, two builds in alternating processes, µs: vanilla
+// N = 16 H = 64 (98K multiply-adds) 3.50 -> 2.91, H = 128 8.76 -> 6.13; LSTM N = 16 H = 64
+// 12.3 -> 7.4; GRU N = 32 H = 64 19.8 -> 12.4, H = 128 51.7 -> 29.0), more only from
+// kMinStepCallWorkPerThread each (measured on two cores only).
+constexpr idx kMinStepWorkForTwoThreads = idx(1) << 16;
+constexpr idx kMinStepCallWorkPerThread = idx(1) << 20;
 // ... but a step whose weights a core's L2 cannot hold (server cores: 1.25-2 MB) streams them
 // from L3, and spread over more cores they fit in their L2s: one thread per 1/kStepCacheShare
 // of a core's L2 (core_cache_bytes(), team.hpp) of weights. Sapphire Rapids (2 MB L2), float64
@@ -371,23 +379,25 @@ constexpr long long kStepTeamIdleNs = 500 * 1000;
 // two threads or more (team.hpp, run_team), whose helpers spin for a while on the CPUs the
 // step's own would take (the Zen 4 VM's libgomp helper spent ~8 ms of CPU per region), a team
 // step runs on libgomp's team, as before the step had helpers of its own, and only where it
-// did then: where the weights need two cores' caches, or from kMinOpenmpStepBytesPerThread
-// per thread (2^20 multiply-adds of float32). Alternating a sequence call of 2 threads
+// did then: where the weights need two cores' caches, or from kMinStepCallWorkPerThread
+// multiply-adds per thread. Alternating a sequence call of 2 threads
 // (N = 32, T = 20, H = 256, ~0.55 ms) with 5 steps (float32 N = 1, H = 256) on both runtimes,
 // each one's helpers spinning while the other's worked made the sequence call 1.8x slower
 // and the steps 12x; with the steps alone in that window, float32 H = 512 took 12.5-13.5 µs
 // against 8.1-10.0 on libgomp's team. (A stream of such steps renews the window: it stays on
 // libgomp until a pause of kStepAfterOpenmpNs.)
 constexpr long long kStepAfterOpenmpNs = 10 * 1000 * 1000;
-constexpr idx kMinOpenmpStepBytesPerThread = idx(4) << 20;
 // A step that would run on a team runs alone where that has been measured faster (step.hpp,
 // StepTeamTrial): after the first kStepTrialFirst steps of a layer, and then every
 // kStepTrialEvery steps, kStepTrialSteps steps run the other way (the first of them not timed:
-// its caches hold the other way's share of the weights). Up to kStepTrialLayers layers (and
-// row counts) per calling thread are followed at once. Trials of the slower way cost ~3 % of a
-// stream's time at most (4 steps in 128, each up to ~2x the time the faster way takes).
+// its caches hold the other way's share of the weights). Where the calling thread alone stays
+// faster, the trials of the team come at twice the interval each time, up to
+// kStepTrialEveryMost steps (the helpers sleep in between, and the first step of a trial waits
+// for one to wake: 0.05-0.3 ms on a VM). Up to kStepTrialLayers layers (and row counts) per
+// calling thread are followed at once.
 constexpr unsigned kStepTrialFirst = 8;
 constexpr unsigned kStepTrialEvery = 128;
+constexpr unsigned kStepTrialEveryMost = 1u << 14;
 constexpr unsigned kStepTrialSteps = 4;
 constexpr int kStepTrialLayers = 4;
 

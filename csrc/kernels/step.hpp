@@ -323,6 +323,7 @@ struct StepTeamTrial {
         idx rows = 0;
         long long mean_ns[2] = {0, 0};  // a step's time on the team [0] and alone [1], decaying means (0: none yet)
         unsigned steps = 0, trial_left = 0;
+        unsigned next_trial = kStepTrialFirst, every = kStepTrialEvery;  // steps before the next trial, between trials
         bool trial_alone = false, last_alone = false;
     };
     Layer layers[kStepTrialLayers];
@@ -337,18 +338,24 @@ struct StepTeamTrial {
         l.rows = rows;
         return l;
     }
+    static bool better_alone(const Layer& l) { return l.mean_ns[0] && l.mean_ns[1] && l.mean_ns[1] < l.mean_ns[0]; }
     static bool alone(Layer& l) {
-        const bool better_alone = l.mean_ns[0] && l.mean_ns[1] && l.mean_ns[1] < l.mean_ns[0];
-        if (l.trial_left == 0 && (l.steps == kStepTrialFirst || (l.steps && l.steps % kStepTrialEvery == 0))) {
+        if (l.trial_left == 0 && l.steps == l.next_trial) {
             l.trial_left = kStepTrialSteps;
-            l.trial_alone = !better_alone;
+            l.trial_alone = !better_alone(l);
         }
-        return l.trial_left ? l.trial_alone : better_alone;
+        return l.trial_left ? l.trial_alone : better_alone(l);
     }
     // The first step after a change of way is not timed (its caches hold the other way's share).
+    // A trial of the team that finds the calling thread alone still faster doubles the steps
+    // to the next one (up to kStepTrialEveryMost): its helpers sleep between such trials, and
+    // the first step of each pays their wake-up.
     static void record(Layer& l, bool alone, long long ns) {
         ++l.steps;
-        if (l.trial_left) --l.trial_left;
+        if (l.trial_left && --l.trial_left == 0) {
+            l.every = !l.trial_alone && better_alone(l) ? imin(2 * l.every, kStepTrialEveryMost) : kStepTrialEvery;
+            l.next_trial = l.steps + l.every;
+        }
         if (alone == l.last_alone) {
             // A step that took more than 1.5x the mean (a thread preempted, an interrupt)
             // counts as 1.5x: one such step would otherwise outweigh many.
@@ -377,27 +384,31 @@ static bool run_step(const StepArgs<T>& a) {
     };
     idx weights = 0;
     for (idx l = 0; l < L; ++l) weights += (a.layers[l].wx.rows + H) * width;
-    // Chunks enough for the weights to stay in the caches of the threads that share them; and
-    // threads enough for the work too (kMinStepCallBytesPerThread): those beyond the chunks take
-    // other blocks of rows. Where the rows are one block, two chunks if a block's sweep is worth
-    // two threads (not more: each chunk costs a little time on one thread); where they are more,
-    // the threads take blocks of rows, which need no barrier per block (N = 32, two threads,
-    // H = 256: 40 µs with two chunks, 32 by blocks of rows).
+    // Chunks enough for the weights to stay in the caches of the threads that share them, and
+    // two where a layer's sweep is worth two threads (kMinStepCallBytesPerThread; not more: each
+    // chunk costs a little time on one thread): fixed by the weights alone, so a sample's bits
+    // do not depend on the batch it steps in. Threads enough for the work too (two from
+    // kMinStepWorkForTwoThreads multiply-adds, more from kMinStepCallWorkPerThread each); where
+    // the rows are more than one block, the threads beyond what the cache needs take blocks of
+    // rows rather than chunks, which need no barrier per block (N = 32, two threads, H = 256:
+    // 40 µs split by chunks, 32 by blocks of rows).
     const idx row_blocks = (N + kStepBlockRows - 1) / kStepBlockRows;
     const idx bytes = weights * idx(sizeof(T)), share = core_cache_bytes() / kStepCacheShare;
-    const idx sweep_team = row_blocks == 1 ? imin(2, bytes / L / kMinStepCallBytesPerThread) : 1;
-    const idx shape_team = imax((bytes + share - 1) / share, sweep_team);
-    const idx work_team = mul_sat(N, bytes) / L / kMinStepCallBytesPerThread;
+    const idx cache_team = (bytes + share - 1) / share;
+    const idx shape_team = imax(cache_team, imin(2, bytes / L / kMinStepCallBytesPerThread));
+    const idx work = mul_sat(N, weights) / L;  // multiply-adds per layer
+    const idx work_team = imax(work >= kMinStepWorkForTwoThreads ? 2 : 1, work / kMinStepCallWorkPerThread);
     idx fewest_chunks = kStepChunks;
     for (idx l = 0; l < L; ++l) fewest_chunks = imin(fewest_chunks, layer_chunks(l, shape_team).count);
     const idx wanted = imax(1, imin(idx(a.threads < 1 ? 1 : a.threads), imax(work_team, shape_team)));
+    const idx chunk_cap = imin(imin(wanted, fewest_chunks), imin(vectors, row_blocks > 1 ? cache_team : kStepChunks));
     idx chunk_team = 1;  // threads per row block: a power of two, so that each one's chunks are a subtree
-    while (chunk_team * 2 <= imin(imin(wanted, fewest_chunks), vectors)) chunk_team *= 2;
+    while (chunk_team * 2 <= chunk_cap) chunk_team *= 2;
     idx groups = imax(1, imin(wanted / chunk_team, row_blocks));
     // The team only while steps come back to back (kStepTeamIdleNs): this calling thread's.
     // Within kStepAfterOpenmpNs of this thread's last OpenMP region, whose helpers may still
     // spin on the CPUs our own would take, on that region's runtime, and only where the weights
-    // need two cores' caches or are worth its dearer start (kMinOpenmpStepBytesPerThread);
+    // need two cores' caches or the work is worth its dearer start (kMinStepCallWorkPerThread);
     // otherwise on our own helpers where that has been measured faster than one thread
     // (StepTeamTrial).
     static thread_local long long previous_step_end_ns = 0;
@@ -409,7 +420,7 @@ static bool run_step(const StepArgs<T>& a) {
         alone = true;
     } else if (chunk_team * groups > 1 && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
         on_openmp = true;
-        alone = (bytes + share - 1) / share <= 1 && mul_sat(N, bytes) / L < 2 * kMinOpenmpStepBytesPerThread;
+        alone = cache_team <= 1 && work < 2 * kMinStepCallWorkPerThread;
     } else if (chunk_team * groups > 1) {
         tried = &trial.layer(a.layers[0].wh.data, N);
         alone = StepTeamTrial::alone(*tried);
