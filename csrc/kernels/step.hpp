@@ -325,6 +325,7 @@ struct StepTeamTrial {
         unsigned steps = 0, trial_left = 0;
         unsigned next_trial = kStepTrialFirst, every = kStepTrialEvery;  // steps before the next trial, between trials
         bool trial_alone = false, last_alone = false;
+        bool untimed = false;  // the next step: the first on the team after a pause (a helper's wake-up)
     };
     Layer layers[kStepTrialLayers];
     unsigned replace = 0;
@@ -356,13 +357,14 @@ struct StepTeamTrial {
             l.every = !l.trial_alone && better_alone(l) ? imin(2 * l.every, kStepTrialEveryMost) : kStepTrialEvery;
             l.next_trial = l.steps + l.every;
         }
-        if (alone == l.last_alone) {
+        if (alone == l.last_alone && !l.untimed) {
             // A step that took more than 1.5x the mean (a thread preempted, an interrupt)
             // counts as 1.5x: one such step would otherwise outweigh many.
             long long& m = l.mean_ns[alone];
             m = m ? m + (imin(ns, m + m / 2) - m) / 4 : ns;
         }
         l.last_alone = alone;
+        l.untimed = false;
     }
 };
 
@@ -420,6 +422,7 @@ static bool run_step(const StepArgs<T>& a) {
     const long long start_ns = chunk_team * groups > 1 ? monotonic_ns() : 0;
     if (chunk_team * groups > 1 && start_ns - previous_step_end_ns > kStepTeamIdleNs) {
         alone = true;
+        if (cache_team <= 1) trial.layer(a.layers[0].wh.data, N).untimed = true;
     } else if (chunk_team * groups > 1 && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
         on_openmp = true;
         alone = cache_team <= 1 && work < 2 * kMinStepCallWorkPerThread;
