@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <climits>
 #include <new>
 #include <vector>
 
