@@ -7,7 +7,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import BACKEND_PARAMS, backend_id, check_against_reference, flush_subnormals, make_problem, use_backend
+from helpers import (
+    BACKEND_PARAMS,
+    CPP_PARAMS,
+    backend_id,
+    check_against_reference,
+    flush_subnormals,
+    make_problem,
+    use_backend,
+)
 
 SHAPES = [  # (T, N, D, H): edges, tails of every register block, and a few hundred
     (1, 1, 1, 1),
@@ -122,3 +130,57 @@ def test_numba_runs_big_steps_on_the_reference(monkeypatch, cell):
         for outputs in (("h", "c", "g"), ("da", "dv", "dh0", "dc0")):  # the forward's, the backward's
             differ = [k for k in outputs if not np.array_equal(got[k], want[k])]
             assert not differ if same_bits else differ, f"bound {bound}: {differ or 'the reference'} ({outputs})"
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("N,H", [(1, 64), (1, 96), (1, 200), (7, 130)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
+def test_every_other_step_run_from_the_last_weights_gives_the_same_bits(cell, N, H, dtype, backend):
+    """The compiled recurrence runs every other step's products from the last panel and gate
+    block to the first (microkernel.hpp, step_product: the weights the step before ended on are
+    still in L1), each tile's sums in the same order, so a step's bits do not depend on which
+    way it ran. Forward: T calls of one step each (each runs its step first to last) give the
+    states of one call of T steps. Backward: one more step at the end whose gradient is zero
+    shifts which way every step runs, and must give dx and the gradient carried to the initial
+    state bit for bit (its zero products add exact zeros)."""
+    import pyrnn_fast as prf
+
+    T, D = 5, 6
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T + 1, N, D)).astype(dtype)
+    Wx = (rng.standard_normal((D, G * H)) * 0.4).astype(dtype)
+    Wh = (rng.standard_normal((H, G * H)) * 1.6 / np.sqrt(H)).astype(dtype)
+    b = (rng.standard_normal(G * H) * 0.1).astype(dtype)
+    dhs = rng.standard_normal((T + 1, N, H)).astype(dtype)
+    dhs[T] = 0
+
+    zeros = (None, None) if cell == "lstm" else None
+
+    def forward(xs, state=zeros):
+        """hs and the last state (h, or (h, c)) of steps xs from `state` (None: zeros), and
+        backward(dhs) of that call: (dx, the gradients carried to the initial state)."""
+        h0, c0 = state if cell == "lstm" else (state, None)
+        if cell == "rnn":
+            hs, h_last = prf.rnn_forward(xs, Wx, Wh, b, h0, time_major=True)
+            return hs, h_last, lambda d: prf.rnn_backward(d, xs, Wx, Wh, hs, h0, time_major=True)[::4]
+        if cell == "lstm":
+            o = prf.lstm_forward(xs, Wx, Wh, b, h0, c0, time_major=True)
+            g = lambda d: prf.lstm_backward(d, xs, Wx, Wh, o.hs, o.workspace, h0, c0, time_major=True)  # noqa: E731
+            return o.hs, (o.h_last, o.c_last), lambda d: (g(d).dx, g(d).dh0, g(d).dc0)
+        o = prf.gru_forward(xs, Wx, Wh, b, None, h0, time_major=True)
+        return o.hs, o.h_last, lambda d: prf.gru_backward(d, xs, Wx, Wh, o.hs, o.workspace, h0, time_major=True)[::5]
+
+    with use_backend(backend):
+        hs, _, backward = forward(x[:T])
+        state = zeros
+        for t in range(T):
+            hs_t, state, _ = forward(x[t : t + 1], state)
+            np.testing.assert_array_equal(hs_t[0], hs[t], err_msg=f"h at step {t}")
+        grads = backward(dhs[:T])
+        hs_longer, _, backward_longer = forward(x)
+        np.testing.assert_array_equal(hs_longer[:T], hs)
+        for name, got, want in zip(["dx", "dh0", "dc0"], backward_longer(dhs), grads):
+            np.testing.assert_array_equal(got[: len(want)], want, err_msg=name)
+    assert np.abs(hs).max() > 0.1 and np.abs(grads[0]).max() > 0.1

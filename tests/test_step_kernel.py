@@ -12,13 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import BACKEND_PARAMS, assert_close, backend_id, num_threads, use_backend
+from helpers import CPP_PARAMS, assert_close, backend_id, num_threads, use_backend
 from pyrnn_fast import _backends, _reference
 
 core = _backends._core
 pytestmark = pytest.mark.skipif(core is None, reason="the compiled backend is not installed")
 # Every instruction set this build has (the register blocking of the step differs per ISA).
-CPP_PARAMS = [p for p in BACKEND_PARAMS if p[0] == "cpp"]
 
 
 def _params(wx, wh, b) -> dict:

@@ -57,9 +57,23 @@ constexpr int kNV = 2;  // vectors per packed panel (kNR<T> = kNV * lanes column
 
 // How many panels a tile of M rows spans: few rows reuse each broadcast of A too little and
 // leave the FMA latency exposed, so they take more columns (more independent accumulators).
+// With 512-bit vectors one row (a stream of one sample) takes two panels, not four: its
+// weights, past L1, stream from L2 at half a vector a cycle, which four accumulators keep up
+// with, and a tile of four panels covers all of float32 H = 128, which leaves nothing for
+// the steps' alternating order to find in L1 (recurrence.hpp). With 256-bit vectors (a whole
+// vector a cycle from L2, and L1-resident weights wanting every accumulator) four stayed
+// better. Zen 4 VM, in one process against four panels, median of 15-21 interleaved rounds,
+// 1 / 2 threads, T = 1000, N = 1, the time: AVX-512 vanilla float32 H = 128 forward 0.87x /
+// 0.80x, backward 0.84x / 0.88x, H = 96 0.77x / 0.81x, float64 H = 128 0.92x / 0.88x, H = 64
+// 0.83x / 0.90x, LSTM and GRU 0.84-1.05x (the method's noise is ~5 %); the AVX2 kernels with
+// two panels: float32 H = 64 1.23x, float64 H = 32 1.17x, H = 128 0.96x against 0.88x with four.
 template <int M>
 constexpr int panels_for_rows() {
+#if defined(PRF_ISA_AVX512)
+    return M <= 3 ? 2 : 1;
+#else
     return M == 1 ? 4 : (M <= 3 ? 2 : 1);
+#endif
 }
 
 // The streaming step (step.hpp) sweeps kStepSweepRows rows of weights at a time (four

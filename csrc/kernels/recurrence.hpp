@@ -185,7 +185,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         auto block = [&](int b) { return pack ? packed + b * block_size : s.weights.data + b * H; };
         auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
             step_product<T>(op.a, op.lda, pack_a(op), n0, rows, op.K, block(0), !pack, s.weights.ld, H, p0, p1, partial,
-                            partial_ld, epi);
+                            partial_ld, false, epi);
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         const bool barrier_per_step = team > 1 && !split.by_rows;
@@ -198,9 +198,15 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             rows = n1 - n0;
             const StepOperand<T> op = cell.operand(i);
             const T* a_packed = pack_a(op);
-            for (int b = 0; b < s.blocks; ++b)
+            // Every other step from the last block and panel to the first: a step then starts on
+            // the weights the step before ended on, in L1 where they stream from L2 (step_product;
+            // the same bits: each block's epilogue and each tile's sums do not depend on the order).
+            const bool backwards = i % 2 == 1;
+            for (int k = 0; k < s.blocks; ++k) {
+                const int b = backwards ? s.blocks - 1 - k : k;
                 step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
-                                partial, partial_ld, cell.epilogue(i, b));
+                                partial, partial_ld, backwards, cell.epilogue(i, b));
+            }
             cell.after_products(i, n0, n1, j0, j1);
             if (poll(step_work / N * rows)) stop.after(i + 1);
             // Split by rows, rows change hands where the next step runs another count: every

@@ -272,7 +272,8 @@ static void step_finish(const StepArgs<T>& a, idx l, int team, const T* roots, i
             // `biased` adds a bias's block.
             auto pairwise = [&](const T* first, int count, idx gate) {
                 Vec<T> v[kStepChunks];
-                for (int t = 0; t < count; ++t) v[t] = io.get(first + gate * H + t * root_stride);
+                v[0] = io.get(first + gate * H);  // (count >= 1)
+                for (int t = 1; t < count; ++t) v[t] = io.get(first + gate * H + t * root_stride);
                 for (int w = 1; w < count; w *= 2)
                     for (int t = 0; t + w < count; t += 2 * w) v[t] += v[t + w];
                 return v[0];
