@@ -67,6 +67,9 @@ constexpr int kNV = 2;  // vectors per packed panel (kNR<T> = kNV * lanes column
 // 0.80x, backward 0.84x / 0.88x, H = 96 0.77x / 0.81x, float64 H = 128 0.92x / 0.88x, H = 64
 // 0.83x / 0.90x, LSTM and GRU 0.84-1.05x (the method's noise is ~5 %); the AVX2 kernels with
 // two panels: float32 H = 64 1.23x, float64 H = 32 1.17x, H = 128 0.96x against 0.88x with four.
+// As built (alternating processes against the build before, 1 thread, forward, the time):
+// AVX-512 float32 H = 96 0.88x, H = 128 0.84x; AVX2 float32 H = 32 0.86x (a tile of two for
+// the last two panels, microkernel.hpp), H = 96 0.78x, H = 128 0.88x, float64 H = 32-64 1.00x.
 template <int M>
 constexpr int panels_for_rows() {
 #if defined(PRF_ISA_AVX512)
