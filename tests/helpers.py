@@ -37,7 +37,8 @@ def _backend_params():
 
 
 BACKEND_PARAMS = _backend_params()
-CPP_PARAMS = [p for p in BACKEND_PARAMS if p[0] == "cpp"]  # the compiled backend, once per instruction set
+# The compiled backend once per instruction set this build has (their register blockings differ).
+CPP_PARAMS = [p for p in BACKEND_PARAMS if p[0] == "cpp"]
 
 
 # Whether the compiled kernels can flush subnormals here (x86-64; on by default there).

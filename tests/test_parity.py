@@ -132,18 +132,29 @@ def test_numba_runs_big_steps_on_the_reference(monkeypatch, cell):
             assert not differ if same_bits else differ, f"bound {bound}: {differ or 'the reference'} ({outputs})"
 
 
+def _assert_same_bits(got, want, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    bits = np.uint32 if got.dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(got.view(bits), want.view(bits), err_msg=what)
+
+
+# N = 1 with 2, 3, 4 and 7 panels of every ISA (AVX2 float32: 7 leaves a tile of two and one
+# of one after a tile of four), N = 9 (more than one sliver of 8 rows), N = 70 (AVX2 packs its
+# slivers of A from 64 rows).
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("N,H", [(1, 64), (1, 96), (1, 200), (7, 130)])
+@pytest.mark.parametrize("N,H", [(1, 64), (1, 96), (1, 112), (1, 200), (9, 40), (70, 24)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
 def test_every_other_step_run_from_the_last_weights_gives_the_same_bits(cell, N, H, dtype, backend):
     """The compiled recurrence runs every other step's products from the last panel and gate
-    block to the first (microkernel.hpp, step_product: the weights the step before ended on are
-    still in L1), each tile's sums in the same order, so a step's bits do not depend on which
-    way it ran. Forward: T calls of one step each (each runs its step first to last) give the
-    states of one call of T steps. Backward: one more step at the end whose gradient is zero
-    shifts which way every step runs, and must give dx and the gradient carried to the initial
-    state bit for bit (its zero products add exact zeros)."""
+    block to the first where a thread's weights are small (recurrence.hpp, kAlternateStepBytes:
+    the weights the step before ended on are still in L1), each tile's sums in the same order,
+    so a step's bits do not depend on which way it ran. Forward: T calls of one step each (each
+    runs its step first to last) give the states of one call of T steps. Backward: one more
+    step at the end whose gradient is zero shifts which way every step runs, and must give dx
+    and the gradient carried to the initial state bit for bit (its zero products add exact
+    zeros)."""
     import pyrnn_fast as prf
 
     T, D = 5, 6
@@ -155,32 +166,37 @@ def test_every_other_step_run_from_the_last_weights_gives_the_same_bits(cell, N,
     b = (rng.standard_normal(G * H) * 0.1).astype(dtype)
     dhs = rng.standard_normal((T + 1, N, H)).astype(dtype)
     dhs[T] = 0
-
     zeros = (None, None) if cell == "lstm" else None
 
-    def forward(xs, state=zeros):
-        """hs and the last state (h, or (h, c)) of steps xs from `state` (None: zeros), and
-        backward(dhs) of that call: (dx, the gradients carried to the initial state)."""
-        h0, c0 = state if cell == "lstm" else (state, None)
-        if cell == "rnn":
-            hs, h_last = prf.rnn_forward(xs, Wx, Wh, b, h0, time_major=True)
-            return hs, h_last, lambda d: prf.rnn_backward(d, xs, Wx, Wh, hs, h0, time_major=True)[::4]
-        if cell == "lstm":
-            o = prf.lstm_forward(xs, Wx, Wh, b, h0, c0, time_major=True)
-            g = lambda d: prf.lstm_backward(d, xs, Wx, Wh, o.hs, o.workspace, h0, c0, time_major=True)  # noqa: E731
-            return o.hs, (o.h_last, o.c_last), lambda d: (g(d).dx, g(d).dh0, g(d).dc0)
-        o = prf.gru_forward(xs, Wx, Wh, b, None, h0, time_major=True)
-        return o.hs, o.h_last, lambda d: prf.gru_backward(d, xs, Wx, Wh, o.hs, o.workspace, h0, time_major=True)[::5]
+    with use_backend(backend) as name:
+        kw = dict(time_major=True, backend=name)
 
-    with use_backend(backend):
+        def forward(xs, state=zeros):
+            """hs and the last state (h, or (h, c)) of steps xs from `state` (None: zeros), and
+            backward(dhs) of that call: (dx, the gradients carried to the initial state)."""
+            h0, c0 = state if cell == "lstm" else (state, None)
+            if cell == "rnn":
+                hs, h_last = prf.rnn_forward(xs, Wx, Wh, b, h0, **kw)
+                return hs, h_last, lambda d: prf.rnn_backward(d, xs, Wx, Wh, hs, h0, **kw)[::4]
+            if cell == "lstm":
+                o = prf.lstm_forward(xs, Wx, Wh, b, h0, c0, **kw)
+                grads = lambda g: (g.dx, g.dh0, g.dc0)  # noqa: E731
+                return (
+                    o.hs,
+                    (o.h_last, o.c_last),
+                    lambda d: grads(prf.lstm_backward(d, xs, Wx, Wh, o.hs, o.workspace, h0, c0, **kw)),
+                )
+            o = prf.gru_forward(xs, Wx, Wh, b, None, h0, **kw)
+            return o.hs, o.h_last, lambda d: prf.gru_backward(d, xs, Wx, Wh, o.hs, o.workspace, h0, **kw)[::5]
+
         hs, _, backward = forward(x[:T])
         state = zeros
         for t in range(T):
             hs_t, state, _ = forward(x[t : t + 1], state)
-            np.testing.assert_array_equal(hs_t[0], hs[t], err_msg=f"h at step {t}")
+            _assert_same_bits(hs_t[0], hs[t], f"h at step {t}")
         grads = backward(dhs[:T])
         hs_longer, _, backward_longer = forward(x)
-        np.testing.assert_array_equal(hs_longer[:T], hs)
-        for name, got, want in zip(["dx", "dh0", "dc0"], backward_longer(dhs), grads):
-            np.testing.assert_array_equal(got[: len(want)], want, err_msg=name)
+        _assert_same_bits(hs_longer[:T], hs, "hs of the longer call")
+        for what, got, want in zip(["dx", "dh0", "dc0"], backward_longer(dhs), grads):
+            _assert_same_bits(got[: len(want)], want, what)
     assert np.abs(hs).max() > 0.1 and np.abs(grads[0]).max() > 0.1

@@ -17,7 +17,6 @@ from pyrnn_fast import _backends, _reference
 
 core = _backends._core
 pytestmark = pytest.mark.skipif(core is None, reason="the compiled backend is not installed")
-# Every instruction set this build has (the register blocking of the step differs per ISA).
 
 
 def _params(wx, wh, b) -> dict:

@@ -57,25 +57,33 @@ constexpr int kNV = 2;  // vectors per packed panel (kNR<T> = kNV * lanes column
 
 // How many panels a tile of M rows spans: few rows reuse each broadcast of A too little and
 // leave the FMA latency exposed, so they take more columns (more independent accumulators).
-// With 512-bit vectors one row (a stream of one sample) takes two panels, not four: its
-// weights, past L1, stream from L2 at half a vector a cycle, which four accumulators keep up
-// with, and a tile of four panels covers all of float32 H = 128, which leaves nothing for
-// the steps' alternating order to find in L1 (recurrence.hpp). With 256-bit vectors (a whole
-// vector a cycle from L2, and L1-resident weights wanting every accumulator) four stayed
-// better. Zen 4 VM, in one process against four panels, median of 15-21 interleaved rounds,
-// 1 / 2 threads, T = 1000, N = 1, the time: AVX-512 vanilla float32 H = 128 forward 0.87x /
-// 0.80x, backward 0.84x / 0.88x, H = 96 0.77x / 0.81x, float64 H = 128 0.92x / 0.88x, H = 64
-// 0.83x / 0.90x, LSTM and GRU 0.84-1.05x (the method's noise is ~5 %); the AVX2 kernels with
-// two panels: float32 H = 64 1.23x, float64 H = 32 1.17x, H = 128 0.96x against 0.88x with four.
-// As built (alternating processes against the build before, 1 thread, forward, the time):
-// AVX-512 float32 H = 96 0.88x, H = 128 0.84x; AVX2 float32 H = 32 0.86x (a tile of two for
-// the last two panels, microkernel.hpp), H = 96 0.78x, H = 128 0.88x, float64 H = 32-64 1.00x.
 template <int M>
 constexpr int panels_for_rows() {
-#if defined(PRF_ISA_AVX512)
-    return M <= 3 ? 2 : 1;
-#else
     return M == 1 ? 4 : (M <= 3 ? 2 : 1);
+}
+
+// ... and a tile of a recurrence's step product (microkernel.hpp, tiles_for_rows): with
+// 512-bit vectors (and the portable build, which shares that tiling) one row, a stream of one
+// sample, takes two panels, not four: its weights, past L1, stream from L2 at half a vector a
+// cycle, which four accumulators keep up with, and a tile of four panels covers all of float32
+// H = 128, which leaves nothing for the steps' alternating order to find in L1 (recurrence.hpp).
+// With 256-bit vectors (a whole vector a cycle from L2, and L1-resident weights wanting every
+// accumulator) four stayed better. Zen 4 VM, in one process against tiles of four panels,
+// median of 15-21 interleaved rounds, 1 / 2 threads, T = 1000, N = 1, the time: AVX-512 vanilla
+// float32 H = 128 forward 0.87x / 0.80x, backward 0.84x / 0.88x, H = 96 0.77x / 0.81x, float64
+// H = 128 0.92x / 0.88x, H = 64 0.83x / 0.90x, LSTM and GRU 0.84-1.05x (the method's noise is
+// ~5 %); the AVX2 kernels with tiles of two panels instead of four: float32 H = 64 1.23x,
+// float64 H = 32 1.17x, and H = 128 0.96x where four with the alternating order read 0.88x.
+// As built (alternating processes against the build before, 1 thread, forward, the time):
+// AVX-512 float32 H = 96 0.88x, H = 128 0.84x; AVX2 float32 H = 32 0.86x (a tile of two for
+// the last two or three panels, microkernel.hpp), H = 96 0.78x, H = 128 0.88x, float64
+// H = 32-64 1.00x. (The GEMMs keep panels_for_rows: their one-row tiles were not measured.)
+template <int M>
+constexpr int step_panels_for_rows() {
+#if defined(PRF_ISA_AVX2)
+    return panels_for_rows<M>();
+#else
+    return M <= 3 ? 2 : 1;
 #endif
 }
 
@@ -145,6 +153,12 @@ constexpr idx kStepBlockRows = 8;
 // instead of A coming from L3 once per panel when it is larger than L2 (the `large` shape's
 // h_{t-1} is 512 KB): measured +3 % on its recurrences at 2 threads, up to +8 % on `typical`'s.
 constexpr idx kGroupBytes = idx(256) << 10;
+// A recurrence runs every other step from its last weights to the first (recurrence.hpp) only
+// where a thread's share of a step's weights is at most this: four 32 KB L1s, of which the
+// step before leaves up to one. Beyond it the L1 holds too little of them to matter, and the
+// reversed order of `large`'s L2-sized groups had cost its gated cells 1.006-1.017x the time
+// (a trial of the same reversal for L2 reuse, docs/DESIGN.md).
+constexpr idx kAlternateStepBytes = idx(128) << 10;
 
 // Depth of a packed GEMM block: an A sliver (kMR x kKC) stays in L1 while it sweeps a group
 // of panels. AVX-512 parts have 48 KB of L1 (Ice Lake and later): 512 deep (16 KB of float32

@@ -266,7 +266,7 @@ static void pack_rows(T* dst, const T* a, idx lda, idx nrows, idx K) {
 // All tiles of M rows starting at row0 (rows of a matrix), for panels [p0, p1).
 template <class T, int M, class Epi>
 static void tiles_for_rows(const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
-    constexpr int NR = kNR<T>, NP = panels_for_rows<M>();
+    constexpr int NR = kNR<T>, NP = step_panels_for_rows<M>();
     const StridedRowsA<T> arows{s.a + row0 * s.lda, s.lda};
     auto wide = [&](idx p) {
         with_panels<T, M, NP>(s, p, [&](const auto& b) {
@@ -278,8 +278,9 @@ static void tiles_for_rows(const StepBlock<T>& s, idx p0, idx p1, idx row0, cons
             micro_tile<T, M, 1>(arows, s.K, b, row0, M, p * NR, s.ncols - p * NR, epi, s.init, s.init_ld);
         });
     };
-    // Tiles of NP panels in [p0, whole), then one of two where NP > 2 and two are left (four
-    // accumulators rather than two tiles of two: AVX2, float32, H = 32), then of one.
+    // Tiles of NP panels in [p0, whole), then one of two where NP > 2 and two or three are left
+    // (four accumulators rather than tiles of one, with two each: AVX2, float32, H = 32), then
+    // tiles of one.
     const idx whole = p0 + (p1 - p0) / NP * NP, pair = NP > 2 && p1 - whole >= 2 ? whole + 2 : whole;
     auto two = [&] {
         if constexpr (NP > 2)
@@ -366,9 +367,10 @@ struct PartialSumEpilogue {  // the tile's sums so far, whole vectors (the buffe
 // its full depth K (panel p at packed + p * K * NR) or, `in_place`, B itself at `packed` (row k
 // at packed + k * weights_ld), `a_packed` (or null) those rows of A.
 // `backwards`: the panels from the last to the first, each tile's sums in the same order (the
-// same bits): a recurrence that alternates the direction from step to step starts each step on
-// the panels the step before ended on, still in L1 (Zen 4, AVX-512, a 1 x 128 float32 step
-// whose 64 KB of weights stream from L2: 0.46 µs a step against 0.57, bench/l1_reuse.cpp).
+// same bits): a recurrence that alternates the direction from step to step (recurrence.hpp,
+// kAlternateStepBytes: shares of weights within one depth block) starts each step on the
+// panels the step before ended on, still in L1 (Zen 4, AVX-512, a 1 x 128 float32 step whose
+// 64 KB of weights stream from L2: 0.46 µs a step against 0.57, bench/l1_reuse.cpp).
 // Deeper than kStepKC (a gated cell's backward: 3H or 4H), it is summed in blocks of kStepKC,
 // the sums between blocks in `partial` (all rows x partial_ld; the thread writes its rows and
 // panel columns), so that what a tile reads of A stays bounded (kMR x kStepKC, config.hpp)

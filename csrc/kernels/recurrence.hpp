@@ -189,6 +189,12 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         };
         const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
         const bool barrier_per_step = team > 1 && !split.by_rows;
+        // Every other step from the last block and panel to the first, where the thread's share
+        // of the weights is small enough (kAlternateStepBytes): a step then starts on the weights
+        // the step before ended on, still in L1 (step_product; the same bits: each block's
+        // epilogue and each tile's sums do not depend on the order).
+        const bool alternate =
+            mul_sat(mul_sat(mul_sat((p1 - p0) * NR, K), s.blocks), idx(sizeof(T))) <= kAlternateStepBytes;
         for (idx i = 0; i < steps; ++i) {
             const idx running = cell.rows(i);
             if (!split.by_rows)
@@ -198,10 +204,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             rows = n1 - n0;
             const StepOperand<T> op = cell.operand(i);
             const T* a_packed = pack_a(op);
-            // Every other step from the last block and panel to the first: a step then starts on
-            // the weights the step before ended on, in L1 where they stream from L2 (step_product;
-            // the same bits: each block's epilogue and each tile's sums do not depend on the order).
-            const bool backwards = i % 2 == 1;
+            const bool backwards = alternate && i % 2 == 1;
             for (int k = 0; k < s.blocks; ++k) {
                 const int b = backwards ? s.blocks - 1 - k : k;
                 step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
