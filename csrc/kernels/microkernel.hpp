@@ -2,6 +2,7 @@
 // reading A, and the sweep of one step's product over a thread's panels.
 #pragma once
 #include "simd.hpp"
+#include <type_traits>
 
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
@@ -268,38 +269,30 @@ template <class T, int M, class Epi>
 static void tiles_for_rows(const StepBlock<T>& s, idx p0, idx p1, idx row0, const Epi& epi) {
     constexpr int NR = kNR<T>, NP = step_panels_for_rows<M>();
     const StridedRowsA<T> arows{s.a + row0 * s.lda, s.lda};
-    auto wide = [&](idx p) {
-        with_panels<T, M, NP>(s, p, [&](const auto& b) {
-            micro_tile<T, M, NP>(arows, s.K, b, row0, M, p * NR, s.ncols - p * NR, epi, s.init, s.init_ld);
-        });
-    };
-    auto narrow = [&](idx p) {
-        with_panels<T, M, 1>(s, p, [&](const auto& b) {
-            micro_tile<T, M, 1>(arows, s.K, b, row0, M, p * NR, s.ncols - p * NR, epi, s.init, s.init_ld);
+    // A tile of W panels from panel p (W = NP, 2 or 1).
+    auto tile = [&](auto width, idx p) {
+        constexpr int W = decltype(width)::value;
+        with_panels<T, M, W>(s, p, [&](const auto& b) {
+            micro_tile<T, M, W>(arows, s.K, b, row0, M, p * NR, s.ncols - p * NR, epi, s.init, s.init_ld);
         });
     };
     // Tiles of NP panels in [p0, whole), then one of two where NP > 2 and two or three are left
     // (four accumulators rather than tiles of one, with two each: AVX2, float32, H = 32), then
     // tiles of one.
     const idx whole = p0 + (p1 - p0) / NP * NP, pair = NP > 2 && p1 - whole >= 2 ? whole + 2 : whole;
-    auto two = [&] {
-        if constexpr (NP > 2)
-            with_panels<T, M, 2>(s, whole, [&](const auto& b) {
-                micro_tile<T, M, 2>(arows, s.K, b, row0, M, whole * NR, s.ncols - whole * NR, epi, s.init, s.init_ld);
-            });
-    };
-    // Tile t of `count` in the order above, or backwards from the last; one call of each tile
-    // width in the code (the epilogue's vtanh stays inlined: with the loops written out twice,
-    // GCC called it, float64 H = 32 1.08x the time with AVX2).
+    // Tile t of `count` in that order, or backwards from the last; one call of each tile width
+    // in the code (the epilogue's vtanh stays inlined: with the loops written out twice, GCC
+    // called it, float64 H = 32 1.08x the time with AVX2).
     const idx wides = (whole - p0) / NP, pairs = pair > whole ? 1 : 0, count = wides + pairs + (p1 - pair);
     for (idx i = 0; i < count; ++i) {
-        const idx t = s.backwards ? count - 1 - i : i;
-        if (t < wides)
-            wide(p0 + t * NP);
-        else if (t < wides + pairs)
-            two();
-        else
-            narrow(pair + (t - wides - pairs));
+        const idx t = nth(i, count, s.backwards);
+        if (t < wides) {
+            tile(std::integral_constant<int, NP>{}, p0 + t * NP);
+        } else if (t < wides + pairs) {
+            if constexpr (NP > 2) tile(std::integral_constant<int, 2>{}, whole);
+        } else {
+            tile(std::integral_constant<int, 1>{}, pair + (t - wides - pairs));
+        }
     }
 }
 
@@ -319,8 +312,8 @@ static void tiles_for_sliver(const StepBlock<T>& s, idx p0, idx p1, idx row0, co
     constexpr int NR = kNR<T>;
     const PackedA<T> sliver{s.packed_a + ((row0 - s.row0) / kMR) * s.sliver_stride};
     const int nrows = int(imin(kMR, s.row0 + s.nrows - row0));
-    for (idx i = p0; i < p1; ++i) {  // (packed rows of A: at least kMinPackedRows, so B is packed)
-        const idx p = s.backwards ? p0 + p1 - 1 - i : i;
+    for (idx i = 0; i < p1 - p0; ++i) {  // (packed rows of A: at least kMinPackedRows, so B is packed)
+        const idx p = p0 + nth(i, p1 - p0, s.backwards);
         micro_tile<T, kMR, 1>(sliver, s.K, PackedB<T>{s.packed + p * s.panel_size, s.panel_size}, row0, nrows, p * NR,
                               s.ncols - p * NR, epi, s.init, s.init_ld);
     }
@@ -338,7 +331,7 @@ static void panel_gemm(const StepBlock<T>& s, idx p0, idx p1, const Epi& epi) {
         const idx group = imax(1, kGroupBytes / idx(imax(s.K, 1) * kNR<T> * sizeof(T)));
         const idx groups = (p1 - p0 + group - 1) / group;
         for (idx i = 0; i < groups; ++i) {
-            const idx pg = p0 + (s.backwards ? groups - 1 - i : i) * group;
+            const idx pg = p0 + nth(i, groups, s.backwards) * group;
             for (idx r = s.row0; r < full; r += kMR) {
                 if (s.packed_a)
                     tiles_for_sliver<T>(s, pg, imin(pg + group, p1), r, epi);

@@ -206,7 +206,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             const T* a_packed = pack_a(op);
             const bool backwards = alternate && i % 2 == 1;
             for (int k = 0; k < s.blocks; ++k) {
-                const int b = backwards ? s.blocks - 1 - k : k;
+                const int b = int(nth(k, s.blocks, backwards));
                 step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
                                 partial, partial_ld, backwards, cell.epilogue(i, b));
             }

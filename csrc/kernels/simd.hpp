@@ -41,6 +41,8 @@ constexpr int kNR = kNV * kLanes<T>;  // columns per packed panel
 
 static inline idx imin(idx a, idx b) { return a < b ? a : b; }
 static inline idx imax(idx a, idx b) { return a > b ? a : b; }
+// The i-th of `count` in order, or counted from the last (a recurrence's backwards steps).
+static inline idx nth(idx i, idx count, bool backwards) { return backwards ? count - 1 - i : i; }
 // a * b for a, b >= 0, saturated at the largest idx: the work estimates that pick thread counts
 // multiply sizes of different arrays, whose product can exceed 2^63 for zero-stride views.
 static inline idx mul_sat(idx a, idx b) {
