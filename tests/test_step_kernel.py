@@ -126,14 +126,31 @@ def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, thread
         np.testing.assert_array_equal(later.view(np.uint8), outs[0].view(np.uint8))
 
 
-@pytest.mark.parametrize("cell,H", [("rnn", 256), ("lstm", 128), ("gru", 192)])
+def _core_cache_bytes() -> int:
+    """A core's L2 as the C library reports it (what the kernels size by, team.hpp), else the
+    512 KB they assume."""
+    try:
+        out = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True, text=True, timeout=10)
+        return int(out.stdout.strip()) if out.returncode == 0 and int(out.stdout.strip()) > 0 else 512 << 10
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 512 << 10
+
+
+# A vanilla float32 layer (D = 32) whose weights fill 60 % of that L2: more than half of it, so
+# its team is there for the cache (two chunks of weights), yet timed against one thread (step.hpp,
+# kStepTrialCachePercent). 380 on a 1 MB L2.
+_H_TEAM_FOR_CACHE = int((-32 + (32**2 + 0.6 * _core_cache_bytes()) ** 0.5) / 2)
+
+
+@pytest.mark.parametrize("cell,H", [("rnn", 256), ("lstm", 128), ("gru", 192), ("rnn", _H_TEAM_FOR_CACHE)])
 @pytest.mark.parametrize("backend", CPP_PARAMS, ids=backend_id)
 def test_a_stream_whose_team_trials_switch_ways_gives_one_threads_bits(cell, H, backend):
     """A stream of back-to-back steps on two threads runs some steps alone (step.hpp,
     StepTeamTrial: steps 8-11 and 4 in every 128 or more after, and alone throughout where
     that measured faster) and the rest on the team: every step's state must be the bits of
     the same stream on one thread. N = 1 and weights of 160-400 KB: a team for the work
-    (kMinStepCallBytesPerThread), not for the cache, so two chunks on every machine."""
+    (kMinStepCallBytesPerThread), not for the cache, so two chunks on every machine; and
+    weights of 60 % of the core's L2, two chunks for the cache."""
     import pyrnn_fast as prf
 
     xs = np.random.default_rng(5).standard_normal((300, 1, 32)).astype(np.float32)

@@ -424,11 +424,23 @@ constexpr long long kStepAfterOpenmpNs = 10 * 1000 * 1000;
 // its caches hold the other way's share of the weights). Where the calling thread alone stays
 // faster, the trials of the team come at twice the interval each time, up to
 // kStepTrialEveryMost steps (the helpers sleep in between, and the first step of a trial waits
-// for one to wake: 0.05-0.3 ms on a VM). Up to kStepTrialLayers layers (and row counts) per
-// calling thread are followed at once.
+// for one to wake: 0.05-0.3 ms on a VM); where the team stays faster, the trials alone, up to
+// kStepTrialAloneEveryMost (a few ms of steps: the host's state changes over 0.2-2 s, and
+// every trial alone costs its steps' difference: ~1.5 % of float64 H = 256's time at every
+// 128). Up to kStepTrialLayers layers (and row counts) per calling thread are followed at once.
+//
+// Which teams are timed so: those whose weights one core's L2 could hold, up to
+// kStepTrialCachePercent of it (the rest for what else a step touches), where a trial alone
+// only adds the other cores' shares to the calling core's cache. Above that a trial would evict
+// part of each core's own share (the thirty-seventh session measured it: slower everywhere),
+// and the team stays. Until the thirty-eighth session only the teams whose weights fit half an
+// L2 (kStepCacheShare) were timed; float64 H = 256 (576 KB, Zen 4's 1 MB L2) ran on two
+// threads whatever they took. FIGURES_TRIAL_CACHE
+constexpr idx kStepTrialCachePercent = 75;
 constexpr unsigned kStepTrialFirst = 8;
 constexpr unsigned kStepTrialEvery = 128;
 constexpr unsigned kStepTrialEveryMost = 1u << 14;
+constexpr unsigned kStepTrialAloneEveryMost = 1024;
 constexpr unsigned kStepTrialSteps = 4;
 constexpr int kStepTrialLayers = 4;
 

@@ -349,13 +349,16 @@ struct StepTeamTrial {
         return l.trial_left ? l.trial_alone : better_alone(l);
     }
     // The first step after a change of way is not timed (its caches hold the other way's share).
-    // A trial of the team that finds the calling thread alone still faster doubles the steps
-    // to the next one (up to kStepTrialEveryMost): its helpers sleep between such trials, and
-    // the first step of each pays their wake-up.
+    // A trial that finds the way taken still the faster doubles the steps to the next one: up
+    // to kStepTrialEveryMost after a trial of the team (its helpers sleep between such trials,
+    // and the first step of each pays their wake-up), up to kStepTrialAloneEveryMost after a
+    // trial alone (each costs its steps' difference).
     static void record(Layer& l, bool alone, long long ns) {
         ++l.steps;
         if (l.trial_left && --l.trial_left == 0) {
-            l.every = !l.trial_alone && better_alone(l) ? imin(2 * l.every, kStepTrialEveryMost) : kStepTrialEvery;
+            const bool stays = l.trial_alone != better_alone(l);  // the trial's way lost
+            const unsigned most = l.trial_alone ? kStepTrialAloneEveryMost : kStepTrialEveryMost;
+            l.every = stays ? imin(2 * l.every, most) : kStepTrialEvery;
             l.next_trial = l.steps + l.every;
         }
         if (alone == l.last_alone && !l.untimed) {
@@ -412,22 +415,23 @@ static bool run_step(const StepArgs<T>& a) {
     // Within kStepAfterOpenmpNs of this thread's last OpenMP region, whose helpers may still
     // spin on the CPUs our own would take, on that region's runtime, and only where the weights
     // need two cores' caches or the work is worth its dearer start (kMinStepCallWorkPerThread);
-    // otherwise on our own helpers, where the weights need two cores' caches always, else where
-    // that has been measured faster than one thread (StepTeamTrial: a trial alone sweeps all of
-    // weights that one L2 cannot hold, and leaves each core's share half evicted: float64
-    // H = 512 with trials took 16.8 µs a step against 14.8 without).
+    // otherwise on our own helpers, where one core's L2 cannot hold the weights always, else
+    // where that has been measured faster than one thread (StepTeamTrial; kStepTrialCachePercent:
+    // a trial alone sweeps all of weights that one L2 cannot hold, and leaves each core's share
+    // half evicted: float64 H = 512 with trials took 16.8 µs a step against 14.8 without).
     static thread_local long long previous_step_end_ns = 0;
     static thread_local StepTeamTrial trial;
     StepTeamTrial::Layer* tried = nullptr;
     bool alone = false, on_openmp = false;
     const long long start_ns = chunk_team * groups > 1 ? monotonic_ns() : 0;
+    const bool one_cache_holds = bytes * 100 <= core_cache_bytes() * kStepTrialCachePercent;
     if (chunk_team * groups > 1 && start_ns - previous_step_end_ns > kStepTeamIdleNs) {
         alone = true;
-        if (cache_team <= 1) trial.layer(a.layers[0].wh.data, N).untimed = true;
+        if (one_cache_holds) trial.layer(a.layers[0].wh.data, N).untimed = true;
     } else if (chunk_team * groups > 1 && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
         on_openmp = true;
         alone = cache_team <= 1 && work < 2 * kMinStepCallWorkPerThread;
-    } else if (chunk_team * groups > 1 && cache_team <= 1) {
+    } else if (chunk_team * groups > 1 && one_cache_holds) {
         tried = &trial.layer(a.layers[0].wh.data, N);
         alone = StepTeamTrial::alone(*tried);
     }
