@@ -435,7 +435,11 @@ constexpr long long kStepAfterOpenmpNs = 10 * 1000 * 1000;
 // part of each core's own share (the thirty-seventh session measured it: slower everywhere),
 // and the team stays. Until the thirty-eighth session only the teams whose weights fit half an
 // L2 (kStepCacheShare) were timed; float64 H = 256 (576 KB, Zen 4's 1 MB L2) ran on two
-// threads whatever they took. FIGURES_TRIAL_CACHE
+// threads whatever they took: on Zen 4 (a scratch build switching
+// between the two rules every 1,000 steps in one process for 5 minutes, float64 H = 256, N = 1)
+// 9.24 -> 6.48 µs in the host's slow state (16 blocks of 20 rounds), 1.008x the time in the
+// quiet one (73 blocks), 1.1-1.35x in the 8 blocks just after the slow state ended (the
+// team's next trial up to kStepTrialEveryMost steps later); mean 5.69 -> 5.36.
 constexpr idx kStepTrialCachePercent = 75;
 constexpr unsigned kStepTrialFirst = 8;
 constexpr unsigned kStepTrialEvery = 128;

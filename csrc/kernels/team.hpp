@@ -183,6 +183,17 @@ static inline long long& last_openmp_region_end_ns() {
     return ns;
 }
 
+// One thread's part of a team (either runtime's): the body in the call's subnormal mode, then,
+// for a helper, off the calling thread's CPU.
+template <class Body>
+static void team_member(const Body& body, int threads, int tid, bool flush, int caller_cpu) {
+    {
+        SubnormalMode mode(flush);
+        body(threads, tid);
+    }
+    if (tid != 0) keep_off_cpu(caller_cpu);
+}
+
 template <class Body>
 static void run_team(idx nt, const Body& body) {
     const bool flush = flush_subnormals();  // read once: every thread of the call in one mode
@@ -194,14 +205,7 @@ static void run_team(idx nt, const Body& body) {
     const int caller_cpu = sched_getcpu();
     quiet_spinning_helpers();  // (the streaming step's: they would spin on our CPUs)
 #pragma omp parallel num_threads(int(nt))
-    {
-        const int tid = thread_id();
-        {
-            SubnormalMode mode(flush);
-            body(team_threads(), tid);
-        }
-        if (tid != 0) keep_off_cpu(caller_cpu);
-    }
+    team_member(body, team_threads(), thread_id(), flush, caller_cpu);
     last_openmp_region_end_ns() = monotonic_ns();
 }
 
@@ -221,11 +225,7 @@ static void run_step_team(idx nt, long long spin_ns, bool on_openmp, const Body&
     const Team team{&body, int(nt), sched_getcpu(), flush_subnormals()};
     auto work = [](const void* ctx, int tid) {
         const Team& t = *static_cast<const Team*>(ctx);
-        {
-            SubnormalMode mode(t.flush);
-            (*t.body)(t.threads, tid);
-        }
-        if (tid != 0) keep_off_cpu(t.caller_cpu);
+        team_member(*t.body, t.threads, tid, t.flush, t.caller_cpu);
     };
     if (!run_spinning_team(int(nt), work, &team, spin_ns)) run_team(nt, body);
 }
