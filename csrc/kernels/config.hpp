@@ -441,6 +441,7 @@ constexpr long long kStepAfterOpenmpNs = 10 * 1000 * 1000;
 // quiet one (73 blocks), 1.1-1.35x in the 8 blocks just after the slow state ended (the
 // team's next trial up to kStepTrialEveryMost steps later); mean 5.69 -> 5.36.
 constexpr idx kStepTrialCachePercent = 75;
+static_assert(kStepTrialCachePercent * kStepCacheShare >= 100, "every team timed before is timed still");
 constexpr unsigned kStepTrialFirst = 8;
 constexpr unsigned kStepTrialEvery = 128;
 constexpr unsigned kStepTrialEveryMost = 1u << 14;

@@ -326,6 +326,7 @@ struct StepTeamTrial {
         unsigned steps = 0, trial_left = 0;
         unsigned next_trial = kStepTrialFirst, every = kStepTrialEvery;  // steps before the next trial, between trials
         bool trial_alone = false, last_alone = false;
+        bool way_alone = false;  // the way of the last step that was not a trial's
         bool untimed = false;  // the next step: the first on the team after a pause (a helper's wake-up)
     };
     Layer layers[kStepTrialLayers];
@@ -355,6 +356,13 @@ struct StepTeamTrial {
     // trial alone (each costs its steps' difference).
     static void record(Layer& l, bool alone, long long ns) {
         ++l.steps;
+        if (!l.trial_left && alone != l.way_alone) {
+            // The way changed on the means alone (the way taken slowed down): the trials of
+            // the other way start again from kStepTrialEvery.
+            l.way_alone = alone;
+            l.every = kStepTrialEvery;
+            l.next_trial = l.steps + l.every;
+        }
         if (l.trial_left && --l.trial_left == 0) {
             const bool stays = l.trial_alone != better_alone(l);  // the trial's way lost
             const unsigned most = l.trial_alone ? kStepTrialAloneEveryMost : kStepTrialEveryMost;
@@ -415,16 +423,17 @@ static bool run_step(const StepArgs<T>& a) {
     // Within kStepAfterOpenmpNs of this thread's last OpenMP region, whose helpers may still
     // spin on the CPUs our own would take, on that region's runtime, and only where the weights
     // need two cores' caches or the work is worth its dearer start (kMinStepCallWorkPerThread);
-    // otherwise on our own helpers, where one core's L2 cannot hold the weights always, else
-    // where that has been measured faster than one thread (StepTeamTrial; kStepTrialCachePercent:
-    // a trial alone sweeps all of weights that one L2 cannot hold, and leaves each core's share
-    // half evicted: float64 H = 512 with trials took 16.8 µs a step against 14.8 without).
+    // otherwise on our own helpers, where the weights are over kStepTrialCachePercent of one
+    // core's L2 always, else where that has been measured faster than one thread
+    // (StepTeamTrial; a trial alone sweeps all of weights that one L2 cannot hold, and leaves
+    // each core's share half evicted: float64 H = 512 with trials took 16.8 µs a step against
+    // 14.8 without).
     static thread_local long long previous_step_end_ns = 0;
     static thread_local StepTeamTrial trial;
     StepTeamTrial::Layer* tried = nullptr;
     bool alone = false, on_openmp = false;
     const long long start_ns = chunk_team * groups > 1 ? monotonic_ns() : 0;
-    const bool one_cache_holds = bytes * 100 <= core_cache_bytes() * kStepTrialCachePercent;
+    const bool one_cache_holds = bytes <= core_cache_bytes() * kStepTrialCachePercent / 100;
     if (chunk_team * groups > 1 && start_ns - previous_step_end_ns > kStepTeamIdleNs) {
         alone = true;
         if (one_cache_holds) trial.layer(a.layers[0].wh.data, N).untimed = true;

@@ -154,15 +154,27 @@ def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
             print(f"  WARNING: {name} {BUSY_PEAK_WARNING}")
 
 
-def _interleaved_us(impls: dict, calls=2000, rounds=7) -> dict:
+# Seconds between one callable's block of calls and the next one's in the step table: torch
+# runs its cell's OpenMP regions on the process's libgomp (the one pyrnn_fast's sequence calls
+# use: the first loaded serves both), whose worker then spins for ~8 ms on a CPU that the step's
+# helper wants (the Zen 4 VM, thirty-eighth session: that worker took 70-90 % of a CPU through
+# every row of the table, and the step read float32 H = 256 4.7 µs against 2.9, float64 H = 128
+# 4.2 against 2.1). Each block is timed as in a loop of its own.
+STEP_SETTLE_S = 0.02
+
+
+def _interleaved_us(impls: dict, calls=2000, rounds=7, settle_s=0.0) -> dict:
     """µs per call of each zero-argument callable, the rounds interleaved: ``{name: {"median":
-    µs, "fastest": µs}}`` over the rounds."""
+    µs, "fastest": µs}}`` over the rounds; each block of calls starts ``settle_s`` after the one
+    before ends (untimed)."""
     for fn in impls.values():
         for _ in range(100):
             fn()
     times: dict[str, list[float]] = {name: [] for name in impls}
     for _ in range(rounds):
         for name, fn in impls.items():
+            if settle_s > 0:
+                time.sleep(settle_s)
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
@@ -203,8 +215,9 @@ def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
 
 def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
     """{H: {impl: {"median": µs, "fastest": µs}}} per step (see ``_step_impls``), the median
-    and the fastest of interleaved rounds per size."""
-    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype)) for H in STEP_SIZES}
+    and the fastest of interleaved rounds per size, each block of calls after a pause
+    (STEP_SETTLE_S)."""
+    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=STEP_SETTLE_S) for H in STEP_SIZES}
 
 
 def print_step_latency(lat, threads: int, dtype_name: str) -> None:
