@@ -217,3 +217,26 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
     limits.print_step_latency({64: row}, 2, "float32")
     line = [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["64"]]
     assert line and line[0].split()[-2:] == ["2.50x", "4.00x"]
+
+
+def test_the_step_table_pauses_between_blocks_only_with_torchs_cell(monkeypatch):
+    """With torch's cell in the step table every block of calls starts after a pause
+    (limits.STEP_SETTLE_S: torch's OpenMP worker spins for milliseconds after its calls), one
+    per block of each callable in every round; without it, none."""
+    from pyrnn_fast.benchmark import limits
+
+    sleeps = []
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: 0.0)
+        sleep = staticmethod(sleeps.append)
+
+    monkeypatch.setattr(limits, "time", FakeTime)
+    impls = {"a": lambda: None, "b": lambda: None}
+    limits._interleaved_us(impls, calls=1, rounds=3, settle_s=limits.STEP_SETTLE_S)
+    assert sleeps == [limits.STEP_SETTLE_S] * 6
+    monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: impls)
+    for peers, expected in (((), 0), (("jax",), 0), (("torch",), 7 * 2 * len(limits.STEP_SIZES))):  # 7 rounds
+        sleeps.clear()
+        limits.step_latency(None, peers)
+        assert len(sleeps) == expected, peers

@@ -427,7 +427,8 @@ constexpr long long kStepAfterOpenmpNs = 10 * 1000 * 1000;
 // for one to wake: 0.05-0.3 ms on a VM); where the team stays faster, the trials alone, up to
 // kStepTrialAloneEveryMost (a few ms of steps: the host's state changes over 0.2-2 s, and
 // every trial alone costs its steps' difference: ~1.5 % of float64 H = 256's time at every
-// 128). Up to kStepTrialLayers layers (and row counts) per calling thread are followed at once.
+// 128); a way changed by the means between trials starts the spacing again. Up to
+// kStepTrialLayers layers (and row counts) per calling thread are followed at once.
 //
 // Which teams are timed so: those whose weights one core's L2 could hold, up to
 // kStepTrialCachePercent of it (the rest for what else a step touches), where a trial alone

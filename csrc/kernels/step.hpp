@@ -327,7 +327,7 @@ struct StepTeamTrial {
         unsigned next_trial = kStepTrialFirst, every = kStepTrialEvery;  // steps before the next trial, between trials
         bool trial_alone = false, last_alone = false;
         bool way_alone = false;  // the way of the last step that was not a trial's
-        bool untimed = false;  // the next step: the first on the team after a pause (a helper's wake-up)
+        bool untimed = false;    // the next step: the first on the team after a pause (a helper's wake-up)
     };
     Layer layers[kStepTrialLayers];
     unsigned replace = 0;
@@ -357,8 +357,8 @@ struct StepTeamTrial {
     static void record(Layer& l, bool alone, long long ns) {
         ++l.steps;
         if (!l.trial_left && alone != l.way_alone) {
-            // The way changed on the means alone (the way taken slowed down): the trials of
-            // the other way start again from kStepTrialEvery.
+            // The way changed (on the means, or after a trial it won): the trials of the
+            // other way start again from kStepTrialEvery.
             l.way_alone = alone;
             l.every = kStepTrialEvery;
             l.next_trial = l.steps + l.every;

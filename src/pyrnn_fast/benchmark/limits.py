@@ -154,12 +154,13 @@ def print_fraction_of_peak(frac, isa: str, threads: int, default: str) -> None:
             print(f"  WARNING: {name} {BUSY_PEAK_WARNING}")
 
 
-# Seconds between one callable's block of calls and the next one's in the step table: torch
-# runs its cell's OpenMP regions on the process's libgomp (the one pyrnn_fast's sequence calls
-# use: the first loaded serves both), whose worker then spins for ~8 ms on a CPU that the step's
-# helper wants (the Zen 4 VM, thirty-eighth session: that worker took 70-90 % of a CPU through
-# every row of the table, and the step read float32 H = 256 4.7 µs against 2.9, float64 H = 128
-# 4.2 against 2.1). Each block is timed as in a loop of its own.
+# Seconds between one callable's block of calls and the next one's in the step table when
+# torch's cell is in it: torch runs its cell's OpenMP regions on the process's libgomp (with a
+# source build, the one pyrnn_fast's sequence calls use: the first loaded serves both; README,
+# "OpenMP runtimes"), whose worker then spins for ~8 ms on a CPU that the step's helper wants
+# (the Zen 4 VM, thirty-eighth session: that worker took 70-90 % of a CPU through every row of
+# the table, and the step read float32 H = 256 4.7 µs, float64 H = 128 4.2, against 2.9 and 2.1
+# with OMP_WAIT_POLICY=passive). So each block is timed mostly out of the others' spin.
 STEP_SETTLE_S = 0.02
 
 
@@ -216,8 +217,9 @@ def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
 def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
     """{H: {impl: {"median": µs, "fastest": µs}}} per step (see ``_step_impls``), the median
     and the fastest of interleaved rounds per size, each block of calls after a pause
-    (STEP_SETTLE_S)."""
-    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=STEP_SETTLE_S) for H in STEP_SIZES}
+    (STEP_SETTLE_S) when torch's cell is among them."""
+    settle_s = STEP_SETTLE_S if "torch" in peers else 0.0
+    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=settle_s) for H in STEP_SIZES}
 
 
 def print_step_latency(lat, threads: int, dtype_name: str) -> None:
