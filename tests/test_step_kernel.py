@@ -131,9 +131,10 @@ def _core_cache_bytes() -> int:
     512 KB they assume."""
     try:
         out = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True, text=True, timeout=10)
-        return int(out.stdout.strip()) if out.returncode == 0 and int(out.stdout.strip()) > 0 else 512 << 10
+        size = int(out.stdout) if out.returncode == 0 else 0
     except (OSError, ValueError, subprocess.SubprocessError):
-        return 512 << 10
+        size = 0
+    return size if size > 0 else 512 << 10
 
 
 # A vanilla float32 layer (D = 32) whose weights fill 60 % of that L2: more than half of it, so
