@@ -353,6 +353,9 @@ std::pair<double, double> peak_typed(idx iterations, int threads, bool (*kernel)
 }
 
 // m.name(dtype, iterations, threads) -> (flops, seconds) of one call of a peak loop.
+// line_round_trip_ns: at most ~0.4 s of exchanges on a slow host (~400 ns each).
+constexpr long kMaxRoundTrips = 1000000;
+
 void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<float>&),
               bool (*k64)(const prf::PeakArgs<double>&), const char* doc) {
     m.def(
@@ -397,6 +400,22 @@ void bind_step(py::module_& m) {
     def_peak(m, "microkernel_peak", prf::microkernel_peak<float>, prf::microkernel_peak<double>,
              "(flops, seconds) of the GEMM micro-kernel on cache-resident packed operands: the ceiling of the "
              "GEMMs.");
+    m.def(
+        "line_round_trip_ns",
+        [](long exchanges) -> py::object {
+            if (exchanges < 1 || exchanges > kMaxRoundTrips)
+                throw py::value_error("exchanges: expected 1 to " + std::to_string(kMaxRoundTrips) + ", got " +
+                                      std::to_string(exchanges));
+            double ns;
+            {
+                py::gil_scoped_release release;
+                ns = prf::line_round_trip_ns(exchanges);
+            }
+            return ns < 0 ? py::object(py::none()) : py::object(py::float_(ns));
+        },
+        py::arg("exchanges"),
+        "Mean ns of a cache line's round trip between the first two CPUs the process may use, over `exchanges` "
+        "(two threads of its own, pinned; bench/pingpong.cpp), or None with fewer than two CPUs.");
 }
 
 }  // namespace prf_binding

@@ -242,6 +242,92 @@ void wake_spinning_helpers() {
     for (size_t t = 0; t < team.active; ++t) wake_if_asleep(*team.helpers[t]);
 }
 
+namespace {
+
+// line_round_trip_ns: `ping` written by the measuring thread, `pong` answered by the other.
+struct PingPong {
+    alignas(64) std::atomic<long> ping{0};
+    alignas(64) std::atomic<long> pong{0};
+    alignas(64) std::atomic<int> pinned{0};  // threads pinned (or -1: one could not be)
+    long exchanges = 0;
+    int cpu[2] = {0, 0};
+    double ns = -1;
+};
+
+bool pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+}
+
+// Each thread pins itself, then waits for the other's pin: neither measures on the wrong CPU.
+bool pinned_both(PingPong& pp, int which) {
+    if (!pin_to(pp.cpu[which])) {
+        pp.pinned.store(-1, std::memory_order_release);
+        return false;
+    }
+    if (pp.pinned.fetch_add(1, std::memory_order_acq_rel) < 0) return false;  // the other could not
+    int p;
+    while ((p = pp.pinned.load(std::memory_order_acquire)) >= 0 && p < 2) cpu_pause();
+    return p == 2;
+}
+
+void* answer_pings(void* arg) {
+    PingPong& pp = *static_cast<PingPong*>(arg);
+    if (!pinned_both(pp, 1)) return nullptr;
+    for (long seen = 0; seen != -1;) {
+        const long p = pp.ping.load(std::memory_order_acquire);
+        if (p != seen) {
+            seen = p;
+            pp.pong.store(p, std::memory_order_release);
+        } else {
+            cpu_pause();
+        }
+    }
+    return nullptr;
+}
+
+void* send_pings(void* arg) {
+    PingPong& pp = *static_cast<PingPong*>(arg);
+    if (!pinned_both(pp, 0)) return nullptr;
+    auto exchange = [&](long i) {
+        pp.ping.store(i, std::memory_order_release);
+        while (pp.pong.load(std::memory_order_acquire) != i) cpu_pause();
+    };
+    for (long i = 1; i <= 100; ++i) exchange(i);  // both threads running, the lines in play
+    const long long t0 = now_ns();
+    for (long i = 101; i <= 100 + pp.exchanges; ++i) exchange(i);
+    pp.ns = double(now_ns() - t0) / double(pp.exchanges);
+    pp.ping.store(-1, std::memory_order_release);  // the answerer's end
+    return nullptr;
+}
+
+}  // namespace
+
+double line_round_trip_ns(long exchanges) {
+    cpu_set_t allowed;
+    if (exchanges < 1 || sched_getaffinity(0, sizeof allowed, &allowed) != 0) return -1;
+    PingPong pp;
+    pp.exchanges = exchanges;
+    int found = 0;
+    for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
+        if (CPU_ISSET(c, &allowed)) pp.cpu[found++] = c;
+    if (found < 2) return -1;
+    // Both threads take no signal (the calling thread's to handle), as the step's helpers.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t threads[2];
+    const bool sender = pthread_create(&threads[0], nullptr, send_pings, &pp) == 0;
+    const bool answerer = sender && pthread_create(&threads[1], nullptr, answer_pings, &pp) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (sender && !answerer) pp.pinned.store(-1, std::memory_order_release);  // the sender gives up
+    if (sender) pthread_join(threads[0], nullptr);
+    if (answerer) pthread_join(threads[1], nullptr);
+    return answerer ? pp.ns : -1;
+}
+
 }  // namespace prf
 
 #else
@@ -250,6 +336,7 @@ namespace prf {
 bool run_spinning_team(int, SpinTeamWork, const void*, long long) { return false; }
 void wake_spinning_helpers() {}
 void quiet_spinning_helpers() {}
+double line_round_trip_ns(long) { return -1; }
 }  // namespace prf
 
 #endif

@@ -214,9 +214,38 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
     row = limits._interleaved_us({name: impl(name) for name in durations}, calls=1, rounds=3)
     assert row["prf.RNN.step"] == pytest.approx({"median": 2.0, "fastest": 1.0})
     assert row["numpy one-liner"] == pytest.approx({"median": 5.0, "fastest": 4.0})
-    limits.print_step_latency({64: row}, 2, "float32")
-    line = [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["64"]]
-    assert line and line[0].split()[-2:] == ["2.50x", "4.00x"]
+    limits.print_step_latency({64: {**row, limits.LINE_ROUND_TRIP: [98.4, None]}, 128: row}, 2, "float32")
+    words = [line.split() for line in capsys.readouterr().out.splitlines()]
+    rows = {w[0]: w for w in words if w[:1] in (["64"], ["128"])}
+    assert rows["64"][-3:] == ["2.50x", "4.00x", "98/-"]
+    assert rows["128"][-3:] == ["2.50x", "4.00x", "-/-"]  # a row without the measurement
+
+
+def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch):
+    """Every row of the step table carries the line's round trip measured before and after
+    its rounds, in that order."""
+    from pyrnn_fast.benchmark import limits
+
+    events = []
+    trips = iter(range(100, 200, 10))
+
+    def interleaved(impls, settle_s=0.0):
+        events.append("row")
+        return {"prf.RNN.step": {"median": 1.0, "fastest": 1.0}}
+
+    def trip():
+        events.append("trip")
+        return float(next(trips))
+
+    monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: {})
+    monkeypatch.setattr(limits, "_interleaved_us", interleaved)
+    monkeypatch.setattr(limits, "line_round_trip_ns", trip)
+    table = limits.step_latency(None, ())
+    assert list(table) == list(limits.STEP_SIZES)
+    assert events == ["trip", "row", "trip"] * len(limits.STEP_SIZES)
+    assert [table[H][limits.LINE_ROUND_TRIP] for H in limits.STEP_SIZES] == [
+        [100.0 + 20 * i, 110.0 + 20 * i] for i in range(len(limits.STEP_SIZES))
+    ]
 
 
 def test_the_step_table_pauses_between_blocks_only_with_torchs_cell(monkeypatch):

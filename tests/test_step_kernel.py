@@ -6,6 +6,7 @@ accepts and refuses. The layer's step() built on it is tested in test_layers_sta
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 
@@ -316,6 +317,38 @@ def test_peak_loops_reject_bad_arguments(loop):
         peak(np.float32, 0, 1)
     with pytest.raises(TypeError, match="dtype"):
         peak(np.int32, 10, 1)
+
+
+def _process_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+@pytest.mark.skipif(_process_cpus() < 2 or not sys.platform.startswith("linux"), reason="needs two CPUs (Linux)")
+def test_line_round_trip_is_measured_on_two_threads_that_end():
+    """A positive mean (each exchange waits for the other thread's answer, so it cannot be
+    zero), and the measuring threads are joined: no thread left behind."""
+    tasks = len(os.listdir("/proc/self/task"))
+    ns = core.line_round_trip_ns(2000)
+    assert isinstance(ns, float) and 0 < ns < 1e7
+    assert len(os.listdir("/proc/self/task")) == tasks
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_line_round_trip_is_none_on_one_cpu():
+    """A process allowed one CPU has no pair to measure (and must not wait for one)."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from pyrnn_fast import _backends; print(_backends._core.line_round_trip_ns(1000))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("exchanges", [0, -5, 10**7])
+def test_line_round_trip_rejects_bad_counts(exchanges):
+    with pytest.raises(ValueError, match="exchanges: expected 1 to"):
+        core.line_round_trip_ns(exchanges)
 
 
 def _lstm_stack(L, N, D, H, dtype, seed=0):

@@ -214,12 +214,35 @@ def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
     return impls
 
 
+LINE_ROUND_TRIP = "line round trip ns"  # a step-table row's key: [before, after] (or None)
+LINE_EXCHANGES = 20000
+
+
+def line_round_trip_ns() -> float | None:
+    """ns of a cache line's round trip between the first two CPUs of the process, now
+    (``_core.line_round_trip_ns``); None with one CPU or without the compiled backend."""
+    try:
+        from .. import _core
+    except ImportError:
+        return None
+    return _core.line_round_trip_ns(LINE_EXCHANGES)
+
+
 def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
-    """{H: {impl: {"median": µs, "fastest": µs}}} per step (see ``_step_impls``), the median
-    and the fastest of interleaved rounds per size, each block of calls after a pause
-    (STEP_SETTLE_S) when torch's cell is among them."""
+    """{H: {impl: {"median": µs, "fastest": µs}, LINE_ROUND_TRIP: [ns before, ns after]}} per
+    step (see ``_step_impls``), the median and the fastest of interleaved rounds per size, each
+    block of calls after a pause (STEP_SETTLE_S) when torch's cell is among them. The line's
+    round trip between two CPUs, measured before and after each size's rounds, is what a step's
+    second thread pays at its start, end and barrier, and under a virtual machine it changes
+    from ~100 ns to ~400 over seconds (README, "Backends, instruction sets and threads")."""
     settle_s = STEP_SETTLE_S if "torch" in peers else 0.0
-    return {H: _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=settle_s) for H in STEP_SIZES}
+    table = {}
+    for H in STEP_SIZES:
+        before = line_round_trip_ns()
+        row = _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=settle_s)
+        row[LINE_ROUND_TRIP] = [before, line_round_trip_ns()]
+        table[H] = row
+    return table
 
 
 def print_step_latency(lat, threads: int, dtype_name: str) -> None:
@@ -227,13 +250,16 @@ def print_step_latency(lat, threads: int, dtype_name: str) -> None:
     ``RNN.step``'s in the median and in the fastest rounds. A shared host only ever slows a
     round, and a step on two threads waits for the helper's virtual CPU whenever the host has
     taken it away (docs/DESIGN.md): the fastest rounds show the machine without that."""
-    names = list(next(iter(lat.values())))
-    print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds):")
-    print(f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11} {'(fastest rounds)':>17}")
+    names = [n for n in next(iter(lat.values())) if n != LINE_ROUND_TRIP]
+    print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds;")
+    print("  line ns: a cache line's round trip between two CPUs before/after the row: a second thread's cost)")
+    head = f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11} {'(fastest rounds)':>17}"
+    print(head + f" {'line ns':>10}")
     for H, row in lat.items():
         ratio, fastest = (row["numpy one-liner"][k] / row["prf.RNN.step"][k] for k in ("median", "fastest"))
         cells = " ".join(f"{row[n]['median']:>17.2f}" for n in names)
-        print(f"  {H:>5} {cells} {ratio:>10.2f}x {fastest:>16.2f}x")
+        line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in row.get(LINE_ROUND_TRIP, [None, None]))
+        print(f"  {H:>5} {cells} {ratio:>10.2f}x {fastest:>16.2f}x {line:>10}")
 
 
 __all__ = [
@@ -244,6 +270,7 @@ __all__ = [
     "describe",
     "fraction_of_peak",
     "print_fraction_of_peak",
+    "line_round_trip_ns",
     "step_latency",
     "print_step_latency",
 ]
