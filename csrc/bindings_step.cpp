@@ -353,9 +353,6 @@ std::pair<double, double> peak_typed(idx iterations, int threads, bool (*kernel)
 }
 
 // m.name(dtype, iterations, threads) -> (flops, seconds) of one call of a peak loop.
-// line_round_trip_ns: at most ~0.4 s of exchanges on a slow host (~400 ns each).
-constexpr long kMaxRoundTrips = 1000000;
-
 void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<float>&),
               bool (*k64)(const prf::PeakArgs<double>&), const char* doc) {
     m.def(
@@ -370,6 +367,9 @@ void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<
 }
 
 }  // namespace
+
+// line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second at most.
+constexpr long kMaxRoundTrips = 1000000;
 
 void bind_step(py::module_& m) {
     py::class_<Stepper>(m, "Stepper",
@@ -414,8 +414,9 @@ void bind_step(py::module_& m) {
             return ns < 0 ? py::object(py::none()) : py::object(py::float_(ns));
         },
         py::arg("exchanges"),
-        "Mean ns of a cache line's round trip between the first two CPUs the process may use, over `exchanges` "
-        "(two threads of its own, pinned; bench/pingpong.cpp), or None with fewer than two CPUs.");
+        "ns of a cache line's round trip between the first two CPUs the calling thread may use: the median over "
+        "rounds of `exchanges` (two threads of its own, pinned; bench/pingpong.cpp). None where it cannot be "
+        "measured: fewer than two such CPUs, threads not created or pinned, or no round done within a second.");
 }
 
 }  // namespace prf_binding

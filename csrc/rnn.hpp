@@ -295,13 +295,14 @@ void wake_spinning_helpers();
 // Puts the calling thread's spinning helpers to sleep now: before an OpenMP region, whose
 // threads would otherwise share the CPUs with them while they spin (run_team, team.hpp).
 void quiet_spinning_helpers();
-// What a cache line's round trip between two of the process's CPUs costs now, in ns: the mean
-// over `exchanges` (>= 1) of one thread writing a number to a line and waiting for another
-// thread, on another CPU, to write it back to a second line (bench/pingpong.cpp, as a
-// function). Two new threads, pinned to the first two CPUs the process may use (the calling
-// thread is not touched); -1 with fewer than two CPUs, or where threads cannot be pinned.
-// The streaming step's team pays about one such round trip at its start and end and at each
-// barrier (step.hpp, StepTeamTrial): the main job prints it beside the step's times.
+// What a cache line's round trip between two CPUs costs now, in ns: one thread writes a number
+// to a line and waits for another thread, on the other CPU, to write it back to a second line
+// (bench/pingpong.cpp, as a function); the median over rounds of the `exchanges` (>= 1). Two
+// new threads, pinned to the first two CPUs the calling thread may use (its own affinity is not
+// touched); -1 where it cannot be measured: fewer than two such CPUs, a thread not created or
+// not pinned, or no round done within a second (spin_team.cpp, kRoundTripDeadlineNs). The
+// streaming step's team pays about one such round trip at its start, its barrier and its end
+// (step.hpp, StepTeamTrial): the main job prints it beside the step's times.
 double line_round_trip_ns(long exchanges);
 
 // Subnormal numbers (csrc/dispatch.cpp; README "Subnormal numbers"). While flushing is on (the

@@ -3,6 +3,7 @@ otherwise cost is refused at once, before minutes of benchmarks (parse_args, in 
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -214,20 +215,24 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
     row = limits._interleaved_us({name: impl(name) for name in durations}, calls=1, rounds=3)
     assert row["prf.RNN.step"] == pytest.approx({"median": 2.0, "fastest": 1.0})
     assert row["numpy one-liner"] == pytest.approx({"median": 5.0, "fastest": 4.0})
-    limits.print_step_latency({64: {**row, limits.LINE_ROUND_TRIP: [98.4, None]}, 128: row}, 2, "float32")
+    limits.print_step_latency({64: row, 128: row}, 2, "float32", {64: [98.4, None]})
     words = [line.split() for line in capsys.readouterr().out.splitlines()]
     rows = {w[0]: w for w in words if w[:1] in (["64"], ["128"])}
     assert rows["64"][-3:] == ["2.50x", "4.00x", "98/-"]
     assert rows["128"][-3:] == ["2.50x", "4.00x", "-/-"]  # a row without the measurement
 
 
-def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch):
-    """Every row of the step table carries the line's round trip measured before and after
-    its rounds, in that order."""
+@pytest.mark.parametrize("peers", [(), ("torch",)])
+def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch, peers):
+    """Every row of the step table comes with the line's round trip measured before and after
+    its rounds, in that order, the second after the pause when torch's cell was timed."""
     from pyrnn_fast.benchmark import limits
 
     events = []
-    trips = iter(range(100, 200, 10))
+    trips = itertools.count(100.0, 10.0)
+
+    class FakeTime:
+        sleep = staticmethod(lambda s: events.append("pause"))
 
     def interleaved(impls, settle_s=0.0):
         events.append("row")
@@ -235,15 +240,17 @@ def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch
 
     def trip():
         events.append("trip")
-        return float(next(trips))
+        return next(trips)
 
+    monkeypatch.setattr(limits, "time", FakeTime)
     monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: {})
     monkeypatch.setattr(limits, "_interleaved_us", interleaved)
     monkeypatch.setattr(limits, "line_round_trip_ns", trip)
-    table = limits.step_latency(None, ())
-    assert list(table) == list(limits.STEP_SIZES)
-    assert events == ["trip", "row", "trip"] * len(limits.STEP_SIZES)
-    assert [table[H][limits.LINE_ROUND_TRIP] for H in limits.STEP_SIZES] == [
+    rows, line_trips = limits.step_latency(None, peers)
+    assert list(rows) == list(line_trips) == list(limits.STEP_SIZES)
+    per_row = ["trip", "row", "pause", "trip"] if peers else ["trip", "row", "trip"]
+    assert events == per_row * len(limits.STEP_SIZES)
+    assert [line_trips[H] for H in limits.STEP_SIZES] == [
         [100.0 + 20 * i, 110.0 + 20 * i] for i in range(len(limits.STEP_SIZES))
     ]
 
@@ -265,7 +272,8 @@ def test_the_step_table_pauses_between_blocks_only_with_torchs_cell(monkeypatch)
     limits._interleaved_us(impls, calls=1, rounds=3, settle_s=limits.STEP_SETTLE_S)
     assert sleeps == [limits.STEP_SETTLE_S] * 6
     monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: impls)
-    for peers, expected in (((), 0), (("jax",), 0), (("torch",), 7 * 2 * len(limits.STEP_SIZES))):  # 7 rounds
+    # 7 rounds of two blocks, and one pause per size before the line's round trip after it
+    for peers, expected in (((), 0), (("jax",), 0), (("torch",), (7 * 2 + 1) * len(limits.STEP_SIZES))):
         sleeps.clear()
         limits.step_latency(None, peers)
         assert len(sleeps) == expected, peers

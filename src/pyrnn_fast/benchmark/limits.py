@@ -214,8 +214,7 @@ def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
     return impls
 
 
-LINE_ROUND_TRIP = "line round trip ns"  # a step-table row's key: [before, after] (or None)
-LINE_EXCHANGES = 20000
+LINE_EXCHANGES = 20000  # line_round_trip_ns: 2-8 ms on the Zen 4 VM
 
 
 def line_round_trip_ns() -> float | None:
@@ -228,29 +227,32 @@ def line_round_trip_ns() -> float | None:
     return _core.line_round_trip_ns(LINE_EXCHANGES)
 
 
-def step_latency(backend: str | None, peers, dtype=np.float32) -> dict:
-    """{H: {impl: {"median": µs, "fastest": µs}, LINE_ROUND_TRIP: [ns before, ns after]}} per
-    step (see ``_step_impls``), the median and the fastest of interleaved rounds per size, each
-    block of calls after a pause (STEP_SETTLE_S) when torch's cell is among them. The line's
-    round trip between two CPUs, measured before and after each size's rounds, is what a step's
-    second thread pays at its start, end and barrier, and under a virtual machine it changes
-    from ~100 ns to ~400 over seconds (README, "Backends, instruction sets and threads")."""
+def step_latency(backend: str | None, peers, dtype=np.float32) -> tuple[dict, dict]:
+    """``({H: {impl: {"median": µs, "fastest": µs}}}, {H: [ns before, ns after]})``: per step
+    (see ``_step_impls``), the median and the fastest of interleaved rounds per size, each block
+    of calls after a pause (STEP_SETTLE_S) when torch's cell is among them; and a cache line's
+    round trip between two CPUs (``line_round_trip_ns``, None where it cannot be measured)
+    before and after each size's rounds. That round trip is what a step's second thread pays at
+    its start, barrier and end, and under a virtual machine it moves between ~100 ns and ~400
+    for minutes at a time (README, "Backends, instruction sets and threads")."""
     settle_s = STEP_SETTLE_S if "torch" in peers else 0.0
-    table = {}
+    rows, trips = {}, {}
     for H in STEP_SIZES:
         before = line_round_trip_ns()
-        row = _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=settle_s)
-        row[LINE_ROUND_TRIP] = [before, line_round_trip_ns()]
-        table[H] = row
-    return table
+        rows[H] = _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=settle_s)
+        if settle_s > 0:
+            time.sleep(settle_s)  # (torch's OpenMP worker spins a while after its block)
+        trips[H] = [before, line_round_trip_ns()]
+    return rows, trips
 
 
-def print_step_latency(lat, threads: int, dtype_name: str) -> None:
+def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = None) -> None:
     """``step_latency``'s table: the median rounds, and the NumPy one-liner's time over
-    ``RNN.step``'s in the median and in the fastest rounds. A shared host only ever slows a
+    ``RNN.step``'s in the median and in the fastest rounds; with ``trips`` (step_latency's
+    second result) each row's line round trips before/after. A shared host only ever slows a
     round, and a step on two threads waits for the helper's virtual CPU whenever the host has
     taken it away (docs/DESIGN.md): the fastest rounds show the machine without that."""
-    names = [n for n in next(iter(lat.values())) if n != LINE_ROUND_TRIP]
+    names = list(next(iter(lat.values())))
     print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds;")
     print("  line ns: a cache line's round trip between two CPUs before/after the row: a second thread's cost)")
     head = f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11} {'(fastest rounds)':>17}"
@@ -258,7 +260,7 @@ def print_step_latency(lat, threads: int, dtype_name: str) -> None:
     for H, row in lat.items():
         ratio, fastest = (row["numpy one-liner"][k] / row["prf.RNN.step"][k] for k in ("median", "fastest"))
         cells = " ".join(f"{row[n]['median']:>17.2f}" for n in names)
-        line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in row.get(LINE_ROUND_TRIP, [None, None]))
+        line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in (trips or {}).get(H, [None, None]))
         print(f"  {H:>5} {cells} {ratio:>10.2f}x {fastest:>16.2f}x {line:>10}")
 
 
