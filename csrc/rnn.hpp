@@ -297,7 +297,7 @@ void wake_spinning_helpers();
 void quiet_spinning_helpers();
 // What a cache line's round trip between two CPUs costs now, in ns: one thread writes a number
 // to a line and waits for another thread, on the other CPU, to write it back to a second line
-// (bench/pingpong.cpp, as a function); the median over rounds of the `exchanges` (>= 1). Two
+// (bench/pingpong.py prints it over time); the median over rounds of the `exchanges` (>= 1). Two
 // new threads, pinned to the first two CPUs the calling thread may use (its own affinity is not
 // touched); -1 where it cannot be measured: fewer than two such CPUs, a thread not created or
 // not pinned, or no round done within a second (spin_team.cpp, kRoundTripDeadlineNs). The

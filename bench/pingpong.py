@@ -1,0 +1,42 @@
+"""What a cache line costs to move between two CPUs, over time: every 0.2 s the round trip
+(two transfers) that ``_core.line_round_trip_ns`` measures (two threads of its own, pinned to
+the process's first two CPUs; the median of 20 rounds of 1,000 exchanges), in ns. The
+streaming step's second thread gains only while it is cheap (README, "Backends, instruction
+sets and threads"); the main job prints it beside each row of its step table.
+
+    python bench/pingpong.py 60   # seconds
+
+Zen 4 KVM guest (2 vCPUs), 2026-12-06: ~90 ns for minutes, then ~390 ns for minutes, and
+back, with no other load in the guest: the host moves the vCPUs (a sibling core, then one of
+another core complex, or socket); 2026-12-07 also 30-50 ns (two hyperthreads of one core).
+"""
+
+import argparse
+import sys
+import time
+
+from pyrnn_fast import _backends
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("seconds", nargs="?", type=float, default=30.0, help="how long (default 30)")
+    p.add_argument("--exchanges", type=int, default=20000, help="exchanges per figure (default 20000)")
+    args = p.parse_args(argv)
+    if _backends._core is None:
+        print("the compiled backend is not installed: nothing to measure with", file=sys.stderr)
+        return 1
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        ns = _backends._core.line_round_trip_ns(args.exchanges)
+        if ns is None:
+            print("fewer than two CPUs to measure between", file=sys.stderr)
+            return 1
+        print(f"{ns:.0f}", end=" ", flush=True)
+        time.sleep(0.2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
