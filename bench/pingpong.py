@@ -1,6 +1,9 @@
 """What a cache line costs to move between two CPUs, over time: every 0.2 s the round trip
 (two transfers) that ``_core.line_round_trip_ns`` measures (two threads of its own, pinned to
-the process's first two CPUs; the median of 20 rounds of 1,000 exchanges), in ns. The
+the first two CPUs this thread may use; the median of 20 rounds of 1,000 exchanges), in ns;
+"-" where no round ended within a second (the host took a vCPU away). It replaces
+bench/pingpong.cpp, which printed the mean of 20,000 exchanges: a short spike moved that mean,
+and moves this median less. The
 streaming step's second thread gains only while it is cheap (README, "Backends, instruction
 sets and threads"); the main job prints it beside each row of its step table.
 
@@ -12,6 +15,7 @@ another core complex, or socket); 2026-12-07 also 30-50 ns (two hyperthreads of 
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -23,16 +27,18 @@ def main(argv=None) -> int:
     p.add_argument("seconds", nargs="?", type=float, default=30.0, help="how long (default 30)")
     p.add_argument("--exchanges", type=int, default=20000, help="exchanges per figure (default 20000)")
     args = p.parse_args(argv)
+    if not 1 <= args.exchanges <= 10**6:
+        p.error(f"--exchanges: expected 1 to 1000000, got {args.exchanges}")
     if _backends._core is None:
         print("the compiled backend is not installed: nothing to measure with", file=sys.stderr)
+        return 1
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < 2:
+        print("fewer than two CPUs to measure between", file=sys.stderr)
         return 1
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
         ns = _backends._core.line_round_trip_ns(args.exchanges)
-        if ns is None:
-            print("fewer than two CPUs to measure between", file=sys.stderr)
-            return 1
-        print(f"{ns:.0f}", end=" ", flush=True)
+        print("-" if ns is None else f"{ns:.0f}", end=" ", flush=True)
         time.sleep(0.2)
     print()
     return 0

@@ -368,7 +368,7 @@ void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<
 
 }  // namespace
 
-// line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second at most.
+// line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second's spin at most.
 constexpr long kMaxRoundTrips = 1000000;
 
 void bind_step(py::module_& m) {

@@ -290,8 +290,9 @@ void* answer_pings(void* arg) {
 }
 
 // The round trip is the median over kRoundTripRounds rounds of exchanges (one host time slice
-// of ~4 ms in a round must not read as a slow state), all within kRoundTripDeadlineNs (an
-// answer that does not come, the other CPU taken for long, ends the measurement early).
+// of ~4 ms in a round must not read as a slow state). The spinning for answers stops
+// kRoundTripDeadlineNs after both threads are pinned (the other CPU taken for long): that
+// bounds the spin, not the call, which still waits for both threads to be scheduled.
 constexpr int kRoundTripRounds = 20;
 constexpr long long kRoundTripDeadlineNs = 1000000000;
 
@@ -338,6 +339,7 @@ double line_round_trip_ns(long exchanges) {
     for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
         if (CPU_ISSET(c, &allowed)) pp.cpu[found++] = c;
     if (found < 2) return -1;
+    quiet_spinning_helpers();  // (the step's helpers would spin on the CPUs measured)
     // Both threads take no signal (the calling thread's to handle), as the step's helpers.
     sigset_t all, old;
     sigfillset(&all);

@@ -218,8 +218,9 @@ LINE_EXCHANGES = 20000  # line_round_trip_ns: 2-8 ms on the Zen 4 VM
 
 
 def line_round_trip_ns() -> float | None:
-    """ns of a cache line's round trip between the first two CPUs of the process, now
-    (``_core.line_round_trip_ns``); None with one CPU or without the compiled backend."""
+    """ns of a cache line's round trip between the first two CPUs this thread may use, now
+    (``_core.line_round_trip_ns``); None without the compiled backend or where it cannot be
+    measured (one CPU, threads not pinned, no round within a second)."""
     try:
         from .. import _core
     except ImportError:
