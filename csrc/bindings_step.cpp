@@ -415,9 +415,9 @@ void bind_step(py::module_& m) {
         },
         py::arg("exchanges"),
         "ns of a cache line's round trip between the first two CPUs the calling thread may use: the median over "
-        "rounds of `exchanges` (two threads of its own, pinned; bench/pingpong.py prints it over time). None where it "
-        "cannot be "
-        "measured: fewer than two such CPUs, threads not created or pinned, or no round done within a second.");
+        "rounds of `exchanges` (two threads of its own, pinned; bench/pingpong.py prints it over time). None "
+        "where it cannot be measured: fewer than two such CPUs, threads not created or pinned, or no round done "
+        "within a second.");
 }
 
 }  // namespace prf_binding
