@@ -219,12 +219,10 @@ LINE_EXCHANGES = 20000  # line_round_trip_ns: 2-8 ms on the Zen 4 VM
 
 def line_round_trip_ns() -> float | None:
     """ns of a cache line's round trip between the first two CPUs this thread may use, now
-    (``_core.line_round_trip_ns``); None without the compiled backend or where it cannot be
-    measured (one CPU, threads not pinned, no round within a second)."""
-    try:
-        from .. import _core
-    except ImportError:
-        return None
+    (``_core.line_round_trip_ns``, as the step table's other compiled-backend figures); None
+    where it cannot be measured (one CPU, threads not pinned, no round within a second)."""
+    from .. import _core
+
     return _core.line_round_trip_ns(LINE_EXCHANGES)
 
 
