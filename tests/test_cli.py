@@ -225,7 +225,8 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
 @pytest.mark.parametrize("peers", [(), ("torch",)])
 def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch, peers):
     """Every row of the step table comes with the line's round trip measured before and after
-    its rounds, in that order, the second after the pause when torch's cell was timed."""
+    its rounds, in that order, the first after a pause that follows the row's layer being made,
+    the second after the pause when torch's cell was timed."""
     from pyrnn_fast.benchmark import limits
 
     events = []
@@ -242,13 +243,18 @@ def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch
         events.append("trip")
         return next(trips)
 
+    def impls(H, backend, peers, dtype):
+        events.append("layer")
+        return {}
+
     monkeypatch.setattr(limits, "time", FakeTime)
-    monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: {})
+    monkeypatch.setattr(limits, "_step_impls", impls)
     monkeypatch.setattr(limits, "_interleaved_us", interleaved)
     monkeypatch.setattr(limits, "line_round_trip_ns", trip)
     rows, line_trips = limits.step_latency(None, peers)
     assert list(rows) == list(line_trips) == list(limits.STEP_SIZES)
-    per_row = ["trip", "row", "pause", "trip"] if peers else ["trip", "row", "trip"]
+    # The layer made, a pause (OpenBLAS's worker spins after the constructor's QR), then the row
+    per_row = ["layer", "pause", "trip", "row"] + (["pause", "trip"] if peers else ["trip"])
     assert events == per_row * len(limits.STEP_SIZES)
     assert [line_trips[H] for H in limits.STEP_SIZES] == [
         [100.0 + 20 * i, 110.0 + 20 * i] for i in range(len(limits.STEP_SIZES))
@@ -272,8 +278,10 @@ def test_the_step_table_pauses_between_blocks_only_with_torchs_cell(monkeypatch)
     limits._interleaved_us(impls, calls=1, rounds=3, settle_s=limits.STEP_SETTLE_S)
     assert sleeps == [limits.STEP_SETTLE_S] * 6
     monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: impls)
-    # 7 rounds of two blocks, and one pause per size before the line's round trip after it
-    for peers, expected in (((), 0), (("jax",), 0), (("torch",), (7 * 2 + 1) * len(limits.STEP_SIZES))):
+    # One SETTLE_SECONDS pause per size after its layer is made; with torch's cell also 7 rounds
+    # of two blocks, and one pause per size before the line's round trip after it
+    for peers, torch_pauses in (((), 0), (("jax",), 0), (("torch",), 7 * 2 + 1)):
         sleeps.clear()
         limits.step_latency(None, peers)
-        assert len(sleeps) == expected, peers
+        per_size = [limits.SETTLE_SECONDS] + [limits.STEP_SETTLE_S] * torch_pauses
+        assert sleeps == per_size * len(limits.STEP_SIZES), peers

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from . import runners
-from .timing import Timed, time_interleaved
+from .timing import SETTLE_SECONDS, Timed, time_interleaved
 
 STEP_SIZES = (64, 128, 256, 512)  # H of the step-latency table
 STEP_INPUT = 32  # D
@@ -228,8 +228,9 @@ def line_round_trip_ns() -> float | None:
 
 def step_latency(backend: str | None, peers, dtype=np.float32) -> tuple[dict, dict]:
     """``({H: {impl: {"median": µs, "fastest": µs}}}, {H: [ns before, ns after]})``: per step
-    (see ``_step_impls``), the median and the fastest of interleaved rounds per size, each block
-    of calls after a pause (STEP_SETTLE_S) when torch's cell is among them; and a cache line's
+    (see ``_step_impls``), the median and the fastest of interleaved rounds per size, which start
+    SETTLE_SECONDS after the size's layer is made, each block of calls after a pause
+    (STEP_SETTLE_S) when torch's cell is among them; and a cache line's
     round trip between two CPUs (``line_round_trip_ns``, None where it cannot be measured)
     before and after each size's rounds. That round trip is what a step's second thread pays at
     its start, barrier and end, and under a virtual machine it moves between ~100 ns and ~400
@@ -237,8 +238,16 @@ def step_latency(backend: str | None, peers, dtype=np.float32) -> tuple[dict, di
     settle_s = STEP_SETTLE_S if "torch" in peers else 0.0
     rows, trips = {}, {}
     for H in STEP_SIZES:
+        impls = _step_impls(H, backend, peers, dtype)
+        # The layer's constructor ran np.linalg.qr (its orthogonal Wh), which NumPy's OpenBLAS
+        # runs on its threads from H = 128 on; its idle worker then spins ~0.1 s (2^28 cycles)
+        # on the CPU the step's helper uses, and the whole row's rounds fit in that time at
+        # float32 H = 256 (Zen 4 VM, fortieth session: the step 4.7-4.8 µs in the median round
+        # without this pause, 2.6-2.7 with it). Not the NumPy one-liner: OpenBLAS runs its
+        # (1, H) x (H, H) products on the calling thread.
+        time.sleep(SETTLE_SECONDS)
         before = line_round_trip_ns()
-        rows[H] = _interleaved_us(_step_impls(H, backend, peers, dtype), settle_s=settle_s)
+        rows[H] = _interleaved_us(impls, settle_s=settle_s)
         if settle_s > 0:
             time.sleep(settle_s)  # (torch's OpenMP worker spins a while after its block)
         trips[H] = [before, line_round_trip_ns()]
