@@ -5,12 +5,18 @@ both settings see the same machine.
     python bench/step_pauses.py                   # pauses of 0, 3 and 20 ms
     python bench/step_pauses.py --pauses 0,5 --calls 200
     python bench/step_pauses.py --tail 40000      # back to back: median, p99, p99.9, slowest
+    python bench/step_pauses.py --tail 40000 --after-make 0   # ... starting as the layer is made
 
 A step uses a second thread only while steps come back to back (step.hpp, kStepTeamIdleNs):
 libgomp's idle helpers spin about a millisecond after a region and then sleep, and waking a
 sleeping one costs more than a step. So after a pause both settings should take the same time
 (one thread ran), and back to back two threads should be faster where the weights are large
 (one thread per half a core's L2 of weights, kStepCacheShare).
+
+Each case starts `--after-make` seconds (the main job's SETTLE_SECONDS, 0.15) after its layer is made: the constructor's
+np.linalg.qr (the orthogonal Wh) runs on NumPy's OpenBLAS threads from H = 128 on, and their
+idle worker then spins ~0.1 s, on two CPUs the one the step's helper uses (README, "OpenMP
+runtimes"); `--after-make 0` times what a loop that starts at once meets.
 """
 
 import argparse
@@ -19,8 +25,16 @@ import time
 import numpy as np
 
 import pyrnn_fast as prf
+from pyrnn_fast.benchmark.timing import SETTLE_SECONDS
 
 CASES = ((np.float32, 256), (np.float32, 512), (np.float64, 512))  # (dtype, H)
+
+
+def make_layer(dtype, H, after_make):
+    """The case's layer, `after_make` seconds after it was made."""
+    layer = prf.RNN(32, H, stateful=True, dtype=dtype, seed=0)
+    time.sleep(after_make)
+    return layer
 
 
 def _columns(r):
@@ -28,8 +42,8 @@ def _columns(r):
     return "   ".join(f"{t} thread(s) " + " / ".join(f"{v:6.1f}" for v in r[t]) for t in r)
 
 
-def measure(dtype, H, pause_s, calls):
-    layer = prf.RNN(32, H, stateful=True, dtype=dtype, seed=0)
+def measure(dtype, H, pause_s, calls, after_make):
+    layer = make_layer(dtype, H, after_make)
     x = np.ones((1, 32), dtype)
     times = {1: [], 2: []}
     for _ in range(calls):
@@ -46,11 +60,11 @@ def measure(dtype, H, pause_s, calls):
     return {threads: np.percentile(t, [25, 50, 75]) * 1e6 for threads, t in times.items()}
 
 
-def tail(dtype, H, calls, block=2000):
+def tail(dtype, H, calls, after_make, block=2000):
     """`calls` back-to-back steps per thread count, in blocks of `block` that alternate between
     one thread and two (a real-time loop's view: how slow the slow calls are, not only the
     median); returns {threads: (median, p99, p99.9, slowest)} in µs."""
-    layer = prf.RNN(32, H, stateful=True, dtype=dtype, seed=0)
+    layer = make_layer(dtype, H, after_make)
     x = np.ones((1, 32), dtype)
     times = {1: [], 2: []}
     for b in range(max(1, calls // block)):
@@ -71,16 +85,17 @@ def main():
     p.add_argument("--pauses", default="0,3,20", help="comma-separated pauses before each call, ms")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--tail", type=int, default=0, metavar="CALLS", help="instead: CALLS back-to-back steps per setting")
+    p.add_argument("--after-make", type=float, default=SETTLE_SECONDS, metavar="S", help="s from making to timing")
     args = p.parse_args()
     if args.tail:
         print(f"µs per step back to back (median / p99 / p99.9 / slowest), N = 1, D = 32, {prf.isa()} kernels")
         for dtype, H in CASES:
-            print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {_columns(tail(dtype, H, args.tail))}")
+            print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {_columns(tail(dtype, H, args.tail, args.after_make))}")
         return
     print(f"µs per step (25th / 50th / 75th percentile), N = 1, D = 32, {prf.isa()} kernels")
     for dtype, H in CASES:
         for pause in (float(v) for v in args.pauses.split(",")):
-            r = measure(dtype, H, pause / 1e3, args.calls)
+            r = measure(dtype, H, pause / 1e3, args.calls, args.after_make)
             print(f"{np.dtype(dtype).name:>7} H = {H:4d}, pause {pause:4.0f} ms:   {_columns(r)}")
 
 
