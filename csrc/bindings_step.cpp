@@ -370,6 +370,8 @@ void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<
 
 // line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second's spin at most.
 constexpr long kMaxRoundTrips = 1000000;
+// _set_step_helper_delay_ns: a second at most.
+constexpr long long kMaxHelperDelayNs = 1000000000;
 
 void bind_step(py::module_& m) {
     py::class_<Stepper>(m, "Stepper",
@@ -418,6 +420,20 @@ void bind_step(py::module_& m) {
         "rounds of `exchanges` (two threads of its own, pinned; bench/pingpong.py prints it over time). None "
         "where it cannot be measured: fewer than two such CPUs, threads not created or pinned, or no round done "
         "within a second.");
+    m.def("_step_take_backs", &prf::spinning_team_take_backs,
+          "Testing: how many streaming steps so far in the process were taken back from a helper that had not "
+          "begun (and done by the calling thread alone).");
+    m.def(
+        "_set_step_helper_delay_ns",
+        [](long long ns) {
+            if (ns < 0 || ns > kMaxHelperDelayNs)
+                throw py::value_error("ns: expected 0 to " + std::to_string(kMaxHelperDelayNs) + ", got " +
+                                      std::to_string(ns));
+            return prf::set_spinning_helper_delay_ns(ns);
+        },
+        py::arg("ns"),
+        "Testing: every streaming-step helper spins `ns` between seeing its work and claiming it, as one the OS "
+        "kept off its CPU would be late (0: not at all); returns the previous delay.");
 }
 
 }  // namespace prf_binding

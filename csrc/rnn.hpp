@@ -292,6 +292,21 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
 // Wakes any helper of the calling thread's running spinning team that sleeps: called by a
 // thread that has waited a while for its team (a safety net: run_spinning_team wakes them).
 void wake_spinning_helpers();
+// Called by the calling thread (tid 0) inside run_spinning_team's work, while it waits for a
+// team of one helper that has not begun: true if the helper had not claimed the work, which
+// it then never runs (run_spinning_team returns without waiting for it), and the caller does
+// the team's whole work itself; false, nothing changed, if it had (or the team is not one
+// helper's). A step takes it back at its first barrier, before anything but its own scratch
+// was written (step.hpp), and runs alone.
+bool take_back_spinning_team();
+// Whether the calling thread's helper has not yet answered the last post taken back from it
+// (the OS keeps it off its CPU): its steps then run alone rather than post again and wait.
+bool spinning_team_away();
+// Posts taken back so far in the process, and (testing only) a delay each helper spins
+// between seeing a post and claiming it, as if the OS had taken it off its CPU; returns the
+// previous delay.
+long long spinning_team_take_backs();
+long long set_spinning_helper_delay_ns(long long ns);
 // Puts the calling thread's spinning helpers to sleep now: before an OpenMP region, whose
 // threads would otherwise share the CPUs with them while they spin (run_team, team.hpp).
 void quiet_spinning_helpers();

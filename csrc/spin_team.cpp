@@ -49,8 +49,11 @@ void cpu_pause() {
 #endif
 }
 
-// One helper thread: the caller writes `work` and `ctx`, then `posted`; the helper runs the
-// work as thread `tid` and stores the same number in `done`. Each on a line of its own.
+// One helper thread: the caller writes `work` and `ctx`, then `posted`; the helper claims that
+// number in `claimed`, runs the work as thread `tid` and stores the number in `done`. The
+// caller may claim a post first (take_back_spinning_team): the helper then runs nothing and
+// only stores `done`. Each on a line of its own: `claimed` is the helper's alone but for a
+// take-back, so its claim, a locked instruction, finds the line in its own cache.
 struct Helper {
     alignas(64) std::atomic<unsigned> posted{0};
     std::atomic<int> sleeping{0};
@@ -59,6 +62,7 @@ struct Helper {
     const void* ctx = nullptr;
     std::atomic<long long> spin_ns{0};  // (read while spinning, written at a post)
     int tid = 0;
+    alignas(64) std::atomic<unsigned> claimed{0};  // the last post claimed, by the helper or the caller
     alignas(64) std::atomic<unsigned> done{0};
     // The caller's own: the number of its last post to this helper, and when.
     alignas(64) unsigned number = 0;
@@ -107,12 +111,22 @@ unsigned wait_for_post(Helper& h, unsigned seen) {
 
 constexpr size_t kHelperStackBytes = size_t(512) << 10;
 
+// Testing only (set_spinning_helper_delay_ns): ns a helper spins between seeing a post and
+// claiming it, as one that the OS took off its CPU would be late.
+std::atomic<long long> g_helper_delay_ns{0};
+std::atomic<long long> g_take_backs{0};  // posts the callers claimed, process-wide
+
 void* helper_main(void* arg) {
     Helper& h = *static_cast<Helper*>(arg);
     for (unsigned seen = 0;;) {
         seen = wait_for_post(h, seen);
         if (h.quit.load(std::memory_order_acquire)) return nullptr;
-        h.work(h.ctx, h.tid);
+        if (const long long delay = g_helper_delay_ns.load(std::memory_order_relaxed))
+            for (const long long until = now_ns() + delay; now_ns() < until;) cpu_pause();
+        // Every post before this one was claimed (its caller waited for it or took it back) and
+        // the posts come one by one: `claimed` holds seen - 1 unless the caller took this one.
+        unsigned last = seen - 1;
+        if (h.claimed.compare_exchange_strong(last, seen, std::memory_order_acq_rel)) h.work(h.ctx, h.tid);
         h.done.store(seen, std::memory_order_release);
     }
 }
@@ -138,8 +152,10 @@ const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] { g_forked_c
 // The helpers of one calling thread.
 struct SpinTeam {
     std::vector<Helper*> helpers;
-    size_t active = 0;    // helpers in the team now running
-    bool failed = false;  // a helper could not be made: not tried again
+    size_t active = 0;        // helpers in the team now running
+    bool failed = false;      // a helper could not be made: not tried again
+    bool taken_back = false;  // the running team's post taken back (take_back_spinning_team)
+    bool away = false;        // the helper has not answered a post taken back yet
 
     // At least `count` helpers; false if they could not all be made (those made are kept, and
     // this thread's steps run on libgomp's region from then on: dispatch has already fitted
@@ -211,6 +227,12 @@ bool run_spinning_team(int threads, SpinTeamWork work, const void* ctx, long lon
     }
     team.active = size_t(threads - 1);
     work(ctx, 0);
+    if (team.taken_back) {  // the helper has run nothing of this team and will not
+        team.taken_back = false;
+        team.away = true;
+        team.active = 0;
+        return true;
+    }
     // Every helper's share done. One that the OS took off its CPU gets ours after a while; any
     // still asleep are woken then, all of them at once.
     for (int t = 1; t < threads; ++t) {
@@ -242,6 +264,33 @@ void wake_spinning_helpers() {
     SpinTeam& team = t_team;
     for (size_t t = 0; t < team.active; ++t) wake_if_asleep(*team.helpers[t]);
 }
+
+bool take_back_spinning_team() {
+    SpinTeam& team = t_team;
+    // One helper only: of two or more, some could have claimed their shares before the others
+    // were taken back, and the team could neither go on nor leave it to the caller.
+    if (team.active != 1 || team.taken_back) return false;
+    Helper& h = *team.helpers[0];
+    unsigned last = h.number - 1;
+    if (!h.claimed.compare_exchange_strong(last, h.number, std::memory_order_acq_rel)) return false;
+    team.taken_back = true;
+    g_take_backs.fetch_add(1, std::memory_order_relaxed);
+    wake_if_asleep(h);  // (one that slept through the post would not answer it otherwise)
+    return true;
+}
+
+bool spinning_team_away() {
+    SpinTeam& team = t_team;
+    if (!team.away) return false;
+    const Helper& h = *team.helpers[0];
+    if (h.done.load(std::memory_order_acquire) != h.number) return true;
+    team.away = false;
+    return false;
+}
+
+long long spinning_team_take_backs() { return g_take_backs.load(std::memory_order_relaxed); }
+
+long long set_spinning_helper_delay_ns(long long ns) { return g_helper_delay_ns.exchange(ns); }
 
 namespace {
 
@@ -361,6 +410,10 @@ double line_round_trip_ns(long exchanges) {
 namespace prf {
 bool run_spinning_team(int, SpinTeamWork, const void*, long long) { return false; }
 void wake_spinning_helpers() {}
+bool take_back_spinning_team() { return false; }
+bool spinning_team_away() { return false; }
+long long spinning_team_take_backs() { return 0; }
+long long set_spinning_helper_delay_ns(long long) { return 0; }
 void quiet_spinning_helpers() {}
 double line_round_trip_ns(long) { return -1; }
 }  // namespace prf

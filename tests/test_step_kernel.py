@@ -127,6 +127,10 @@ def test_consecutive_steps_from_one_state_give_the_same_bits(cell, dtype, thread
         np.testing.assert_array_equal(later.view(np.uint8), outs[0].view(np.uint8))
 
 
+def _process_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
 def _core_cache_bytes() -> int:
     """A core's L2 as the C library reports it (what the kernels size by, team.hpp), else the
     512 KB they assume."""
@@ -167,6 +171,45 @@ def test_a_stream_whose_team_trials_switch_ways_gives_one_threads_bits(cell, H, 
             streams.append(np.stack([layer.step(x).copy() for x in xs]))
     assert np.isfinite(streams[0]).all() and np.abs(streams[0]).max() > 0.1
     np.testing.assert_array_equal(streams[1].view(np.uint32), streams[0].view(np.uint32))
+
+
+_LATE_HELPER_STREAM = """
+import sys, numpy as np, pyrnn_fast as prf
+from pyrnn_fast import _backends
+core = _backends._core
+cell, H, layers, delay_ns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+make = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell]
+xs = np.random.default_rng(5).standard_normal((300, 1, 32)).astype(np.float32)
+streams, taken = [], []
+for threads, delay in ((1, 0), (2, delay_ns)):
+    prf.set_num_threads(threads)
+    layer = make(32, H, num_layers=layers, stateful=True, dtype=np.float32, seed=6, backend="cpp")
+    before = core._step_take_backs()
+    core._set_step_helper_delay_ns(delay)
+    streams.append(np.stack([layer.step(x).copy() for x in xs]))
+    core._set_step_helper_delay_ns(0)
+    taken.append(core._step_take_backs() - before)
+ok = np.isfinite(streams[0]).all() and np.abs(streams[0]).max() > 0.1
+same = np.array_equal(streams[1].view(np.uint32), streams[0].view(np.uint32))
+print(ok, same, taken[0], taken[1] > 0)
+"""
+
+
+@pytest.mark.skipif(_process_cpus() < 2 or not sys.platform.startswith("linux"), reason="needs two CPUs (Linux)")
+@pytest.mark.parametrize("cell,H,layers", [("rnn", 256, 1), ("rnn", 256, 2), ("lstm", 128, 1), ("gru", 192, 1)])
+def test_a_stream_whose_helper_is_late_takes_its_steps_back_with_one_threads_bits(cell, H, layers):
+    """A helper that begins its share of a step 300 µs late (as one the OS keeps off its CPU
+    would; _core._set_step_helper_delay_ns) has the step taken back at the first barrier and
+    done by the calling thread alone (step.hpp, kStepTakeBackNs), and the steps after it too
+    until the helper answers: the stream keeps the bits of the same stream on one thread, and
+    some steps were taken back (none on one thread). In a child process with a timeout: a
+    take-back that left a thread waiting fails the test instead of hanging the run. The
+    sizes are the trial test's: a team of two for the work (N = 1)."""
+    code = _LATE_HELPER_STREAM
+    args = [cell, str(H), str(layers), str(300_000)]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "0", "True"]
 
 
 def _steps_on(threads, wx, wh, b, state, N, dtype):
@@ -317,10 +360,6 @@ def test_peak_loops_reject_bad_arguments(loop):
         peak(np.float32, 0, 1)
     with pytest.raises(TypeError, match="dtype"):
         peak(np.int32, 10, 1)
-
-
-def _process_cpus():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
 @pytest.mark.skipif(_process_cpus() < 2 or not sys.platform.startswith("linux"), reason="needs two CPUs (Linux)")

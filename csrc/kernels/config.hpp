@@ -450,6 +450,13 @@ constexpr unsigned kStepTrialAloneEveryMost = 1024;
 constexpr unsigned kStepTrialSteps = 4;
 constexpr int kStepTrialLayers = 4;
 
+// How long the calling thread waits at a streaming step's first barrier for a helper that has
+// not begun its share before it takes the share back and does the step alone
+// (take_back_spinning_team): far longer than a helper takes to start (0.2-0.8 µs on the Zen 4
+// VM) and than an interrupt keeps it, far shorter than the host's or the OS's time slice that
+// otherwise holds the step (1-4 ms).
+constexpr long long kStepTakeBackNs = 20 * 1000;
+
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,
 // longer than a balanced step waits, short enough that an oversubscribed machine gets the
 // core back soon.

@@ -440,6 +440,9 @@ static bool run_step(const StepArgs<T>& a) {
     } else if (chunk_team * groups > 1 && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
         on_openmp = true;
         alone = cache_team <= 1 && work < 2 * kMinStepCallWorkPerThread;
+    } else if (chunk_team * groups > 1 && spinning_team_away()) {
+        alone = true;  // the helper has not come back since a step was taken back from it (below)
+        if (one_cache_holds) trial.layer(a.layers[0].wh.data, N).untimed = true;
     } else if (chunk_team * groups > 1 && one_cache_holds) {
         tried = &trial.layer(a.layers[0].wh.data, N);
         alone = StepTeamTrial::alone(*tried);
@@ -470,7 +473,8 @@ static bool run_step(const StepArgs<T>& a) {
     T* x_roots = stacks + nt * per_thread;  // a GRU's x·Wx: laid out as roots
     StepBarrier barrier(scratch<BarrierSlot, kStepBarrier>(nt), nt);
     if (!barrier) return false;
-    run_step_team(nt, kStepTeamIdleNs, on_openmp, [&](int team, int tid) {
+    bool taken_back = false;
+    auto body = [&](int team, int tid) {
         // A runtime that gave fewer threads than asked: the groups that are whole work, the
         // other threads only meet the barriers.
         const idx kt = team == nt ? chunk_team : 1, gt = team == nt ? groups : 1;
@@ -503,14 +507,26 @@ static bool run_step(const StepArgs<T>& a) {
                                     back);
                 // Every subtree of these rows is summed. Only where threads share the rows'
                 // chunks: a group of one sums all of them itself (a barrier per round of 8 rows
-                // had two threads 1.1-4x slower than one on many samples of small layers).
-                if (kt > 1) barrier.wait(team, tid);
+                // had two threads 1.1-4x slower than one on many samples of small layers). At
+                // the step's first barrier, before anything but scratch is written, a helper
+                // that has not begun (the OS keeps it off its CPU: the Zen 4 VM's helpers waited
+                // 1-4 ms there behind a busy thread) leaves the step to the calling thread.
+                if (kt > 1 && l == 0 && first == 0) {
+                    if (!barrier.wait_or_take_back(team, tid)) {
+                        taken_back = true;
+                        return;
+                    }
+                } else if (kt > 1) {
+                    barrier.wait(team, tid);
+                }
                 if (r)
                     step_finish<T, Cell, Act>(a, l, kt, group_roots, block, x_team, group_x_roots, ld, n0, r, c0, c1);
             }
             if (team > 1 && l + 1 < L) barrier.wait(team, tid);  // layer l's new state is complete
         }
-    });
+    };
+    run_step_team(nt, kStepTeamIdleNs, on_openmp, body);
+    if (taken_back) run_team(1, body);  // the whole step, alone: the same chunks, the same bits
     previous_step_end_ns = monotonic_ns();
     if (tried) StepTeamTrial::record(*tried, alone, previous_step_end_ns - start_ns);
     return true;

@@ -262,6 +262,27 @@ struct StepBarrier {
     void wait(int team, int tid) const {
         wait(team, tid, [] { return false; });
     }
+    // wait() at a streaming step's first barrier: the calling thread (tid 0) of a spinning team
+    // of one helper that has not begun its share kStepTakeBackNs after this thread came here
+    // takes the share back (take_back_spinning_team) and returns false at once, the step then
+    // its own to do; true when every thread came.
+    bool wait_or_take_back(int team, int tid) const {
+        bool tried = false, taken = false;
+        long long since = 0;
+        unsigned spins = 0;
+        wait(team, tid, [&] {
+            if (tid != 0 || tried || ++spins % 64 != 0) return false;  // the clock read every 64 spins
+            const long long now = monotonic_ns();
+            if (since == 0) {
+                since = now;
+            } else if (now - since >= kStepTakeBackNs) {
+                tried = true;
+                taken = take_back_spinning_team();
+            }
+            return taken;
+        });
+        return !taken;
+    }
     // The same, but it stops waiting (its arrival recorded) once `abandon()` is true: a call
     // that stops, whose other threads may have left without coming here.
     template <class Abandon>
