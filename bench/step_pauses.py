@@ -6,6 +6,7 @@ both settings see the same machine.
     python bench/step_pauses.py --pauses 0,5 --calls 200
     python bench/step_pauses.py --tail 40000      # back to back: median, p99, p99.9, slowest
     python bench/step_pauses.py --tail 40000 --after-make 0   # ... starting as the layer is made
+    python bench/step_pauses.py --tail 40000 --busy           # ... beside a busy process
 
 A step uses a second thread only while steps come back to back (step.hpp, kStepTeamIdleNs):
 libgomp's idle helpers spin about a millisecond after a region and then sleep, and waking a
@@ -16,10 +17,15 @@ sleeping one costs more than a step. So after a pause both settings should take 
 Each case starts `--after-make` seconds (the main job's SETTLE_SECONDS, 0.15) after its layer is made: the constructor's
 np.linalg.qr (the orthogonal Wh) runs on NumPy's OpenBLAS threads from H = 128 on, and their
 idle worker then spins ~0.1 s, on two CPUs the one the step's helper uses (README, "OpenMP
-runtimes"); `--after-make 0` times what a loop that starts at once meets.
+runtimes"); `--after-make 0` times what a loop that starts at once meets. `--busy` runs a
+process that spins on a CPU beside the steps (another program at work, on two CPUs the
+helper's): a helper the OS keeps off its CPU has its steps taken back by the calling thread
+(step.hpp, kStepTakeBackNs), and the script prints how many were.
 """
 
 import argparse
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -77,7 +83,15 @@ def tail(dtype, H, calls, after_make, block=2000):
                 layer.step(x)
                 times[threads].append(time.perf_counter() - t0)
     prf.set_num_threads(None)
-    return {t: (*np.percentile(v, [50, 99, 99.9]) * 1e6, max(v) * 1e6) for t, v in times.items()}
+    return {t: (*np.percentile(v, [50, 99, 99.9]) * 1e6, max(v) * 1e6, np.mean(v) * 1e6) for t, v in times.items()}
+
+
+def take_backs():
+    """Steps taken back from a late helper so far in the process (None: not this build)."""
+    from pyrnn_fast import _backends
+
+    count = getattr(_backends._core, "_step_take_backs", None)
+    return count() if count else None
 
 
 def main():
@@ -86,11 +100,22 @@ def main():
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--tail", type=int, default=0, metavar="CALLS", help="instead: CALLS back-to-back steps per setting")
     p.add_argument("--after-make", type=float, default=SETTLE_SECONDS, metavar="S", help="s from making to timing")
+    p.add_argument("--busy", action="store_true", help="with --tail: beside a process that spins")
     args = p.parse_args()
     if args.tail:
-        print(f"µs per step back to back (median / p99 / p99.9 / slowest), N = 1, D = 32, {prf.isa()} kernels")
-        for dtype, H in CASES:
-            print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {_columns(tail(dtype, H, args.tail, args.after_make))}")
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+        try:
+            head = "µs per step back to back (median / p99 / p99.9 / slowest / mean)"
+            print(f"{head}, N = 1, D = 32, {prf.isa()} kernels{', beside a busy process' if busy else ''}")
+            for dtype, H in CASES:
+                before = take_backs()
+                r = tail(dtype, H, args.tail, args.after_make)
+                taken = "" if before is None else f"   ({take_backs() - before} taken back)"
+                print(f"{np.dtype(dtype).name:>7} H = {H:4d}:   {_columns(r)}{taken}")
+        finally:
+            if busy:
+                busy.kill()
+                busy.wait()
         return
     print(f"µs per step (25th / 50th / 75th percentile), N = 1, D = 32, {prf.isa()} kernels")
     for dtype, H in CASES:
