@@ -87,11 +87,11 @@ def tail(dtype, H, calls, after_make, block=2000):
 
 
 def take_backs():
-    """Steps taken back from a late helper so far in the process (None: not this build)."""
+    """Steps this thread took back from a late helper so far (None: not this build)."""
     from pyrnn_fast import _backends
 
-    count = getattr(_backends._core, "_step_take_backs", None)
-    return count() if count else None
+    counts = getattr(_backends._core, "_step_team_counts", None)
+    return counts()[1] if counts else None
 
 
 def main():
@@ -102,6 +102,8 @@ def main():
     p.add_argument("--after-make", type=float, default=SETTLE_SECONDS, metavar="S", help="s from making to timing")
     p.add_argument("--busy", action="store_true", help="with --tail: beside a process that spins")
     args = p.parse_args()
+    if args.busy and not args.tail:
+        p.error("--busy needs --tail")
     if args.tail:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
         try:

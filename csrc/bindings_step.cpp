@@ -420,9 +420,15 @@ void bind_step(py::module_& m) {
         "rounds of `exchanges` (two threads of its own, pinned; bench/pingpong.py prints it over time). None "
         "where it cannot be measured: fewer than two such CPUs, threads not created or pinned, or no round done "
         "within a second.");
-    m.def("_step_take_backs", &prf::spinning_team_take_backs,
-          "Testing: how many streaming steps so far in the process were taken back from a helper that had not "
-          "begun (and done by the calling thread alone).");
+    m.def(
+        "_step_team_counts",
+        [] {
+            long long runs, take_backs;
+            prf::spinning_team_counts(runs, take_backs);
+            return py::make_tuple(runs, take_backs);
+        },
+        "Testing: (shares of streaming steps that the calling thread's helpers ran, steps it took back from a "
+        "helper that had not begun and did alone), so far.");
     m.def(
         "_set_step_helper_delay_ns",
         [](long long ns) {

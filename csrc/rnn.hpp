@@ -302,10 +302,10 @@ bool take_back_spinning_team();
 // Whether the calling thread's helper has not yet answered the last post taken back from it
 // (the OS keeps it off its CPU): its steps then run alone rather than post again and wait.
 bool spinning_team_away();
-// Posts taken back so far in the process, and (testing only) a delay each helper spins
-// between seeing a post and claiming it, as if the OS had taken it off its CPU; returns the
-// previous delay.
-long long spinning_team_take_backs();
+// The calling thread's posts so far that its helpers ran, and that it took back; and (testing
+// only) a delay each helper spins between seeing a post and claiming it, as if the OS had taken
+// it off its CPU, process-wide; returns the previous delay.
+void spinning_team_counts(long long& runs, long long& take_backs);
 long long set_spinning_helper_delay_ns(long long ns);
 // Puts the calling thread's spinning helpers to sleep now: before an OpenMP region, whose
 // threads would otherwise share the CPUs with them while they spin (run_team, team.hpp).

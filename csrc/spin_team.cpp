@@ -63,6 +63,7 @@ struct Helper {
     std::atomic<long long> spin_ns{0};  // (read while spinning, written at a post)
     int tid = 0;
     alignas(64) std::atomic<unsigned> claimed{0};  // the last post claimed, by the helper or the caller
+    std::atomic<long long> runs{0};                // posts the helper ran (spinning_team_counts)
     alignas(64) std::atomic<unsigned> done{0};
     // The caller's own: the number of its last post to this helper, and when.
     alignas(64) unsigned number = 0;
@@ -114,7 +115,6 @@ constexpr size_t kHelperStackBytes = size_t(512) << 10;
 // Testing only (set_spinning_helper_delay_ns): ns a helper spins between seeing a post and
 // claiming it, as one that the OS took off its CPU would be late.
 std::atomic<long long> g_helper_delay_ns{0};
-std::atomic<long long> g_take_backs{0};  // posts the callers claimed, process-wide
 
 void* helper_main(void* arg) {
     Helper& h = *static_cast<Helper*>(arg);
@@ -126,7 +126,10 @@ void* helper_main(void* arg) {
         // Every post before this one was claimed (its caller waited for it or took it back) and
         // the posts come one by one: `claimed` holds seen - 1 unless the caller took this one.
         unsigned last = seen - 1;
-        if (h.claimed.compare_exchange_strong(last, seen, std::memory_order_acq_rel)) h.work(h.ctx, h.tid);
+        if (h.claimed.compare_exchange_strong(last, seen, std::memory_order_acq_rel)) {
+            h.work(h.ctx, h.tid);
+            h.runs.store(h.runs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // (its only writer)
+        }
         h.done.store(seen, std::memory_order_release);
     }
 }
@@ -152,10 +155,11 @@ const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] { g_forked_c
 // The helpers of one calling thread.
 struct SpinTeam {
     std::vector<Helper*> helpers;
-    size_t active = 0;        // helpers in the team now running
-    bool failed = false;      // a helper could not be made: not tried again
-    bool taken_back = false;  // the running team's post taken back (take_back_spinning_team)
-    bool away = false;        // the helper has not answered a post taken back yet
+    size_t active = 0;         // helpers in the team now running
+    bool failed = false;       // a helper could not be made: not tried again
+    bool taken_back = false;   // the running team's post taken back (take_back_spinning_team)
+    bool away = false;         // the helper has not answered a post taken back yet
+    long long take_backs = 0;  // posts taken back (spinning_team_counts)
 
     // At least `count` helpers; false if they could not all be made (those made are kept, and
     // this thread's steps run on libgomp's region from then on: dispatch has already fitted
@@ -274,7 +278,7 @@ bool take_back_spinning_team() {
     unsigned last = h.number - 1;
     if (!h.claimed.compare_exchange_strong(last, h.number, std::memory_order_acq_rel)) return false;
     team.taken_back = true;
-    g_take_backs.fetch_add(1, std::memory_order_relaxed);
+    ++team.take_backs;
     wake_if_asleep(h);  // (one that slept through the post would not answer it otherwise)
     return true;
 }
@@ -288,7 +292,11 @@ bool spinning_team_away() {
     return false;
 }
 
-long long spinning_team_take_backs() { return g_take_backs.load(std::memory_order_relaxed); }
+void spinning_team_counts(long long& runs, long long& take_backs) {
+    runs = 0;
+    for (const Helper* h : t_team.helpers) runs += h->runs.load(std::memory_order_relaxed);
+    take_backs = t_team.take_backs;
+}
 
 long long set_spinning_helper_delay_ns(long long ns) { return g_helper_delay_ns.exchange(ns); }
 
@@ -412,7 +420,7 @@ bool run_spinning_team(int, SpinTeamWork, const void*, long long) { return false
 void wake_spinning_helpers() {}
 bool take_back_spinning_team() { return false; }
 bool spinning_team_away() { return false; }
-long long spinning_team_take_backs() { return 0; }
+void spinning_team_counts(long long& runs, long long& take_backs) { runs = take_backs = 0; }
 long long set_spinning_helper_delay_ns(long long) { return 0; }
 void quiet_spinning_helpers() {}
 double line_round_trip_ns(long) { return -1; }

@@ -6,6 +6,7 @@ accepts and refuses. The layer's step() built on it is tested in test_layers_sta
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -173,43 +174,79 @@ def test_a_stream_whose_team_trials_switch_ways_gives_one_threads_bits(cell, H, 
     np.testing.assert_array_equal(streams[1].view(np.uint32), streams[0].view(np.uint32))
 
 
+# A helper that sees its share of a step `delay` late (_core._set_step_helper_delay_ns), over a
+# window of a stream of back-to-back steps on two threads, between windows without the delay
+# (the first from the helper's first share); prints the bits' check and the calling thread's
+# team counts (_core._step_team_counts).
 _LATE_HELPER_STREAM = """
-import sys, numpy as np, pyrnn_fast as prf
+import json, sys, time, numpy as np, pyrnn_fast as prf
 from pyrnn_fast import _backends
 core = _backends._core
-cell, H, layers, delay_ns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cell, H, layers, delay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 make = {"rnn": prf.RNN, "lstm": prf.LSTM, "gru": prf.GRU}[cell]
-xs = np.random.default_rng(5).standard_normal((300, 1, 32)).astype(np.float32)
-streams, taken = [], []
-for threads, delay in ((1, 0), (2, delay_ns)):
-    prf.set_num_threads(threads)
-    layer = make(32, H, num_layers=layers, stateful=True, dtype=np.float32, seed=6, backend="cpp")
-    before = core._step_take_backs()
-    core._set_step_helper_delay_ns(delay)
-    streams.append(np.stack([layer.step(x).copy() for x in xs]))
-    core._set_step_helper_delay_ns(0)
-    taken.append(core._step_take_backs() - before)
-ok = np.isfinite(streams[0]).all() and np.abs(streams[0]).max() > 0.1
-same = np.array_equal(streams[1].view(np.uint32), streams[0].view(np.uint32))
-print(ok, same, taken[0], taken[1] > 0)
+xs = np.random.default_rng(5).standard_normal((400, 1, 32)).astype(np.float32)
+prf.set_num_threads(1)
+layer = make(32, H, num_layers=layers, stateful=True, dtype=np.float32, seed=6, backend="cpp")
+alone = np.stack([layer.step(x).copy() for x in xs])
+alone_counts = core._step_team_counts()
+prf.set_num_threads(2)
+layer = make(32, H, num_layers=layers, stateful=True, dtype=np.float32, seed=6, backend="cpp")
+time.sleep(0.15)  # NumPy's OpenBLAS worker, woken by the constructor's QR, spins ~0.1 s (README)
+steps, counts = [], []
+for i in range(100):  # until the new helper has run a share
+    steps.append(layer.step(xs[i]).copy())
+    if core._step_team_counts()[0] > 0:
+        break
+for window, d in ((range(len(steps), 200), 0), (range(200, 300), delay), (range(300, 400), 0)):
+    counts.append(core._step_team_counts())
+    core._set_step_helper_delay_ns(d)
+    steps += [layer.step(xs[i]).copy() for i in window]
+core._set_step_helper_delay_ns(0)
+counts.append(core._step_team_counts())
+print(json.dumps({
+    "varied": bool(np.isfinite(alone).all() and np.abs(alone).max() > 0.1),
+    "same_bits": bool(np.array_equal(np.stack(steps).view(np.uint32), alone.view(np.uint32))),
+    "one_thread": list(alone_counts),
+    "taken_back_late": counts[2][1] - counts[1][1],
+    "helper_ran_after": counts[3][0] - counts[2][0],
+}))
 """
 
 
+_TAKE_BACK_US = 20  # config.hpp, kStepTakeBackNs
+
+
+def _h_for_weights(cell: str, nbytes: float) -> int:
+    """The hidden size whose float32 layer (D = 32) has about `nbytes` of weights [Wx; Wh]."""
+    g = {"rnn": 1, "lstm": 4, "gru": 3}[cell]  # gate blocks: (32 + H) x gH weights
+    return int((-32 * g + ((32 * g) ** 2 + g * nbytes) ** 0.5) / (2 * g))
+
+
 @pytest.mark.skipif(_process_cpus() < 2 or not sys.platform.startswith("linux"), reason="needs two CPUs (Linux)")
-@pytest.mark.parametrize("cell,H,layers", [("rnn", 256, 1), ("rnn", 256, 2), ("lstm", 128, 1), ("gru", 192, 1)])
-def test_a_stream_whose_helper_is_late_takes_its_steps_back_with_one_threads_bits(cell, H, layers):
-    """A helper that begins its share of a step 300 µs late (as one the OS keeps off its CPU
-    would; _core._set_step_helper_delay_ns) has the step taken back at the first barrier and
-    done by the calling thread alone (step.hpp, kStepTakeBackNs), and the steps after it too
-    until the helper answers: the stream keeps the bits of the same stream on one thread, and
-    some steps were taken back (none on one thread). In a child process with a timeout: a
-    take-back that left a thread waiting fails the test instead of hanging the run. The
-    sizes are the trial test's: a team of two for the work (N = 1)."""
-    code = _LATE_HELPER_STREAM
-    args = [cell, str(H), str(layers), str(300_000)]
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("delay_us", [300, 20])
+@pytest.mark.parametrize("cell,layers", [("rnn", 1), ("rnn", 2), ("lstm", 1), ("gru", 1)])
+def test_a_stream_whose_helper_is_late_takes_its_steps_back_with_one_threads_bits(cell, layers, delay_us):
+    """A helper that begins its share of a step late, as one the OS keeps off its CPU would:
+    at 300 µs every team step of the window is taken back at the first barrier and done by the
+    calling thread alone (step.hpp, kStepTakeBackNs: 20 µs), and its steps after run alone
+    until the helper answers; at 20 µs the helper's claim and the take-back race. Either way
+    the stream keeps the bits of the same stream on one thread (which takes nothing back), and
+    once the delay is gone the helper runs shares again. Weights of 120 % of a core's L2: a
+    team for the cache that is never timed against one thread (StepTeamTrial), so every step
+    but a pause's first posts to the helper. In a child process with a timeout: a take-back
+    that left a thread waiting fails the test instead of hanging the run."""
+    H = _h_for_weights(cell, 1.2 * _core_cache_bytes() / layers)
+    args = [cell, str(H), str(layers), str(delay_us * 1000)]
+    out = subprocess.run(
+        [sys.executable, "-c", _LATE_HELPER_STREAM, *args], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "True", "0", "True"]
+    r = json.loads(out.stdout)
+    assert r["varied"] and r["same_bits"], r
+    assert r["one_thread"] == [0, 0], r
+    assert r["helper_ran_after"] > 0, r
+    if delay_us > _TAKE_BACK_US:
+        assert r["taken_back_late"] > 0, r
 
 
 def _steps_on(threads, wx, wh, b, state, N, dtype):

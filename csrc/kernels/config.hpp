@@ -452,9 +452,11 @@ constexpr int kStepTrialLayers = 4;
 
 // How long the calling thread waits at a streaming step's first barrier for a helper that has
 // not begun its share before it takes the share back and does the step alone
-// (take_back_spinning_team): far longer than a helper takes to start (0.2-0.8 µs on the Zen 4
-// VM) and than an interrupt keeps it, far shorter than the host's or the OS's time slice that
-// otherwise holds the step (1-4 ms).
+// (take_back_spinning_team): far longer than a spinning helper takes to start (0.2-0.8 µs on
+// the Zen 4 VM) and than an interrupt keeps it, far shorter than the host's or the OS's time
+// slice that otherwise holds the step (1-4 ms). A helper woken from its sleep (the first team
+// step after a pause, or a new helper) often takes longer too: that step is taken back as well,
+// which costs less than waiting for the wake-up.
 constexpr long long kStepTakeBackNs = 20 * 1000;
 
 // Pause instructions a thread spins at the step barrier before it yields the core: ~0.1-1 ms,

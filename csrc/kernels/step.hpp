@@ -526,7 +526,9 @@ static bool run_step(const StepArgs<T>& a) {
         }
     };
     run_step_team(nt, kStepTeamIdleNs, on_openmp, body);
-    if (taken_back) run_team(1, body);  // the whole step, alone: the same chunks, the same bits
+    // The whole step, alone: the same chunks, the same bits. (The trial counts it as the team's
+    // step, the wait included, at most 1.5x the team's mean: StepTeamTrial::record.)
+    if (taken_back) run_team(1, body);
     previous_step_end_ns = monotonic_ns();
     if (tried) StepTeamTrial::record(*tried, alone, previous_step_end_ns - start_ns);
     return true;
