@@ -3,9 +3,9 @@
 the first two CPUs this thread may use; the median of 20 rounds of 1,000 exchanges), in ns;
 "-" where no round ended within a second (the host took a vCPU away). It replaces
 bench/pingpong.cpp, which printed the mean of 20,000 exchanges: a short spike moved that mean,
-and moves this median less. The
-streaming step's second thread gains only while it is cheap (README, "Backends, instruction
-sets and threads"); the main job prints it beside each row of its step table.
+and moves this median less. The streaming step's second thread gains only while it is cheap
+(README, "Backends, instruction sets and threads"); the main job prints it beside each row of
+its step table.
 
     python bench/pingpong.py 60   # seconds
 

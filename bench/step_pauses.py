@@ -14,10 +14,11 @@ sleeping one costs more than a step. So after a pause both settings should take 
 (one thread ran), and back to back two threads should be faster where the weights are large
 (one thread per half a core's L2 of weights, kStepCacheShare).
 
-Each case starts `--after-make` seconds (the main job's SETTLE_SECONDS, 0.15) after its layer is made: the constructor's
-np.linalg.qr (the orthogonal Wh) runs on NumPy's OpenBLAS threads from H = 128 on, and their
-idle worker then spins ~0.1 s, on two CPUs the one the step's helper uses (README, "OpenMP
-runtimes"); `--after-make 0` times what a loop that starts at once meets. `--busy` runs a
+Each case starts `--after-make` seconds (the main job's SETTLE_SECONDS, 0.15) after its layer
+is made: the constructor's np.linalg.qr (the orthogonal Wh) runs on NumPy's OpenBLAS threads
+from H = 128 on, and their idle worker then spins ~0.1 s, on two CPUs the one the step's
+helper uses (README, "OpenMP runtimes"); `--after-make 0` times what a loop that starts at
+once meets. `--busy` runs a
 process that spins on a CPU beside the steps (another program at work, on two CPUs the
 helper's): a helper the OS keeps off its CPU has its steps taken back by the calling thread
 (step.hpp, kStepTakeBackNs), and the script prints how many were.
@@ -69,7 +70,7 @@ def measure(dtype, H, pause_s, calls, after_make):
 def tail(dtype, H, calls, after_make, block=2000):
     """`calls` back-to-back steps per thread count, in blocks of `block` that alternate between
     one thread and two (a real-time loop's view: how slow the slow calls are, not only the
-    median); returns {threads: (median, p99, p99.9, slowest)} in µs."""
+    median); returns {threads: (median, p99, p99.9, slowest, mean)} in µs."""
     layer = make_layer(dtype, H, after_make)
     x = np.ones((1, 32), dtype)
     times = {1: [], 2: []}

@@ -432,18 +432,19 @@ static bool run_step(const StepArgs<T>& a) {
     static thread_local StepTeamTrial trial;
     StepTeamTrial::Layer* tried = nullptr;
     bool alone = false, on_openmp = false;
-    const long long start_ns = chunk_team * groups > 1 ? monotonic_ns() : 0;
+    const bool wants_team = chunk_team * groups > 1;
+    const long long start_ns = wants_team ? monotonic_ns() : 0;
     const bool one_cache_holds = bytes <= core_cache_bytes() * kStepTrialCachePercent / 100;
-    if (chunk_team * groups > 1 && start_ns - previous_step_end_ns > kStepTeamIdleNs) {
-        alone = true;
-        if (one_cache_holds) trial.layer(a.layers[0].wh.data, N).untimed = true;
-    } else if (chunk_team * groups > 1 && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
+    const bool idle = wants_team && start_ns - previous_step_end_ns > kStepTeamIdleNs;
+    if (wants_team && !idle && start_ns - last_openmp_region_end_ns() < kStepAfterOpenmpNs) {
         on_openmp = true;
         alone = cache_team <= 1 && work < 2 * kMinStepCallWorkPerThread;
-    } else if (chunk_team * groups > 1 && spinning_team_away()) {
-        alone = true;  // the helper has not come back since a step was taken back from it (below)
+    } else if (idle || (wants_team && spinning_team_away())) {
+        // The helper is asleep, or has not come back since a step was taken back from it
+        // (below): alone, and the team's next step, on caches that lost its share, not timed.
+        alone = true;
         if (one_cache_holds) trial.layer(a.layers[0].wh.data, N).untimed = true;
-    } else if (chunk_team * groups > 1 && one_cache_holds) {
+    } else if (wants_team && one_cache_holds) {
         tried = &trial.layer(a.layers[0].wh.data, N);
         alone = StepTeamTrial::alone(*tried);
     }
