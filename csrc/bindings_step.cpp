@@ -366,8 +366,22 @@ void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<
         py::arg("dtype"), py::arg("iterations"), py::arg("threads"), doc);
 }
 
+// (bytes read, seconds) of one call of the read loop: `threads` threads each read a buffer of
+// its own of `bytes` `iterations` times.
+template <class T>
+std::pair<double, double> read_typed(idx bytes, idx iterations, int threads) {
+    double bytes_read = 0;
+    prf::ReadArgs<T> args{bytes, iterations, &bytes_read, threads};
+    const auto t0 = std::chrono::steady_clock::now();
+    run_kernel(args, prf::read_peak<T>);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return {bytes_read, seconds};
+}
+
 }  // namespace
 
+// read_peak: a buffer per thread of at most 1 GiB.
+constexpr long long kMaxReadBytes = 1LL << 30;
 // line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second's spin at most.
 constexpr long kMaxRoundTrips = 1000000;
 // _set_step_helper_delay_ns: a second at most.
@@ -402,6 +416,23 @@ void bind_step(py::module_& m) {
     def_peak(m, "microkernel_peak", prf::microkernel_peak<float>, prf::microkernel_peak<double>,
              "(flops, seconds) of the GEMM micro-kernel on cache-resident packed operands: the ceiling of the "
              "GEMMs.");
+    m.def(
+        "read_peak",
+        [](const py::object& dtype, long long bytes, idx iterations, int threads) {
+            const py::dtype d = py::dtype::from_args(dtype);
+            if (bytes < 1 || bytes > kMaxReadBytes)
+                throw py::value_error("bytes: expected 1 to " + std::to_string(kMaxReadBytes) + ", got " +
+                                      std::to_string(bytes));
+            if (iterations < 1) throw py::value_error("iterations: expected >= 1, got " + std::to_string(iterations));
+            if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
+            if (d.equal(py::dtype::of<float>())) return read_typed<float>(idx(bytes), iterations, threads);
+            if (d.equal(py::dtype::of<double>())) return read_typed<double>(idx(bytes), iterations, threads);
+            throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
+        },
+        py::arg("dtype"), py::arg("bytes"), py::arg("iterations"), py::arg("threads"),
+        "(bytes read, seconds) of the read loop of the current instruction set: each of `threads` threads "
+        "reads a buffer of its own of `bytes` (whole rounds of vectors, at least one) `iterations` times: what "
+        "the caches that hold that many bytes deliver.");
     m.def(
         "line_round_trip_ns",
         [](long exchanges) -> py::object {

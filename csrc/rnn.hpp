@@ -229,6 +229,19 @@ struct PeakArgs {
     Interrupt* interrupt = nullptr;  // unused: callers keep it short
 };
 
+// The read loop that measures what a thread's caches deliver (the bar for a step's sweep over
+// weights that stay in L2 or come from L3 at every step): each thread reads a buffer of its own
+// of `bytes` (rounded down to whole rounds of vectors, at least one) `iterations` times, summing
+// it in independent chains of vector adds; `bytes_read` receives the bytes read, summed over
+// the threads that ran. The buffer's size places it in L1, L2 or L3, as a step's weights are.
+template <class T>
+struct ReadArgs {
+    idx bytes, iterations;
+    double* bytes_read;
+    int threads;
+    Interrupt* interrupt = nullptr;  // unused: callers keep it short
+};
+
 // Every kernel entry point, X(name, Args): each is implemented for float and double by a
 // template `name##_kernel` in csrc/kernels/ and exists once per instruction set and once
 // dispatched (below). A new cell (LSTM, GRU) adds its argument structs above and its lines
@@ -244,7 +257,8 @@ struct PeakArgs {
     X(column_sums, ColumnSumArgs)      \
     X(step, StepArgs)                  \
     X(fma_peak, PeakArgs)              \
-    X(microkernel_peak, PeakArgs)
+    X(microkernel_peak, PeakArgs)      \
+    X(read_peak, ReadArgs)
 
 // One table of kernels per dtype and instruction set: plain function pointers, so that the
 // tables compiled with AVX flags share no inline code with the portable one.

@@ -69,3 +69,27 @@ def test_limits_are_the_best_rate_seen_in_the_run(monkeypatch, loop):
     assert measure(np.float32, 3) == pytest.approx(100.0)  # 40 measured, 100 kept
     assert measure(np.float32, 3) == pytest.approx(250.0)
     assert limits._best_seen == {(loop, "float32", 3): pytest.approx(250.0)}
+
+
+def test_read_bandwidth_is_the_best_rate_seen_for_its_size(monkeypatch):
+    # As the FMA limits, per buffer size: each size is its own limit (L1, L2, L3).
+    from pyrnn_fast import _core
+    from pyrnn_fast.benchmark import limits
+
+    rates = iter([100.0] * 6 + [40.0] * 6 + [30.0] * 6)  # GB/s per measurement: 1 calibrating call + 5
+    sizes = []
+
+    def fake(dtype, nbytes, iterations, threads):  # (bytes, seconds): each call 1 s
+        sizes.append(nbytes)
+        return next(rates) * 1e9, 1.0
+
+    monkeypatch.setattr(_core, "read_peak", fake)
+    monkeypatch.setattr(limits, "_best_seen", {})
+    assert limits.read_bandwidth(4096, 2) == pytest.approx(100.0)
+    assert limits.read_bandwidth(4096, 2) == pytest.approx(100.0)  # 40 measured, 100 kept
+    assert limits.read_bandwidth(1 << 20, 2) == pytest.approx(30.0)  # another size: its own
+    assert sizes == [4096] * 12 + [1 << 20] * 6
+    assert limits._best_seen == {
+        ("read_peak", "float32", 2, 4096): pytest.approx(100.0),
+        ("read_peak", "float32", 2, 1 << 20): pytest.approx(30.0),
+    }

@@ -35,21 +35,27 @@ _best_seen: dict[tuple[str, str, int], float] = {}
 BUSY_PEAK_WARNING = "micro-kernel above the register peak: the peak was measured on a busy CPU"
 
 
-def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5) -> float:
-    """GFLOP/s of ``_core.<loop_name>`` on ``threads`` threads: the best of ``calls`` calls
-    of about ``seconds`` each, and of every earlier measurement in this process."""
+def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5, nbytes: int | None = None) -> float:
+    """Giga-units per second (FLOPs, or bytes for the read loop, which takes ``nbytes``) of
+    ``_core.<loop_name>`` on ``threads`` threads: the best of ``calls`` calls of about
+    ``seconds`` each, and of every earlier measurement in this process."""
     from .. import _core
 
     loop = getattr(_core, loop_name)
+    sized = () if nbytes is None else (nbytes,)
+
+    def run(iterations):
+        return loop(dtype, *sized, iterations, threads)
+
     iterations = 1 << 4
     while True:  # calibrate one call to about `seconds`
-        flops, sec = loop(dtype, iterations, threads)
+        units, sec = run(iterations)
         if sec >= seconds / 4 or iterations >= 1 << 40:
             break
         iterations *= 4
     iterations = max(1, int(iterations * seconds / max(sec, 1e-9)))
-    rate = max(f / s for f, s in (loop(dtype, iterations, threads) for _ in range(calls))) / 1e9
-    key = (loop_name, np.dtype(dtype).name, threads)
+    rate = max(u / s for u, s in (run(iterations) for _ in range(calls))) / 1e9
+    key = (loop_name, np.dtype(dtype).name, threads, *sized)
     _best_seen[key] = max(rate, _best_seen.get(key, 0.0))
     return _best_seen[key]
 
@@ -63,6 +69,13 @@ def microkernel_peak(dtype, threads: int) -> float:
     """GFLOP/s of the GEMM micro-kernel on cache-resident packed operands: the register peak's
     FMAs plus the loads a tile needs, the ceiling of any GEMM built on it."""
     return _best_rate("microkernel_peak", dtype, threads)
+
+
+def read_bandwidth(nbytes: int, threads: int, dtype=np.float32) -> float:
+    """GB/s that ``threads`` threads read, each a buffer of its own of ``nbytes`` over and over
+    (``_core.read_peak``): what the caches that hold that many bytes deliver, the limit of a
+    step whose weights (``nbytes`` per thread) stay there or come from there at every step."""
+    return _best_rate("read_peak", dtype, threads, nbytes=int(nbytes))
 
 
 def measure_limits(threads: int) -> None:
@@ -275,6 +288,7 @@ def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = 
 __all__ = [
     "fma_peak",
     "microkernel_peak",
+    "read_bandwidth",
     "measure_limits",
     "against_limits",
     "describe",
