@@ -16,7 +16,8 @@ shape (1, T, D): a layer takes (N, T, D)) divided by T; `read` the step's weight
 the read loop's rate for the bytes each thread reads; `numpy` the one-liner
 tanh(x @ Wx + h @ Wh + b); then numpy / step, and numpy / (call + read): the most it could be.
 With --threads 2 the read is of the weights split between the threads, as a step splits them
-only where its rules give it two threads (weights over ~80 KB a layer, step.hpp): for smaller
+only where its rules give it two threads (from 160 KB of weights a layer: step.hpp,
+kMinStepCallBytesPerThread): for smaller
 weights, which one thread steps, that bound is too low.
 """
 
