@@ -17,8 +17,7 @@ the read loop's rate for the bytes each thread reads; `numpy` the one-liner
 tanh(x @ Wx + h @ Wh + b); then numpy / step, and numpy / (call + read): the most it could be.
 With --threads 2 the read is of the weights split between the threads, as a step splits them
 only where its rules give it two threads (from 160 KB of weights a layer: step.hpp,
-kMinStepCallBytesPerThread): for smaller
-weights, which one thread steps, that bound is too low.
+kMinStepCallBytesPerThread): for smaller weights, which one thread steps, that bound is too low.
 """
 
 import argparse
