@@ -12,12 +12,13 @@ is the most a step can be ahead of it on this machine.
 
 Columns, µs (median of interleaved rounds): `step` a call of layer.step; `call` a step of
 H = 16, about the cost of the call alone; `sequence` a forward of T steps of one sample (xs of
-shape (1, T, D): a layer takes (N, T, D)) divided by T; `read` the step's weights' bytes over
+shape (1, T, D): a layer takes (N, T, D)) divided by T: its x·Wx is one GEMM for all the steps,
+so each step reads Wh only, and the call's own costs are spread over T; `read` the step's weights' bytes over
 the read loop's rate for the bytes each thread reads; `numpy` the one-liner
 tanh(x @ Wx + h @ Wh + b); then numpy / step, and numpy / (call + read): the most it could be.
 With --threads 2 the read is of the weights split between the threads, as a step splits them
 only where its rules give it two threads (from 160 KB of weights a layer: step.hpp,
-kMinStepCallBytesPerThread): for smaller weights, which one thread steps, that bound is too low.
+config.hpp's kMinStepCallBytesPerThread): for smaller weights, which one thread steps, that bound is too low.
 """
 
 import argparse
@@ -32,7 +33,8 @@ D, T = 32, 2000
 
 
 def cases(dtype, H):
-    """The four callables for one size, all on the same weights."""
+    """The four callables for one size: the step, the sequence and the one-liner on the same
+    weights; `call`, a step of its own layer of H = 16."""
     layer = prf.RNN(D, H, stateful=True, dtype=dtype, seed=0)
     tiny = prf.RNN(D, 16, stateful=True, dtype=dtype, seed=0)
     sequence = prf.RNN(D, H, dtype=dtype, seed=0)

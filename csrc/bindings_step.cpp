@@ -3,14 +3,18 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 #include "binding_helpers.hpp"
 
@@ -338,6 +342,16 @@ py::object stepper_step(const py::object& self) {
     return py::reinterpret_steal<py::object>(f);
 }
 
+// f(float{}) or f(double{}) for a NumPy dtype of float32 or float64; a TypeError naming `dtype`
+// for any other.
+template <class F>
+auto on_float_dtype(const py::object& dtype, const F& f) {
+    const py::dtype d = py::dtype::from_args(dtype);
+    if (d.equal(py::dtype::of<float>())) return f(float{});
+    if (d.equal(py::dtype::of<double>())) return f(double{});
+    throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
+}
+
 // (flops, seconds) of one call of a peak loop of the current instruction set (the register-only
 // FMA loop, or the micro-kernel on cache-resident operands) on `threads` threads, `iterations`
 // rounds each.
@@ -358,30 +372,31 @@ void def_peak(py::module_& m, const char* name, bool (*k32)(const prf::PeakArgs<
     m.def(
         name,
         [k32, k64](const py::object& dtype, idx iterations, int threads) {
-            const py::dtype d = py::dtype::from_args(dtype);
-            if (d.equal(py::dtype::of<float>())) return peak_typed<float>(iterations, threads, k32);
-            if (d.equal(py::dtype::of<double>())) return peak_typed<double>(iterations, threads, k64);
-            throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
+            return on_float_dtype(dtype, [&](auto zero) {
+                if constexpr (std::is_same_v<decltype(zero), float>)
+                    return peak_typed<float>(iterations, threads, k32);
+                else
+                    return peak_typed<double>(iterations, threads, k64);
+            });
         },
         py::arg("dtype"), py::arg("iterations"), py::arg("threads"), doc);
 }
 
-// (bytes read, seconds) of one call of the read loop: `threads` threads each read a buffer of
-// its own of `bytes` `iterations` times.
+// (bytes read, seconds reading) of one call of the read loop: `threads` threads each read a
+// buffer of its own of `bytes` `iterations` times.
 template <class T>
 std::pair<double, double> read_typed(idx bytes, idx iterations, int threads) {
-    double bytes_read = 0;
-    prf::ReadArgs<T> args{bytes, iterations, &bytes_read, threads};
-    const auto t0 = std::chrono::steady_clock::now();
+    double bytes_read = 0, seconds = 0;
+    prf::ReadArgs<T> args{bytes, iterations, &bytes_read, &seconds, threads};
     run_kernel(args, prf::read_peak<T>);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return {bytes_read, seconds};
 }
 
 }  // namespace
 
-// read_peak: a buffer per thread of at most 1 GiB.
-constexpr long long kMaxReadBytes = 1LL << 30;
+// read_peak: buffers of at most 1 GiB in all, and at most 256 GiB read by a thread (~3 s from
+// L3 at ~90 GB/s; an uninterruptible call, as every peak loop's, so kept short).
+constexpr long long kMaxReadBytes = 1LL << 30, kMaxReadPerThread = 1LL << 38;
 // line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second's spin at most.
 constexpr long kMaxRoundTrips = 1000000;
 // _set_step_helper_delay_ns: a second at most.
@@ -419,20 +434,24 @@ void bind_step(py::module_& m) {
     m.def(
         "read_peak",
         [](const py::object& dtype, long long bytes, idx iterations, int threads) {
-            const py::dtype d = py::dtype::from_args(dtype);
-            if (bytes < 1 || bytes > kMaxReadBytes)
-                throw py::value_error("bytes: expected 1 to " + std::to_string(kMaxReadBytes) + ", got " +
-                                      std::to_string(bytes));
-            if (iterations < 1) throw py::value_error("iterations: expected >= 1, got " + std::to_string(iterations));
             if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
-            if (d.equal(py::dtype::of<float>())) return read_typed<float>(idx(bytes), iterations, threads);
-            if (d.equal(py::dtype::of<double>())) return read_typed<double>(idx(bytes), iterations, threads);
-            throw py::type_error("dtype: expected float32 or float64, got " + py::str(d).cast<std::string>());
+            // (the threads that can run: the dispatch grants at most one per CPU)
+            const long long most =
+                kMaxReadBytes / std::min<long long>(threads, std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+            if (bytes < 1 || bytes > most)
+                throw py::value_error("bytes: expected 1 to " + std::to_string(most) +
+                                      " (1 GiB over the threads), got " + std::to_string(bytes));
+            if (iterations < 1 || iterations > kMaxReadPerThread / bytes)
+                throw py::value_error("iterations: expected 1 to " + std::to_string(kMaxReadPerThread / bytes) +
+                                      " (256 GiB read by a thread), got " + std::to_string(iterations));
+            return on_float_dtype(
+                dtype, [&](auto zero) { return read_typed<decltype(zero)>(idx(bytes), iterations, threads); });
         },
         py::arg("dtype"), py::arg("bytes"), py::arg("iterations"), py::arg("threads"),
-        "(bytes read, seconds) of the read loop of the current instruction set: each of `threads` threads "
-        "reads a buffer of its own of `bytes` (whole rounds of vectors, at least one) `iterations` times: what "
-        "the caches that hold that many bytes deliver.");
+        "(bytes read, seconds reading) of the read loop of the current instruction set: each of `threads` "
+        "threads reads a buffer of its own of `bytes` (whole rounds of vectors, at least one) `iterations` times, "
+        "all at once (the buffers' allocation and filling not timed): what the caches that hold that many bytes "
+        "deliver.");
     m.def(
         "line_round_trip_ns",
         [](long exchanges) -> py::object {

@@ -233,11 +233,13 @@ struct PeakArgs {
 // weights that stay in L2 or come from L3 at every step): each thread reads a buffer of its own
 // of `bytes` (rounded down to whole rounds of vectors, at least one) `iterations` times, summing
 // it in independent chains of vector adds; `bytes_read` receives the bytes read, summed over
-// the threads that ran. The buffer's size places it in L1, L2 or L3, as a step's weights are.
+// the threads that ran, and `seconds` the time of the reading alone (not the buffers'
+// allocation and first touch). The buffer's size places it in L1, L2 or L3, as a step's
+// weights are.
 template <class T>
 struct ReadArgs {
     idx bytes, iterations;
-    double* bytes_read;
+    double *bytes_read, *seconds;
     int threads;
     Interrupt* interrupt = nullptr;  // unused: callers keep it short
 };

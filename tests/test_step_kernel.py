@@ -399,20 +399,28 @@ def test_peak_loops_reject_bad_arguments(loop):
         peak(np.int32, 10, 1)
 
 
+@pytest.mark.parametrize("param", CPP_PARAMS, ids=backend_id)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_read_loop_counts_the_bytes_it_reads(dtype):
-    # Whole rounds of 8 vectors: 512 bytes with AVX-512 and the portable build, 256 with AVX2.
-    one = int(core.read_peak(dtype, 1, 1, 1)[0])
-    assert one in (256, 512)
-    b1, s1 = core.read_peak(dtype, 8192, 10, 1)
-    b2, s2 = core.read_peak(dtype, 8192, 20, 1)
-    assert (b1, b2) == (81920, 163840) and s1 > 0 and s2 > 0
-    assert core.read_peak(dtype, 8192 + one - 1, 10, 1)[0] == b1  # rounded down to whole rounds
-    assert core.read_peak(dtype, 8192, 10, 2)[0] in (b1, 2 * b1)  # one or two threads, each its own buffer
+def test_read_loop_counts_the_bytes_it_reads(dtype, param):
+    with use_backend(param):
+        # Whole rounds of kReadChains vectors: 512 bytes with AVX-512, 256 with AVX2, 128 in the
+        # portable build.
+        one = int(core.read_peak(dtype, 1, 1, 1)[0])
+        assert one == {"avx512": 512, "avx2": 256}.get(param[1], 128)
+        b1, s1 = core.read_peak(dtype, 8192, 10, 1)
+        b2, s2 = core.read_peak(dtype, 8192, 20, 1)
+        assert (b1, b2) == (81920, 163840) and s1 > 0 and s2 > 0
+        assert core.read_peak(dtype, 8192 + one - 1, 10, 1)[0] == b1  # rounded down to whole rounds
+        assert core.read_peak(dtype, 8192, 10, 2)[0] in (b1, 2 * b1)  # one or two threads, each its own buffer
 
 
 def test_read_loop_rejects_bad_arguments():
-    for args, name in [((0, 1, 1), "bytes"), (((1 << 30) + 1, 1, 1), "bytes"), ((64, 0, 1), "iterations")]:
+    # Buffers of 1 GiB in all at most, 256 GiB read by a thread at most (a call is uninterruptible).
+    too_much = [((0, 1, 1), "bytes"), (((1 << 30) + 1, 1, 1), "bytes"), ((64, 0, 1), "iterations")]
+    too_much += [((64, (1 << 38) // 64 + 1, 1), "iterations")]
+    if _process_cpus() >= 2:
+        too_much += [((1 << 30, 1, 2), "bytes")]
+    for args, name in too_much:
         with pytest.raises(ValueError, match=name):
             core.read_peak(np.float32, *args)
     with pytest.raises(ValueError, match="threads"):

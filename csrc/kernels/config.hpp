@@ -28,11 +28,13 @@ constexpr int kVecBytes = 64;  // 32 zmm registers: 8 rows x 2 vectors = 16 accu
 constexpr int kMR = 8;
 constexpr int kStepRegisterVectors = 16;
 constexpr int kPeakChains = 24;
+constexpr int kReadChains = 8;
 #elif defined(PRF_ISA_AVX2)
 constexpr int kVecBytes = 32;  // 16 ymm registers: 6 rows x 2 vectors = 12 accumulators
 constexpr int kMR = 6;
 constexpr int kStepRegisterVectors = 12;
 constexpr int kPeakChains = 12;
+constexpr int kReadChains = 8;
 #else
 // Portable build: the same vector width and blocking as the AVX-512 build (GCC lowers the
 // 64-byte vectors to whatever the target has), so the AVX-512 path's tiling logic is
@@ -43,6 +45,7 @@ constexpr int kVecBytes = 64;
 constexpr int kMR = 8;
 constexpr int kStepRegisterVectors = 0;
 constexpr int kPeakChains = 4;
+constexpr int kReadChains = 2;
 #endif
 constexpr int kNV = 2;  // vectors per packed panel (kNR<T> = kNV * lanes columns, simd.hpp)
 
@@ -144,7 +147,10 @@ constexpr idx kStepBlockRows = 8;
 // The FMA peak loop (peak.hpp): kPeakChains (the table above) independent chains per thread,
 // at least latency x ports (4-5 cycles x 2 ports on Zen 3/4/5, Ice Lake and Sapphire Rapids
 // servers) and within the registers (16 ymm with AVX2, 32 zmm with AVX-512; the portable
-// build's 64-byte vectors are lowered to narrower registers: 4).
+// build's 64-byte vectors are lowered to narrower registers: 4). The read loop (peak.hpp):
+// kReadChains sums of loaded vectors, enough to keep two loads a cycle in flight, within the
+// registers (the portable build's 2 take 8 of SSE2's 16: with 8 they spilled, ~23 GB/s from
+// L1 against ~200 for the AVX-512 and AVX2 builds on the Zen 4 VM).
 
 // ---- Cache blocking ---------------------------------------------------------------------------
 // Packed B panels swept per row block (per A sliver in the GEMMs): half an L2. The rows of A

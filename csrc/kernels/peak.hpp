@@ -73,25 +73,42 @@ static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
 }
 
 // What a thread's caches deliver (ReadArgs in rnn.hpp): its own buffer, filled once (its pages
-// and lines its own), then read whole `iterations` times in memory order, as a step sweeps its
-// weights, into kReadChains independent sums (the adds' latency hidden), with nothing else in
-// the loop. Measured on the Zen 4 VM (AVX-512, one thread, bench/step_vs_sequence.py): ~200
-// GB/s from L1, ~100 from L2, ~85 from L3.
-constexpr int kReadChains = 8;
+// and lines its own), then, once every thread of the team has filled its own, read whole
+// `iterations` times in memory order, as a step sweeps its weights, into kReadChains
+// independent sums (config.hpp), with nothing else in the loop. Only the reading is timed: from
+// the moment all threads have filled their buffers to the moment the last one is done. Measured
+// on the Zen 4 VM (AVX-512, one thread, limits.read_bandwidth): ~200 GB/s from L1, ~110 from
+// L2 and ~85-95 from L3.
 template <class T>
 static bool read_peak_kernel(const ReadArgs<T>& a) {
     constexpr idx round = idx(kReadChains) * kLanes<T>;  // values per round of the chains
     const idx n = imax(1, a.bytes / idx(sizeof(T)) / round) * round;
-    int ran = 0;
+    int ran = 0, filled = 0;
+    long long start_ns = 0, end_ns = 0;
     bool ok = true;
-    run_team(a.threads, [&](int, int) {
+    run_team(a.threads, [&](int team, int) {
         void* p = nullptr;
-        if (posix_memalign(&p, 64, size_t(n) * sizeof(T)) != 0) {
+        const bool got = posix_memalign(&p, 64, size_t(n) * sizeof(T)) == 0;
+        T* buf = static_cast<T*>(p);
+        if (got)
+            for (idx i = 0; i < n; ++i) buf[i] = T(1e-3) * T(i % 7);
+        // Every thread reads while the others do (the caches' shared parts are shared as in a
+        // team's step); one that could not allocate only counts itself in.
+        if (__atomic_add_fetch(&filled, 1, __ATOMIC_ACQ_REL) == team)
+            __atomic_store_n(&start_ns, monotonic_ns(), __ATOMIC_RELEASE);
+        for (unsigned spins = 0; __atomic_load_n(&filled, __ATOMIC_ACQUIRE) < team; ++spins) {
+            if (spins < kSpinsBeforeYield) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                sched_yield();  // (a thread the OS keeps off its CPU: let it fill its buffer)
+            }
+        }
+        if (!got) {
             __atomic_store_n(&ok, false, __ATOMIC_RELAXED);
             return;
         }
-        T* buf = static_cast<T*>(p);
-        for (idx i = 0; i < n; ++i) buf[i] = T(1e-3) * T(i % 7);
         Vec<T> acc[kReadChains];
         for (int c = 0; c < kReadChains; ++c) acc[c] = Vec<T>{};
         for (idx it = 0; it < a.iterations; ++it) {
@@ -100,6 +117,11 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
                 for (int c = 0; c < kReadChains; ++c) acc[c] += load<T>(buf + i + c * kLanes<T>);
             // Memory may have changed: every round is read again, none hoisted or merged.
             __asm__ volatile("" : : "r"(buf) : "memory");
+        }
+        const long long done = monotonic_ns();
+        long long seen = __atomic_load_n(&end_ns, __ATOMIC_RELAXED);
+        while (done > seen &&
+               !__atomic_compare_exchange_n(&end_ns, &seen, done, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
         }
         for (int c = 1; c < kReadChains; ++c) acc[0] += acc[c];
         T sum = 0;
@@ -110,6 +132,7 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
         __atomic_add_fetch(&ran, 1, __ATOMIC_RELAXED);
     });
     *a.bytes_read = double(n) * sizeof(T) * double(a.iterations) * ran;
+    *a.seconds = double(end_ns - start_ns) * 1e-9;
     return ok;
 }
 

@@ -22,12 +22,13 @@ STEP_SIZES = (64, 128, 256, 512)  # H of the step-latency table
 STEP_INPUT = 32  # D
 
 
-# The best rate each limit has reached in this process, by (loop, dtype, threads): a limit is
+# The best rate each limit has reached in this process, by (loop, dtype, threads), and the
+# buffer's bytes for the read loop (each size its own limit: L1, L2, L3): a limit is
 # the most the hardware gives, and on a shared machine a moment's contention only lowers what
 # one measurement sees (the 2-thread register peak read 399 GFLOP/s in one main job and 451 in
 # the one before on the same VM), which would inflate every fraction of it. The main job
 # measures the limits before its benchmarks too (``measure_limits``).
-_best_seen: dict[tuple[str, str, int], float] = {}
+_best_seen: dict[tuple, float] = {}
 
 
 # Loads cannot make FMAs faster: a micro-kernel above the register peak means the peak was
