@@ -441,8 +441,10 @@ void bind_step(py::module_& m) {
             if (bytes < 1 || bytes > most)
                 throw py::value_error("bytes: expected 1 to " + std::to_string(most) +
                                       " (1 GiB over the threads), got " + std::to_string(bytes));
-            if (iterations < 1 || iterations > kMaxReadPerThread / bytes)
-                throw py::value_error("iterations: expected 1 to " + std::to_string(kMaxReadPerThread / bytes) +
+            // (a buffer is at least one round of the read loop's sums: 512 bytes at most)
+            const long long most_iterations = kMaxReadPerThread / std::max(bytes, 512LL);
+            if (iterations < 1 || iterations > most_iterations)
+                throw py::value_error("iterations: expected 1 to " + std::to_string(most_iterations) +
                                       " (256 GiB read by a thread), got " + std::to_string(iterations));
             return on_float_dtype(
                 dtype, [&](auto zero) { return read_typed<decltype(zero)>(idx(bytes), iterations, threads); });

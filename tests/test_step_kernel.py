@@ -417,7 +417,8 @@ def test_read_loop_counts_the_bytes_it_reads(dtype, param):
 def test_read_loop_rejects_bad_arguments():
     # Buffers of 1 GiB in all at most, 256 GiB read by a thread at most (a call is uninterruptible).
     too_much = [((0, 1, 1), "bytes"), (((1 << 30) + 1, 1, 1), "bytes"), ((64, 0, 1), "iterations")]
-    too_much += [((64, (1 << 38) // 64 + 1, 1), "iterations")]
+    # (a buffer of fewer bytes than a round of the sums is a round: 512 bytes at most)
+    too_much += [((4096, (1 << 38) // 4096 + 1, 1), "iterations"), ((1, (1 << 38) // 512 + 1, 1), "iterations")]
     if _process_cpus() >= 2:
         too_much += [((1 << 30, 1, 2), "bytes")]
     for args, name in too_much:

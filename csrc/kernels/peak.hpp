@@ -76,7 +76,7 @@ static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
 // and lines its own), then, once every thread of the team has filled its own, read whole
 // `iterations` times in memory order, as a step sweeps its weights, into kReadChains
 // independent sums (config.hpp), with nothing else in the loop. Only the reading is timed: from
-// the moment all threads have filled their buffers to the moment the last one is done. Measured
+// the first thread's start, once all have filled their buffers, to the last one's end. Measured
 // on the Zen 4 VM (AVX-512, one thread, limits.read_bandwidth): ~200 GB/s from L1, ~110 from
 // L2 and ~85-95 from L3.
 template <class T>
@@ -84,7 +84,14 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
     constexpr idx round = idx(kReadChains) * kLanes<T>;  // values per round of the chains
     const idx n = imax(1, a.bytes / idx(sizeof(T)) / round) * round;
     int ran = 0, filled = 0;
-    long long start_ns = 0, end_ns = 0;
+    long long start_ns = __LONG_LONG_MAX__, end_ns = 0;
+    // ns = min(ns, t) (`least`) or max(ns, t), from any thread.
+    auto extreme = [](long long& ns, long long t, bool least) {
+        long long seen = __atomic_load_n(&ns, __ATOMIC_RELAXED);
+        while ((least ? t < seen : t > seen) &&
+               !__atomic_compare_exchange_n(&ns, &seen, t, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+    };
     bool ok = true;
     run_team(a.threads, [&](int team, int) {
         void* p = nullptr;
@@ -94,8 +101,7 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
             for (idx i = 0; i < n; ++i) buf[i] = T(1e-3) * T(i % 7);
         // Every thread reads while the others do (the caches' shared parts are shared as in a
         // team's step); one that could not allocate only counts itself in.
-        if (__atomic_add_fetch(&filled, 1, __ATOMIC_ACQ_REL) == team)
-            __atomic_store_n(&start_ns, monotonic_ns(), __ATOMIC_RELEASE);
+        __atomic_add_fetch(&filled, 1, __ATOMIC_ACQ_REL);
         for (unsigned spins = 0; __atomic_load_n(&filled, __ATOMIC_ACQUIRE) < team; ++spins) {
             if (spins < kSpinsBeforeYield) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -109,6 +115,7 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
             __atomic_store_n(&ok, false, __ATOMIC_RELAXED);
             return;
         }
+        extreme(start_ns, monotonic_ns(), true);  // the first thread to start reading
         Vec<T> acc[kReadChains];
         for (int c = 0; c < kReadChains; ++c) acc[c] = Vec<T>{};
         for (idx it = 0; it < a.iterations; ++it) {
@@ -118,11 +125,7 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
             // Memory may have changed: every round is read again, none hoisted or merged.
             __asm__ volatile("" : : "r"(buf) : "memory");
         }
-        const long long done = monotonic_ns();
-        long long seen = __atomic_load_n(&end_ns, __ATOMIC_RELAXED);
-        while (done > seen &&
-               !__atomic_compare_exchange_n(&end_ns, &seen, done, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        }
+        extreme(end_ns, monotonic_ns(), false);  // the last to finish
         for (int c = 1; c < kReadChains; ++c) acc[0] += acc[c];
         T sum = 0;
         for (int l = 0; l < kLanes<T>; ++l) sum += acc[0][l];
@@ -132,7 +135,7 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
         __atomic_add_fetch(&ran, 1, __ATOMIC_RELAXED);
     });
     *a.bytes_read = double(n) * sizeof(T) * double(a.iterations) * ran;
-    *a.seconds = double(end_ns - start_ns) * 1e-9;
+    *a.seconds = ran ? double(end_ns - start_ns) * 1e-9 : 0.0;
     return ok;
 }
 

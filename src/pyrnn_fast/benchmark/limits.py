@@ -55,7 +55,7 @@ def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5, nbyte
             break
         iterations *= 4
     iterations = max(1, int(iterations * seconds / max(sec, 1e-9)))
-    rate = max(u / s for u, s in (run(iterations) for _ in range(calls))) / 1e9
+    rate = max(u / max(s, 1e-9) for u, s in (run(iterations) for _ in range(calls))) / 1e9
     key = (loop_name, np.dtype(dtype).name, threads, *sized)
     _best_seen[key] = max(rate, _best_seen.get(key, 0.0))
     return _best_seen[key]
