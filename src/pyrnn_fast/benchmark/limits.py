@@ -73,9 +73,10 @@ def microkernel_peak(dtype, threads: int) -> float:
 
 
 def read_bandwidth(nbytes: int, threads: int, dtype=np.float32) -> float:
-    """GB/s that ``threads`` threads read, each a buffer of its own of ``nbytes`` over and over
-    (``_core.read_peak``): what the caches that hold that many bytes deliver, the limit of a
-    step whose weights (``nbytes`` per thread) stay there or come from there at every step."""
+    """GB/s that ``threads`` threads read, each a buffer of its own of ``nbytes`` over and over,
+    every other pass backwards as a step alternates its chunks (``_core.read_peak``): what the
+    caches that hold that many bytes deliver, the limit of a step whose weights (``nbytes`` per
+    thread) stay there or come from there at every step."""
     return _best_rate("read_peak", dtype, threads, nbytes=int(nbytes))
 
 
