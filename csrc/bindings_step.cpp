@@ -358,6 +358,7 @@ auto on_float_dtype(const py::object& dtype, const F& f) {
 template <class T>
 std::pair<double, double> peak_typed(idx iterations, int threads, bool (*kernel)(const prf::PeakArgs<T>&)) {
     if (iterations < 1) throw py::value_error("iterations: expected >= 1, got " + std::to_string(iterations));
+    if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
     double flops = 0;
     prf::PeakArgs<T> args{iterations, &flops, threads};
     const auto t0 = std::chrono::steady_clock::now();

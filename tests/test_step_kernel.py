@@ -395,6 +395,8 @@ def test_peak_loops_reject_bad_arguments(loop):
     peak = getattr(core, loop)
     with pytest.raises(ValueError, match="iterations"):
         peak(np.float32, 0, 1)
+    with pytest.raises(ValueError, match="threads"):
+        peak(np.float32, 10, 0)
     with pytest.raises(TypeError, match="dtype"):
         peak(np.int32, 10, 1)
 
