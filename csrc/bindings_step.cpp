@@ -342,6 +342,11 @@ py::object stepper_step(const py::object& self) {
     return py::reinterpret_steal<py::object>(f);
 }
 
+// A kernel's thread count, as the peak and read loops take it: at least one.
+void require_threads(int threads) {
+    if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
+}
+
 // f(float{}) or f(double{}) for a NumPy dtype of float32 or float64; a TypeError naming `dtype`
 // for any other.
 template <class F>
@@ -358,7 +363,7 @@ auto on_float_dtype(const py::object& dtype, const F& f) {
 template <class T>
 std::pair<double, double> peak_typed(idx iterations, int threads, bool (*kernel)(const prf::PeakArgs<T>&)) {
     if (iterations < 1) throw py::value_error("iterations: expected >= 1, got " + std::to_string(iterations));
-    if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
+    require_threads(threads);
     double flops = 0;
     prf::PeakArgs<T> args{iterations, &flops, threads};
     const auto t0 = std::chrono::steady_clock::now();
@@ -435,7 +440,7 @@ void bind_step(py::module_& m) {
     m.def(
         "read_peak",
         [](const py::object& dtype, long long bytes, idx iterations, int threads) {
-            if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
+            require_threads(threads);
             // (the threads that can run: the dispatch grants at most one per CPU)
             const long long most =
                 kMaxReadBytes / std::min<long long>(threads, std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));

@@ -83,7 +83,7 @@ template <class T>
 static bool read_peak_kernel(const ReadArgs<T>& a) {
     constexpr idx round = idx(kReadChains) * kLanes<T>;  // values per round of the chains
     const idx n = imax(1, a.bytes / idx(sizeof(T)) / round) * round;
-    int ran = 0, filled = 0;
+    int ran = 0;
     long long start_ns = __LONG_LONG_MAX__, end_ns = 0;
     // ns = min(ns, t) (`least`) or max(ns, t), from any thread.
     auto extreme = [](long long& ns, long long t, bool least) {
@@ -93,24 +93,17 @@ static bool read_peak_kernel(const ReadArgs<T>& a) {
         }
     };
     bool ok = true;
-    run_team(a.threads, [&](int team, int) {
+    StepBarrier filled(scratch<BarrierSlot, kReadBarrier>(a.threads), a.threads);
+    if (!filled) return false;
+    run_team(a.threads, [&](int team, int tid) {
         void* p = nullptr;
         const bool got = posix_memalign(&p, 64, size_t(n) * sizeof(T)) == 0;
         T* buf = static_cast<T*>(p);
         if (got)
             for (idx i = 0; i < n; ++i) buf[i] = T(1e-3) * T(i % 7);
         // Every thread reads while the others do (the caches' shared parts are shared as in a
-        // team's step); one that could not allocate only counts itself in.
-        __atomic_add_fetch(&filled, 1, __ATOMIC_ACQ_REL);
-        for (unsigned spins = 0; __atomic_load_n(&filled, __ATOMIC_ACQUIRE) < team; ++spins) {
-            if (spins < kSpinsBeforeYield) {
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-            } else {
-                sched_yield();  // (a thread the OS keeps off its CPU: let it fill its buffer)
-            }
-        }
+        // team's step); one that could not allocate only meets the barrier.
+        filled.wait(team, tid);
         if (!got) {
             __atomic_store_n(&ok, false, __ATOMIC_RELAXED);
             return;

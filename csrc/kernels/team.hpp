@@ -66,7 +66,7 @@ struct PackBuffer {
 };
 // One buffer per (type, purpose, thread): the recurrence's packed weights and partial sums,
 // the GEMM's packed blocks of A and B, the column sums, the streaming step's sums and the
-// barriers' slots.
+// barriers' slots (the recurrence's, the step's, the read loop's).
 enum Scratch {
     kRecurrenceWeights,
     kRecurrencePartial,
@@ -77,7 +77,8 @@ enum Scratch {
     kColumnSums,
     kStepSums,
     kRecurrenceBarrier,
-    kStepBarrier
+    kStepBarrier,
+    kReadBarrier
 };
 template <class T, int Purpose>
 static T* scratch(idx n) {
