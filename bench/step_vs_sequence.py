@@ -15,9 +15,10 @@ step table times them): `step` a call of layer.step; `call` a step of H = 16, ab
 of the call alone; `sequence` a forward of T steps of one sample (xs of shape (1, T, D): a
 layer takes (N, T, D)) divided by T: its x·Wx is one GEMM for all the steps, so each step
 reads Wh only, and the call's own costs are spread over T; `read` the step's weights' bytes at
-the read loop's best rate for the bytes each thread reads; `numpy` the one-liner
-tanh(x @ Wx + h @ Wh + b); then numpy / step, and numpy / (call + read): the most it could be.
-With --threads 2 the read is of the weights split between the threads, as a step splits them
+the read loop's best rate (`limits.step_read_us`, as the main job's step table has it since the
+forty-second session); `numpy` the one-liner tanh(x @ Wx + h @ Wh + b); then numpy / step, and
+numpy / (call + read): the most it could be. With --threads 2 the read is of the weights split
+between the threads where that reads them faster than one thread, though a step splits them
 only where its rules give it two threads (from 160 KB of weights a layer: step.hpp, and
 config.hpp's kMinStepCallBytesPerThread): for smaller weights, which one thread steps, that
 bound is too low.
@@ -39,10 +40,7 @@ def row_us(dtype, H, repeat) -> dict:
     """µs of each column for one size: the step, the call and the one-liner as the main job's
     step table times them (limits._step_impls and _interleaved_us: blocks of 2,000 calls,
     interleaved, starting SETTLE_SECONDS after the layers are made), then the sequence."""
-    impls = limits._step_impls(H, None, (), dtype)  # the main job's step and NumPy one-liner
-    tiny = prf.RNN(D, 16, stateful=True, dtype=dtype, seed=0)
-    x = np.random.default_rng(0).standard_normal((1, D)).astype(dtype)
-    impls["call"] = lambda: tiny.step(x)
+    impls = limits._step_impls(H, None, (), dtype)  # the main job's step, call and NumPy one-liner
     sequence = prf.RNN(D, H, dtype=dtype, seed=0)
     xs = np.random.default_rng(1).standard_normal((1, T, D)).astype(dtype)
     time.sleep(SETTLE_SECONDS)  # (the constructors' np.linalg.qr: limits.step_latency)
@@ -50,7 +48,7 @@ def row_us(dtype, H, repeat) -> dict:
     times["sequence"] = time_interleaved({"sequence": lambda: sequence(xs)}, repeat)["sequence"].median * 1e6 / T
     return {
         "step": times["prf.RNN.step"],
-        "call": times["call"],
+        "call": times[limits.CALL_NAME],
         "sequence": times["sequence"],
         "numpy": times["numpy one-liner"],
     }
@@ -72,8 +70,8 @@ def main(argv=None):
         dtype = np.dtype(name)
         for H in (int(s) for s in args.sizes.split(",")):
             t = row_us(dtype, H, args.repeat)
-            nbytes = (D + H) * H * dtype.itemsize
-            t["read"] = nbytes / limits.read_bandwidth(-(-nbytes // args.threads), args.threads, dtype) / 1e3
+            nbytes = limits.step_weight_bytes(H, dtype)
+            t["read"] = limits.step_read_us(H, dtype, args.threads)
             cells = [f"{t[k]:.2f}" for k in ("step", "call", "sequence", "read", "numpy")]
             cells += [f"{t['numpy'] / t['step']:.2f}x", f"{t['numpy'] / (t['call'] + t['read']):.2f}x"]
             row = [name, str(H), f"{nbytes / 1024:.0f}", *cells]

@@ -193,13 +193,16 @@ def test_the_machine_lines_say_how_subnormals_are_computed(flush, capsys):
 
 def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, capsys):
     """The streaming step's table gives NumPy's one-liner over the step in the median rounds and
-    in the fastest ones, each from the rounds' own times (a scripted clock)."""
+    in the fastest ones, each from the rounds' own times (a scripted clock); and, where the
+    read loop's time is given, the one-liner over a call plus that read (the bound) and that
+    least time over the step's."""
     from pyrnn_fast.benchmark import limits
 
     clock = [0.0]
     durations = {  # µs per call: 100 untimed calls, then one call per round
         "prf.RNN.step": iter([0.0] * 100 + [4.0, 1.0, 2.0]),
         "numpy one-liner": iter([0.0] * 100 + [6.0, 5.0, 4.0]),
+        limits.CALL_NAME: iter([0.0] * 100 + [0.5, 0.25, 0.75]),
     }
 
     class FakeTime:
@@ -215,11 +218,13 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
     row = limits._interleaved_us({name: impl(name) for name in durations}, calls=1, rounds=3)
     assert row["prf.RNN.step"] == pytest.approx({"median": 2.0, "fastest": 1.0})
     assert row["numpy one-liner"] == pytest.approx({"median": 5.0, "fastest": 4.0})
-    limits.print_step_latency({64: row, 128: row}, 2, "float32", {64: [98.4, None]})
+    limits.print_step_latency({64: row, 128: row}, 2, "float32", {64: [98.4, None]}, {64: 1.0})
     words = [line.split() for line in capsys.readouterr().out.splitlines()]
     rows = {w[0]: w for w in words if w[:1] in (["64"], ["128"])}
-    assert rows["64"][-3:] == ["2.50x", "4.00x", "98/-"]
-    assert rows["128"][-3:] == ["2.50x", "4.00x", "-/-"]  # a row without the measurement
+    # read 1.0 µs, the call's median 0.5: the least a step takes 1.5 µs, the one-liner's 5.0
+    # over it 3.33x, and 1.5 over the step's 2.0 is 75 %
+    assert rows["64"][-6:] == ["1.00", "2.50x", "4.00x", "3.33x", "75%", "98/-"]
+    assert rows["128"][-6:] == ["-", "2.50x", "4.00x", "-", "-", "-/-"]  # rows without the measurements
 
 
 @pytest.mark.parametrize("peers", [(), ("torch",)])
@@ -247,15 +252,22 @@ def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch
         events.append("layer")
         return {}
 
+    def read(H, dtype, threads):
+        events.append("read")
+        return float(H * threads)
+
     monkeypatch.setattr(limits, "time", FakeTime)
     monkeypatch.setattr(limits, "_step_impls", impls)
     monkeypatch.setattr(limits, "_interleaved_us", interleaved)
     monkeypatch.setattr(limits, "line_round_trip_ns", trip)
-    rows, line_trips = limits.step_latency(None, peers)
-    assert list(rows) == list(line_trips) == list(limits.STEP_SIZES)
-    # The layer made, a pause (OpenBLAS's worker spins after the constructor's QR), then the row
+    monkeypatch.setattr(limits, "step_read_us", read)
+    rows, line_trips, reads = limits.step_latency(None, peers, threads=2)
+    assert list(rows) == list(line_trips) == list(reads) == list(limits.STEP_SIZES)
+    assert reads == {H: 2.0 * H for H in limits.STEP_SIZES}  # on the job's threads
+    # The layer made, a pause (OpenBLAS's worker spins after the constructor's QR), then the
+    # row; the read loop after every row (its threads would spin through the rows after it)
     per_row = ["layer", "pause", "trip", "row"] + (["pause", "trip"] if peers else ["trip"])
-    assert events == per_row * len(limits.STEP_SIZES)
+    assert events == per_row * len(limits.STEP_SIZES) + ["read"] * len(limits.STEP_SIZES)
     assert [line_trips[H] for H in limits.STEP_SIZES] == [
         [100.0 + 20 * i, 110.0 + 20 * i] for i in range(len(limits.STEP_SIZES))
     ]
@@ -278,6 +290,7 @@ def test_the_step_table_pauses_between_blocks_only_with_torchs_cell(monkeypatch)
     limits._interleaved_us(impls, calls=1, rounds=3, settle_s=limits.STEP_SETTLE_S)
     assert sleeps == [limits.STEP_SETTLE_S] * 6
     monkeypatch.setattr(limits, "_step_impls", lambda H, backend, peers, dtype: impls)
+    monkeypatch.setattr(limits, "step_read_us", lambda H, dtype, threads: 1.0)
     # One SETTLE_SECONDS pause per size after its layer is made; with torch's cell also 7 rounds
     # of two blocks, and one pause per size before the line's round trip after it
     for peers, torch_pauses in (((), 0), (("jax",), 0), (("torch",), 7 * 2 + 1)):

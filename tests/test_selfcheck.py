@@ -93,3 +93,28 @@ def test_read_bandwidth_is_the_best_rate_seen_for_its_size(monkeypatch):
         ("read_peak", "float32", 2, 4096): pytest.approx(100.0),
         ("read_peak", "float32", 2, 1 << 20): pytest.approx(30.0),
     }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_steps_read_bound_reads_its_weights_on_the_faster_thread_count(monkeypatch, dtype):
+    # The step table's bound: the step's weights [Wx; Wh], (D + H) x H of the dtype, read
+    # once at the read loop's rate, whole on one thread or halved on two, whichever is faster.
+    from pyrnn_fast.benchmark import limits
+
+    asked = []
+    rates = {1: 100.0, 2: 160.0}  # GB/s, both threads' bytes together
+
+    def bandwidth(nbytes, threads, dtype):
+        asked.append((nbytes, threads, np.dtype(dtype)))
+        return rates[threads]
+
+    monkeypatch.setattr(limits, "read_bandwidth", bandwidth)
+    H, size = 256, np.dtype(dtype).itemsize
+    weights = (limits.STEP_INPUT + H) * H * size
+    assert limits.step_read_us(H, dtype, 1) == pytest.approx(weights / 100e9 * 1e6)
+    assert asked == [(weights, 1, np.dtype(dtype))]
+    asked.clear()
+    assert limits.step_read_us(H, dtype, 2) == pytest.approx(weights / 160e9 * 1e6)
+    assert sorted(asked) == [(weights // 2, 2, np.dtype(dtype)), (weights, 1, np.dtype(dtype))]
+    rates[2] = 60.0  # two threads slower than one: one thread's time
+    assert limits.step_read_us(H, dtype, 2) == pytest.approx(weights / 100e9 * 1e6)

@@ -239,7 +239,7 @@ def main(argv=None) -> int:
         + f" -> {peak['max']:.1f} GFLOP/s"
         + (f" (pyrnn_fast's own GEMM: {peak['cpp']:.1f})" if peak["cpp"] else "")
     )
-    frac, latency, line_trips, gated_frac = None, {}, {}, {}
+    frac, latency, line_trips, step_reads, gated_frac = None, {}, {}, {}, {}
     if default == "cpp":  # the peak loop and the step's fast path are the compiled backend's
         if "rnn" in args.cells:
             frac = limits.fraction_of_peak(results, default, threads, args.repeat)
@@ -258,8 +258,8 @@ def main(argv=None) -> int:
         for cell, e in gated_frac.items():
             print(f"  {cell.upper()} float32: " + ", ".join(limits.describe(op, v) for op, v in e.items()))
         for dtype in ("float32", "float64"):
-            latency[dtype], line_trips[dtype] = limits.step_latency(default, peers, dtype)
-            limits.print_step_latency(latency[dtype], threads, dtype, line_trips[dtype])
+            latency[dtype], line_trips[dtype], step_reads[dtype] = limits.step_latency(default, peers, dtype, threads)
+            limits.print_step_latency(latency[dtype], threads, dtype, line_trips[dtype], step_reads[dtype])
 
     if args.json:
         with open(args.json, "w") as f:
@@ -285,6 +285,7 @@ def main(argv=None) -> int:
                     },
                     "step_latency_us": latency,
                     "step_line_round_trip_ns": line_trips,
+                    "step_read_us": step_reads,
                     "shapes": {
                         s: {
                             "dims": runners.SHAPES[s],

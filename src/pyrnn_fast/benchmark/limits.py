@@ -6,7 +6,10 @@
   ``_core.microkernel_peak``), and the fraction of both the default backend reaches on the
   ``large`` shape, forward and forward+backward, float32 and float64;
 - the latency of one streaming step, ``RNN.step`` (N = 1, D = 32), against the NumPy one-liner
-  a user would write, ``h = np.tanh(x @ Wx + h @ Wh + b)``, and ``torch.nn.RNNCell``.
+  a user would write, ``h = np.tanh(x @ Wx + h @ Wh + b)``, and ``torch.nn.RNNCell``; and
+  against the least a step can take, which is memory's, not the FMA units': a call (a step of
+  H = 16) plus the read loop's time for the step's weights (``_core.read_peak``), every step
+  sweeping them from the cache that holds them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .timing import SETTLE_SECONDS, Timed, time_interleaved
 
 STEP_SIZES = (64, 128, 256, 512)  # H of the step-latency table
 STEP_INPUT = 32  # D
+CALL_SIZE = 16  # H of the step whose time stands for a call's own cost (3 KB of weights, in L1)
+CALL_NAME = f"step at H={CALL_SIZE}"
 
 
 # The best rate each limit has reached in this process, by (loop, dtype, threads), and the
@@ -200,10 +205,12 @@ def _interleaved_us(impls: dict, calls=2000, rounds=7, settle_s=0.0) -> dict:
 
 def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
     """One streaming step of N = 1, D = STEP_INPUT, hidden size H, per implementation, all from
-    the same weights: ``prf.RNN.step``, the NumPy one-liner and (if importable) torch.nn.RNNCell."""
+    the same weights: ``prf.RNN.step``, the NumPy one-liner and (if importable) torch.nn.RNNCell;
+    and a step of hidden size CALL_SIZE, about the cost of a call alone (CALL_NAME)."""
     import pyrnn_fast as prf
 
     layer = prf.RNN(STEP_INPUT, H, stateful=True, dtype=dtype, seed=0, backend=backend)
+    call = prf.RNN(STEP_INPUT, CALL_SIZE, stateful=True, dtype=dtype, seed=0, backend=backend)
     Wx, Wh, b = (layer.params[k] for k in ("Wx_l0", "Wh_l0", "b_l0"))
     x = np.random.default_rng(0).standard_normal((1, STEP_INPUT)).astype(dtype)
     h = np.zeros((1, H), dtype)
@@ -226,7 +233,24 @@ def _step_impls(H: int, backend: str | None, peers, dtype) -> dict:
                 th = cell(tx, th)
 
         impls["torch.nn.RNNCell"] = torch_step
+    impls[CALL_NAME] = lambda: call.step(x)
     return impls
+
+
+def step_weight_bytes(H: int, dtype) -> int:
+    """Bytes of a step's weights [Wx; Wh] (STEP_INPUT + H rows of H), which it reads at every step."""
+    return (STEP_INPUT + H) * H * np.dtype(dtype).itemsize
+
+
+def step_read_us(H: int, dtype, threads: int) -> float:
+    """µs the read loop takes to read a step's weights once (``read_bandwidth``), split evenly
+    between 1 or ``threads`` threads, whichever is faster: with a call's cost added, the least
+    a step can take. With two threads a step splits its weights only from 160 KB of them
+    (step.hpp, config.hpp's kMinStepCallBytesPerThread), and a team costs its start and end
+    besides: for smaller weights the bound is looser."""
+    nbytes = step_weight_bytes(H, dtype)
+    counts = sorted({1, max(1, threads)})
+    return min(nbytes / read_bandwidth(-(-nbytes // t), t, dtype) / 1e3 for t in counts)
 
 
 LINE_EXCHANGES = 20000  # line_round_trip_ns: 2-8 ms on the Zen 4 VM
@@ -241,13 +265,15 @@ def line_round_trip_ns() -> float | None:
     return _core.line_round_trip_ns(LINE_EXCHANGES)
 
 
-def step_latency(backend: str | None, peers, dtype=np.float32) -> tuple[dict, dict]:
-    """``({H: {impl: {"median": µs, "fastest": µs}}}, {H: [ns before, ns after]})``: per step
-    (see ``_step_impls``), the median and the fastest of interleaved rounds per size, which start
-    SETTLE_SECONDS after the size's layer is made, each block of calls after a pause
-    (STEP_SETTLE_S) when torch's cell is among them; and a cache line's
+def step_latency(backend: str | None, peers, dtype=np.float32, threads: int = 1) -> tuple[dict, dict, dict]:
+    """``({H: {impl: {"median": µs, "fastest": µs}}}, {H: [ns before, ns after]}, {H: µs})``:
+    per step (see ``_step_impls``), the median and the fastest of interleaved rounds per size,
+    which start SETTLE_SECONDS after the size's layer is made, each block of calls after a pause
+    (STEP_SETTLE_S) when torch's cell is among them; a cache line's
     round trip between two CPUs (``line_round_trip_ns``, None where it cannot be measured)
-    before and after each size's rounds. That round trip is what a step's second thread pays at
+    before and after each size's rounds; and the read loop's time for each size's weights on
+    up to ``threads`` threads (``step_read_us``), measured after all the rows, so that the read
+    loop's threads do not spin through them. That round trip is what a step's second thread pays at
     its start, barrier and end, and under a virtual machine it moves between ~100 ns and ~400
     for minutes at a time (README, "Backends, instruction sets and threads")."""
     settle_s = STEP_SETTLE_S if "torch" in peers else 0.0
@@ -266,31 +292,47 @@ def step_latency(backend: str | None, peers, dtype=np.float32) -> tuple[dict, di
         if settle_s > 0:
             time.sleep(settle_s)  # (torch's OpenMP worker spins a while after its block)
         trips[H] = [before, line_round_trip_ns()]
-    return rows, trips
+    return rows, trips, {H: step_read_us(H, dtype, threads) for H in STEP_SIZES}
 
 
-def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = None) -> None:
+def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = None, reads: dict | None = None):
     """``step_latency``'s table: the median rounds, and the NumPy one-liner's time over
-    ``RNN.step``'s in the median and in the fastest rounds; with ``trips`` (step_latency's
-    second result) each row's line round trips before/after. A shared host only ever slows a
-    round, and a step on two threads waits for the helper's virtual CPU whenever the host has
-    taken it away (docs/DESIGN.md): the fastest rounds show the machine without that."""
+    ``RNN.step``'s in the median and in the fastest rounds; with ``reads`` (its third result)
+    the read loop's time for the weights, the one-liner over a call plus that read (the most a
+    step could be ahead of it), and that least time over the step's (how near the step is);
+    with ``trips`` (its second) each row's line round trips before/after. A shared host only
+    ever slows a round, and a step on two threads waits for the helper's virtual CPU whenever
+    the host has taken it away (docs/DESIGN.md): the fastest rounds show the machine without
+    that."""
     names = list(next(iter(lat.values())))
     print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds;")
-    print("  line ns: a cache line's round trip between two CPUs before/after the row: a second thread's cost)")
-    head = f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names) + f" {'numpy/step':>11} {'(fastest rounds)':>17}"
+    print(
+        f"  read: the read loop's time for the step's weights; bound: numpy over ({CALL_NAME} + read), the most"
+        " a step could be ahead;\n  of bound: that least time over the step's;"
+        " line ns: a cache line's round trip between two CPUs before/after the row: a second thread's cost)"
+    )
+    head = f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names)
+    head += f" {'read':>7} {'numpy/step':>11} {'(fastest rounds)':>17} {'bound':>7} {'of bound':>9}"
     print(head + f" {'line ns':>10}")
     for H, row in lat.items():
         ratio, fastest = (row["numpy one-liner"][k] / row["prf.RNN.step"][k] for k in ("median", "fastest"))
         cells = " ".join(f"{row[n]['median']:>17.2f}" for n in names)
+        read_us = (reads or {}).get(H)
+        read, bound, of_bound = "-", "-", "-"  # without the read loop's time or the call's
+        if read_us is not None and CALL_NAME in row:
+            least = row[CALL_NAME]["median"] + read_us
+            read = f"{read_us:.2f}"
+            bound = f"{row['numpy one-liner']['median'] / least:.2f}x"
+            of_bound = f"{100 * least / row['prf.RNN.step']['median']:.0f}%"
         line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in (trips or {}).get(H, [None, None]))
-        print(f"  {H:>5} {cells} {ratio:>10.2f}x {fastest:>16.2f}x {line:>10}")
+        print(f"  {H:>5} {cells} {read:>7} {ratio:>10.2f}x {fastest:>16.2f}x {bound:>7} {of_bound:>9} {line:>10}")
 
 
 __all__ = [
     "fma_peak",
     "microkernel_peak",
     "read_bandwidth",
+    "step_read_us",
     "measure_limits",
     "against_limits",
     "describe",
