@@ -226,7 +226,7 @@ struct PeakArgs {
     idx iterations;
     double* flops;
     int threads;
-    Interrupt* interrupt = nullptr;  // unused: callers keep it short
+    Interrupt* interrupt = nullptr;  // Ctrl-C stops the loop (every kPeakPollRounds rounds, peak.hpp)
 };
 
 // The read loop that measures what a thread's caches deliver (the bar for a step's sweep over

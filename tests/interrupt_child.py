@@ -3,10 +3,12 @@ that the parent interrupts with a real SIGINT, then checks that the process is s
 
     python interrupt_child.py <backend> <call> <rounds> [handler]
 
-call: 'forward' (recurrence-bound rnn_forward), 'backward' (recurrence-bound rnn_backward) or
-'gemm' (rnn_forward dominated by its input GEMM X·Wx). The call's length T is calibrated so
-that the full call would take about TARGET_S seconds here. handler: install a SIGINT handler
-that does not raise (it records when it ran and tries to call the compiled backend).
+call: 'forward' (recurrence-bound rnn_forward), 'backward' (recurrence-bound rnn_backward),
+'gemm' (rnn_forward dominated by its input GEMM X·Wx), or one of the limits' loops, which
+take any number of iterations: 'fma_peak', 'microkernel_peak' (backend cpp, two threads).
+The call's length T is calibrated so that the full call would take about TARGET_S seconds
+here. handler: install a SIGINT handler that does not raise (it records when it ran and tries
+to call the compiled backend).
 
 Protocol: one JSON object per line on stdout:
     {"event": "start", "predicted_s": ...}             right before each long call
@@ -56,6 +58,12 @@ def thread_cpu_ticks() -> dict:
 def make_call(backend: str, call: str, dtype):
     """Returns (run(T), steps per calibration call, bytes per step)."""
     rng = np.random.default_rng(0)
+    if call in ("fma_peak", "microkernel_peak"):
+        from pyrnn_fast import _core
+
+        loop = getattr(_core, call)
+        per_step = {"fma_peak": 1 << 18, "microkernel_peak": 1 << 7}[call]  # iterations: ~2 ms
+        return (lambda T: loop(dtype, T * per_step, 2)), 20, 0
     if call == "gemm":
         # x (N, T, D) broadcast along T: a real (N, D) matrix, so that the GEMM's cost
         # (T·N·D·H multiply-adds) comes without T·N·D of memory; each x[:, t] is contiguous.

@@ -89,6 +89,8 @@ CASES = [
     ("cpp", "forward"),
     ("cpp", "backward"),
     ("cpp", "gemm"),
+    ("cpp", "fma_peak"),
+    ("cpp", "microkernel_peak"),
     ("numba", "forward"),
     ("numba", "backward"),
     ("numpy", "forward"),

@@ -68,7 +68,25 @@ def test_limits_are_the_best_rate_seen_in_the_run(monkeypatch, loop):
     assert measure(np.float32, 3) == pytest.approx(100.0)
     assert measure(np.float32, 3) == pytest.approx(100.0)  # 40 measured, 100 kept
     assert measure(np.float32, 3) == pytest.approx(250.0)
-    assert limits._best_seen == {(loop, "float32", 3): pytest.approx(250.0)}
+    assert limits._best_seen == {(loop, _core.isa(), "float32", 3): pytest.approx(250.0)}
+
+
+def test_each_instruction_set_has_limits_of_its_own(monkeypatch):
+    # set_isa between two measurements: the second instruction set's peak is its own, not the
+    # best of both (an AVX2 run's fractions would otherwise be of the AVX-512 peak).
+    from pyrnn_fast import _core
+    from pyrnn_fast.benchmark import limits
+
+    isas = _core.available_isas()
+    if len(isas) < 2:
+        pytest.skip("one instruction set in this build")
+    rates = iter([100.0] * 6 + [40.0] * 6)  # GFLOP/s per measurement: 1 calibrating call + 5
+    monkeypatch.setattr(_core, "fma_peak", lambda dtype, iterations, threads: (next(rates) * 1e9, 1.0))
+    monkeypatch.setattr(limits, "_best_seen", {})
+    with helpers.use_backend(("cpp", isas[0])):
+        assert limits.fma_peak(np.float32, 1) == pytest.approx(100.0)
+    with helpers.use_backend(("cpp", isas[1])):
+        assert limits.fma_peak(np.float32, 1) == pytest.approx(40.0)
 
 
 def test_read_bandwidth_is_the_best_rate_seen_for_its_size(monkeypatch):
@@ -90,8 +108,8 @@ def test_read_bandwidth_is_the_best_rate_seen_for_its_size(monkeypatch):
     assert limits.read_bandwidth(1 << 20, 2) == pytest.approx(30.0)  # another size: its own
     assert sizes == [4096] * 12 + [1 << 20] * 6
     assert limits._best_seen == {
-        ("read_peak", "float32", 2, 4096): pytest.approx(100.0),
-        ("read_peak", "float32", 2, 1 << 20): pytest.approx(30.0),
+        ("read_peak", _core.isa(), "float32", 2, 4096): pytest.approx(100.0),
+        ("read_peak", _core.isa(), "float32", 2, 1 << 20): pytest.approx(30.0),
     }
 
 

@@ -10,19 +10,29 @@
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
+// Rounds of a peak loop between two looks at Ctrl-C (InterruptPoller, team.hpp): a few µs of
+// FMAs, so that the look costs nothing measurable and a call of any length stops soon.
+constexpr idx kPeakPollRounds = idx(1) << 10;
+
 template <class T>
 static bool fma_peak_kernel(const PeakArgs<T>& a) {
     int ran = 0;
-    run_team(a.threads, [&](int, int) {
+    run_team(a.threads, [&](int, int tid) {
+        InterruptPoller poll(tid == 0 ? a.interrupt : nullptr);
         // Values that stay finite and normal for any number of rounds: x -> x*m + c
         // converges to c / (1 - m).
         volatile T seed = T(1);  // unknown to the compiler: the loop cannot be folded away
         const Vec<T> m = splat<T>(T(0.999) * seed), c = splat<T>(T(0.001) * seed);
         Vec<T> acc[kPeakChains];
         for (int i = 0; i < kPeakChains; ++i) acc[i] = splat<T>(T(i) * seed);
-        for (idx it = 0; it < a.iterations; ++it) {
+        for (idx done = 0; done < a.iterations && !interrupted(a.interrupt);) {
+            const idx rounds = imin(kPeakPollRounds, a.iterations - done);
+            for (idx it = 0; it < rounds; ++it) {
 #pragma GCC unroll 32
-            for (int i = 0; i < kPeakChains; ++i) acc[i] = acc[i] * m + c;
+                for (int i = 0; i < kPeakChains; ++i) acc[i] = acc[i] * m + c;
+            }
+            done += rounds;
+            poll(rounds * kPeakChains * kLanes<T>);
         }
         T sum = 0;
         for (int i = 0; i < kPeakChains; ++i) sum += acc[i][0];
@@ -47,7 +57,8 @@ static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
     const idx panels = imax(1, kGroupBytes / (kc * NR * idx(sizeof(T))));
     int ran = 0;
     bool ok = true;
-    run_team(a.threads, [&](int, int) {
+    run_team(a.threads, [&](int, int tid) {
+        InterruptPoller poll(tid == 0 ? a.interrupt : nullptr);
         T* pa = scratch<T, kGemmA>(kMR * kc);
         T* pb = scratch<T, kGemmB>(panels * kc * NR);
         if (!pa || !pb) {
@@ -58,12 +69,14 @@ static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
         for (idx i = 0; i < panels * kc * NR; ++i) pb[i] = T(1e-3) * T(i % 5);
         T tile[kMR * NR] __attribute__((aligned(64)));
         const StoreEpilogue<T> epi{tile, NR};
-        for (idx it = 0; it < a.iterations; ++it)
+        for (idx it = 0; it < a.iterations && !interrupted(a.interrupt); ++it) {
             for (idx p = 0; p < panels; ++p) {
                 micro_tile<T, kMR, 1>(PackedA<T>{pa}, kc, PackedB<T>{pb + p * kc * NR, kc * NR}, 0, kMR, 0, NR, epi);
                 // Memory may have changed: every tile is computed again, none hoisted or merged.
                 __asm__ volatile("" : : "r"(tile) : "memory");
             }
+            poll(panels * kMR * NR * kc);
+        }
         volatile T sink = tile[0];  // the result is used
         (void)sink;
         __atomic_add_fetch(&ran, 1, __ATOMIC_RELAXED);

@@ -27,8 +27,9 @@ CALL_SIZE = 16  # H of the step whose time stands for a call's own cost (3 KB of
 CALL_NAME = f"step at H={CALL_SIZE}"
 
 
-# The best rate each limit has reached in this process, by (loop, dtype, threads), and the
-# buffer's bytes for the read loop (each size its own limit: L1, L2, L3): a limit is
+# The best rate each limit has reached in this process, by (loop, instruction set, dtype,
+# threads), and the buffer's bytes for the read loop (each size its own limit: L1, L2, L3;
+# each instruction set its own, as `set_isa` may change it between two measurements): a limit is
 # the most the hardware gives, and on a shared machine a moment's contention only lowers what
 # one measurement sees (the 2-thread register peak read 399 GFLOP/s in one main job and 451 in
 # the one before on the same VM), which would inflate every fraction of it. The main job
@@ -61,7 +62,7 @@ def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5, nbyte
         iterations *= 4
     iterations = max(1, int(iterations * seconds / max(sec, 1e-9)))
     rate = max(u / max(s, 1e-9) for u, s in (run(iterations) for _ in range(calls))) / 1e9
-    key = (loop_name, np.dtype(dtype).name, threads, *sized)
+    key = (loop_name, _core.isa(), np.dtype(dtype).name, threads, *sized)
     _best_seen[key] = max(rate, _best_seen.get(key, 0.0))
     return _best_seen[key]
 
