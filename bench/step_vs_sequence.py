@@ -73,7 +73,8 @@ def main(argv=None):
             nbytes = limits.step_weight_bytes(H, dtype)
             t["read"] = limits.step_read_us(H, dtype, args.threads)
             cells = [f"{t[k]:.2f}" for k in ("step", "call", "sequence", "read", "numpy")]
-            cells += [f"{t['numpy'] / t['step']:.2f}x", f"{t['numpy'] / (t['call'] + t['read']):.2f}x"]
+            most, _ = limits.step_bound(t["numpy"], t["call"], t["read"], t["step"])
+            cells += [f"{t['numpy'] / t['step']:.2f}x", f"{most:.2f}x"]
             row = [name, str(H), f"{nbytes / 1024:.0f}", *cells]
             print(" ".join(f"{c:>{w}}" for c, w in zip(row, widths)), flush=True)
 

@@ -401,7 +401,7 @@ std::pair<double, double> read_typed(idx bytes, idx iterations, int threads) {
 }  // namespace
 
 // read_peak: buffers of at most 1 GiB in all, and at most 256 GiB read by a thread (~3 s from
-// L3 at ~90 GB/s, ~20 s from memory: an uninterruptible call, as every peak loop's).
+// L3 at ~90 GB/s, ~20 s from memory: the read loop does not poll for Ctrl-C, the peak loops do).
 constexpr long long kMaxReadBytes = 1LL << 30, kMaxReadPerThread = 1LL << 38;
 // line_round_trip_ns: ~0.4 s of exchanges on a slow host (~400 ns each); a second's spin at most.
 constexpr long kMaxRoundTrips = 1000000;

@@ -219,12 +219,16 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
     assert row["prf.RNN.step"] == pytest.approx({"median": 2.0, "fastest": 1.0})
     assert row["numpy one-liner"] == pytest.approx({"median": 5.0, "fastest": 4.0})
     limits.print_step_latency({64: row, 128: row}, 2, "float32", {64: [98.4, None]}, {64: 1.0})
-    words = [line.split() for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    words = [line.split() for line in lines]
     rows = {w[0]: w for w in words if w[:1] in (["64"], ["128"])}
     # read 1.0 µs, the call's median 0.5: the least a step takes 1.5 µs, the one-liner's 5.0
     # over it 3.33x, and 1.5 over the step's 2.0 is 75 %
-    assert rows["64"][-6:] == ["1.00", "2.50x", "4.00x", "3.33x", "75%", "98/-"]
-    assert rows["128"][-6:] == ["-", "2.50x", "4.00x", "-", "-", "-/-"]  # rows without the measurements
+    assert rows["64"][-6:] == ["1.00", "2.50x", "3.33x", "75%", "4.00x", "98/-"]
+    assert rows["128"][-6:] == ["-", "2.50x", "-", "-", "4.00x", "-/-"]  # rows without the measurements
+    # Every cell right-aligned under its column's heading: rows as long as the heading's line
+    head = next(line for line, w in zip(lines, words) if w[:1] == ["H"])
+    assert {len(line) for line, w in zip(lines, words) if w[:1] in (["64"], ["128"])} == {len(head)}
 
 
 @pytest.mark.parametrize("peers", [(), ("torch",)])

@@ -32,7 +32,7 @@ static bool fma_peak_kernel(const PeakArgs<T>& a) {
                 for (int i = 0; i < kPeakChains; ++i) acc[i] = acc[i] * m + c;
             }
             done += rounds;
-            poll(rounds * kPeakChains * kLanes<T>);
+            poll(rounds * kPeakChains * kLanes<T>);  // (interrupted: the call raises, `flops` unread)
         }
         T sum = 0;
         for (int i = 0; i < kPeakChains; ++i) sum += acc[i][0];
@@ -69,7 +69,10 @@ static bool microkernel_peak_kernel(const PeakArgs<T>& a) {
         for (idx i = 0; i < panels * kc * NR; ++i) pb[i] = T(1e-3) * T(i % 5);
         T tile[kMR * NR] __attribute__((aligned(64)));
         const StoreEpilogue<T> epi{tile, NR};
-        for (idx it = 0; it < a.iterations && !interrupted(a.interrupt); ++it) {
+        // Until Ctrl-C, or until a thread could not allocate (the call fails; that thread may be
+        // the one that polls).
+        for (idx it = 0; it < a.iterations && !interrupted(a.interrupt) && __atomic_load_n(&ok, __ATOMIC_RELAXED);
+             ++it) {
             for (idx p = 0; p < panels; ++p) {
                 micro_tile<T, kMR, 1>(PackedA<T>{pa}, kc, PackedB<T>{pb + p * kc * NR, kc * NR}, 0, kMR, 0, NR, epi);
                 // Memory may have changed: every tile is computed again, none hoisted or merged.

@@ -24,7 +24,7 @@ from .timing import SETTLE_SECONDS, Timed, time_interleaved
 STEP_SIZES = (64, 128, 256, 512)  # H of the step-latency table
 STEP_INPUT = 32  # D
 CALL_SIZE = 16  # H of the step whose time stands for a call's own cost (3 KB of weights, in L1)
-CALL_NAME = f"step at H={CALL_SIZE}"
+CALL_NAME = f"call (H={CALL_SIZE} step)"
 
 
 # The best rate each limit has reached in this process, by (loop, instruction set, dtype,
@@ -254,6 +254,14 @@ def step_read_us(H: int, dtype, threads: int) -> float:
     return min(nbytes / read_bandwidth(-(-nbytes // t), t, dtype) / 1e3 for t in counts)
 
 
+def step_bound(numpy_us: float, call_us: float, read_us: float, step_us: float) -> tuple[float, float]:
+    """(NumPy's one-liner over a call plus the read: about the most NumPy / step could be, the
+    read being the best rate the run saw and the call as timed; that least time over the
+    step's: how near the step came, 1 at the limit)."""
+    least = call_us + read_us
+    return numpy_us / least, least / step_us
+
+
 LINE_EXCHANGES = 20000  # line_round_trip_ns: 2-8 ms on the Zen 4 VM
 
 
@@ -308,12 +316,12 @@ def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = 
     names = list(next(iter(lat.values())))
     print(f"\nstreaming step latency (µs, N=1, D={STEP_INPUT}, {dtype_name}, {threads} thread(s), median of 7 rounds;")
     print(
-        f"  read: the read loop's time for the step's weights; bound: numpy over ({CALL_NAME} + read), the most"
-        " a step could be ahead;\n  of bound: that least time over the step's;"
+        "  read: µs to read the step's weights at the best rate the read loop saw; bound: numpy / (call + read),"
+        " about the most numpy/step could be;\n  of bound: (call + read) / step, 100% at that limit;"
         " line ns: a cache line's round trip between two CPUs before/after the row: a second thread's cost)"
     )
     head = f"  {'H':>5} " + " ".join(f"{n:>17}" for n in names)
-    head += f" {'read':>7} {'numpy/step':>11} {'(fastest rounds)':>17} {'bound':>7} {'of bound':>9}"
+    head += f" {'read':>7} {'numpy/step':>11} {'bound':>7} {'of bound':>9} {'(fastest rounds)':>17}"
     print(head + f" {'line ns':>10}")
     for H, row in lat.items():
         ratio, fastest = (row["numpy one-liner"][k] / row["prf.RNN.step"][k] for k in ("median", "fastest"))
@@ -321,12 +329,12 @@ def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = 
         read_us = (reads or {}).get(H)
         read, bound, of_bound = "-", "-", "-"  # without the read loop's time or the call's
         if read_us is not None and CALL_NAME in row:
-            least = row[CALL_NAME]["median"] + read_us
-            read = f"{read_us:.2f}"
-            bound = f"{row['numpy one-liner']['median'] / least:.2f}x"
-            of_bound = f"{100 * least / row['prf.RNN.step']['median']:.0f}%"
+            most, near = step_bound(
+                row["numpy one-liner"]["median"], row[CALL_NAME]["median"], read_us, row["prf.RNN.step"]["median"]
+            )
+            read, bound, of_bound = f"{read_us:.2f}", f"{most:.2f}x", f"{100 * near:.0f}%"
         line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in (trips or {}).get(H, [None, None]))
-        print(f"  {H:>5} {cells} {read:>7} {ratio:>10.2f}x {fastest:>16.2f}x {bound:>7} {of_bound:>9} {line:>10}")
+        print(f"  {H:>5} {cells} {read:>7} {ratio:>10.2f}x {bound:>7} {of_bound:>9} {fastest:>16.2f}x {line:>10}")
 
 
 __all__ = [
@@ -334,6 +342,7 @@ __all__ = [
     "microkernel_peak",
     "read_bandwidth",
     "step_read_us",
+    "step_bound",
     "measure_limits",
     "against_limits",
     "describe",
