@@ -17,11 +17,11 @@ layer takes (N, T, D)) divided by T: its x·Wx is one GEMM for all the steps, so
 reads Wh only, and the call's own costs are spread over T; `read` the step's weights' bytes at
 the read loop's best rate (`limits.step_read_us`, as the main job's step table has it since the
 forty-second session); `numpy` the one-liner tanh(x @ Wx + h @ Wh + b); then numpy / step, and
-numpy / (call + read): the most it could be. With --threads 2 the read is of the weights split
-between the threads where that reads them faster than one thread, though a step splits them
-only where its rules give it two threads (from 160 KB of weights a layer: step.hpp, and
-config.hpp's kMinStepCallBytesPerThread): for smaller weights, which one thread steps, that
-bound is too low.
+numpy / (call + read): about the most it could be (`limits.step_bound`). With --threads 2
+the read is of the weights split between the threads where that reads them faster than one
+thread, though a step splits them only where its rules give it two threads (from 160 KB of
+weights a layer: step.hpp, and config.hpp's kMinStepCallBytesPerThread): for smaller weights,
+which one thread steps, that bound is too low.
 """
 
 import argparse

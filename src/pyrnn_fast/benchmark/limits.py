@@ -245,8 +245,8 @@ def step_weight_bytes(H: int, dtype) -> int:
 
 def step_read_us(H: int, dtype, threads: int) -> float:
     """µs the read loop takes to read a step's weights once (``read_bandwidth``), split evenly
-    between 1 or ``threads`` threads, whichever is faster: with a call's cost added, the least
-    a step can take. With two threads a step splits its weights only from 160 KB of them
+    between 1 or ``threads`` threads, whichever is faster: with a call's cost added, about the
+    least a step can take. With two threads a step splits its weights only from 160 KB of them
     (step.hpp, config.hpp's kMinStepCallBytesPerThread), and a team costs its start and end
     besides: for smaller weights the bound is looser."""
     nbytes = step_weight_bytes(H, dtype)
@@ -307,8 +307,9 @@ def step_latency(backend: str | None, peers, dtype=np.float32, threads: int = 1)
 def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = None, reads: dict | None = None):
     """``step_latency``'s table: the median rounds, and the NumPy one-liner's time over
     ``RNN.step``'s in the median and in the fastest rounds; with ``reads`` (its third result)
-    the read loop's time for the weights, the one-liner over a call plus that read (the most a
-    step could be ahead of it), and that least time over the step's (how near the step is);
+    the read loop's time for the weights, the one-liner over a call plus that read (about the
+    most a step could be ahead of it: ``step_bound``), and that least time over the step's (how
+    near the step is);
     with ``trips`` (its second) each row's line round trips before/after. A shared host only
     ever slows a round, and a step on two threads waits for the helper's virtual CPU whenever
     the host has taken it away (docs/DESIGN.md): the fastest rounds show the machine without
