@@ -226,9 +226,26 @@ def test_the_step_table_reports_the_median_and_the_fastest_round(monkeypatch, ca
     # over it 3.33x, and 1.5 over the step's 2.0 is 75 %
     assert rows["64"][-6:] == ["1.00", "2.50x", "3.33x", "75%", "4.00x", "98/-"]
     assert rows["128"][-6:] == ["-", "2.50x", "-", "-", "4.00x", "-/-"]  # rows without the measurements
+    assert not any("WARNING" in line for line in lines)
     # Every cell right-aligned under its column's heading: rows as long as the heading's line
     head = next(line for line, w in zip(lines, words) if w[:1] == ["H"])
     assert {len(line) for line, w in zip(lines, words) if w[:1] in (["64"], ["128"])} == {len(head)}
+
+
+def test_the_step_table_warns_of_a_step_faster_than_its_bound(capsys):
+    """A step cannot read its weights faster than the read loop reads as many bytes: a step
+    above its bound means the read loop was measured while other work had the CPU."""
+    from pyrnn_fast.benchmark import limits
+
+    def row(step_us):
+        times = {"prf.RNN.step": step_us, "numpy one-liner": 6.0, limits.CALL_NAME: 0.5}
+        return {name: {"median": us, "fastest": us} for name, us in times.items()}
+
+    limits.print_step_latency({64: row(4.0), 128: row(2.0)}, 1, "float32", None, {64: 3.0, 128: 3.0})
+    lines = capsys.readouterr().out.splitlines()
+    # 0.5 + 3.0 over 4.0 is 88 %, over 2.0 175 %: only H = 128 warns
+    assert [line.split()[:5] for line in lines if "WARNING" in line] == [["WARNING:", "H", "=", "128:", "a"]]
+    assert limits.BUSY_READ_WARNING in next(line for line in lines if "WARNING" in line)
 
 
 @pytest.mark.parametrize("peers", [(), ("torch",)])
@@ -258,7 +275,7 @@ def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch
 
     def read(H, dtype, threads):
         events.append("read")
-        return float(H * threads)
+        return float(H * threads) + len([e for e in events if e == "read"])  # the later, the slower
 
     monkeypatch.setattr(limits, "time", FakeTime)
     monkeypatch.setattr(limits, "_step_impls", impls)
@@ -267,11 +284,15 @@ def test_the_step_table_measures_the_line_round_trip_around_each_row(monkeypatch
     monkeypatch.setattr(limits, "step_read_us", read)
     rows, line_trips, reads = limits.step_latency(None, peers, threads=2)
     assert list(rows) == list(line_trips) == list(reads) == list(limits.STEP_SIZES)
-    assert reads == {H: 2.0 * H for H in limits.STEP_SIZES}  # on the job's threads
-    # The layer made, a pause (OpenBLAS's worker spins after the constructor's QR), then the
-    # row; the read loop after every row (its threads would spin through the rows after it)
+    # On the job's threads; the reads after the rows are the ones returned (read_bandwidth
+    # keeps the best rate, so they are the best of both)
+    sizes = len(limits.STEP_SIZES)
+    assert reads == {H: 2.0 * H + sizes + 1 + i for i, H in enumerate(limits.STEP_SIZES)}
+    # The read loop before every row and after them all (its threads would spin through a
+    # row's rounds); each row: the layer made, a pause (OpenBLAS's worker spins after the
+    # constructor's QR), then the row
     per_row = ["layer", "pause", "trip", "row"] + (["pause", "trip"] if peers else ["trip"])
-    assert events == per_row * len(limits.STEP_SIZES) + ["read"] * len(limits.STEP_SIZES)
+    assert events == ["read"] * sizes + per_row * sizes + ["read"] * sizes
     assert [line_trips[H] for H in limits.STEP_SIZES] == [
         [100.0 + 20 * i, 110.0 + 20 * i] for i in range(len(limits.STEP_SIZES))
     ]

@@ -40,6 +40,8 @@ _best_seen: dict[tuple, float] = {}
 # Loads cannot make FMAs faster: a micro-kernel above the register peak means the peak was
 # measured while other work had the CPU.
 BUSY_PEAK_WARNING = "micro-kernel above the register peak: the peak was measured on a busy CPU"
+# Likewise a step cannot read its weights faster than the read loop reads as many bytes.
+BUSY_READ_WARNING = "a step above its bound: the read loop was measured on a busy CPU"
 
 
 def _best_rate(loop_name: str, dtype, threads: int, seconds=0.05, calls=5, nbytes: int | None = None) -> float:
@@ -281,12 +283,16 @@ def step_latency(backend: str | None, peers, dtype=np.float32, threads: int = 1)
     (STEP_SETTLE_S) when torch's cell is among them; a cache line's
     round trip between two CPUs (``line_round_trip_ns``, None where it cannot be measured)
     before and after each size's rounds; and the read loop's time for each size's weights on
-    up to ``threads`` threads (``step_read_us``), measured after all the rows, so that the read
-    loop's threads do not spin through them. That round trip is what a step's second thread pays at
+    up to ``threads`` threads (``step_read_us``), the best of a measurement before the rows and
+    one after them (a moment's contention would make the bound too slow: seen, a step at 135 %
+    of it), neither during a row's rounds (the read loop's threads would spin through them:
+    every row starts SETTLE_SECONDS after its layer is made). That round trip is what a step's second thread pays at
     its start, barrier and end, and under a virtual machine it moves between ~100 ns and ~400
     for minutes at a time (README, "Backends, instruction sets and threads")."""
     settle_s = STEP_SETTLE_S if "torch" in peers else 0.0
     rows, trips = {}, {}
+    for H in STEP_SIZES:
+        step_read_us(H, dtype, threads)  # (read_bandwidth keeps the best: this and the one below)
     for H in STEP_SIZES:
         impls = _step_impls(H, backend, peers, dtype)
         # The layer's constructor ran np.linalg.qr (its orthogonal Wh), which NumPy's OpenBLAS
@@ -336,6 +342,8 @@ def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = 
             read, bound, of_bound = f"{read_us:.2f}", f"{most:.2f}x", f"{100 * near:.0f}%"
         line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in (trips or {}).get(H, [None, None]))
         print(f"  {H:>5} {cells} {read:>7} {ratio:>10.2f}x {bound:>7} {of_bound:>9} {fastest:>16.2f}x {line:>10}")
+        if read_us is not None and CALL_NAME in row and near > 1:
+            print(f"  WARNING: H = {H}: {BUSY_READ_WARNING}")
 
 
 __all__ = [
