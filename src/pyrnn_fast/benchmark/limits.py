@@ -335,6 +335,7 @@ def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = 
         cells = " ".join(f"{row[n]['median']:>17.2f}" for n in names)
         read_us = (reads or {}).get(H)
         read, bound, of_bound = "-", "-", "-"  # without the read loop's time or the call's
+        near = None
         if read_us is not None and CALL_NAME in row:
             most, near = step_bound(
                 row["numpy one-liner"]["median"], row[CALL_NAME]["median"], read_us, row["prf.RNN.step"]["median"]
@@ -342,7 +343,7 @@ def print_step_latency(lat, threads: int, dtype_name: str, trips: dict | None = 
             read, bound, of_bound = f"{read_us:.2f}", f"{most:.2f}x", f"{100 * near:.0f}%"
         line = "/".join("-" if ns is None else f"{ns:.0f}" for ns in (trips or {}).get(H, [None, None]))
         print(f"  {H:>5} {cells} {read:>7} {ratio:>10.2f}x {bound:>7} {of_bound:>9} {fastest:>16.2f}x {line:>10}")
-        if read_us is not None and CALL_NAME in row and near > 1:
+        if near is not None and near > 1:
             print(f"  WARNING: H = {H}: {BUSY_READ_WARNING}")
 
 
