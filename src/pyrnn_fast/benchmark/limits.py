@@ -245,15 +245,20 @@ def step_weight_bytes(H: int, dtype) -> int:
     return (STEP_INPUT + H) * H * np.dtype(dtype).itemsize
 
 
+def weights_read_us(nbytes: int, dtype, threads: int) -> float:
+    """µs the read loop takes to read ``nbytes`` once, split evenly between ``threads`` threads
+    (``read_bandwidth`` of each one's share, which is the rate of all of them together)."""
+    return nbytes / read_bandwidth(-(-nbytes // threads), threads, dtype) / 1e3
+
+
 def step_read_us(H: int, dtype, threads: int) -> float:
-    """µs the read loop takes to read a step's weights once (``read_bandwidth``), split evenly
-    between 1 or ``threads`` threads, whichever is faster: with a call's cost added, about the
+    """µs the read loop takes to read a step's weights once (``weights_read_us``), on one thread
+    or split between ``threads``, whichever is faster: with a call's cost added, about the
     least a step can take. With two threads a step splits its weights only from 160 KB of them
     (step.hpp, config.hpp's kMinStepCallBytesPerThread), and a team costs its start and end
     besides: for smaller weights the bound is looser."""
     nbytes = step_weight_bytes(H, dtype)
-    counts = sorted({1, max(1, threads)})
-    return min(nbytes / read_bandwidth(-(-nbytes // t), t, dtype) / 1e3 for t in counts)
+    return min(weights_read_us(nbytes, dtype, t) for t in sorted({1, max(1, threads)}))
 
 
 def step_bound(numpy_us: float, call_us: float, read_us: float, step_us: float) -> tuple[float, float]:
@@ -351,6 +356,7 @@ __all__ = [
     "fma_peak",
     "microkernel_peak",
     "read_bandwidth",
+    "weights_read_us",
     "step_read_us",
     "step_bound",
     "measure_limits",
