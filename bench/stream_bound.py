@@ -51,8 +51,8 @@ def least_us(cell: str, H: int, dtype, threads: int, trip_us: float | None) -> t
     weights (``wh_bytes``) split between them at the read loop's rate (``weights_read_us``),
     the step's share of the input projection (2*D*gates*H FLOPs) at the micro-kernel's peak on
     t threads, and, for t > 1, ``trip_us``, a cache line's round trip between two CPUs (the
-    step's barrier, after which each thread reads the others' part of h_{t-1}; 0 where it could
-    not be measured, None: the bound is then looser). The kernel decides for itself how many
+    step's barrier, after which each thread reads the others' part of h_{t-1}; None where it
+    could not be measured, counted as 0: the bound is then looser). The kernel decides how many
     threads a step takes (too few weights stay on one: config.hpp, kMinStepWeightsPerThread)."""
     options = []
     for t in sorted({1, max(1, threads)}):
@@ -107,8 +107,9 @@ def main(argv=None) -> None:
             trips.append(ns)
         return min(trips) / 1e3 if trips else None
 
-    # The limits before the rows (as after them: read_bandwidth and microkernel_peak keep the
-    # best they see, and the read loop's threads must not spin through a row's rounds)
+    # The limits once before the rows and again after each (read_bandwidth and microkernel_peak
+    # keep the best they see), never during a row's rounds (the read loop's threads would spin
+    # through them)
     for cell, dtype, H in rows:
         try:
             least_us(cell, H, dtype, threads, None)
