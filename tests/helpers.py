@@ -4,11 +4,15 @@ tests/ on sys.path). conftest.py keeps only pytest's hooks and fixtures.
 Functional API: every backend (the compiled one once per instruction set this machine
 supports), problem generation, and the comparison against the NumPy reference.
 Layers: tolerances against torch and between runs of our own code, ``close``, random arrays.
-Threads (test_threads.py, test_fork_and_stacks.py): ``run_python``, a fresh interpreter per test."""
+Threads (test_threads.py, test_fork_and_stacks.py): ``run_python``, a fresh interpreter per test.
+Scripts (bench/, examples/): ``load_script`` imports one by path, ``run_script`` runs it as a user
+would."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
 import platform
 import signal
 import subprocess
@@ -379,3 +383,16 @@ def in_threads(work, count):
     for t in threads:
         t.join()
     return errors
+
+
+def load_script(path: pathlib.Path):
+    """The script at ``path`` (bench/ and examples/ are not packages) as a module of its own name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    """The script at ``path`` run with ``args`` in this interpreter, as a user runs it (output captured)."""
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=600)

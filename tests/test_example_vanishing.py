@@ -3,7 +3,6 @@ it plots are right (against central finite differences of the loss through the m
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -11,14 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import load_script
+
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "vanishing_gradients.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("vanishing_gradients", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fast_mode_runs(tmp_path):
@@ -44,7 +38,7 @@ def test_fast_mode_runs(tmp_path):
 
 @pytest.mark.parametrize("name", ["RNN tanh", "LSTM", "GRU"])
 def test_gradient_norms_match_finite_differences(name):
-    ex = load_example()
+    ex = load_script(EXAMPLE)
     cls, options = ex.MODELS[name]
     layer = cls(2, 3, dtype=np.float64, seed=1, **options)
     for k in layer.params:  # non-zero biases
@@ -78,7 +72,7 @@ def test_bad_options_are_refused_before_training(tmp_path, capsys):
     """A length that leaves no room for the two marked steps, an empty batch or model, no
     iterations, or a picture that cannot be written: an error at once (they had ended in a
     traceback, a table of NaN, or a FileNotFoundError after minutes of training)."""
-    main = load_example().main
+    main = load_script(EXAMPLE).main
     for argv, message in (
         (["--T", "1"], "--T: expected >= 2, got 1"),
         (["--batch", "0"], "--batch: expected >= 1, got 0"),

@@ -3,18 +3,13 @@ scripted timings, and (with a peer installed) one row per cell and shape."""
 
 import importlib.util
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
+from helpers import load_script, run_script
 from pyrnn_fast.benchmark import timing
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "bench" / "shape_scan.py"
-
-
-def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +25,7 @@ def run(*args):
     ],
 )
 def test_bad_arguments_are_named(args, message):
-    result = run(*args)
+    result = run_script(SCRIPT, *args)
     assert result.returncode != 0
     assert message in result.stderr
 
@@ -40,7 +35,7 @@ PEERS = [p for p in ("torch", "jax") if importlib.util.find_spec(p) is not None]
 
 @pytest.mark.skipif(not PEERS, reason="no peer (torch, jax) installed")
 def test_one_row_per_cell_and_shape():
-    result = run("--shapes", "3x2x4x5,2x1x3x8", "--peers", PEERS[0], "--repeat", "1")
+    result = run_script(SCRIPT, "--shapes", "3x2x4x5,2x1x3x8", "--peers", PEERS[0], "--repeat", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for cell in ("rnn", "lstm", "gru"):
@@ -52,9 +47,7 @@ def test_one_row_per_cell_and_shape():
 
 def test_ratios_and_summary_on_scripted_timings(monkeypatch, capsys):
     """Each peer's median over ours, per op, and the smallest of them per cell in the summary."""
-    spec = importlib.util.spec_from_file_location("shape_scan", SCRIPT)
-    scan = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scan)
+    scan = load_script(SCRIPT)
     medians = {  # (cell, T, op): seconds per call of ours, torch, jax
         ("lstm", 2, "forward"): (1.0, 3.0, 2.0),
         ("lstm", 2, "fwd+bwd"): (2.0, 5.0, 9.0),

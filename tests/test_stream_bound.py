@@ -1,28 +1,15 @@
 """bench/stream_bound.py as a user runs it: its argument errors, its bound and ratios on
 scripted timings and limits (worked by hand), and one real row."""
 
-import importlib.util
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from helpers import load_script, run_script
 from pyrnn_fast.benchmark import timing
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "bench" / "stream_bound.py"
-
-
-def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("stream_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -37,7 +24,7 @@ def load():
     ],
 )
 def test_bad_arguments_are_named(args, message):
-    result = run(*args)
+    result = run_script(SCRIPT, *args)
     assert result.returncode != 0
     assert message in result.stderr
 
@@ -49,7 +36,7 @@ def scripted_run(monkeypatch, capsys, args, threads, trip_ns, peers=("torch", "j
     g µs), 2.048 on `threads` (g / 2); the micro-kernel's peak 1.024 GFLOP/s (g µs), 2.048 on
     `threads` (g / 2). `trip_ns`: the line round trip, or a callable that gives it. Ours a
     step: rnn 2.5 µs, lstm 6, gru 5; torch 10, 7.2, 20; jax 3, 12, 7."""
-    bound = load()
+    bound = load_script(SCRIPT)
     T = bound.T
     asked = []
 
@@ -123,7 +110,7 @@ def test_an_unmeasured_round_trip_counts_nothing_and_float64_rows_time_no_peer(m
 
 
 def test_one_real_row_per_cell():
-    result = run("--no-peers", "--sizes", "64", "--dtypes", "float32", "--repeat", "1")
+    result = run_script(SCRIPT, "--no-peers", "--sizes", "64", "--dtypes", "float32", "--repeat", "1")
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["rnn"], ["lstm"], ["gru"])]
     assert [" ".join(r[:4]) for r in rows] == ["rnn float32 64 16", "lstm float32 64 64", "gru float32 64 48"]
