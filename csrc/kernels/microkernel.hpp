@@ -3,24 +3,72 @@
 #pragma once
 #include "simd.hpp"
 #include <type_traits>
+#include <utility>
 
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
-// Packing: panel p of the (K x ncols) operand B, B(k, j) = src[k*sk + j*sj], is stored at
-// dst + p*K*NR as K rows of NR values; columns past ncols are zero.
+// Transposes L x L values held as L vectors of L lanes (L a power of two): at each level h,
+// rows i and i + h (bit h of i clear) exchange the lanes whose bit h differs from the row's, so
+// that bit h of the row and of the lane index trade places; after every level, element (i, c)
+// is at (c, i). L log2(L) two-vector shuffles (AVX-512, float: 64 for 256 values).
+template <int H, class V, std::size_t... C>
+static inline void exchange_lanes(V& lo, V& hi, std::index_sequence<C...>) {
+    constexpr int L = int(sizeof...(C));
+    const V a = lo, b = hi;
+    lo = __builtin_shufflevector(a, b, ((C & H) ? L + C - H : C)...);
+    hi = __builtin_shufflevector(a, b, ((C & H) ? L + C : C + H)...);
+}
+template <class T, int H = kLanes<T> / 2>
+static inline void transpose_lanes(Vec<T> (&r)[kLanes<T>]) {
+    if constexpr (H >= 1) {
+        for (int i = 0; i < kLanes<T>; ++i)
+            if (!(i & H)) exchange_lanes<H>(r[i], r[i + H], std::make_index_sequence<kLanes<T>>{});
+        transpose_lanes<T, H / 2>(r);
+    }
+}
+
+// Packing: panels [p0, p1) of the (K x ncols) operand B, each stored at dst + p*K*NR as K rows
+// of NR values; columns past ncols are zero. B(k, j) = src[k*ld + j] (the forward's Wh, row-major).
 template <class T>
-static void pack_panels(T* dst, const T* src, idx sk, idx sj, idx K, idx ncols, idx p0, idx p1) {
+static void pack_panels(T* dst, const T* src, idx ld, idx K, idx ncols, idx p0, idx p1) {
     constexpr int NR = kNR<T>;
     for (idx p = p0; p < p1; ++p) {
         T* d = dst + p * K * NR;
         idx j0 = p * NR, nj = imin(NR, ncols - j0);
         for (idx k = 0; k < K; ++k) {
-            const T* s = src + k * sk + j0 * sj;
+            const T* s = src + k * ld + j0;
             idx j = 0;
-            for (; j < nj; ++j) d[k * NR + j] = s[j * sj];
+            for (; j < nj; ++j) d[k * NR + j] = s[j];
             for (; j < NR; ++j) d[k * NR + j] = T(0);
         }
+    }
+}
+
+// The same of B stored transposed, B(k, j) = src[j*ld + k] (the backward's Wh^T): in each panel,
+// a vector of each of L rows of src at a time, transposed in registers (transpose_lanes) and
+// stored as L rows of the panel; what no whole L x L tile covers (a panel's last columns when
+// they are not a multiple of L, the last K % L rows) value by value. Value by value throughout
+// (each k reading NR values ld apart), the rows' lines fell into one L1 set where ld is a
+// multiple of 4 KB (the LSTM's Wh^T at H = 256, float32) and were lost before the next k read
+// them: ~6 cycles a value, 0.44 ms of an LSTM backward at H = 256 (at T = 4, 40 % of the call).
+template <class T>
+static void pack_transposed_panels(T* dst, const T* src, idx ld, idx K, idx ncols, idx p0, idx p1) {
+    constexpr int NR = kNR<T>, L = kLanes<T>;
+    const idx kw = K / L * L;  // the depth of the whole tiles
+    for (idx p = p0; p < p1; ++p) {
+        T* d = dst + p * K * NR;
+        const T* s = src + p * NR * ld;
+        const idx nj = imin(NR, ncols - p * NR), whole = nj / L * L;  // the panel's columns; in whole tiles
+        for (idx k0 = 0; k0 < kw; k0 += L)
+            for (idx j0 = 0; j0 < whole; j0 += L) {
+                Vec<T> r[L];
+                for (int i = 0; i < L; ++i) r[i] = load(s + (j0 + i) * ld + k0);
+                transpose_lanes<T>(r);
+                for (int k = 0; k < L; ++k) store(d + (k0 + k) * NR + j0, r[k]);
+            }
+        for (idx k = 0; k < K; ++k)
+            for (idx j = k < kw ? whole : 0; j < NR; ++j) d[k * NR + j] = j < nj ? s[j * ld + k] : T(0);
     }
 }
 

@@ -143,10 +143,10 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
         for (int b = 0; b < s.blocks && pack; ++b) {
             if (s.transposed)
-                pack_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld, 1, s.weights.ld, K, H,
-                               p0, p1);
+                pack_transposed_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld, s.weights.ld,
+                                          K, H, p0, p1);
             else
-                pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, 1, K, H, p0, p1);
+                pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, K, H, p0, p1);
         }
         // The thread's rows of a step that runs `running` rows: all of them split by columns;
         // split by rows, its share of them, kMinRowsPerThread at a time.
