@@ -8,22 +8,24 @@
 namespace prf {
 namespace PRF_ISA_NAMESPACE {
 
-// Transposes L x L values held as L vectors of L lanes (L a power of two): at each level h,
-// rows i and i + h (bit h of i clear) exchange the lanes whose bit h differs from the row's, so
-// that bit h of the row and of the lane index trade places; after every level, element (i, c)
-// is at (c, i). L log2(L) two-vector shuffles (AVX-512, float: 64 for 256 values).
-template <int H, class V, std::size_t... C>
-static inline void exchange_lanes(V& lo, V& hi, std::index_sequence<C...>) {
+// Transposes L x L values held as L vectors of L lanes (L a power of two): at each level H (a
+// one-bit mask: L/2, ..., 2, 1), rows i and i + H (i & H clear) exchange the lanes whose H bit
+// differs from the row's, so that that bit of the row index and of the lane index trade places;
+// after every level, element (i, c) is at (c, i). L log2(L) two-vector shuffles (AVX-512,
+// float: 64 for 256 values). `__builtin_shuffle` with a constant index vector (GCC 4.7 on;
+// the release wheels' GCC 10 has no `__builtin_shufflevector`, which came with GCC 12).
+template <int H, class T, std::size_t... C>
+static inline void exchange_lanes(Vec<T>& lo, Vec<T>& hi, std::index_sequence<C...>) {
     constexpr int L = int(sizeof...(C));
-    const V a = lo, b = hi;
-    lo = __builtin_shufflevector(a, b, ((C & H) ? L + C - H : C)...);
-    hi = __builtin_shufflevector(a, b, ((C & H) ? L + C : C + H)...);
+    const Vec<T> a = lo, b = hi;
+    lo = __builtin_shuffle(a, b, Mask<T>{((C & H) ? L + int(C) - H : int(C))...});
+    hi = __builtin_shuffle(a, b, Mask<T>{((C & H) ? L + int(C) : int(C) + H)...});
 }
 template <class T, int H = kLanes<T> / 2>
 static inline void transpose_lanes(Vec<T> (&r)[kLanes<T>]) {
     if constexpr (H >= 1) {
         for (int i = 0; i < kLanes<T>; ++i)
-            if (!(i & H)) exchange_lanes<H>(r[i], r[i + H], std::make_index_sequence<kLanes<T>>{});
+            if (!(i & H)) exchange_lanes<H, T>(r[i], r[i + H], std::make_index_sequence<kLanes<T>>{});
         transpose_lanes<T, H / 2>(r);
     }
 }
@@ -49,9 +51,10 @@ static void pack_panels(T* dst, const T* src, idx ld, idx K, idx ncols, idx p0, 
 // a vector of each of L rows of src at a time, transposed in registers (transpose_lanes) and
 // stored as L rows of the panel; what no whole L x L tile covers (a panel's last columns when
 // they are not a multiple of L, the last K % L rows) value by value. Value by value throughout
-// (each k reading NR values ld apart), the rows' lines fell into one L1 set where ld is a
-// multiple of 4 KB (the LSTM's Wh^T at H = 256, float32) and were lost before the next k read
-// them: ~6 cycles a value, 0.44 ms of an LSTM backward at H = 256 (at T = 4, 40 % of the call).
+// (each k reading NR values ld apart), the panel's rows crowded a few L1 sets (all 32 in one
+// where ld * sizeof(T) is a multiple of 4 KB, the LSTM's Wh^T at H = 256, float32; 16 in one at
+// 2 KB) and their lines were lost before the next k read them: ~6 cycles a value, 0.44 ms of
+// an LSTM backward at H = 256 (at T = 4, 40 % of the call). p1 <= ceil(ncols / NR).
 template <class T>
 static void pack_transposed_panels(T* dst, const T* src, idx ld, idx K, idx ncols, idx p0, idx p1) {
     constexpr int NR = kNR<T>, L = kLanes<T>;
@@ -134,9 +137,10 @@ struct PackedA {  // a packed sliver: kMR values per k
     T operator()(int r, idx k) const { return a[k * kMR + r]; }
 };
 
-// Operand B of the micro-kernel: vector v of the tile's panel p at depth k.
+// Operand B of the micro-kernel: vector v of the tile's panel p at depth k, from consecutive
+// packed panels (pack_panels, pack_transposed_panels; gemm.hpp's pack_b) `panel_size` values apart.
 template <class T>
-struct PackedB {  // consecutive packed panels (pack_panels), `panel_size` values apart
+struct PackedB {
     const T* b;
     idx panel_size;
     Vec<T> operator()(int p, idx k, int v) const { return load(b + p * panel_size + k * kNR<T> + v * kLanes<T>); }
