@@ -53,16 +53,17 @@ struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's re
     idx t;
     idx enter;  // rows from here are at their last step: dh_last comes in, acc (no da_{t+1}) is not read
     void prefetch(idx, int, idx) const {}
+    // Never inlined (GCC 12 called it anyway; noinline makes it so for every compiler), and its
+    // loop over the rows not unrolled (unlike the other epilogues, microkernel.hpp, which are
+    // inlined and keep the tile in registers): called, the tile is in memory either way, and
+    // unrolled its 8 rows were 23 KB of code (26 KB float64) run after every tile, beside the
+    // micro-kernel's loop in a 32 KB L1i; rolled, 2.8 KB. Zen 4, one thread,
+    // `_core.lstm_backward` T = 100, N = 32, H = 256, float32, alternating processes: 18.0-18.5
+    // ms against 18.6-19.2 (12 pairs, all in its favour); float64 37.1-37.2 against 37.8-37.9;
+    // 2 threads 9.0-9.3 against 9.3-9.5. (The GRU's, 15 KB unrolled: the same time either way.)
     template <int M, int NVT>
-    void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
+    __attribute__((noinline)) void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         const idx H = a.cs.cols;
-        // Not unrolled (unlike the other epilogues, microkernel.hpp): GCC calls this one, so
-        // the tile is in memory either way, and unrolled its 8 rows were 23 KB of code (26 KB
-        // float64) run after every tile, beside the micro-kernel's loop in a 32 KB L1i; rolled,
-        // 2.8 KB. Zen 4, one thread, `_core.lstm_backward` T = 100, N = 32, H = 256, float32,
-        // alternating processes: 18.0-18.5 ms against 18.6-19.2 (12 pairs, all in its favour);
-        // float64 37.1-37.2 against 37.8-37.9; 2 threads 9.0-9.3 against 9.3-9.5. (The GRU's,
-        // 15 KB unrolled: the same time either way, left unrolled.)
 #pragma GCC unroll 1
         for (int r = 0; r < M && r < nrows; ++r) {
             const idx n = row0 + r;
