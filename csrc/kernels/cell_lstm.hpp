@@ -53,14 +53,18 @@ struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's re
     idx t;
     idx enter;  // rows from here are at their last step: dh_last comes in, acc (no da_{t+1}) is not read
     void prefetch(idx, int, idx) const {}
-    // Never inlined (GCC 12 called it anyway; noinline makes it so for every compiler), and its
-    // loop over the rows not unrolled (unlike the other epilogues, microkernel.hpp, which are
-    // inlined and keep the tile in registers): called, the tile is in memory either way, and
-    // unrolled its 8 rows were 23 KB of code (26 KB float64) run after every tile, beside the
-    // micro-kernel's loop in a 32 KB L1i; rolled, 2.8 KB. Zen 4, one thread,
-    // `_core.lstm_backward` T = 100, N = 32, H = 256, float32, alternating processes: 18.0-18.5
-    // ms against 18.6-19.2 (12 pairs, all in its favour); float64 37.1-37.2 against 37.8-37.9;
-    // 2 threads 9.0-9.3 against 9.3-9.5. (The GRU's, 15 KB unrolled: the same time either way.)
+    // Never inlined, and its loop over the rows not unrolled (unlike the epilogues that GCC
+    // inlines into the micro-kernel, whose unrolled rows keep the tile in registers:
+    // microkernel.hpp). GCC 12 called this one anyway for whole tiles of 8 rows (the tile then
+    // in memory either way), and unrolled those 8 rows were 23 KB of code (26 KB float64; about
+    // half of it on the whole-tile path) run after every tile beside the micro-kernel's loop;
+    // rolled, 2.8 KB (float64 3.1). noinline makes the tile-in-memory case the only one, for
+    // every tile height and compiler. Zen 4, one thread, `_core.lstm_backward` T = 100, N = 32,
+    // H = 256, float32, alternating processes, rolled (without noinline) against unrolled:
+    // 0.955-0.987x the time in each of 12 pairs (median 0.97); float64 0.98x (2 pairs), 2
+    // threads 0.97-0.99x (3 pairs). Likely the micro-kernel's loop no longer pushed out of the
+    // decoded-op cache (no counters here to show it). The GRU's backward epilogue, also called
+    // (15 KB unrolled), read the same either way.
     template <int M, int NVT>
     __attribute__((noinline)) void operator()(Vec<T> (&acc)[M][NVT], idx row0, int nrows, idx col0, idx ncols) const {
         const idx H = a.cs.cols;
