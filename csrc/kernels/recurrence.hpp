@@ -138,26 +138,53 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     if (!step_barrier) return false;
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {
+        // Split by columns into panels that do not divide evenly between the threads, each thread
+        // owns as many whole panels, and the panels left over are shared by rows: at two threads,
+        // 9 panels were 5 and 4 (the LSTM at H = 288, float32, AVX-512), 4.5 and 4.5 now. A
+        // thread then owns its panels' units in every row and the shared panels' units in its
+        // rows (all gates of them either way, as after_products needs).
+        const bool share_rest = !split.by_rows && team > 1 && panels % team != 0 && N >= team * kMinRowsPerThread;
+        const idx rest0 = share_rest ? panels / team * team : panels;  // the first shared panel
         idx p0, p1;
-        thread_range(panels, team, tid, p0, p1);
+        if (share_rest) {
+            p0 = tid * (rest0 / team);
+            p1 = p0 + rest0 / team;
+        } else {
+            thread_range(panels, team, tid, p0, p1);
+        }
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
-        for (int b = 0; b < s.blocks && pack; ++b) {
-            if (s.transposed)
-                pack_transposed_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld, s.weights.ld,
-                                          K, H, p0, p1);
-            else
-                pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, K, H, p0, p1);
+        // The panels the thread packs: its own, and a share of the shared ones.
+        auto pack_range = [&](idx q0, idx q1) {
+            for (int b = 0; b < s.blocks && pack; ++b) {
+                if (s.transposed)
+                    pack_transposed_panels<T>(packed + b * block_size, s.weights.data + b * H * s.weights.ld,
+                                              s.weights.ld, K, H, q0, q1);
+                else
+                    pack_panels<T>(packed + b * block_size, s.weights.data + b * H, s.weights.ld, K, H, q0, q1);
+            }
+        };
+        pack_range(p0, p1);
+        if (share_rest) {
+            idx q0, q1;
+            thread_range(panels - rest0, team, tid, q0, q1);
+            pack_range(rest0 + q0, rest0 + q1);
+            if (pack) step_barrier.wait(team, tid);  // every thread reads every shared panel
         }
         // The thread's rows of a step that runs `running` rows: all of them split by columns;
         // split by rows, its share of them, kMinRowsPerThread at a time.
         idx n0 = 0, n1 = N, shared = N;
+        auto rows_share = [&](idx running, idx unit, idx& lo, idx& hi) {
+            thread_range((running + unit - 1) / unit, team, tid, lo, hi);
+            lo = imin(lo * unit, running);
+            hi = imin(hi * unit, running);
+        };
         auto share = [&](idx running) {
-            constexpr idx unit = kMinRowsPerThread;
-            thread_range((running + unit - 1) / unit, team, tid, n0, n1);
-            n0 = imin(n0 * unit, running);
-            n1 = imin(n1 * unit, running);
+            rows_share(running, kMinRowsPerThread, n0, n1);
             shared = running;
         };
+        // Its rows [r0, r1) of the shared panels [rest0, panels), in shares of whole rows (none
+        // without them).
+        idx r0 = 0, r1 = 0;
         // Its panels: all of them split by rows, once every thread has packed its share (the
         // only barrier of a row split but where the count of rows changes).
         idx most_rows = N;  // the most rows a step can give this thread
@@ -183,11 +210,20 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         };
         // Block b of B: its packed panels, or its columns of the weights in place.
         auto block = [&](int b) { return pack ? packed + b * block_size : s.weights.data + b * H; };
-        auto sweep = [&](const StepOperand<T>& op, const auto& epi) {
-            step_product<T>(op.a, op.lda, pack_a(op), n0, rows, op.K, block(0), !pack, s.weights.ld, H, p0, p1, partial,
-                            partial_ld, false, epi);
+        // The thread's part of block b of a step's product: its panels over its rows, then the
+        // shared panels over its rows of them (in the other order on alternate steps).
+        auto product = [&](const StepOperand<T>& op, const T* a_packed, int b, bool backwards, const auto& epi) {
+            for (int piece = 0; piece < 2; ++piece) {
+                if ((piece == 0) != backwards)
+                    step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
+                                    partial, partial_ld, backwards, epi);
+                else if (r1 > r0)
+                    step_product<T>(op.a, op.lda, nullptr, r0, r1 - r0, op.K, block(b), !pack, s.weights.ld, H, rest0,
+                                    panels, partial, partial_ld, backwards, epi);
+            }
         };
-        const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H);
+        auto sweep = [&](const StepOperand<T>& op, const auto& epi) { product(op, pack_a(op), 0, false, epi); };
+        const idx j0 = imin(p0 * NR, H), j1 = imin(p1 * NR, H), rest_j0 = imin(rest0 * NR, H);
         const bool barrier_per_step = team > 1 && !split.by_rows;
         // Every other step from the last block and panel to the first, where the thread's share
         // of the weights is small enough (kAlternateStepBytes): a step then starts on the weights
@@ -202,15 +238,16 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             else if (running != shared)
                 share(running);  // (after the barrier that ended the step before)
             rows = n1 - n0;
+            if (share_rest) rows_share(running, 1, r0, r1);
             const StepOperand<T> op = cell.operand(i);
             const T* a_packed = pack_a(op);
             const bool backwards = alternate && i % 2 == 1;
             for (int k = 0; k < s.blocks; ++k) {
                 const int b = int(nth(k, s.blocks, backwards));
-                step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
-                                partial, partial_ld, backwards, cell.epilogue(i, b));
+                product(op, a_packed, b, backwards, cell.epilogue(i, b));
             }
             cell.after_products(i, n0, n1, j0, j1);
+            if (r1 > r0) cell.after_products(i, r0, r1, rest_j0, H);
             if (poll(step_work / N * rows)) stop.after(i + 1);
             // Split by rows, rows change hands where the next step runs another count: every
             // thread finishes this step first (and then sees a stop recorded before it).
