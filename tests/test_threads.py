@@ -603,26 +603,29 @@ def test_a_column_split_of_packed_steps_with_lengths(cell, H, with_state):
 
 # Two H per cell, one of which splits into an odd count of panels for each of NR = 32, 16, 8.
 LEFT_OVER_SIZES = {"RNN": (544, 552), "LSTM": (272, 280), "GRU": (272, 280)}
+ISAS = _backends._core.available_isas() if "cpp" in prf.backends() else []
 
 
 @needs_two_cpus
-@pytest.mark.parametrize("isa", ["avx2", None], ids=["avx2", "default"])
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("T, N", [(3, 10), (2, 64)], ids=["N10", "N64"])
 @pytest.mark.parametrize("cell, H", [(c, H) for c, sizes in LEFT_OVER_SIZES.items() for H in sizes])
-def test_a_column_split_shares_the_panels_left_over_by_rows(cell, H, dtype, with_state, isa):
+def test_a_column_split_shares_the_panels_left_over_by_rows(cell, H, T, N, with_state, dtype, isa):
     """Split by columns into panels that do not divide evenly between two threads (NR columns a
-    panel: 32 float32 and 16 float64 with AVX-512, 16 and 8 with AVX2), each thread takes as
-    many whole panels and the one left over is shared by rows (recurrence.hpp, share_rest), the
-    rows shared out again where samples end. The results equal one thread's bit for bit, and the
-    NumPy backend's. T = 3, N = 10: fewer sample-steps than the weights' bytes
-    (kRowSplitBytesPerSampleStep), so a split by columns."""
-    if isa is not None and isa not in _backends._core.available_isas():
-        pytest.skip(f"no {isa} kernels on this machine")
-    T, N, D = 3, 10, 4
-    rng = np.random.default_rng(H)
+    panel: 32 float32 and 16 float64 with AVX-512 and the portable build, 16 and 8 with AVX2),
+    each thread takes as many whole panels and the one left over is shared by rows
+    (recurrence.hpp, share_rest), the rows shared out again where samples end. The results
+    equal one thread's bit for bit, and the NumPy backend's. Fewer sample-steps than the
+    weights' bytes (kRowSplitBytesPerSampleStep), so a split by columns; from N = 64 the AVX2
+    build packs each thread's rows of the step's left factor (kMinPackedRows) while the shared
+    panels read theirs in place."""
+    D = 4
+    rng = np.random.default_rng(H + N)
     x, dout, h0, c0 = (rng.standard_normal(s) for s in ((N, T, D), (N, T, H), (1, N, H), (1, N, H)))
-    lengths = np.array([3, 3, 2, 3, 0, 1, 3, 2, 3, 1])
+    lengths = rng.integers(0, T + 1, N)
+    lengths[0] = T
     state = ((h0, c0) if cell == "LSTM" else h0) if with_state else None
     runs = []
     for backend, threads in (("cpp", 1), ("cpp", 2), ("numpy", 1)):

@@ -62,8 +62,9 @@ struct GruBackwardEpilogue {  // the cell derivative at step t, given dh_t's rec
             const T* dh_out = a.dhs.at(t, n);
             const T* g = a.gates.at(t, n);
             const T* h_prev = t > 0 ? a.hs.at(t - 1, n) : row_of(a.h0, n);
-            // dh0 carries dh_{t+1} * z_{t+1} from the step before (each thread its own units;
-            // dh_last, or zeros, until a row's last step).
+            // dh0 carries dh_{t+1} * z_{t+1} from the step before (each thread its own units, in
+            // its rows of them this step: handed on across the step's barrier; dh_last, or zeros,
+            // until a row's last step).
             T* carry = a.dh0.data + n * a.dh0.ld;
             const bool enters = n >= enter;
             T* du = a.du.at(t, n);

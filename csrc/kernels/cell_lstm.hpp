@@ -77,8 +77,9 @@ struct LstmBackwardEpilogue {  // the cell derivative at step t, given dh_t's re
             const T* c_prev = t > 0 ? a.cs.at(t - 1, n) : row_of(a.c0, n);
             const bool enters = n >= enter;
             const T* dh_extra = enters ? row_of(a.dh_last, n) : nullptr;
-            // dc0 carries dc_{t+1} * f_{t+1} from the step before (each thread its own units;
-            // dc_last, or zeros, until a row's last step).
+            // dc0 carries dc_{t+1} * f_{t+1} from the step before (each thread its own units, in
+            // its rows of them this step: handed on across the step's barrier; dc_last, or zeros,
+            // until a row's last step).
             T* dc_carry = a.dc0.data + n * a.dc0.ld;
             T* da = a.da.at(t, n);
             for_tile_vectors<T, NVT>(acc[r], col0, ncols, [&](const auto& io, Vec<T> dh) {

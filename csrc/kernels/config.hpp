@@ -350,10 +350,11 @@ constexpr idx kRowSplitCachePercent = 100;
 // ... and when the call has at least one sample-step (steps x N) per kRowSplitBytesPerSampleStep
 // bytes of packed weights: split by rows, each thread starts by reading all the packed panels,
 // half of them from the other core's cache, which a call of a few steps does not repay (split
-// by columns, each reads only its own). Measured (twenty-second session, Sapphire Rapids, 2
-// threads, float32, a forward kernel alone, µs, rows -> columns): LSTM H = 256 (1 MB) N = 32
-// T = 1 153 -> 100, T = 4 349 -> 320, T = 8 584 -> 591, T = 16 1033 -> 1138; N = 16 T = 8 352
-// -> 329, T = 16 585 -> 619; N = 64 T = 2 342 -> 300, T = 3 469 -> 482; LSTM H = 128 (256 KB)
+// by columns, each reads only its own and any left over). Measured (twenty-second session,
+// Sapphire Rapids, 2 threads, float32, a forward kernel alone, µs, rows -> columns): LSTM
+// H = 256 (1 MB) N = 32 T = 1 153 -> 100, T = 4 349 -> 320, T = 8 584 -> 591, T = 16 1033
+// -> 1138; N = 16 T = 8 352 -> 329, T = 16 585 -> 619; N = 64 T = 2 342 -> 300, T = 3 469
+// -> 482; LSTM H = 128 (256 KB)
 // N = 16 T = 8 104 -> 136; vanilla H = 512 (1 MB) N = 32 T = 16 941 -> 915; GRU H = 256 (768
 // KB) N = 64 T = 4 466 -> 456. The crossing, in sample-steps, grows with the weights: ~64-128
 // at 256 KB, ~256 at 1 MB (LSTM), ~512 (vanilla, which gains less per step from the row split).

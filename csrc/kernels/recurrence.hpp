@@ -3,9 +3,10 @@
 // Structure of one call:
 //   - one OpenMP parallel region for the whole sequence, its work split one of two ways
 //     (recurrence_split): by column panels of the output (hidden units), thread i owning a
-//     contiguous range of them, or by rows (samples), thread i owning a range of the batch;
-//   - the threads pack the recurrent weights once (Wh forward, Wh^T backward), each its own
-//     panels: panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values, zero
+//     contiguous range of them (and, where the panels do not divide evenly, a range of the
+//     rows of those left over), or by rows (samples), thread i owning a range of the batch;
+//   - the threads pack the recurrent weights once (Wh forward, Wh^T backward), each a share
+//     of the panels: panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values, zero
 //     padded, so the micro-kernel streams them (forward over a row or two of h in all: read
 //     in place instead, kMinRowsToPackWeights);
 //   - per step, register-blocked micro-kernels compute MR rows x NR columns of the step's
@@ -42,7 +43,8 @@ struct StepStop {
 };
 
 // How a recurrence's team shares the work: `threads` threads, each owning a range of column
-// panels (by_rows false) or of rows, kMinRowsPerThread at a time (by_rows true).
+// panels (by_rows false; the panels left over after an even share, by rows) or of rows,
+// kMinRowsPerThread at a time (by_rows true).
 struct Split {
     int threads;
     bool by_rows;
@@ -106,11 +108,13 @@ static inline idx running_rows(const idx* active, idx t, idx N) { return active 
 // cell.epilogue(i, b)(cell.operand(i) . B_b) over the thread's share of those rows and its
 // columns, then cell.after_products(i, n0, n1, j0, j1) on the thread's rows [n0, n1) and hidden
 // units [j0, j1) (a gated cell's elementwise update, which needs every gate of a unit: a thread
-// owns all gates of its units); split by columns, one barrier per step; split by rows, the
-// rows are shared out again, after a barrier, where the count changes (a row's state then
-// passes to another thread). Then cell.finish(sweep) may run more products (sweep(operand,
-// epilogue), block 0, over the last step's rows) unless the call was interrupted.
-// Returns false only when its scratch memory (packed weights, barrier) cannot be allocated.
+// owns all gates of its units in its rows), and again on its rows of the shared panels' units;
+// split by columns, one barrier per step (and one after the packing where panels are shared:
+// every thread reads them), and the shared panels' rows shared out again at every step (a
+// row's state in them may then pass to another thread, after that barrier); split by rows,
+// the rows are shared out again, after a barrier, where the count changes. Then cell.finish(sweep) may run more
+// products (sweep(operand, epilogue), block 0, over the last step's rows) unless the call was interrupted. Returns
+// false only when its scratch memory (packed weights, barrier) cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx steps = s.steps, N = s.rows, H = s.cols, K = s.depth;
@@ -139,19 +143,16 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     StepStop stop{steps};
     run_team(split.threads, [&](int team, int tid) {
         // Split by columns into panels that do not divide evenly between the threads, each thread
-        // owns as many whole panels, and the panels left over are shared by rows: at two threads,
-        // 9 panels were 5 and 4 (the LSTM at H = 288, float32, AVX-512), 4.5 and 4.5 now. A
-        // thread then owns its panels' units in every row and the shared panels' units in its
-        // rows (all gates of them either way, as after_products needs).
+        // owns as many whole panels, and the panels left over are shared by rows (whole rows,
+        // shared out again at each step, from kMinRowsPerThread a thread): at two threads, 9
+        // panels were 5 and 4 (the LSTM at H = 288, float32, AVX-512), 4.5 and 4.5 now. In a
+        // step a thread owns its panels' units in every row and the shared panels' units in its
+        // rows (all gates of them either way, as after_products needs); a row of the shared
+        // units that changes hands between steps does so across the step's barrier.
         const bool share_rest = !split.by_rows && team > 1 && panels % team != 0 && N >= team * kMinRowsPerThread;
         const idx rest0 = share_rest ? panels / team * team : panels;  // the first shared panel
         idx p0, p1;
-        if (share_rest) {
-            p0 = tid * (rest0 / team);
-            p1 = p0 + rest0 / team;
-        } else {
-            thread_range(panels, team, tid, p0, p1);
-        }
+        thread_range(rest0, team, tid, p0, p1);
         InterruptPoller poll(tid == 0 ? s.interrupt : nullptr);
         // The panels the thread packs: its own, and a share of the shared ones.
         auto pack_range = [&](idx q0, idx q1) {
@@ -173,13 +174,11 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         // The thread's rows of a step that runs `running` rows: all of them split by columns;
         // split by rows, its share of them, kMinRowsPerThread at a time.
         idx n0 = 0, n1 = N, shared = N;
-        auto rows_share = [&](idx running, idx unit, idx& lo, idx& hi) {
-            thread_range((running + unit - 1) / unit, team, tid, lo, hi);
-            lo = imin(lo * unit, running);
-            hi = imin(hi * unit, running);
-        };
         auto share = [&](idx running) {
-            rows_share(running, kMinRowsPerThread, n0, n1);
+            constexpr idx unit = kMinRowsPerThread;
+            thread_range((running + unit - 1) / unit, team, tid, n0, n1);
+            n0 = imin(n0 * unit, running);
+            n1 = imin(n1 * unit, running);
             shared = running;
         };
         // Its rows [r0, r1) of the shared panels [rest0, panels), in shares of whole rows (none
@@ -213,13 +212,21 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         // The thread's part of block b of a step's product: its panels over its rows, then the
         // shared panels over its rows of them (in the other order on alternate steps).
         auto product = [&](const StepOperand<T>& op, const T* a_packed, int b, bool backwards, const auto& epi) {
-            for (int piece = 0; piece < 2; ++piece) {
-                if ((piece == 0) != backwards)
-                    step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
-                                    partial, partial_ld, backwards, epi);
-                else if (r1 > r0)
+            auto own = [&] {
+                step_product<T>(op.a, op.lda, a_packed, n0, rows, op.K, block(b), !pack, s.weights.ld, H, p0, p1,
+                                partial, partial_ld, backwards, epi);
+            };
+            auto rest = [&] {
+                if (r1 > r0)
                     step_product<T>(op.a, op.lda, nullptr, r0, r1 - r0, op.K, block(b), !pack, s.weights.ld, H, rest0,
                                     panels, partial, partial_ld, backwards, epi);
+            };
+            if (backwards) {
+                rest();
+                own();
+            } else {
+                own();
+                rest();
             }
         };
         auto sweep = [&](const StepOperand<T>& op, const auto& epi) { product(op, pack_a(op), 0, false, epi); };
@@ -229,8 +236,8 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
         // of the weights is small enough (kAlternateStepBytes): a step then starts on the weights
         // the step before ended on, still in L1 (step_product; the same bits: each block's
         // epilogue and each tile's sums do not depend on the order).
-        const bool alternate =
-            mul_sat(mul_sat(mul_sat((p1 - p0) * NR, K), s.blocks), idx(sizeof(T))) <= kAlternateStepBytes;
+        const bool alternate = mul_sat(mul_sat(mul_sat((p1 - p0 + panels - rest0) * NR, K), s.blocks),
+                                       idx(sizeof(T))) <= kAlternateStepBytes;
         for (idx i = 0; i < steps; ++i) {
             const idx running = cell.rows(i);
             if (!split.by_rows)
@@ -238,7 +245,7 @@ static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
             else if (running != shared)
                 share(running);  // (after the barrier that ended the step before)
             rows = n1 - n0;
-            if (share_rest) rows_share(running, 1, r0, r1);
+            if (share_rest) thread_range(running, team, tid, r0, r1);
             const StepOperand<T> op = cell.operand(i);
             const T* a_packed = pack_a(op);
             const bool backwards = alternate && i % 2 == 1;
