@@ -583,22 +583,29 @@ def test_a_column_split_of_packed_steps_with_lengths(cell, H, with_state):
     not a whole number of vectors, the results equal one thread's bit for bit, and the NumPy
     backend's. T = 4: fewer sample-steps than the weights' bytes
     (kRowSplitBytesPerSampleStep), so no L2 makes it a split by rows."""
-    T, N, D = 4, 70, 4
+    T, N = 4, 70
     rng = np.random.default_rng(3)
-    x, dout, h0, c0 = (rng.standard_normal(s) for s in ((N, T, D), (N, T, H), (1, N, H), (1, N, H)))
-    lengths = rng.integers(0, T + 1, N)
-    state = ((h0, c0) if cell == "LSTM" else h0) if with_state else None
     isa = "avx2" if "avx2" in _backends._core.available_isas() else None
+    _two_threads_as_one_and_numpy(cell, H, T, N, rng.integers(0, T + 1, N), with_state, np.float64, isa, rng, seed=5)
+
+
+def _two_threads_as_one_and_numpy(cell, H, T, N, lengths, with_state, dtype, isa, rng, seed):
+    """A layer's forward and backward over samples of `lengths` (D = 4; inputs and initial
+    state, when `with_state`, from `rng`): two threads' results equal one's bit for bit and
+    the NumPy backend's within its tolerance (`isa`: the compiled backend's kernels, or None)."""
+    D = 4
+    x, dout, h0, c0 = (rng.standard_normal(s) for s in ((N, T, D), (N, T, H), (1, N, H), (1, N, H)))
+    state = ((h0, c0) if cell == "LSTM" else h0) if with_state else None
     runs = []
     for backend, threads in (("cpp", 1), ("cpp", 2), ("numpy", 1)):
-        layer = getattr(prf, cell)(D, H, dtype=np.float64, seed=5, backend=backend)
+        layer = getattr(prf, cell)(D, H, dtype=dtype, seed=seed, backend=backend)
         with num_threads(threads), use_backend((backend, isa if backend == "cpp" else None)):
             out = layer(x, state, lengths)
             dx = layer.backward(dout)
         runs.append([out[0], dx, *(layer.grads[k] for k in sorted(layer.grads))])
     for one, two, ref in zip(*runs):
         np.testing.assert_array_equal(two, one)
-        close(two, ref, 1e-12)
+        close(two, ref, SELF_TOL if dtype == np.float64 else TOL[np.dtype(dtype)])
 
 
 # Two H per cell, one of which splits into an odd count of panels for each of NR = 32, 16, 8.
@@ -621,19 +628,7 @@ def test_a_column_split_shares_the_panels_left_over_by_rows(cell, H, T, N, with_
     weights' bytes (kRowSplitBytesPerSampleStep), so a split by columns; from N = 64 the AVX2
     build packs each thread's rows of the step's left factor (kMinPackedRows) while the shared
     panels read theirs in place."""
-    D = 4
     rng = np.random.default_rng(H + N)
-    x, dout, h0, c0 = (rng.standard_normal(s) for s in ((N, T, D), (N, T, H), (1, N, H), (1, N, H)))
     lengths = rng.integers(0, T + 1, N)
     lengths[0] = T
-    state = ((h0, c0) if cell == "LSTM" else h0) if with_state else None
-    runs = []
-    for backend, threads in (("cpp", 1), ("cpp", 2), ("numpy", 1)):
-        layer = getattr(prf, cell)(D, H, dtype=dtype, seed=7, backend=backend)
-        with num_threads(threads), use_backend((backend, isa if backend == "cpp" else None)):
-            out = layer(x, state, lengths)
-            dx = layer.backward(dout)
-        runs.append([out[0], dx, *(layer.grads[k] for k in sorted(layer.grads))])
-    for one, two, ref in zip(*runs):
-        np.testing.assert_array_equal(two, one)
-        close(two, ref, SELF_TOL if dtype == np.float64 else TOL[np.dtype(dtype)])
+    _two_threads_as_one_and_numpy(cell, H, T, N, lengths, with_state, dtype, isa, rng, seed=7)
