@@ -6,9 +6,9 @@
 //     contiguous range of them (and, where the panels do not divide evenly, a range of the
 //     rows of those left over), or by rows (samples), thread i owning a range of the batch;
 //   - the threads pack the recurrent weights once (Wh forward, Wh^T backward), each a share
-//     of the panels: panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values, zero
-//     padded, so the micro-kernel streams them (forward over a row or two of h in all: read
-//     in place instead, kMinRowsToPackWeights);
+//     of the panels: panel p holds columns [p*NR, p*NR+NR) as K rows of NR contiguous values,
+//     zero padded, so the micro-kernel streams them (forward over a row or two of h in all:
+//     read in place instead, kMinRowsToPackWeights);
 //   - per step, register-blocked micro-kernels compute MR rows x NR columns of the step's
 //     product (h_{t-1} . Wh forward, da_{t+1} . Wh^T backward) and the cell's epilogue
 //     finishes the tile in registers (forward: add xw_t, activation; backward: add dh_t,
@@ -112,9 +112,10 @@ static inline idx running_rows(const idx* active, idx t, idx N) { return active 
 // split by columns, one barrier per step (and one after the packing where panels are shared:
 // every thread reads them), and the shared panels' rows shared out again at every step (a
 // row's state in them may then pass to another thread, after that barrier); split by rows,
-// the rows are shared out again, after a barrier, where the count changes. Then cell.finish(sweep) may run more
-// products (sweep(operand, epilogue), block 0, over the last step's rows) unless the call was interrupted. Returns
-// false only when its scratch memory (packed weights, barrier) cannot be allocated.
+// the rows are shared out again, after a barrier, where the count changes. Then
+// cell.finish(sweep) may run more products (sweep(operand, epilogue), block 0, over the last
+// step's rows) unless the call was interrupted. Returns false only when its scratch memory
+// (packed weights, barrier) cannot be allocated.
 template <class T, class Cell>
 static bool run_recurrence(const RecurrenceShape<T>& s, const Cell& cell) {
     const idx steps = s.steps, N = s.rows, H = s.cols, K = s.depth;
